@@ -1,0 +1,118 @@
+//! HTTP API bodies that both the hub and its clients (the admin CLI,
+//! tests) read or write, and the one error shape every failing route
+//! returns: `{"error": {"code": "...", "message": "..."}}`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::model::{AgentInfo, Priority, Task};
+
+/// Longest task title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Longest task description, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 64 * 1024;
+
+/// Body of `POST /api/tasks`. Unknown fields are refused so that a typo
+/// (`needs` for `needed_capabilities`) is an error, not a silent default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed_capabilities: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_budget_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Body of `POST /api/agents`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgent {
+    pub id: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// Answer to `POST /api/agents`: the only time the token is shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentCreated {
+    pub id: String,
+    pub token: String,
+    pub capabilities: Vec<String>,
+    pub agent: AgentInfo,
+}
+
+/// Answer to `GET /api/tasks`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    pub next_cursor: Option<String>,
+}
+
+/// Answer to `GET /api/agents`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentList {
+    pub agents: Vec<AgentInfo>,
+}
+
+/// The body of every error answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: ErrorBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError {
+            error: ErrorBody {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_task_defaults_and_typos() {
+        let t: NewTask = serde_json::from_str(r#"{"title":"x"}"#).unwrap();
+        assert_eq!(t.title, "x");
+        assert!(t.priority.is_none());
+        let err = serde_json::from_str::<NewTask>(r#"{"title":"x","needs":["a"]}"#).unwrap_err();
+        assert!(err.to_string().contains("needs"), "{err}");
+        assert!(serde_json::from_str::<NewTask>(r#"{"description":"no title"}"#).is_err());
+        assert!(serde_json::from_str::<NewTask>(r#"{"title":"x","priority":"asap"}"#).is_err());
+    }
+
+    #[test]
+    fn error_shape() {
+        let e = ApiError::new("not_found", "no task 7");
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"error": {"code": "not_found", "message": "no task 7"}})
+        );
+    }
+}

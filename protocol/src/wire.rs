@@ -1,0 +1,392 @@
+//! Hub ⇄ sidecar messages: one JSON object per WebSocket text frame,
+//! tagged by `"type"`.
+//!
+//! Decoding never panics: an unknown `type`, a missing field or a wrong
+//! type is an `Err` from [`SidecarMsg::decode`] / [`HubMsg::decode`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Task, TaskRef, TaskResult};
+
+/// What a sidecar says it is doing, in `hello` and every `heartbeat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SidecarState {
+    /// No task; ready for one.
+    Idle,
+    /// Holds a task (accepted, runner running or result being delivered).
+    Working,
+}
+
+/// Messages from a sidecar to the hub.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SidecarMsg {
+    Hello {
+        protocol_version: u32,
+        agent_id: String,
+        capabilities: Vec<String>,
+        state: SidecarState,
+        current_task: Option<TaskRef>,
+        sidecar_version: String,
+        /// Results the sidecar still holds in its outbox (not yet acked);
+        /// it sends them right after `welcome`. An extension of the
+        /// contract: the hub does not treat a task listed here as lost.
+        #[serde(default)]
+        pending_results: Vec<TaskRef>,
+    },
+    Heartbeat {
+        state: SidecarState,
+        #[serde(default)]
+        task_id: Option<String>,
+        #[serde(default)]
+        generation: Option<u64>,
+    },
+    Accept {
+        task_id: String,
+        generation: u64,
+    },
+    Reject {
+        task_id: String,
+        generation: u64,
+        reason: String,
+    },
+    Progress {
+        task_id: String,
+        generation: u64,
+        note: String,
+    },
+    Complete {
+        task_id: String,
+        generation: u64,
+        result: TaskResult,
+    },
+    Fail {
+        task_id: String,
+        generation: u64,
+        error: String,
+        retryable: bool,
+    },
+}
+
+impl SidecarMsg {
+    pub fn decode(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("sidecar messages always serialise")
+    }
+
+    /// The `type` tag, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SidecarMsg::Hello { .. } => "hello",
+            SidecarMsg::Heartbeat { .. } => "heartbeat",
+            SidecarMsg::Accept { .. } => "accept",
+            SidecarMsg::Reject { .. } => "reject",
+            SidecarMsg::Progress { .. } => "progress",
+            SidecarMsg::Complete { .. } => "complete",
+            SidecarMsg::Fail { .. } => "fail",
+        }
+    }
+
+    /// The attempt a report is about (`accept`, `reject`, `progress`,
+    /// `complete`, `fail`).
+    pub fn task_ref(&self) -> Option<TaskRef> {
+        match self {
+            SidecarMsg::Accept {
+                task_id,
+                generation,
+            }
+            | SidecarMsg::Reject {
+                task_id,
+                generation,
+                ..
+            }
+            | SidecarMsg::Progress {
+                task_id,
+                generation,
+                ..
+            }
+            | SidecarMsg::Complete {
+                task_id,
+                generation,
+                ..
+            }
+            | SidecarMsg::Fail {
+                task_id,
+                generation,
+                ..
+            } => Some(TaskRef::new(task_id.clone(), *generation)),
+            _ => None,
+        }
+    }
+}
+
+/// Which report an `ack` confirms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckOf {
+    Accept,
+    Complete,
+    Fail,
+}
+
+/// Messages from the hub to a sidecar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HubMsg {
+    Welcome {
+        protocol_version: u32,
+        heartbeat_interval_s: u64,
+        /// After this long without a heartbeat the hub counts the agent offline.
+        #[serde(default)]
+        heartbeat_timeout_s: Option<u64>,
+        #[serde(default)]
+        hub_version: Option<String>,
+    },
+    Assign {
+        task_id: String,
+        generation: u64,
+        task: Box<Task>,
+    },
+    Cancel {
+        task_id: String,
+        generation: u64,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    Ack {
+        task_id: String,
+        generation: u64,
+        of: AckOf,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+impl HubMsg {
+    pub fn decode(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("hub messages always serialise")
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HubMsg::Welcome { .. } => "welcome",
+            HubMsg::Assign { .. } => "assign",
+            HubMsg::Cancel { .. } => "cancel",
+            HubMsg::Ack { .. } => "ack",
+            HubMsg::Error { .. } => "error",
+        }
+    }
+
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        HubMsg::Error {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Priority, TaskStatus};
+    use crate::time::Timestamp;
+
+    fn sample_task() -> Task {
+        Task {
+            id: "01J0000000000000000000000A".into(),
+            title: "write 1".into(),
+            description: "d".into(),
+            priority: Priority::High,
+            needed_capabilities: vec!["rust".into()],
+            repo: None,
+            idempotency_key: Some("k".into()),
+            max_retries: 3,
+            timeout_s: 60,
+            context_budget_tokens: Some(1000),
+            metadata: None,
+            status: TaskStatus::Assigned,
+            generation: 2,
+            attempts: 1,
+            assigned_to: Some("a1".into()),
+            created_at: Timestamp(1),
+            updated_at: Timestamp(2),
+            queued_at: Some(Timestamp(1)),
+            not_before: None,
+            result: None,
+            last_error: None,
+            history: None,
+        }
+    }
+
+    fn all_sidecar_msgs() -> Vec<SidecarMsg> {
+        vec![
+            SidecarMsg::Hello {
+                protocol_version: 1,
+                agent_id: "a1".into(),
+                capabilities: vec!["rust".into()],
+                state: SidecarState::Working,
+                current_task: Some(TaskRef::new("t", 3)),
+                sidecar_version: "0.1.0".into(),
+                pending_results: vec![TaskRef::new("u", 1)],
+            },
+            SidecarMsg::Heartbeat {
+                state: SidecarState::Idle,
+                task_id: None,
+                generation: None,
+            },
+            SidecarMsg::Accept {
+                task_id: "t".into(),
+                generation: 1,
+            },
+            SidecarMsg::Reject {
+                task_id: "t".into(),
+                generation: 1,
+                reason: "busy".into(),
+            },
+            SidecarMsg::Progress {
+                task_id: "t".into(),
+                generation: 1,
+                note: "half".into(),
+            },
+            SidecarMsg::Complete {
+                task_id: "t".into(),
+                generation: 1,
+                result: TaskResult {
+                    summary: Some("done".into()),
+                    ..Default::default()
+                },
+            },
+            SidecarMsg::Fail {
+                task_id: "t".into(),
+                generation: 1,
+                error: "boom".into(),
+                retryable: true,
+            },
+        ]
+    }
+
+    fn all_hub_msgs() -> Vec<HubMsg> {
+        vec![
+            HubMsg::Welcome {
+                protocol_version: 1,
+                heartbeat_interval_s: 30,
+                heartbeat_timeout_s: Some(90),
+                hub_version: Some("0.1.0".into()),
+            },
+            HubMsg::Assign {
+                task_id: "t".into(),
+                generation: 2,
+                task: Box::new(sample_task()),
+            },
+            HubMsg::Cancel {
+                task_id: "t".into(),
+                generation: 2,
+                reason: Some("operator".into()),
+            },
+            HubMsg::Ack {
+                task_id: "t".into(),
+                generation: 2,
+                of: AckOf::Complete,
+            },
+            HubMsg::error("bad_frame", "not JSON"),
+        ]
+    }
+
+    #[test]
+    fn every_sidecar_message_round_trips() {
+        for m in all_sidecar_msgs() {
+            let text = m.encode();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["type"], m.kind(), "{text}");
+            assert_eq!(SidecarMsg::decode(&text).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn every_hub_message_round_trips() {
+        for m in all_hub_msgs() {
+            let text = m.encode();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["type"], m.kind(), "{text}");
+            assert_eq!(HubMsg::decode(&text).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn contract_examples_decode() {
+        let hello = r#"{"type":"hello","protocol_version":1,"agent_id":"loash","capabilities":["rust","git"],
+                        "state":"idle","current_task":null,"sidecar_version":"0.1.0"}"#;
+        match SidecarMsg::decode(hello).unwrap() {
+            SidecarMsg::Hello {
+                pending_results,
+                current_task,
+                ..
+            } => {
+                assert!(pending_results.is_empty());
+                assert!(current_task.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        let hb = r#"{"type":"heartbeat","state":"working","task_id":"t","generation":4}"#;
+        assert_eq!(
+            SidecarMsg::decode(hb).unwrap(),
+            SidecarMsg::Heartbeat {
+                state: SidecarState::Working,
+                task_id: Some("t".into()),
+                generation: Some(4)
+            }
+        );
+        let ack = r#"{"type":"ack","task_id":"t","generation":4,"of":"complete"}"#;
+        assert!(matches!(
+            HubMsg::decode(ack).unwrap(),
+            HubMsg::Ack {
+                of: AckOf::Complete,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unknown_type_is_an_error_not_a_panic() {
+        let err = SidecarMsg::decode(r#"{"type":"teleport","task_id":"t"}"#).unwrap_err();
+        assert!(err.to_string().contains("teleport"), "{err}");
+        assert!(HubMsg::decode(r#"{"type":"teleport"}"#).is_err());
+    }
+
+    #[test]
+    fn missing_fields_are_errors() {
+        let err = SidecarMsg::decode(r#"{"type":"accept","task_id":"t"}"#).unwrap_err();
+        assert!(err.to_string().contains("generation"), "{err}");
+        assert!(SidecarMsg::decode(r#"{"task_id":"t","generation":1}"#).is_err());
+        assert!(
+            SidecarMsg::decode(r#"{"type":"fail","task_id":"t","generation":1,"error":"x"}"#)
+                .is_err()
+        );
+        assert!(HubMsg::decode(r#"{"type":"assign","task_id":"t","generation":1}"#).is_err());
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for text in [
+            "",
+            "not json",
+            "[]",
+            "42",
+            "{\"type\":7}",
+            "{\"type\":\"accept\",\"task_id\":1,\"generation\":1}",
+        ] {
+            assert!(SidecarMsg::decode(text).is_err(), "{text}");
+            assert!(HubMsg::decode(text).is_err(), "{text}");
+        }
+    }
+}
