@@ -1,0 +1,256 @@
+//! `WsSession`: one actor per sidecar WebSocket connection.
+//!
+//! It owns the connection's `actix_ws::Session` through a `SinkWrite`, so
+//! any handler can write a frame. It parses each text frame into a
+//! [`SidecarMsg`]; the first must be `hello` for the agent whose token
+//! opened the connection, with our protocol version. After that, every
+//! message goes to the agent's FSM in arrival order. Frames it cannot use
+//! are answered with an `error` frame and the connection stays up; a frame
+//! over 1 MiB ends the connection (its bytes cannot be skipped) after an
+//! `error` and a Close (1009). Ping is answered with Pong by hand (actix-ws
+//! does not).
+//!
+//! Closing: it writes the Close frame, closes the sink, and stops when the
+//! sink has flushed (a fallback timer covers a half-open peer); stopping
+//! straight after writing would drop the frame. When it stops it tells the
+//! FSM, with its session number so a late close never disconnects a newer
+//! session.
+//!
+//! It holds no agent or task state: the FSM decides everything.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::io::{SinkWrite, WriteHandler};
+use actix::prelude::*;
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Message, ProtocolError};
+use agentcom_protocol::{HubMsg, SidecarMsg, PROTOCOL_VERSION};
+
+use crate::actors::agent::{AgentFsm, Connect, Disconnect, FromSidecar};
+use crate::domain::fsm::HelloFacts;
+use crate::stats::Stats;
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Send this frame to the sidecar.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Push(pub HubMsg);
+
+/// Close the connection (Close frame 1000 with this reason).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseConn {
+    pub reason: String,
+}
+
+pub struct WsSession {
+    id: u64,
+    agent_id: String,
+    fsm: Addr<AgentFsm>,
+    sink: SinkWrite<Message, actix_ws::Session>,
+    stats: Arc<Stats>,
+    said_hello: bool,
+    closing: bool,
+}
+
+impl WsSession {
+    pub fn new(
+        agent_id: String,
+        fsm: Addr<AgentFsm>,
+        session: actix_ws::Session,
+        stats: Arc<Stats>,
+        ctx: &mut Context<Self>,
+    ) -> Self {
+        WsSession {
+            id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            agent_id,
+            fsm,
+            sink: SinkWrite::new(session, ctx),
+            stats,
+            said_hello: false,
+            closing: false,
+        }
+    }
+
+    fn push(&mut self, msg: &HubMsg) {
+        if self.closing {
+            return;
+        }
+        let text = msg.encode();
+        self.stats.message_out(text.len());
+        tracing::debug!(agent = %self.agent_id, session = self.id, kind = msg.kind(), "→ sidecar");
+        let _ = self.sink.write(Message::Text(text.into()));
+    }
+
+    fn refuse(&mut self, code: &str, message: String) {
+        tracing::warn!(agent = %self.agent_id, session = self.id, code, %message, "frame refused");
+        self.stats.ws_bad_frames.fetch_add(1, Ordering::Relaxed);
+        self.push(&HubMsg::error(code, message));
+    }
+
+    fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, reason: &str) {
+        if self.closing {
+            return;
+        }
+        tracing::info!(agent = %self.agent_id, session = self.id, reason, "closing connection");
+        self.closing = true;
+        let _ = self.sink.write(Message::Close(Some(CloseReason {
+            code,
+            description: Some(reason.to_string()),
+        })));
+        self.sink.close();
+        ctx.run_later(Duration::from_secs(5), |_, ctx| ctx.stop());
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        self.stats.message_in(text.len());
+        let msg = match SidecarMsg::decode(text) {
+            Ok(m) => m,
+            Err(e) => return self.refuse("bad_message", format!("not a valid message: {e}")),
+        };
+        tracing::debug!(agent = %self.agent_id, session = self.id, kind = msg.kind(), "← sidecar");
+        match msg {
+            SidecarMsg::Hello {
+                protocol_version,
+                agent_id,
+                current_task,
+                sidecar_version,
+                pending_results,
+                ..
+            } => {
+                if protocol_version != PROTOCOL_VERSION {
+                    self.refuse(
+                        "protocol_version",
+                        format!("this hub speaks protocol {PROTOCOL_VERSION}, the sidecar {protocol_version}"),
+                    );
+                    return self.close(ctx, CloseCode::Policy, "unsupported protocol version");
+                }
+                if agent_id != self.agent_id {
+                    self.refuse(
+                        "wrong_agent",
+                        format!("this token belongs to {}, not {agent_id}", self.agent_id),
+                    );
+                    return self.close(ctx, CloseCode::Policy, "hello names another agent");
+                }
+                if self.said_hello {
+                    return self.refuse(
+                        "duplicate_hello",
+                        "hello was already received on this connection".into(),
+                    );
+                }
+                self.said_hello = true;
+                self.fsm.do_send(Connect {
+                    session: self.id,
+                    addr: ctx.address(),
+                    hello: HelloFacts {
+                        current_task,
+                        pending_results,
+                        sidecar_version,
+                    },
+                });
+            }
+            other if !self.said_hello => {
+                self.refuse("hello_first", format!("send hello before {}", other.kind()));
+            }
+            other => self.fsm.do_send(FromSidecar {
+                session: self.id,
+                msg: other,
+            }),
+        }
+    }
+}
+
+impl Actor for WsSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        tracing::info!(agent = %self.agent_id, session = self.id, "sidecar connected");
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::info!(agent = %self.agent_id, session = self.id, "sidecar connection ended");
+        self.fsm.do_send(Disconnect { session: self.id });
+    }
+}
+
+impl WriteHandler<actix_ws::Closed> for WsSession {
+    fn error(&mut self, _: actix_ws::Closed, _: &mut Self::Context) -> Running {
+        Running::Stop
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
+    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
+        match item {
+            Ok(AggregatedMessage::Text(text)) => self.on_text(&text, ctx),
+            Ok(AggregatedMessage::Binary(b)) => {
+                self.stats.message_in(b.len());
+                self.refuse(
+                    "bad_message",
+                    "binary frames are not part of the protocol; send JSON text".into(),
+                );
+            }
+            Ok(AggregatedMessage::Ping(p)) => {
+                let _ = self.sink.write(Message::Pong(p));
+            }
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(reason)) => {
+                tracing::info!(agent = %self.agent_id, session = self.id, ?reason, "sidecar closed the connection");
+                self.close(ctx, CloseCode::Normal, "bye");
+            }
+            Err(ProtocolError::Overflow) => {
+                self.refuse(
+                    "frame_too_large",
+                    format!(
+                        "frames are limited to {} bytes",
+                        agentcom_protocol::MAX_FRAME_BYTES
+                    ),
+                );
+                self.close(ctx, CloseCode::Size, "frame too large");
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("continuation size") {
+                    self.refuse(
+                        "frame_too_large",
+                        format!(
+                            "messages are limited to {} bytes",
+                            agentcom_protocol::MAX_FRAME_BYTES
+                        ),
+                    );
+                    self.close(ctx, CloseCode::Size, "message too large");
+                } else {
+                    self.refuse("protocol_error", text);
+                    self.close(ctx, CloseCode::Protocol, "protocol error");
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Push> for WsSession {
+    type Result = ();
+    fn handle(&mut self, msg: Push, _: &mut Context<Self>) {
+        self.push(&msg.0);
+    }
+}
+
+impl Handler<CloseConn> for WsSession {
+    type Result = ();
+    fn handle(&mut self, msg: CloseConn, ctx: &mut Context<Self>) {
+        self.close(ctx, CloseCode::Normal, &msg.reason);
+    }
+}

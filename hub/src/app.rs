@@ -1,0 +1,142 @@
+//! Starting and stopping the hub: open the store, rebuild the queue and
+//! views from it, start the actors and wire them, serve HTTP, and on
+//! SIGTERM/SIGINT close sidecar sessions, stop serving, make the store
+//! durable and return.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor;
+use actix_web::{web, App, HttpServer};
+use agentcom_protocol::Timestamp;
+
+use crate::actors::agent::AgentDeps;
+use crate::actors::queue::{TaskQueue, Wire};
+use crate::actors::registry::{AgentDirectory, CloseAll, Registry, Start};
+use crate::actors::scheduler::Scheduler;
+use crate::auth::Auth;
+use crate::config::Settings;
+use crate::domain::queue::QueueCore;
+use crate::events::EventBus;
+use crate::http::{self, AppState};
+use crate::stats::Stats;
+use crate::store::Store;
+use crate::views::{AgentView, TaskView};
+
+pub async fn serve(settings: Settings) -> Result<(), String> {
+    let settings = Arc::new(settings);
+    let store = Store::open(&settings.data_dir).map_err(|e| {
+        format!(
+            "cannot open the store in {}: {e}",
+            settings.data_dir.display()
+        )
+    })?;
+    let auth = Auth::initialise(&settings, &store).map_err(|e| e.to_string())?;
+
+    let stored = store.load_tasks().map_err(|e| e.to_string())?;
+    let tasks = Arc::new(TaskView::default());
+    tasks.apply(stored.iter().map(|(t, _)| t));
+    let core = QueueCore::restore(settings.queue_settings(), stored);
+    tracing::info!(
+        tasks = core.len(),
+        queued = core.queued_len(),
+        active = core.active().count(),
+        "queue restored from the store"
+    );
+
+    let events = Arc::new(EventBus::new(
+        settings.events.replay,
+        settings.events.client_buffer,
+    ));
+    let stats = Arc::new(Stats::default());
+    let agents = Arc::new(AgentView::default());
+    let directory = Arc::new(AgentDirectory::default());
+
+    let queue = TaskQueue::new(
+        core,
+        store.clone(),
+        tasks.clone(),
+        events.clone(),
+        stats.clone(),
+    )
+    .start();
+    let records = store.load_agents().map_err(|e| e.to_string())?;
+    let registry = Registry::new(
+        store.clone(),
+        records,
+        tasks.clone(),
+        directory.clone(),
+        settings.fsm_settings(),
+    )
+    .start();
+    let t = &settings.timeouts;
+    let scheduler = Scheduler::new(
+        queue.clone(),
+        registry.clone(),
+        Duration::from_secs(t.sweep_interval_s),
+        (t.accept_timeout_s as i64) * 1000,
+    )
+    .start();
+    registry.do_send(Start {
+        deps: Arc::new(AgentDeps {
+            queue: queue.clone(),
+            scheduler: scheduler.clone(),
+            view: agents.clone(),
+            events: events.clone(),
+            heartbeat_interval_s: t.heartbeat_interval_s,
+            heartbeat_timeout_s: t.heartbeat_timeout_s,
+        }),
+    });
+    queue.do_send(Wire {
+        scheduler: scheduler.recipient(),
+        registry: registry.clone().recipient(),
+    });
+
+    let state = web::Data::new(AppState {
+        settings: settings.clone(),
+        queue,
+        registry: registry.clone(),
+        tasks,
+        agents,
+        directory,
+        auth,
+        store: store.clone(),
+        events,
+        stats,
+        started_at: Timestamp::now(),
+    });
+    let server =
+        HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+            .disable_signals()
+            .shutdown_timeout(5)
+            .bind(&settings.listen)
+            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    for addr in server.addrs() {
+        tracing::info!("listening on http://{addr}");
+    }
+    let server = server.run();
+    let handle = server.handle();
+    let serving = actix_rt::spawn(server);
+
+    wait_for_signal().await;
+    tracing::info!("stopping: closing sidecar sessions");
+    let _ = registry.send(CloseAll).await;
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    handle.stop(true).await;
+    let _ = serving.await;
+    store
+        .sync()
+        .map_err(|e| format!("final store sync failed: {e}"))?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

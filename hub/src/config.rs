@@ -1,0 +1,329 @@
+//! Hub settings: built-in defaults, then the TOML file, then
+//! `AGENTCOM_<KEY>` environment variables (`__` for nesting, lists
+//! comma-separated), then command-line flags — each overriding the last.
+//!
+//! This module only reads and validates settings; it must never start
+//! anything or touch the store.
+
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::{Deserialize, Deserializer};
+
+use crate::domain::fsm::FsmSettings;
+use crate::domain::queue::QueueSettings;
+use crate::domain::retry::RetryPolicy;
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// A read-only token for dashboards and scripts (optional).
+    #[serde(default)]
+    pub viewer_token: Option<String>,
+    pub timeouts: Timeouts,
+    pub retry: Retry,
+    pub circuit: Circuit,
+    pub events: Events,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Timeouts {
+    /// Unset (or 0): a third of the heartbeat timeout, at most 30 s — so
+    /// shrinking only the timeout (as tests do) keeps a valid pair.
+    #[serde(default)]
+    pub heartbeat_interval_s: u64,
+    pub heartbeat_timeout_s: u64,
+    pub accept_timeout_s: u64,
+    pub sweep_interval_s: u64,
+    pub task_timeout_s: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Retry {
+    pub max_retries: u32,
+    #[serde(deserialize_with = "one_or_many")]
+    pub backoff_s: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Circuit {
+    pub failures: u32,
+    pub cooldown_s: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Events {
+    /// How many recent events `/api/events` can replay to a client that
+    /// reconnects with `Last-Event-ID`.
+    pub replay: usize,
+    /// Events buffered per client before a slow one is dropped.
+    pub client_buffer: usize,
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid setting {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Settings {
+    /// Load settings from the layers described in the module docs.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Settings, SettingsError> {
+        Self::load_with_env(file, overrides, None)
+    }
+
+    /// As [`Settings::load`], with an explicit environment (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: Option<Vec<(String, String)>>,
+    ) -> Result<Settings, SettingsError> {
+        let mut b = Config::builder()
+            .set_default("listen", "127.0.0.1:4000")?
+            .set_default("data_dir", "./data/hub")?
+            .set_default("timeouts.heartbeat_timeout_s", 90)?
+            .set_default("timeouts.accept_timeout_s", 60)?
+            .set_default("timeouts.sweep_interval_s", 30)?
+            .set_default("timeouts.task_timeout_s", 7200)?
+            .set_default("retry.max_retries", 3)?
+            .set_default("retry.backoff_s", vec![0, 30, 120])?
+            .set_default("circuit.failures", 3)?
+            .set_default("circuit.cooldown_s", 300)?
+            .set_default("events.replay", 10_000)?
+            .set_default("events.client_buffer", 4096)?;
+        if let Some(f) = file {
+            b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
+        }
+        let mut env_source = Environment::with_prefix("AGENTCOM")
+            .prefix_separator("_")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("retry.backoff_s")
+            .try_parsing(true);
+        if let Some(vars) = env {
+            env_source = env_source.source(Some(vars.into_iter().collect()));
+        }
+        b = b.add_source(env_source);
+        if let Some(l) = &overrides.listen {
+            b = b.set_override("listen", l.clone())?;
+        }
+        if let Some(d) = &overrides.data_dir {
+            b = b.set_override("data_dir", d.to_string_lossy().to_string())?;
+        }
+        let mut s: Settings = b.build()?.try_deserialize()?;
+        if s.timeouts.heartbeat_interval_s == 0 {
+            s.timeouts.heartbeat_interval_s = (s.timeouts.heartbeat_timeout_s / 3).clamp(1, 30);
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let t = &self.timeouts;
+        let invalid = |key, message: String| Err(SettingsError::Invalid { key, message });
+        if t.heartbeat_timeout_s <= t.heartbeat_interval_s {
+            return invalid(
+                "timeouts.heartbeat_timeout_s",
+                format!(
+                    "must be longer than heartbeat_interval_s ({})",
+                    t.heartbeat_interval_s
+                ),
+            );
+        }
+        for (key, v) in [
+            ("timeouts.accept_timeout_s", t.accept_timeout_s),
+            ("timeouts.sweep_interval_s", t.sweep_interval_s),
+            ("timeouts.task_timeout_s", t.task_timeout_s),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be at least 1".into());
+            }
+        }
+        if self.circuit.failures == 0 {
+            return invalid("circuit.failures", "must be at least 1".into());
+        }
+        if self.events.client_buffer == 0 {
+            return invalid("events.client_buffer", "must be at least 1".into());
+        }
+        if let Some(tok) = &self.admin_token {
+            if tok.len() < 16 {
+                return invalid("admin_token", "must be at least 16 characters".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn queue_settings(&self) -> QueueSettings {
+        QueueSettings {
+            default_max_retries: self.retry.max_retries,
+            default_timeout_s: self.timeouts.task_timeout_s,
+            retry: RetryPolicy {
+                backoff_s: self.retry.backoff_s.clone(),
+            },
+        }
+    }
+
+    pub fn fsm_settings(&self) -> FsmSettings {
+        FsmSettings {
+            heartbeat_timeout_ms: self.timeouts.heartbeat_timeout_s as i64 * 1000,
+            accept_timeout_ms: self.timeouts.accept_timeout_s as i64 * 1000,
+            circuit_failures: self.circuit.failures,
+            circuit_cooldown_ms: self.circuit.cooldown_s as i64 * 1000,
+        }
+    }
+}
+
+/// `backoff_s` may come as a TOML list, a comma-separated string, or (from
+/// a one-value environment variable) a single number.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        Num(u64),
+        Str(String),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<Item>),
+        One(Item),
+    }
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| serde::de::Error::custom(format!("not a number of seconds: {s:?}")))
+    };
+    let items = match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => v,
+        OneOrMany::One(i) => vec![i],
+    };
+    let mut out = Vec::new();
+    for i in items {
+        match i {
+            Item::Num(n) => out.push(n),
+            Item::Str(s) => {
+                for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+                    out.push(parse(part)?);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<Vec<(String, String)>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = Settings::load_with_env(None, &Overrides::default(), env(&[])).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:4000");
+        assert_eq!(s.data_dir, PathBuf::from("./data/hub"));
+        assert_eq!(s.timeouts.heartbeat_interval_s, 30);
+        assert_eq!(s.timeouts.heartbeat_timeout_s, 90);
+        assert_eq!(s.timeouts.accept_timeout_s, 60);
+        assert_eq!(s.timeouts.sweep_interval_s, 30);
+        assert_eq!(s.timeouts.task_timeout_s, 7200);
+        assert_eq!(s.retry.max_retries, 3);
+        assert_eq!(s.retry.backoff_s, vec![0, 30, 120]);
+        assert_eq!((s.circuit.failures, s.circuit.cooldown_s), (3, 300));
+        assert!(s.admin_token.is_none());
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = std::env::temp_dir().join(format!("agentcom-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hub.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:5000\"\n[timeouts]\nheartbeat_timeout_s = 40\naccept_timeout_s = 7\n[retry]\nbackoff_s = [1, 2]\n",
+        )
+        .unwrap();
+        let s = Settings::load_with_env(
+            Some(&file),
+            &Overrides {
+                listen: Some("127.0.0.1:6000".into()),
+                data_dir: None,
+            },
+            env(&[
+                ("AGENTCOM_TIMEOUTS__HEARTBEAT_TIMEOUT_S", "5"),
+                ("AGENTCOM_RETRY__BACKOFF_S", "0,1,1"),
+                ("AGENTCOM_ADMIN_TOKEN", "0123456789abcdef0123"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:6000", "flag wins");
+        assert_eq!(s.timeouts.heartbeat_timeout_s, 5, "env wins over file");
+        assert_eq!(
+            s.timeouts.heartbeat_interval_s, 1,
+            "derived from the timeout when not set"
+        );
+        assert_eq!(s.timeouts.accept_timeout_s, 7, "file wins over default");
+        assert_eq!(s.retry.backoff_s, vec![0, 1, 1]);
+        assert_eq!(s.admin_token.as_deref(), Some("0123456789abcdef0123"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn single_value_backoff_from_env() {
+        let s = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("AGENTCOM_RETRY__BACKOFF_S", "5")]),
+        )
+        .unwrap();
+        assert_eq!(s.retry.backoff_s, vec![5]);
+    }
+
+    #[test]
+    fn invalid_values_are_clear_errors() {
+        let err = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[
+                ("AGENTCOM_TIMEOUTS__HEARTBEAT_TIMEOUT_S", "10"),
+                ("AGENTCOM_TIMEOUTS__HEARTBEAT_INTERVAL_S", "10"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("heartbeat_timeout_s"), "{err}");
+        let err = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("AGENTCOM_RETRY__BACKOFF_S", "0,soon")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
+        let err = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("AGENTCOM_ADMIN_TOKEN", "short")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("admin_token"), "{err}");
+    }
+}

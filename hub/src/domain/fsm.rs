@@ -1,0 +1,590 @@
+//! `AgentMachine`: one agent's state machine, as plain Rust.
+//!
+//! It holds what the hub knows of one agent: whether its sidecar is
+//! connected (and through which session), the attempt it holds (assigned or
+//! working), its heartbeat and failure record, and its recent transitions.
+//! Its state (offline, idle, assigned, working, degraded) is *derived* from
+//! those facts, so every transition is the consequence of an event and is
+//! logged with the event's reason.
+//!
+//! Events come in as method calls with the current time; what the hub must
+//! do about them comes out as [`Effect`]s (frames to send, attempts to
+//! release or fail, a session to close). It must never do I/O, read the
+//! clock, or touch the task queue itself: the AgentFsm actor carries out
+//! the effects.
+
+use std::collections::VecDeque;
+
+use agentcom_protocol::{
+    AgentInfo, AgentState, AgentTransition, HubMsg, SidecarState, Task, TaskRef, Timestamp,
+};
+
+/// Timeouts and the circuit breaker, in milliseconds.
+#[derive(Clone, Debug)]
+pub struct FsmSettings {
+    pub heartbeat_timeout_ms: i64,
+    pub accept_timeout_ms: i64,
+    pub circuit_failures: u32,
+    pub circuit_cooldown_ms: i64,
+}
+
+impl Default for FsmSettings {
+    fn default() -> Self {
+        FsmSettings {
+            heartbeat_timeout_ms: 90_000,
+            accept_timeout_ms: 60_000,
+            circuit_failures: 3,
+            circuit_cooldown_ms: 300_000,
+        }
+    }
+}
+
+/// How many recent transitions an agent keeps.
+pub const RECENT_TRANSITIONS: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// `assign` sent, waiting for `accept`.
+    Assigned,
+    /// Accepted; the runner works on it.
+    Working,
+}
+
+/// The attempt an agent holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Holding {
+    pub task: TaskRef,
+    pub phase: Phase,
+    pub since: Timestamp,
+    /// Accept deadline (assigned) or task deadline (working).
+    pub deadline: Option<Timestamp>,
+    pub timeout_s: u64,
+    /// The hub told the sidecar to stop; waiting for it to confirm.
+    pub cancelling: bool,
+}
+
+/// What the actor must do after an event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Send this frame to the connected sidecar.
+    Send(HubMsg),
+    /// Take the attempt back (queued again if never accepted, else a
+    /// retryable failure).
+    Release { task: TaskRef, reason: String },
+    /// Fail the current attempt on the agent's behalf.
+    Fail {
+        task: TaskRef,
+        error: String,
+        retryable: bool,
+    },
+    /// Close this session.
+    CloseSession { session: u64, reason: String },
+}
+
+/// The agent cannot take an assignment now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotAvailable(pub AgentState);
+
+/// What a sidecar said in `hello`, as the machine needs it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HelloFacts {
+    pub current_task: Option<TaskRef>,
+    pub pending_results: Vec<TaskRef>,
+    pub sidecar_version: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentMachine {
+    id: String,
+    capabilities: Vec<String>,
+    created_at: Timestamp,
+    settings: FsmSettings,
+    state: AgentState,
+    state_since: Timestamp,
+    session: Option<u64>,
+    holding: Option<Holding>,
+    last_heartbeat: Option<Timestamp>,
+    /// While offline with an attempt held: when it is given up.
+    offline_deadline: Option<Timestamp>,
+    consecutive_failures: u32,
+    degraded_until: Option<Timestamp>,
+    sidecar_version: Option<String>,
+    recent: VecDeque<AgentTransition>,
+}
+
+impl AgentMachine {
+    pub fn new(
+        id: &str,
+        capabilities: Vec<String>,
+        created_at: Timestamp,
+        settings: FsmSettings,
+        now: Timestamp,
+    ) -> Self {
+        AgentMachine {
+            id: id.to_string(),
+            capabilities,
+            created_at,
+            settings,
+            state: AgentState::Offline,
+            state_since: now,
+            session: None,
+            holding: None,
+            last_heartbeat: None,
+            offline_deadline: None,
+            consecutive_failures: 0,
+            degraded_until: None,
+            sidecar_version: None,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// After a hub restart: the agent is offline but still owns an attempt
+    /// the store says it holds. It has one heartbeat timeout to come back.
+    pub fn seed_holding(&mut self, task: TaskRef, working: bool, timeout_s: u64, now: Timestamp) {
+        self.holding = Some(Holding {
+            task,
+            phase: if working {
+                Phase::Working
+            } else {
+                Phase::Assigned
+            },
+            since: now,
+            deadline: None,
+            timeout_s,
+            cancelling: false,
+        });
+        self.offline_deadline = Some(now.plus_millis(self.settings.heartbeat_timeout_ms));
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn capabilities(&self) -> &[String] {
+        &self.capabilities
+    }
+
+    pub fn state(&self) -> AgentState {
+        self.state
+    }
+
+    pub fn state_since(&self) -> Timestamp {
+        self.state_since
+    }
+
+    pub fn session(&self) -> Option<u64> {
+        self.session
+    }
+
+    pub fn holding(&self) -> Option<&Holding> {
+        self.holding.as_ref()
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
+    pub fn recent(&self) -> impl Iterator<Item = &AgentTransition> {
+        self.recent.iter()
+    }
+
+    pub fn info(&self) -> AgentInfo {
+        AgentInfo {
+            id: self.id.clone(),
+            state: self.state,
+            capabilities: self.capabilities.clone(),
+            connected: self.session.is_some(),
+            current_task: self.holding.as_ref().map(|h| h.task.clone()),
+            last_heartbeat_at: self.last_heartbeat,
+            consecutive_failures: self.consecutive_failures,
+            degraded_until: self.degraded_until,
+            state_since: self.state_since,
+            created_at: self.created_at,
+            sidecar_version: self.sidecar_version.clone(),
+            recent: self.recent.iter().cloned().collect(),
+        }
+    }
+
+    /// The next moment [`AgentMachine::tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let mut out: Option<Timestamp> = None;
+        let mut consider = |t: Option<Timestamp>| {
+            if let Some(t) = t {
+                out = Some(out.map_or(t, |o| o.min(t)));
+            }
+        };
+        if self.session.is_some() {
+            consider(
+                self.last_heartbeat
+                    .map(|h| h.plus_millis(self.settings.heartbeat_timeout_ms)),
+            );
+        } else if self.holding.is_some() {
+            consider(self.offline_deadline);
+        }
+        if let Some(h) = &self.holding {
+            if !h.cancelling {
+                consider(h.deadline);
+            }
+        }
+        consider(self.degraded_until);
+        out
+    }
+
+    // ----- events -------------------------------------------------------------
+
+    /// A sidecar said `hello` on session `session`.
+    pub fn connect(&mut self, session: u64, hello: HelloFacts, now: Timestamp) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if let Some(old) = self.session.replace(session) {
+            if old != session {
+                fx.push(Effect::CloseSession {
+                    session: old,
+                    reason: "replaced by a new connection".into(),
+                });
+            }
+        }
+        self.last_heartbeat = Some(now);
+        self.offline_deadline = None;
+        self.sidecar_version = Some(hello.sidecar_version.clone());
+        let sidecar_has = hello.current_task.clone();
+        match (self.holding.clone(), sidecar_has) {
+            (Some(h), Some(c)) if h.task == c => {
+                if h.cancelling {
+                    fx.push(cancel(&c, "cancelled while the sidecar was away"));
+                }
+            }
+            (Some(h), other) => {
+                if let Some(c) = other {
+                    fx.push(cancel(&c, "the hub does not assign this attempt to you"));
+                }
+                if !hello.pending_results.contains(&h.task) {
+                    let reason = match h.phase {
+                        Phase::Assigned => "sidecar reconnected without the assignment",
+                        Phase::Working => "sidecar reconnected without the task it was working on",
+                    };
+                    fx.push(Effect::Release {
+                        task: h.task.clone(),
+                        reason: reason.into(),
+                    });
+                    if !h.cancelling {
+                        self.note_failure(now);
+                    }
+                    self.holding = None;
+                }
+            }
+            (None, Some(c)) => fx.push(cancel(&c, "the hub does not assign this attempt to you")),
+            (None, None) => {}
+        }
+        self.settle(now, "sidecar connected");
+        fx
+    }
+
+    /// Session `session` closed. A later session's close is ignored.
+    pub fn disconnect(&mut self, session: u64, now: Timestamp) -> Vec<Effect> {
+        if self.session != Some(session) {
+            return vec![];
+        }
+        self.session = None;
+        if self.holding.is_some() {
+            self.offline_deadline = Some(now.plus_millis(self.settings.heartbeat_timeout_ms));
+        }
+        self.settle(now, "connection closed");
+        vec![]
+    }
+
+    /// A heartbeat carrying the sidecar's real state; divergences are
+    /// resolved here.
+    pub fn heartbeat(
+        &mut self,
+        state: SidecarState,
+        task: Option<TaskRef>,
+        now: Timestamp,
+    ) -> Vec<Effect> {
+        self.last_heartbeat = Some(now);
+        let mut fx = Vec::new();
+        match (state, task) {
+            (SidecarState::Working, Some(t)) => match &self.holding {
+                Some(h) if h.task == t => {
+                    if h.cancelling {
+                        fx.push(cancel(&t, "cancelled"));
+                    }
+                }
+                _ => fx.push(cancel(&t, "the hub does not assign this attempt to you")),
+            },
+            (SidecarState::Working, None) => {}
+            (SidecarState::Idle, _) => {
+                if let Some(h) = self.holding.clone() {
+                    if h.cancelling {
+                        self.holding = None;
+                        self.settle(now, "sidecar confirmed it stopped");
+                    } else if h.phase == Phase::Working {
+                        fx.push(Effect::Release {
+                            task: h.task.clone(),
+                            reason: "sidecar reports idle while the hub has it working".into(),
+                        });
+                        self.holding = None;
+                        self.note_failure(now);
+                        self.settle(now, "sidecar reports idle");
+                    }
+                    // Assigned: the assign may still be in flight; the
+                    // accept timeout covers a lost one.
+                }
+            }
+        }
+        fx
+    }
+
+    /// The scheduler gives this agent an attempt.
+    pub fn assign(&mut self, task: &Task, now: Timestamp) -> Result<Vec<Effect>, NotAvailable> {
+        if self.state != AgentState::Idle || self.holding.is_some() {
+            return Err(NotAvailable(self.state));
+        }
+        let r = TaskRef::new(task.id.clone(), task.generation);
+        self.holding = Some(Holding {
+            task: r.clone(),
+            phase: Phase::Assigned,
+            since: now,
+            deadline: Some(now.plus_millis(self.settings.accept_timeout_ms)),
+            timeout_s: task.timeout_s,
+            cancelling: false,
+        });
+        self.settle(now, &format!("assigned {r}"));
+        Ok(vec![Effect::Send(HubMsg::Assign {
+            task_id: r.task_id.clone(),
+            generation: r.generation,
+            task: Box::new(task.clone()),
+        })])
+    }
+
+    /// The queue's verdict on the sidecar's `accept` for `task` is in.
+    /// `current` is true when the queue applied it (or it was a duplicate).
+    pub fn accepted(&mut self, task: &TaskRef, current: bool, now: Timestamp) -> Vec<Effect> {
+        let holds = self.holding.as_ref().is_some_and(|h| &h.task == task);
+        if !current {
+            if holds {
+                let h = self.holding.as_mut().expect("holds");
+                h.phase = Phase::Working;
+                h.cancelling = true;
+                self.settle(now, &format!("accepted {task} after it was taken back"));
+            }
+            return vec![cancel(task, "this attempt is no longer yours")];
+        }
+        if holds {
+            let h = self.holding.as_mut().expect("holds");
+            if h.phase == Phase::Assigned {
+                h.phase = Phase::Working;
+                h.since = now;
+                h.deadline = Some(now.plus_secs(h.timeout_s as f64));
+                self.settle(now, &format!("accepted {task}"));
+            }
+        }
+        vec![]
+    }
+
+    /// The sidecar reported the end of `task` (complete when `success`).
+    /// `applied` is whether the queue recorded it as the current attempt.
+    pub fn reported(
+        &mut self,
+        task: &TaskRef,
+        success: bool,
+        applied: bool,
+        now: Timestamp,
+    ) -> Vec<Effect> {
+        let holds = self.holding.as_ref().is_some_and(|h| &h.task == task);
+        if !holds {
+            return vec![];
+        }
+        let was_cancelling = self.holding.as_ref().is_some_and(|h| h.cancelling);
+        self.holding = None;
+        if success {
+            self.consecutive_failures = 0;
+        } else if applied && !was_cancelling {
+            self.note_failure(now);
+        }
+        let what = if success { "completed" } else { "failed" };
+        self.settle(now, &format!("{what} {task}"));
+        vec![]
+    }
+
+    /// The sidecar refused the assignment.
+    pub fn rejected(&mut self, task: &TaskRef, reason: &str, now: Timestamp) -> Vec<Effect> {
+        let holds = self
+            .holding
+            .as_ref()
+            .is_some_and(|h| &h.task == task && h.phase == Phase::Assigned);
+        if !holds {
+            return vec![];
+        }
+        self.holding = None;
+        self.note_failure(now);
+        self.settle(now, &format!("rejected {task}: {reason}"));
+        vec![Effect::Release {
+            task: task.clone(),
+            reason: format!("rejected by the agent: {reason}"),
+        }]
+    }
+
+    /// The task was cancelled (by an operator): tell the sidecar to stop.
+    pub fn cancel_task(&mut self, task: &TaskRef, reason: &str) -> Vec<Effect> {
+        match self.holding.as_mut() {
+            Some(h) if &h.task == task => {
+                h.cancelling = true;
+                vec![cancel(task, reason)]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// Deadlines: heartbeat, offline grace, accept, task timeout, cooldown.
+    pub fn tick(&mut self, now: Timestamp) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let hb_timeout = self.settings.heartbeat_timeout_ms;
+        if let Some(session) = self.session {
+            let silent = self
+                .last_heartbeat
+                .is_none_or(|h| h.plus_millis(hb_timeout) <= now);
+            if silent {
+                let reason = format!("no heartbeat for {}s", hb_timeout / 1000);
+                fx.push(Effect::CloseSession {
+                    session,
+                    reason: reason.clone(),
+                });
+                self.session = None;
+                if let Some(h) = self.holding.take() {
+                    if !h.cancelling {
+                        self.note_failure(now);
+                    }
+                    fx.push(Effect::Release {
+                        task: h.task,
+                        reason: reason.clone(),
+                    });
+                }
+                self.settle(now, &reason);
+            }
+        } else if self.holding.is_some() && self.offline_deadline.is_some_and(|d| d <= now) {
+            let h = self.holding.take().expect("holding");
+            self.offline_deadline = None;
+            let reason = format!("agent offline for {}s", hb_timeout / 1000);
+            if !h.cancelling {
+                self.note_failure(now);
+            }
+            fx.push(Effect::Release {
+                task: h.task,
+                reason: reason.clone(),
+            });
+            self.settle(now, &reason);
+        }
+        if let Some(h) = self.holding.clone() {
+            if !h.cancelling && h.deadline.is_some_and(|d| d <= now) {
+                match h.phase {
+                    Phase::Assigned => {
+                        let reason = format!(
+                            "not accepted within {}s",
+                            self.settings.accept_timeout_ms / 1000
+                        );
+                        fx.push(Effect::Release {
+                            task: h.task.clone(),
+                            reason: reason.clone(),
+                        });
+                        fx.push(cancel(&h.task, &reason));
+                        self.holding = None;
+                        self.note_failure(now);
+                        self.settle(now, &reason);
+                    }
+                    Phase::Working => {
+                        let reason = format!("timed out after {}s", h.timeout_s);
+                        fx.push(Effect::Fail {
+                            task: h.task.clone(),
+                            error: reason.clone(),
+                            retryable: true,
+                        });
+                        fx.push(cancel(&h.task, &reason));
+                        self.holding.as_mut().expect("holding").cancelling = true;
+                        self.note_failure(now);
+                        self.settle(now, &reason);
+                    }
+                }
+            }
+        }
+        if self.degraded_until.is_some_and(|d| d <= now) {
+            self.degraded_until = None;
+            self.settle(now, "circuit cooldown over");
+        }
+        fx
+    }
+
+    /// The agent was revoked: close its session and give back its attempt.
+    pub fn revoke(&mut self, now: Timestamp) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if let Some(session) = self.session.take() {
+            fx.push(Effect::CloseSession {
+                session,
+                reason: "agent revoked".into(),
+            });
+        }
+        if let Some(h) = self.holding.take() {
+            fx.push(Effect::Release {
+                task: h.task,
+                reason: "agent revoked".into(),
+            });
+        }
+        self.settle(now, "revoked");
+        fx
+    }
+
+    // ----- internals ----------------------------------------------------------
+
+    fn note_failure(&mut self, now: Timestamp) {
+        self.consecutive_failures += 1;
+        if self.consecutive_failures >= self.settings.circuit_failures {
+            self.degraded_until = Some(now.plus_millis(self.settings.circuit_cooldown_ms));
+        }
+    }
+
+    fn derive(&self, now: Timestamp) -> AgentState {
+        if self.session.is_none() {
+            AgentState::Offline
+        } else if let Some(h) = &self.holding {
+            match h.phase {
+                Phase::Assigned => AgentState::Assigned,
+                Phase::Working => AgentState::Working,
+            }
+        } else if self.degraded_until.is_some_and(|d| d > now) {
+            AgentState::Degraded
+        } else {
+            AgentState::Idle
+        }
+    }
+
+    /// Recompute the state; record a transition if it changed.
+    fn settle(&mut self, now: Timestamp, reason: &str) {
+        let to = self.derive(now);
+        if to == self.state {
+            return;
+        }
+        let from = self.state;
+        self.state = to;
+        self.state_since = now;
+        tracing::info!(agent = %self.id, %from, %to, reason, "agent transition");
+        self.recent.push_back(AgentTransition {
+            at: now,
+            from,
+            to,
+            reason: reason.to_string(),
+        });
+        while self.recent.len() > RECENT_TRANSITIONS {
+            self.recent.pop_front();
+        }
+    }
+}
+
+fn cancel(task: &TaskRef, reason: &str) -> Effect {
+    Effect::Send(HubMsg::Cancel {
+        task_id: task.task_id.clone(),
+        generation: task.generation,
+        reason: Some(reason.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests;

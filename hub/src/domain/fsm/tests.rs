@@ -1,0 +1,404 @@
+//! Unit tests of the agent state machine: every transition driven by
+//! events and explicit times, no actors or sockets.
+
+use super::*;
+use agentcom_protocol::{Priority, TaskStatus};
+
+fn t(ms: i64) -> Timestamp {
+    Timestamp(1_800_000_000_000 + ms)
+}
+
+fn settings() -> FsmSettings {
+    FsmSettings {
+        heartbeat_timeout_ms: 10_000,
+        accept_timeout_ms: 5_000,
+        circuit_failures: 3,
+        circuit_cooldown_ms: 60_000,
+    }
+}
+
+fn machine() -> AgentMachine {
+    AgentMachine::new("a1", vec!["rust".into()], t(0), settings(), t(0))
+}
+
+fn task(id: &str, generation: u64) -> Task {
+    Task {
+        id: id.into(),
+        title: "x".into(),
+        description: String::new(),
+        priority: Priority::Normal,
+        needed_capabilities: vec![],
+        repo: None,
+        idempotency_key: None,
+        max_retries: 3,
+        timeout_s: 100,
+        context_budget_tokens: None,
+        metadata: None,
+        status: TaskStatus::Assigned,
+        generation,
+        attempts: 0,
+        assigned_to: Some("a1".into()),
+        created_at: t(0),
+        updated_at: t(0),
+        queued_at: None,
+        not_before: None,
+        result: None,
+        last_error: None,
+        history: None,
+    }
+}
+
+fn idle_hello() -> HelloFacts {
+    HelloFacts {
+        sidecar_version: "test".into(),
+        ..Default::default()
+    }
+}
+
+fn connected() -> AgentMachine {
+    let mut m = machine();
+    assert!(m.connect(1, idle_hello(), t(0)).is_empty());
+    assert_eq!(m.state(), AgentState::Idle);
+    m
+}
+
+fn working(m: &mut AgentMachine, id: &str, generation: u64, at: i64) -> TaskRef {
+    let r = TaskRef::new(id, generation);
+    m.assign(&task(id, generation), t(at)).unwrap();
+    m.accepted(&r, true, t(at + 1));
+    assert_eq!(m.state(), AgentState::Working);
+    r
+}
+
+fn releases(fx: &[Effect]) -> Vec<(TaskRef, String)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Release { task, reason } => Some((task.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cancels(fx: &[Effect]) -> Vec<TaskRef> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Send(HubMsg::Cancel {
+                task_id,
+                generation,
+                ..
+            }) => Some(TaskRef::new(task_id.clone(), *generation)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn starts_offline_and_connects_idle() {
+    let m = machine();
+    assert_eq!(m.state(), AgentState::Offline);
+    let m = connected();
+    let recent: Vec<_> = m.recent().map(|r| (r.from, r.to)).collect();
+    assert_eq!(recent, [(AgentState::Offline, AgentState::Idle)]);
+}
+
+#[test]
+fn assign_accept_complete_cycle() {
+    let mut m = connected();
+    let fx = m.assign(&task("t1", 1), t(10)).unwrap();
+    assert!(
+        matches!(&fx[0], Effect::Send(HubMsg::Assign { task_id, generation: 1, .. }) if task_id == "t1")
+    );
+    assert_eq!(m.state(), AgentState::Assigned);
+    assert_eq!(
+        m.assign(&task("t2", 1), t(11)),
+        Err(NotAvailable(AgentState::Assigned))
+    );
+    let r = TaskRef::new("t1", 1);
+    m.accepted(&r, true, t(12));
+    assert_eq!(m.state(), AgentState::Working);
+    assert_eq!(m.holding().unwrap().deadline, Some(t(12).plus_secs(100.0)));
+    m.reported(&r, true, true, t(20));
+    assert_eq!(m.state(), AgentState::Idle);
+    let states: Vec<AgentState> = m.recent().map(|r| r.to).collect();
+    assert_eq!(
+        states,
+        [
+            AgentState::Idle,
+            AgentState::Assigned,
+            AgentState::Working,
+            AgentState::Idle
+        ]
+    );
+}
+
+#[test]
+fn offline_agents_get_nothing() {
+    let mut m = machine();
+    assert_eq!(
+        m.assign(&task("t", 1), t(1)),
+        Err(NotAvailable(AgentState::Offline))
+    );
+}
+
+#[test]
+fn heartbeat_timeout_makes_offline_and_releases_at_once() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0);
+    m.heartbeat(SidecarState::Working, Some(r.clone()), t(5_000));
+    assert_eq!(m.next_deadline(), Some(t(15_000)));
+    assert!(m.tick(t(14_999)).is_empty());
+    let fx = m.tick(t(15_000));
+    assert_eq!(m.state(), AgentState::Offline);
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::CloseSession { session: 1, .. })));
+    assert_eq!(releases(&fx)[0].0, r);
+    assert!(m.holding().is_none());
+}
+
+#[test]
+fn reconnect_within_grace_keeps_the_attempt() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0);
+    m.disconnect(1, t(1_000));
+    assert_eq!(m.state(), AgentState::Offline);
+    assert_eq!(m.next_deadline(), Some(t(11_000)));
+    let hello = HelloFacts {
+        current_task: Some(r.clone()),
+        ..idle_hello()
+    };
+    let fx = m.connect(2, hello, t(5_000));
+    assert!(fx.is_empty(), "{fx:?}");
+    assert_eq!(m.state(), AgentState::Working);
+    assert_eq!(m.holding().unwrap().task, r);
+}
+
+#[test]
+fn no_reconnect_within_grace_releases() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0);
+    m.disconnect(1, t(1_000));
+    assert!(m.tick(t(10_999)).is_empty());
+    let fx = m.tick(t(11_000));
+    assert_eq!(releases(&fx), [(r, "agent offline for 10s".to_string())]);
+    assert_eq!(m.consecutive_failures(), 1);
+}
+
+#[test]
+fn stale_disconnect_of_an_old_session_is_ignored() {
+    let mut m = connected();
+    let fx = m.connect(2, idle_hello(), t(10));
+    assert_eq!(
+        fx,
+        [Effect::CloseSession {
+            session: 1,
+            reason: "replaced by a new connection".into()
+        }]
+    );
+    m.disconnect(1, t(11));
+    assert_eq!(m.state(), AgentState::Idle);
+    assert_eq!(m.session(), Some(2));
+}
+
+#[test]
+fn reconnect_without_the_task_releases_it() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0);
+    m.disconnect(1, t(10));
+    let fx = m.connect(2, idle_hello(), t(20));
+    assert_eq!(releases(&fx)[0].0, r);
+    assert_eq!(m.state(), AgentState::Idle);
+}
+
+#[test]
+fn reconnect_with_the_result_pending_waits_for_it() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0);
+    m.disconnect(1, t(10));
+    let hello = HelloFacts {
+        pending_results: vec![r.clone()],
+        ..idle_hello()
+    };
+    assert!(m.connect(2, hello, t(20)).is_empty());
+    assert_eq!(m.state(), AgentState::Working);
+    m.reported(&r, true, true, t(21));
+    assert_eq!(m.state(), AgentState::Idle);
+}
+
+#[test]
+fn reconnect_working_on_something_else_is_cancelled() {
+    let mut m = connected();
+    let hello = HelloFacts {
+        current_task: Some(TaskRef::new("other", 4)),
+        ..idle_hello()
+    };
+    let fx = m.connect(2, hello, t(20));
+    assert_eq!(cancels(&fx), [TaskRef::new("other", 4)]);
+}
+
+#[test]
+fn heartbeat_reconciliation() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0);
+    // Agrees: nothing to do.
+    assert!(m
+        .heartbeat(SidecarState::Working, Some(r.clone()), t(100))
+        .is_empty());
+    // Works on an attempt the hub never gave it: cancel that one.
+    let fx = m.heartbeat(SidecarState::Working, Some(TaskRef::new("t1", 0)), t(200));
+    assert_eq!(cancels(&fx), [TaskRef::new("t1", 0)]);
+    // Idle while the hub has it working: the attempt fails as retryable.
+    let fx = m.heartbeat(SidecarState::Idle, None, t(300));
+    assert_eq!(releases(&fx)[0].0, r);
+    assert_eq!(m.state(), AgentState::Idle);
+}
+
+#[test]
+fn idle_heartbeat_while_assigned_is_not_a_divergence() {
+    // The assign and the heartbeat can cross on the wire.
+    let mut m = connected();
+    m.assign(&task("t1", 1), t(10)).unwrap();
+    assert!(m.heartbeat(SidecarState::Idle, None, t(11)).is_empty());
+    assert_eq!(m.state(), AgentState::Assigned);
+}
+
+#[test]
+fn accept_timeout_releases_counts_a_failure_and_cancels() {
+    let mut m = connected();
+    m.assign(&task("t1", 1), t(0)).unwrap();
+    m.heartbeat(SidecarState::Idle, None, t(4_000));
+    assert_eq!(m.next_deadline(), Some(t(5_000)));
+    let fx = m.tick(t(5_000));
+    assert_eq!(
+        releases(&fx),
+        [(TaskRef::new("t1", 1), "not accepted within 5s".to_string())]
+    );
+    assert_eq!(cancels(&fx), [TaskRef::new("t1", 1)]);
+    assert_eq!(m.consecutive_failures(), 1);
+    assert_eq!(m.state(), AgentState::Idle);
+}
+
+#[test]
+fn task_timeout_fails_and_waits_for_the_sidecar_to_stop() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0); // accepted at 1 ms, timeout 100 s
+    m.heartbeat(SidecarState::Working, Some(r.clone()), t(95_000));
+    let fx = m.tick(t(100_001));
+    assert!(fx.contains(&Effect::Fail {
+        task: r.clone(),
+        error: "timed out after 100s".into(),
+        retryable: true
+    }));
+    assert_eq!(cancels(&fx), std::slice::from_ref(&r));
+    assert_eq!(
+        m.state(),
+        AgentState::Working,
+        "busy until the sidecar confirms"
+    );
+    // Still working: the cancel is repeated.
+    let fx = m.heartbeat(SidecarState::Working, Some(r.clone()), t(100_100));
+    assert_eq!(cancels(&fx), std::slice::from_ref(&r));
+    // Stopped.
+    assert!(m.heartbeat(SidecarState::Idle, None, t(100_200)).is_empty());
+    assert_eq!(m.state(), AgentState::Idle);
+}
+
+#[test]
+fn circuit_breaker_degrades_then_recovers_and_success_resets() {
+    let mut m = connected();
+    for i in 0..2 {
+        let r = working(&mut m, &format!("t{i}"), 1, i * 10);
+        m.reported(&r, false, true, t(i * 10 + 5));
+    }
+    assert_eq!(m.consecutive_failures(), 2);
+    assert_eq!(m.state(), AgentState::Idle);
+    let r = working(&mut m, "t2", 1, 100);
+    m.reported(&r, false, true, t(105));
+    assert_eq!(m.state(), AgentState::Degraded);
+    assert_eq!(m.info().degraded_until, Some(t(105 + 60_000)));
+    assert_eq!(
+        m.assign(&task("t3", 1), t(200)),
+        Err(NotAvailable(AgentState::Degraded))
+    );
+    m.heartbeat(SidecarState::Idle, None, t(59_000));
+    m.heartbeat(SidecarState::Idle, None, t(60_104));
+    assert_eq!(m.next_deadline(), Some(t(60_105)));
+    m.tick(t(60_105));
+    assert_eq!(m.state(), AgentState::Idle);
+    // Half-open: one more failure trips it again; a success resets.
+    let r = working(&mut m, "t4", 1, 60_200);
+    m.reported(&r, true, true, t(60_300));
+    assert_eq!(m.consecutive_failures(), 0);
+}
+
+#[test]
+fn stale_failures_do_not_count() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0);
+    m.reported(&r, false, false, t(10));
+    assert_eq!(m.consecutive_failures(), 0);
+}
+
+#[test]
+fn rejection_releases_and_counts() {
+    let mut m = connected();
+    m.assign(&task("t1", 1), t(0)).unwrap();
+    let fx = m.rejected(&TaskRef::new("t1", 1), "busy", t(1));
+    assert_eq!(releases(&fx)[0].1, "rejected by the agent: busy");
+    assert_eq!(m.state(), AgentState::Idle);
+    assert_eq!(m.consecutive_failures(), 1);
+}
+
+#[test]
+fn operator_cancel_tells_the_sidecar_and_waits() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0);
+    assert_eq!(
+        cancels(&m.cancel_task(&r, "operator")),
+        std::slice::from_ref(&r)
+    );
+    assert!(m.cancel_task(&TaskRef::new("t1", 0), "operator").is_empty());
+    // The sidecar reports the killed runner; not the agent's failure.
+    m.reported(&r, false, false, t(5));
+    assert_eq!(m.state(), AgentState::Idle);
+    assert_eq!(m.consecutive_failures(), 0);
+}
+
+#[test]
+fn late_accept_of_a_taken_back_attempt_is_cancelled() {
+    let mut m = connected();
+    let r = TaskRef::new("t1", 1);
+    m.assign(&task("t1", 1), t(0)).unwrap();
+    let fx = m.accepted(&r, false, t(1));
+    assert_eq!(cancels(&fx), [r]);
+    assert_eq!(m.state(), AgentState::Working);
+    assert!(m.holding().unwrap().cancelling);
+}
+
+#[test]
+fn hub_restart_seed_gives_one_heartbeat_timeout_to_return() {
+    let mut m = machine();
+    let r = TaskRef::new("t1", 3);
+    m.seed_holding(r.clone(), true, 100, t(0));
+    assert_eq!(m.state(), AgentState::Offline);
+    assert_eq!(m.next_deadline(), Some(t(10_000)));
+    let hello = HelloFacts {
+        current_task: Some(r.clone()),
+        ..idle_hello()
+    };
+    assert!(m.connect(1, hello, t(3_000)).is_empty());
+    assert_eq!(m.state(), AgentState::Working);
+}
+
+#[test]
+fn revoke_closes_and_releases() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0);
+    let fx = m.revoke(t(10));
+    assert!(fx.contains(&Effect::CloseSession {
+        session: 1,
+        reason: "agent revoked".into()
+    }));
+    assert_eq!(releases(&fx)[0].0, r);
+    assert_eq!(m.state(), AgentState::Offline);
+}

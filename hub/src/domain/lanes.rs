@@ -1,0 +1,195 @@
+//! The priority lanes: which queued task is next.
+//!
+//! Eight lanes, served in this order: urgent, urgent-retry, high,
+//! high-retry, normal, normal-retry, low, low-retry. A retried task waits
+//! behind fresh tasks of its priority, so a failing batch cannot starve new
+//! work. Inside a lane, tasks are FIFO by the time they (re)entered the
+//! queue, grouped by their set of needed capabilities so that matching can
+//! skip a whole group no idle agent can serve without scanning it.
+//!
+//! Lanes hold only ids and ordering keys; the tasks themselves belong to
+//! [`crate::domain::queue::QueueCore`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use agentcom_protocol::Priority;
+
+/// Number of lanes (4 priorities × fresh/retry).
+pub const LANE_COUNT: usize = 8;
+
+/// A sorted, de-duplicated list of needed capabilities.
+pub type Needs = Vec<String>;
+
+/// Ordering key inside a lane: when the task entered it, then its id.
+pub type LaneKey = (i64, String);
+
+/// Lane index of a priority and whether the task is a retry.
+pub fn lane_index(priority: Priority, retry: bool) -> usize {
+    priority.rank() * 2 + usize::from(retry)
+}
+
+/// Human name of a lane, e.g. `normal` or `normal_retry`.
+pub fn lane_name(index: usize) -> String {
+    let p = Priority::ALL[index / 2];
+    if index % 2 == 1 {
+        format!("{}_retry", p.as_str())
+    } else {
+        p.as_str().to_string()
+    }
+}
+
+/// Normalise a capability list into a [`Needs`] key.
+pub fn needs_key(needed: &[String]) -> Needs {
+    let set: BTreeSet<&String> = needed.iter().collect();
+    set.into_iter().cloned().collect()
+}
+
+#[derive(Debug, Default)]
+pub struct Lane {
+    groups: BTreeMap<Needs, BTreeSet<LaneKey>>,
+    len: usize,
+}
+
+impl Lane {
+    /// The capability groups of this lane, each with its FIFO of tasks.
+    pub fn groups(&self) -> impl Iterator<Item = (&Needs, &BTreeSet<LaneKey>)> {
+        self.groups.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Lanes {
+    lanes: [Lane; LANE_COUNT],
+    /// Where each queued task sits, so it can be removed by id.
+    position: HashMap<String, (usize, Needs, i64)>,
+}
+
+impl Lanes {
+    /// Put a task in its lane. A task already queued is moved.
+    pub fn push(
+        &mut self,
+        id: &str,
+        priority: Priority,
+        retry: bool,
+        needed: &[String],
+        queued_at: i64,
+    ) {
+        self.remove(id);
+        let lane = lane_index(priority, retry);
+        let needs = needs_key(needed);
+        self.lanes[lane]
+            .groups
+            .entry(needs.clone())
+            .or_default()
+            .insert((queued_at, id.to_string()));
+        self.lanes[lane].len += 1;
+        self.position
+            .insert(id.to_string(), (lane, needs, queued_at));
+    }
+
+    /// Take a task out of its lane; false if it was not queued.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let Some((lane, needs, queued_at)) = self.position.remove(id) else {
+            return false;
+        };
+        let l = &mut self.lanes[lane];
+        if let Some(group) = l.groups.get_mut(&needs) {
+            group.remove(&(queued_at, id.to_string()));
+            if group.is_empty() {
+                l.groups.remove(&needs);
+            }
+        }
+        l.len -= 1;
+        true
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.position.contains_key(id)
+    }
+
+    /// The lanes in service order.
+    pub fn in_order(&self) -> impl Iterator<Item = (usize, &Lane)> {
+        self.lanes.iter().enumerate()
+    }
+
+    pub fn depth(&self, lane: usize) -> usize {
+        self.lanes[lane].len
+    }
+
+    pub fn len(&self) -> usize {
+        self.position.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.position.is_empty()
+    }
+
+    /// Every queued id in service order (for tests and diagnostics).
+    pub fn ordered_ids(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.len());
+        for lane in &self.lanes {
+            let mut keys: Vec<&LaneKey> = lane.groups.values().flatten().collect();
+            keys.sort();
+            out.extend(keys.into_iter().map(|(_, id)| id.clone()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_order_is_priority_then_fresh_before_retry_then_fifo() {
+        let mut l = Lanes::default();
+        l.push("low1", Priority::Low, false, &[], 1);
+        l.push("norm-retry", Priority::Normal, true, &[], 0);
+        l.push("norm2", Priority::Normal, false, &[], 5);
+        l.push(
+            "norm1",
+            Priority::Normal,
+            false,
+            &["b".into(), "a".into()],
+            3,
+        );
+        l.push("urgent", Priority::Urgent, false, &[], 9);
+        assert_eq!(
+            l.ordered_ids(),
+            ["urgent", "norm1", "norm2", "norm-retry", "low1"]
+        );
+        assert_eq!(l.depth(lane_index(Priority::Normal, false)), 2);
+        assert_eq!(l.depth(lane_index(Priority::Normal, true)), 1);
+    }
+
+    #[test]
+    fn remove_and_move() {
+        let mut l = Lanes::default();
+        l.push("a", Priority::Normal, false, &[], 1);
+        l.push("b", Priority::Normal, false, &["x".into()], 2);
+        assert!(l.remove("a"));
+        assert!(!l.remove("a"));
+        l.push("b", Priority::High, false, &["x".into()], 2);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l.depth(lane_index(Priority::Normal, false)), 0);
+        assert_eq!(l.depth(lane_index(Priority::High, false)), 1);
+    }
+
+    #[test]
+    fn needs_are_normalised() {
+        assert_eq!(
+            needs_key(&["b".into(), "a".into(), "b".into()]),
+            vec!["a".to_string(), "b".to_string()]
+        );
+        assert_eq!(lane_name(0), "urgent");
+        assert_eq!(lane_name(7), "low_retry");
+    }
+}

@@ -1,0 +1,761 @@
+//! `QueueCore`: every task and every rule about how a task moves.
+//!
+//! It owns the task records, the priority lanes, the backoff schedule of
+//! failed tasks, the idempotency keys, and the rules that decide whether a
+//! report from an agent is about the current attempt (task id, owner and
+//! generation all match) or stale. Each mutation records the task's new
+//! state and its new history entries as a [`Change`]; the caller drains them
+//! with [`QueueCore::take_changes`] and makes them durable.
+//!
+//! It must never do I/O, read the clock (time comes in as `now`), or know
+//! about actors, sockets or the store. Only the TaskQueue actor holds one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use agentcom_protocol::{HistoryEntry, NewTask, Task, TaskRef, TaskResult, TaskStatus, Timestamp};
+
+use crate::domain::lanes::Lanes;
+use crate::domain::matching::{self, IdleAgent};
+use crate::domain::retry::{RetryDecision, RetryPolicy};
+
+/// Defaults and policy the queue applies.
+#[derive(Clone, Debug)]
+pub struct QueueSettings {
+    pub default_max_retries: u32,
+    pub default_timeout_s: u64,
+    pub retry: RetryPolicy,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            default_max_retries: 3,
+            default_timeout_s: 7200,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("no task {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Result of a create.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    New(Task),
+    /// The idempotency key was seen before: the task it created.
+    Existing(Task),
+}
+
+/// What the queue made of a report from an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// It was about the current attempt and changed the task.
+    Applied,
+    /// A resend of a report already recorded; nothing changes.
+    Duplicate,
+    /// Not about the current attempt; nothing changes (beyond a history note).
+    Stale(String),
+}
+
+/// A task given to an agent by [`QueueCore::claim`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub agent_id: String,
+    pub task: Task,
+}
+
+/// The outcome of a cancel: the task, and the attempt to stop if an agent held it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cancelled {
+    pub task: Task,
+    pub stop: Option<(String, TaskRef)>,
+}
+
+/// A task's new state and the history entries added since the last drain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub task: Task,
+    pub history_len: u32,
+    pub new_history: Vec<(u32, HistoryEntry)>,
+    /// The status before the first change of this drain (None: created).
+    pub previous_status: Option<TaskStatus>,
+}
+
+struct Entry {
+    task: Task,
+    history_len: u32,
+}
+
+#[derive(Default)]
+struct Pending {
+    previous_status: Option<TaskStatus>,
+    entries: Vec<(u32, HistoryEntry)>,
+}
+
+pub struct QueueCore {
+    settings: QueueSettings,
+    tasks: HashMap<String, Entry>,
+    lanes: Lanes,
+    /// Failed tasks waiting out their backoff, by `not_before`.
+    delayed: BTreeSet<(i64, String)>,
+    idempotency: HashMap<String, String>,
+    ids: ulid::Generator,
+    dirty: BTreeMap<String, Pending>,
+}
+
+impl QueueCore {
+    pub fn new(settings: QueueSettings) -> Self {
+        QueueCore {
+            settings,
+            tasks: HashMap::new(),
+            lanes: Lanes::default(),
+            delayed: BTreeSet::new(),
+            idempotency: HashMap::new(),
+            ids: ulid::Generator::new(),
+            dirty: BTreeMap::new(),
+        }
+    }
+
+    /// Rebuild from stored tasks (each with its history length).
+    pub fn restore(settings: QueueSettings, stored: impl IntoIterator<Item = (Task, u32)>) -> Self {
+        let mut core = QueueCore::new(settings);
+        for (task, history_len) in stored {
+            let id = task.id.clone();
+            if let Some(key) = &task.idempotency_key {
+                core.idempotency.insert(key.clone(), id.clone());
+            }
+            core.tasks.insert(id.clone(), Entry { task, history_len });
+            core.index(&id);
+        }
+        core
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Task> {
+        self.tasks.get(id).map(|e| &e.task)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    pub fn queued_len(&self) -> usize {
+        self.lanes.len()
+    }
+
+    pub fn lanes(&self) -> &Lanes {
+        &self.lanes
+    }
+
+    /// Tasks an agent holds (assigned or working), for seeding agent FSMs
+    /// and for the stuck-work sweep.
+    pub fn active(&self) -> impl Iterator<Item = &Task> {
+        self.tasks
+            .values()
+            .map(|e| &e.task)
+            .filter(|t| t.status.is_active())
+    }
+
+    /// When the earliest backoff ends, if any task waits one out.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.delayed.first().map(|(t, _)| Timestamp(*t))
+    }
+
+    /// Drain the changes made since the last call.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .filter_map(|(id, pending)| {
+                let e = self.tasks.get(&id)?;
+                Some(Change {
+                    task: e.task.clone(),
+                    history_len: e.history_len,
+                    new_history: pending.entries,
+                    previous_status: pending.previous_status,
+                })
+            })
+            .collect()
+    }
+
+    // ----- operator operations -------------------------------------------
+
+    /// Create a task (validated by the caller), or return the task an
+    /// earlier create with the same idempotency key made.
+    pub fn create(&mut self, spec: NewTask, now: Timestamp) -> Created {
+        if let Some(key) = &spec.idempotency_key {
+            if let Some(existing) = self.idempotency.get(key).and_then(|id| self.get(id)) {
+                return Created::Existing(existing.clone());
+            }
+        }
+        let id = self.new_id(now);
+        let mut needed = spec.needed_capabilities.unwrap_or_default();
+        needed.sort();
+        needed.dedup();
+        let task = Task {
+            id: id.clone(),
+            title: spec.title,
+            description: spec.description.unwrap_or_default(),
+            priority: spec.priority.unwrap_or_default(),
+            needed_capabilities: needed,
+            repo: spec.repo,
+            idempotency_key: spec.idempotency_key,
+            max_retries: spec
+                .max_retries
+                .unwrap_or(self.settings.default_max_retries),
+            timeout_s: spec.timeout_s.unwrap_or(self.settings.default_timeout_s),
+            context_budget_tokens: spec.context_budget_tokens,
+            metadata: spec.metadata,
+            status: TaskStatus::Queued,
+            generation: 0,
+            attempts: 0,
+            assigned_to: None,
+            created_at: now,
+            updated_at: now,
+            queued_at: Some(now),
+            not_before: None,
+            result: None,
+            last_error: None,
+            history: None,
+        };
+        if let Some(key) = &task.idempotency_key {
+            self.idempotency.insert(key.clone(), id.clone());
+        }
+        self.tasks.insert(
+            id.clone(),
+            Entry {
+                task,
+                history_len: 0,
+            },
+        );
+        self.dirty.insert(
+            id.clone(),
+            Pending {
+                previous_status: None,
+                entries: vec![],
+            },
+        );
+        self.record(
+            &id,
+            "created",
+            None,
+            Some(TaskStatus::Queued),
+            None,
+            None,
+            now,
+        );
+        self.index(&id);
+        Created::New(self.get(&id).expect("just inserted").clone())
+    }
+
+    /// Cancel a task. An agent holding it must be told to stop (`stop`).
+    pub fn cancel(
+        &mut self,
+        id: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Cancelled, QueueError> {
+        let task = self
+            .get(id)
+            .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+        match task.status {
+            TaskStatus::Completed => {
+                return Err(QueueError::Conflict(format!(
+                    "task {id} is completed and cannot be cancelled"
+                )))
+            }
+            TaskStatus::Cancelled => {
+                return Ok(Cancelled {
+                    task: task.clone(),
+                    stop: None,
+                })
+            }
+            _ => {}
+        }
+        let stop = task.status.is_active().then(|| {
+            (
+                task.assigned_to.clone().unwrap_or_default(),
+                TaskRef::new(id, task.generation),
+            )
+        });
+        let agent = stop.as_ref().map(|(a, _)| a.clone());
+        self.unindex(id);
+        self.set_status(
+            id,
+            TaskStatus::Cancelled,
+            "cancelled",
+            agent.as_deref(),
+            Some(reason.to_string()),
+            now,
+        );
+        Ok(Cancelled {
+            task: self.get(id).expect("exists").clone(),
+            stop,
+        })
+    }
+
+    /// Revive a dead, failed or cancelled task with a fresh retry budget.
+    pub fn retry(&mut self, id: &str, now: Timestamp) -> Result<Task, QueueError> {
+        let task = self
+            .get(id)
+            .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+        if !matches!(
+            task.status,
+            TaskStatus::Dead | TaskStatus::Failed | TaskStatus::Cancelled
+        ) {
+            return Err(QueueError::Conflict(format!(
+                "task {id} is {} and only dead, failed or cancelled tasks can be retried",
+                task.status
+            )));
+        }
+        let detail = format!("revived by operator after {} attempt(s)", task.attempts);
+        self.unindex(id);
+        {
+            let t = self.task_mut(id);
+            t.attempts = 0;
+            t.not_before = None;
+            t.queued_at = Some(now);
+        }
+        self.set_status(id, TaskStatus::Queued, "revived", None, Some(detail), now);
+        self.index(id);
+        Ok(self.get(id).expect("exists").clone())
+    }
+
+    // ----- scheduling -----------------------------------------------------
+
+    /// Assign queued tasks to idle agents (see [`matching::plan`]). Each
+    /// assignment increments the task's generation.
+    pub fn claim(&mut self, agents: &[IdleAgent], now: Timestamp) -> Vec<Assignment> {
+        let pairs = matching::plan(&self.lanes, agents);
+        let mut out = Vec::with_capacity(pairs.len());
+        for (task_id, agent_id) in pairs {
+            self.lanes.remove(&task_id);
+            {
+                let t = self.task_mut(&task_id);
+                t.generation += 1;
+                t.assigned_to = Some(agent_id.clone());
+                t.not_before = None;
+            }
+            self.set_status(
+                &task_id,
+                TaskStatus::Assigned,
+                "assigned",
+                Some(&agent_id),
+                None,
+                now,
+            );
+            out.push(Assignment {
+                agent_id,
+                task: self.get(&task_id).expect("exists").clone(),
+            });
+        }
+        out
+    }
+
+    /// Move failed tasks whose backoff has ended back into their lane.
+    pub fn promote_due(&mut self, now: Timestamp) -> usize {
+        let due: Vec<String> = self
+            .delayed
+            .iter()
+            .take_while(|(t, _)| *t <= now.0)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in &due {
+            self.requeue_after_failure(id, now);
+        }
+        due.len()
+    }
+
+    // ----- reports about an attempt -----------------------------------------
+
+    /// The agent accepted the attempt: assigned → working.
+    pub fn accept(&mut self, attempt: &TaskRef, agent: &str, now: Timestamp) -> Verdict {
+        match self.check(attempt, agent) {
+            Check::Current(TaskStatus::Assigned) => {
+                self.task_mut(&attempt.task_id).attempts += 1;
+                self.set_status(
+                    &attempt.task_id,
+                    TaskStatus::Working,
+                    "accepted",
+                    Some(agent),
+                    None,
+                    now,
+                );
+                Verdict::Applied
+            }
+            Check::Current(_) => Verdict::Duplicate,
+            Check::Ended => Verdict::Stale("the attempt has already ended".into()),
+            Check::Stale(why) => self.stale(attempt, agent, "accept", why, now),
+        }
+    }
+
+    /// The agent finished the attempt successfully. At most one completion
+    /// is ever recorded per task.
+    pub fn complete(
+        &mut self,
+        attempt: &TaskRef,
+        agent: &str,
+        result: TaskResult,
+        now: Timestamp,
+    ) -> Verdict {
+        match self.check(attempt, agent) {
+            Check::Current(status) => {
+                let summary = result.summary.clone();
+                {
+                    let t = self.task_mut(&attempt.task_id);
+                    if status == TaskStatus::Assigned {
+                        t.attempts += 1;
+                    }
+                    t.result = Some(result);
+                }
+                self.set_status(
+                    &attempt.task_id,
+                    TaskStatus::Completed,
+                    "completed",
+                    Some(agent),
+                    summary,
+                    now,
+                );
+                Verdict::Applied
+            }
+            Check::Ended
+                if self.get(&attempt.task_id).map(|t| t.status) == Some(TaskStatus::Completed) =>
+            {
+                Verdict::Duplicate
+            }
+            Check::Ended => {
+                let why = format!(
+                    "the attempt had already ended ({})",
+                    self.get(&attempt.task_id).expect("exists").status
+                );
+                let detail = format!(
+                    "{why}; late result: {}",
+                    result.summary.as_deref().unwrap_or("(no summary)")
+                );
+                self.stale(attempt, agent, "complete", detail, now)
+            }
+            Check::Stale(why) => {
+                let detail = format!(
+                    "{why}; late result: {}",
+                    result.summary.as_deref().unwrap_or("(no summary)")
+                );
+                self.stale(attempt, agent, "complete", detail, now)
+            }
+        }
+    }
+
+    /// The agent's attempt failed. Retryable failures with attempts left
+    /// wait out their backoff (`failed`) and are queued again; the rest are
+    /// dead.
+    pub fn fail(
+        &mut self,
+        attempt: &TaskRef,
+        agent: &str,
+        error: &str,
+        retryable: bool,
+        now: Timestamp,
+    ) -> Verdict {
+        match self.check(attempt, agent) {
+            Check::Current(status) => {
+                if status == TaskStatus::Assigned {
+                    self.task_mut(&attempt.task_id).attempts += 1;
+                }
+                self.fail_current(&attempt.task_id, Some(agent), error, retryable, now);
+                Verdict::Applied
+            }
+            Check::Ended => {
+                let t = self.get(&attempt.task_id).expect("exists");
+                if t.last_error.as_deref() == Some(error) && t.status != TaskStatus::Completed {
+                    Verdict::Duplicate
+                } else {
+                    let why = format!(
+                        "the attempt had already ended ({}); late failure: {error}",
+                        t.status
+                    );
+                    self.stale(attempt, agent, "fail", why, now)
+                }
+            }
+            Check::Stale(why) => self.stale(
+                attempt,
+                agent,
+                "fail",
+                format!("{why}; late failure: {error}"),
+                now,
+            ),
+        }
+    }
+
+    /// The hub takes an attempt back from its agent (agent gone, accept
+    /// timeout, reject, divergence). Never accepted: the task goes back to
+    /// its place in the lane and no attempt is used. Already working: it is
+    /// a retryable failure of that attempt.
+    pub fn release(&mut self, attempt: &TaskRef, reason: &str, now: Timestamp) -> Verdict {
+        let Some(t) = self.get(&attempt.task_id) else {
+            return Verdict::Stale("unknown task".into());
+        };
+        if t.generation != attempt.generation || !t.status.is_active() {
+            return Verdict::Stale(format!(
+                "task is {} at generation {}",
+                t.status, t.generation
+            ));
+        }
+        let agent = t.assigned_to.clone();
+        match t.status {
+            TaskStatus::Assigned => {
+                self.set_status(
+                    &attempt.task_id,
+                    TaskStatus::Queued,
+                    "released",
+                    agent.as_deref(),
+                    Some(reason.to_string()),
+                    now,
+                );
+                self.index(&attempt.task_id);
+            }
+            _ => self.fail_current(&attempt.task_id, agent.as_deref(), reason, true, now),
+        }
+        Verdict::Applied
+    }
+
+    // ----- internals --------------------------------------------------------
+
+    fn new_id(&mut self, now: Timestamp) -> String {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now.0.max(0) as u64);
+        let ulid = match self.ids.generate_from_datetime(at) {
+            Ok(u) => u,
+            Err(overflow) => overflow.commit_overflow_increment(),
+        };
+        ulid.to_string()
+    }
+
+    fn task_mut(&mut self, id: &str) -> &mut Task {
+        &mut self.tasks.get_mut(id).expect("task exists").task
+    }
+
+    fn check(&self, attempt: &TaskRef, agent: &str) -> Check {
+        let Some(t) = self.get(&attempt.task_id) else {
+            return Check::Stale("unknown task".into());
+        };
+        if t.generation != attempt.generation {
+            return Check::Stale(format!("task is at generation {}", t.generation));
+        }
+        if t.assigned_to.as_deref() != Some(agent) {
+            return Check::Stale(format!(
+                "generation {} belongs to {}",
+                t.generation,
+                t.assigned_to.as_deref().unwrap_or("nobody")
+            ));
+        }
+        if t.status.is_active() {
+            Check::Current(t.status)
+        } else {
+            Check::Ended
+        }
+    }
+
+    fn stale(
+        &mut self,
+        attempt: &TaskRef,
+        agent: &str,
+        kind: &str,
+        why: String,
+        now: Timestamp,
+    ) -> Verdict {
+        if self.tasks.contains_key(&attempt.task_id) {
+            let detail = format!(
+                "{kind} from {agent} for generation {} ignored: {why}",
+                attempt.generation
+            );
+            let status = self.get(&attempt.task_id).map(|t| t.status);
+            self.record_at_generation(
+                &attempt.task_id,
+                "stale_report",
+                status,
+                status,
+                Some(agent),
+                Some(detail),
+                attempt.generation,
+                now,
+            );
+        }
+        Verdict::Stale(why)
+    }
+
+    fn fail_current(
+        &mut self,
+        id: &str,
+        agent: Option<&str>,
+        error: &str,
+        retryable: bool,
+        now: Timestamp,
+    ) {
+        let (attempts, max_retries) = {
+            let t = self.get(id).expect("exists");
+            (t.attempts, t.max_retries)
+        };
+        self.task_mut(id).last_error = Some(error.to_string());
+        match self.settings.retry.decide(attempts, max_retries, retryable) {
+            RetryDecision::RetryAfter(delay_s) => {
+                let not_before = now.plus_secs(delay_s as f64);
+                self.task_mut(id).not_before = Some(not_before);
+                let detail = format!(
+                    "{error} (attempt {attempts} of {}; retry in {delay_s}s)",
+                    max_retries + 1
+                );
+                self.set_status(id, TaskStatus::Failed, "failed", agent, Some(detail), now);
+                if delay_s == 0 {
+                    self.requeue_after_failure(id, now);
+                } else {
+                    self.index(id);
+                }
+            }
+            RetryDecision::Dead => {
+                let why = if retryable {
+                    "out of retries"
+                } else {
+                    "not retryable"
+                };
+                let detail = format!("{error} ({why} after {attempts} attempt(s))");
+                self.set_status(id, TaskStatus::Dead, "dead", agent, Some(detail), now);
+            }
+        }
+    }
+
+    fn requeue_after_failure(&mut self, id: &str, now: Timestamp) {
+        self.unindex(id);
+        {
+            let t = self.task_mut(id);
+            t.not_before = None;
+            t.queued_at = Some(now);
+        }
+        self.set_status(
+            id,
+            TaskStatus::Queued,
+            "requeued",
+            None,
+            Some("backoff elapsed".into()),
+            now,
+        );
+        self.index(id);
+    }
+
+    /// Put a task into the lane or backoff set its status calls for.
+    fn index(&mut self, id: &str) {
+        let t = &self.tasks[id].task;
+        match t.status {
+            TaskStatus::Queued => {
+                let at = t.queued_at.unwrap_or(t.created_at).0;
+                self.lanes
+                    .push(id, t.priority, t.is_retry(), &t.needed_capabilities, at);
+            }
+            TaskStatus::Failed => {
+                let at = t.not_before.unwrap_or(t.updated_at).0;
+                self.delayed.insert((at, id.to_string()));
+            }
+            _ => {}
+        }
+    }
+
+    fn unindex(&mut self, id: &str) {
+        self.lanes.remove(id);
+        if let Some(t) = self.get(id) {
+            if let Some(nb) = t.not_before {
+                let key = (nb.0, id.to_string());
+                self.delayed.remove(&key);
+            }
+        }
+    }
+
+    fn set_status(
+        &mut self,
+        id: &str,
+        to: TaskStatus,
+        event: &str,
+        agent: Option<&str>,
+        detail: Option<String>,
+        now: Timestamp,
+    ) {
+        let from = self.get(id).map(|t| t.status);
+        {
+            let t = self.task_mut(id);
+            t.status = to;
+            t.updated_at = now;
+        }
+        self.record(id, event, from, Some(to), agent, detail, now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        id: &str,
+        event: &str,
+        from: Option<TaskStatus>,
+        to: Option<TaskStatus>,
+        agent: Option<&str>,
+        detail: Option<String>,
+        now: Timestamp,
+    ) {
+        let generation = self.get(id).map(|t| t.generation).unwrap_or(0);
+        self.record_at_generation(id, event, from, to, agent, detail, generation, now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_at_generation(
+        &mut self,
+        id: &str,
+        event: &str,
+        from: Option<TaskStatus>,
+        to: Option<TaskStatus>,
+        agent: Option<&str>,
+        detail: Option<String>,
+        generation: u64,
+        now: Timestamp,
+    ) {
+        let entry = HistoryEntry {
+            at: now,
+            event: event.to_string(),
+            from,
+            to,
+            agent_id: agent.map(str::to_string),
+            generation,
+            detail,
+        };
+        let e = self.tasks.get_mut(id).expect("task exists");
+        let seq = e.history_len;
+        e.history_len += 1;
+        let status_before = from;
+        self.dirty
+            .entry(id.to_string())
+            .or_insert_with(|| Pending {
+                previous_status: status_before,
+                entries: vec![],
+            })
+            .entries
+            .push((seq, entry));
+    }
+}
+
+enum Check {
+    /// The report is about the current attempt, which is in this status.
+    Current(TaskStatus),
+    /// Right task, owner and generation, but the attempt has ended.
+    Ended,
+    /// About some other attempt.
+    Stale(String),
+}
+
+#[cfg(test)]
+mod tests;

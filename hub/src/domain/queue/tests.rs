@@ -1,0 +1,409 @@
+//! Unit tests of the queue's rules, driven without sockets or a store.
+
+use super::*;
+use agentcom_protocol::Priority;
+
+fn t(ms: i64) -> Timestamp {
+    Timestamp(1_800_000_000_000 + ms)
+}
+
+fn spec(title: &str) -> NewTask {
+    NewTask {
+        title: title.into(),
+        ..Default::default()
+    }
+}
+
+fn spec_with(title: &str, priority: Priority, needs: &[&str]) -> NewTask {
+    NewTask {
+        title: title.into(),
+        priority: Some(priority),
+        needed_capabilities: Some(needs.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
+    }
+}
+
+fn core() -> QueueCore {
+    QueueCore::new(QueueSettings {
+        default_max_retries: 2,
+        default_timeout_s: 60,
+        retry: RetryPolicy {
+            backoff_s: vec![0, 30],
+        },
+    })
+}
+
+fn created(c: Created) -> Task {
+    match c {
+        Created::New(t) => t,
+        Created::Existing(t) => panic!("expected new task, got existing {}", t.id),
+    }
+}
+
+fn agent(id: &str) -> IdleAgent {
+    IdleAgent::new(id, &[], 0)
+}
+
+/// Create, claim for `who` and accept: the task is working at generation 1.
+fn running(q: &mut QueueCore, who: &str) -> TaskRef {
+    let task = created(q.create(spec("job"), t(0)));
+    let a = q.claim(&[agent(who)], t(1));
+    assert_eq!(a.len(), 1);
+    let r = TaskRef::new(task.id, a[0].task.generation);
+    assert_eq!(q.accept(&r, who, t(2)), Verdict::Applied);
+    r
+}
+
+fn events(q: &QueueCore, changes: &[Change], id: &str) -> Vec<String> {
+    let _ = q;
+    changes
+        .iter()
+        .filter(|c| c.task.id == id)
+        .flat_map(|c| c.new_history.iter().map(|(_, h)| h.event.clone()))
+        .collect()
+}
+
+#[test]
+fn create_fills_defaults_and_records_history() {
+    let mut q = core();
+    let task = created(q.create(spec("a"), t(0)));
+    assert_eq!(task.status, TaskStatus::Queued);
+    assert_eq!(task.generation, 0);
+    assert_eq!(task.max_retries, 2);
+    assert_eq!(task.timeout_s, 60);
+    assert_eq!(task.priority, Priority::Normal);
+    let changes = q.take_changes();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].previous_status, None);
+    assert_eq!(changes[0].history_len, 1);
+    assert_eq!(changes[0].new_history[0].1.event, "created");
+    assert!(q.take_changes().is_empty(), "drained");
+}
+
+#[test]
+fn ids_are_unique_and_increase() {
+    let mut q = core();
+    let a = created(q.create(spec("a"), t(0)));
+    let b = created(q.create(spec("b"), t(0)));
+    let c = created(q.create(spec("c"), t(1)));
+    assert!(a.id < b.id && b.id < c.id, "{} {} {}", a.id, b.id, c.id);
+}
+
+#[test]
+fn idempotency_key_returns_the_first_task() {
+    let mut q = core();
+    let s = NewTask {
+        idempotency_key: Some("k1".into()),
+        ..spec("a")
+    };
+    let first = created(q.create(s.clone(), t(0)));
+    q.take_changes();
+    match q.create(s, t(5)) {
+        Created::Existing(again) => assert_eq!(again.id, first.id),
+        other => panic!("{other:?}"),
+    }
+    assert!(q.take_changes().is_empty(), "a dedupe writes nothing");
+    assert_eq!(q.len(), 1);
+}
+
+#[test]
+fn claim_increments_generation_and_follows_lane_order() {
+    let mut q = core();
+    let low: Vec<Task> = (0..3)
+        .map(|i| created(q.create(spec_with(&format!("low{i}"), Priority::Low, &[]), t(i))))
+        .collect();
+    let urgent = created(q.create(spec_with("urgent", Priority::Urgent, &[]), t(10)));
+    let got = q.claim(&[agent("a")], t(11));
+    assert_eq!(got[0].task.id, urgent.id);
+    assert_eq!(got[0].task.generation, 1);
+    assert_eq!(got[0].task.status, TaskStatus::Assigned);
+    assert_eq!(got[0].task.assigned_to.as_deref(), Some("a"));
+    let next = q.claim(&[agent("b")], t(12));
+    assert_eq!(next[0].task.id, low[0].id);
+}
+
+#[test]
+fn capability_mismatch_stays_queued() {
+    let mut q = core();
+    let gpu = created(q.create(spec_with("gpu", Priority::Normal, &["gpu"]), t(0)));
+    assert!(q.claim(&[agent("a")], t(1)).is_empty());
+    assert_eq!(q.get(&gpu.id).unwrap().status, TaskStatus::Queued);
+    let got = q.claim(&[IdleAgent::new("g", &["gpu"], 0)], t(2));
+    assert_eq!(got[0].task.id, gpu.id);
+}
+
+#[test]
+fn accept_then_complete_records_one_completion() {
+    let mut q = core();
+    let r = running(&mut q, "a");
+    assert_eq!(q.get(&r.task_id).unwrap().attempts, 1);
+    let result = TaskResult {
+        summary: Some("done".into()),
+        ..Default::default()
+    };
+    assert_eq!(q.complete(&r, "a", result.clone(), t(3)), Verdict::Applied);
+    let task = q.get(&r.task_id).unwrap();
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert_eq!(
+        task.result.as_ref().unwrap().summary.as_deref(),
+        Some("done")
+    );
+    // A resend (the ack was lost) changes nothing.
+    q.take_changes();
+    assert_eq!(q.complete(&r, "a", result, t(4)), Verdict::Duplicate);
+    assert!(q.take_changes().is_empty());
+}
+
+#[test]
+fn stale_generation_changes_nothing_but_is_visible() {
+    let mut q = core();
+    let r1 = running(&mut q, "a");
+    // Agent a is lost; the attempt fails over and b gets generation 2.
+    assert_eq!(q.release(&r1, "agent a offline", t(3)), Verdict::Applied);
+    assert_eq!(
+        q.get(&r1.task_id).unwrap().status,
+        TaskStatus::Queued,
+        "backoff 0 requeues at once"
+    );
+    let a2 = q.claim(&[agent("b")], t(4));
+    assert_eq!(a2[0].task.generation, 2);
+    q.take_changes();
+    // a's late completion for generation 1 is stale.
+    let late = TaskResult {
+        summary: Some("late".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        q.complete(&r1, "a", late, t(5)),
+        Verdict::Stale(_)
+    ));
+    let task = q.get(&r1.task_id).unwrap();
+    assert_eq!(task.status, TaskStatus::Assigned);
+    assert_eq!(task.assigned_to.as_deref(), Some("b"));
+    let changes = q.take_changes();
+    assert_eq!(events(&q, &changes, &r1.task_id), ["stale_report"]);
+    let detail = changes[0].new_history[0].1.detail.clone().unwrap();
+    assert!(
+        detail.contains("late"),
+        "late result stays visible: {detail}"
+    );
+    // b completes generation 2; nobody can complete it again.
+    let r2 = TaskRef::new(r1.task_id.clone(), 2);
+    assert_eq!(q.accept(&r2, "b", t(6)), Verdict::Applied);
+    assert_eq!(
+        q.complete(&r2, "b", TaskResult::default(), t(7)),
+        Verdict::Applied
+    );
+    assert!(matches!(
+        q.complete(&r2, "a", TaskResult::default(), t(8)),
+        Verdict::Stale(_)
+    ));
+    assert!(matches!(
+        q.fail(&r1, "a", "x", true, t(8)),
+        Verdict::Stale(_)
+    ));
+}
+
+#[test]
+fn report_from_the_wrong_agent_is_stale() {
+    let mut q = core();
+    let r = running(&mut q, "a");
+    assert!(matches!(
+        q.complete(&r, "intruder", TaskResult::default(), t(3)),
+        Verdict::Stale(_)
+    ));
+    assert_eq!(q.get(&r.task_id).unwrap().status, TaskStatus::Working);
+}
+
+#[test]
+fn failures_follow_backoff_then_dead() {
+    let mut q = core(); // max_retries 2, backoff [0, 30]
+    let r = running(&mut q, "a");
+    q.take_changes();
+    // attempt 1 fails: immediate retry (backoff 0) → queued in the retry lane.
+    assert_eq!(q.fail(&r, "a", "boom", true, t(10)), Verdict::Applied);
+    let task = q.get(&r.task_id).unwrap();
+    assert_eq!(task.status, TaskStatus::Queued);
+    assert_eq!(task.last_error.as_deref(), Some("boom"));
+    let changes = q.take_changes();
+    assert_eq!(events(&q, &changes, &r.task_id), ["failed", "requeued"]);
+
+    // attempt 2 fails: backoff 30 s → failed with not_before.
+    let g2 = q.claim(&[agent("a")], t(11))[0].task.generation;
+    let r2 = TaskRef::new(r.task_id.clone(), g2);
+    q.accept(&r2, "a", t(12));
+    q.fail(&r2, "a", "boom", true, t(20));
+    let task = q.get(&r.task_id).unwrap();
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.not_before, Some(t(20).plus_secs(30.0)));
+    assert_eq!(q.next_due(), task.not_before);
+    assert!(
+        q.claim(&[agent("a")], t(21)).is_empty(),
+        "not claimable during backoff"
+    );
+    assert_eq!(q.promote_due(t(20 + 29_999)), 0);
+    assert_eq!(q.promote_due(t(20 + 30_000)), 1);
+    assert_eq!(q.get(&r.task_id).unwrap().status, TaskStatus::Queued);
+
+    // attempt 3 fails: out of retries → dead.
+    let g3 = q.claim(&[agent("a")], t(40_000))[0].task.generation;
+    let r3 = TaskRef::new(r.task_id.clone(), g3);
+    q.accept(&r3, "a", t(40_001));
+    q.fail(&r3, "a", "boom", true, t(40_002));
+    let task = q.get(&r.task_id).unwrap();
+    assert_eq!(task.status, TaskStatus::Dead);
+    assert_eq!(task.attempts, 3);
+    assert_eq!(task.generation, 3);
+}
+
+#[test]
+fn non_retryable_failure_is_dead_at_once() {
+    let mut q = core();
+    let r = running(&mut q, "a");
+    q.fail(&r, "a", "bad input", false, t(3));
+    assert_eq!(q.get(&r.task_id).unwrap().status, TaskStatus::Dead);
+}
+
+#[test]
+fn retried_tasks_wait_behind_fresh_ones() {
+    let mut q = core();
+    let r = running(&mut q, "a");
+    q.fail(&r, "a", "boom", true, t(3)); // back in normal_retry
+    let fresh = created(q.create(spec("fresh"), t(4)));
+    let got = q.claim(&[agent("a")], t(5));
+    assert_eq!(got[0].task.id, fresh.id);
+    let got = q.claim(&[agent("b")], t(6));
+    assert_eq!(got[0].task.id, r.task_id);
+}
+
+#[test]
+fn release_of_an_unaccepted_task_keeps_its_place_and_budget() {
+    let mut q = core();
+    let first = created(q.create(spec("first"), t(0)));
+    let second = created(q.create(spec("second"), t(1)));
+    let a = q.claim(&[agent("a")], t(2));
+    assert_eq!(a[0].task.id, first.id);
+    let r = TaskRef::new(first.id.clone(), 1);
+    assert_eq!(q.release(&r, "accept timeout", t(3)), Verdict::Applied);
+    let task = q.get(&first.id).unwrap();
+    assert_eq!((task.status, task.attempts), (TaskStatus::Queued, 0));
+    assert_eq!(
+        q.lanes().ordered_ids(),
+        [first.id.clone(), second.id.clone()]
+    );
+    // A second release of the same attempt is stale.
+    assert!(matches!(q.release(&r, "again", t(4)), Verdict::Stale(_)));
+    // Accept for the released attempt is stale too.
+    assert!(matches!(q.accept(&r, "a", t(5)), Verdict::Stale(_)));
+}
+
+#[test]
+fn cancel_rules() {
+    let mut q = core();
+    let queued = created(q.create(spec("q"), t(0)));
+    let c = q.cancel(&queued.id, "operator", t(1)).unwrap();
+    assert_eq!(c.task.status, TaskStatus::Cancelled);
+    assert!(c.stop.is_none());
+    assert!(q.lanes().is_empty());
+    // Idempotent.
+    assert!(q.cancel(&queued.id, "operator", t(2)).is_ok());
+
+    let r = running(&mut q, "a");
+    let c = q.cancel(&r.task_id, "operator", t(3)).unwrap();
+    assert_eq!(c.stop, Some(("a".to_string(), r.clone())));
+    // The agent's report afterwards changes nothing.
+    assert!(matches!(
+        q.complete(&r, "a", TaskResult::default(), t(4)),
+        Verdict::Stale(_)
+    ));
+    assert_eq!(q.get(&r.task_id).unwrap().status, TaskStatus::Cancelled);
+
+    let done = running(&mut q, "b");
+    q.complete(&done, "b", TaskResult::default(), t(5));
+    assert!(matches!(
+        q.cancel(&done.task_id, "operator", t(6)),
+        Err(QueueError::Conflict(_))
+    ));
+    assert!(matches!(
+        q.cancel("nope", "operator", t(6)),
+        Err(QueueError::NotFound(_))
+    ));
+}
+
+#[test]
+fn retry_revives_with_a_fresh_budget() {
+    let mut q = core();
+    let r = running(&mut q, "a");
+    q.fail(&r, "a", "bad", false, t(3));
+    assert_eq!(q.get(&r.task_id).unwrap().status, TaskStatus::Dead);
+    let revived = q.retry(&r.task_id, t(4)).unwrap();
+    assert_eq!((revived.status, revived.attempts), (TaskStatus::Queued, 0));
+    assert!(matches!(
+        q.retry(&r.task_id, t(5)),
+        Err(QueueError::Conflict(_))
+    ));
+    let g = q.claim(&[agent("a")], t(6))[0].task.generation;
+    assert_eq!(g, 2, "the generation keeps counting across revivals");
+    let changes = q.take_changes();
+    assert!(events(&q, &changes, &r.task_id).contains(&"revived".to_string()));
+}
+
+#[test]
+fn history_entries_carry_agent_generation_and_reason() {
+    let mut q = core();
+    let r = running(&mut q, "a");
+    q.fail(&r, "a", "compile error", true, t(3));
+    let changes = q.take_changes();
+    let hist: Vec<&HistoryEntry> = changes
+        .iter()
+        .flat_map(|c| c.new_history.iter().map(|(_, h)| h))
+        .collect();
+    let names: Vec<&str> = hist.iter().map(|h| h.event.as_str()).collect();
+    assert_eq!(
+        names,
+        ["created", "assigned", "accepted", "failed", "requeued"]
+    );
+    let failed = hist[3];
+    assert_eq!(failed.agent_id.as_deref(), Some("a"));
+    assert_eq!(failed.generation, 1);
+    assert_eq!(failed.from, Some(TaskStatus::Working));
+    assert_eq!(failed.to, Some(TaskStatus::Failed));
+    assert!(failed.detail.as_deref().unwrap().contains("compile error"));
+    let seqs: Vec<u32> = changes[0].new_history.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn restore_rebuilds_lanes_backoff_and_keys() {
+    let mut q = core();
+    let a = created(q.create(
+        NewTask {
+            idempotency_key: Some("ka".into()),
+            ..spec("a")
+        },
+        t(0),
+    ));
+    let b = created(q.create(spec_with("b", Priority::Urgent, &[]), t(1)));
+    let got = q.claim(&[agent("x")], t(2)); // takes b (urgent) first
+    assert_eq!(got[0].task.id, b.id);
+    assert_eq!(
+        q.accept(&TaskRef::new(b.id.clone(), 1), "x", t(3)),
+        Verdict::Applied
+    );
+    let stored: Vec<(Task, u32)> = q
+        .tasks
+        .values()
+        .map(|e| (e.task.clone(), e.history_len))
+        .collect();
+    let mut back = QueueCore::restore(q.settings().clone(), stored);
+    assert_eq!(back.len(), q.len());
+    assert_eq!(back.lanes().ordered_ids(), q.lanes().ordered_ids());
+    assert_eq!(back.active().count(), 1);
+    assert!(
+        matches!(back.create(NewTask { idempotency_key: Some("ka".into()), ..spec("a") }, t(9)), Created::Existing(e) if e.id == a.id)
+    );
+    // History numbering continues where it stopped.
+    back.cancel(&a.id, "x", t(10)).unwrap();
+    let ch = back.take_changes();
+    assert_eq!(ch[0].new_history[0].0, 1);
+}

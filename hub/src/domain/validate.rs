@@ -1,0 +1,168 @@
+//! Field rules for what operators submit: task bodies, agent ids and
+//! capability names. Pure checks that answer which field is wrong and why;
+//! the HTTP layer turns a failure into a 422.
+
+use agentcom_protocol::{NewTask, MAX_DESCRIPTION_BYTES, MAX_TITLE_CHARS};
+
+/// A field out of range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+fn err(field: &str, message: impl Into<String>) -> Result<(), FieldError> {
+    Err(FieldError {
+        field: field.to_string(),
+        message: message.into(),
+    })
+}
+
+/// Longest task timeout accepted: 7 days.
+pub const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
+pub const MAX_RETRIES: u32 = 100;
+pub const MAX_KEY_CHARS: usize = 200;
+
+pub fn new_task(t: &NewTask) -> Result<(), FieldError> {
+    let chars = t.title.trim().chars().count();
+    if chars == 0 || t.title.chars().count() > MAX_TITLE_CHARS {
+        return err(
+            "title",
+            format!("must be 1 to {MAX_TITLE_CHARS} characters"),
+        );
+    }
+    if t.description
+        .as_ref()
+        .is_some_and(|d| d.len() > MAX_DESCRIPTION_BYTES)
+    {
+        return err(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION_BYTES} bytes"),
+        );
+    }
+    for c in t.needed_capabilities.iter().flatten() {
+        capability("needed_capabilities", c)?;
+    }
+    if t.max_retries.is_some_and(|r| r > MAX_RETRIES) {
+        return err("max_retries", format!("must be 0 to {MAX_RETRIES}"));
+    }
+    if t.timeout_s.is_some_and(|s| s == 0 || s > MAX_TIMEOUT_S) {
+        return err("timeout_s", format!("must be 1 to {MAX_TIMEOUT_S} seconds"));
+    }
+    if let Some(k) = &t.idempotency_key {
+        if k.is_empty() || k.chars().count() > MAX_KEY_CHARS {
+            return err(
+                "idempotency_key",
+                format!("must be 1 to {MAX_KEY_CHARS} characters"),
+            );
+        }
+    }
+    if t.repo
+        .as_ref()
+        .is_some_and(|r| r.is_empty() || r.len() > 1000)
+    {
+        return err("repo", "must be 1 to 1000 characters");
+    }
+    Ok(())
+}
+
+/// Agent ids end up in branch names (`{agent_id}/{task_id}`): lowercase
+/// letters, digits, `-` and `_`, starting with a letter or digit, ≤ 64.
+pub fn agent_id(id: &str) -> Result<(), FieldError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        err(
+            "id",
+            "must be 1 to 64 of a-z, 0-9, '-' and '_', starting with a letter or digit",
+        )
+    }
+}
+
+/// A capability: 1 to 64 visible characters, no spaces or commas.
+pub fn capability(field: &str, c: &str) -> Result<(), FieldError> {
+    let ok =
+        !c.is_empty() && c.len() <= 64 && c.chars().all(|ch| ch.is_ascii_graphic() && ch != ',');
+    if ok {
+        Ok(())
+    } else {
+        err(
+            field,
+            format!("capability {c:?} must be 1 to 64 visible characters without commas"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(title: &str) -> NewTask {
+        NewTask {
+            title: title.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn titles() {
+        assert!(new_task(&task("ok")).is_ok());
+        assert_eq!(new_task(&task("   ")).unwrap_err().field, "title");
+        assert!(
+            new_task(&task(&"é".repeat(200))).is_ok(),
+            "characters, not bytes"
+        );
+        assert!(new_task(&task(&"x".repeat(201))).is_err());
+    }
+
+    #[test]
+    fn ranges() {
+        let big = NewTask {
+            description: Some("x".repeat(MAX_DESCRIPTION_BYTES + 1)),
+            ..task("t")
+        };
+        assert_eq!(new_task(&big).unwrap_err().field, "description");
+        assert_eq!(
+            new_task(&NewTask {
+                timeout_s: Some(0),
+                ..task("t")
+            })
+            .unwrap_err()
+            .field,
+            "timeout_s"
+        );
+        assert_eq!(
+            new_task(&NewTask {
+                max_retries: Some(101),
+                ..task("t")
+            })
+            .unwrap_err()
+            .field,
+            "max_retries"
+        );
+        let caps = NewTask {
+            needed_capabilities: Some(vec!["has space".into()]),
+            ..task("t")
+        };
+        assert_eq!(new_task(&caps).unwrap_err().field, "needed_capabilities");
+    }
+
+    #[test]
+    fn agent_ids() {
+        for ok in ["loash", "a1", "agent-7_b"] {
+            assert!(agent_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Loash", "-x", "a/b", "a b", &"a".repeat(65)] {
+            assert!(agent_id(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! `/api/agents`: create (token shown once), list, show, revoke.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use agentcom_protocol::{AgentCreated, AgentList, NewAgent};
+
+use crate::actors::registry::{AddAgent, RevokeAgent};
+use crate::domain::validate;
+use crate::http::error::ApiErr;
+use crate::http::{auth, body, AppState};
+
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiErr> {
+    auth::reader(&req, &state)?;
+    Ok(HttpResponse::Ok().json(AgentList {
+        agents: state.agents.all(),
+    }))
+}
+
+pub async fn show(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiErr> {
+    auth::reader(&req, &state)?;
+    let agent = state
+        .agents
+        .get(&id)
+        .ok_or_else(|| ApiErr::not_found(format!("no agent {id}")))?;
+    Ok(HttpResponse::Ok().json(agent))
+}
+
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiErr> {
+    auth::admin(&req, &state)?;
+    let new: NewAgent = body::json(payload).await?;
+    validate::agent_id(&new.id)?;
+    for c in &new.capabilities {
+        validate::capability("capabilities", c)?;
+    }
+    let (agent, token) = state
+        .registry
+        .send(AddAgent {
+            id: new.id,
+            capabilities: new.capabilities,
+        })
+        .await??;
+    Ok(HttpResponse::Created().json(AgentCreated {
+        id: agent.id.clone(),
+        token,
+        capabilities: agent.capabilities.clone(),
+        agent,
+    }))
+}
+
+pub async fn revoke(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiErr> {
+    auth::admin(&req, &state)?;
+    state
+        .registry
+        .send(RevokeAgent { id: id.to_string() })
+        .await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id.as_str(), "revoked": true })))
+}

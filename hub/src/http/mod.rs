@@ -1,0 +1,68 @@
+//! The HTTP face of the hub: routes, and the state they share.
+//!
+//! Handlers are thin: check the caller, parse and validate input, then
+//! either read a view (never waiting behind a write) or send one message to
+//! an actor and shape its answer. No scheduling or task rule lives here.
+//!
+//! - [`tasks`] — `/api/tasks…`
+//! - [`agents`] — `/api/agents…`
+//! - [`status`] — `/api/state`, `/healthz`
+//! - [`ws`] — the sidecar WebSocket upgrade at `/ws`
+//! - [`auth`], [`body`], [`error`] — who calls, what they sent, how we refuse.
+
+pub mod agents;
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod status;
+pub mod tasks;
+pub mod ws;
+
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::web;
+use agentcom_protocol::Timestamp;
+
+use crate::actors::queue::TaskQueue;
+use crate::actors::registry::{AgentDirectory, Registry};
+use crate::auth::Auth;
+use crate::config::Settings;
+use crate::events::EventBus;
+use crate::stats::Stats;
+use crate::store::Store;
+use crate::views::{AgentView, TaskView};
+
+/// Everything a handler may use.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub queue: Addr<TaskQueue>,
+    pub registry: Addr<Registry>,
+    pub tasks: Arc<TaskView>,
+    pub agents: Arc<AgentView>,
+    pub directory: Arc<AgentDirectory>,
+    pub auth: Auth,
+    pub store: Store,
+    pub events: Arc<EventBus>,
+    pub stats: Arc<Stats>,
+    pub started_at: Timestamp,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api")
+            .route("/tasks", web::post().to(tasks::create))
+            .route("/tasks", web::get().to(tasks::list))
+            .route("/tasks/{id}", web::get().to(tasks::show))
+            .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
+            .route("/tasks/{id}/retry", web::post().to(tasks::retry))
+            .route("/agents", web::get().to(agents::list))
+            .route("/agents", web::post().to(agents::create))
+            .route("/agents/{id}", web::get().to(agents::show))
+            .route("/agents/{id}", web::delete().to(agents::revoke))
+            .route("/state", web::get().to(status::state)),
+    )
+    .route("/healthz", web::get().to(status::healthz))
+    .route("/ws", web::get().to(ws::upgrade))
+    .default_service(web::to(status::not_found));
+}

@@ -1,0 +1,83 @@
+//! `/api/state` (one snapshot, from memory only), `/healthz`, and the JSON
+//! 404 for unknown routes.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use agentcom_protocol::Timestamp;
+use serde_json::json;
+
+use crate::domain::lanes::{lane_name, LANE_COUNT};
+use crate::http::error::ApiErr;
+use crate::http::{auth, AppState};
+
+/// How many minutes of throughput the snapshot lists.
+const THROUGHPUT_MINUTES: usize = 15;
+
+pub async fn state(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiErr> {
+    auth::reader(&req, &state)?;
+    Ok(HttpResponse::Ok().json(snapshot(&state)))
+}
+
+/// The whole-hub snapshot: built from views and counters, never the store.
+pub fn snapshot(state: &AppState) -> serde_json::Value {
+    let now = Timestamp::now();
+    let counts = state.tasks.counts();
+    let lanes: BTreeMap<String, usize> = (0..LANE_COUNT)
+        .map(|i| (lane_name(i), counts.lane_depth[i]))
+        .collect();
+    let by_status: BTreeMap<&str, usize> = counts
+        .by_status
+        .iter()
+        .map(|(s, n)| (s.as_str(), *n))
+        .collect();
+    let agents: BTreeMap<&str, usize> = state
+        .agents
+        .counts()
+        .iter()
+        .map(|(s, n)| (s.as_str(), *n))
+        .collect();
+    let per_minute = state.stats.completions_per_minute(now, THROUGHPUT_MINUTES);
+    json!({
+        "at": now,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": now.millis_since(state.started_at) / 1000,
+        "queue": {
+            "depth": lanes,
+            "queued": counts.lane_depth.iter().sum::<usize>(),
+            "retry_waiting": by_status.get("failed").copied().unwrap_or(0),
+            "oldest_queued_at": counts.oldest_queued_at,
+            "oldest_queued_age_s": counts.oldest_queued_at.map(|t| now.millis_since(t) as f64 / 1000.0),
+        },
+        "tasks": by_status,
+        "tasks_total": counts.total,
+        "agents": agents,
+        "connected_sidecars": state.agents.connected(),
+        "assignment_latency_ms": state.stats.latency_percentiles(),
+        "throughput": {
+            "completed_last_minute": per_minute.first().copied().unwrap_or(0),
+            "completed_per_minute": per_minute,
+        },
+        "stale_messages": state.stats.stale_messages.load(std::sync::atomic::Ordering::Relaxed),
+        "events": { "next_id": state.events.next_id(), "subscribers": state.events.subscribers() },
+    })
+}
+
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let store = state.store.clone();
+    match web::block(move || store.ping()).await {
+        Ok(Ok(())) => HttpResponse::Ok().json(json!({ "status": "ok" })),
+        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "store failing", "error": e.to_string() })),
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "unavailable", "error": e.to_string() })),
+    }
+}
+
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiErr> {
+    Err(ApiErr::not_found(format!(
+        "no route {} {}",
+        req.method(),
+        req.path()
+    )))
+}

@@ -1,0 +1,120 @@
+//! `/api/tasks`: create, list, show (with history), cancel, retry.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use agentcom_protocol::{NewTask, TaskPage, TaskStatus};
+use serde::Deserialize;
+
+use crate::actors::queue::{CancelTask, CreateTask, RetryTask};
+use crate::domain::validate;
+use crate::http::error::ApiErr;
+use crate::http::{auth, body, AppState};
+
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiErr> {
+    auth::admin(&req, &state)?;
+    let spec: NewTask = body::json(payload).await?;
+    validate::new_task(&spec)?;
+    let (task, new) = state.queue.send(CreateTask(spec)).await??;
+    Ok(if new {
+        HttpResponse::Created().json(task)
+    } else {
+        HttpResponse::Ok().json(task)
+    })
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiErr> {
+    auth::reader(&req, &state)?;
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
+            ApiErr::invalid(format!(
+                "status: {s:?} is not one of {}",
+                TaskStatus::ALL.map(|s| s.as_str()).join(", ")
+            ))
+        })?),
+    };
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 100,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(ApiErr::invalid(format!(
+                    "limit: {l:?} must be a number from 1 to 1000"
+                )))
+            }
+        },
+    };
+    let (tasks, next_cursor) =
+        state
+            .tasks
+            .page(status, limit, q.cursor.as_deref().filter(|c| !c.is_empty()));
+    Ok(HttpResponse::Ok().json(TaskPage {
+        tasks: tasks.iter().map(|t| (**t).clone()).collect(),
+        next_cursor,
+    }))
+}
+
+pub async fn show(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiErr> {
+    auth::reader(&req, &state)?;
+    let Some(task) = state.tasks.get(&id) else {
+        return Err(ApiErr::not_found(format!("no task {id}")));
+    };
+    let store = state.store.clone();
+    let task_id = task.id.clone();
+    let history = web::block(move || store.history(&task_id))
+        .await
+        .map_err(|e| ApiErr::unavailable(e.to_string()))?
+        .map_err(|e| ApiErr::unavailable(e.to_string()))?;
+    let mut task = (*task).clone();
+    task.history = Some(history);
+    Ok(HttpResponse::Ok().json(task))
+}
+
+pub async fn cancel(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiErr> {
+    auth::admin(&req, &state)?;
+    let task = state
+        .queue
+        .send(CancelTask {
+            id: id.into_inner(),
+            reason: "cancelled by operator".into(),
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(task))
+}
+
+pub async fn retry(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiErr> {
+    auth::admin(&req, &state)?;
+    let task = state
+        .queue
+        .send(RetryTask {
+            id: id.into_inner(),
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(task))
+}

@@ -1,0 +1,225 @@
+//! `agentcom-hub`: `serve` runs the hub; `agent …` and `task …` are admin
+//! commands against a running hub.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agentcom_hub::cli::{self, AgentCmd, Conn, TaskCmd};
+use agentcom_hub::config::{Overrides, Settings};
+use agentcom_protocol::NewTask;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "agentcom-hub", version, about = "AgentCom scheduler hub")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the hub.
+    Serve {
+        /// TOML settings file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1:4000).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Where the store lives (default ./data/hub).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Manage agents on a running hub.
+    Agent {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: AgentArgs,
+    },
+    /// Manage tasks on a running hub.
+    Task {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: TaskArgs,
+    },
+}
+
+#[derive(Args)]
+struct ConnArgs {
+    /// The hub's HTTP address.
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTCOM_HUB_URL",
+        default_value = "http://127.0.0.1:4000"
+    )]
+    hub: String,
+    /// The hub's data dir, to find admin.token (or set AGENTCOM_ADMIN_TOKEN).
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTCOM_DATA_DIR",
+        default_value = "./data/hub"
+    )]
+    data_dir: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum AgentArgs {
+    /// Create an agent; prints its token (once) and a ready sidecar config.
+    Add {
+        name: String,
+        /// Comma-separated capabilities.
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        capabilities: Vec<String>,
+        /// state_dir to put in the printed sidecar config.
+        #[arg(long)]
+        state_dir: Option<String>,
+        /// Runner command to put in the printed sidecar config.
+        #[arg(long)]
+        runner: Option<String>,
+    },
+    /// List agents.
+    List,
+    /// Revoke an agent's token and drop its connection.
+    Revoke { name: String },
+}
+
+#[derive(Subcommand)]
+enum TaskArgs {
+    /// Submit a task.
+    Submit {
+        #[arg(long)]
+        title: String,
+        #[arg(long, value_parser = cli::parse_priority)]
+        priority: Option<agentcom_protocol::Priority>,
+        /// Comma-separated capabilities the task needs.
+        #[arg(long, value_delimiter = ',')]
+        needs: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        repo: Option<String>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        max_retries: Option<u32>,
+        #[arg(long)]
+        timeout_s: Option<u64>,
+    },
+    /// List tasks, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show a task with its history.
+    Show { id: String },
+    /// Cancel a task.
+    Cancel { id: String },
+    /// Requeue a dead, failed or cancelled task.
+    Retry { id: String },
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Serve {
+            config,
+            listen,
+            data_dir,
+        } => {
+            init_logs("info");
+            match Settings::load(config.as_deref(), &Overrides { listen, data_dir }) {
+                Ok(settings) => {
+                    actix_rt::System::new().block_on(agentcom_hub::app::serve(settings))
+                }
+                Err(e) => Err(format!("settings: {e}")),
+            }
+        }
+        Cmd::Agent { conn, cmd } => {
+            init_logs("warn");
+            let cmd = match cmd {
+                AgentArgs::Add {
+                    name,
+                    capabilities,
+                    state_dir,
+                    runner,
+                } => AgentCmd::Add {
+                    name,
+                    capabilities: capabilities.into_iter().filter(|c| !c.is_empty()).collect(),
+                    state_dir,
+                    runner,
+                },
+                AgentArgs::List => AgentCmd::List,
+                AgentArgs::Revoke { name } => AgentCmd::Revoke { name },
+            };
+            actix_rt::System::new().block_on(cli::agent(conn.into(), cmd))
+        }
+        Cmd::Task { conn, cmd } => {
+            init_logs("warn");
+            let cmd = match cmd {
+                TaskArgs::Submit {
+                    title,
+                    priority,
+                    needs,
+                    description,
+                    repo,
+                    idempotency_key,
+                    max_retries,
+                    timeout_s,
+                } => TaskCmd::Submit {
+                    spec: NewTask {
+                        title,
+                        description,
+                        priority,
+                        needed_capabilities: (!needs.is_empty()).then_some(needs),
+                        repo,
+                        idempotency_key,
+                        max_retries,
+                        timeout_s,
+                        ..Default::default()
+                    },
+                },
+                TaskArgs::List { status, limit } => TaskCmd::List { status, limit },
+                TaskArgs::Show { id } => TaskCmd::Show { id },
+                TaskArgs::Cancel { id } => TaskCmd::Cancel { id },
+                TaskArgs::Retry { id } => TaskCmd::Retry { id },
+            };
+            actix_rt::System::new().block_on(cli::task(conn.into(), cmd))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl From<ConnArgs> for Conn {
+    fn from(a: ConnArgs) -> Conn {
+        Conn {
+            hub: a.hub,
+            data_dir: a.data_dir,
+            json: a.json,
+        }
+    }
+}
