@@ -1,0 +1,196 @@
+//! The sidecar's settings file (`sidecar.toml`), as in the contract, with
+//! optional extras (`[reconnect]`). Reading and checking only.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarConfig {
+    pub hub_url: String,
+    pub agent_id: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    pub state_dir: PathBuf,
+    pub runner: Runner,
+    #[serde(default)]
+    pub git: Option<Git>,
+    #[serde(default)]
+    pub reconnect: Reconnect,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The command does the task and exits: 0 is complete, else fail.
+    Exec,
+    /// The command only wakes the agent, which reports with
+    /// `agentcom-sidecar complete|fail`.
+    Wake,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runner {
+    pub mode: Mode,
+    pub command: Vec<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout_s: u64,
+}
+
+fn default_timeout() -> u64 {
+    3600
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Git {
+    pub repo_dir: PathBuf,
+    #[serde(default = "default_remote")]
+    pub remote: String,
+    #[serde(default = "default_main")]
+    pub main_branch: String,
+}
+
+fn default_remote() -> String {
+    "origin".into()
+}
+
+fn default_main() -> String {
+    "main".into()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reconnect {
+    #[serde(default = "default_initial_ms")]
+    pub initial_ms: u64,
+    #[serde(default = "default_max_s")]
+    pub max_s: u64,
+}
+
+fn default_initial_ms() -> u64 {
+    500
+}
+
+fn default_max_s() -> u64 {
+    30
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            initial_ms: default_initial_ms(),
+            max_s: default_max_s(),
+        }
+    }
+}
+
+impl SidecarConfig {
+    pub fn load(path: &Path) -> Result<SidecarConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let cfg: SidecarConfig = config::Config::builder()
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(self.hub_url.starts_with("ws://") || self.hub_url.starts_with("wss://")) {
+            return Err(format!(
+                "hub_url must start with ws:// or wss://, not {:?}",
+                self.hub_url
+            ));
+        }
+        if self.token.is_none() && self.token_file.is_none() {
+            return Err("set token or token_file".into());
+        }
+        if self.runner.command.is_empty() {
+            return Err("runner.command must name a program".into());
+        }
+        if self.runner.timeout_s == 0 {
+            return Err("runner.timeout_s must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The agent token, from `token` or `token_file`.
+    pub fn token(&self) -> Result<String, String> {
+        if let Some(t) = &self.token {
+            return Ok(t.trim().to_string());
+        }
+        let path = self.token_file.as_ref().expect("checked");
+        std::fs::read_to_string(path)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| format!("cannot read token_file {}: {e}", path.display()))
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.state_dir.join("control.sock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "agentcom-sidecar-cfg-{name}-{}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn contract_example_loads() {
+        let p = write(
+            "example",
+            r#"
+hub_url = "ws://127.0.0.1:4000/ws"
+agent_id = "loash"
+token = "abc"
+capabilities = ["rust", "git"]
+state_dir = "/var/lib/agentcom/loash"
+
+[runner]
+mode = "exec"
+command = ["/path/to/agent-runner"]
+timeout_s = 3600
+
+[git]
+repo_dir = "/home/agent/work/repo"
+remote = "origin"
+main_branch = "main"
+"#,
+        );
+        let c = SidecarConfig::load(&p).unwrap();
+        assert_eq!(c.agent_id, "loash");
+        assert_eq!(c.runner.mode, Mode::Exec);
+        assert_eq!(c.git.unwrap().main_branch, "main");
+        assert_eq!(c.reconnect.max_s, 30);
+        std::fs::remove_file(p).ok();
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let p = write("bad", "hub_url = \"http://x\"\nagent_id = \"a\"\ntoken = \"t\"\nstate_dir = \"/tmp\"\n[runner]\nmode = \"exec\"\ncommand = [\"x\"]\n");
+        assert!(SidecarConfig::load(&p).unwrap_err().contains("ws://"));
+        let p2 = write("typo", "hub_url = \"ws://x\"\nagent_id = \"a\"\ntoken = \"t\"\nstate_dir = \"/tmp\"\ncapabilites = []\n[runner]\nmode = \"exec\"\ncommand = [\"x\"]\n");
+        assert!(SidecarConfig::load(&p2)
+            .unwrap_err()
+            .contains("capabilites"));
+        std::fs::remove_file(p).ok();
+        std::fs::remove_file(p2).ok();
+    }
+}

@@ -1,0 +1,293 @@
+//! What the sidecar keeps on disk under `state_dir`, so that a `kill -9`
+//! loses nothing:
+//!
+//! - `current.json`: the attempt it holds (written before `accept` is sent).
+//! - `outbox/NNN-<task>-<gen>-<kind>.json`: each `complete`/`fail` until the
+//!   hub's `ack` for it; resent after every reconnect, oldest first.
+//! - `tasks/<task>-<gen>/`: the task file, the result file, the runner log.
+//! - `sidecar.lock`: an exclusive lock, so two daemons never share a state dir.
+//!
+//! Every write is atomic: a temp file, fsync, rename, fsync of the
+//! directory. This module knows files, not the protocol's rules.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use agentcom_protocol::{SidecarMsg, Task, TaskRef, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// The attempt the sidecar holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Current {
+    pub task: TaskRef,
+    pub body: Task,
+    pub accepted_at: Timestamp,
+    /// Process group of the running runner, once started.
+    #[serde(default)]
+    pub runner_pgid: Option<i32>,
+}
+
+/// A report waiting for the hub's `ack`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxEntry {
+    pub seq: u64,
+    pub msg: SidecarMsg,
+    path: PathBuf,
+}
+
+impl OutboxEntry {
+    pub fn task_ref(&self) -> TaskRef {
+        self.msg.task_ref().expect("outbox holds reports")
+    }
+}
+
+pub struct StateDir {
+    root: PathBuf,
+    next_seq: u64,
+    _lock: File,
+}
+
+impl StateDir {
+    /// Open (creating) the state dir and take its lock.
+    pub fn open(root: &Path) -> Result<StateDir, String> {
+        for d in [root.to_path_buf(), root.join("outbox"), root.join("tasks")] {
+            fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        }
+        let lock_path = root.join("sidecar.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(format!(
+                "another sidecar is running with state_dir {}",
+                root.display()
+            ));
+        }
+        let mut s = StateDir {
+            root: root.to_path_buf(),
+            next_seq: 1,
+            _lock: lock,
+        };
+        s.next_seq = s.outbox().iter().map(|e| e.seq + 1).max().unwrap_or(1);
+        // Leftovers of an interrupted atomic write.
+        for dir in [s.root.clone(), s.root.join("outbox")] {
+            if let Ok(entries) = fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().ends_with(".tmp") {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    // ----- current attempt -------------------------------------------------------
+
+    pub fn load_current(&self) -> Result<Option<Current>, String> {
+        let path = self.root.join("current.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| format!("{} is corrupt: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    pub fn save_current(&self, c: &Current) -> Result<(), String> {
+        write_atomic(
+            &self.root.join("current.json"),
+            &serde_json::to_vec_pretty(c).expect("serialises"),
+        )
+    }
+
+    pub fn clear_current(&self) -> Result<(), String> {
+        let path = self.root.join("current.json");
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.root),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+        }
+    }
+
+    // ----- outbox ------------------------------------------------------------------
+
+    /// Unacknowledged reports, oldest first.
+    pub fn outbox(&self) -> Vec<OutboxEntry> {
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(self.root.join("outbox")) else {
+            return out;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if !name.ends_with(".json") {
+                continue;
+            }
+            let Some(seq) = name.split('-').next().and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            match fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<SidecarMsg>(&b).ok())
+            {
+                Some(msg) if msg.task_ref().is_some() => out.push(OutboxEntry {
+                    seq,
+                    msg,
+                    path: e.path(),
+                }),
+                _ => {
+                    tracing::warn!(file = %e.path().display(), "ignoring an unreadable outbox entry")
+                }
+            }
+        }
+        out.sort_by_key(|e| e.seq);
+        out
+    }
+
+    /// Persist a report before it is sent.
+    pub fn push_outbox(&mut self, msg: SidecarMsg) -> Result<OutboxEntry, String> {
+        let r = msg.task_ref().ok_or("only reports go to the outbox")?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let path = self.root.join("outbox").join(format!(
+            "{seq:012}-{}-{}-{}.json",
+            r.task_id,
+            r.generation,
+            msg.kind()
+        ));
+        write_atomic(&path, &serde_json::to_vec(&msg).expect("serialises"))?;
+        Ok(OutboxEntry { seq, msg, path })
+    }
+
+    /// The hub acknowledged this report: forget it.
+    pub fn ack(&self, task: &TaskRef, kind: &str) -> Result<bool, String> {
+        let mut removed = false;
+        for e in self.outbox() {
+            if &e.task_ref() == task && e.msg.kind() == kind {
+                fs::remove_file(&e.path)
+                    .map_err(|err| format!("cannot remove {}: {err}", e.path.display()))?;
+                removed = true;
+            }
+        }
+        if removed {
+            sync_dir(&self.root.join("outbox"))?;
+        }
+        Ok(removed)
+    }
+
+    // ----- per-task files ---------------------------------------------------------------
+
+    /// The working folder of one attempt (task file, result file, log).
+    pub fn task_dir(&self, task: &TaskRef) -> Result<PathBuf, String> {
+        let d = self
+            .root
+            .join("tasks")
+            .join(format!("{}-{}", task.task_id, task.generation));
+        fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        Ok(d)
+    }
+}
+
+/// Write a file so that after a crash it holds either the old or the new
+/// content, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = path.parent().ok_or("no parent directory")?;
+    let tmp = path.with_extension("tmp");
+    let res = (|| -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    res.map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), String> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentcom_protocol::TaskResult;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "agentcom-sidecar-state-{name}-{}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    fn complete(task: &str, generation: u64) -> SidecarMsg {
+        SidecarMsg::Complete {
+            task_id: task.into(),
+            generation,
+            result: TaskResult::default(),
+        }
+    }
+
+    #[test]
+    fn outbox_survives_reopen_in_order_and_ack_removes() {
+        let dir = tmp("outbox");
+        {
+            let mut s = StateDir::open(&dir).unwrap();
+            s.push_outbox(complete("t1", 1)).unwrap();
+            s.push_outbox(SidecarMsg::Fail {
+                task_id: "t2".into(),
+                generation: 3,
+                error: "x".into(),
+                retryable: true,
+            })
+            .unwrap();
+        }
+        let mut s = StateDir::open(&dir).unwrap();
+        let out = s.outbox();
+        assert_eq!(
+            out.iter().map(|e| e.task_ref().task_id).collect::<Vec<_>>(),
+            ["t1", "t2"]
+        );
+        let e3 = s.push_outbox(complete("t3", 1)).unwrap();
+        assert!(e3.seq > out[1].seq, "sequence continues after reopen");
+        assert!(
+            !s.ack(&TaskRef::new("t1", 1), "fail").unwrap(),
+            "kind must match"
+        );
+        assert!(s.ack(&TaskRef::new("t1", 1), "complete").unwrap());
+        assert_eq!(s.outbox().len(), 2);
+        drop(s);
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn one_daemon_per_state_dir() {
+        let dir = tmp("lock");
+        let _a = StateDir::open(&dir).unwrap();
+        assert!(StateDir::open(&dir)
+            .err()
+            .unwrap()
+            .contains("another sidecar"));
+        drop(_a);
+        fs::remove_dir_all(dir).ok();
+    }
+}
