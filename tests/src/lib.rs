@@ -1,1 +1,31 @@
-//! placeholder
+//! Harness for the end-to-end tests: start the real `agentcom-hub` and
+//! `agentcom-sidecar` binaries in temporary directories, talk to them over
+//! real HTTP and WebSocket, kill them with real signals.
+//!
+//! - [`procs`]: building and locating the binaries, free ports, processes.
+//! - [`hub`]: a hub process and an HTTP client for its API.
+//! - [`sidecar`]: a sidecar process with a runner script.
+//! - [`raw`]: a hand-driven WebSocket "sidecar" for protocol tests.
+//! - [`wait_until`]: polling with a deadline.
+
+pub mod hub;
+pub mod procs;
+pub mod raw;
+pub mod sidecar;
+
+use std::time::{Duration, Instant};
+
+/// Poll `f` every 50 ms until it returns `Some`, or panic after `timeout`
+/// with `what` in the message.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

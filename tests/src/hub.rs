@@ -1,0 +1,287 @@
+//! A real hub process in a temporary directory, and a small HTTP client
+//! for its API (with the admin token unless told otherwise).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::procs::{bin, free_port, Proc};
+use crate::wait_until;
+
+pub struct Hub {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub url: String,
+    pub token: String,
+    env: Vec<(String, String)>,
+    proc: Proc,
+    http: ureq::Agent,
+}
+
+impl Hub {
+    /// Start a hub with its data under `root/hub`; `env` adds
+    /// `AGENTCOM_*` settings (timeouts shrunk to seconds, say).
+    pub fn start(root: &Path, env: &[(&str, &str)]) -> Hub {
+        let dir = root.join("hub");
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let proc = Proc {
+            child: None,
+            log: dir.join("hub.log"),
+        };
+        let mut hub = Hub {
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            port,
+            token: String::new(),
+            env,
+            proc,
+            http,
+        };
+        hub.restart();
+        hub
+    }
+
+    /// Start (again) on the same port and data dir; wait until healthy.
+    pub fn restart(&mut self) {
+        let mut cmd = Command::new(bin("agentcom-hub"));
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", self.port),
+            "--data-dir",
+        ])
+        .arg(self.dir.join("data"))
+        .env_remove("AGENTCOM_ADMIN_TOKEN")
+        .env(
+            "RUST_LOG",
+            std::env::var("AGENTCOM_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.proc = Proc::spawn(cmd, &self.dir.join("hub.log"));
+        let url = format!("{}/healthz", self.url);
+        let http = self.http.clone();
+        let proc = &mut self.proc;
+        wait_until(
+            Duration::from_secs(20),
+            "the hub to answer /healthz",
+            || {
+                assert!(
+                    proc.running(),
+                    "the hub exited at start:\n{}",
+                    proc.log_text()
+                );
+                http.get(&url)
+                    .call()
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            },
+        );
+        self.token = std::fs::read_to_string(self.dir.join("data").join("admin.token"))
+            .expect("admin.token written on first start")
+            .trim()
+            .to_string();
+    }
+
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// SIGTERM; the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        self.proc.terminate(Duration::from_secs(15))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.log_text()
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    /// Any request, with any token and raw body: (status, JSON body or Null).
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.url);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let resp = match method {
+            "GET" | "DELETE" => {
+                let mut r = if method == "GET" {
+                    self.http.get(&url)
+                } else {
+                    self.http.delete(&url)
+                };
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            _ => {
+                let mut r = self.http.post(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                match body {
+                    Some(b) => r.header("Content-Type", "application/json").send(b),
+                    None => r.send_empty(),
+                }
+            }
+        };
+        let mut resp = resp.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// An admin request with a JSON body.
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let text = body.map(|b| b.to_string());
+        self.raw(method, path, Some(&self.token), text.as_deref())
+    }
+
+    /// Like [`Hub::call`] but the status must be 2xx.
+    pub fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method, path, body);
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path} → {status}: {v}"
+        );
+        v
+    }
+
+    /// Create an agent; its token.
+    pub fn add_agent(&self, id: &str, capabilities: &[&str]) -> String {
+        let v = self.ok(
+            "POST",
+            "/api/agents",
+            Some(json!({ "id": id, "capabilities": capabilities })),
+        );
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    pub fn submit(&self, body: Value) -> Value {
+        let (status, v) = self.call("POST", "/api/tasks", Some(body));
+        assert_eq!(status, 201, "create → {status}: {v}");
+        v
+    }
+
+    pub fn task(&self, id: &str) -> Value {
+        self.ok("GET", &format!("/api/tasks/{id}"), None)
+    }
+
+    pub fn agent(&self, id: &str) -> Value {
+        self.ok("GET", &format!("/api/agents/{id}"), None)
+    }
+
+    pub fn state(&self) -> Value {
+        self.ok("GET", "/api/state", None)
+    }
+
+    /// Every task (all pages), optionally of one status.
+    pub fn tasks(&self, status: Option<&str>) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = "/api/tasks?limit=1000".to_string();
+            if let Some(s) = status {
+                path.push_str(&format!("&status={s}"));
+            }
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page = self.ok("GET", &path, None);
+            out.extend(page["tasks"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return out,
+            }
+        }
+    }
+
+    /// Wait until a task has the status.
+    pub fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        wait_until(timeout, &format!("task {id} to be {status}"), || {
+            let t = self.task(id);
+            (t["status"] == status).then_some(t)
+        })
+    }
+
+    /// Wait until an agent is in the state.
+    pub fn wait_agent(&self, id: &str, state: &str, timeout: Duration) -> Value {
+        wait_until(timeout, &format!("agent {id} to be {state}"), || {
+            let a = self.agent(id);
+            (a["state"] == state).then_some(a)
+        })
+    }
+}
+
+/// The events of a task's history, in order.
+pub fn events(task: &Value) -> Vec<String> {
+    task["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|e| e["event"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Milliseconds between two RFC 3339 times (b − a).
+pub fn millis_between(a: &str, b: &str) -> i64 {
+    parse_ms(b) - parse_ms(a)
+}
+
+/// Milliseconds since the epoch of an RFC 3339 UTC time like
+/// `2026-11-23T10:00:00.123Z`.
+pub fn parse_ms(t: &str) -> i64 {
+    let (date, time) = t.trim_end_matches('Z').split_once('T').expect("RFC 3339");
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let h: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    let ms: i64 = format!("{frac:0<3}")[..3].parse().unwrap();
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m, day) = (if d[1] <= 2 { d[0] - 1 } else { d[0] }, d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 24 + h[0]) * 60 + h[1]) * 60_000 + h[2] * 1000 + ms
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_times() {
+        assert_eq!(super::parse_ms("1970-01-01T00:00:01.500Z"), 1500);
+        assert_eq!(
+            super::millis_between("2026-11-23T23:59:59.900Z", "2026-11-24T00:00:00.100Z"),
+            200
+        );
+    }
+}

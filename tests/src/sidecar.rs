@@ -1,0 +1,103 @@
+//! A real sidecar process: its agent created on the hub, its config and
+//! runner script written to a temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::hub::Hub;
+use crate::procs::{bin, Proc};
+
+pub struct Sidecar {
+    pub id: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    proc: Proc,
+}
+
+/// Write an executable `sh` script.
+pub fn script(path: &Path, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_path_buf()
+}
+
+impl Sidecar {
+    /// Create agent `id` on the hub and start its sidecar with `runner`
+    /// (an `sh` script body). `extra` is appended to the config file.
+    pub fn start(
+        root: &Path,
+        hub: &Hub,
+        id: &str,
+        capabilities: &[&str],
+        runner: &str,
+        extra: &str,
+    ) -> Sidecar {
+        let token = hub.add_agent(id, capabilities);
+        Self::start_with_token(root, hub, id, &token, capabilities, runner, extra)
+    }
+
+    pub fn start_with_token(
+        root: &Path,
+        hub: &Hub,
+        id: &str,
+        token: &str,
+        capabilities: &[&str],
+        runner: &str,
+        extra: &str,
+    ) -> Sidecar {
+        let dir = root.join(format!("sidecar-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let runner = script(&dir.join("runner.sh"), runner);
+        let caps: Vec<String> = capabilities.iter().map(|c| format!("{c:?}")).collect();
+        let config = dir.join("sidecar.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "hub_url = {:?}\nagent_id = {id:?}\ntoken = {token:?}\ncapabilities = [{}]\nstate_dir = {:?}\n\n[reconnect]\ninitial_ms = 100\nmax_s = 1\n{extra}\n[runner]\nmode = \"exec\"\ncommand = [{:?}]\ntimeout_s = 3600\n",
+                hub.ws_url(),
+                caps.join(", "),
+                dir.join("state").display().to_string(),
+                runner.display().to_string(),
+            ),
+        )
+        .unwrap();
+        let mut s = Sidecar {
+            id: id.to_string(),
+            dir,
+            config,
+            proc: Proc {
+                child: None,
+                log: PathBuf::new(),
+            },
+        };
+        s.restart();
+        s
+    }
+
+    pub fn restart(&mut self) {
+        let mut cmd = Command::new(bin("agentcom-sidecar"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info");
+        self.proc = Proc::spawn(cmd, &self.dir.join("sidecar.log"));
+    }
+
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
+    pub fn terminate(&mut self) -> Option<i32> {
+        self.proc.terminate(Duration::from_secs(15))
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.proc.running()
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.log_text()
+    }
+}
