@@ -23,7 +23,16 @@ use crate::stats::Stats;
 use crate::store::Store;
 use crate::views::{AgentView, TaskView};
 
-pub async fn serve(settings: Settings) -> Result<(), String> {
+/// The running actors and the state the HTTP layer shares.
+pub struct Started {
+    pub state: web::Data<AppState>,
+    pub registry: actix::Addr<Registry>,
+    pub store: Store,
+}
+
+/// Open the store, rebuild the queue and views, start and wire the actors.
+/// Must run inside an actix system.
+pub fn start(settings: Settings) -> Result<Started, String> {
     let settings = Arc::new(settings);
     let store = Store::open(&settings.data_dir).map_err(|e| {
         format!(
@@ -105,12 +114,27 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         stats,
         started_at: Timestamp::now(),
     });
+    Ok(Started {
+        state,
+        registry,
+        store,
+    })
+}
+
+/// Run the hub until SIGTERM/SIGINT.
+pub async fn serve(settings: Settings) -> Result<(), String> {
+    let listen = settings.listen.clone();
+    let Started {
+        state,
+        registry,
+        store,
+    } = start(settings)?;
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .disable_signals()
             .shutdown_timeout(5)
-            .bind(&settings.listen)
-            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+            .bind(&listen)
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     for addr in server.addrs() {
         tracing::info!("listening on http://{addr}");
     }

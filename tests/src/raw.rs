@@ -41,25 +41,35 @@ impl RawSidecar {
         self.ws.send(m)
     }
 
-    /// The next JSON text frame within `timeout` (pings are answered).
-    pub fn recv(&mut self, timeout: Duration) -> Option<Value> {
-        let deadline = Instant::now() + timeout;
+    /// The next frame before `deadline`: Some(Ok) a frame, Some(Err(())) the
+    /// connection ended, None the time ran out.
+    fn next_frame(&mut self, deadline: Instant) -> Option<Result<Message, ()>> {
         while Instant::now() < deadline {
             match self.ws.read() {
-                Ok(Message::Text(t)) => {
-                    return Some(serde_json::from_str(&t).expect("hub sends JSON"))
-                }
-                Ok(Message::Close(_)) => return None,
-                Ok(_) => {}
+                Ok(m) => return Some(Ok(m)),
                 Err(tungstenite::Error::Io(e))
                     if matches!(
                         e.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) => {}
-                Err(_) => return None,
+                Err(_) => return Some(Err(())),
             }
         }
         None
+    }
+
+    /// The next JSON text frame within `timeout` (pings are answered).
+    pub fn recv(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.next_frame(deadline)? {
+                Ok(Message::Text(t)) => {
+                    return Some(serde_json::from_str(&t).expect("hub sends JSON"))
+                }
+                Ok(Message::Close(_)) | Err(()) => return None,
+                Ok(_) => {}
+            }
+        }
     }
 
     /// The next frame of this `type`, skipping others.
@@ -78,19 +88,13 @@ impl RawSidecar {
     /// Whether the hub closed the connection within `timeout`.
     pub fn closed_within(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            match self.ws.read() {
-                Ok(Message::Close(_)) => return true,
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return true,
+        loop {
+            match self.next_frame(deadline) {
+                None => return false,
+                Some(Ok(Message::Close(_)) | Err(())) => return true,
+                Some(Ok(_)) => {}
             }
         }
-        false
     }
 
     /// Say hello as an idle sidecar and wait for `welcome`.

@@ -101,6 +101,20 @@ pub struct Holds {
 #[rtype(result = "()")]
 pub struct Revoke;
 
+/// Make the actor panic (tests of supervision only).
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+#[cfg(test)]
+impl Handler<Crash> for AgentFsm {
+    type Result = ();
+    fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
+        panic!("crash requested by a test");
+    }
+}
+
 /// Close the session (hub shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -285,3 +285,72 @@ impl Handler<CloseAll> for Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::actors::agent::{Crash, Holds};
+    use crate::actors::registry::{AddAgent, Lookup};
+    use crate::config::{Overrides, Settings};
+
+    #[actix_rt::test]
+    async fn a_dead_agent_fsm_is_restarted_from_durable_state() {
+        let dir = std::env::temp_dir().join(format!("agentcom-registry-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let settings = Settings::load_with_env(
+            None,
+            &Overrides {
+                listen: None,
+                data_dir: Some(dir.clone()),
+            },
+            Some(vec![]),
+        )
+        .unwrap();
+        let hub = crate::app::start(settings).unwrap();
+        hub.registry
+            .send(AddAgent {
+                id: "a1".into(),
+                capabilities: vec!["x".into()],
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let first = hub
+            .registry
+            .send(Lookup { id: "a1".into() })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(first.connected());
+        first.do_send(Crash);
+        let mut replaced = None;
+        for _ in 0..40 {
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+            let now = hub
+                .registry
+                .send(Lookup { id: "a1".into() })
+                .await
+                .unwrap()
+                .unwrap();
+            if !first.connected() && now.connected() {
+                replaced = Some(now);
+                break;
+            }
+        }
+        let replaced = replaced.expect("the registry restarted the dead FSM");
+        let holds = replaced
+            .send(Holds {
+                task: agentcom_protocol::TaskRef::new("t", 1),
+            })
+            .await;
+        assert_eq!(holds.ok(), Some(false), "the new FSM answers");
+        let info = hub
+            .state
+            .agents
+            .get("a1")
+            .expect("the new FSM published the agent");
+        assert_eq!(info.capabilities, vec!["x".to_string()]);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
