@@ -134,20 +134,48 @@ pub fn kill_group(pgid: i32, signal: i32) {
     }
 }
 
-/// After a restart: kill the runner group of `task_id` if it outlived us.
-/// Checks the group leader's environment first, so a recycled pid is
-/// never hit.
+/// After a restart: kill what is left of the runner group of `task_id`.
+///
+/// The group's leader may be gone while its children live on (orphans keep
+/// the group). A pid is never reused while a process group of that id
+/// exists, and a member must carry `AGENTCOM_TASK_ID=<task_id>` in its
+/// environment, so an unrelated group is never hit.
 pub fn kill_leftover(pgid: i32, task_id: &str) -> bool {
-    let Ok(environ) = std::fs::read(format!("/proc/{pgid}/environ")) else {
+    if pgid <= 1 {
+        return false;
+    }
+    let needle = format!("AGENTCOM_TASK_ID={task_id}");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
         return false;
     };
-    let needle = format!("AGENTCOM_TASK_ID={task_id}");
-    if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
-        kill_group(pgid, libc::SIGKILL);
-        true
-    } else {
-        false
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if process_group(pid) != Some(pgid) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            kill_group(pgid, libc::SIGKILL);
+            return true;
+        }
     }
+    false
+}
+
+/// The process group of `pid`, from `/proc/<pid>/stat`.
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// The last `max` bytes of a file, as text.
@@ -165,6 +193,7 @@ pub fn tail(path: &Path, max: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     fn spec(script: &str, timeout_ms: u64, dir: &Path) -> RunSpec {
         RunSpec {
@@ -250,6 +279,31 @@ mod tests {
                 reason: "operator".into()
             }
         );
+    }
+
+    #[test]
+    fn leftovers_of_a_dead_leader_are_found_by_group_and_task() {
+        // A group whose leader has exited; its background child keeps it alive.
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg("sleep 30 >/dev/null 2>&1 & echo $!")
+            .env("AGENTCOM_TASK_ID", "T9")
+            .process_group(0)
+            .output()
+            .unwrap();
+        let orphan: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let group = process_group(orphan).unwrap();
+        assert_ne!(group, orphan, "the orphan is not the leader");
+        assert!(
+            !kill_leftover(group, "OTHER"),
+            "another task's group is left alone"
+        );
+        assert!(kill_leftover(group, "T9"));
+        std::thread::sleep(Duration::from_millis(100));
+        let gone = std::fs::read_to_string(format!("/proc/{orphan}/stat"))
+            .map(|s| s.contains(") Z"))
+            .unwrap_or(true);
+        assert!(gone, "the orphan {orphan} survived");
     }
 
     #[test]

@@ -256,14 +256,16 @@ impl AgentFsm {
             };
             let now = Timestamp::now();
             let counted = matches!(verdict, Verdict::Applied | Verdict::Duplicate);
-            let mut fx = match of {
-                AckOf::Accept => act.machine.accepted(&task, counted, now),
-                AckOf::Complete => act.machine.reported(&task, true, verdict == Verdict::Applied, now),
-                AckOf::Fail => act.machine.reported(&task, false, verdict == Verdict::Applied, now),
-            };
+            // Answer the report first (ack), then whatever follows from it.
+            let mut fx = Vec::new();
             if of != AckOf::Accept || !counted {
                 fx.push(Effect::Send(HubMsg::Ack { task_id: task.task_id.clone(), generation: task.generation, of }));
             }
+            fx.extend(match of {
+                AckOf::Accept => act.machine.accepted(&task, counted, now),
+                AckOf::Complete => act.machine.reported(&task, true, verdict == Verdict::Applied, now),
+                AckOf::Fail => act.machine.reported(&task, false, verdict == Verdict::Applied, now),
+            });
             act.after(ctx, fx);
         })))
     }

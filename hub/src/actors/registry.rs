@@ -161,6 +161,7 @@ impl Registry {
                 TaskRef::new(t.id.clone(), t.generation),
                 t.status == TaskStatus::Working,
                 t.timeout_s,
+                t.updated_at,
                 now,
             );
         }

@@ -139,17 +139,30 @@ impl AgentMachine {
     }
 
     /// After a hub restart: the agent is offline but still owns an attempt
-    /// the store says it holds. It has one heartbeat timeout to come back.
-    pub fn seed_holding(&mut self, task: TaskRef, working: bool, timeout_s: u64, now: Timestamp) {
+    /// the store says it holds (working since `since`, or assigned). It has
+    /// one heartbeat timeout to come back; a working attempt keeps its task
+    /// deadline, an assigned one gets a fresh accept deadline.
+    pub fn seed_holding(
+        &mut self,
+        task: TaskRef,
+        working: bool,
+        timeout_s: u64,
+        since: Timestamp,
+        now: Timestamp,
+    ) {
+        let (phase, deadline) = if working {
+            (Phase::Working, since.plus_secs(timeout_s as f64))
+        } else {
+            (
+                Phase::Assigned,
+                now.plus_millis(self.settings.accept_timeout_ms),
+            )
+        };
         self.holding = Some(Holding {
             task,
-            phase: if working {
-                Phase::Working
-            } else {
-                Phase::Assigned
-            },
-            since: now,
-            deadline: None,
+            phase,
+            since,
+            deadline: Some(deadline),
             timeout_s,
             cancelling: false,
         });
@@ -309,7 +322,11 @@ impl AgentMachine {
                         fx.push(cancel(&t, "cancelled"));
                     }
                 }
-                _ => fx.push(cancel(&t, "the hub does not assign this attempt to you")),
+                _ => {
+                    tracing::warn!(agent = %self.id, sidecar = %t, hub = ?self.holding.as_ref().map(|h| h.task.to_string()),
+                        "divergence: the sidecar works on an attempt the hub did not give it; cancelling it");
+                    fx.push(cancel(&t, "the hub does not assign this attempt to you"))
+                }
             },
             (SidecarState::Working, None) => {}
             (SidecarState::Idle, _) => {
@@ -318,6 +335,8 @@ impl AgentMachine {
                         self.holding = None;
                         self.settle(now, "sidecar confirmed it stopped");
                     } else if h.phase == Phase::Working {
+                        tracing::warn!(agent = %self.id, task = %h.task,
+                            "divergence: the sidecar reports idle while the hub has it working; failing the attempt as retryable");
                         fx.push(Effect::Release {
                             task: h.task.clone(),
                             reason: "sidecar reports idle while the hub has it working".into(),

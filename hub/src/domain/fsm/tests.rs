@@ -379,15 +379,37 @@ fn late_accept_of_a_taken_back_attempt_is_cancelled() {
 fn hub_restart_seed_gives_one_heartbeat_timeout_to_return() {
     let mut m = machine();
     let r = TaskRef::new("t1", 3);
-    m.seed_holding(r.clone(), true, 100, t(0));
+    m.seed_holding(r.clone(), true, 100, t(-95_000), t(0));
     assert_eq!(m.state(), AgentState::Offline);
-    assert_eq!(m.next_deadline(), Some(t(10_000)));
+    assert_eq!(
+        m.next_deadline(),
+        Some(t(5_000)),
+        "the task deadline (accepted 95 s ago, 100 s timeout) comes first"
+    );
     let hello = HelloFacts {
         current_task: Some(r.clone()),
         ..idle_hello()
     };
     assert!(m.connect(1, hello, t(3_000)).is_empty());
     assert_eq!(m.state(), AgentState::Working);
+    let fx = m.tick(t(5_000));
+    assert!(
+        fx.iter().any(|e| matches!(e, Effect::Fail { .. })),
+        "the task timeout still applies after a restart"
+    );
+}
+
+#[test]
+fn hub_restart_seed_of_an_unaccepted_attempt_gets_an_accept_deadline() {
+    let mut m = machine();
+    m.seed_holding(TaskRef::new("t1", 1), false, 100, t(-50_000), t(0));
+    let hello = HelloFacts {
+        current_task: Some(TaskRef::new("t1", 1)),
+        ..idle_hello()
+    };
+    m.connect(1, hello, t(1_000));
+    assert_eq!(m.state(), AgentState::Assigned);
+    assert_eq!(m.next_deadline(), Some(t(5_000)));
 }
 
 #[test]
