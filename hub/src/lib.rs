@@ -10,7 +10,7 @@
 //! - [`store`]: sled persistence and its durability point.
 //! - [`views`]: read models for the API (never wait behind a write).
 //! - [`events`]: the event bus behind Server-Sent Events.
-//! - [`stats`]: counters and recent samples.
+//! - [`stats`]: counters and recent samples; [`metrics`]: `/metrics`.
 //! - [`http`]: routes and handlers.
 //! - [`auth`]: tokens and roles. [`config`]: settings.
 //! - [`app`]: start-up, wiring and shutdown. [`cli`]: admin subcommands.
@@ -23,6 +23,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod stats;
 pub mod store;
 pub mod views;

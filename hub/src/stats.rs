@@ -1,14 +1,19 @@
-//! Hub-wide counters and recent samples, updated where things happen and
-//! read by `/api/state` (and `/metrics`).
+//! Hub-wide counters, histograms and recent samples, updated where things
+//! happen and read by `/api/state` and `/metrics`.
 //!
-//! Everything here is an observation: atomics and short bounded windows,
-//! never consulted by the scheduling logic.
+//! Counters and histograms are prometheus-client metrics (atomic, cheap to
+//! clone into a scrape's registry); the short windows behind the state
+//! snapshot's percentiles and throughput sit beside them. Everything here
+//! is an observation, never consulted by the scheduling logic.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use agentcom_protocol::Timestamp;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use serde::Serialize;
 
 /// How many recent assignment latencies the percentiles are taken over.
@@ -16,16 +21,58 @@ const LATENCY_WINDOW: usize = 10_000;
 /// How far back throughput is kept.
 const THROUGHPUT_WINDOW_MS: i64 = 15 * 60 * 1000;
 
-#[derive(Default)]
+/// `direction="in"` (sidecar → hub) or `"out"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Direction {
+    pub direction: &'static str,
+}
+
 pub struct Stats {
-    pub stale_messages: AtomicU64,
-    pub ws_messages_in: AtomicU64,
-    pub ws_messages_out: AtomicU64,
-    pub ws_bytes_in: AtomicU64,
-    pub ws_bytes_out: AtomicU64,
-    pub ws_bad_frames: AtomicU64,
+    pub tasks_created: Counter,
+    pub tasks_completed: Counter,
+    /// Attempts that ended in failure (hub- or sidecar-reported).
+    pub attempt_failures: Counter,
+    /// Failed tasks queued again after their backoff.
+    pub retries: Counter,
+    pub tasks_dead: Counter,
+    pub stale_messages: Counter,
+    pub ws_messages: Family<Direction, Counter>,
+    pub ws_bytes: Family<Direction, Counter>,
+    pub ws_bad_frames: Counter,
+    /// Queued → assigned, seconds.
+    pub assignment_latency: Histogram,
+    /// Accepted → completed, seconds.
+    pub task_duration: Histogram,
     latencies_ms: Mutex<VecDeque<i64>>,
     completions: Mutex<VecDeque<Timestamp>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        let s = Stats {
+            tasks_created: Counter::default(),
+            tasks_completed: Counter::default(),
+            attempt_failures: Counter::default(),
+            retries: Counter::default(),
+            tasks_dead: Counter::default(),
+            stale_messages: Counter::default(),
+            ws_messages: Family::default(),
+            ws_bytes: Family::default(),
+            ws_bad_frames: Counter::default(),
+            // 0.5 ms … ~16 s
+            assignment_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            // 1 s … ~9 h
+            task_duration: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            latencies_ms: Mutex::new(VecDeque::new()),
+            completions: Mutex::new(VecDeque::new()),
+        };
+        // Both directions exist from the start, so a scrape always lists them.
+        for d in [&IN, &OUT] {
+            drop(s.ws_messages.get_or_create(d));
+            drop(s.ws_bytes.get_or_create(d));
+        }
+        s
+    }
 }
 
 /// Percentiles of recent assignment latencies (queued → assigned), in ms.
@@ -38,30 +85,54 @@ pub struct Percentiles {
     pub max_ms: Option<i64>,
 }
 
+pub const IN: Direction = Direction { direction: "in" };
+pub const OUT: Direction = Direction { direction: "out" };
+
 impl Stats {
     pub fn stale(&self) {
-        self.stale_messages.fetch_add(1, Ordering::Relaxed);
+        self.stale_messages.inc();
+    }
+
+    pub fn stale_count(&self) -> u64 {
+        self.stale_messages.get()
     }
 
     pub fn message_in(&self, bytes: usize) {
-        self.ws_messages_in.fetch_add(1, Ordering::Relaxed);
-        self.ws_bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.ws_messages.get_or_create(&IN).inc();
+        self.ws_bytes.get_or_create(&IN).inc_by(bytes as u64);
     }
 
     pub fn message_out(&self, bytes: usize) {
-        self.ws_messages_out.fetch_add(1, Ordering::Relaxed);
-        self.ws_bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.ws_messages.get_or_create(&OUT).inc();
+        self.ws_bytes.get_or_create(&OUT).inc_by(bytes as u64);
+    }
+
+    /// Protocol messages and bytes, both directions.
+    pub fn protocol_totals(&self) -> (u64, u64) {
+        // One guard at a time: a family's guard holds its lock.
+        let read =
+            |f: &Family<Direction, Counter>, d: &Direction| f.get(d).map(|c| c.get()).unwrap_or(0);
+        let m = read(&self.ws_messages, &IN) + read(&self.ws_messages, &OUT);
+        let b = read(&self.ws_bytes, &IN) + read(&self.ws_bytes, &OUT);
+        (m, b)
     }
 
     pub fn assignment_latency(&self, ms: i64) {
+        let ms = ms.max(0);
+        self.assignment_latency.observe(ms as f64 / 1000.0);
         let mut l = self.latencies_ms.lock().unwrap_or_else(|e| e.into_inner());
-        l.push_back(ms.max(0));
+        l.push_back(ms);
         while l.len() > LATENCY_WINDOW {
             l.pop_front();
         }
     }
 
-    pub fn completed(&self, at: Timestamp) {
+    /// A task completed at `at` after working `duration_ms` (if known).
+    pub fn completed(&self, at: Timestamp, duration_ms: Option<i64>) {
+        self.tasks_completed.inc();
+        if let Some(d) = duration_ms {
+            self.task_duration.observe(d.max(0) as f64 / 1000.0);
+        }
         let mut c = self.completions.lock().unwrap_or_else(|e| e.into_inner());
         c.push_back(at);
         while c
@@ -131,9 +202,19 @@ mod tests {
     fn throughput_buckets_by_minute() {
         let s = Stats::default();
         let now = Timestamp(10_000_000);
-        s.completed(now.plus_millis(-30_000));
-        s.completed(now.plus_millis(-90_000));
-        s.completed(now.plus_millis(-100_000));
+        s.completed(now.plus_millis(-30_000), None);
+        s.completed(now.plus_millis(-90_000), Some(5));
+        s.completed(now.plus_millis(-100_000), None);
         assert_eq!(s.completions_per_minute(now, 3), [1, 2, 0]);
+        assert_eq!(s.tasks_completed.get(), 3);
+    }
+
+    #[test]
+    fn protocol_totals_add_both_directions() {
+        let s = Stats::default();
+        s.message_in(10);
+        s.message_out(30);
+        s.message_out(5);
+        assert_eq!(s.protocol_totals(), (3, 45));
     }
 }

@@ -184,6 +184,9 @@ pub struct Task {
     /// When the task (re)entered its lane; orders the lane FIFO.
     #[serde(default)]
     pub queued_at: Option<Timestamp>,
+    /// When the current (or last) attempt was accepted and started working.
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
     pub not_before: Option<Timestamp>,
     pub result: Option<TaskResult>,
     pub last_error: Option<String>,

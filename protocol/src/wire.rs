@@ -221,6 +221,7 @@ mod tests {
             created_at: Timestamp(1),
             updated_at: Timestamp(2),
             queued_at: Some(Timestamp(1)),
+            started_at: None,
             not_before: None,
             result: None,
             last_error: None,

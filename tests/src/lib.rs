@@ -6,12 +6,16 @@
 //! - [`hub`]: a hub process and an HTTP client for its API.
 //! - [`sidecar`]: a sidecar process with a runner script.
 //! - [`raw`]: a hand-driven WebSocket "sidecar" for protocol tests.
+//! - [`sse`]: a client for the hub's Server-Sent Events.
+//! - [`browser`]: headless Chromium over the DevTools protocol.
 //! - [`wait_until`]: polling with a deadline.
 
+pub mod browser;
 pub mod hub;
 pub mod procs;
 pub mod raw;
 pub mod sidecar;
+pub mod sse;
 
 use std::time::{Duration, Instant};
 

@@ -245,10 +245,25 @@ impl TaskQueue {
                     "task transition"
                 );
                 match h.event.as_str() {
+                    "created" => {
+                        self.stats.tasks_created.inc();
+                    }
                     "assigned" => self
                         .stats
                         .assignment_latency(h.at.millis_since(t.queued_at.unwrap_or(t.created_at))),
-                    "completed" => self.stats.completed(h.at),
+                    "completed" => self
+                        .stats
+                        .completed(h.at, t.started_at.map(|s| h.at.millis_since(s))),
+                    "failed" => {
+                        self.stats.attempt_failures.inc();
+                    }
+                    "dead" => {
+                        self.stats.attempt_failures.inc();
+                        self.stats.tasks_dead.inc();
+                    }
+                    "requeued" => {
+                        self.stats.retries.inc();
+                    }
                     _ => {}
                 }
                 let mut summary = serde_json::to_value(t).expect("task serialises");

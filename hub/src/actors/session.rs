@@ -86,7 +86,7 @@ impl WsSession {
 
     fn refuse(&mut self, code: &str, message: String) {
         tracing::warn!(agent = %self.agent_id, session = self.id, code, %message, "frame refused");
-        self.stats.ws_bad_frames.fetch_add(1, Ordering::Relaxed);
+        self.stats.ws_bad_frames.inc();
         self.push(&HubMsg::error(code, message));
     }
 

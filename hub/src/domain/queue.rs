@@ -226,6 +226,7 @@ impl QueueCore {
             created_at: now,
             updated_at: now,
             queued_at: Some(now),
+            started_at: None,
             not_before: None,
             result: None,
             last_error: None,
@@ -385,7 +386,9 @@ impl QueueCore {
     pub fn accept(&mut self, attempt: &TaskRef, agent: &str, now: Timestamp) -> Verdict {
         match self.check(attempt, agent) {
             Check::Current(TaskStatus::Assigned) => {
-                self.task_mut(&attempt.task_id).attempts += 1;
+                let t = self.task_mut(&attempt.task_id);
+                t.attempts += 1;
+                t.started_at = Some(now);
                 self.set_status(
                     &attempt.task_id,
                     TaskStatus::Working,
@@ -418,6 +421,7 @@ impl QueueCore {
                     let t = self.task_mut(&attempt.task_id);
                     if status == TaskStatus::Assigned {
                         t.attempts += 1;
+                        t.started_at = Some(now);
                     }
                     t.result = Some(result);
                 }

@@ -6,14 +6,19 @@
 //!
 //! - [`tasks`] — `/api/tasks…`
 //! - [`agents`] — `/api/agents…`
-//! - [`status`] — `/api/state`, `/healthz`
+//! - [`status`] — `/api/state`, `/healthz`, `/metrics`
+//! - [`events`] — `/api/events` (Server-Sent Events)
+//! - [`session`], [`dashboard`] — the dashboard's sign-in and its files
 //! - [`ws`] — the sidecar WebSocket upgrade at `/ws`
 //! - [`auth`], [`body`], [`error`] — who calls, what they sent, how we refuse.
 
 pub mod agents;
 pub mod auth;
 pub mod body;
+pub mod dashboard;
 pub mod error;
+pub mod events;
+pub mod session;
 pub mod status;
 pub mod tasks;
 pub mod ws;
@@ -60,9 +65,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/agents", web::post().to(agents::create))
             .route("/agents/{id}", web::get().to(agents::show))
             .route("/agents/{id}", web::delete().to(agents::revoke))
-            .route("/state", web::get().to(status::state)),
+            .route("/state", web::get().to(status::state))
+            .route("/events", web::get().to(events::stream))
+            .route("/session", web::post().to(session::sign_in))
+            .route("/session", web::get().to(session::whoami))
+            .route("/session", web::delete().to(session::sign_out)),
     )
     .route("/healthz", web::get().to(status::healthz))
+    .route("/metrics", web::get().to(status::metrics))
+    .route("/dashboard", web::get().to(dashboard::index))
+    .route("/dashboard/", web::get().to(dashboard::index))
+    .route("/dashboard/app.js", web::get().to(dashboard::app_js))
+    .route("/dashboard/style.css", web::get().to(dashboard::style))
     .route("/ws", web::get().to(ws::upgrade))
     .default_service(web::to(status::not_found));
 }

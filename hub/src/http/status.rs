@@ -1,4 +1,4 @@
-//! `/api/state` (one snapshot, from memory only), `/healthz`, and the JSON
+//! `/api/state` (one snapshot, from memory only), `/metrics`, `/healthz`, and the JSON
 //! 404 for unknown routes.
 
 use std::collections::BTreeMap;
@@ -58,9 +58,16 @@ pub fn snapshot(state: &AppState) -> serde_json::Value {
             "completed_last_minute": per_minute.first().copied().unwrap_or(0),
             "completed_per_minute": per_minute,
         },
-        "stale_messages": state.stats.stale_messages.load(std::sync::atomic::Ordering::Relaxed),
+        "stale_messages": state.stats.stale_count(),
         "events": { "next_id": state.events.next_id(), "subscribers": state.events.subscribers() },
     })
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let text = crate::metrics::render(&state.stats, &state.tasks, &state.agents, &state.events);
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text)
 }
 
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {

@@ -41,6 +41,7 @@ fn task(id: &str, generation: u64) -> Task {
         created_at: t(0),
         updated_at: t(0),
         queued_at: None,
+        started_at: None,
         not_before: None,
         result: None,
         last_error: None,

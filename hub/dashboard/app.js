@@ -1,0 +1,475 @@
+// AgentCom dashboard. No framework, no build step: the hub serves this file.
+//
+// Data flow: sign in (cookie), load one snapshot (/api/state, /api/agents,
+// /api/tasks), then live on /api/events (EventSource reconnects by itself
+// with Last-Event-ID). Counts move with each event; the snapshot is also
+// refreshed at most once a second for percentiles and throughput. All text
+// from tasks and agents is inserted with textContent, never as HTML.
+"use strict";
+
+const MAX_TASKS = 500;
+const ROWS = 200;
+const OFFLINE_ALERT_MS = 2 * 60 * 1000;
+const UNACCEPTED_ALERT_MS = 10 * 1000;
+const OLDEST_QUEUED_ALERT_MS = 60 * 1000;
+const LANES = ["urgent", "high", "normal", "low"];
+const STATUSES = ["queued", "assigned", "working", "completed", "failed", "dead", "cancelled"];
+
+const $ = (sel) => document.querySelector(sel);
+const S = {
+  role: null,
+  snapshot: null,
+  agents: new Map(),
+  tasks: new Map(),
+  dead: new Map(),
+  clockOffset: 0,
+  es: null,
+  live: false,
+  renderQueued: false,
+  stateTimer: null,
+  detailId: null,
+  detailTimer: null,
+  events: 0,
+};
+
+// ----- helpers --------------------------------------------------------------
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k === "style") Object.assign(e.style, v); // CSSOM: allowed by the CSP, unlike style=""
+    else if (k.startsWith("data-")) e.setAttribute(k, v);
+    else if (k === "onclick") e.addEventListener("click", v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c);
+  return e;
+}
+
+function now() { return Date.now() + S.clockOffset; }
+function ms(t) { return t ? Date.parse(t) : null; }
+
+function dur(millis) {
+  if (millis === null || millis === undefined || isNaN(millis)) return "–";
+  const s = Math.max(0, Math.floor(millis / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${String(s % 60).padStart(2, "0")}s`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `${h}h ${String(m % 60).padStart(2, "0")}m`;
+  return `${Math.floor(h / 24)}d ${h % 24}h`;
+}
+
+function ago(t) { const x = ms(t); return x === null ? "–" : `${dur(now() - x)} ago`; }
+function clock(t) { const x = ms(t); return x === null ? "–" : new Date(x).toLocaleTimeString(); }
+function safeUrl(u) { return typeof u === "string" && /^https?:\/\//i.test(u) ? u : null; }
+function badge(text) { return el("span", { class: `badge ${text}`, text }); }
+function laneOf(t) { return t.attempts > 0 ? `${t.priority}_retry` : t.priority; }
+function isAdmin() { return S.role === "admin"; }
+
+async function api(method, path, body) {
+  const opts = { method, credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  const r = await fetch(path, opts);
+  let data = null;
+  try { data = await r.json(); } catch (_) { /* empty body */ }
+  if (!r.ok) {
+    const err = new Error((data && data.error && data.error.message) || r.statusText);
+    err.status = r.status;
+    throw err;
+  }
+  return data;
+}
+
+// ----- sign in ----------------------------------------------------------------
+
+function showSignIn(message) {
+  if (S.es) { S.es.close(); S.es = null; }
+  S.role = null;
+  $("#app").hidden = true;
+  $("#sign-out").hidden = true;
+  $("#sign-in").hidden = false;
+  $("#role").textContent = "";
+  setLive(false);
+  const err = $("#sign-in-error");
+  err.hidden = !message;
+  err.textContent = message || "";
+}
+
+async function signedIn(role) {
+  S.role = role;
+  document.body.dataset.role = role;
+  $("#sign-in").hidden = true;
+  $("#app").hidden = false;
+  $("#sign-out").hidden = false;
+  $("#role").textContent = role === "admin" ? "admin" : "viewer (read only)";
+  await loadAll();
+  connect();
+}
+
+async function signIn(ev) {
+  ev.preventDefault();
+  const token = $("#token").value.trim();
+  try {
+    const me = await api("POST", "/api/session", { token });
+    $("#token").value = "";
+    await signedIn(me.role);
+  } catch (e) {
+    showSignIn(e.status === 401 ? "That token is not valid." : `Sign-in failed: ${e.message}`);
+  }
+}
+
+async function signOut() {
+  try { await api("DELETE", "/api/session"); } catch (_) { /* signed out anyway */ }
+  showSignIn();
+}
+
+// ----- data -----------------------------------------------------------------------
+
+function applySnapshot(snap) {
+  S.snapshot = snap;
+  S.clockOffset = Date.parse(snap.at) - Date.now();
+  $("#hub-version").textContent = `v${snap.version}`;
+}
+
+function keepTask(t) {
+  S.tasks.set(t.id, t);
+  if (S.tasks.size > MAX_TASKS) {
+    const ids = [...S.tasks.keys()].sort();
+    for (const id of ids.slice(0, S.tasks.size - MAX_TASKS)) S.tasks.delete(id);
+  }
+  if (t.status === "dead") S.dead.set(t.id, t); else S.dead.delete(t.id);
+}
+
+async function loadAll() {
+  try {
+    const [snap, agents, recent, dead] = await Promise.all([
+      api("GET", "/api/state"),
+      api("GET", "/api/agents"),
+      api("GET", `/api/tasks?limit=${ROWS}`),
+      api("GET", "/api/tasks?status=dead&limit=200"),
+    ]);
+    applySnapshot(snap);
+    S.agents = new Map(agents.agents.map((a) => [a.id, a]));
+    S.tasks = new Map();
+    S.dead = new Map();
+    for (const t of recent.tasks) keepTask(t);
+    for (const t of dead.tasks) S.dead.set(t.id, t);
+    render();
+  } catch (e) {
+    if (e.status === 401) showSignIn("Your session ended; sign in again.");
+  }
+}
+
+/** Refresh the snapshot soon (at most once a second). */
+function refreshStateSoon() {
+  if (S.stateTimer) return;
+  S.stateTimer = setTimeout(async () => {
+    S.stateTimer = null;
+    try { applySnapshot(await api("GET", "/api/state")); schedule(); } catch (_) { /* next event retries */ }
+  }, 1000);
+}
+
+function onTask(data) {
+  const t = data.task;
+  const tr = data.transition;
+  const counts = S.snapshot && S.snapshot.tasks;
+  if (counts && tr && tr.from !== tr.to) {
+    if (tr.from) counts[tr.from] = Math.max(0, (counts[tr.from] || 0) - 1);
+    if (tr.to) counts[tr.to] = (counts[tr.to] || 0) + 1;
+    const depth = S.snapshot.queue.depth;
+    if (tr.from === "queued") depth[laneOf(t)] = Math.max(0, (depth[laneOf(t)] || 0) - 1);
+    if (tr.to === "queued") depth[laneOf(t)] = (depth[laneOf(t)] || 0) + 1;
+  }
+  const old = S.tasks.get(t.id);
+  if (old && old.description && !t.description) t.description = old.description;
+  keepTask(t);
+  if (S.detailId === t.id) refreshDetailSoon();
+  refreshStateSoon();
+  schedule();
+}
+
+function onAgent(data) {
+  if (data.removed) S.agents.delete(data.agent.id);
+  else S.agents.set(data.agent.id, data.agent);
+  schedule();
+}
+
+function setLive(on) {
+  S.live = on;
+  const s = $("#live-status");
+  s.className = `live ${on ? "on" : "off"}`;
+  s.textContent = on ? "live" : "reconnecting…";
+  schedule();
+}
+
+function connect() {
+  if (S.es) S.es.close();
+  const es = new EventSource("/api/events");
+  S.es = es;
+  es.onopen = () => setLive(true);
+  es.onerror = async () => {
+    setLive(false);
+    // EventSource retries by itself; stop if the session is gone.
+    try { await api("GET", "/api/session"); } catch (e) { if (e.status === 401) showSignIn("Your session ended; sign in again."); }
+  };
+  const count = (ev) => { S.events += 1; document.body.dataset.lastEventId = ev.lastEventId; };
+  es.addEventListener("task", (ev) => { count(ev); onTask(JSON.parse(ev.data)); });
+  es.addEventListener("agent", (ev) => { count(ev); onAgent(JSON.parse(ev.data)); });
+  es.addEventListener("progress", count);
+  es.addEventListener("resync", () => loadAll());
+}
+
+// ----- actions ------------------------------------------------------------------------
+
+async function act(action, id) {
+  try {
+    const t = await api("POST", `/api/tasks/${encodeURIComponent(id)}/${action}`);
+    keepTask(t);
+    if (S.detailId === id) openDetail(id);
+    schedule();
+  } catch (e) {
+    flash(`Could not ${action} ${id}: ${e.message}`);
+  }
+}
+
+let flashTimer = null;
+function flash(text) {
+  S.flash = text;
+  clearTimeout(flashTimer);
+  flashTimer = setTimeout(() => { S.flash = null; schedule(); }, 6000);
+  schedule();
+}
+
+function actionButtons(t) {
+  const out = [];
+  const can = isAdmin();
+  if (["dead", "failed", "cancelled"].includes(t.status)) {
+    out.push(el("button", { class: "primary", "data-action": "retry", "data-id": t.id, disabled: can ? null : "disabled",
+      title: can ? "queue it again with a fresh retry budget" : "needs the admin token", onclick: (e) => { e.stopPropagation(); act("retry", t.id); }, text: "Retry" }));
+  }
+  if (!["completed", "cancelled"].includes(t.status)) {
+    out.push(el("button", { class: "danger", "data-action": "cancel", "data-id": t.id, disabled: can ? null : "disabled",
+      title: can ? "cancel it (an agent working on it is told to stop)" : "needs the admin token", onclick: (e) => { e.stopPropagation(); act("cancel", t.id); }, text: "Cancel" }));
+  }
+  return out;
+}
+
+// ----- detail panel -------------------------------------------------------------------------
+
+function refreshDetailSoon() {
+  if (S.detailTimer) return;
+  S.detailTimer = setTimeout(() => { S.detailTimer = null; if (S.detailId) openDetail(S.detailId); }, 500);
+}
+
+async function openDetail(id) {
+  S.detailId = id;
+  let t;
+  try { t = await api("GET", `/api/tasks/${encodeURIComponent(id)}`); } catch (e) { flash(`Could not load ${id}: ${e.message}`); return; }
+  if (S.detailId !== id) return;
+  const panel = $("#task-detail");
+  panel.hidden = false;
+  panel.dataset.id = id;
+  panel.dataset.status = t.status;
+  $("#detail-title").textContent = t.title;
+  const fields = $("#detail-fields");
+  fields.replaceChildren();
+  const r = t.result || {};
+  const pr = safeUrl(r.pr_url);
+  const rows = [
+    ["id", t.id], ["status", badge(t.status)], ["priority", t.priority],
+    ["agent", t.assigned_to || "–"], ["generation", String(t.generation)],
+    ["attempts", `${t.attempts} of ${t.max_retries + 1}`], ["needs", (t.needed_capabilities || []).join(", ") || "–"],
+    ["created", clock(t.created_at)], ["updated", `${clock(t.updated_at)} (${ago(t.updated_at)})`],
+    ["not before", t.not_before ? `${clock(t.not_before)}` : null], ["timeout", `${t.timeout_s}s`],
+    ["repo", t.repo], ["last error", t.last_error], ["summary", r.summary], ["branch", r.branch],
+    ["pull request", pr ? el("a", { href: pr, target: "_blank", rel: "noopener noreferrer", text: pr }) : null],
+    ["description", t.description || null],
+  ];
+  for (const [k, v] of rows) {
+    if (v === null || v === undefined || v === "") continue;
+    fields.append(el("dt", { text: k }), el("dd", {}, typeof v === "string" ? document.createTextNode(v) : v));
+  }
+  $("#detail-actions").replaceChildren(...actionButtons(t));
+  const body = $("#detail-history tbody");
+  body.replaceChildren(...(t.history || []).map((h) => el("tr", { "data-event": h.event },
+    el("td", { text: clock(h.at) }), el("td", { text: h.event }),
+    el("td", { text: `${h.from || "–"} → ${h.to || "–"}` }), el("td", { text: h.agent_id || "–" }),
+    el("td", { text: String(h.generation) }), el("td", { text: h.detail || "" }))));
+}
+
+function closeDetail() {
+  S.detailId = null;
+  $("#task-detail").hidden = true;
+}
+
+// ----- rendering ------------------------------------------------------------------------------
+
+function schedule() {
+  if (S.renderQueued) return;
+  S.renderQueued = true;
+  requestAnimationFrame(() => { S.renderQueued = false; render(); });
+}
+
+function render() {
+  if (!S.snapshot || $("#app").hidden) return;
+  renderTiles();
+  renderPipeline();
+  renderLanes();
+  renderAgents();
+  renderTasks();
+  renderDead();
+  renderAlerts();
+}
+
+function renderTiles() {
+  const s = S.snapshot;
+  const lat = s.assignment_latency_ms || {};
+  $("#tile-throughput").textContent = String(s.throughput.completed_last_minute);
+  $("#tile-latency").textContent = lat.samples ? `${lat.p50_ms} / ${lat.p99_ms} ms` : "–";
+  const oldest = ms(s.queue.oldest_queued_at);
+  $("#tile-oldest").textContent = oldest ? dur(now() - oldest) : "none";
+  $("#tile-connected").textContent = `${[...S.agents.values()].filter((a) => a.connected).length} / ${S.agents.size}`;
+  $("#tile-stale").textContent = String(s.stale_messages);
+}
+
+function renderPipeline() {
+  for (const st of STATUSES) $(`#count-${st}`).textContent = String(S.snapshot.tasks[st] || 0);
+  const f = $("#filter-status").value;
+  for (const stage of document.querySelectorAll(".stage")) stage.classList.toggle("active", stage.dataset.status === f);
+}
+
+function renderLanes() {
+  const depth = S.snapshot.queue.depth;
+  const max = Math.max(1, ...LANES.map((l) => (depth[l] || 0) + (depth[`${l}_retry`] || 0)));
+  const out = [];
+  for (const l of LANES) {
+    const fresh = depth[l] || 0;
+    const retry = depth[`${l}_retry`] || 0;
+    out.push(el("span", { text: l }));
+    out.push(el("div", { class: "bar", title: `${fresh} new, ${retry} retrying` },
+      el("span", { class: "fresh", style: { width: `${(100 * fresh) / max}%` } }),
+      el("span", { class: "retry", style: { width: `${(100 * retry) / max}%` } })));
+    out.push(el("span", { "data-lane": l, text: retry ? `${fresh}+${retry}` : String(fresh) }));
+  }
+  $("#lanes").replaceChildren(...out);
+}
+
+function renderAgents() {
+  const cards = [...S.agents.values()].sort((a, b) => a.id.localeCompare(b.id)).map((a) => {
+    const cur = a.current_task;
+    const task = cur && S.tasks.get(cur.task_id);
+    const rows = [el("div", { class: "name" }, el("span", { text: a.id }), badge(a.state))];
+    if (cur) {
+      rows.push(el("div", { class: "row", title: cur.task_id,
+        text: `${a.state === "assigned" ? "assigned" : "working on"} ${task ? task.title : cur.task_id} #${cur.generation} · ${dur(now() - ms(a.state_since))}` }));
+    } else {
+      rows.push(el("div", { class: "row", text: `${a.state} for ${dur(now() - ms(a.state_since))}` }));
+    }
+    rows.push(el("div", { class: "row", text: a.connected ? `heartbeat ${ago(a.last_heartbeat_at)}` : `disconnected${a.last_heartbeat_at ? `, last heartbeat ${ago(a.last_heartbeat_at)}` : ""}` }));
+    if (a.consecutive_failures || a.degraded_until) {
+      const until = a.degraded_until && ms(a.degraded_until) > now() ? `; degraded until ${clock(a.degraded_until)}` : "";
+      rows.push(el("div", { class: "row error", text: `${a.consecutive_failures} failure(s) in a row${until}` }));
+    }
+    rows.push(el("div", {}, ...(a.capabilities || []).map((c) => el("span", { class: "chip", text: c }))));
+    return el("div", { class: "agent", "data-agent": a.id, "data-state": a.state }, ...rows);
+  });
+  $("#agents").replaceChildren(...(cards.length ? cards : [el("p", { class: "muted", text: "No agents yet: agentcom-hub agent add NAME" })]));
+}
+
+function renderTasks() {
+  const status = $("#filter-status").value;
+  const text = $("#filter-text").value.trim().toLowerCase();
+  const rows = [];
+  const ids = [...S.tasks.keys()].sort().reverse();
+  for (const id of ids) {
+    const t = S.tasks.get(id);
+    if (status && t.status !== status) continue;
+    if (text && !`${t.title} ${t.id} ${t.assigned_to || ""}`.toLowerCase().includes(text)) continue;
+    const r = t.result || {};
+    const pr = safeUrl(r.pr_url);
+    const links = el("td", {});
+    if (pr) links.append(el("a", { href: pr, target: "_blank", rel: "noopener noreferrer", text: "PR", onclick: (e) => e.stopPropagation() }));
+    if (r.branch) links.append(el("span", { class: "chip", title: "branch", text: r.branch }));
+    rows.push(el("tr", { "data-id": t.id, "data-status": t.status, onclick: () => openDetail(t.id) },
+      el("td", { class: "title" }, document.createTextNode(t.title), el("small", { text: t.id })),
+      el("td", {}, badge(t.status)), el("td", { text: t.priority }),
+      el("td", { text: t.assigned_to || "–" }), el("td", { text: String(t.generation) }),
+      el("td", { text: ago(t.updated_at) }), links));
+    if (rows.length >= ROWS) break;
+  }
+  $("#tasks tbody").replaceChildren(...rows);
+}
+
+function renderDead() {
+  const dead = [...S.dead.values()].sort((a, b) => b.id.localeCompare(a.id));
+  $("#dead-count").textContent = dead.length ? `(${dead.length})` : "";
+  const items = dead.map((t) => el("li", { "data-id": t.id },
+    el("div", { class: "what" }, document.createTextNode(t.title), el("small", { text: t.last_error || "" })),
+    ...actionButtons(t)));
+  $("#dead").replaceChildren(...(items.length ? items : [el("li", { class: "muted", text: "Nothing in the dead-letter list." })]));
+}
+
+function renderAlerts() {
+  const out = [];
+  const alert = (cls, text) => out.push(el("div", { class: `alert ${cls}`, text }));
+  if (S.flash) alert("bad", S.flash);
+  if (!S.live) alert("bad", "Event stream disconnected; reconnecting…");
+  for (const a of S.agents.values()) {
+    const since = ms(a.state_since);
+    if (a.state === "offline" && now() - since > OFFLINE_ALERT_MS) alert("bad", `Agent ${a.id} has been offline for ${dur(now() - since)}.`);
+    if (a.state === "degraded") alert("warn", `Agent ${a.id} is degraded until ${clock(a.degraded_until)} after ${a.consecutive_failures} failures in a row.`);
+  }
+  for (const t of S.tasks.values()) {
+    if (t.status === "assigned" && now() - ms(t.updated_at) > UNACCEPTED_ALERT_MS) {
+      alert("warn", `Task "${t.title}" was assigned to ${t.assigned_to} ${ago(t.updated_at)} and is not accepted yet.`);
+    }
+  }
+  const oldest = ms(S.snapshot.queue.oldest_queued_at);
+  if (oldest && now() - oldest > OLDEST_QUEUED_ALERT_MS) {
+    alert("warn", `The oldest queued task has waited ${dur(now() - oldest)} (${S.snapshot.queue.queued} queued).`);
+  }
+  $("#alerts").replaceChildren(...out);
+}
+
+// ----- start ----------------------------------------------------------------------------------
+
+async function boot() {
+  $("#sign-in-form").addEventListener("submit", signIn);
+  $("#sign-out").addEventListener("click", signOut);
+  $("#detail-close").addEventListener("click", closeDetail);
+  $("#filter-status").addEventListener("change", schedule);
+  $("#filter-text").addEventListener("input", schedule);
+  for (const stage of document.querySelectorAll(".stage")) {
+    stage.addEventListener("click", () => {
+      const f = $("#filter-status");
+      f.value = f.value === stage.dataset.status ? "" : stage.dataset.status;
+      schedule();
+    });
+  }
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeDetail(); });
+  // Ages and alerts tick every second; agents' heartbeats refresh every 5 s.
+  setInterval(schedule, 1000);
+  setInterval(async () => {
+    if (!S.role) return;
+    try {
+      const a = await api("GET", "/api/agents");
+      S.agents = new Map(a.agents.map((x) => [x.id, x]));
+      refreshStateSoon();
+    } catch (_) { /* the event stream reports trouble */ }
+  }, 5000);
+  try {
+    const me = await api("GET", "/api/session");
+    await signedIn(me.role);
+  } catch (_) {
+    showSignIn();
+  }
+}
+
+document.addEventListener("DOMContentLoaded", boot);

@@ -1,0 +1,210 @@
+//! `/metrics`: the hub in the Prometheus text format.
+//!
+//! Each scrape builds a registry: the counters and histograms [`Stats`]
+//! keeps (clones share their values), plus gauges read from the views at
+//! that moment. Names follow Prometheus conventions: an `agentcom_` prefix,
+//! base units (`_seconds`, `_bytes`), `_total` on counters.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::domain::lanes::{lane_name, LANE_COUNT};
+use crate::events::EventBus;
+use crate::stats::Stats;
+use crate::views::{AgentView, TaskView};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaneLabel {
+    lane: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+/// Render one scrape.
+pub fn render(stats: &Stats, tasks: &TaskView, agents: &AgentView, events: &EventBus) -> String {
+    let mut reg = Registry::with_prefix("agentcom");
+
+    let counts = tasks.counts();
+    let depth = Family::<LaneLabel, Gauge>::default();
+    for i in 0..LANE_COUNT {
+        depth
+            .get_or_create(&LaneLabel { lane: lane_name(i) })
+            .set(counts.lane_depth[i] as i64);
+    }
+    reg.register(
+        "queue_depth",
+        "Queued tasks per lane (a priority, or its retry lane)",
+        depth,
+    );
+
+    let by_status = Family::<StatusLabel, Gauge>::default();
+    for (status, n) in &counts.by_status {
+        by_status
+            .get_or_create(&StatusLabel {
+                status: status.as_str(),
+            })
+            .set(*n as i64);
+    }
+    reg.register("tasks", "Tasks by status", by_status);
+
+    let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    if let Some(t) = counts.oldest_queued_at {
+        oldest.set(agentcom_protocol::Timestamp::now().millis_since(t).max(0) as f64 / 1000.0);
+    }
+    reg.register_with_unit(
+        "oldest_queued_age",
+        "Age of the oldest queued task (0 when none)",
+        Unit::Seconds,
+        oldest,
+    );
+
+    let by_state = Family::<StateLabel, Gauge>::default();
+    for (state, n) in agents.counts() {
+        by_state
+            .get_or_create(&StateLabel {
+                state: state.as_str(),
+            })
+            .set(n as i64);
+    }
+    reg.register("agents", "Agents by state", by_state);
+    let connected = Gauge::<i64>::default();
+    connected.set(agents.connected() as i64);
+    reg.register(
+        "connected_sidecars",
+        "Sidecars with an open WebSocket",
+        connected,
+    );
+
+    reg.register(
+        "tasks_created",
+        "Tasks created",
+        stats.tasks_created.clone(),
+    );
+    reg.register(
+        "tasks_completed",
+        "Tasks completed",
+        stats.tasks_completed.clone(),
+    );
+    reg.register(
+        "attempt_failures",
+        "Attempts that ended in failure",
+        stats.attempt_failures.clone(),
+    );
+    reg.register(
+        "retries",
+        "Failed tasks queued again after their backoff",
+        stats.retries.clone(),
+    );
+    reg.register(
+        "tasks_dead",
+        "Tasks moved to the dead-letter list",
+        stats.tasks_dead.clone(),
+    );
+    reg.register(
+        "stale_messages",
+        "Sidecar reports about an attempt that is not current",
+        stats.stale_messages.clone(),
+    );
+    reg.register(
+        "protocol_messages",
+        "WebSocket protocol messages",
+        stats.ws_messages.clone(),
+    );
+    reg.register_with_unit(
+        "protocol",
+        "WebSocket protocol payload",
+        Unit::Bytes,
+        stats.ws_bytes.clone(),
+    );
+    reg.register(
+        "protocol_refused_frames",
+        "Frames refused with an error",
+        stats.ws_bad_frames.clone(),
+    );
+    reg.register_with_unit(
+        "assignment_latency",
+        "Time from entering the queue to being assigned",
+        Unit::Seconds,
+        stats.assignment_latency.clone(),
+    );
+    reg.register_with_unit(
+        "task_duration",
+        "Time from accept to completion",
+        Unit::Seconds,
+        stats.task_duration.clone(),
+    );
+
+    // Coordination overhead: protocol traffic per completed task.
+    let (messages, bytes) = stats.protocol_totals();
+    let completed = stats.tasks_completed.get();
+    let per_msgs = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    let per_bytes = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    if completed > 0 {
+        per_msgs.set(messages as f64 / completed as f64);
+        per_bytes.set(bytes as f64 / completed as f64);
+    }
+    reg.register(
+        "protocol_messages_per_completed_task",
+        "Protocol messages (both directions, heartbeats included) per completed task",
+        per_msgs,
+    );
+    reg.register_with_unit(
+        "protocol_payload_per_completed_task",
+        "Protocol payload (both directions) per completed task",
+        Unit::Bytes,
+        per_bytes,
+    );
+
+    let subscribers = Gauge::<i64>::default();
+    subscribers.set(events.subscribers() as i64);
+    reg.register(
+        "event_subscribers",
+        "Clients reading /api/events",
+        subscribers,
+    );
+
+    let mut out = String::new();
+    encode(&mut out, &reg).expect("writing to a String cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_conventional_names() {
+        let stats = Stats::default();
+        stats.message_in(100);
+        stats.completed(agentcom_protocol::Timestamp::now(), Some(1500));
+        let text = render(
+            &stats,
+            &TaskView::default(),
+            &AgentView::default(),
+            &EventBus::new(10, 10),
+        );
+        for needle in [
+            "agentcom_queue_depth{lane=\"urgent_retry\"} 0",
+            "agentcom_tasks{status=\"queued\"} 0",
+            "# TYPE agentcom_tasks_completed counter",
+            "agentcom_tasks_completed_total 1",
+            "agentcom_protocol_bytes_total{direction=\"in\"} 100",
+            "agentcom_task_duration_seconds_bucket{le=\"2.0\"} 1",
+            "agentcom_protocol_messages_per_completed_task 1.0",
+            "# EOF",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+}
