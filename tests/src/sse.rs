@@ -44,10 +44,13 @@ impl SseClient {
             reader: BufReader::new(reader),
         }
     }
+}
 
-    /// The next event (comments and `retry:` skipped); None at the end of
-    /// the stream.
-    pub fn next(&mut self) -> Option<SseEvent> {
+/// Events in order (comments and `retry:` skipped); ends with the stream.
+impl Iterator for SseClient {
+    type Item = SseEvent;
+
+    fn next(&mut self) -> Option<SseEvent> {
         let mut ev = SseEvent {
             id: None,
             event: "message".into(),
