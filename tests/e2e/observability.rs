@@ -18,7 +18,7 @@ fn listen(hub: &Hub, after: Option<u64>) -> mpsc::Receiver<SseEvent> {
     let mut client = SseClient::connect(hub, after);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        while let Some(e) = client.next() {
+        for e in client {
             if tx.send(e).is_err() {
                 return;
             }
@@ -138,7 +138,7 @@ fn a_slow_client_is_dropped_without_slowing_the_hub_and_resumes() {
     // Reading again: what was buffered, then `lagged`, then the end.
     let mut last_id = e.id.unwrap();
     let mut lagged = false;
-    while let Some(ev) = slow.next() {
+    for ev in slow.by_ref() {
         if ev.event == "lagged" {
             lagged = true;
             continue;
