@@ -15,7 +15,7 @@ const QUICK: &str = r#"echo '{"summary":"ok"}' > "$AGENTCOM_RESULT_FILE""#;
 
 /// Read events on a thread; they arrive on the channel.
 fn listen(hub: &Hub, after: Option<u64>) -> mpsc::Receiver<SseEvent> {
-    let mut client = SseClient::connect(hub, after);
+    let client = SseClient::connect(hub, after);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for e in client {
