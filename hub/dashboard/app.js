@@ -186,6 +186,7 @@ function onTask(data) {
     const depth = S.snapshot.queue.depth;
     if (tr.from === "queued") depth[laneOf(t)] = Math.max(0, (depth[laneOf(t)] || 0) - 1);
     if (tr.to === "queued") depth[laneOf(t)] = (depth[laneOf(t)] || 0) + 1;
+    if (tr.to === "completed") S.snapshot.throughput.completed_last_minute += 1;
   }
   const old = S.tasks.get(t.id);
   if (old && old.description && !t.description) t.description = old.description;

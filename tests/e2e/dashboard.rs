@@ -1,0 +1,346 @@
+//! The dashboard in a real browser (Debian's headless Chromium) against a
+//! real hub and sidecars.
+//!
+//! Screenshots go to `target/screenshots/` (or `AGENTCOM_SCREENSHOT_DIR`);
+//! `docs/dashboard.png` is a copy of the one this test takes.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentcom_tests::browser::Browser;
+use agentcom_tests::hub::{events, Hub};
+use agentcom_tests::sidecar::Sidecar;
+use agentcom_tests::sse::SseClient;
+use agentcom_tests::wait_until;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(30);
+
+fn screenshot_dir() -> PathBuf {
+    std::env::var("AGENTCOM_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots"))
+}
+
+/// A runner for the demo: `gate…` waits for `release`, `broken…` fails (not
+/// retryable) until `fixed` exists, everything reports a branch and a PR.
+fn runner(root: &Path) -> String {
+    format!(
+        r#"title=$(sed -n 's/^  "title": "\(.*\)",$/\1/p' "$AGENTCOM_TASK_FILE")
+case "$title" in
+  gate*) while [ ! -f {root}/release ]; do sleep 0.05; done ;;
+  broken*) if [ ! -f {root}/fixed ]; then echo '{{"error":"the build is broken","retryable":false}}' > "$AGENTCOM_RESULT_FILE"; exit 1; fi ;;
+esac
+printf '{{"summary":"did %s","branch":"%s/%s","pr_url":"https://git.example/pulls/%s"}}' "$title" "$AGENTCOM_AGENT_ID" "$AGENTCOM_TASK_ID" "$AGENTCOM_TASK_ID" > "$AGENTCOM_RESULT_FILE""#,
+        root = root.display()
+    )
+}
+
+fn sign_in(b: &mut Browser, token: &str) {
+    b.eval(&format!(
+        "document.querySelector('#token').value = {token:?}; document.querySelector('#sign-in-form').requestSubmit(); true"
+    ));
+    b.wait_for("!document.querySelector('#app').hidden && document.querySelector('#live-status').classList.contains('on')", T);
+}
+
+fn row_status(id: &str) -> String {
+    format!("document.querySelector('tr[data-id=\"{id}\"]')?.dataset.status")
+}
+
+#[test]
+fn the_dashboard_shows_the_fleet_live_and_retries_a_dead_task() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(
+        root.path(),
+        &[("AGENTCOM_VIEWER_TOKEN", "viewer-token-0123456789")],
+    );
+    let _solo = Sidecar::start(
+        root.path(),
+        &hub,
+        "loash",
+        &["rust", "git"],
+        &runner(root.path()),
+        "",
+    );
+    let _other = Sidecar::start(
+        root.path(),
+        &hub,
+        "skaffen",
+        &["python", "git"],
+        &runner(root.path()),
+        "",
+    );
+    hub.add_agent("flere-imsaho", &["review"]); // known, never connected
+    hub.wait_agent("loash", "idle", T);
+    hub.wait_agent("skaffen", "idle", T);
+
+    let mut b = Browser::launch(root.path(), 1400, 1000);
+    b.goto(&format!("{}/dashboard", hub.url));
+    b.wait_for("!document.querySelector('#sign-in').hidden", T);
+    // A wrong token is refused on the page.
+    b.eval("document.querySelector('#token').value = 'nope'; document.querySelector('#sign-in-form').requestSubmit(); true");
+    b.wait_for("!document.querySelector('#sign-in-error').hidden", T);
+    sign_in(&mut b, &hub.token);
+    assert_eq!(
+        b.eval("document.cookie.includes('agentcom_session')"),
+        json!(false),
+        "the session cookie is HttpOnly"
+    );
+    b.eval("window.__noReload = 42");
+    b.wait_for(
+        "document.querySelector('[data-agent=\"loash\"]')?.dataset.state === 'idle'",
+        T,
+    );
+    assert_eq!(
+        b.eval("document.querySelector('[data-agent=\"flere-imsaho\"]').dataset.state"),
+        json!("offline")
+    );
+
+    // A submitted task moves to completed without a reload.
+    let gate = hub
+        .submit(json!({ "title": "gate: add login rate limit", "needed_capabilities": ["rust"] }));
+    let gid = gate["id"].as_str().unwrap();
+    b.wait_for(&format!("{} === 'working'", row_status(gid)), T);
+    b.wait_for(
+        "document.querySelector('[data-agent=\"loash\"]').dataset.state === 'working'",
+        T,
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#count-working').textContent"),
+        json!("1")
+    );
+    std::fs::write(root.path().join("release"), "").unwrap();
+    b.wait_for(&format!("{} === 'completed'", row_status(gid)), T);
+    b.wait_for(
+        "document.querySelector('#count-completed').textContent === '1'",
+        T,
+    );
+    assert_eq!(b.eval("window.__noReload"), json!(42), "no reload happened");
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('tr[data-id=\"{gid}\"] a').href"
+        )),
+        json!(format!("https://git.example/pulls/{gid}")),
+        "the PR link is shown"
+    );
+
+    // A dead task is retried with the button.
+    let broken = hub.submit(
+        json!({ "title": "broken: migrate the schema", "needed_capabilities": ["python"] }),
+    );
+    let bid = broken["id"].as_str().unwrap();
+    hub.wait_status(bid, "dead", T);
+    b.wait_for(
+        &format!("document.querySelector('#dead li[data-id=\"{bid}\"]')"),
+        T,
+    );
+    b.wait_for(
+        "document.querySelector('#count-dead').textContent === '1'",
+        T,
+    );
+    std::fs::write(root.path().join("fixed"), "").unwrap();
+    b.eval(&format!("document.querySelector('#dead li[data-id=\"{bid}\"] button[data-action=\"retry\"]').click(); true"));
+    b.wait_for(&format!("{} === 'completed'", row_status(bid)), T);
+    b.wait_for(
+        &format!("!document.querySelector('#dead li[data-id=\"{bid}\"]')"),
+        T,
+    );
+    let t = hub.task(bid);
+    assert_eq!(t["status"], "completed");
+    assert!(
+        events(&t).contains(&"revived".to_string()),
+        "{:?}",
+        events(&t)
+    );
+
+    // Its history on click.
+    b.eval(&format!(
+        "document.querySelector('tr[data-id=\"{bid}\"]').click(); true"
+    ));
+    b.wait_for(&format!("document.querySelector('#task-detail').dataset.id === '{bid}' && !document.querySelector('#task-detail').hidden"), T);
+    b.wait_for("[...document.querySelectorAll('#detail-history tr[data-event]')].map(r => r.dataset.event).join(',').includes('dead,revived')", T);
+    let shot = screenshot_dir();
+    b.screenshot(&shot.join("dashboard-task.png"));
+    b.eval("document.querySelector('#detail-close').click(); true");
+
+    // Something in every column for the picture: queued work nobody can do,
+    // work in flight, more done.
+    hub.submit(json!({ "title": "train the ranking model", "needed_capabilities": ["gpu"], "priority": "high" }));
+    hub.submit(
+        json!({ "title": "gate: refactor the session store", "needed_capabilities": ["rust"] }),
+    );
+    std::fs::remove_file(root.path().join("release")).unwrap();
+    let more = hub
+        .submit(json!({ "title": "gate: bump dependencies", "needed_capabilities": ["python"] }));
+    hub.wait_status(more["id"].as_str().unwrap(), "working", T);
+    b.wait_for(
+        "document.querySelector('#count-queued').textContent === '1'",
+        T,
+    );
+    b.wait_for(
+        "document.querySelector('#count-working').textContent === '2'",
+        T,
+    );
+    b.wait_for(
+        "document.querySelector('#tile-throughput').textContent === '2'",
+        T,
+    );
+    b.wait_for(
+        "document.querySelector('#tile-latency').textContent.includes('ms')",
+        T,
+    );
+    b.screenshot(&shot.join("dashboard.png"));
+
+    // A narrow window: no sideways scrolling of the page.
+    b.viewport(420, 900);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        b.eval("document.documentElement.scrollWidth <= window.innerWidth"),
+        json!(true),
+        "fits a narrow window"
+    );
+    b.screenshot(&shot.join("dashboard-narrow.png"));
+    b.viewport(1400, 1000);
+
+    // A viewer sees everything and cannot press the buttons.
+    b.eval("document.querySelector('#sign-out').click(); true");
+    b.wait_for("!document.querySelector('#sign-in').hidden", T);
+    sign_in(&mut b, "viewer-token-0123456789");
+    let dead2 =
+        hub.submit(json!({ "title": "broken: but fixed", "needed_capabilities": ["nobody"] }));
+    hub.ok(
+        "POST",
+        &format!("/api/tasks/{}/cancel", dead2["id"].as_str().unwrap()),
+        None,
+    );
+    b.wait_for(
+        &format!(
+            "{} === 'cancelled'",
+            row_status(dead2["id"].as_str().unwrap())
+        ),
+        T,
+    );
+    b.eval(&format!(
+        "document.querySelector('tr[data-id=\"{}\"]').click(); true",
+        dead2["id"].as_str().unwrap()
+    ));
+    b.wait_for(
+        "document.querySelector('#detail-actions button[data-action=\"retry\"]')",
+        T,
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#detail-actions button[data-action=\"retry\"]').disabled"),
+        json!(true)
+    );
+    eprintln!("dashboard screenshots in {}", shot.display());
+}
+
+#[test]
+fn a_thousand_quick_tasks_while_the_dashboard_stays_live() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(root.path(), &[]);
+    let quick = r#"echo '{"summary":"ok"}' > "$AGENTCOM_RESULT_FILE""#;
+    let _s: Vec<Sidecar> = (1..=4)
+        .map(|i| Sidecar::start(root.path(), &hub, &format!("q{i}"), &[], quick, ""))
+        .collect();
+    for i in 1..=4 {
+        hub.wait_agent(&format!("q{i}"), "idle", T);
+    }
+    let mut b = Browser::launch(root.path(), 1400, 1000);
+    b.goto(&format!("{}/dashboard", hub.url));
+    b.wait_for("!document.querySelector('#sign-in').hidden", T);
+    sign_in(&mut b, &hub.token);
+
+    // An independent stream reader counts what the hub sends.
+    let received = Arc::new(AtomicU64::new(0));
+    let last_seen = Arc::new(AtomicU64::new(0));
+    let first_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let last_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let client = SseClient::connect(&hub, None);
+        let (received, last_seen, first_at, last_at, stop) = (
+            received.clone(),
+            last_seen.clone(),
+            first_at.clone(),
+            last_at.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || {
+            for e in client {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let now = Instant::now();
+                first_at.lock().unwrap().get_or_insert(now);
+                *last_at.lock().unwrap() = Some(now);
+                received.fetch_add(1, Ordering::Relaxed);
+                if let Some(id) = e.id {
+                    last_seen.store(id, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    let started = Instant::now();
+    let submitters: Vec<_> = (0..4)
+        .map(|w| {
+            let (url, token) = (hub.url.clone(), hub.token.clone());
+            std::thread::spawn(move || {
+                let http: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                for n in 0..250 {
+                    let r = http
+                        .post(format!("{url}/api/tasks"))
+                        .header("Authorization", format!("Bearer {token}"))
+                        .send_json(json!({ "title": format!("quick {w}-{n}") }))
+                        .unwrap();
+                    assert_eq!(r.status(), 201);
+                }
+            })
+        })
+        .collect();
+    for s in submitters {
+        s.join().unwrap();
+    }
+    wait_until(Duration::from_secs(300), "1,000 tasks to complete", || {
+        (hub.state()["tasks"]["completed"] == 1000).then_some(())
+    });
+    let all_done = started.elapsed();
+    // Every event the hub published, seen by the stream reader and the page.
+    let final_id = hub.state()["events"]["next_id"].as_u64().unwrap() - 1;
+    wait_until(T, "the stream reader to see the last event", || {
+        (last_seen.load(Ordering::Relaxed) >= final_id).then_some(())
+    });
+    b.wait_for(
+        &format!("Number(document.body.dataset.lastEventId) >= {final_id}"),
+        T,
+    );
+    b.wait_for(
+        "document.querySelector('#count-completed').textContent === '1000'",
+        T,
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#live-status').classList.contains('on')"),
+        json!(true)
+    );
+    stop.store(true, Ordering::Relaxed);
+
+    let n = received.load(Ordering::Relaxed);
+    let span = last_at.lock().unwrap().unwrap() - first_at.lock().unwrap().unwrap();
+    let rate = n as f64 / span.as_secs_f64();
+    eprintln!(
+        "dashboard load: 1,000 quick tasks on 4 sidecars completed in {:.1} s; the event stream carried {n} events in {:.1} s \
+         ({rate:.0} events/s); the dashboard caught up to event {final_id} and showed 1000 completed without a reload",
+        all_done.as_secs_f64(),
+        span.as_secs_f64()
+    );
+    // Per task: created, assigned, accepted, completed; and its agent's
+    // idle → assigned → working → idle.
+    assert!(n >= 7000, "seven events per task at least: {n}");
+    b.screenshot(&screenshot_dir().join("dashboard-1000.png"));
+}
