@@ -9,9 +9,12 @@
 
 const MAX_TASKS = 500;
 const ROWS = 200;
-const OFFLINE_ALERT_MS = 2 * 60 * 1000;
-const UNACCEPTED_ALERT_MS = 10 * 1000;
-const OLDEST_QUEUED_ALERT_MS = 60 * 1000;
+// Alert thresholds; `/dashboard?offline_alert_s=300&unaccepted_alert_s=30&oldest_queued_alert_s=120` changes them.
+const PARAMS = new URLSearchParams(location.search);
+const seconds = (name, dflt) => { const v = Number(PARAMS.get(name)); return (Number.isFinite(v) && v > 0 ? v : dflt) * 1000; };
+const OFFLINE_ALERT_MS = seconds("offline_alert_s", 120);
+const UNACCEPTED_ALERT_MS = seconds("unaccepted_alert_s", 10);
+const OLDEST_QUEUED_ALERT_MS = seconds("oldest_queued_alert_s", 60);
 const LANES = ["urgent", "high", "normal", "low"];
 const STATUSES = ["queued", "assigned", "working", "completed", "failed", "dead", "cancelled"];
 
@@ -419,22 +422,22 @@ function renderDead() {
 
 function renderAlerts() {
   const out = [];
-  const alert = (cls, text) => out.push(el("div", { class: `alert ${cls}`, text }));
-  if (S.flash) alert("bad", S.flash);
-  if (!S.live) alert("bad", "Event stream disconnected; reconnecting…");
+  const alert = (cls, kind, text) => out.push(el("div", { class: `alert ${cls}`, "data-kind": kind, text }));
+  if (S.flash) alert("bad", "action", S.flash);
+  if (!S.live) alert("bad", "stream", "Event stream disconnected; reconnecting…");
   for (const a of S.agents.values()) {
     const since = ms(a.state_since);
-    if (a.state === "offline" && now() - since > OFFLINE_ALERT_MS) alert("bad", `Agent ${a.id} has been offline for ${dur(now() - since)}.`);
-    if (a.state === "degraded") alert("warn", `Agent ${a.id} is degraded until ${clock(a.degraded_until)} after ${a.consecutive_failures} failures in a row.`);
+    if (a.state === "offline" && now() - since > OFFLINE_ALERT_MS) alert("bad", "offline", `Agent ${a.id} has been offline for ${dur(now() - since)}.`);
+    if (a.state === "degraded") alert("warn", "degraded", `Agent ${a.id} is degraded until ${clock(a.degraded_until)} after ${a.consecutive_failures} failures in a row.`);
   }
   for (const t of S.tasks.values()) {
     if (t.status === "assigned" && now() - ms(t.updated_at) > UNACCEPTED_ALERT_MS) {
-      alert("warn", `Task "${t.title}" was assigned to ${t.assigned_to} ${ago(t.updated_at)} and is not accepted yet.`);
+      alert("warn", "unaccepted", `Task "${t.title}" was assigned to ${t.assigned_to} ${ago(t.updated_at)} and is not accepted yet.`);
     }
   }
   const oldest = ms(S.snapshot.queue.oldest_queued_at);
   if (oldest && now() - oldest > OLDEST_QUEUED_ALERT_MS) {
-    alert("warn", `The oldest queued task has waited ${dur(now() - oldest)} (${S.snapshot.queue.queued} queued).`);
+    alert("warn", "oldest-queued", `The oldest queued task has waited ${dur(now() - oldest)} (${S.snapshot.queue.queued} queued).`);
   }
   $("#alerts").replaceChildren(...out);
 }

@@ -132,6 +132,16 @@ pub fn render(stats: &Stats, tasks: &TaskView, agents: &AgentView, events: &Even
         "Frames refused with an error",
         stats.ws_bad_frames.clone(),
     );
+    reg.register(
+        "store_syncs",
+        "Group commits made durable (flush + fdatasync)",
+        stats.store_syncs.clone(),
+    );
+    reg.register(
+        "store_writes",
+        "Task changes made durable by those syncs",
+        stats.store_writes.clone(),
+    );
     reg.register_with_unit(
         "assignment_latency",
         "Time from entering the queue to being assigned",

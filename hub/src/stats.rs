@@ -39,6 +39,10 @@ pub struct Stats {
     pub ws_messages: Family<Direction, Counter>,
     pub ws_bytes: Family<Direction, Counter>,
     pub ws_bad_frames: Counter,
+    /// Group commits made durable (flush + fdatasync).
+    pub store_syncs: Counter,
+    /// Task changes written by those syncs.
+    pub store_writes: Counter,
     /// Queued → assigned, seconds.
     pub assignment_latency: Histogram,
     /// Accepted → completed, seconds.
@@ -59,6 +63,8 @@ impl Default for Stats {
             ws_messages: Family::default(),
             ws_bytes: Family::default(),
             ws_bad_frames: Counter::default(),
+            store_syncs: Counter::default(),
+            store_writes: Counter::default(),
             // 0.5 ms … ~16 s
             assignment_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             // 1 s … ~9 h

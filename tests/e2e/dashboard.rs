@@ -344,3 +344,47 @@ fn a_thousand_quick_tasks_while_the_dashboard_stays_live() {
     assert!(n >= 7000, "seven events per task at least: {n}");
     b.screenshot(&screenshot_dir().join("dashboard-1000.png"));
 }
+
+#[test]
+fn alerts_name_offline_agents_unaccepted_tasks_and_old_queued_work() {
+    use agentcom_tests::raw::RawSidecar;
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(root.path(), &[]);
+    hub.add_agent("ghost", &[]); // never connects
+    let token = hub.add_agent("inert", &[]);
+    let mut inert = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    inert.hello("inert");
+    let stuck = hub.submit(json!({ "title": "nobody accepts this" }));
+    inert
+        .recv_type("assign", T)
+        .expect("assigned, never accepted");
+    hub.submit(json!({ "title": "needs a GPU", "needed_capabilities": ["gpu"] }));
+
+    let mut b = Browser::launch(root.path(), 1400, 1000);
+    // Thresholds shortened through the URL (defaults: 120 s, 10 s, 60 s).
+    b.goto(&format!(
+        "{}/dashboard?offline_alert_s=1&unaccepted_alert_s=1&oldest_queued_alert_s=1",
+        hub.url
+    ));
+    b.wait_for("!document.querySelector('#sign-in').hidden", T);
+    sign_in(&mut b, &hub.token);
+    let text = |kind: &str| {
+        format!("document.querySelector('#alerts [data-kind=\"{kind}\"]')?.textContent")
+    };
+    let offline = b.wait_for(&text("offline"), T);
+    assert!(offline.as_str().unwrap().contains("ghost"), "{offline}");
+    let unaccepted = b.wait_for(&text("unaccepted"), T);
+    assert!(
+        unaccepted.as_str().unwrap().contains("nobody accepts this")
+            && unaccepted.as_str().unwrap().contains("inert"),
+        "{unaccepted}"
+    );
+    let oldest = b.wait_for(&text("oldest-queued"), T);
+    assert!(oldest.as_str().unwrap().contains("1 queued"), "{oldest}");
+    // Once it is accepted, that alert goes away.
+    inert.send(json!({ "type": "accept", "task_id": stuck["id"], "generation": 1 }));
+    b.wait_for(
+        &format!("!{}", text("unaccepted").trim_end_matches("?.textContent")),
+        T,
+    );
+}

@@ -212,6 +212,10 @@ impl TaskQueue {
             act.syncing = false;
             match joined {
                 Ok((Ok(()), changes)) => {
+                    if !changes.is_empty() {
+                        act.stats.store_syncs.inc();
+                        act.stats.store_writes.inc_by(changes.len() as u64);
+                    }
                     act.publish(&changes);
                     for w in waiters {
                         let _ = w.send(Ok(()));

@@ -59,6 +59,7 @@ pub fn snapshot(state: &AppState) -> serde_json::Value {
             "completed_per_minute": per_minute,
         },
         "stale_messages": state.stats.stale_count(),
+        "store": { "syncs": state.stats.store_syncs.get(), "writes": state.stats.store_writes.get() },
         "events": { "next_id": state.events.next_id(), "subscribers": state.events.subscribers() },
     })
 }
