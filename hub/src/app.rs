@@ -34,7 +34,7 @@ pub struct Started {
 /// Must run inside an actix system.
 pub fn start(settings: Settings) -> Result<Started, String> {
     let settings = Arc::new(settings);
-    let store = Store::open(&settings.data_dir).map_err(|e| {
+    let store = Store::open(&settings.data_dir, settings.store.cache_mb).map_err(|e| {
         format!(
             "cannot open the store in {}: {e}",
             settings.data_dir.display()

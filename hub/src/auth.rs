@@ -170,7 +170,7 @@ mod tests {
             Some(vec![]),
         )
         .unwrap();
-        let store = Store::open(&dir).unwrap();
+        let store = Store::open(&dir, 16).unwrap();
         let auth = Auth::initialise(&settings, &store).unwrap();
         let path = token_file(&dir);
         let token = std::fs::read_to_string(&path).unwrap();

@@ -27,6 +27,13 @@ pub struct Settings {
     pub retry: Retry,
     pub circuit: Circuit,
     pub events: Events,
+    pub store: StoreSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct StoreSettings {
+    /// sled's page cache, in MiB (sled's own default is 1 GiB).
+    pub cache_mb: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -102,7 +109,8 @@ impl Settings {
             .set_default("circuit.failures", 3)?
             .set_default("circuit.cooldown_s", 300)?
             .set_default("events.replay", 10_000)?
-            .set_default("events.client_buffer", 4096)?;
+            .set_default("events.client_buffer", 4096)?
+            .set_default("store.cache_mb", 64)?;
         if let Some(f) = file {
             b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
         }

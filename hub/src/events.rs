@@ -18,13 +18,15 @@ use agentcom_protocol::Timestamp;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-/// One event: its number, kind (`task`, `agent`, `progress`) and payload.
+/// One event: its number, kind (`task`, `agent`, `progress`) and payload,
+/// kept as JSON text: serialised once, sent as is to every client (and a
+/// `Value` tree would cost ten times the memory in the replay ring).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     pub id: u64,
     pub at: Timestamp,
     pub kind: &'static str,
-    pub data: Value,
+    pub data: String,
 }
 
 struct Ring {
@@ -60,6 +62,7 @@ impl EventBus {
     }
 
     pub fn publish(&self, kind: &'static str, data: Value) -> u64 {
+        let data = data.to_string();
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         let ev = Arc::new(Event {
             id: ring.next_id,
@@ -133,7 +136,7 @@ mod tests {
         let bus = EventBus::new(100, 2);
         let mut sub = bus.subscribe(None).live;
         bus.publish("task", json!(1));
-        assert_eq!(sub.try_recv().unwrap().data, json!(1));
+        assert_eq!(sub.try_recv().unwrap().data, "1");
         for i in 0..5 {
             bus.publish("task", json!(i));
         }

@@ -68,10 +68,12 @@ pub struct Store {
 const SEGMENT_SIZE: usize = 2 * 1024 * 1024;
 
 impl Store {
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    /// Open (creating) the store in `dir`, with a page cache of `cache_mb`.
+    pub fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)?;
         let db = sled::Config::new()
             .path(dir.join("sled"))
+            .cache_capacity(cache_mb.max(1) * 1024 * 1024)
             .segment_size(SEGMENT_SIZE)
             // We flush ourselves at every group commit; no background timer.
             .flush_every_ms(None)
@@ -276,11 +278,11 @@ mod tests {
         };
         q.cancel(&id, "test", now.plus_millis(5)).unwrap();
         {
-            let s = Store::open(&dir).unwrap();
+            let s = Store::open(&dir, 16).unwrap();
             s.write_changes(&q.take_changes()).unwrap();
             s.sync().unwrap();
         }
-        let s = Store::open(&dir).unwrap();
+        let s = Store::open(&dir, 16).unwrap();
         let tasks = s.load_tasks().unwrap();
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].0.id, id);
@@ -294,7 +296,7 @@ mod tests {
     #[test]
     fn agents_and_meta_round_trip() {
         let dir = tmp("agents");
-        let s = Store::open(&dir).unwrap();
+        let s = Store::open(&dir, 16).unwrap();
         let a = AgentRecord {
             id: "a1".into(),
             capabilities: vec!["x".into()],
@@ -304,7 +306,7 @@ mod tests {
         s.put_agent(&a).unwrap();
         s.meta_put("k", "v").unwrap();
         drop(s);
-        let s = Store::open(&dir).unwrap();
+        let s = Store::open(&dir, 16).unwrap();
         assert_eq!(s.load_agents().unwrap(), vec![a]);
         assert_eq!(s.meta_get("k").unwrap().as_deref(), Some("v"));
         s.delete_agent("a1").unwrap();

@@ -185,8 +185,14 @@ fn a_result_finished_while_the_hub_was_down_survives_a_sidecar_kill_9() {
     hub.wait_status(&id(&task), "working", T);
     hub.kill9();
     let outbox = root.path().join("sidecar-solo/state/outbox");
+    // A finished entry: the atomic write's temp file does not count (a kill
+    // before its rename loses the unsent result, and the task runs again).
     wait_until(T, "the result to wait in the outbox", || {
-        std::fs::read_dir(&outbox).ok()?.next().map(|_| ())
+        std::fs::read_dir(&outbox)
+            .ok()?
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .then_some(())
     });
     s.kill9();
     hub.restart();

@@ -12,11 +12,14 @@ static BUILD: Once = Once::new();
 /// The target directory the test binary runs from (target/debug or target/release).
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test>-<hash>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf()
+    // Tests: target/<profile>/deps/<test>-<hash>; binaries: target/<profile>/<bin>.
+    let dir = exe.parent().expect("a directory");
+    let dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target/<profile>")
+    } else {
+        dir
+    };
+    dir.to_path_buf()
 }
 
 /// Path of a workspace binary, built (once) so it is never stale.

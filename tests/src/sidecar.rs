@@ -25,7 +25,8 @@ pub fn script(path: &Path, body: &str) -> PathBuf {
 
 impl Sidecar {
     /// Create agent `id` on the hub and start its sidecar with `runner`
-    /// (an `sh` script body). `extra` is appended to the config file.
+    /// (an `sh` script body) in `exec` mode. `extra` is appended to the
+    /// config file (more tables, such as `[git]`).
     pub fn start(
         root: &Path,
         hub: &Hub,
@@ -35,15 +36,17 @@ impl Sidecar {
         extra: &str,
     ) -> Sidecar {
         let token = hub.add_agent(id, capabilities);
-        Self::start_with_token(root, hub, id, &token, capabilities, runner, extra)
+        Self::start_with_token(root, hub, id, &token, capabilities, "exec", runner, extra)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn start_with_token(
         root: &Path,
         hub: &Hub,
         id: &str,
         token: &str,
         capabilities: &[&str],
+        mode: &str,
         runner: &str,
         extra: &str,
     ) -> Sidecar {
@@ -55,7 +58,7 @@ impl Sidecar {
         std::fs::write(
             &config,
             format!(
-                "hub_url = {:?}\nagent_id = {id:?}\ntoken = {token:?}\ncapabilities = [{}]\nstate_dir = {:?}\n\n[reconnect]\ninitial_ms = 100\nmax_s = 1\n{extra}\n[runner]\nmode = \"exec\"\ncommand = [{:?}]\ntimeout_s = 3600\n",
+                "hub_url = {:?}\nagent_id = {id:?}\ntoken = {token:?}\ncapabilities = [{}]\nstate_dir = {:?}\n\n[reconnect]\ninitial_ms = 100\nmax_s = 1\n\n[runner]\nmode = {mode:?}\ncommand = [{:?}]\ntimeout_s = 3600\n{extra}\n",
                 hub.ws_url(),
                 caps.join(", "),
                 dir.join("state").display().to_string(),
