@@ -531,3 +531,42 @@ fn a_silent_sidecar_goes_offline_and_its_task_is_requeued_with_a_new_generation(
     let done = hub.wait_status(&tid, "completed", T);
     assert_eq!(done["generation"], 2);
 }
+
+#[test]
+fn after_a_hub_restart_an_agent_that_does_not_come_back_loses_its_task() {
+    let root = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(root.path(), &fast(&[]));
+    let log = root.path().join("exec.log");
+    let script = format!("export SLEEP_gone=30\n{}", runner(&log, "0.2"));
+    let mut gone = Sidecar::start(root.path(), &hub, "gone", &[], &script, "");
+    hub.wait_agent("gone", "idle", T);
+    let task = hub.submit(json!({ "title": "orphaned by two crashes" }));
+    hub.wait_status(&id(&task), "working", T);
+    hub.kill9();
+    gone.kill9();
+    hub.restart();
+    // The restarted hub still knows who held it, and at which generation.
+    let held = hub.task(&id(&task));
+    assert_eq!(
+        (
+            held["status"].as_str(),
+            held["assigned_to"].as_str(),
+            held["generation"].as_u64()
+        ),
+        (Some("working"), Some("gone"), Some(1))
+    );
+    assert_eq!(
+        hub.agent("gone")["current_task"]["task_id"],
+        id(&task).as_str()
+    );
+    let _next = Sidecar::start(root.path(), &hub, "next", &[], &script, "");
+    let done = hub.wait_status(&id(&task), "completed", T);
+    assert_eq!(done["generation"], 2);
+    assert_eq!(done["assigned_to"], "next");
+    assert!(
+        history_detail(&done, "failed")
+            .iter()
+            .any(|d| d.contains("agent offline for 3s")),
+        "{done}"
+    );
+}

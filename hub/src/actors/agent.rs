@@ -18,7 +18,7 @@
 //! state); the Registry also replaces one whose mailbox died. It never
 //! writes the store and never decides a task's fate: the queue does.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -307,6 +307,12 @@ impl Handler<Connect> for AgentFsm {
             hub_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         }));
         tracing::info!(agent = %self.id(), session = msg.session, current = ?msg.hello.current_task, pending = msg.hello.pending_results.len(), "sidecar hello");
+        let claimed: BTreeSet<&String> = msg.hello.capabilities.iter().collect();
+        let registered: BTreeSet<&String> = self.machine.capabilities().iter().collect();
+        if claimed != registered {
+            tracing::warn!(agent = %self.id(), sidecar = ?claimed, registered = ?registered,
+                "the sidecar's capabilities differ from the agent's registered ones; scheduling uses the registered ones");
+        }
         let fx = self
             .machine
             .connect(msg.session, msg.hello, Timestamp::now());

@@ -115,6 +115,7 @@ impl WsSession {
             SidecarMsg::Hello {
                 protocol_version,
                 agent_id,
+                capabilities,
                 current_task,
                 sidecar_version,
                 pending_results,
@@ -145,6 +146,7 @@ impl WsSession {
                     session: self.id,
                     addr: ctx.address(),
                     hello: HelloFacts {
+                        capabilities,
                         current_task,
                         pending_results,
                         sidecar_version,

@@ -88,6 +88,9 @@ pub struct NotAvailable(pub AgentState);
 /// What a sidecar said in `hello`, as the machine needs it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HelloFacts {
+    /// What the sidecar's config claims; the hub schedules on the
+    /// capabilities registered for the agent.
+    pub capabilities: Vec<String>,
     pub current_task: Option<TaskRef>,
     pub pending_results: Vec<TaskRef>,
     pub sidecar_version: String,
