@@ -164,10 +164,7 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.tasks.scan_prefix(b"t/") {
             let (k, v) = kv?;
-            let rec: TaskRecord = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                message: e.to_string(),
-            })?;
+            let rec: TaskRecord = decode(&k, &v)?;
             out.push((rec.task, rec.history_len));
         }
         Ok(out)
@@ -181,10 +178,7 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.tasks.scan_prefix(prefix) {
             let (k, v) = kv?;
-            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                message: e.to_string(),
-            })?);
+            out.push(decode(&k, &v)?);
         }
         Ok(out)
     }
@@ -195,10 +189,7 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.agents.iter() {
             let (k, v) = kv?;
-            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                message: e.to_string(),
-            })?);
+            out.push(decode(&k, &v)?);
         }
         Ok(out)
     }
@@ -229,6 +220,14 @@ impl Store {
         self.meta.insert(key.as_bytes(), value.as_bytes())?;
         self.sync()
     }
+}
+
+/// Decode a stored JSON value, naming its key if it is corrupt.
+fn decode<T: serde::de::DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(k).into_owned(),
+        message: e.to_string(),
+    })
 }
 
 fn task_key(id: &str) -> Vec<u8> {

@@ -285,28 +285,7 @@ fn a_thousand_quick_tasks_while_the_dashboard_stays_live() {
     }
 
     let started = Instant::now();
-    let submitters: Vec<_> = (0..4)
-        .map(|w| {
-            let (url, token) = (hub.url.clone(), hub.token.clone());
-            std::thread::spawn(move || {
-                let http: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .build()
-                    .into();
-                for n in 0..250 {
-                    let r = http
-                        .post(format!("{url}/api/tasks"))
-                        .header("Authorization", format!("Bearer {token}"))
-                        .send_json(json!({ "title": format!("quick {w}-{n}") }))
-                        .unwrap();
-                    assert_eq!(r.status(), 201);
-                }
-            })
-        })
-        .collect();
-    for s in submitters {
-        s.join().unwrap();
-    }
+    hub.submit_concurrently(4, 250, "quick");
     wait_until(Duration::from_secs(300), "1,000 tasks to complete", || {
         (hub.state()["tasks"]["completed"] == 1000).then_some(())
     });

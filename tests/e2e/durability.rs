@@ -96,28 +96,7 @@ fn every_acknowledged_create_survives_kill_9() {
 fn concurrent_writes_share_syncs() {
     let root = tempfile::tempdir().unwrap();
     let hub = Hub::start(root.path(), &[]);
-    let writers: Vec<_> = (0..8)
-        .map(|w| {
-            let (url, token) = (hub.url.clone(), hub.token.clone());
-            std::thread::spawn(move || {
-                let http: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .build()
-                    .into();
-                for n in 0..50 {
-                    let r = http
-                        .post(format!("{url}/api/tasks"))
-                        .header("Authorization", format!("Bearer {token}"))
-                        .send_json(json!({ "title": format!("w{w}-{n}") }))
-                        .unwrap();
-                    assert_eq!(r.status(), 201);
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.join().unwrap();
-    }
+    hub.submit_concurrently(8, 50, "w");
     let store = &hub.state()["store"];
     let (syncs, writes) = (
         store["syncs"].as_u64().unwrap(),

@@ -222,6 +222,34 @@ impl Hub {
         }
     }
 
+    /// `clients` concurrent HTTP clients each create `per_client` tasks
+    /// titled `<prefix> <client>-<n>`; every create must answer 201.
+    pub fn submit_concurrently(&self, clients: usize, per_client: usize, prefix: &str) {
+        let threads: Vec<_> = (0..clients)
+            .map(|c| {
+                let (url, token, prefix) =
+                    (self.url.clone(), self.token.clone(), prefix.to_string());
+                std::thread::spawn(move || {
+                    let http: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .into();
+                    for n in 0..per_client {
+                        let r = http
+                            .post(format!("{url}/api/tasks"))
+                            .header("Authorization", format!("Bearer {token}"))
+                            .send_json(json!({ "title": format!("{prefix} {c}-{n}") }))
+                            .expect("POST /api/tasks");
+                        assert_eq!(r.status(), 201, "create");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a submitting client failed");
+        }
+    }
+
     /// Wait until a task has the status.
     pub fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
         wait_until(timeout, &format!("task {id} to be {status}"), || {

@@ -174,28 +174,7 @@ fn main() {
     }
     let started = Instant::now();
     let per = a.tasks / a.submitters;
-    let subs: Vec<_> = (0..a.submitters)
-        .map(|w| {
-            let (url, token) = (hub.url.clone(), hub.token.clone());
-            std::thread::spawn(move || {
-                let http: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .build()
-                    .into();
-                for n in 0..per {
-                    let r = http
-                        .post(format!("{url}/api/tasks"))
-                        .header("Authorization", format!("Bearer {token}"))
-                        .send_json(json!({ "title": format!("load {w}-{n}") }))
-                        .unwrap();
-                    assert_eq!(r.status(), 201);
-                }
-            })
-        })
-        .collect();
-    for s in subs {
-        s.join().unwrap();
-    }
+    hub.submit_concurrently(a.submitters, per, "load");
     let submitted_in = started.elapsed();
     let total = (per * a.submitters + a.probes) as u64;
     wait_until(Duration::from_secs(600), "all tasks to complete", || {
