@@ -344,12 +344,18 @@ fn after_durable<T: 'static>(
     reply: Result<T, QueueFailure>,
 ) -> ResponseFuture<Result<T, QueueFailure>> {
     Box::pin(async move {
-        match durable.await {
-            Ok(Ok(())) => reply,
-            Ok(Err(e)) => Err(QueueFailure::Store(e)),
-            Err(_) => Err(QueueFailure::Store("the queue stopped".into())),
-        }
+        durably(durable).await?;
+        reply
     })
+}
+
+/// Wait until a commit is durable.
+async fn durably(durable: Durable) -> Result<(), QueueFailure> {
+    match durable.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(QueueFailure::Store(e)),
+        Err(_) => Err(QueueFailure::Store("the queue stopped".into())),
+    }
 }
 
 impl Handler<Wire> for TaskQueue {
@@ -383,11 +389,7 @@ impl Handler<CancelTask> for TaskQueue {
         let durable = self.commit(ctx);
         let registry = self.wire.as_ref().map(|w| w.registry.clone());
         Box::pin(async move {
-            match durable.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(QueueFailure::Store(e)),
-                Err(_) => return Err(QueueFailure::Store("the queue stopped".into())),
-            }
+            durably(durable).await?;
             let c = res?;
             if let (Some((agent, task)), Some(registry)) = (c.stop.clone(), registry) {
                 registry.do_send(StopAttempt {

@@ -278,14 +278,7 @@ impl AgentMachine {
                         Phase::Assigned => "sidecar reconnected without the assignment",
                         Phase::Working => "sidecar reconnected without the task it was working on",
                     };
-                    fx.push(Effect::Release {
-                        task: h.task.clone(),
-                        reason: reason.into(),
-                    });
-                    if !h.cancelling {
-                        self.note_failure(now);
-                    }
-                    self.holding = None;
+                    fx.extend(self.give_up(reason, now));
                 }
             }
             (None, Some(c)) => fx.push(cancel(&c, "the hub does not assign this attempt to you")),
@@ -340,12 +333,9 @@ impl AgentMachine {
                     } else if h.phase == Phase::Working {
                         tracing::warn!(agent = %self.id, task = %h.task,
                             "divergence: the sidecar reports idle while the hub has it working; failing the attempt as retryable");
-                        fx.push(Effect::Release {
-                            task: h.task.clone(),
-                            reason: "sidecar reports idle while the hub has it working".into(),
-                        });
-                        self.holding = None;
-                        self.note_failure(now);
+                        fx.extend(
+                            self.give_up("sidecar reports idle while the hub has it working", now),
+                        );
                         self.settle(now, "sidecar reports idle");
                     }
                     // Assigned: the assign may still be in flight; the
@@ -472,28 +462,13 @@ impl AgentMachine {
                     reason: reason.clone(),
                 });
                 self.session = None;
-                if let Some(h) = self.holding.take() {
-                    if !h.cancelling {
-                        self.note_failure(now);
-                    }
-                    fx.push(Effect::Release {
-                        task: h.task,
-                        reason: reason.clone(),
-                    });
-                }
+                fx.extend(self.give_up(&reason, now));
                 self.settle(now, &reason);
             }
         } else if self.holding.is_some() && self.offline_deadline.is_some_and(|d| d <= now) {
-            let h = self.holding.take().expect("holding");
             self.offline_deadline = None;
             let reason = format!("agent offline for {}s", hb_timeout / 1000);
-            if !h.cancelling {
-                self.note_failure(now);
-            }
-            fx.push(Effect::Release {
-                task: h.task,
-                reason: reason.clone(),
-            });
+            fx.extend(self.give_up(&reason, now));
             self.settle(now, &reason);
         }
         if let Some(h) = self.holding.clone() {
@@ -504,13 +479,8 @@ impl AgentMachine {
                             "not accepted within {}s",
                             self.settings.accept_timeout_ms / 1000
                         );
-                        fx.push(Effect::Release {
-                            task: h.task.clone(),
-                            reason: reason.clone(),
-                        });
+                        fx.extend(self.give_up(&reason, now));
                         fx.push(cancel(&h.task, &reason));
-                        self.holding = None;
-                        self.note_failure(now);
                         self.settle(now, &reason);
                     }
                     Phase::Working => {
@@ -555,6 +525,19 @@ impl AgentMachine {
     }
 
     // ----- internals ----------------------------------------------------------
+
+    /// Give up the held attempt: release it, and count the loss as the
+    /// agent's failure unless the attempt was already being cancelled.
+    fn give_up(&mut self, reason: &str, now: Timestamp) -> Option<Effect> {
+        let h = self.holding.take()?;
+        if !h.cancelling {
+            self.note_failure(now);
+        }
+        Some(Effect::Release {
+            task: h.task,
+            reason: reason.to_string(),
+        })
+    }
 
     fn note_failure(&mut self, now: Timestamp) {
         self.consecutive_failures += 1;

@@ -68,7 +68,7 @@ pub async fn stream(
         };
         match next {
             Ok(e) => frame(&e, &mut out),
-            Err(RecvError::Lagged(n)) => return Some((Ok(lagged(n)), None)),
+            Err(RecvError::Lagged(n)) => return Some((Ok(web::Bytes::from(lagged(n))), None)),
             Err(RecvError::Closed) => return None,
         }
         // Whatever else is already waiting goes in the same write.
@@ -76,7 +76,7 @@ pub async fn stream(
             match live.try_recv() {
                 Ok(e) => frame(&e, &mut out),
                 Err(TryRecvError::Lagged(n)) => {
-                    out.push_str(std::str::from_utf8(&lagged(n)).expect("ascii"));
+                    out.push_str(&lagged(n));
                     return Some((Ok(web::Bytes::from(out)), None));
                 }
                 Err(_) => break,
@@ -91,10 +91,11 @@ pub async fn stream(
         .streaming(first.chain(rest)))
 }
 
-fn lagged(missed: u64) -> web::Bytes {
+/// The last frame a client that fell behind gets.
+fn lagged(missed: u64) -> String {
     tracing::info!(
         missed,
         "an event stream client fell behind; dropping it (it resumes from Last-Event-ID)"
     );
-    web::Bytes::from(format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n"))
+    format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n")
 }
