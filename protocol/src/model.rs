@@ -136,14 +136,80 @@ pub struct TaskResult {
     pub extra: Map<String, Value>,
 }
 
+/// What happened to a task, as its history and the event stream name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskEvent {
+    /// Submitted; queued in its lane.
+    Created,
+    /// Given to an agent (a new generation).
+    Assigned,
+    /// The agent accepted the assignment and started working.
+    Accepted,
+    /// The agent finished the attempt successfully.
+    Completed,
+    /// The attempt failed; the task waits out its backoff.
+    Failed,
+    /// Backoff over: queued again.
+    Requeued,
+    /// Out of retries (or not retryable): the dead-letter list.
+    Dead,
+    /// An operator cancelled it.
+    Cancelled,
+    /// An operator revived a dead, failed or cancelled task.
+    Revived,
+    /// The hub took an attempt back before it was accepted.
+    Released,
+    /// A report about an attempt that is no longer current, ignored.
+    StaleReport,
+}
+
+impl TaskEvent {
+    /// Every event, in the order of a task's usual life.
+    pub const ALL: [TaskEvent; 11] = [
+        TaskEvent::Created,
+        TaskEvent::Assigned,
+        TaskEvent::Accepted,
+        TaskEvent::Completed,
+        TaskEvent::Failed,
+        TaskEvent::Requeued,
+        TaskEvent::Dead,
+        TaskEvent::Cancelled,
+        TaskEvent::Revived,
+        TaskEvent::Released,
+        TaskEvent::StaleReport,
+    ];
+
+    /// The JSON name (`stale_report`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskEvent::Created => "created",
+            TaskEvent::Assigned => "assigned",
+            TaskEvent::Accepted => "accepted",
+            TaskEvent::Completed => "completed",
+            TaskEvent::Failed => "failed",
+            TaskEvent::Requeued => "requeued",
+            TaskEvent::Dead => "dead",
+            TaskEvent::Cancelled => "cancelled",
+            TaskEvent::Revived => "revived",
+            TaskEvent::Released => "released",
+            TaskEvent::StaleReport => "stale_report",
+        }
+    }
+}
+
+impl fmt::Display for TaskEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One transition in a task's life, kept in its history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub at: Timestamp,
-    /// What happened: `created`, `assigned`, `accepted`, `completed`,
-    /// `failed`, `retry_scheduled`, `requeued`, `dead`, `cancelled`,
-    /// `revived`, `stale_report`, …
-    pub event: String,
+    /// What happened.
+    pub event: TaskEvent,
     pub from: Option<TaskStatus>,
     pub to: Option<TaskStatus>,
     pub agent_id: Option<String>,
@@ -241,21 +307,21 @@ impl fmt::Display for AgentState {
 /// A task and the generation of its assignment: the identity of one
 /// attempt. Every message about an attempt carries both.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct TaskRef {
+pub struct AttemptRef {
     pub task_id: String,
     pub generation: u64,
 }
 
-impl TaskRef {
+impl AttemptRef {
     pub fn new(task_id: impl Into<String>, generation: u64) -> Self {
-        TaskRef {
+        AttemptRef {
             task_id: task_id.into(),
             generation,
         }
     }
 }
 
-impl fmt::Display for TaskRef {
+impl fmt::Display for AttemptRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}#{}", self.task_id, self.generation)
     }
@@ -277,7 +343,7 @@ pub struct AgentInfo {
     pub state: AgentState,
     pub capabilities: Vec<String>,
     pub connected: bool,
-    pub current_task: Option<TaskRef>,
+    pub current_task: Option<AttemptRef>,
     pub last_heartbeat_at: Option<Timestamp>,
     pub consecutive_failures: u32,
     pub degraded_until: Option<Timestamp>,
@@ -317,6 +383,15 @@ mod tests {
         assert_eq!(r.extra.get("files_changed"), Some(&Value::from(3)));
         let back = serde_json::to_value(&r).unwrap();
         assert_eq!(back["files_changed"], 3);
+    }
+
+    #[test]
+    fn event_names_round_trip() {
+        for e in TaskEvent::ALL {
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(json, format!("\"{}\"", e.as_str()));
+            assert_eq!(serde_json::from_str::<TaskEvent>(&json).unwrap(), e);
+        }
     }
 
     #[test]

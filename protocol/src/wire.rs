@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Task, TaskRef, TaskResult};
+use crate::model::{AttemptRef, Task, TaskResult};
 
 /// What a sidecar says it is doing, in `hello` and every `heartbeat`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,13 +27,13 @@ pub enum SidecarMsg {
         agent_id: String,
         capabilities: Vec<String>,
         state: SidecarState,
-        current_task: Option<TaskRef>,
+        current_task: Option<AttemptRef>,
         sidecar_version: String,
         /// Results the sidecar still holds in its outbox (not yet acked);
         /// it sends them right after `welcome`. An extension of the
         /// contract: the hub does not treat a task listed here as lost.
         #[serde(default)]
-        pending_results: Vec<TaskRef>,
+        pending_results: Vec<AttemptRef>,
     },
     Heartbeat {
         state: SidecarState,
@@ -93,7 +93,7 @@ impl SidecarMsg {
 
     /// The attempt a report is about (`accept`, `reject`, `progress`,
     /// `complete`, `fail`).
-    pub fn task_ref(&self) -> Option<TaskRef> {
+    pub fn attempt_ref(&self) -> Option<AttemptRef> {
         match self {
             SidecarMsg::Accept {
                 task_id,
@@ -118,7 +118,7 @@ impl SidecarMsg {
                 task_id,
                 generation,
                 ..
-            } => Some(TaskRef::new(task_id.clone(), *generation)),
+            } => Some(AttemptRef::new(task_id.clone(), *generation)),
             _ => None,
         }
     }
@@ -236,9 +236,9 @@ mod tests {
                 agent_id: "a1".into(),
                 capabilities: vec!["rust".into()],
                 state: SidecarState::Working,
-                current_task: Some(TaskRef::new("t", 3)),
+                current_task: Some(AttemptRef::new("t", 3)),
                 sidecar_version: "0.1.0".into(),
-                pending_results: vec![TaskRef::new("u", 1)],
+                pending_results: vec![AttemptRef::new("u", 1)],
             },
             SidecarMsg::Heartbeat {
                 state: SidecarState::Idle,

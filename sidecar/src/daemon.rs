@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use actix_codec::Framed;
 use agentcom_protocol::{
-    AckOf, HubMsg, SidecarMsg, SidecarState, TaskRef, TaskResult, Timestamp, MAX_FRAME_BYTES,
+    AckOf, AttemptRef, HubMsg, SidecarMsg, SidecarState, TaskResult, Timestamp, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 };
 use awc::ws::{Codec, Frame, Message};
@@ -51,11 +51,11 @@ const MAX_RESULT_BYTES: u64 = 512 * 1024;
 /// Things that happen off the connection loop.
 enum Local {
     RunnerStarted {
-        task: TaskRef,
+        task: AttemptRef,
         pgid: i32,
     },
     RunnerDone {
-        task: TaskRef,
+        task: AttemptRef,
         outcome: Outcome,
         result_file: PathBuf,
     },
@@ -99,7 +99,7 @@ impl Daemon {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let mut current = state.load_current()?;
         if let Some(c) = current.clone() {
-            let pending = state.outbox().iter().any(|e| e.task_ref() == c.task);
+            let pending = state.outbox().iter().any(|e| e.attempt_ref() == c.task);
             if pending {
                 tracing::info!(task = %c.task, "the last run finished this attempt; its result is in the outbox");
                 state.clear_current()?;
@@ -227,7 +227,12 @@ impl Daemon {
             },
             current_task: self.current.as_ref().map(|c| c.task.clone()),
             sidecar_version: env!("CARGO_PKG_VERSION").to_string(),
-            pending_results: self.state.outbox().iter().map(|e| e.task_ref()).collect(),
+            pending_results: self
+                .state
+                .outbox()
+                .iter()
+                .map(|e| e.attempt_ref())
+                .collect(),
         }
     }
 
@@ -374,7 +379,7 @@ impl Daemon {
             send(conn, &accept).await?;
         }
         for e in self.state.outbox() {
-            tracing::info!(task = %e.task_ref(), kind = e.msg.kind(), "resending an unacknowledged report");
+            tracing::info!(task = %e.attempt_ref(), kind = e.msg.kind(), "resending an unacknowledged report");
             send(conn, &e.msg).await?;
         }
         send(conn, &self.heartbeat()).await
@@ -388,7 +393,7 @@ impl Daemon {
                 generation,
                 task,
             } => {
-                let r = TaskRef::new(task_id, generation);
+                let r = AttemptRef::new(task_id, generation);
                 if let Some(c) = &self.current {
                     let reply = if c.task == r {
                         SidecarMsg::Accept {
@@ -438,7 +443,7 @@ impl Daemon {
                 generation,
                 reason,
             } => {
-                let r = TaskRef::new(task_id, generation);
+                let r = AttemptRef::new(task_id, generation);
                 let reason = reason.unwrap_or_else(|| "cancelled by the hub".into());
                 if self.current.as_ref().is_some_and(|c| c.task == r) {
                     tracing::info!(task = %r, %reason, "cancel: stopping the runner");
@@ -461,7 +466,7 @@ impl Daemon {
                 generation,
                 of,
             } => {
-                let r = TaskRef::new(task_id, generation);
+                let r = AttemptRef::new(task_id, generation);
                 let kind = match of {
                     AckOf::Accept => "accept",
                     AckOf::Complete => "complete",
@@ -703,7 +708,7 @@ impl Daemon {
         }
         self.current = None;
         self.cancel_runner = None;
-        tracing::info!(task = ?msg.task_ref(), kind = msg.kind(), "attempt finished");
+        tracing::info!(task = ?msg.attempt_ref(), kind = msg.kind(), "attempt finished");
         if let Some(conn) = conn {
             if send(conn, &msg).await.is_ok() {
                 let _ = send(conn, &self.heartbeat()).await;
@@ -750,7 +755,7 @@ async fn send(conn: &mut Conn, msg: &SidecarMsg) -> Result<(), ()> {
         })
 }
 
-fn fail_msg(task: &TaskRef, error: String, retryable: bool) -> SidecarMsg {
+fn fail_msg(task: &AttemptRef, error: String, retryable: bool) -> SidecarMsg {
     SidecarMsg::Fail {
         task_id: task.task_id.clone(),
         generation: task.generation,
@@ -760,7 +765,11 @@ fn fail_msg(task: &TaskRef, error: String, retryable: bool) -> SidecarMsg {
 }
 
 /// Turn a runner's outcome (and its result file) into the report.
-pub fn report_for(task: &TaskRef, outcome: Outcome, result_file: &std::path::Path) -> SidecarMsg {
+pub fn report_for(
+    task: &AttemptRef,
+    outcome: Outcome,
+    result_file: &std::path::Path,
+) -> SidecarMsg {
     let file = read_result(result_file);
     match outcome {
         Outcome::Exited { code: Some(0), .. } => {
@@ -858,8 +867,8 @@ mod tests {
         p
     }
 
-    fn r() -> TaskRef {
-        TaskRef::new("t", 2)
+    fn r() -> AttemptRef {
+        AttemptRef::new("t", 2)
     }
 
     #[test]

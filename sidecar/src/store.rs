@@ -15,13 +15,13 @@ use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use agentcom_protocol::{SidecarMsg, Task, TaskRef, Timestamp};
+use agentcom_protocol::{AttemptRef, SidecarMsg, Task, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// The attempt the sidecar holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Current {
-    pub task: TaskRef,
+    pub task: AttemptRef,
     pub body: Task,
     pub accepted_at: Timestamp,
     /// Process group of the running runner, once started.
@@ -38,8 +38,8 @@ pub struct OutboxEntry {
 }
 
 impl OutboxEntry {
-    pub fn task_ref(&self) -> TaskRef {
-        self.msg.task_ref().expect("outbox holds reports")
+    pub fn attempt_ref(&self) -> AttemptRef {
+        self.msg.attempt_ref().expect("outbox holds reports")
     }
 }
 
@@ -142,7 +142,7 @@ impl StateDir {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<SidecarMsg>(&b).ok())
             {
-                Some(msg) if msg.task_ref().is_some() => out.push(OutboxEntry {
+                Some(msg) if msg.attempt_ref().is_some() => out.push(OutboxEntry {
                     seq,
                     msg,
                     path: e.path(),
@@ -158,7 +158,7 @@ impl StateDir {
 
     /// Persist a report before it is sent.
     pub fn push_outbox(&mut self, msg: SidecarMsg) -> Result<OutboxEntry, String> {
-        let r = msg.task_ref().ok_or("only reports go to the outbox")?;
+        let r = msg.attempt_ref().ok_or("only reports go to the outbox")?;
         let seq = self.next_seq;
         self.next_seq += 1;
         let path = self.root.join("outbox").join(format!(
@@ -172,10 +172,10 @@ impl StateDir {
     }
 
     /// The hub acknowledged this report: forget it.
-    pub fn ack(&self, task: &TaskRef, kind: &str) -> Result<bool, String> {
+    pub fn ack(&self, task: &AttemptRef, kind: &str) -> Result<bool, String> {
         let mut removed = false;
         for e in self.outbox() {
-            if &e.task_ref() == task && e.msg.kind() == kind {
+            if &e.attempt_ref() == task && e.msg.kind() == kind {
                 fs::remove_file(&e.path)
                     .map_err(|err| format!("cannot remove {}: {err}", e.path.display()))?;
                 removed = true;
@@ -190,7 +190,7 @@ impl StateDir {
     // ----- per-task files ---------------------------------------------------------------
 
     /// The working folder of one attempt (task file, result file, log).
-    pub fn task_dir(&self, task: &TaskRef) -> Result<PathBuf, String> {
+    pub fn task_dir(&self, task: &AttemptRef) -> Result<PathBuf, String> {
         let d = self
             .root
             .join("tasks")
@@ -264,16 +264,18 @@ mod tests {
         let mut s = StateDir::open(&dir).unwrap();
         let out = s.outbox();
         assert_eq!(
-            out.iter().map(|e| e.task_ref().task_id).collect::<Vec<_>>(),
+            out.iter()
+                .map(|e| e.attempt_ref().task_id)
+                .collect::<Vec<_>>(),
             ["t1", "t2"]
         );
         let e3 = s.push_outbox(complete("t3", 1)).unwrap();
         assert!(e3.seq > out[1].seq, "sequence continues after reopen");
         assert!(
-            !s.ack(&TaskRef::new("t1", 1), "fail").unwrap(),
+            !s.ack(&AttemptRef::new("t1", 1), "fail").unwrap(),
             "kind must match"
         );
-        assert!(s.ack(&TaskRef::new("t1", 1), "complete").unwrap());
+        assert!(s.ack(&AttemptRef::new("t1", 1), "complete").unwrap());
         assert_eq!(s.outbox().len(), 2);
         drop(s);
         fs::remove_dir_all(dir).ok();

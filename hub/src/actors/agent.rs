@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use agentcom_protocol::{
-    AckOf, AgentState, HubMsg, SidecarMsg, SidecarState, Task, TaskRef, Timestamp,
+    AckOf, AgentState, AttemptRef, HubMsg, SidecarMsg, SidecarState, Task, Timestamp,
 };
 use serde_json::json;
 
@@ -85,7 +85,7 @@ pub struct AssignTask {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CancelAttempt {
-    pub task: TaskRef,
+    pub task: AttemptRef,
     pub reason: String,
 }
 
@@ -93,7 +93,7 @@ pub struct CancelAttempt {
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct Holds {
-    pub task: TaskRef,
+    pub task: AttemptRef,
 }
 
 /// The agent was revoked: close, release, stop.
@@ -235,7 +235,12 @@ impl AgentFsm {
     }
 
     /// Ask the queue about a report; apply its verdict when durable.
-    fn report(&mut self, task: TaskRef, kind: ReportKind, of: AckOf) -> AtomicResponse<Self, ()> {
+    fn report(
+        &mut self,
+        task: AttemptRef,
+        kind: ReportKind,
+        of: AckOf,
+    ) -> AtomicResponse<Self, ()> {
         let fut = self.deps.queue.send(Report {
             agent: self.id(),
             task: task.clone(),
@@ -345,7 +350,7 @@ impl Handler<FromSidecar> for AgentFsm {
                 generation,
             } => {
                 let task = match (state, task_id, generation) {
-                    (SidecarState::Working, Some(id), Some(g)) => Some(TaskRef::new(id, g)),
+                    (SidecarState::Working, Some(id), Some(g)) => Some(AttemptRef::new(id, g)),
                     _ => None,
                 };
                 let fx = self.machine.heartbeat(state, task, now);
@@ -356,7 +361,7 @@ impl Handler<FromSidecar> for AgentFsm {
                 task_id,
                 generation,
             } => self.report(
-                TaskRef::new(task_id, generation),
+                AttemptRef::new(task_id, generation),
                 ReportKind::Accept,
                 AckOf::Accept,
             ),
@@ -365,7 +370,7 @@ impl Handler<FromSidecar> for AgentFsm {
                 generation,
                 result,
             } => self.report(
-                TaskRef::new(task_id, generation),
+                AttemptRef::new(task_id, generation),
                 ReportKind::Complete(result),
                 AckOf::Complete,
             ),
@@ -375,7 +380,7 @@ impl Handler<FromSidecar> for AgentFsm {
                 error,
                 retryable,
             } => self.report(
-                TaskRef::new(task_id, generation),
+                AttemptRef::new(task_id, generation),
                 ReportKind::Fail { error, retryable },
                 AckOf::Fail,
             ),
@@ -386,7 +391,7 @@ impl Handler<FromSidecar> for AgentFsm {
             } => {
                 let fx = self
                     .machine
-                    .rejected(&TaskRef::new(task_id, generation), &reason, now);
+                    .rejected(&AttemptRef::new(task_id, generation), &reason, now);
                 self.after(ctx, fx);
                 done()
             }

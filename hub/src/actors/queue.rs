@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use agentcom_protocol::{NewTask, Task, TaskRef, TaskResult, TaskStatus, Timestamp};
+use agentcom_protocol::{AttemptRef, NewTask, Task, TaskEvent, TaskResult, TaskStatus, Timestamp};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -95,7 +95,7 @@ pub enum ReportKind {
 #[rtype(result = "Result<Verdict, QueueFailure>")]
 pub struct Report {
     pub agent: String,
-    pub task: TaskRef,
+    pub task: AttemptRef,
     pub kind: ReportKind,
     /// Sent by the sidecar (counts towards stale messages when stale).
     pub from_sidecar: bool,
@@ -105,7 +105,7 @@ pub struct Report {
 #[derive(Message)]
 #[rtype(result = "Result<Verdict, QueueFailure>")]
 pub struct Release {
-    pub task: TaskRef,
+    pub task: AttemptRef,
     pub reason: String,
 }
 
@@ -116,7 +116,7 @@ pub struct ActiveAttempts;
 
 #[derive(Debug, Clone)]
 pub struct ActiveAttempt {
-    pub task: TaskRef,
+    pub task: AttemptRef,
     pub agent: String,
     pub status: TaskStatus,
     pub since: Timestamp,
@@ -248,27 +248,31 @@ impl TaskQueue {
                     detail = h.detail.as_deref().unwrap_or(""),
                     "task transition"
                 );
-                match h.event.as_str() {
-                    "created" => {
+                match h.event {
+                    TaskEvent::Created => {
                         self.stats.tasks_created.inc();
                     }
-                    "assigned" => self
+                    TaskEvent::Assigned => self
                         .stats
                         .assignment_latency(h.at.millis_since(t.queued_at.unwrap_or(t.created_at))),
-                    "completed" => self
+                    TaskEvent::Completed => self
                         .stats
                         .completed(h.at, t.started_at.map(|s| h.at.millis_since(s))),
-                    "failed" => {
+                    TaskEvent::Failed => {
                         self.stats.attempt_failures.inc();
                     }
-                    "dead" => {
+                    TaskEvent::Dead => {
                         self.stats.attempt_failures.inc();
                         self.stats.tasks_dead.inc();
                     }
-                    "requeued" => {
+                    TaskEvent::Requeued => {
                         self.stats.retries.inc();
                     }
-                    _ => {}
+                    TaskEvent::Accepted
+                    | TaskEvent::Cancelled
+                    | TaskEvent::Revived
+                    | TaskEvent::Released
+                    | TaskEvent::StaleReport => {}
                 }
                 let mut summary = serde_json::to_value(t).expect("task serialises");
                 if let Some(obj) = summary.as_object_mut() {
@@ -458,7 +462,7 @@ impl Handler<ActiveAttempts> for TaskQueue {
             self.core
                 .active()
                 .map(|t| ActiveAttempt {
-                    task: TaskRef::new(t.id.clone(), t.generation),
+                    task: AttemptRef::new(t.id.clone(), t.generation),
                     agent: t.assigned_to.clone().unwrap_or_default(),
                     status: t.status,
                     since: t.updated_at,

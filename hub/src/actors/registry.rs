@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
-use agentcom_protocol::{AgentInfo, TaskRef, TaskStatus, Timestamp};
+use agentcom_protocol::{AgentInfo, AttemptRef, TaskStatus, Timestamp};
 
 use crate::actors::agent::{AgentDeps, AgentFsm, CancelAttempt, Revoke, Shutdown};
 use crate::auth::{generate_token, hash_token};
@@ -92,7 +92,7 @@ pub struct Lookup {
 #[rtype(result = "()")]
 pub struct StopAttempt {
     pub agent: String,
-    pub task: TaskRef,
+    pub task: AttemptRef,
     pub reason: String,
 }
 
@@ -158,7 +158,7 @@ impl Registry {
         if let Some(t) = held.first() {
             tracing::info!(agent = %record.id, task = %t.id, generation = t.generation, status = %t.status, "agent still holds an attempt; waiting for its sidecar");
             machine.seed_holding(
-                TaskRef::new(t.id.clone(), t.generation),
+                AttemptRef::new(t.id.clone(), t.generation),
                 t.status == TaskStatus::Working,
                 t.timeout_s,
                 t.updated_at,
@@ -342,7 +342,7 @@ mod tests {
         let replaced = replaced.expect("the registry restarted the dead FSM");
         let holds = replaced
             .send(Holds {
-                task: agentcom_protocol::TaskRef::new("t", 1),
+                task: agentcom_protocol::AttemptRef::new("t", 1),
             })
             .await;
         assert_eq!(holds.ok(), Some(false), "the new FSM answers");

@@ -100,7 +100,7 @@ impl Scheduler {
                             continue;
                         };
                         let queue = act.queue.clone();
-                        let task_ref = agentcom_protocol::TaskRef::new(a.task.id.clone(), a.task.generation);
+                        let attempt_ref = agentcom_protocol::AttemptRef::new(a.task.id.clone(), a.task.generation);
                         let agent_id = a.agent_id.clone();
                         actix::spawn(async move {
                             let refused = match fsm.send(AssignTask { task: a.task }).await {
@@ -109,8 +109,8 @@ impl Scheduler {
                                 Err(_) => Some(format!("agent {agent_id} is not running")),
                             };
                             if let Some(reason) = refused {
-                                tracing::info!(task = %task_ref, %reason, "assignment not delivered; releasing");
-                                queue.do_send(Release { task: task_ref, reason });
+                                tracing::info!(task = %attempt_ref, %reason, "assignment not delivered; releasing");
+                                queue.do_send(Release { task: attempt_ref, reason });
                             }
                         });
                     }

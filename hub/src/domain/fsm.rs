@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 
 use agentcom_protocol::{
-    AgentInfo, AgentState, AgentTransition, HubMsg, SidecarState, Task, TaskRef, Timestamp,
+    AgentInfo, AgentState, AgentTransition, AttemptRef, HubMsg, SidecarState, Task, Timestamp,
 };
 
 /// Timeouts and the circuit breaker, in milliseconds.
@@ -53,7 +53,7 @@ pub enum Phase {
 /// The attempt an agent holds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Holding {
-    pub task: TaskRef,
+    pub task: AttemptRef,
     pub phase: Phase,
     pub since: Timestamp,
     /// Accept deadline (assigned) or task deadline (working).
@@ -70,10 +70,10 @@ pub enum Effect {
     Send(HubMsg),
     /// Take the attempt back (queued again if never accepted, else a
     /// retryable failure).
-    Release { task: TaskRef, reason: String },
+    Release { task: AttemptRef, reason: String },
     /// Fail the current attempt on the agent's behalf.
     Fail {
-        task: TaskRef,
+        task: AttemptRef,
         error: String,
         retryable: bool,
     },
@@ -91,8 +91,8 @@ pub struct HelloFacts {
     /// What the sidecar's config claims; the hub schedules on the
     /// capabilities registered for the agent.
     pub capabilities: Vec<String>,
-    pub current_task: Option<TaskRef>,
-    pub pending_results: Vec<TaskRef>,
+    pub current_task: Option<AttemptRef>,
+    pub pending_results: Vec<AttemptRef>,
     pub sidecar_version: String,
 }
 
@@ -147,7 +147,7 @@ impl AgentMachine {
     /// deadline, an assigned one gets a fresh accept deadline.
     pub fn seed_holding(
         &mut self,
-        task: TaskRef,
+        task: AttemptRef,
         working: bool,
         timeout_s: u64,
         since: Timestamp,
@@ -306,7 +306,7 @@ impl AgentMachine {
     pub fn heartbeat(
         &mut self,
         state: SidecarState,
-        task: Option<TaskRef>,
+        task: Option<AttemptRef>,
         now: Timestamp,
     ) -> Vec<Effect> {
         self.last_heartbeat = Some(now);
@@ -351,7 +351,7 @@ impl AgentMachine {
         if self.state != AgentState::Idle || self.holding.is_some() {
             return Err(NotAvailable(self.state));
         }
-        let r = TaskRef::new(task.id.clone(), task.generation);
+        let r = AttemptRef::new(task.id.clone(), task.generation);
         self.holding = Some(Holding {
             task: r.clone(),
             phase: Phase::Assigned,
@@ -370,7 +370,7 @@ impl AgentMachine {
 
     /// The queue's verdict on the sidecar's `accept` for `task` is in.
     /// `current` is true when the queue applied it (or it was a duplicate).
-    pub fn accepted(&mut self, task: &TaskRef, current: bool, now: Timestamp) -> Vec<Effect> {
+    pub fn accepted(&mut self, task: &AttemptRef, current: bool, now: Timestamp) -> Vec<Effect> {
         let holds = self.holding.as_ref().is_some_and(|h| &h.task == task);
         if !current {
             if holds {
@@ -397,7 +397,7 @@ impl AgentMachine {
     /// `applied` is whether the queue recorded it as the current attempt.
     pub fn reported(
         &mut self,
-        task: &TaskRef,
+        task: &AttemptRef,
         success: bool,
         applied: bool,
         now: Timestamp,
@@ -419,7 +419,7 @@ impl AgentMachine {
     }
 
     /// The sidecar refused the assignment.
-    pub fn rejected(&mut self, task: &TaskRef, reason: &str, now: Timestamp) -> Vec<Effect> {
+    pub fn rejected(&mut self, task: &AttemptRef, reason: &str, now: Timestamp) -> Vec<Effect> {
         let holds = self
             .holding
             .as_ref()
@@ -437,7 +437,7 @@ impl AgentMachine {
     }
 
     /// The task was cancelled (by an operator): tell the sidecar to stop.
-    pub fn cancel_task(&mut self, task: &TaskRef, reason: &str) -> Vec<Effect> {
+    pub fn cancel_task(&mut self, task: &AttemptRef, reason: &str) -> Vec<Effect> {
         match self.holding.as_mut() {
             Some(h) if &h.task == task => {
                 h.cancelling = true;
@@ -583,7 +583,7 @@ impl AgentMachine {
     }
 }
 
-fn cancel(task: &TaskRef, reason: &str) -> Effect {
+fn cancel(task: &AttemptRef, reason: &str) -> Effect {
     Effect::Send(HubMsg::Cancel {
         task_id: task.task_id.clone(),
         generation: task.generation,

@@ -12,7 +12,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use agentcom_protocol::{HistoryEntry, NewTask, Task, TaskRef, TaskResult, TaskStatus, Timestamp};
+use agentcom_protocol::{
+    AttemptRef, HistoryEntry, NewTask, Task, TaskEvent, TaskResult, TaskStatus, Timestamp,
+};
 
 use crate::domain::lanes::Lanes;
 use crate::domain::matching::{self, IdleAgent};
@@ -74,7 +76,7 @@ pub struct Assignment {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cancelled {
     pub task: Task,
-    pub stop: Option<(String, TaskRef)>,
+    pub stop: Option<(String, AttemptRef)>,
 }
 
 /// A task's new state and the history entries added since the last drain.
@@ -251,7 +253,7 @@ impl QueueCore {
         );
         self.record(
             &id,
-            "created",
+            TaskEvent::Created,
             None,
             Some(TaskStatus::Queued),
             None,
@@ -289,7 +291,7 @@ impl QueueCore {
         let stop = task.status.is_active().then(|| {
             (
                 task.assigned_to.clone().unwrap_or_default(),
-                TaskRef::new(id, task.generation),
+                AttemptRef::new(id, task.generation),
             )
         });
         let agent = stop.as_ref().map(|(a, _)| a.clone());
@@ -297,7 +299,7 @@ impl QueueCore {
         self.set_status(
             id,
             TaskStatus::Cancelled,
-            "cancelled",
+            TaskEvent::Cancelled,
             agent.as_deref(),
             Some(reason.to_string()),
             now,
@@ -330,7 +332,14 @@ impl QueueCore {
             t.not_before = None;
             t.queued_at = Some(now);
         }
-        self.set_status(id, TaskStatus::Queued, "revived", None, Some(detail), now);
+        self.set_status(
+            id,
+            TaskStatus::Queued,
+            TaskEvent::Revived,
+            None,
+            Some(detail),
+            now,
+        );
         self.index(id);
         Ok(self.get(id).expect("exists").clone())
     }
@@ -353,7 +362,7 @@ impl QueueCore {
             self.set_status(
                 &task_id,
                 TaskStatus::Assigned,
-                "assigned",
+                TaskEvent::Assigned,
                 Some(&agent_id),
                 None,
                 now,
@@ -383,7 +392,7 @@ impl QueueCore {
     // ----- reports about an attempt -----------------------------------------
 
     /// The agent accepted the attempt: assigned → working.
-    pub fn accept(&mut self, attempt: &TaskRef, agent: &str, now: Timestamp) -> Verdict {
+    pub fn accept(&mut self, attempt: &AttemptRef, agent: &str, now: Timestamp) -> Verdict {
         match self.check(attempt, agent) {
             Check::Current(TaskStatus::Assigned) => {
                 let t = self.task_mut(&attempt.task_id);
@@ -392,7 +401,7 @@ impl QueueCore {
                 self.set_status(
                     &attempt.task_id,
                     TaskStatus::Working,
-                    "accepted",
+                    TaskEvent::Accepted,
                     Some(agent),
                     None,
                     now,
@@ -409,7 +418,7 @@ impl QueueCore {
     /// is ever recorded per task.
     pub fn complete(
         &mut self,
-        attempt: &TaskRef,
+        attempt: &AttemptRef,
         agent: &str,
         result: TaskResult,
         now: Timestamp,
@@ -428,7 +437,7 @@ impl QueueCore {
                 self.set_status(
                     &attempt.task_id,
                     TaskStatus::Completed,
-                    "completed",
+                    TaskEvent::Completed,
                     Some(agent),
                     summary,
                     now,
@@ -466,7 +475,7 @@ impl QueueCore {
     /// dead.
     pub fn fail(
         &mut self,
-        attempt: &TaskRef,
+        attempt: &AttemptRef,
         agent: &str,
         error: &str,
         retryable: bool,
@@ -506,7 +515,7 @@ impl QueueCore {
     /// timeout, reject, divergence). Never accepted: the task goes back to
     /// its place in the lane and no attempt is used. Already working: it is
     /// a retryable failure of that attempt.
-    pub fn release(&mut self, attempt: &TaskRef, reason: &str, now: Timestamp) -> Verdict {
+    pub fn release(&mut self, attempt: &AttemptRef, reason: &str, now: Timestamp) -> Verdict {
         let Some(t) = self.get(&attempt.task_id) else {
             return Verdict::Stale("unknown task".into());
         };
@@ -522,7 +531,7 @@ impl QueueCore {
                 self.set_status(
                     &attempt.task_id,
                     TaskStatus::Queued,
-                    "released",
+                    TaskEvent::Released,
                     agent.as_deref(),
                     Some(reason.to_string()),
                     now,
@@ -549,7 +558,7 @@ impl QueueCore {
         &mut self.tasks.get_mut(id).expect("task exists").task
     }
 
-    fn check(&self, attempt: &TaskRef, agent: &str) -> Check {
+    fn check(&self, attempt: &AttemptRef, agent: &str) -> Check {
         let Some(t) = self.get(&attempt.task_id) else {
             return Check::Stale("unknown task".into());
         };
@@ -572,7 +581,7 @@ impl QueueCore {
 
     fn stale(
         &mut self,
-        attempt: &TaskRef,
+        attempt: &AttemptRef,
         agent: &str,
         kind: &str,
         why: String,
@@ -586,7 +595,7 @@ impl QueueCore {
             let status = self.get(&attempt.task_id).map(|t| t.status);
             self.record_at_generation(
                 &attempt.task_id,
-                "stale_report",
+                TaskEvent::StaleReport,
                 status,
                 status,
                 Some(agent),
@@ -619,7 +628,14 @@ impl QueueCore {
                     "{error} (attempt {attempts} of {}; retry in {delay_s}s)",
                     max_retries + 1
                 );
-                self.set_status(id, TaskStatus::Failed, "failed", agent, Some(detail), now);
+                self.set_status(
+                    id,
+                    TaskStatus::Failed,
+                    TaskEvent::Failed,
+                    agent,
+                    Some(detail),
+                    now,
+                );
                 if delay_s == 0 {
                     self.requeue_after_failure(id, now);
                 } else {
@@ -633,7 +649,14 @@ impl QueueCore {
                     "not retryable"
                 };
                 let detail = format!("{error} ({why} after {attempts} attempt(s))");
-                self.set_status(id, TaskStatus::Dead, "dead", agent, Some(detail), now);
+                self.set_status(
+                    id,
+                    TaskStatus::Dead,
+                    TaskEvent::Dead,
+                    agent,
+                    Some(detail),
+                    now,
+                );
             }
         }
     }
@@ -648,7 +671,7 @@ impl QueueCore {
         self.set_status(
             id,
             TaskStatus::Queued,
-            "requeued",
+            TaskEvent::Requeued,
             None,
             Some("backoff elapsed".into()),
             now,
@@ -687,7 +710,7 @@ impl QueueCore {
         &mut self,
         id: &str,
         to: TaskStatus,
-        event: &str,
+        event: TaskEvent,
         agent: Option<&str>,
         detail: Option<String>,
         now: Timestamp,
@@ -705,7 +728,7 @@ impl QueueCore {
     fn record(
         &mut self,
         id: &str,
-        event: &str,
+        event: TaskEvent,
         from: Option<TaskStatus>,
         to: Option<TaskStatus>,
         agent: Option<&str>,
@@ -720,7 +743,7 @@ impl QueueCore {
     fn record_at_generation(
         &mut self,
         id: &str,
-        event: &str,
+        event: TaskEvent,
         from: Option<TaskStatus>,
         to: Option<TaskStatus>,
         agent: Option<&str>,
@@ -730,7 +753,7 @@ impl QueueCore {
     ) {
         let entry = HistoryEntry {
             at: now,
-            event: event.to_string(),
+            event,
             from,
             to,
             agent_id: agent.map(str::to_string),

@@ -63,15 +63,15 @@ fn connected() -> AgentMachine {
     m
 }
 
-fn working(m: &mut AgentMachine, id: &str, generation: u64, at: i64) -> TaskRef {
-    let r = TaskRef::new(id, generation);
+fn working(m: &mut AgentMachine, id: &str, generation: u64, at: i64) -> AttemptRef {
+    let r = AttemptRef::new(id, generation);
     m.assign(&task(id, generation), t(at)).unwrap();
     m.accepted(&r, true, t(at + 1));
     assert_eq!(m.state(), AgentState::Working);
     r
 }
 
-fn releases(fx: &[Effect]) -> Vec<(TaskRef, String)> {
+fn releases(fx: &[Effect]) -> Vec<(AttemptRef, String)> {
     fx.iter()
         .filter_map(|e| match e {
             Effect::Release { task, reason } => Some((task.clone(), reason.clone())),
@@ -80,14 +80,14 @@ fn releases(fx: &[Effect]) -> Vec<(TaskRef, String)> {
         .collect()
 }
 
-fn cancels(fx: &[Effect]) -> Vec<TaskRef> {
+fn cancels(fx: &[Effect]) -> Vec<AttemptRef> {
     fx.iter()
         .filter_map(|e| match e {
             Effect::Send(HubMsg::Cancel {
                 task_id,
                 generation,
                 ..
-            }) => Some(TaskRef::new(task_id.clone(), *generation)),
+            }) => Some(AttemptRef::new(task_id.clone(), *generation)),
             _ => None,
         })
         .collect()
@@ -114,7 +114,7 @@ fn assign_accept_complete_cycle() {
         m.assign(&task("t2", 1), t(11)),
         Err(NotAvailable(AgentState::Assigned))
     );
-    let r = TaskRef::new("t1", 1);
+    let r = AttemptRef::new("t1", 1);
     m.accepted(&r, true, t(12));
     assert_eq!(m.state(), AgentState::Working);
     assert_eq!(m.holding().unwrap().deadline, Some(t(12).plus_secs(100.0)));
@@ -230,11 +230,11 @@ fn reconnect_with_the_result_pending_waits_for_it() {
 fn reconnect_working_on_something_else_is_cancelled() {
     let mut m = connected();
     let hello = HelloFacts {
-        current_task: Some(TaskRef::new("other", 4)),
+        current_task: Some(AttemptRef::new("other", 4)),
         ..idle_hello()
     };
     let fx = m.connect(2, hello, t(20));
-    assert_eq!(cancels(&fx), [TaskRef::new("other", 4)]);
+    assert_eq!(cancels(&fx), [AttemptRef::new("other", 4)]);
 }
 
 #[test]
@@ -246,8 +246,12 @@ fn heartbeat_reconciliation() {
         .heartbeat(SidecarState::Working, Some(r.clone()), t(100))
         .is_empty());
     // Works on an attempt the hub never gave it: cancel that one.
-    let fx = m.heartbeat(SidecarState::Working, Some(TaskRef::new("t1", 0)), t(200));
-    assert_eq!(cancels(&fx), [TaskRef::new("t1", 0)]);
+    let fx = m.heartbeat(
+        SidecarState::Working,
+        Some(AttemptRef::new("t1", 0)),
+        t(200),
+    );
+    assert_eq!(cancels(&fx), [AttemptRef::new("t1", 0)]);
     // Idle while the hub has it working: the attempt fails as retryable.
     let fx = m.heartbeat(SidecarState::Idle, None, t(300));
     assert_eq!(releases(&fx)[0].0, r);
@@ -272,9 +276,12 @@ fn accept_timeout_releases_counts_a_failure_and_cancels() {
     let fx = m.tick(t(5_000));
     assert_eq!(
         releases(&fx),
-        [(TaskRef::new("t1", 1), "not accepted within 5s".to_string())]
+        [(
+            AttemptRef::new("t1", 1),
+            "not accepted within 5s".to_string()
+        )]
     );
-    assert_eq!(cancels(&fx), [TaskRef::new("t1", 1)]);
+    assert_eq!(cancels(&fx), [AttemptRef::new("t1", 1)]);
     assert_eq!(m.consecutive_failures(), 1);
     assert_eq!(m.state(), AgentState::Idle);
 }
@@ -344,7 +351,7 @@ fn stale_failures_do_not_count() {
 fn rejection_releases_and_counts() {
     let mut m = connected();
     m.assign(&task("t1", 1), t(0)).unwrap();
-    let fx = m.rejected(&TaskRef::new("t1", 1), "busy", t(1));
+    let fx = m.rejected(&AttemptRef::new("t1", 1), "busy", t(1));
     assert_eq!(releases(&fx)[0].1, "rejected by the agent: busy");
     assert_eq!(m.state(), AgentState::Idle);
     assert_eq!(m.consecutive_failures(), 1);
@@ -358,7 +365,9 @@ fn operator_cancel_tells_the_sidecar_and_waits() {
         cancels(&m.cancel_task(&r, "operator")),
         std::slice::from_ref(&r)
     );
-    assert!(m.cancel_task(&TaskRef::new("t1", 0), "operator").is_empty());
+    assert!(m
+        .cancel_task(&AttemptRef::new("t1", 0), "operator")
+        .is_empty());
     // The sidecar reports the killed runner; not the agent's failure.
     m.reported(&r, false, false, t(5));
     assert_eq!(m.state(), AgentState::Idle);
@@ -368,7 +377,7 @@ fn operator_cancel_tells_the_sidecar_and_waits() {
 #[test]
 fn late_accept_of_a_taken_back_attempt_is_cancelled() {
     let mut m = connected();
-    let r = TaskRef::new("t1", 1);
+    let r = AttemptRef::new("t1", 1);
     m.assign(&task("t1", 1), t(0)).unwrap();
     let fx = m.accepted(&r, false, t(1));
     assert_eq!(cancels(&fx), [r]);
@@ -379,7 +388,7 @@ fn late_accept_of_a_taken_back_attempt_is_cancelled() {
 #[test]
 fn hub_restart_seed_gives_one_heartbeat_timeout_to_return() {
     let mut m = machine();
-    let r = TaskRef::new("t1", 3);
+    let r = AttemptRef::new("t1", 3);
     m.seed_holding(r.clone(), true, 100, t(-95_000), t(0));
     assert_eq!(m.state(), AgentState::Offline);
     assert_eq!(
@@ -403,9 +412,9 @@ fn hub_restart_seed_gives_one_heartbeat_timeout_to_return() {
 #[test]
 fn hub_restart_seed_of_an_unaccepted_attempt_gets_an_accept_deadline() {
     let mut m = machine();
-    m.seed_holding(TaskRef::new("t1", 1), false, 100, t(-50_000), t(0));
+    m.seed_holding(AttemptRef::new("t1", 1), false, 100, t(-50_000), t(0));
     let hello = HelloFacts {
-        current_task: Some(TaskRef::new("t1", 1)),
+        current_task: Some(AttemptRef::new("t1", 1)),
         ..idle_hello()
     };
     m.connect(1, hello, t(1_000));

@@ -45,11 +45,11 @@ fn agent(id: &str) -> IdleAgent {
 }
 
 /// Create, claim for `who` and accept: the task is working at generation 1.
-fn running(q: &mut QueueCore, who: &str) -> TaskRef {
+fn running(q: &mut QueueCore, who: &str) -> AttemptRef {
     let task = created(q.create(spec("job"), t(0)));
     let a = q.claim(&[agent(who)], t(1));
     assert_eq!(a.len(), 1);
-    let r = TaskRef::new(task.id, a[0].task.generation);
+    let r = AttemptRef::new(task.id, a[0].task.generation);
     assert_eq!(q.accept(&r, who, t(2)), Verdict::Applied);
     r
 }
@@ -59,7 +59,11 @@ fn events(q: &QueueCore, changes: &[Change], id: &str) -> Vec<String> {
     changes
         .iter()
         .filter(|c| c.task.id == id)
-        .flat_map(|c| c.new_history.iter().map(|(_, h)| h.event.clone()))
+        .flat_map(|c| {
+            c.new_history
+                .iter()
+                .map(|(_, h)| h.event.as_str().to_string())
+        })
         .collect()
 }
 
@@ -76,7 +80,7 @@ fn create_fills_defaults_and_records_history() {
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].previous_status, None);
     assert_eq!(changes[0].history_len, 1);
-    assert_eq!(changes[0].new_history[0].1.event, "created");
+    assert_eq!(changes[0].new_history[0].1.event, TaskEvent::Created);
     assert!(q.take_changes().is_empty(), "drained");
 }
 
@@ -188,7 +192,7 @@ fn stale_generation_changes_nothing_but_is_visible() {
         "late result stays visible: {detail}"
     );
     // b completes generation 2; nobody can complete it again.
-    let r2 = TaskRef::new(r1.task_id.clone(), 2);
+    let r2 = AttemptRef::new(r1.task_id.clone(), 2);
     assert_eq!(q.accept(&r2, "b", t(6)), Verdict::Applied);
     assert_eq!(
         q.complete(&r2, "b", TaskResult::default(), t(7)),
@@ -230,7 +234,7 @@ fn failures_follow_backoff_then_dead() {
 
     // attempt 2 fails: backoff 30 s → failed with not_before.
     let g2 = q.claim(&[agent("a")], t(11))[0].task.generation;
-    let r2 = TaskRef::new(r.task_id.clone(), g2);
+    let r2 = AttemptRef::new(r.task_id.clone(), g2);
     q.accept(&r2, "a", t(12));
     q.fail(&r2, "a", "boom", true, t(20));
     let task = q.get(&r.task_id).unwrap();
@@ -247,7 +251,7 @@ fn failures_follow_backoff_then_dead() {
 
     // attempt 3 fails: out of retries → dead.
     let g3 = q.claim(&[agent("a")], t(40_000))[0].task.generation;
-    let r3 = TaskRef::new(r.task_id.clone(), g3);
+    let r3 = AttemptRef::new(r.task_id.clone(), g3);
     q.accept(&r3, "a", t(40_001));
     q.fail(&r3, "a", "boom", true, t(40_002));
     let task = q.get(&r.task_id).unwrap();
@@ -283,7 +287,7 @@ fn release_of_an_unaccepted_task_keeps_its_place_and_budget() {
     let second = created(q.create(spec("second"), t(1)));
     let a = q.claim(&[agent("a")], t(2));
     assert_eq!(a[0].task.id, first.id);
-    let r = TaskRef::new(first.id.clone(), 1);
+    let r = AttemptRef::new(first.id.clone(), 1);
     assert_eq!(q.release(&r, "accept timeout", t(3)), Verdict::Applied);
     let task = q.get(&first.id).unwrap();
     assert_eq!((task.status, task.attempts), (TaskStatus::Queued, 0));
@@ -387,7 +391,7 @@ fn restore_rebuilds_lanes_backoff_and_keys() {
     let got = q.claim(&[agent("x")], t(2)); // takes b (urgent) first
     assert_eq!(got[0].task.id, b.id);
     assert_eq!(
-        q.accept(&TaskRef::new(b.id.clone(), 1), "x", t(3)),
+        q.accept(&AttemptRef::new(b.id.clone(), 1), "x", t(3)),
         Verdict::Applied
     );
     let stored: Vec<(Task, u32)> = q
