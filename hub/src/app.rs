@@ -6,14 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Actor;
+use actix::{AsyncContext, Context};
 use actix_web::{web, App, HttpServer};
 use agentcom_protocol::Timestamp;
 
-use crate::actors::agent::AgentDeps;
-use crate::actors::queue::{TaskQueue, Wire};
-use crate::actors::registry::{AgentDirectory, CloseAll, Registry, Start};
-use crate::actors::scheduler::Scheduler;
+use crate::actors::agent::AgentLinks;
+use crate::actors::messages::CloseAll;
+use crate::actors::queue::{QueueActor, QueueLinks};
+use crate::actors::registry::{AgentDirectory, RegistryActor};
+use crate::actors::scheduler::{SchedulerActor, SchedulerLinks};
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::domain::queue::QueueCore;
@@ -26,12 +27,14 @@ use crate::views::{AgentView, TaskView};
 /// The running actors and the state the HTTP layer shares.
 pub struct Started {
     pub state: web::Data<AppState>,
-    pub registry: actix::Addr<Registry>,
+    pub registry: actix::Addr<RegistryActor>,
     pub store: Store,
 }
 
-/// Open the store, rebuild the queue and views, start and wire the actors.
-/// Must run inside an actix system.
+/// Open the store, rebuild the queue and views, start the actors. Every
+/// actor's address exists before any actor starts, so each gets the
+/// recipients it sends to in its constructor. Must run inside an actix
+/// system.
 pub fn start(settings: Settings) -> Result<Started, String> {
     let settings = Arc::new(settings);
     let store = Store::open(&settings.data_dir, settings.store.cache_mb).map_err(|e| {
@@ -44,14 +47,16 @@ pub fn start(settings: Settings) -> Result<Started, String> {
 
     let stored = store.load_tasks().map_err(|e| e.to_string())?;
     let tasks = Arc::new(TaskView::default());
-    tasks.apply(stored.iter().map(|(t, _)| t));
+    tasks.apply(stored.iter().map(|(t, len)| (t, *len)));
     let core = QueueCore::restore(settings.queue_settings(), stored);
+    let held = core.outstanding(None);
     tracing::info!(
         tasks = core.len(),
         queued = core.queued_len(),
-        active = core.active().count(),
+        active = held.len(),
         "queue restored from the store"
     );
+    let records = store.load_agents().map_err(|e| e.to_string())?;
 
     let events = Arc::new(EventBus::new(
         settings.events.replay,
@@ -61,45 +66,55 @@ pub fn start(settings: Settings) -> Result<Started, String> {
     let agents = Arc::new(AgentView::default());
     let directory = Arc::new(AgentDirectory::default());
 
-    let queue = TaskQueue::new(
+    let queue_ctx = Context::<QueueActor>::new();
+    let scheduler_ctx = Context::<SchedulerActor>::new();
+    let registry_ctx = Context::<RegistryActor>::new();
+    let queue = queue_ctx.address();
+    let scheduler = scheduler_ctx.address();
+    let registry = registry_ctx.address();
+
+    let t = &settings.timeouts;
+    queue_ctx.run(QueueActor::new(
         core,
         store.clone(),
         tasks.clone(),
         events.clone(),
         stats.clone(),
-    )
-    .start();
-    let records = store.load_agents().map_err(|e| e.to_string())?;
-    let registry = Registry::new(
-        store.clone(),
-        records,
-        tasks.clone(),
-        directory.clone(),
-        settings.fsm_settings(),
-    )
-    .start();
-    let t = &settings.timeouts;
-    let scheduler = Scheduler::new(
-        queue.clone(),
-        registry.clone(),
+        QueueLinks {
+            kick: scheduler.clone().recipient(),
+            stop_attempt: registry.clone().recipient(),
+        },
+    ));
+    scheduler_ctx.run(SchedulerActor::new(
+        SchedulerLinks {
+            claim: queue.clone().recipient(),
+            release: queue.clone().recipient(),
+            outstanding: queue.clone().recipient(),
+            promote_due: queue.clone().recipient(),
+            lookup: registry.clone().recipient(),
+        },
         Duration::from_secs(t.sweep_interval_s),
         (t.accept_timeout_s as i64) * 1000,
-    )
-    .start();
-    registry.do_send(Start {
-        deps: Arc::new(AgentDeps {
-            queue: queue.clone(),
-            scheduler: scheduler.clone(),
-            view: agents.clone(),
-            events: events.clone(),
-            heartbeat_interval_s: t.heartbeat_interval_s,
-            heartbeat_timeout_s: t.heartbeat_timeout_s,
-        }),
+    ));
+    let agent_links = Arc::new(AgentLinks {
+        report: queue.clone().recipient(),
+        release: queue.clone().recipient(),
+        idle: scheduler.clone().recipient(),
+        busy: scheduler.recipient(),
+        view: agents.clone(),
+        events: events.clone(),
+        heartbeat_interval_s: t.heartbeat_interval_s,
+        heartbeat_timeout_s: t.heartbeat_timeout_s,
     });
-    queue.do_send(Wire {
-        scheduler: scheduler.recipient(),
-        registry: registry.clone().recipient(),
-    });
+    registry_ctx.run(RegistryActor::new(
+        store.clone(),
+        records,
+        held,
+        directory.clone(),
+        settings.fsm_settings(),
+        agent_links,
+        queue.clone().recipient(),
+    ));
 
     let state = web::Data::new(AppState {
         settings: settings.clone(),

@@ -14,8 +14,8 @@
 //! anyone before it returns.
 //!
 //! The store knows bytes and records, never the rules of the queue; it is
-//! written only by the TaskQueue actor (tasks) and the Registry actor
-//! (agents, meta), and read by anyone.
+//! written only by the queue actor (tasks), the registry actor (agents)
+//! and start-up (meta), and read by anyone.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -170,13 +170,12 @@ impl Store {
         Ok(out)
     }
 
-    /// A task's history, oldest first.
-    pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
-        let mut prefix = b"h/".to_vec();
-        prefix.extend_from_slice(id.as_bytes());
-        prefix.push(b'/');
+    /// A task's first `len` history entries, oldest first. Pass the
+    /// durable history length: entries past it may be written but not yet
+    /// synced, and must not be shown.
+    pub fn history(&self, id: &str, len: u32) -> Result<Vec<HistoryEntry>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.tasks.scan_prefix(prefix) {
+        for kv in self.tasks.range(history_key(id, 0)..history_key(id, len)) {
             let (k, v) = kv?;
             out.push(decode(&k, &v)?);
         }
@@ -286,7 +285,12 @@ mod tests {
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].0.id, id);
         assert_eq!(tasks[0].1, 2);
-        let hist = s.history(&id).unwrap();
+        let hist = s.history(&id, 2).unwrap();
+        assert_eq!(
+            s.history(&id, 1).unwrap().len(),
+            1,
+            "only up to the length asked"
+        );
         let events: Vec<&str> = hist.iter().map(|h| h.event.as_str()).collect();
         assert_eq!(events, ["created", "cancelled"]);
         std::fs::remove_dir_all(dir).ok();

@@ -1,11 +1,12 @@
 //! Read models: what the HTTP API and the dashboard read, without ever
 //! waiting behind a write.
 //!
-//! [`TaskView`] holds the *durable* state of every task (the TaskQueue
-//! actor applies each group of changes after it is synced), with counts per
+//! [`TaskView`] holds the *durable* state of every task (the queue actor
+//! applies each group of changes after it is synced), with counts per
 //! status and lane kept incrementally, so `/api/state` never scans
-//! anything. [`AgentView`] holds the latest [`AgentInfo`] each AgentFsm
-//! actor published. Both sit behind a `RwLock` held only for map updates
+//! anything, and each task's durable history length, so a history read
+//! never runs ahead of the record it belongs to. [`AgentView`] holds the
+//! latest [`AgentInfo`] each agent actor published. Both sit behind a `RwLock` held only for map updates
 //! and copies; no I/O or await happens under it. The views never decide
 //! anything: they mirror what their owners publish.
 
@@ -14,12 +15,20 @@ use std::sync::{Arc, RwLock};
 
 use agentcom_protocol::{AgentInfo, AgentState, Task, TaskStatus, Timestamp};
 
-use crate::domain::lanes::{lane_index, LANE_COUNT};
+use crate::domain::lanes::{lane_index, LaneKind, LANE_COUNT};
 use crate::domain::queue::Change;
+
+/// A task as last made durable, and how many history entries were
+/// durable with it (history is read up to there, never beyond).
+#[derive(Clone)]
+struct Durable {
+    task: Arc<Task>,
+    history_len: u32,
+}
 
 #[derive(Default)]
 struct TaskIndex {
-    tasks: BTreeMap<String, Arc<Task>>,
+    tasks: BTreeMap<String, Durable>,
     by_status: HashMap<TaskStatus, BTreeSet<String>>,
     lane_depth: [usize; LANE_COUNT],
     /// Queued tasks by when they entered their lane (oldest first).
@@ -41,29 +50,41 @@ pub struct TaskView {
 }
 
 impl TaskView {
-    /// Mirror durable task changes (and the initial load).
-    pub fn apply<'a>(&self, tasks: impl IntoIterator<Item = &'a Task>) {
+    /// Mirror durable tasks, each with its durable history length (the
+    /// initial load, and every synced group).
+    pub fn apply<'a>(&self, tasks: impl IntoIterator<Item = (&'a Task, u32)>) {
         let mut idx = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        for task in tasks {
-            if let Some(old) = idx.tasks.get(&task.id).cloned() {
+        for (task, history_len) in tasks {
+            if let Some(old) = idx.tasks.get(&task.id).map(|d| d.task.clone()) {
                 remove_counts(&mut idx, &old);
             }
             add_counts(&mut idx, task);
-            idx.tasks.insert(task.id.clone(), Arc::new(task.clone()));
+            idx.tasks.insert(
+                task.id.clone(),
+                Durable {
+                    task: Arc::new(task.clone()),
+                    history_len,
+                },
+            );
         }
     }
 
     pub fn apply_changes(&self, changes: &[Change]) {
-        self.apply(changes.iter().map(|c| &c.task));
+        self.apply(changes.iter().map(|c| (&c.task, c.history_len)));
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Task>> {
+        self.get_with_history_len(id).map(|(t, _)| t)
+    }
+
+    /// The durable task and how many of its history entries are durable.
+    pub fn get_with_history_len(&self, id: &str) -> Option<(Arc<Task>, u32)> {
         self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .tasks
             .get(id)
-            .cloned()
+            .map(|d| (d.task.clone(), d.history_len))
     }
 
     /// A page of tasks, newest first, optionally of one status, starting
@@ -101,13 +122,13 @@ impl TaskView {
                     None => Box::new(ids.iter().rev()),
                 };
                 for id in iter {
-                    if !push(&idx.tasks[id]) {
+                    if !push(&idx.tasks[id].task) {
                         break;
                     }
                 }
             }
             None => {
-                let iter: Box<dyn Iterator<Item = (&String, &Arc<Task>)>> = match cursor {
+                let iter: Box<dyn Iterator<Item = (&String, &Durable)>> = match cursor {
                     Some(c) => Box::new(
                         idx.tasks
                             .range::<str, _>((
@@ -118,8 +139,8 @@ impl TaskView {
                     ),
                     None => Box::new(idx.tasks.iter().rev()),
                 };
-                for (_, t) in iter {
-                    if !push(t) {
+                for (_, d) in iter {
+                    if !push(&d.task) {
                         break;
                     }
                 }
@@ -145,18 +166,6 @@ impl TaskView {
             total: idx.tasks.len(),
         }
     }
-
-    /// Tasks an agent holds according to the durable state.
-    pub fn active_for(&self, agent: &str) -> Vec<Arc<Task>> {
-        let idx = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        [TaskStatus::Assigned, TaskStatus::Working]
-            .iter()
-            .filter_map(|s| idx.by_status.get(s))
-            .flatten()
-            .map(|id| idx.tasks[id].clone())
-            .filter(|t| t.assigned_to.as_deref() == Some(agent))
-            .collect()
-    }
 }
 
 fn add_counts(idx: &mut TaskIndex, t: &Task) {
@@ -165,7 +174,7 @@ fn add_counts(idx: &mut TaskIndex, t: &Task) {
         .or_default()
         .insert(t.id.clone());
     if t.status == TaskStatus::Queued {
-        idx.lane_depth[lane_index(t.priority, t.is_retry())] += 1;
+        idx.lane_depth[lane_index(t.priority, LaneKind::of(t))] += 1;
         idx.queued
             .insert((t.queued_at.unwrap_or(t.created_at).0, t.id.clone()));
     }
@@ -176,7 +185,7 @@ fn remove_counts(idx: &mut TaskIndex, t: &Task) {
         ids.remove(&t.id);
     }
     if t.status == TaskStatus::Queued {
-        let lane = lane_index(t.priority, t.is_retry());
+        let lane = lane_index(t.priority, LaneKind::of(t));
         idx.lane_depth[lane] = idx.lane_depth[lane].saturating_sub(1);
         idx.queued
             .remove(&(t.queued_at.unwrap_or(t.created_at).0, t.id.clone()));
@@ -277,7 +286,10 @@ mod tests {
         view.apply_changes(&q.take_changes());
         let c = view.counts();
         assert_eq!(c.by_status[&TaskStatus::Queued], 5);
-        assert_eq!(c.lane_depth[lane_index(Priority::Normal, false)], 4);
+        assert_eq!(
+            c.lane_depth[lane_index(Priority::Normal, LaneKind::Fresh)],
+            4
+        );
         assert_eq!(c.oldest_queued_at, Some(now(0)));
 
         q.claim(&[IdleAgent::new("a", &[], 0)], now(10));
@@ -285,8 +297,10 @@ mod tests {
         let c = view.counts();
         assert_eq!(c.by_status[&TaskStatus::Queued], 4);
         assert_eq!(c.by_status[&TaskStatus::Assigned], 1);
-        assert_eq!(c.lane_depth[lane_index(Priority::Urgent, false)], 0);
-        assert_eq!(view.active_for("a").len(), 1);
+        assert_eq!(
+            c.lane_depth[lane_index(Priority::Urgent, LaneKind::Fresh)],
+            0
+        );
 
         let (page, next) = view.page(None, 2, None);
         assert_eq!(

@@ -1,10 +1,10 @@
-//! The `AgentFsm` actor: one per known agent, a thin shell around
+//! The `AgentActor`: one per known agent, a thin shell around
 //! [`AgentMachine`].
 //!
-//! It turns messages (a session's hello, heartbeats and reports, the
+//! It turns messages (a connection's hello, heartbeats and reports, the
 //! scheduler's assignments, an operator's cancel, its own deadline timer)
-//! into machine events, carries out the effects (frames to its session,
-//! releases and failures to the TaskQueue, sessions to close), and after
+//! into machine events, carries out the effects (frames to its connection,
+//! releases and failures to the queue, connections to close), and after
 //! each event publishes the agent to the [`AgentView`], the event bus (on a
 //! transition) and the scheduler (idle or busy).
 //!
@@ -14,8 +14,8 @@
 //! applied strictly in the order it sent them, and `ack` follows only
 //! durable state.
 //!
-//! It runs under an actix `Supervisor` (a stopped FSM is restarted with its
-//! state); the Registry also replaces one whose mailbox died. It never
+//! It runs under an actix `Supervisor` (a stopped actor is restarted with
+//! its state); the registry also replaces one whose mailbox died. It never
 //! writes the store and never decides a task's fate: the queue does.
 
 use std::collections::{BTreeSet, HashMap};
@@ -24,82 +24,32 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use agentcom_protocol::{
-    AckOf, AgentState, AttemptRef, HubMsg, SidecarMsg, SidecarState, Task, Timestamp,
+    AckOf, AgentState, AttemptRef, HubMsg, SidecarMsg, SidecarState, Timestamp,
 };
 use serde_json::json;
 
-use crate::actors::queue::{Release, Report, ReportKind, TaskQueue};
-use crate::actors::scheduler::{AgentBusy, AgentIdle, Scheduler};
-use crate::actors::session::{CloseConn, Push, WsSession};
-use crate::domain::fsm::{AgentMachine, Effect, HelloFacts};
+use crate::actors::messages::{
+    AgentBusy, AgentHandle, AgentIdle, AssignTask, CancelAttempt, CloseConn, ConnId, ConnLink,
+    Connect, Disconnect, FromSidecar, Holds, Push, Release, Report, ReportKind, ReportSource,
+    Revoke, Shutdown,
+};
+use crate::domain::fsm::{AgentMachine, Effect, Ending};
 use crate::domain::matching::IdleAgent;
-use crate::domain::queue::Verdict;
+use crate::domain::retry::Retryable;
 use crate::events::EventBus;
 use crate::views::AgentView;
 
-/// What every AgentFsm needs from the rest of the hub.
-pub struct AgentDeps {
-    pub queue: Addr<TaskQueue>,
-    pub scheduler: Addr<Scheduler>,
+/// What every agent actor needs from the rest of the hub.
+pub struct AgentLinks {
+    pub report: Recipient<Report>,
+    pub release: Recipient<Release>,
+    pub idle: Recipient<AgentIdle>,
+    pub busy: Recipient<AgentBusy>,
     pub view: Arc<AgentView>,
     pub events: Arc<EventBus>,
     pub heartbeat_interval_s: u64,
     pub heartbeat_timeout_s: u64,
 }
-
-// ----- messages ------------------------------------------------------------------
-
-/// A session said `hello`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Connect {
-    pub session: u64,
-    pub addr: Addr<WsSession>,
-    pub hello: HelloFacts,
-}
-
-/// A session ended.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Disconnect {
-    pub session: u64,
-}
-
-/// Any message a session received after `hello`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct FromSidecar {
-    pub session: u64,
-    pub msg: SidecarMsg,
-}
-
-/// The scheduler gives the agent an attempt; Err carries the state that
-/// prevented it.
-#[derive(Message)]
-#[rtype(result = "Result<(), AgentState>")]
-pub struct AssignTask {
-    pub task: Task,
-}
-
-/// The attempt was cancelled; tell the sidecar to stop.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CancelAttempt {
-    pub task: AttemptRef,
-    pub reason: String,
-}
-
-/// Does the agent hold this attempt?
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct Holds {
-    pub task: AttemptRef,
-}
-
-/// The agent was revoked: close, release, stop.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Revoke;
 
 /// Make the actor panic (tests of supervision only).
 #[cfg(test)]
@@ -108,40 +58,43 @@ pub struct Revoke;
 pub struct Crash;
 
 #[cfg(test)]
-impl Handler<Crash> for AgentFsm {
+impl Handler<Crash> for AgentActor {
     type Result = ();
     fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
         panic!("crash requested by a test");
     }
 }
 
-/// Close the session (hub shutdown).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shutdown;
-
-// ----- the actor --------------------------------------------------------------------
-
-pub struct AgentFsm {
+pub struct AgentActor {
     machine: AgentMachine,
-    deps: Arc<AgentDeps>,
-    sessions: HashMap<u64, Addr<WsSession>>,
+    links: Arc<AgentLinks>,
+    conns: HashMap<ConnId, ConnLink>,
     timer: Option<SpawnHandle>,
     published: Option<AgentState>,
     idle_announced: bool,
     retired: bool,
 }
 
-impl AgentFsm {
-    pub fn new(machine: AgentMachine, deps: Arc<AgentDeps>) -> Self {
-        AgentFsm {
+impl AgentActor {
+    pub fn new(machine: AgentMachine, links: Arc<AgentLinks>) -> Self {
+        AgentActor {
             machine,
-            deps,
-            sessions: HashMap::new(),
+            links,
+            conns: HashMap::new(),
             timer: None,
             published: None,
             idle_announced: false,
             retired: false,
+        }
+    }
+
+    /// What others may send to the actor at `addr`.
+    pub fn handle_of(addr: &Addr<AgentActor>) -> AgentHandle {
+        AgentHandle {
+            connect: addr.clone().recipient(),
+            disconnect: addr.clone().recipient(),
+            from_sidecar: addr.clone().recipient(),
+            holds: addr.clone().recipient(),
         }
     }
 
@@ -161,28 +114,34 @@ impl AgentFsm {
     fn carry_out(&mut self, effect: Effect) {
         match effect {
             Effect::Send(msg) => self.send(msg),
-            Effect::Release { task, reason } => self.deps.queue.do_send(Release { task, reason }),
+            Effect::Release { task, reason } => self.links.release.do_send(Release {
+                attempt: task,
+                reason,
+            }),
             Effect::Fail {
                 task,
                 error,
                 retryable,
-            } => self.deps.queue.do_send(Report {
+            } => self.links.report.do_send(Report {
                 agent: self.id(),
-                task,
-                kind: ReportKind::Fail { error, retryable },
-                from_sidecar: false,
+                attempt: task,
+                kind: ReportKind::Fail {
+                    error,
+                    retryable: Retryable::from(retryable),
+                },
+                source: ReportSource::Hub,
             }),
-            Effect::CloseSession { session, reason } => {
-                if let Some(addr) = self.sessions.remove(&session) {
-                    addr.do_send(CloseConn { reason });
+            Effect::CloseConnection { conn, reason } => {
+                if let Some(link) = self.conns.remove(&conn) {
+                    link.close.do_send(CloseConn { reason });
                 }
             }
         }
     }
 
     fn send(&self, msg: HubMsg) {
-        if let Some(addr) = self.machine.session().and_then(|s| self.sessions.get(&s)) {
-            addr.do_send(Push(msg));
+        if let Some(link) = self.machine.conn().and_then(|c| self.conns.get(&c)) {
+            link.push.do_send(Push(msg));
         }
     }
 
@@ -192,26 +151,26 @@ impl AgentFsm {
         }
         let info = self.machine.info();
         let state = info.state;
-        self.deps.view.publish(info.clone());
+        self.links.view.publish(info.clone());
         if self.published != Some(state) {
             self.published = Some(state);
             let transition = self.machine.recent().last().cloned();
-            self.deps
+            self.links
                 .events
                 .publish("agent", json!({ "agent": info, "transition": transition }));
         }
         let idle = state == AgentState::Idle;
         if idle && !self.idle_announced {
-            self.deps.scheduler.do_send(AgentIdle {
+            self.links.idle.do_send(AgentIdle {
                 agent: IdleAgent {
                     id: self.id(),
                     capabilities: self.machine.capabilities().iter().cloned().collect(),
                     idle_since: self.machine.state_since(),
                 },
-                addr: ctx.address(),
+                assign: ctx.address().recipient(),
             });
         } else if !idle && self.idle_announced {
-            self.deps.scheduler.do_send(AgentBusy { id: self.id() });
+            self.links.busy.do_send(AgentBusy { id: self.id() });
         }
         self.idle_announced = idle;
     }
@@ -230,53 +189,62 @@ impl AgentFsm {
         }
     }
 
-    fn is_current_session(&self, session: u64) -> bool {
-        self.machine.session() == Some(session)
+    fn is_current_conn(&self, conn: ConnId) -> bool {
+        self.machine.conn() == Some(conn)
+    }
+
+    fn close_all(&mut self, reason: &str) {
+        for (_, link) in self.conns.drain() {
+            link.close.do_send(CloseConn {
+                reason: reason.into(),
+            });
+        }
     }
 
     /// Ask the queue about a report; apply its verdict when durable.
     fn report(
         &mut self,
-        task: AttemptRef,
+        attempt: AttemptRef,
         kind: ReportKind,
         of: AckOf,
     ) -> AtomicResponse<Self, ()> {
-        let fut = self.deps.queue.send(Report {
+        let fut = self.links.report.send(Report {
             agent: self.id(),
-            task: task.clone(),
+            attempt: attempt.clone(),
             kind,
-            from_sidecar: true,
+            source: ReportSource::Sidecar,
         });
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(move |res, act, ctx| {
             let verdict = match res {
                 Ok(Ok(v)) => v,
                 Ok(Err(e)) => {
-                    tracing::error!(agent = %act.id(), task = %task, error = %e, "report not recorded; the sidecar will resend it");
+                    tracing::error!(agent = %act.id(), %attempt, error = %e, "report not recorded; the sidecar will resend it");
                     return;
                 }
                 Err(e) => {
-                    tracing::error!(agent = %act.id(), task = %task, error = %e, "queue unreachable");
+                    tracing::error!(agent = %act.id(), %attempt, error = %e, "queue unreachable");
                     return;
                 }
             };
             let now = Timestamp::now();
-            let counted = matches!(verdict, Verdict::Applied | Verdict::Duplicate);
             // Answer the report first (ack), then whatever follows from it.
+            // A counted accept needs no ack: the attempt going on says it.
             let mut fx = Vec::new();
+            let counted = !matches!(verdict, crate::domain::queue::Verdict::Stale(_));
             if of != AckOf::Accept || !counted {
-                fx.push(Effect::Send(HubMsg::Ack { task_id: task.task_id.clone(), generation: task.generation, of }));
+                fx.push(Effect::Send(HubMsg::Ack { task_id: attempt.task_id.clone(), generation: attempt.generation, of }));
             }
             fx.extend(match of {
-                AckOf::Accept => act.machine.accepted(&task, counted, now),
-                AckOf::Complete => act.machine.reported(&task, true, verdict == Verdict::Applied, now),
-                AckOf::Fail => act.machine.reported(&task, false, verdict == Verdict::Applied, now),
+                AckOf::Accept => act.machine.accepted(&attempt, &verdict, now),
+                AckOf::Complete => act.machine.reported(&attempt, Ending::Completed, &verdict, now),
+                AckOf::Fail => act.machine.reported(&attempt, Ending::Failed, &verdict, now),
             });
             act.after(ctx, fx);
         })))
     }
 }
 
-impl Actor for AgentFsm {
+impl Actor for AgentActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -286,60 +254,58 @@ impl Actor for AgentFsm {
     }
 }
 
-impl Supervised for AgentFsm {
+impl Supervised for AgentActor {
     fn restarting(&mut self, _: &mut Self::Context) {
-        tracing::warn!(agent = %self.id(), "agent FSM restarting");
+        tracing::warn!(agent = %self.id(), "agent actor restarting");
         self.timer = None;
         self.published = None;
         self.idle_announced = false;
     }
 }
 
-impl Handler<Connect> for AgentFsm {
+impl Handler<Connect> for AgentActor {
     type Result = ();
     fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) {
         if self.retired {
-            msg.addr.do_send(CloseConn {
+            msg.link.close.do_send(CloseConn {
                 reason: "agent revoked".into(),
             });
             return;
         }
-        self.sessions.insert(msg.session, msg.addr.clone());
-        msg.addr.do_send(Push(HubMsg::Welcome {
+        msg.link.push.do_send(Push(HubMsg::Welcome {
             protocol_version: agentcom_protocol::PROTOCOL_VERSION,
-            heartbeat_interval_s: self.deps.heartbeat_interval_s,
-            heartbeat_timeout_s: Some(self.deps.heartbeat_timeout_s),
+            heartbeat_interval_s: self.links.heartbeat_interval_s,
+            heartbeat_timeout_s: Some(self.links.heartbeat_timeout_s),
             hub_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         }));
-        tracing::info!(agent = %self.id(), session = msg.session, current = ?msg.hello.current_task, pending = msg.hello.pending_results.len(), "sidecar hello");
+        self.conns.insert(msg.conn, msg.link);
+        tracing::info!(agent = %self.id(), conn = msg.conn, current = ?msg.hello.current_task, pending = msg.hello.pending_results.len(), "sidecar hello");
         let claimed: BTreeSet<&String> = msg.hello.capabilities.iter().collect();
         let registered: BTreeSet<&String> = self.machine.capabilities().iter().collect();
         if claimed != registered {
             tracing::warn!(agent = %self.id(), sidecar = ?claimed, registered = ?registered,
                 "the sidecar's capabilities differ from the agent's registered ones; scheduling uses the registered ones");
         }
-        let fx = self
-            .machine
-            .connect(msg.session, msg.hello, Timestamp::now());
+        let fx = self.machine.connect(msg.conn, msg.hello, Timestamp::now());
         self.after(ctx, fx);
     }
 }
 
-impl Handler<Disconnect> for AgentFsm {
+impl Handler<Disconnect> for AgentActor {
     type Result = ();
     fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
-        self.sessions.remove(&msg.session);
-        let fx = self.machine.disconnect(msg.session, Timestamp::now());
+        self.conns.remove(&msg.conn);
+        let fx = self.machine.disconnect(msg.conn, Timestamp::now());
         self.after(ctx, fx);
     }
 }
 
-impl Handler<FromSidecar> for AgentFsm {
+impl Handler<FromSidecar> for AgentActor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, msg: FromSidecar, ctx: &mut Context<Self>) -> Self::Result {
         let done = || AtomicResponse::new(Box::pin(actix::fut::ready(())));
-        if !self.is_current_session(msg.session) {
-            // A message from a replaced session that was still in flight.
+        if !self.is_current_conn(msg.conn) {
+            // A message from a replaced connection that was still in flight.
             return done();
         }
         let now = Timestamp::now();
@@ -349,11 +315,11 @@ impl Handler<FromSidecar> for AgentFsm {
                 task_id,
                 generation,
             } => {
-                let task = match (state, task_id, generation) {
+                let attempt = match (state, task_id, generation) {
                     (SidecarState::Working, Some(id), Some(g)) => Some(AttemptRef::new(id, g)),
                     _ => None,
                 };
-                let fx = self.machine.heartbeat(state, task, now);
+                let fx = self.machine.heartbeat(state, attempt, now);
                 self.after(ctx, fx);
                 done()
             }
@@ -381,7 +347,10 @@ impl Handler<FromSidecar> for AgentFsm {
                 retryable,
             } => self.report(
                 AttemptRef::new(task_id, generation),
-                ReportKind::Fail { error, retryable },
+                ReportKind::Fail {
+                    error,
+                    retryable: Retryable::from(retryable),
+                },
                 AckOf::Fail,
             ),
             SidecarMsg::Reject {
@@ -400,18 +369,18 @@ impl Handler<FromSidecar> for AgentFsm {
                 generation,
                 note,
             } => {
-                self.deps.events.publish(
+                self.links.events.publish(
                     "progress",
                     json!({ "agent_id": self.id(), "task_id": task_id, "generation": generation, "note": note }),
                 );
                 done()
             }
-            SidecarMsg::Hello { .. } => done(), // the session handles hello
+            SidecarMsg::Hello { .. } => done(), // the connection handles hello
         }
     }
 }
 
-impl Handler<AssignTask> for AgentFsm {
+impl Handler<AssignTask> for AgentActor {
     type Result = Result<(), AgentState>;
     fn handle(&mut self, msg: AssignTask, ctx: &mut Context<Self>) -> Self::Result {
         if self.retired {
@@ -428,53 +397,47 @@ impl Handler<AssignTask> for AgentFsm {
     }
 }
 
-impl Handler<CancelAttempt> for AgentFsm {
+impl Handler<CancelAttempt> for AgentActor {
     type Result = ();
     fn handle(&mut self, msg: CancelAttempt, ctx: &mut Context<Self>) {
-        let fx = self.machine.cancel_task(&msg.task, &msg.reason);
+        let fx = self.machine.cancel_task(&msg.attempt, &msg.reason);
         self.after(ctx, fx);
     }
 }
 
-impl Handler<Holds> for AgentFsm {
+impl Handler<Holds> for AgentActor {
     type Result = bool;
     fn handle(&mut self, msg: Holds, _: &mut Context<Self>) -> bool {
-        self.machine.holding().is_some_and(|h| h.task == msg.task)
+        self.machine
+            .holding()
+            .is_some_and(|h| h.task == msg.attempt)
     }
 }
 
-impl Handler<Revoke> for AgentFsm {
+impl Handler<Revoke> for AgentActor {
     type Result = ();
     fn handle(&mut self, _: Revoke, ctx: &mut Context<Self>) {
         let fx = self.machine.revoke(Timestamp::now());
         for e in fx {
             self.carry_out(e);
         }
-        for (_, addr) in self.sessions.drain() {
-            addr.do_send(CloseConn {
-                reason: "agent revoked".into(),
-            });
-        }
+        self.close_all("agent revoked");
         self.retired = true;
         if let Some(h) = self.timer.take() {
             ctx.cancel_future(h);
         }
-        self.deps.scheduler.do_send(AgentBusy { id: self.id() });
-        self.deps.view.remove(self.machine.id());
-        self.deps.events.publish(
+        self.links.busy.do_send(AgentBusy { id: self.id() });
+        self.links.view.remove(self.machine.id());
+        self.links.events.publish(
             "agent",
             json!({ "agent": self.machine.info(), "removed": true }),
         );
     }
 }
 
-impl Handler<Shutdown> for AgentFsm {
+impl Handler<Shutdown> for AgentActor {
     type Result = ();
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
-        for (_, addr) in self.sessions.drain() {
-            addr.do_send(CloseConn {
-                reason: "hub shutting down".into(),
-            });
-        }
+        self.close_all("hub shutting down");
     }
 }

@@ -1,17 +1,24 @@
 //! The hub's actors: thin shells around the domain core.
 //!
-//! - [`queue`]: `TaskQueue`, the only writer of tasks (group commit).
-//! - [`registry`]: `Registry`, the known agents and their supervised FSMs.
-//! - [`agent`]: `AgentFsm`, one per agent, around `AgentMachine`.
-//! - [`scheduler`]: `Scheduler`, matches queued tasks to idle agents.
-//! - [`session`]: `WsSession`, one per sidecar WebSocket connection.
+//! - [`messages`]: every message that crosses actors, by receiver, and the
+//!   handles (bundles of recipients) they carry. The only module the
+//!   others share.
+//! - [`queue`]: `QueueActor`, the only writer of tasks (group commit).
+//! - [`registry`]: `RegistryActor`, the known agents and their actors.
+//! - [`agent`]: `AgentActor`, one per agent, around `AgentMachine`.
+//! - [`scheduler`]: `SchedulerActor`, matches queued tasks to idle agents.
+//! - [`connection`]: `ConnectionActor`, one per sidecar WebSocket.
 //!
-//! Who waits on whom (only these `send().await`s exist, so no cycle):
-//! HTTP → TaskQueue, Registry; Scheduler → TaskQueue, Registry, AgentFsm;
-//! AgentFsm → TaskQueue. Everything else is `do_send`.
+//! Dependencies point one way: every actor module imports `messages`; the
+//! registry also imports `agent` (it creates agent actors); no actor
+//! imports another otherwise. An actor holds the `Recipient`s it sends to,
+//! given to its constructor (addresses are made before any actor starts,
+//! see `app::start`), so no wiring happens after start. `messages` lists
+//! who waits on whom.
 
 pub mod agent;
+pub mod connection;
+pub mod messages;
 pub mod queue;
 pub mod registry;
 pub mod scheduler;
-pub mod session;

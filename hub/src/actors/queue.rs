@@ -1,4 +1,4 @@
-//! The `TaskQueue` actor: the only writer of tasks.
+//! The `QueueActor`: the only writer of tasks.
 //!
 //! It wraps a [`QueueCore`] (the rules) and the [`Store`] (durability) with
 //! a group commit: a command mutates the core at once (so the next command
@@ -14,125 +14,35 @@
 //! when a task became queued). A store write that fails is fatal: memory
 //! and disk no longer agree, so the hub exits and recovers from the store.
 //!
-//! It never waits on another actor (it only `do_send`s), so no cycle of
-//! waiting can form through it.
+//! It never waits on another actor (it only `do_send`s to the recipients
+//! it was built with), so every chain of waits in the hub ends here.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use agentcom_protocol::{AttemptRef, NewTask, Task, TaskEvent, TaskResult, TaskStatus, Timestamp};
+use agentcom_protocol::{Task, TaskEvent, TaskStatus, Timestamp};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::actors::registry::StopAttempt;
-use crate::actors::scheduler::Kick;
-use crate::domain::matching::IdleAgent;
-use crate::domain::queue::{Assignment, Change, Created, QueueCore, QueueError, Verdict};
+use crate::actors::messages::{
+    CancelTask, Claim, CommandError, CreateTask, Kick, OutstandingAttempts, PromoteDue, Release,
+    Report, ReportKind, ReportSource, RetryTask, StopAttempt,
+};
+use crate::domain::queue::{Assignment, Change, Created, QueueCore, Verdict};
 use crate::events::EventBus;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::views::TaskView;
 
-/// Why a queue command failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueueFailure {
-    #[error("no task {0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("the store failed: {0}")]
-    Store(String),
-}
-
-impl From<QueueError> for QueueFailure {
-    fn from(e: QueueError) -> Self {
-        match e {
-            QueueError::NotFound(id) => QueueFailure::NotFound(id),
-            QueueError::Conflict(m) => QueueFailure::Conflict(m),
-        }
-    }
-}
-
 type Durable = oneshot::Receiver<Result<(), String>>;
 
-// ----- messages ------------------------------------------------------------------
-
-/// Create a task; the bool is true when it is new (false: idempotent repeat).
-#[derive(Message)]
-#[rtype(result = "Result<(Task, bool), QueueFailure>")]
-pub struct CreateTask(pub NewTask);
-
-#[derive(Message)]
-#[rtype(result = "Result<Task, QueueFailure>")]
-pub struct CancelTask {
-    pub id: String,
-    pub reason: String,
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<Task, QueueFailure>")]
-pub struct RetryTask {
-    pub id: String,
-}
-
-/// Assign queued tasks to these idle agents.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<Assignment>, QueueFailure>")]
-pub struct Claim {
-    pub agents: Vec<IdleAgent>,
-}
-
-#[derive(Debug, Clone)]
-pub enum ReportKind {
-    Accept,
-    Complete(TaskResult),
-    Fail { error: String, retryable: bool },
-}
-
-/// A report about an attempt, from its agent (or the hub on its behalf).
-#[derive(Message)]
-#[rtype(result = "Result<Verdict, QueueFailure>")]
-pub struct Report {
-    pub agent: String,
-    pub task: AttemptRef,
-    pub kind: ReportKind,
-    /// Sent by the sidecar (counts towards stale messages when stale).
-    pub from_sidecar: bool,
-}
-
-/// Take an attempt back from its agent.
-#[derive(Message)]
-#[rtype(result = "Result<Verdict, QueueFailure>")]
-pub struct Release {
-    pub task: AttemptRef,
-    pub reason: String,
-}
-
-/// The attempts agents hold, for the stuck-work sweep.
-#[derive(Message)]
-#[rtype(result = "Vec<ActiveAttempt>")]
-pub struct ActiveAttempts;
-
-#[derive(Debug, Clone)]
-pub struct ActiveAttempt {
-    pub task: AttemptRef,
-    pub agent: String,
-    pub status: TaskStatus,
-    pub since: Timestamp,
-}
-
-/// Queue failed tasks whose backoff has ended.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct PromoteDue;
-
-/// Who the queue tells about its changes (set once at start).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Wire {
-    pub scheduler: Recipient<Kick>,
-    pub registry: Recipient<StopAttempt>,
+/// Who the queue tells about its changes.
+pub struct QueueLinks {
+    /// A task became queued: the scheduler may have a match.
+    pub kick: Recipient<Kick>,
+    /// An operator cancelled an attempt an agent holds.
+    pub stop_attempt: Recipient<StopAttempt>,
 }
 
 // ----- the actor -------------------------------------------------------------------
@@ -143,34 +53,35 @@ struct Group {
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
 }
 
-pub struct TaskQueue {
+pub struct QueueActor {
     core: QueueCore,
     store: Store,
     view: Arc<TaskView>,
     events: Arc<EventBus>,
     stats: Arc<Stats>,
-    wire: Option<Wire>,
+    links: QueueLinks,
     pending: Group,
     syncing: bool,
     promotion: Option<(Timestamp, SpawnHandle)>,
 }
 
-impl TaskQueue {
-    /// `core` must have been restored from `store`; the view is filled here.
+impl QueueActor {
+    /// `core` must have been restored from `store`, and `view` filled from it.
     pub fn new(
         core: QueueCore,
         store: Store,
         view: Arc<TaskView>,
         events: Arc<EventBus>,
         stats: Arc<Stats>,
+        links: QueueLinks,
     ) -> Self {
-        TaskQueue {
+        QueueActor {
             core,
             store,
             view,
             events,
             stats,
-            wire: None,
+            links,
             pending: Group::default(),
             syncing: false,
             promotion: None,
@@ -284,9 +195,7 @@ impl TaskQueue {
             kick |= t.status == TaskStatus::Queued;
         }
         if kick {
-            if let Some(w) = &self.wire {
-                w.scheduler.do_send(Kick);
-            }
+            self.links.kick.do_send(Kick);
         }
     }
 
@@ -333,20 +242,24 @@ fn fatal(message: &str, waiters: Vec<oneshot::Sender<Result<(), String>>>) {
     std::process::exit(70);
 }
 
-impl Actor for TaskQueue {
+impl Actor for QueueActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(65_536);
-        self.schedule_promotion(ctx);
+        if self.core.queued_len() > 0 {
+            self.links.kick.do_send(Kick);
+        }
+        // Backoffs that ended while the hub was down are due now.
+        self.promote(ctx);
     }
 }
 
 /// Await durability, then produce the reply.
 fn after_durable<T: 'static>(
     durable: Durable,
-    reply: Result<T, QueueFailure>,
-) -> ResponseFuture<Result<T, QueueFailure>> {
+    reply: Result<T, CommandError>,
+) -> ResponseFuture<Result<T, CommandError>> {
     Box::pin(async move {
         durably(durable).await?;
         reply
@@ -354,51 +267,35 @@ fn after_durable<T: 'static>(
 }
 
 /// Wait until a commit is durable.
-async fn durably(durable: Durable) -> Result<(), QueueFailure> {
+async fn durably(durable: Durable) -> Result<(), CommandError> {
     match durable.await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(QueueFailure::Store(e)),
-        Err(_) => Err(QueueFailure::Store("the queue stopped".into())),
+        Ok(Err(e)) => Err(CommandError::Unavailable(e)),
+        Err(_) => Err(CommandError::Unavailable("the queue stopped".into())),
     }
 }
 
-impl Handler<Wire> for TaskQueue {
-    type Result = ();
-    fn handle(&mut self, msg: Wire, ctx: &mut Context<Self>) {
-        self.wire = Some(msg);
-        if self.core.queued_len() > 0 {
-            if let Some(w) = &self.wire {
-                w.scheduler.do_send(Kick);
-            }
-        }
-        self.promote(ctx);
-    }
-}
-
-impl Handler<CreateTask> for TaskQueue {
-    type Result = ResponseFuture<Result<(Task, bool), QueueFailure>>;
+impl Handler<CreateTask> for QueueActor {
+    type Result = ResponseFuture<Result<Created, CommandError>>;
     fn handle(&mut self, msg: CreateTask, ctx: &mut Context<Self>) -> Self::Result {
-        let out = match self.core.create(msg.0, Timestamp::now()) {
-            Created::New(t) => (t, true),
-            Created::Existing(t) => (t, false),
-        };
-        after_durable(self.commit(ctx), Ok(out))
+        let created = self.core.create(msg.0, Timestamp::now());
+        after_durable(self.commit(ctx), Ok(created))
     }
 }
 
-impl Handler<CancelTask> for TaskQueue {
-    type Result = ResponseFuture<Result<Task, QueueFailure>>;
+impl Handler<CancelTask> for QueueActor {
+    type Result = ResponseFuture<Result<Task, CommandError>>;
     fn handle(&mut self, msg: CancelTask, ctx: &mut Context<Self>) -> Self::Result {
         let res = self.core.cancel(&msg.id, &msg.reason, Timestamp::now());
         let durable = self.commit(ctx);
-        let registry = self.wire.as_ref().map(|w| w.registry.clone());
+        let stop_attempt = self.links.stop_attempt.clone();
         Box::pin(async move {
             durably(durable).await?;
             let c = res?;
-            if let (Some((agent, task)), Some(registry)) = (c.stop.clone(), registry) {
-                registry.do_send(StopAttempt {
+            if let Some((agent, attempt)) = c.stop.clone() {
+                stop_attempt.do_send(StopAttempt {
                     agent,
-                    task,
+                    attempt,
                     reason: msg.reason,
                 });
             }
@@ -407,72 +304,67 @@ impl Handler<CancelTask> for TaskQueue {
     }
 }
 
-impl Handler<RetryTask> for TaskQueue {
-    type Result = ResponseFuture<Result<Task, QueueFailure>>;
+impl Handler<RetryTask> for QueueActor {
+    type Result = ResponseFuture<Result<Task, CommandError>>;
     fn handle(&mut self, msg: RetryTask, ctx: &mut Context<Self>) -> Self::Result {
         let res = self
             .core
             .retry(&msg.id, Timestamp::now())
-            .map_err(QueueFailure::from);
+            .map_err(CommandError::from);
         after_durable(self.commit(ctx), res)
     }
 }
 
-impl Handler<Claim> for TaskQueue {
-    type Result = ResponseFuture<Result<Vec<Assignment>, QueueFailure>>;
+impl Handler<Claim> for QueueActor {
+    type Result = ResponseFuture<Result<Vec<Assignment>, CommandError>>;
     fn handle(&mut self, msg: Claim, ctx: &mut Context<Self>) -> Self::Result {
         let got = self.core.claim(&msg.agents, Timestamp::now());
         after_durable(self.commit(ctx), Ok(got))
     }
 }
 
-impl Handler<Report> for TaskQueue {
-    type Result = ResponseFuture<Result<Verdict, QueueFailure>>;
+impl Handler<Report> for QueueActor {
+    type Result = ResponseFuture<Result<Verdict, CommandError>>;
     fn handle(&mut self, msg: Report, ctx: &mut Context<Self>) -> Self::Result {
         let now = Timestamp::now();
         let verdict = match msg.kind {
-            ReportKind::Accept => self.core.accept(&msg.task, &msg.agent, now),
-            ReportKind::Complete(result) => self.core.complete(&msg.task, &msg.agent, result, now),
-            ReportKind::Fail { error, retryable } => self
-                .core
-                .fail(&msg.task, &msg.agent, &error, retryable, now),
+            ReportKind::Accept => self.core.accept(&msg.attempt, &msg.agent, now),
+            ReportKind::Complete(result) => {
+                self.core.complete(&msg.attempt, &msg.agent, result, now)
+            }
+            ReportKind::Fail { error, retryable } => {
+                self.core
+                    .fail(&msg.attempt, &msg.agent, &error, retryable, now)
+            }
         };
         if let Verdict::Stale(why) = &verdict {
-            if msg.from_sidecar {
+            if msg.source == ReportSource::Sidecar {
                 self.stats.stale();
             }
-            tracing::warn!(task = %msg.task, agent = %msg.agent, why = %why, "stale report");
+            tracing::warn!(attempt = %msg.attempt, agent = %msg.agent, why = %why, "stale report");
         }
         after_durable(self.commit(ctx), Ok(verdict))
     }
 }
 
-impl Handler<Release> for TaskQueue {
-    type Result = ResponseFuture<Result<Verdict, QueueFailure>>;
+impl Handler<Release> for QueueActor {
+    type Result = ResponseFuture<Result<Verdict, CommandError>>;
     fn handle(&mut self, msg: Release, ctx: &mut Context<Self>) -> Self::Result {
-        let verdict = self.core.release(&msg.task, &msg.reason, Timestamp::now());
+        let verdict = self
+            .core
+            .release(&msg.attempt, &msg.reason, Timestamp::now());
         after_durable(self.commit(ctx), Ok(verdict))
     }
 }
 
-impl Handler<ActiveAttempts> for TaskQueue {
-    type Result = MessageResult<ActiveAttempts>;
-    fn handle(&mut self, _: ActiveAttempts, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(
-            self.core
-                .active()
-                .map(|t| ActiveAttempt {
-                    task: AttemptRef::new(t.id.clone(), t.generation),
-                    agent: t.assigned_to.clone().unwrap_or_default(),
-                    status: t.status,
-                    since: t.updated_at,
-                })
-                .collect(),
-        )
+impl Handler<OutstandingAttempts> for QueueActor {
+    type Result = MessageResult<OutstandingAttempts>;
+    fn handle(&mut self, msg: OutstandingAttempts, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.outstanding(msg.agent.as_deref()))
     }
 }
 
-impl Handler<PromoteDue> for TaskQueue {
+impl Handler<PromoteDue> for QueueActor {
     type Result = ();
     fn handle(&mut self, _: PromoteDue, ctx: &mut Context<Self>) {
         self.promote(ctx);

@@ -1,28 +1,34 @@
-//! The `Registry` actor: the set of known agents.
+//! The `RegistryActor`: the set of known agents.
 //!
 //! It owns the agent records (create with a token shown once, revoke), the
 //! [`AgentDirectory`] that resolves an agent token to its agent for the
-//! WebSocket upgrade, and the map from agent id to its AgentFsm address.
-//! It starts one supervised FSM per agent, seeding each with the attempt
-//! the durable task state says it holds (so a hub restart keeps owners and
-//! generations), and replaces an FSM whose mailbox has died (a panic in a
-//! handler), rebuilding it from the same durable facts.
+//! WebSocket upgrade, and the map from agent id to its running actor. It
+//! starts one supervised [`AgentActor`] per agent, seeding each with the
+//! attempt the queue says it holds (so a hub restart keeps owners and
+//! generations), and replaces an actor whose mailbox has died (a panic in a
+//! handler), seeding the new one from the queue again.
 //!
-//! It never touches tasks: it forwards an operator's cancel to the right
-//! FSM and nothing more.
+//! Its store writes (an agent added or revoked, each made durable) run on a
+//! blocking thread, never on the thread the hub's actors share. It never
+//! touches tasks: it forwards an operator's cancel to the right agent and
+//! nothing more.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
-use agentcom_protocol::{AgentInfo, AttemptRef, TaskStatus, Timestamp};
+use agentcom_protocol::{AgentInfo, Timestamp};
 
-use crate::actors::agent::{AgentDeps, AgentFsm, CancelAttempt, Revoke, Shutdown};
+use crate::actors::agent::{AgentActor, AgentLinks};
+use crate::actors::messages::{
+    AddAgent, AgentHandle, CancelAttempt, CloseAll, Lookup, OutstandingAttempts, RegistryError,
+    Revoke, RevokeAgent, Shutdown, StopAttempt,
+};
 use crate::auth::{generate_token, hash_token};
 use crate::domain::fsm::{AgentMachine, FsmSettings};
+use crate::domain::queue::Outstanding;
 use crate::store::{AgentRecord, Store};
-use crate::views::TaskView;
 
 /// Agent token hash → agent id, readable without the actor.
 #[derive(Default)]
@@ -55,234 +61,225 @@ impl AgentDirectory {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RegistryError {
-    #[error("agent {0} already exists")]
-    Exists(String),
-    #[error("no agent {0}")]
-    NotFound(String),
-    #[error("the store failed: {0}")]
-    Store(String),
+struct Running {
+    record: AgentRecord,
+    addr: Addr<AgentActor>,
 }
 
-// ----- messages ------------------------------------------------------------------
-
-/// Create an agent; answers its info and its token (shown once).
-#[derive(Message)]
-#[rtype(result = "Result<(AgentInfo, String), RegistryError>")]
-pub struct AddAgent {
-    pub id: String,
-    pub capabilities: Vec<String>,
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<(), RegistryError>")]
-pub struct RevokeAgent {
-    pub id: String,
-}
-
-#[derive(Message)]
-#[rtype(result = "Option<Addr<AgentFsm>>")]
-pub struct Lookup {
-    pub id: String,
-}
-
-/// An attempt was cancelled: tell its agent.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopAttempt {
-    pub agent: String,
-    pub task: AttemptRef,
-    pub reason: String,
-}
-
-/// The hub is stopping: close every session.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CloseAll;
-
-/// Ask the registry to start FSMs, once the deps exist.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Start {
-    pub deps: Arc<AgentDeps>,
-}
-
-// ----- the actor -------------------------------------------------------------------
-
-pub struct Registry {
+pub struct RegistryActor {
     store: Store,
-    tasks: Arc<TaskView>,
     directory: Arc<AgentDirectory>,
     fsm_settings: FsmSettings,
-    deps: Option<Arc<AgentDeps>>,
-    agents: HashMap<String, (AgentRecord, Addr<AgentFsm>)>,
-    records: Vec<AgentRecord>,
+    links: Arc<AgentLinks>,
+    outstanding: Recipient<OutstandingAttempts>,
+    agents: HashMap<String, Running>,
+    /// Agents being added or revoked, while their store write runs.
+    changing: HashSet<String>,
+    /// Agents whose actor died, waiting for the queue's word on what they hold.
+    reseeding: HashSet<String>,
+    /// What the agents held at start, by agent (taken as their actors start).
+    held_at_start: HashMap<String, Outstanding>,
+    records_at_start: Vec<AgentRecord>,
 }
 
-impl Registry {
+impl RegistryActor {
+    /// `held` is what the queue says each agent holds at start.
     pub fn new(
         store: Store,
         records: Vec<AgentRecord>,
-        tasks: Arc<TaskView>,
+        held: Vec<Outstanding>,
         directory: Arc<AgentDirectory>,
         fsm_settings: FsmSettings,
+        links: Arc<AgentLinks>,
+        outstanding: Recipient<OutstandingAttempts>,
     ) -> Self {
         for r in &records {
             directory.insert(r.token_sha256.clone(), r.id.clone());
         }
-        Registry {
+        RegistryActor {
             store,
-            tasks,
             directory,
             fsm_settings,
-            deps: None,
+            links,
+            outstanding,
             agents: HashMap::new(),
-            records,
+            changing: HashSet::new(),
+            reseeding: HashSet::new(),
+            held_at_start: latest_by_agent(held),
+            records_at_start: records,
         }
     }
 
-    /// Start a supervised FSM for `record`, seeded from durable task state.
-    fn spawn_fsm(&self, record: &AgentRecord) -> Addr<AgentFsm> {
-        let deps = self.deps.clone().expect("started");
-        let now = Timestamp::now();
-        let mut machine = AgentMachine::new(
+    fn machine(&self, record: &AgentRecord, now: Timestamp) -> AgentMachine {
+        AgentMachine::new(
             &record.id,
             record.capabilities.clone(),
             record.created_at,
             self.fsm_settings.clone(),
             now,
-        );
-        let mut held = self.tasks.active_for(&record.id);
-        held.sort_by_key(|t| std::cmp::Reverse(t.updated_at));
-        if let Some(t) = held.first() {
-            tracing::info!(agent = %record.id, task = %t.id, generation = t.generation, status = %t.status, "agent still holds an attempt; waiting for its sidecar");
-            machine.seed_holding(
-                AttemptRef::new(t.id.clone(), t.generation),
-                t.status == TaskStatus::Working,
-                t.timeout_s,
-                t.updated_at,
-                now,
-            );
-        }
-        Supervisor::start(move |_| AgentFsm::new(machine, deps))
+        )
     }
 
-    fn check_alive(&mut self) {
-        let dead: Vec<AgentRecord> = self
+    /// Start a supervised actor for `record`, seeded with the attempt it holds.
+    fn spawn_agent(&mut self, record: AgentRecord, held: Option<&Outstanding>) {
+        let now = Timestamp::now();
+        let mut machine = self.machine(&record, now);
+        if let Some(h) = held {
+            tracing::info!(agent = %record.id, attempt = %h.attempt, status = %h.status, "agent still holds an attempt; waiting for its sidecar");
+            machine.seed_holding(h, now);
+        }
+        let links = self.links.clone();
+        let addr = Supervisor::start(move |_| AgentActor::new(machine, links));
+        self.agents
+            .insert(record.id.clone(), Running { record, addr });
+    }
+
+    /// Replace agent actors whose mailbox died, seeded from the queue.
+    fn check_alive(&mut self, ctx: &mut Context<Self>) {
+        let dead: Vec<String> = self
             .agents
-            .values()
-            .filter(|(_, addr)| !addr.connected())
-            .map(|(r, _)| r.clone())
+            .iter()
+            .filter(|(id, r)| !r.addr.connected() && !self.reseeding.contains(*id))
+            .map(|(id, _)| id.clone())
             .collect();
-        for record in dead {
-            tracing::error!(agent = %record.id, "agent FSM died; restarting it from the durable state");
-            let addr = self.spawn_fsm(&record);
-            self.agents.insert(record.id.clone(), (record, addr));
+        for id in dead {
+            tracing::error!(agent = %id, "agent actor died; restarting it from the queue's state");
+            self.reseeding.insert(id.clone());
+            let ask = self.outstanding.send(OutstandingAttempts {
+                agent: Some(id.clone()),
+            });
+            ctx.spawn(ask.into_actor(self).map(move |held, act, _| {
+                act.reseeding.remove(&id);
+                let Ok(held) = held else { return };
+                // Revoked meanwhile: nothing to restart.
+                let Some(record) = act.agents.remove(&id).map(|r| r.record) else {
+                    return;
+                };
+                let held = latest_by_agent(held).remove(&id);
+                act.spawn_agent(record, held.as_ref());
+            }));
         }
     }
 }
 
-impl Actor for Registry {
+/// The most recent attempt each agent holds (one, in a healthy hub).
+fn latest_by_agent(held: Vec<Outstanding>) -> HashMap<String, Outstanding> {
+    let mut out: HashMap<String, Outstanding> = HashMap::new();
+    for h in held {
+        match out.get(&h.agent) {
+            Some(o) if o.since >= h.since => {}
+            _ => {
+                out.insert(h.agent.clone(), h);
+            }
+        }
+    }
+    out
+}
+
+impl Actor for RegistryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(65_536);
-        ctx.run_interval(Duration::from_secs(1), |act, _| act.check_alive());
-    }
-}
-
-impl Handler<Start> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Start, _: &mut Context<Self>) {
-        self.deps = Some(msg.deps);
-        for record in std::mem::take(&mut self.records) {
-            let addr = self.spawn_fsm(&record);
-            self.agents.insert(record.id.clone(), (record, addr));
+        let held = std::mem::take(&mut self.held_at_start);
+        for record in std::mem::take(&mut self.records_at_start) {
+            let h = held.get(&record.id);
+            self.spawn_agent(record, h);
         }
-        tracing::info!(agents = self.agents.len(), "agent FSMs started");
+        tracing::info!(agents = self.agents.len(), "agent actors started");
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.check_alive(ctx));
     }
 }
 
-impl Handler<AddAgent> for Registry {
-    type Result = Result<(AgentInfo, String), RegistryError>;
+impl Handler<AddAgent> for RegistryActor {
+    type Result = ResponseActFuture<Self, Result<(AgentInfo, String), RegistryError>>;
     fn handle(&mut self, msg: AddAgent, _: &mut Context<Self>) -> Self::Result {
-        if self.agents.contains_key(&msg.id) {
-            return Err(RegistryError::Exists(msg.id));
+        if self.agents.contains_key(&msg.id) || !self.changing.insert(msg.id.clone()) {
+            return Box::pin(actix::fut::ready(Err(RegistryError::Exists(msg.id))));
         }
         let token = generate_token("agent");
-        let now = Timestamp::now();
         let mut capabilities = msg.capabilities;
         capabilities.sort();
         capabilities.dedup();
         let record = AgentRecord {
-            id: msg.id.clone(),
+            id: msg.id,
             capabilities,
             token_sha256: hash_token(&token),
-            created_at: now,
+            created_at: Timestamp::now(),
         };
-        self.store
-            .put_agent(&record)
-            .map_err(|e| RegistryError::Store(e.to_string()))?;
-        self.directory
-            .insert(record.token_sha256.clone(), record.id.clone());
-        let addr = self.spawn_fsm(&record);
-        let info = AgentMachine::new(
-            &record.id,
-            record.capabilities.clone(),
-            now,
-            self.fsm_settings.clone(),
-            now,
-        )
-        .info();
-        tracing::info!(agent = %record.id, capabilities = ?record.capabilities, "agent added");
-        self.agents.insert(record.id.clone(), (record, addr));
-        Ok((info, token))
+        let store = self.store.clone();
+        let to_write = record.clone();
+        let write = actix_rt::task::spawn_blocking(move || store.put_agent(&to_write));
+        Box::pin(write.into_actor(self).map(move |res, act, _| {
+            act.changing.remove(&record.id);
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(RegistryError::Store(e.to_string())),
+                Err(e) => return Err(RegistryError::Store(e.to_string())),
+            }
+            act.directory
+                .insert(record.token_sha256.clone(), record.id.clone());
+            let info = act.machine(&record, record.created_at).info();
+            tracing::info!(agent = %record.id, capabilities = ?record.capabilities, "agent added");
+            act.spawn_agent(record, None);
+            Ok((info, token))
+        }))
     }
 }
 
-impl Handler<RevokeAgent> for Registry {
-    type Result = Result<(), RegistryError>;
+impl Handler<RevokeAgent> for RegistryActor {
+    type Result = ResponseActFuture<Self, Result<(), RegistryError>>;
     fn handle(&mut self, msg: RevokeAgent, _: &mut Context<Self>) -> Self::Result {
-        if !self.agents.contains_key(&msg.id) {
-            return Err(RegistryError::NotFound(msg.id));
+        if !self.agents.contains_key(&msg.id) || !self.changing.insert(msg.id.clone()) {
+            return Box::pin(actix::fut::ready(Err(RegistryError::NotFound(msg.id))));
         }
-        self.store
-            .delete_agent(&msg.id)
-            .map_err(|e| RegistryError::Store(e.to_string()))?;
-        self.directory.remove_agent(&msg.id);
-        if let Some((_, addr)) = self.agents.remove(&msg.id) {
-            addr.do_send(Revoke);
-        }
-        tracing::info!(agent = %msg.id, "agent revoked");
-        Ok(())
+        let store = self.store.clone();
+        let id = msg.id;
+        let to_delete = id.clone();
+        let write = actix_rt::task::spawn_blocking(move || store.delete_agent(&to_delete));
+        Box::pin(write.into_actor(self).map(move |res, act, _| {
+            act.changing.remove(&id);
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(RegistryError::Store(e.to_string())),
+                Err(e) => return Err(RegistryError::Store(e.to_string())),
+            }
+            act.directory.remove_agent(&id);
+            if let Some(r) = act.agents.remove(&id) {
+                r.addr.do_send(Revoke);
+            }
+            tracing::info!(agent = %id, "agent revoked");
+            Ok(())
+        }))
     }
 }
 
-impl Handler<Lookup> for Registry {
-    type Result = Option<Addr<AgentFsm>>;
+impl Handler<Lookup> for RegistryActor {
+    type Result = Option<AgentHandle>;
     fn handle(&mut self, msg: Lookup, _: &mut Context<Self>) -> Self::Result {
-        self.agents.get(&msg.id).map(|(_, a)| a.clone())
+        self.agents
+            .get(&msg.id)
+            .map(|r| AgentActor::handle_of(&r.addr))
     }
 }
 
-impl Handler<StopAttempt> for Registry {
+impl Handler<StopAttempt> for RegistryActor {
     type Result = ();
     fn handle(&mut self, msg: StopAttempt, _: &mut Context<Self>) {
-        if let Some((_, addr)) = self.agents.get(&msg.agent) {
-            addr.do_send(CancelAttempt {
-                task: msg.task,
+        if let Some(r) = self.agents.get(&msg.agent) {
+            r.addr.do_send(CancelAttempt {
+                attempt: msg.attempt,
                 reason: msg.reason,
             });
         }
     }
 }
 
-impl Handler<CloseAll> for Registry {
+impl Handler<CloseAll> for RegistryActor {
     type Result = ();
     fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) {
-        for (_, addr) in self.agents.values() {
-            addr.do_send(Shutdown);
+        for r in self.agents.values() {
+            r.addr.do_send(Shutdown);
         }
     }
 }
@@ -291,12 +288,24 @@ impl Handler<CloseAll> for Registry {
 mod tests {
     use std::time::Duration;
 
-    use crate::actors::agent::{Crash, Holds};
-    use crate::actors::registry::{AddAgent, Lookup};
+    use actix::Addr;
+    use agentcom_protocol::AttemptRef;
+
+    use super::RegistryActor;
+    use crate::actors::agent::Crash;
+    use crate::actors::messages::{AddAgent, AgentHandle, Holds, Lookup};
     use crate::config::{Overrides, Settings};
 
+    async fn lookup(registry: &Addr<RegistryActor>, id: &str) -> AgentHandle {
+        registry
+            .send(Lookup { id: id.into() })
+            .await
+            .unwrap()
+            .expect("the agent exists")
+    }
+
     #[actix_rt::test]
-    async fn a_dead_agent_fsm_is_restarted_from_durable_state() {
+    async fn a_dead_agent_actor_is_restarted_from_durable_state() {
         let dir = std::env::temp_dir().join(format!("agentcom-registry-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let settings = Settings::load_with_env(
@@ -317,41 +326,48 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let first = hub
-            .registry
-            .send(Lookup { id: "a1".into() })
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(first.connected());
-        first.do_send(Crash);
+        let first = lookup(&hub.registry, "a1").await;
+        assert!(first.holds.connected());
+        hub.registry.send(CrashAgent("a1".into())).await.unwrap();
         let mut replaced = None;
         for _ in 0..40 {
             actix_rt::time::sleep(Duration::from_millis(100)).await;
-            let now = hub
-                .registry
-                .send(Lookup { id: "a1".into() })
-                .await
-                .unwrap()
-                .unwrap();
-            if !first.connected() && now.connected() {
+            let now = lookup(&hub.registry, "a1").await;
+            if !first.holds.connected() && now.holds.connected() {
                 replaced = Some(now);
                 break;
             }
         }
-        let replaced = replaced.expect("the registry restarted the dead FSM");
+        let replaced = replaced.expect("the registry restarted the dead actor");
         let holds = replaced
+            .holds
             .send(Holds {
-                task: agentcom_protocol::AttemptRef::new("t", 1),
+                attempt: AttemptRef::new("t", 1),
             })
             .await;
-        assert_eq!(holds.ok(), Some(false), "the new FSM answers");
+        assert_eq!(holds.ok(), Some(false), "the new actor answers");
         let info = hub
             .state
             .agents
             .get("a1")
-            .expect("the new FSM published the agent");
+            .expect("the new actor published the agent");
         assert_eq!(info.capabilities, vec!["x".to_string()]);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// Make an agent's actor panic (supervision tests only).
+    struct CrashAgent(String);
+
+    impl actix::Message for CrashAgent {
+        type Result = ();
+    }
+
+    impl actix::Handler<CrashAgent> for RegistryActor {
+        type Result = ();
+        fn handle(&mut self, msg: CrashAgent, _: &mut actix::Context<Self>) {
+            if let Some(r) = self.agents.get(&msg.0) {
+                r.addr.do_send(Crash);
+            }
+        }
     }
 }

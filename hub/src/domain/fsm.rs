@@ -1,7 +1,7 @@
 //! `AgentMachine`: one agent's state machine, as plain Rust.
 //!
 //! It holds what the hub knows of one agent: whether its sidecar is
-//! connected (and through which session), the attempt it holds (assigned or
+//! connected (and through which connection), the attempt it holds (assigned or
 //! working), its heartbeat and failure record, and its recent transitions.
 //! Its state (offline, idle, assigned, working, degraded) is *derived* from
 //! those facts, so every transition is the consequence of an event and is
@@ -9,15 +9,18 @@
 //!
 //! Events come in as method calls with the current time; what the hub must
 //! do about them comes out as [`Effect`]s (frames to send, attempts to
-//! release or fail, a session to close). It must never do I/O, read the
-//! clock, or touch the task queue itself: the AgentFsm actor carries out
-//! the effects.
+//! release or fail, a connection to close). It must never do I/O, read the
+//! clock, or touch the task queue itself: the agent actor carries out the
+//! effects.
 
 use std::collections::VecDeque;
 
 use agentcom_protocol::{
-    AgentInfo, AgentState, AgentTransition, AttemptRef, HubMsg, SidecarState, Task, Timestamp,
+    AgentInfo, AgentState, AgentTransition, AttemptRef, HubMsg, SidecarState, Task, TaskStatus,
+    Timestamp,
 };
+
+use crate::domain::queue::{Outstanding, Verdict};
 
 /// Timeouts and the circuit breaker, in milliseconds.
 #[derive(Clone, Debug)]
@@ -77,8 +80,15 @@ pub enum Effect {
         error: String,
         retryable: bool,
     },
-    /// Close this session.
-    CloseSession { session: u64, reason: String },
+    /// Close this connection.
+    CloseConnection { conn: u64, reason: String },
+}
+
+/// How the sidecar says an attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Completed,
+    Failed,
 }
 
 /// The agent cannot take an assignment now.
@@ -104,7 +114,7 @@ pub struct AgentMachine {
     settings: FsmSettings,
     state: AgentState,
     state_since: Timestamp,
-    session: Option<u64>,
+    conn: Option<u64>,
     holding: Option<Holding>,
     last_heartbeat: Option<Timestamp>,
     /// While offline with an attempt held: when it is given up.
@@ -130,7 +140,7 @@ impl AgentMachine {
             settings,
             state: AgentState::Offline,
             state_since: now,
-            session: None,
+            conn: None,
             holding: None,
             last_heartbeat: None,
             offline_deadline: None,
@@ -141,20 +151,13 @@ impl AgentMachine {
         }
     }
 
-    /// After a hub restart: the agent is offline but still owns an attempt
-    /// the store says it holds (working since `since`, or assigned). It has
+    /// After a hub restart (or a restart of its actor): the agent is
+    /// offline but still owns the attempt the queue says it holds. It has
     /// one heartbeat timeout to come back; a working attempt keeps its task
     /// deadline, an assigned one gets a fresh accept deadline.
-    pub fn seed_holding(
-        &mut self,
-        task: AttemptRef,
-        working: bool,
-        timeout_s: u64,
-        since: Timestamp,
-        now: Timestamp,
-    ) {
-        let (phase, deadline) = if working {
-            (Phase::Working, since.plus_secs(timeout_s as f64))
+    pub fn seed_holding(&mut self, held: &Outstanding, now: Timestamp) {
+        let (phase, deadline) = if held.status == TaskStatus::Working {
+            (Phase::Working, held.since.plus_secs(held.timeout_s as f64))
         } else {
             (
                 Phase::Assigned,
@@ -162,11 +165,11 @@ impl AgentMachine {
             )
         };
         self.holding = Some(Holding {
-            task,
+            task: held.attempt.clone(),
             phase,
-            since,
+            since: held.since,
             deadline: Some(deadline),
-            timeout_s,
+            timeout_s: held.timeout_s,
             cancelling: false,
         });
         self.offline_deadline = Some(now.plus_millis(self.settings.heartbeat_timeout_ms));
@@ -188,8 +191,9 @@ impl AgentMachine {
         self.state_since
     }
 
-    pub fn session(&self) -> Option<u64> {
-        self.session
+    /// The connection the agent's sidecar is on, if connected.
+    pub fn conn(&self) -> Option<u64> {
+        self.conn
     }
 
     pub fn holding(&self) -> Option<&Holding> {
@@ -209,7 +213,7 @@ impl AgentMachine {
             id: self.id.clone(),
             state: self.state,
             capabilities: self.capabilities.clone(),
-            connected: self.session.is_some(),
+            connected: self.conn.is_some(),
             current_task: self.holding.as_ref().map(|h| h.task.clone()),
             last_heartbeat_at: self.last_heartbeat,
             consecutive_failures: self.consecutive_failures,
@@ -229,7 +233,7 @@ impl AgentMachine {
                 out = Some(out.map_or(t, |o| o.min(t)));
             }
         };
-        if self.session.is_some() {
+        if self.conn.is_some() {
             consider(
                 self.last_heartbeat
                     .map(|h| h.plus_millis(self.settings.heartbeat_timeout_ms)),
@@ -248,13 +252,13 @@ impl AgentMachine {
 
     // ----- events -------------------------------------------------------------
 
-    /// A sidecar said `hello` on session `session`.
-    pub fn connect(&mut self, session: u64, hello: HelloFacts, now: Timestamp) -> Vec<Effect> {
+    /// A sidecar said `hello` on connection `conn`.
+    pub fn connect(&mut self, conn: u64, hello: HelloFacts, now: Timestamp) -> Vec<Effect> {
         let mut fx = Vec::new();
-        if let Some(old) = self.session.replace(session) {
-            if old != session {
-                fx.push(Effect::CloseSession {
-                    session: old,
+        if let Some(old) = self.conn.replace(conn) {
+            if old != conn {
+                fx.push(Effect::CloseConnection {
+                    conn: old,
                     reason: "replaced by a new connection".into(),
                 });
             }
@@ -288,12 +292,12 @@ impl AgentMachine {
         fx
     }
 
-    /// Session `session` closed. A later session's close is ignored.
-    pub fn disconnect(&mut self, session: u64, now: Timestamp) -> Vec<Effect> {
-        if self.session != Some(session) {
+    /// Connection `conn` closed. The close of a replaced connection is ignored.
+    pub fn disconnect(&mut self, conn: u64, now: Timestamp) -> Vec<Effect> {
+        if self.conn != Some(conn) {
             return vec![];
         }
-        self.session = None;
+        self.conn = None;
         if self.holding.is_some() {
             self.offline_deadline = Some(now.plus_millis(self.settings.heartbeat_timeout_ms));
         }
@@ -369,10 +373,14 @@ impl AgentMachine {
     }
 
     /// The queue's verdict on the sidecar's `accept` for `task` is in.
-    /// `current` is true when the queue applied it (or it was a duplicate).
-    pub fn accepted(&mut self, task: &AttemptRef, current: bool, now: Timestamp) -> Vec<Effect> {
+    pub fn accepted(
+        &mut self,
+        task: &AttemptRef,
+        verdict: &Verdict,
+        now: Timestamp,
+    ) -> Vec<Effect> {
         let holds = self.holding.as_ref().is_some_and(|h| &h.task == task);
-        if !current {
+        if let Verdict::Stale(_) = verdict {
             if holds {
                 let h = self.holding.as_mut().expect("holds");
                 h.phase = Phase::Working;
@@ -393,13 +401,14 @@ impl AgentMachine {
         vec![]
     }
 
-    /// The sidecar reported the end of `task` (complete when `success`).
-    /// `applied` is whether the queue recorded it as the current attempt.
+    /// The sidecar reported how `task` ended, and the queue gave its
+    /// verdict: only a failure the queue applied (not one it already had,
+    /// nor one of an attempt being cancelled) counts against the agent.
     pub fn reported(
         &mut self,
         task: &AttemptRef,
-        success: bool,
-        applied: bool,
+        ending: Ending,
+        verdict: &Verdict,
         now: Timestamp,
     ) -> Vec<Effect> {
         let holds = self.holding.as_ref().is_some_and(|h| &h.task == task);
@@ -408,12 +417,17 @@ impl AgentMachine {
         }
         let was_cancelling = self.holding.as_ref().is_some_and(|h| h.cancelling);
         self.holding = None;
-        if success {
-            self.consecutive_failures = 0;
-        } else if applied && !was_cancelling {
-            self.note_failure(now);
+        match ending {
+            Ending::Completed => self.consecutive_failures = 0,
+            Ending::Failed if *verdict == Verdict::Applied && !was_cancelling => {
+                self.note_failure(now)
+            }
+            Ending::Failed => {}
         }
-        let what = if success { "completed" } else { "failed" };
+        let what = match ending {
+            Ending::Completed => "completed",
+            Ending::Failed => "failed",
+        };
         self.settle(now, &format!("{what} {task}"));
         vec![]
     }
@@ -451,17 +465,17 @@ impl AgentMachine {
     pub fn tick(&mut self, now: Timestamp) -> Vec<Effect> {
         let mut fx = Vec::new();
         let hb_timeout = self.settings.heartbeat_timeout_ms;
-        if let Some(session) = self.session {
+        if let Some(conn) = self.conn {
             let silent = self
                 .last_heartbeat
                 .is_none_or(|h| h.plus_millis(hb_timeout) <= now);
             if silent {
                 let reason = format!("no heartbeat for {}s", hb_timeout / 1000);
-                fx.push(Effect::CloseSession {
-                    session,
+                fx.push(Effect::CloseConnection {
+                    conn,
                     reason: reason.clone(),
                 });
-                self.session = None;
+                self.conn = None;
                 fx.extend(self.give_up(&reason, now));
                 self.settle(now, &reason);
             }
@@ -508,9 +522,9 @@ impl AgentMachine {
     /// The agent was revoked: close its session and give back its attempt.
     pub fn revoke(&mut self, now: Timestamp) -> Vec<Effect> {
         let mut fx = Vec::new();
-        if let Some(session) = self.session.take() {
-            fx.push(Effect::CloseSession {
-                session,
+        if let Some(conn) = self.conn.take() {
+            fx.push(Effect::CloseConnection {
+                conn,
                 reason: "agent revoked".into(),
             });
         }
@@ -547,7 +561,7 @@ impl AgentMachine {
     }
 
     fn derive(&self, now: Timestamp) -> AgentState {
-        if self.session.is_none() {
+        if self.conn.is_none() {
             AgentState::Offline
         } else if let Some(h) = &self.holding {
             match h.phase {

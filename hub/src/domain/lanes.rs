@@ -23,9 +23,29 @@ pub type Needs = Vec<String>;
 /// Ordering key inside a lane: when the task entered it, then its id.
 pub type LaneKey = (i64, String);
 
-/// Lane index of a priority and whether the task is a retry.
-pub fn lane_index(priority: Priority, retry: bool) -> usize {
-    priority.rank() * 2 + usize::from(retry)
+/// Which of its priority's two lanes a queued task waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaneKind {
+    /// Never failed in its current retry budget.
+    Fresh,
+    /// Queued again after a failed attempt: waits behind fresh tasks.
+    Retry,
+}
+
+impl LaneKind {
+    /// The lane kind of a task, from its attempts.
+    pub fn of(task: &agentcom_protocol::Task) -> LaneKind {
+        if task.is_retry() {
+            LaneKind::Retry
+        } else {
+            LaneKind::Fresh
+        }
+    }
+}
+
+/// Lane index of a priority and lane kind.
+pub fn lane_index(priority: Priority, kind: LaneKind) -> usize {
+    priority.rank() * 2 + usize::from(kind == LaneKind::Retry)
 }
 
 /// Human name of a lane, e.g. `normal` or `normal_retry`.
@@ -78,12 +98,12 @@ impl Lanes {
         &mut self,
         id: &str,
         priority: Priority,
-        retry: bool,
+        kind: LaneKind,
         needed: &[String],
         queued_at: i64,
     ) {
         self.remove(id);
-        let lane = lane_index(priority, retry);
+        let lane = lane_index(priority, kind);
         let needs = needs_key(needed);
         self.lanes[lane]
             .groups
@@ -151,36 +171,36 @@ mod tests {
     #[test]
     fn service_order_is_priority_then_fresh_before_retry_then_fifo() {
         let mut l = Lanes::default();
-        l.push("low1", Priority::Low, false, &[], 1);
-        l.push("norm-retry", Priority::Normal, true, &[], 0);
-        l.push("norm2", Priority::Normal, false, &[], 5);
+        l.push("low1", Priority::Low, LaneKind::Fresh, &[], 1);
+        l.push("norm-retry", Priority::Normal, LaneKind::Retry, &[], 0);
+        l.push("norm2", Priority::Normal, LaneKind::Fresh, &[], 5);
         l.push(
             "norm1",
             Priority::Normal,
-            false,
+            LaneKind::Fresh,
             &["b".into(), "a".into()],
             3,
         );
-        l.push("urgent", Priority::Urgent, false, &[], 9);
+        l.push("urgent", Priority::Urgent, LaneKind::Fresh, &[], 9);
         assert_eq!(
             l.ordered_ids(),
             ["urgent", "norm1", "norm2", "norm-retry", "low1"]
         );
-        assert_eq!(l.depth(lane_index(Priority::Normal, false)), 2);
-        assert_eq!(l.depth(lane_index(Priority::Normal, true)), 1);
+        assert_eq!(l.depth(lane_index(Priority::Normal, LaneKind::Fresh)), 2);
+        assert_eq!(l.depth(lane_index(Priority::Normal, LaneKind::Retry)), 1);
     }
 
     #[test]
     fn remove_and_move() {
         let mut l = Lanes::default();
-        l.push("a", Priority::Normal, false, &[], 1);
-        l.push("b", Priority::Normal, false, &["x".into()], 2);
+        l.push("a", Priority::Normal, LaneKind::Fresh, &[], 1);
+        l.push("b", Priority::Normal, LaneKind::Fresh, &["x".into()], 2);
         assert!(l.remove("a"));
         assert!(!l.remove("a"));
-        l.push("b", Priority::High, false, &["x".into()], 2);
+        l.push("b", Priority::High, LaneKind::Fresh, &["x".into()], 2);
         assert_eq!(l.len(), 1);
-        assert_eq!(l.depth(lane_index(Priority::Normal, false)), 0);
-        assert_eq!(l.depth(lane_index(Priority::High, false)), 1);
+        assert_eq!(l.depth(lane_index(Priority::Normal, LaneKind::Fresh)), 0);
+        assert_eq!(l.depth(lane_index(Priority::High, LaneKind::Fresh)), 1);
     }
 
     #[test]

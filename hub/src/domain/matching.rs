@@ -88,6 +88,7 @@ pub fn plan(lanes: &Lanes, agents: &[IdleAgent]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::lanes::LaneKind;
     use agentcom_protocol::Priority;
 
     fn caps(c: &[&str]) -> Vec<String> {
@@ -97,7 +98,7 @@ mod tests {
     #[test]
     fn longest_idle_capable_agent_gets_the_first_task() {
         let mut l = Lanes::default();
-        l.push("t1", Priority::Normal, false, &[], 1);
+        l.push("t1", Priority::Normal, LaneKind::Fresh, &[], 1);
         let agents = [
             IdleAgent::new("recent", &[], 50),
             IdleAgent::new("longest", &[], 10),
@@ -114,7 +115,7 @@ mod tests {
         l.push(
             "needs-py",
             Priority::Normal,
-            false,
+            LaneKind::Fresh,
             &caps(&["python", "git"]),
             1,
         );
@@ -131,9 +132,9 @@ mod tests {
     #[test]
     fn a_task_nobody_can_do_does_not_block_the_lane() {
         let mut l = Lanes::default();
-        l.push("gpu", Priority::Urgent, false, &caps(&["gpu"]), 1);
-        l.push("plain1", Priority::Urgent, false, &[], 2);
-        l.push("plain2", Priority::Low, false, &[], 3);
+        l.push("gpu", Priority::Urgent, LaneKind::Fresh, &caps(&["gpu"]), 1);
+        l.push("plain1", Priority::Urgent, LaneKind::Fresh, &[], 2);
+        l.push("plain2", Priority::Low, LaneKind::Fresh, &[], 3);
         let agents = [IdleAgent::new("a", &[], 1), IdleAgent::new("b", &[], 2)];
         assert_eq!(
             plan(&l, &agents),
@@ -147,10 +148,10 @@ mod tests {
     #[test]
     fn urgent_before_low_and_fresh_before_retry() {
         let mut l = Lanes::default();
-        l.push("low", Priority::Low, false, &[], 1);
-        l.push("normal-retry", Priority::Normal, true, &[], 2);
-        l.push("normal", Priority::Normal, false, &[], 3);
-        l.push("urgent", Priority::Urgent, false, &[], 4);
+        l.push("low", Priority::Low, LaneKind::Fresh, &[], 1);
+        l.push("normal-retry", Priority::Normal, LaneKind::Retry, &[], 2);
+        l.push("normal", Priority::Normal, LaneKind::Fresh, &[], 3);
+        l.push("urgent", Priority::Urgent, LaneKind::Fresh, &[], 4);
         let one = [IdleAgent::new("a", &[], 1)];
         assert_eq!(plan(&l, &one)[0].0, "urgent");
         let many: Vec<IdleAgent> = (0..4)
@@ -163,9 +164,21 @@ mod tests {
     #[test]
     fn fifo_across_capability_groups_within_a_lane() {
         let mut l = Lanes::default();
-        l.push("rust-late", Priority::Normal, false, &caps(&["rust"]), 30);
-        l.push("any-early", Priority::Normal, false, &[], 10);
-        l.push("rust-mid", Priority::Normal, false, &caps(&["rust"]), 20);
+        l.push(
+            "rust-late",
+            Priority::Normal,
+            LaneKind::Fresh,
+            &caps(&["rust"]),
+            30,
+        );
+        l.push("any-early", Priority::Normal, LaneKind::Fresh, &[], 10);
+        l.push(
+            "rust-mid",
+            Priority::Normal,
+            LaneKind::Fresh,
+            &caps(&["rust"]),
+            20,
+        );
         let agents = [IdleAgent::new("r", &["rust"], 1)];
         assert_eq!(plan(&l, &agents)[0].0, "any-early");
         let two = [
@@ -183,8 +196,14 @@ mod tests {
         // which is the rule the issue states. The second task then finds the
         // remaining capable agent.
         let mut l = Lanes::default();
-        l.push("plain", Priority::Normal, false, &[], 1);
-        l.push("py", Priority::Normal, false, &caps(&["python"]), 2);
+        l.push("plain", Priority::Normal, LaneKind::Fresh, &[], 1);
+        l.push(
+            "py",
+            Priority::Normal,
+            LaneKind::Fresh,
+            &caps(&["python"]),
+            2,
+        );
         let agents = [
             IdleAgent::new("generalist", &["python"], 5),
             IdleAgent::new("other", &["python"], 9),
@@ -199,7 +218,7 @@ mod tests {
     fn no_agents_or_no_tasks_plans_nothing() {
         let mut l = Lanes::default();
         assert!(plan(&l, &[IdleAgent::new("a", &[], 1)]).is_empty());
-        l.push("t", Priority::Normal, false, &[], 1);
+        l.push("t", Priority::Normal, LaneKind::Fresh, &[], 1);
         assert!(plan(&l, &[]).is_empty());
     }
 }

@@ -16,9 +16,9 @@ use agentcom_protocol::{
     AttemptRef, HistoryEntry, NewTask, Task, TaskEvent, TaskResult, TaskStatus, Timestamp,
 };
 
-use crate::domain::lanes::Lanes;
+use crate::domain::lanes::{LaneKind, Lanes};
 use crate::domain::matching::{self, IdleAgent};
-use crate::domain::retry::{RetryDecision, RetryPolicy};
+use crate::domain::retry::{RetryDecision, RetryPolicy, Retryable};
 
 /// Defaults and policy the queue applies.
 #[derive(Clone, Debug)]
@@ -70,6 +70,30 @@ pub enum Verdict {
 pub struct Assignment {
     pub agent_id: String,
     pub task: Task,
+}
+
+/// An attempt an agent holds (its task assigned or working), as the
+/// stuck-work sweep and the seeding of agent actors need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outstanding {
+    pub attempt: AttemptRef,
+    pub agent: String,
+    pub status: TaskStatus,
+    /// When the task last changed (assigned, or accepted).
+    pub since: Timestamp,
+    pub timeout_s: u64,
+}
+
+impl Outstanding {
+    fn of(t: &Task) -> Outstanding {
+        Outstanding {
+            attempt: AttemptRef::new(t.id.clone(), t.generation),
+            agent: t.assigned_to.clone().unwrap_or_default(),
+            status: t.status,
+            since: t.updated_at,
+            timeout_s: t.timeout_s,
+        }
+    }
 }
 
 /// The outcome of a cancel: the task, and the attempt to stop if an agent held it.
@@ -162,13 +186,16 @@ impl QueueCore {
         &self.lanes
     }
 
-    /// Tasks an agent holds (assigned or working), for seeding agent FSMs
-    /// and for the stuck-work sweep.
-    pub fn active(&self) -> impl Iterator<Item = &Task> {
+    /// The attempts agents hold (of `agent` only, when given), for seeding
+    /// agent actors and for the stuck-work sweep.
+    pub fn outstanding(&self, agent: Option<&str>) -> Vec<Outstanding> {
         self.tasks
             .values()
             .map(|e| &e.task)
             .filter(|t| t.status.is_active())
+            .filter(|t| agent.is_none_or(|a| t.assigned_to.as_deref() == Some(a)))
+            .map(Outstanding::of)
+            .collect()
     }
 
     /// When the earliest backoff ends, if any task waits one out.
@@ -478,7 +505,7 @@ impl QueueCore {
         attempt: &AttemptRef,
         agent: &str,
         error: &str,
-        retryable: bool,
+        retryable: Retryable,
         now: Timestamp,
     ) -> Verdict {
         match self.check(attempt, agent) {
@@ -538,7 +565,13 @@ impl QueueCore {
                 );
                 self.index(&attempt.task_id);
             }
-            _ => self.fail_current(&attempt.task_id, agent.as_deref(), reason, true, now),
+            _ => self.fail_current(
+                &attempt.task_id,
+                agent.as_deref(),
+                reason,
+                Retryable::Yes,
+                now,
+            ),
         }
         Verdict::Applied
     }
@@ -612,7 +645,7 @@ impl QueueCore {
         id: &str,
         agent: Option<&str>,
         error: &str,
-        retryable: bool,
+        retryable: Retryable,
         now: Timestamp,
     ) {
         let (attempts, max_retries) = {
@@ -643,7 +676,7 @@ impl QueueCore {
                 }
             }
             RetryDecision::Dead => {
-                let why = if retryable {
+                let why = if retryable == Retryable::Yes {
                     "out of retries"
                 } else {
                     "not retryable"
@@ -686,7 +719,7 @@ impl QueueCore {
             TaskStatus::Queued => {
                 let at = t.queued_at.unwrap_or(t.created_at).0;
                 self.lanes
-                    .push(id, t.priority, t.is_retry(), &t.needed_capabilities, at);
+                    .push(id, t.priority, LaneKind::of(t), &t.needed_capabilities, at);
             }
             TaskStatus::Failed => {
                 let at = t.not_before.unwrap_or(t.updated_at).0;

@@ -3,6 +3,24 @@
 //! Pure arithmetic over a task's attempt count; it never touches the
 //! queue or the clock.
 
+/// Whether a failure may go away on another attempt (the sidecar's
+/// `retryable`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retryable {
+    Yes,
+    No,
+}
+
+impl From<bool> for Retryable {
+    fn from(retryable: bool) -> Self {
+        if retryable {
+            Retryable::Yes
+        } else {
+            Retryable::No
+        }
+    }
+}
+
 /// Decision for a failed attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RetryDecision {
@@ -30,8 +48,8 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// `attempts` counts the executions started so far, the failed one
     /// included; a task may run `1 + max_retries` times.
-    pub fn decide(&self, attempts: u32, max_retries: u32, retryable: bool) -> RetryDecision {
-        if !retryable || attempts > max_retries {
+    pub fn decide(&self, attempts: u32, max_retries: u32, retryable: Retryable) -> RetryDecision {
+        if retryable == Retryable::No || attempts > max_retries {
             return RetryDecision::Dead;
         }
         let retry_no = attempts.max(1) as usize; // 1 for the first retry
@@ -52,16 +70,22 @@ mod tests {
     #[test]
     fn default_schedule_is_immediate_then_30s_then_2min_then_dead() {
         let p = RetryPolicy::default();
-        assert_eq!(p.decide(1, 3, true), RetryDecision::RetryAfter(0));
-        assert_eq!(p.decide(2, 3, true), RetryDecision::RetryAfter(30));
-        assert_eq!(p.decide(3, 3, true), RetryDecision::RetryAfter(120));
-        assert_eq!(p.decide(4, 3, true), RetryDecision::Dead);
+        assert_eq!(p.decide(1, 3, Retryable::Yes), RetryDecision::RetryAfter(0));
+        assert_eq!(
+            p.decide(2, 3, Retryable::Yes),
+            RetryDecision::RetryAfter(30)
+        );
+        assert_eq!(
+            p.decide(3, 3, Retryable::Yes),
+            RetryDecision::RetryAfter(120)
+        );
+        assert_eq!(p.decide(4, 3, Retryable::Yes), RetryDecision::Dead);
     }
 
     #[test]
     fn non_retryable_is_dead_at_once() {
         assert_eq!(
-            RetryPolicy::default().decide(1, 3, false),
+            RetryPolicy::default().decide(1, 3, Retryable::No),
             RetryDecision::Dead
         );
     }
@@ -71,17 +95,20 @@ mod tests {
         let p = RetryPolicy {
             backoff_s: vec![1, 5],
         };
-        assert_eq!(p.decide(3, 5, true), RetryDecision::RetryAfter(5));
-        assert_eq!(p.decide(5, 5, true), RetryDecision::RetryAfter(5));
-        assert_eq!(p.decide(6, 5, true), RetryDecision::Dead);
+        assert_eq!(p.decide(3, 5, Retryable::Yes), RetryDecision::RetryAfter(5));
+        assert_eq!(p.decide(5, 5, Retryable::Yes), RetryDecision::RetryAfter(5));
+        assert_eq!(p.decide(6, 5, Retryable::Yes), RetryDecision::Dead);
         let empty = RetryPolicy { backoff_s: vec![] };
-        assert_eq!(empty.decide(1, 1, true), RetryDecision::RetryAfter(0));
+        assert_eq!(
+            empty.decide(1, 1, Retryable::Yes),
+            RetryDecision::RetryAfter(0)
+        );
     }
 
     #[test]
     fn zero_retries_means_one_attempt() {
         assert_eq!(
-            RetryPolicy::default().decide(1, 0, true),
+            RetryPolicy::default().decide(1, 0, Retryable::Yes),
             RetryDecision::Dead
         );
     }

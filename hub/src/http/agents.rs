@@ -3,12 +3,12 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use agentcom_protocol::{AgentCreated, AgentList, NewAgent};
 
-use crate::actors::registry::{AddAgent, RevokeAgent};
+use crate::actors::messages::{AddAgent, RevokeAgent};
 use crate::domain::validate;
-use crate::http::error::ApiErr;
+use crate::http::error::HttpError;
 use crate::http::{auth, body, AppState};
 
-pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiErr> {
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     auth::reader(&req, &state)?;
     Ok(HttpResponse::Ok().json(AgentList {
         agents: state.agents.all(),
@@ -19,12 +19,12 @@ pub async fn show(
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
-) -> Result<HttpResponse, ApiErr> {
+) -> Result<HttpResponse, HttpError> {
     auth::reader(&req, &state)?;
     let agent = state
         .agents
         .get(&id)
-        .ok_or_else(|| ApiErr::not_found(format!("no agent {id}")))?;
+        .ok_or_else(|| HttpError::not_found(format!("no agent {id}")))?;
     Ok(HttpResponse::Ok().json(agent))
 }
 
@@ -32,7 +32,7 @@ pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiErr> {
+) -> Result<HttpResponse, HttpError> {
     auth::admin(&req, &state)?;
     let new: NewAgent = body::json(payload).await?;
     validate::agent_id(&new.id)?;
@@ -58,7 +58,7 @@ pub async fn revoke(
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
-) -> Result<HttpResponse, ApiErr> {
+) -> Result<HttpResponse, HttpError> {
     auth::admin(&req, &state)?;
     state
         .registry

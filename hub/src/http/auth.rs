@@ -4,7 +4,7 @@
 use actix_web::HttpRequest;
 
 use crate::auth::Role;
-use crate::http::error::ApiErr;
+use crate::http::error::HttpError;
 use crate::http::AppState;
 
 /// Name of the dashboard's session cookie (HttpOnly, SameSite=Strict).
@@ -22,9 +22,9 @@ pub fn presented_token(req: &HttpRequest) -> Option<String> {
     req.cookie(SESSION_COOKIE).map(|c| c.value().to_string())
 }
 
-fn role(req: &HttpRequest, state: &AppState) -> Result<Role, ApiErr> {
+fn role(req: &HttpRequest, state: &AppState) -> Result<Role, HttpError> {
     let Some(token) = presented_token(req) else {
-        return Err(ApiErr::unauthorized(
+        return Err(HttpError::unauthorized(
             "missing token: send Authorization: Bearer <token>",
         ));
     };
@@ -32,23 +32,23 @@ fn role(req: &HttpRequest, state: &AppState) -> Result<Role, ApiErr> {
         return Ok(role);
     }
     if state.directory.agent_for(&token).is_some() {
-        return Err(ApiErr::forbidden(
+        return Err(HttpError::forbidden(
             "agent tokens only open the sidecar WebSocket (/ws)",
         ));
     }
-    Err(ApiErr::unauthorized("invalid token"))
+    Err(HttpError::unauthorized("invalid token"))
 }
 
 /// Require a token that may read.
-pub fn reader(req: &HttpRequest, state: &AppState) -> Result<Role, ApiErr> {
+pub fn reader(req: &HttpRequest, state: &AppState) -> Result<Role, HttpError> {
     role(req, state)
 }
 
 /// Require the admin token.
-pub fn admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiErr> {
+pub fn admin(req: &HttpRequest, state: &AppState) -> Result<(), HttpError> {
     match role(req, state)? {
         Role::Admin => Ok(()),
-        Role::Viewer => Err(ApiErr::forbidden(
+        Role::Viewer => Err(HttpError::forbidden(
             "this token may only read; writes need the admin token",
         )),
     }

@@ -6,29 +6,32 @@ use actix_web::web;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::http::error::ApiErr;
+use crate::http::error::HttpError;
 
 /// Largest request body accepted (a 64 KiB description plus the rest).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-pub async fn json<T: DeserializeOwned>(mut payload: web::Payload) -> Result<T, ApiErr> {
+pub async fn json<T: DeserializeOwned>(mut payload: web::Payload) -> Result<T, HttpError> {
     let mut buf = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiErr::bad_request(format!("cannot read the body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| HttpError::bad_request(format!("cannot read the body: {e}")))?;
         if buf.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiErr::too_large(format!(
+            return Err(HttpError::too_large(format!(
                 "the body is larger than {MAX_BODY_BYTES} bytes"
             )));
         }
         buf.extend_from_slice(&chunk);
     }
     if buf.is_empty() {
-        return Err(ApiErr::bad_request("the body is empty; send a JSON object"));
+        return Err(HttpError::bad_request(
+            "the body is empty; send a JSON object",
+        ));
     }
     let value: serde_json::Value = serde_json::from_slice(&buf)
-        .map_err(|e| ApiErr::bad_request(format!("the body is not valid JSON: {e}")))?;
+        .map_err(|e| HttpError::bad_request(format!("the body is not valid JSON: {e}")))?;
     if !value.is_object() {
-        return Err(ApiErr::bad_request("the body must be a JSON object"));
+        return Err(HttpError::bad_request("the body must be a JSON object"));
     }
-    serde_json::from_value(value).map_err(|e| ApiErr::invalid(e.to_string()))
+    serde_json::from_value(value).map_err(|e| HttpError::invalid(e.to_string()))
 }

@@ -1,25 +1,26 @@
-//! The API's one error shape, `{"error": {"code", "message"}}`, with the
-//! status codes of the contract. Every route returns [`ApiErr`] on failure;
-//! nothing else in the hub builds an error response.
+//! The API's one error shape, `{"error": {"code", "message"}}` (the
+//! protocol's [`ApiError`] body), with the status codes of the contract.
+//! Every route returns [`HttpError`] on failure; nothing else in the hub
+//! builds an error response.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use agentcom_protocol::ApiError;
 
-use crate::actors::queue::QueueFailure;
-use crate::actors::registry::RegistryError;
+use crate::actors::messages::{CommandError, RegistryError};
+use crate::domain::queue::QueueError;
 use crate::domain::validate::FieldError;
 
 #[derive(Debug, Clone)]
-pub struct ApiErr {
+pub struct HttpError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
 }
 
-impl ApiErr {
+impl HttpError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiErr {
+        HttpError {
             status,
             code,
             message: message.into(),
@@ -51,7 +52,7 @@ impl ApiErr {
     }
 }
 
-impl std::fmt::Display for ApiErr {
+impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -63,7 +64,7 @@ impl std::fmt::Display for ApiErr {
     }
 }
 
-impl ResponseError for ApiErr {
+impl ResponseError for HttpError {
     fn status_code(&self) -> StatusCode {
         self.status
     }
@@ -73,34 +74,38 @@ impl ResponseError for ApiErr {
     }
 }
 
-impl From<QueueFailure> for ApiErr {
-    fn from(e: QueueFailure) -> Self {
+impl From<CommandError> for HttpError {
+    fn from(e: CommandError) -> Self {
         match e {
-            QueueFailure::NotFound(id) => ApiErr::not_found(format!("no task {id}")),
-            QueueFailure::Conflict(m) => ApiErr::conflict(m),
-            QueueFailure::Store(m) => ApiErr::unavailable(format!("the store failed: {m}")),
+            CommandError::Refused(QueueError::NotFound(id)) => {
+                HttpError::not_found(format!("no task {id}"))
+            }
+            CommandError::Refused(QueueError::Conflict(m)) => HttpError::conflict(m),
+            CommandError::Unavailable(m) => {
+                HttpError::unavailable(format!("the store failed: {m}"))
+            }
         }
     }
 }
 
-impl From<RegistryError> for ApiErr {
+impl From<RegistryError> for HttpError {
     fn from(e: RegistryError) -> Self {
         match e {
-            RegistryError::Exists(_) => ApiErr::conflict(e.to_string()),
-            RegistryError::NotFound(_) => ApiErr::not_found(e.to_string()),
-            RegistryError::Store(_) => ApiErr::unavailable(e.to_string()),
+            RegistryError::Exists(_) => HttpError::conflict(e.to_string()),
+            RegistryError::NotFound(_) => HttpError::not_found(e.to_string()),
+            RegistryError::Store(_) => HttpError::unavailable(e.to_string()),
         }
     }
 }
 
-impl From<FieldError> for ApiErr {
+impl From<FieldError> for HttpError {
     fn from(e: FieldError) -> Self {
-        ApiErr::invalid(format!("{}: {}", e.field, e.message))
+        HttpError::invalid(format!("{}: {}", e.field, e.message))
     }
 }
 
-impl From<actix::MailboxError> for ApiErr {
+impl From<actix::MailboxError> for HttpError {
     fn from(e: actix::MailboxError) -> Self {
-        ApiErr::unavailable(format!("the hub is shutting down ({e})"))
+        HttpError::unavailable(format!("the hub is shutting down ({e})"))
     }
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::events::Event;
-use crate::http::error::ApiErr;
+use crate::http::error::HttpError;
 use crate::http::{auth, AppState};
 
 /// Comment line sent when nothing happened for this long.
@@ -40,7 +40,7 @@ pub async fn stream(
     req: HttpRequest,
     state: web::Data<AppState>,
     q: web::Query<EventsQuery>,
-) -> Result<HttpResponse, ApiErr> {
+) -> Result<HttpResponse, HttpError> {
     auth::reader(&req, &state)?;
     let last = req
         .headers()

@@ -29,8 +29,8 @@ use actix::Addr;
 use actix_web::web;
 use agentcom_protocol::Timestamp;
 
-use crate::actors::queue::TaskQueue;
-use crate::actors::registry::{AgentDirectory, Registry};
+use crate::actors::queue::QueueActor;
+use crate::actors::registry::{AgentDirectory, RegistryActor};
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::events::EventBus;
@@ -41,8 +41,8 @@ use crate::views::{AgentView, TaskView};
 /// Everything a handler may use.
 pub struct AppState {
     pub settings: Arc<Settings>,
-    pub queue: Addr<TaskQueue>,
-    pub registry: Addr<Registry>,
+    pub queue: Addr<QueueActor>,
+    pub registry: Addr<RegistryActor>,
     pub tasks: Arc<TaskView>,
     pub agents: Arc<AgentView>,
     pub directory: Arc<AgentDirectory>,

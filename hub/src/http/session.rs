@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::auth::Role;
 use crate::http::auth::{self, SESSION_COOKIE};
-use crate::http::error::ApiErr;
+use crate::http::error::HttpError;
 use crate::http::{body, AppState};
 
 #[derive(Deserialize)]
@@ -39,12 +39,12 @@ pub async fn sign_in(
     req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiErr> {
+) -> Result<HttpResponse, HttpError> {
     let s: SignIn = body::json(payload).await?;
     let role = state
         .auth
         .role_of(&s.token)
-        .ok_or_else(|| ApiErr::unauthorized("invalid token"))?;
+        .ok_or_else(|| HttpError::unauthorized("invalid token"))?;
     Ok(HttpResponse::Ok()
         .cookie(cookie(
             &req,
@@ -54,7 +54,10 @@ pub async fn sign_in(
         .json(json!({ "role": role_name(role) })))
 }
 
-pub async fn whoami(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiErr> {
+pub async fn whoami(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
     let role = auth::reader(&req, &state)?;
     Ok(HttpResponse::Ok().json(json!({ "role": role_name(role) })))
 }

@@ -8,13 +8,16 @@ use agentcom_protocol::Timestamp;
 use serde_json::json;
 
 use crate::domain::lanes::{lane_name, LANE_COUNT};
-use crate::http::error::ApiErr;
+use crate::http::error::HttpError;
 use crate::http::{auth, AppState};
 
 /// How many minutes of throughput the snapshot lists.
 const THROUGHPUT_MINUTES: usize = 15;
 
-pub async fn state(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiErr> {
+pub async fn state(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
     auth::reader(&req, &state)?;
     Ok(HttpResponse::Ok().json(snapshot(&state)))
 }
@@ -82,8 +85,8 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiErr> {
-    Err(ApiErr::not_found(format!(
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, HttpError> {
+    Err(HttpError::not_found(format!(
         "no route {} {}",
         req.method(),
         req.path()

@@ -4,24 +4,23 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use agentcom_protocol::{NewTask, TaskPage, TaskStatus};
 use serde::Deserialize;
 
-use crate::actors::queue::{CancelTask, CreateTask, RetryTask};
+use crate::actors::messages::{CancelTask, CreateTask, RetryTask};
+use crate::domain::queue::Created;
 use crate::domain::validate;
-use crate::http::error::ApiErr;
+use crate::http::error::HttpError;
 use crate::http::{auth, body, AppState};
 
 pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiErr> {
+) -> Result<HttpResponse, HttpError> {
     auth::admin(&req, &state)?;
     let spec: NewTask = body::json(payload).await?;
     validate::new_task(&spec)?;
-    let (task, new) = state.queue.send(CreateTask(spec)).await??;
-    Ok(if new {
-        HttpResponse::Created().json(task)
-    } else {
-        HttpResponse::Ok().json(task)
+    Ok(match state.queue.send(CreateTask(spec)).await?? {
+        Created::New(task) => HttpResponse::Created().json(task),
+        Created::Existing(task) => HttpResponse::Ok().json(task),
     })
 }
 
@@ -36,12 +35,12 @@ pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
     q: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiErr> {
+) -> Result<HttpResponse, HttpError> {
     auth::reader(&req, &state)?;
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
-            ApiErr::invalid(format!(
+            HttpError::invalid(format!(
                 "status: {s:?} is not one of {}",
                 TaskStatus::ALL.map(|s| s.as_str()).join(", ")
             ))
@@ -52,7 +51,7 @@ pub async fn list(
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=1000).contains(&n) => n,
             _ => {
-                return Err(ApiErr::invalid(format!(
+                return Err(HttpError::invalid(format!(
                     "limit: {l:?} must be a number from 1 to 1000"
                 )))
             }
@@ -72,17 +71,17 @@ pub async fn show(
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
-) -> Result<HttpResponse, ApiErr> {
+) -> Result<HttpResponse, HttpError> {
     auth::reader(&req, &state)?;
-    let Some(task) = state.tasks.get(&id) else {
-        return Err(ApiErr::not_found(format!("no task {id}")));
+    let Some((task, history_len)) = state.tasks.get_with_history_len(&id) else {
+        return Err(HttpError::not_found(format!("no task {id}")));
     };
     let store = state.store.clone();
     let task_id = task.id.clone();
-    let history = web::block(move || store.history(&task_id))
+    let history = web::block(move || store.history(&task_id, history_len))
         .await
-        .map_err(|e| ApiErr::unavailable(e.to_string()))?
-        .map_err(|e| ApiErr::unavailable(e.to_string()))?;
+        .map_err(|e| HttpError::unavailable(e.to_string()))?
+        .map_err(|e| HttpError::unavailable(e.to_string()))?;
     let mut task = (*task).clone();
     task.history = Some(history);
     Ok(HttpResponse::Ok().json(task))
@@ -92,7 +91,7 @@ pub async fn cancel(
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
-) -> Result<HttpResponse, ApiErr> {
+) -> Result<HttpResponse, HttpError> {
     auth::admin(&req, &state)?;
     let task = state
         .queue
@@ -108,7 +107,7 @@ pub async fn retry(
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
-) -> Result<HttpResponse, ApiErr> {
+) -> Result<HttpResponse, HttpError> {
     auth::admin(&req, &state)?;
     let task = state
         .queue

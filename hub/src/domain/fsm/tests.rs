@@ -49,6 +49,16 @@ fn task(id: &str, generation: u64) -> Task {
     }
 }
 
+fn held(r: &AttemptRef, status: TaskStatus, since: i64) -> Outstanding {
+    Outstanding {
+        attempt: r.clone(),
+        agent: "a1".into(),
+        status,
+        since: t(since),
+        timeout_s: 100,
+    }
+}
+
 fn idle_hello() -> HelloFacts {
     HelloFacts {
         sidecar_version: "test".into(),
@@ -66,7 +76,7 @@ fn connected() -> AgentMachine {
 fn working(m: &mut AgentMachine, id: &str, generation: u64, at: i64) -> AttemptRef {
     let r = AttemptRef::new(id, generation);
     m.assign(&task(id, generation), t(at)).unwrap();
-    m.accepted(&r, true, t(at + 1));
+    m.accepted(&r, &Verdict::Applied, t(at + 1));
     assert_eq!(m.state(), AgentState::Working);
     r
 }
@@ -115,10 +125,10 @@ fn assign_accept_complete_cycle() {
         Err(NotAvailable(AgentState::Assigned))
     );
     let r = AttemptRef::new("t1", 1);
-    m.accepted(&r, true, t(12));
+    m.accepted(&r, &Verdict::Applied, t(12));
     assert_eq!(m.state(), AgentState::Working);
     assert_eq!(m.holding().unwrap().deadline, Some(t(12).plus_secs(100.0)));
-    m.reported(&r, true, true, t(20));
+    m.reported(&r, Ending::Completed, &Verdict::Applied, t(20));
     assert_eq!(m.state(), AgentState::Idle);
     let states: Vec<AgentState> = m.recent().map(|r| r.to).collect();
     assert_eq!(
@@ -152,7 +162,7 @@ fn heartbeat_timeout_makes_offline_and_releases_at_once() {
     assert_eq!(m.state(), AgentState::Offline);
     assert!(fx
         .iter()
-        .any(|e| matches!(e, Effect::CloseSession { session: 1, .. })));
+        .any(|e| matches!(e, Effect::CloseConnection { conn: 1, .. })));
     assert_eq!(releases(&fx)[0].0, r);
     assert!(m.holding().is_none());
 }
@@ -186,19 +196,19 @@ fn no_reconnect_within_grace_releases() {
 }
 
 #[test]
-fn stale_disconnect_of_an_old_session_is_ignored() {
+fn stale_disconnect_of_an_old_connection_is_ignored() {
     let mut m = connected();
     let fx = m.connect(2, idle_hello(), t(10));
     assert_eq!(
         fx,
-        [Effect::CloseSession {
-            session: 1,
+        [Effect::CloseConnection {
+            conn: 1,
             reason: "replaced by a new connection".into()
         }]
     );
     m.disconnect(1, t(11));
     assert_eq!(m.state(), AgentState::Idle);
-    assert_eq!(m.session(), Some(2));
+    assert_eq!(m.conn(), Some(2));
 }
 
 #[test]
@@ -222,7 +232,7 @@ fn reconnect_with_the_result_pending_waits_for_it() {
     };
     assert!(m.connect(2, hello, t(20)).is_empty());
     assert_eq!(m.state(), AgentState::Working);
-    m.reported(&r, true, true, t(21));
+    m.reported(&r, Ending::Completed, &Verdict::Applied, t(21));
     assert_eq!(m.state(), AgentState::Idle);
 }
 
@@ -316,12 +326,12 @@ fn circuit_breaker_degrades_then_recovers_and_success_resets() {
     let mut m = connected();
     for i in 0..2 {
         let r = working(&mut m, &format!("t{i}"), 1, i * 10);
-        m.reported(&r, false, true, t(i * 10 + 5));
+        m.reported(&r, Ending::Failed, &Verdict::Applied, t(i * 10 + 5));
     }
     assert_eq!(m.consecutive_failures(), 2);
     assert_eq!(m.state(), AgentState::Idle);
     let r = working(&mut m, "t2", 1, 100);
-    m.reported(&r, false, true, t(105));
+    m.reported(&r, Ending::Failed, &Verdict::Applied, t(105));
     assert_eq!(m.state(), AgentState::Degraded);
     assert_eq!(m.info().degraded_until, Some(t(105 + 60_000)));
     assert_eq!(
@@ -335,7 +345,7 @@ fn circuit_breaker_degrades_then_recovers_and_success_resets() {
     assert_eq!(m.state(), AgentState::Idle);
     // Half-open: one more failure trips it again; a success resets.
     let r = working(&mut m, "t4", 1, 60_200);
-    m.reported(&r, true, true, t(60_300));
+    m.reported(&r, Ending::Completed, &Verdict::Applied, t(60_300));
     assert_eq!(m.consecutive_failures(), 0);
 }
 
@@ -343,7 +353,12 @@ fn circuit_breaker_degrades_then_recovers_and_success_resets() {
 fn stale_failures_do_not_count() {
     let mut m = connected();
     let r = working(&mut m, "t1", 1, 0);
-    m.reported(&r, false, false, t(10));
+    m.reported(
+        &r,
+        Ending::Failed,
+        &Verdict::Stale("generation 2".into()),
+        t(10),
+    );
     assert_eq!(m.consecutive_failures(), 0);
 }
 
@@ -369,7 +384,12 @@ fn operator_cancel_tells_the_sidecar_and_waits() {
         .cancel_task(&AttemptRef::new("t1", 0), "operator")
         .is_empty());
     // The sidecar reports the killed runner; not the agent's failure.
-    m.reported(&r, false, false, t(5));
+    m.reported(
+        &r,
+        Ending::Failed,
+        &Verdict::Stale("already cancelled".into()),
+        t(5),
+    );
     assert_eq!(m.state(), AgentState::Idle);
     assert_eq!(m.consecutive_failures(), 0);
 }
@@ -379,7 +399,7 @@ fn late_accept_of_a_taken_back_attempt_is_cancelled() {
     let mut m = connected();
     let r = AttemptRef::new("t1", 1);
     m.assign(&task("t1", 1), t(0)).unwrap();
-    let fx = m.accepted(&r, false, t(1));
+    let fx = m.accepted(&r, &Verdict::Stale("taken back".into()), t(1));
     assert_eq!(cancels(&fx), [r]);
     assert_eq!(m.state(), AgentState::Working);
     assert!(m.holding().unwrap().cancelling);
@@ -389,7 +409,7 @@ fn late_accept_of_a_taken_back_attempt_is_cancelled() {
 fn hub_restart_seed_gives_one_heartbeat_timeout_to_return() {
     let mut m = machine();
     let r = AttemptRef::new("t1", 3);
-    m.seed_holding(r.clone(), true, 100, t(-95_000), t(0));
+    m.seed_holding(&held(&r, TaskStatus::Working, -95_000), t(0));
     assert_eq!(m.state(), AgentState::Offline);
     assert_eq!(
         m.next_deadline(),
@@ -412,7 +432,10 @@ fn hub_restart_seed_gives_one_heartbeat_timeout_to_return() {
 #[test]
 fn hub_restart_seed_of_an_unaccepted_attempt_gets_an_accept_deadline() {
     let mut m = machine();
-    m.seed_holding(AttemptRef::new("t1", 1), false, 100, t(-50_000), t(0));
+    m.seed_holding(
+        &held(&AttemptRef::new("t1", 1), TaskStatus::Assigned, -50_000),
+        t(0),
+    );
     let hello = HelloFacts {
         current_task: Some(AttemptRef::new("t1", 1)),
         ..idle_hello()
@@ -427,8 +450,8 @@ fn revoke_closes_and_releases() {
     let mut m = connected();
     let r = working(&mut m, "t1", 1, 0);
     let fx = m.revoke(t(10));
-    assert!(fx.contains(&Effect::CloseSession {
-        session: 1,
+    assert!(fx.contains(&Effect::CloseConnection {
+        conn: 1,
         reason: "agent revoked".into()
     }));
     assert_eq!(releases(&fx)[0].0, r);

@@ -203,7 +203,7 @@ fn stale_generation_changes_nothing_but_is_visible() {
         Verdict::Stale(_)
     ));
     assert!(matches!(
-        q.fail(&r1, "a", "x", true, t(8)),
+        q.fail(&r1, "a", "x", Retryable::Yes, t(8)),
         Verdict::Stale(_)
     ));
 }
@@ -225,7 +225,10 @@ fn failures_follow_backoff_then_dead() {
     let r = running(&mut q, "a");
     q.take_changes();
     // attempt 1 fails: immediate retry (backoff 0) → queued in the retry lane.
-    assert_eq!(q.fail(&r, "a", "boom", true, t(10)), Verdict::Applied);
+    assert_eq!(
+        q.fail(&r, "a", "boom", Retryable::Yes, t(10)),
+        Verdict::Applied
+    );
     let task = q.get(&r.task_id).unwrap();
     assert_eq!(task.status, TaskStatus::Queued);
     assert_eq!(task.last_error.as_deref(), Some("boom"));
@@ -236,7 +239,7 @@ fn failures_follow_backoff_then_dead() {
     let g2 = q.claim(&[agent("a")], t(11))[0].task.generation;
     let r2 = AttemptRef::new(r.task_id.clone(), g2);
     q.accept(&r2, "a", t(12));
-    q.fail(&r2, "a", "boom", true, t(20));
+    q.fail(&r2, "a", "boom", Retryable::Yes, t(20));
     let task = q.get(&r.task_id).unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.not_before, Some(t(20).plus_secs(30.0)));
@@ -253,7 +256,7 @@ fn failures_follow_backoff_then_dead() {
     let g3 = q.claim(&[agent("a")], t(40_000))[0].task.generation;
     let r3 = AttemptRef::new(r.task_id.clone(), g3);
     q.accept(&r3, "a", t(40_001));
-    q.fail(&r3, "a", "boom", true, t(40_002));
+    q.fail(&r3, "a", "boom", Retryable::Yes, t(40_002));
     let task = q.get(&r.task_id).unwrap();
     assert_eq!(task.status, TaskStatus::Dead);
     assert_eq!(task.attempts, 3);
@@ -264,7 +267,7 @@ fn failures_follow_backoff_then_dead() {
 fn non_retryable_failure_is_dead_at_once() {
     let mut q = core();
     let r = running(&mut q, "a");
-    q.fail(&r, "a", "bad input", false, t(3));
+    q.fail(&r, "a", "bad input", Retryable::No, t(3));
     assert_eq!(q.get(&r.task_id).unwrap().status, TaskStatus::Dead);
 }
 
@@ -272,7 +275,7 @@ fn non_retryable_failure_is_dead_at_once() {
 fn retried_tasks_wait_behind_fresh_ones() {
     let mut q = core();
     let r = running(&mut q, "a");
-    q.fail(&r, "a", "boom", true, t(3)); // back in normal_retry
+    q.fail(&r, "a", "boom", Retryable::Yes, t(3)); // back in normal_retry
     let fresh = created(q.create(spec("fresh"), t(4)));
     let got = q.claim(&[agent("a")], t(5));
     assert_eq!(got[0].task.id, fresh.id);
@@ -338,7 +341,7 @@ fn cancel_rules() {
 fn retry_revives_with_a_fresh_budget() {
     let mut q = core();
     let r = running(&mut q, "a");
-    q.fail(&r, "a", "bad", false, t(3));
+    q.fail(&r, "a", "bad", Retryable::No, t(3));
     assert_eq!(q.get(&r.task_id).unwrap().status, TaskStatus::Dead);
     let revived = q.retry(&r.task_id, t(4)).unwrap();
     assert_eq!((revived.status, revived.attempts), (TaskStatus::Queued, 0));
@@ -356,7 +359,7 @@ fn retry_revives_with_a_fresh_budget() {
 fn history_entries_carry_agent_generation_and_reason() {
     let mut q = core();
     let r = running(&mut q, "a");
-    q.fail(&r, "a", "compile error", true, t(3));
+    q.fail(&r, "a", "compile error", Retryable::Yes, t(3));
     let changes = q.take_changes();
     let hist: Vec<&HistoryEntry> = changes
         .iter()
@@ -402,7 +405,7 @@ fn restore_rebuilds_lanes_backoff_and_keys() {
     let mut back = QueueCore::restore(q.settings().clone(), stored);
     assert_eq!(back.len(), q.len());
     assert_eq!(back.lanes().ordered_ids(), q.lanes().ordered_ids());
-    assert_eq!(back.active().count(), 1);
+    assert_eq!(back.outstanding(None).len(), 1);
     assert!(
         matches!(back.create(NewTask { idempotency_key: Some("ka".into()), ..spec("a") }, t(9)), Created::Existing(e) if e.id == a.id)
     );

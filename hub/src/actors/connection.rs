@@ -1,10 +1,10 @@
-//! `WsSession`: one actor per sidecar WebSocket connection.
+//! `ConnectionActor`: one actor per sidecar WebSocket connection.
 //!
 //! It owns the connection's `actix_ws::Session` through a `SinkWrite`, so
 //! any handler can write a frame. It parses each text frame into a
 //! [`SidecarMsg`]; the first must be `hello` for the agent whose token
 //! opened the connection, with our protocol version. After that, every
-//! message goes to the agent's FSM in arrival order. Frames it cannot use
+//! message goes to the agent's actor in arrival order. Frames it cannot use
 //! are answered with an `error` frame and the connection stays up; a frame
 //! over 1 MiB ends the connection (its bytes cannot be skipped) after an
 //! `error` and a Close (1009). Ping is answered with Pong by hand (actix-ws
@@ -13,10 +13,11 @@
 //! Closing: it writes the Close frame, closes the sink, and stops when the
 //! sink has flushed (a fallback timer covers a half-open peer); stopping
 //! straight after writing would drop the frame. When it stops it tells the
-//! FSM, with its session number so a late close never disconnects a newer
-//! session.
+//! agent actor, with its connection id so a late close never disconnects a
+//! newer connection.
 //!
-//! It holds no agent or task state: the FSM decides everything.
+//! It holds no agent or task state: the agent's state machine decides
+//! everything.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,47 +28,37 @@ use actix::prelude::*;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Message, ProtocolError};
 use agentcom_protocol::{HubMsg, SidecarMsg, PROTOCOL_VERSION};
 
-use crate::actors::agent::{AgentFsm, Connect, Disconnect, FromSidecar};
+use crate::actors::messages::{
+    AgentHandle, CloseConn, ConnId, ConnLink, Connect, Disconnect, FromSidecar, Push,
+};
 use crate::domain::fsm::HelloFacts;
 use crate::stats::Stats;
 
-static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
-/// Send this frame to the sidecar.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Push(pub HubMsg);
-
-/// Close the connection (Close frame 1000 with this reason).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CloseConn {
-    pub reason: String,
-}
-
-pub struct WsSession {
-    id: u64,
+pub struct ConnectionActor {
+    id: ConnId,
     agent_id: String,
-    fsm: Addr<AgentFsm>,
+    agent: AgentHandle,
     sink: SinkWrite<Message, actix_ws::Session>,
     stats: Arc<Stats>,
     said_hello: bool,
     closing: bool,
 }
 
-impl WsSession {
+impl ConnectionActor {
     pub fn new(
         agent_id: String,
-        fsm: Addr<AgentFsm>,
-        session: actix_ws::Session,
+        agent: AgentHandle,
+        ws: actix_ws::Session,
         stats: Arc<Stats>,
         ctx: &mut Context<Self>,
     ) -> Self {
-        WsSession {
-            id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+        ConnectionActor {
+            id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
             agent_id,
-            fsm,
-            sink: SinkWrite::new(session, ctx),
+            agent,
+            sink: SinkWrite::new(ws, ctx),
             stats,
             said_hello: false,
             closing: false,
@@ -80,12 +71,12 @@ impl WsSession {
         }
         let text = msg.encode();
         self.stats.message_out(text.len());
-        tracing::debug!(agent = %self.agent_id, session = self.id, kind = msg.kind(), "→ sidecar");
+        tracing::debug!(agent = %self.agent_id, conn = self.id, kind = msg.kind(), "→ sidecar");
         let _ = self.sink.write(Message::Text(text.into()));
     }
 
     fn refuse(&mut self, code: &str, message: String) {
-        tracing::warn!(agent = %self.agent_id, session = self.id, code, %message, "frame refused");
+        tracing::warn!(agent = %self.agent_id, conn = self.id, code, %message, "frame refused");
         self.stats.ws_bad_frames.inc();
         self.push(&HubMsg::error(code, message));
     }
@@ -94,7 +85,7 @@ impl WsSession {
         if self.closing {
             return;
         }
-        tracing::info!(agent = %self.agent_id, session = self.id, reason, "closing connection");
+        tracing::info!(agent = %self.agent_id, conn = self.id, reason, "closing connection");
         self.closing = true;
         let _ = self.sink.write(Message::Close(Some(CloseReason {
             code,
@@ -110,7 +101,7 @@ impl WsSession {
             Ok(m) => m,
             Err(e) => return self.refuse("bad_message", format!("not a valid message: {e}")),
         };
-        tracing::debug!(agent = %self.agent_id, session = self.id, kind = msg.kind(), "← sidecar");
+        tracing::debug!(agent = %self.agent_id, conn = self.id, kind = msg.kind(), "← sidecar");
         match msg {
             SidecarMsg::Hello {
                 protocol_version,
@@ -142,9 +133,12 @@ impl WsSession {
                     );
                 }
                 self.said_hello = true;
-                self.fsm.do_send(Connect {
-                    session: self.id,
-                    addr: ctx.address(),
+                self.agent.connect.do_send(Connect {
+                    conn: self.id,
+                    link: ConnLink {
+                        push: ctx.address().recipient(),
+                        close: ctx.address().recipient(),
+                    },
                     hello: HelloFacts {
                         capabilities,
                         current_task,
@@ -156,28 +150,28 @@ impl WsSession {
             other if !self.said_hello => {
                 self.refuse("hello_first", format!("send hello before {}", other.kind()));
             }
-            other => self.fsm.do_send(FromSidecar {
-                session: self.id,
+            other => self.agent.from_sidecar.do_send(FromSidecar {
+                conn: self.id,
                 msg: other,
             }),
         }
     }
 }
 
-impl Actor for WsSession {
+impl Actor for ConnectionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Self::Context) {
-        tracing::info!(agent = %self.agent_id, session = self.id, "sidecar connected");
+        tracing::info!(agent = %self.agent_id, conn = self.id, "sidecar connected");
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        tracing::info!(agent = %self.agent_id, session = self.id, "sidecar connection ended");
-        self.fsm.do_send(Disconnect { session: self.id });
+        tracing::info!(agent = %self.agent_id, conn = self.id, "sidecar connection ended");
+        self.agent.disconnect.do_send(Disconnect { conn: self.id });
     }
 }
 
-impl WriteHandler<actix_ws::Closed> for WsSession {
+impl WriteHandler<actix_ws::Closed> for ConnectionActor {
     fn error(&mut self, _: actix_ws::Closed, _: &mut Self::Context) -> Running {
         Running::Stop
     }
@@ -187,7 +181,7 @@ impl WriteHandler<actix_ws::Closed> for WsSession {
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ConnectionActor {
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
         if self.closing {
             return;
@@ -206,7 +200,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
             }
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(reason)) => {
-                tracing::info!(agent = %self.agent_id, session = self.id, ?reason, "sidecar closed the connection");
+                tracing::info!(agent = %self.agent_id, conn = self.id, ?reason, "sidecar closed the connection");
                 self.close(ctx, CloseCode::Normal, "bye");
             }
             Err(ProtocolError::Overflow) => {
@@ -243,14 +237,14 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for WsSession {
     }
 }
 
-impl Handler<Push> for WsSession {
+impl Handler<Push> for ConnectionActor {
     type Result = ();
     fn handle(&mut self, msg: Push, _: &mut Context<Self>) {
         self.push(&msg.0);
     }
 }
 
-impl Handler<CloseConn> for WsSession {
+impl Handler<CloseConn> for ConnectionActor {
     type Result = ();
     fn handle(&mut self, msg: CloseConn, ctx: &mut Context<Self>) {
         self.close(ctx, CloseCode::Normal, &msg.reason);
