@@ -1,26 +1,25 @@
 //! `/api/agents`: create (token shown once), list, show, revoke.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use agentcom_protocol::{AgentCreated, AgentList, NewAgent};
 
 use crate::actors::messages::{AddAgent, RevokeAgent};
 use crate::domain::validate;
+use crate::http::auth::{Admin, Reader};
 use crate::http::error::HttpError;
-use crate::http::{auth, body, AppState};
+use crate::http::{body, AppState};
 
-pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
-    auth::reader(&req, &state)?;
+pub async fn list(_: Reader, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     Ok(HttpResponse::Ok().json(AgentList {
         agents: state.agents.all(),
     }))
 }
 
 pub async fn show(
-    req: HttpRequest,
+    _: Reader,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
-    auth::reader(&req, &state)?;
     let agent = state
         .agents
         .get(&id)
@@ -29,11 +28,10 @@ pub async fn show(
 }
 
 pub async fn create(
-    req: HttpRequest,
+    _: Admin,
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, HttpError> {
-    auth::admin(&req, &state)?;
     let new: NewAgent = body::json(payload).await?;
     validate::agent_id(&new.id)?;
     for c in &new.capabilities {
@@ -55,11 +53,10 @@ pub async fn create(
 }
 
 pub async fn revoke(
-    req: HttpRequest,
+    _: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
-    auth::admin(&req, &state)?;
     state
         .registry
         .send(RevokeAgent { id: id.to_string() })

@@ -1,7 +1,14 @@
 //! Who is calling: the bearer token (or the dashboard's session cookie)
 //! resolved to a role. Admin for writes; admin or viewer for reads.
+//!
+//! Handlers say what they need by taking an extractor: [`Admin`] or
+//! [`Reader`]. A request without the right token never reaches the
+//! handler's body.
 
-use actix_web::HttpRequest;
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
 
 use crate::auth::Role;
 use crate::http::error::HttpError;
@@ -39,17 +46,41 @@ fn role(req: &HttpRequest, state: &AppState) -> Result<Role, HttpError> {
     Err(HttpError::unauthorized("invalid token"))
 }
 
-/// Require a token that may read.
-pub fn reader(req: &HttpRequest, state: &AppState) -> Result<Role, HttpError> {
-    role(req, state)
+fn state(req: &HttpRequest) -> Result<&AppState, HttpError> {
+    req.app_data::<web::Data<AppState>>()
+        .map(|d| d.get_ref())
+        .ok_or_else(|| HttpError::unavailable("the hub is not ready"))
 }
 
-/// Require the admin token.
-pub fn admin(req: &HttpRequest, state: &AppState) -> Result<(), HttpError> {
-    match role(req, state)? {
-        Role::Admin => Ok(()),
-        Role::Viewer => Err(HttpError::forbidden(
-            "this token may only read; writes need the admin token",
-        )),
+/// A caller that may read: the admin or a viewer token.
+pub struct Reader(pub Role);
+
+impl FromRequest for Reader {
+    type Error = HttpError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(state(req).and_then(|s| role(req, s)).map(Reader))
+    }
+}
+
+/// A caller with the admin token.
+pub struct Admin;
+
+impl FromRequest for Admin {
+    type Error = HttpError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            state(req)
+                .and_then(|s| role(req, s))
+                .and_then(|role| match role {
+                    Role::Admin => Ok(Admin),
+                    Role::Viewer => Err(HttpError::forbidden(
+                        "this token may only read; writes need the admin token",
+                    )),
+                }),
+        )
     }
 }

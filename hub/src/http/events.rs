@@ -15,8 +15,9 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::events::Event;
+use crate::http::auth::Reader;
 use crate::http::error::HttpError;
-use crate::http::{auth, AppState};
+use crate::http::AppState;
 
 /// Comment line sent when nothing happened for this long.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -37,11 +38,11 @@ fn frame(e: &Event, out: &mut String) {
 }
 
 pub async fn stream(
+    _: Reader,
     req: HttpRequest,
     state: web::Data<AppState>,
     q: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, HttpError> {
-    auth::reader(&req, &state)?;
     let last = req
         .headers()
         .get("Last-Event-ID")

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::Role;
-use crate::http::auth::{self, SESSION_COOKIE};
+use crate::http::auth::{Reader, SESSION_COOKIE};
 use crate::http::error::HttpError;
 use crate::http::{body, AppState};
 
@@ -54,12 +54,8 @@ pub async fn sign_in(
         .json(json!({ "role": role_name(role) })))
 }
 
-pub async fn whoami(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, HttpError> {
-    let role = auth::reader(&req, &state)?;
-    Ok(HttpResponse::Ok().json(json!({ "role": role_name(role) })))
+pub async fn whoami(Reader(role): Reader) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "role": role_name(role) }))
 }
 
 pub async fn sign_out(req: HttpRequest) -> HttpResponse {

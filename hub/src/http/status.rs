@@ -8,17 +8,14 @@ use agentcom_protocol::Timestamp;
 use serde_json::json;
 
 use crate::domain::lanes::{lane_name, LANE_COUNT};
+use crate::http::auth::Reader;
 use crate::http::error::HttpError;
-use crate::http::{auth, AppState};
+use crate::http::AppState;
 
 /// How many minutes of throughput the snapshot lists.
 const THROUGHPUT_MINUTES: usize = 15;
 
-pub async fn state(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, HttpError> {
-    auth::reader(&req, &state)?;
+pub async fn state(_: Reader, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     Ok(HttpResponse::Ok().json(snapshot(&state)))
 }
 

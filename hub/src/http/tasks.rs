@@ -1,21 +1,21 @@
 //! `/api/tasks`: create, list, show (with history), cancel, retry.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use agentcom_protocol::{NewTask, TaskPage, TaskStatus};
 use serde::Deserialize;
 
 use crate::actors::messages::{CancelTask, CreateTask, RetryTask};
 use crate::domain::queue::Created;
 use crate::domain::validate;
+use crate::http::auth::{Admin, Reader};
 use crate::http::error::HttpError;
-use crate::http::{auth, body, AppState};
+use crate::http::{body, AppState};
 
 pub async fn create(
-    req: HttpRequest,
+    _: Admin,
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, HttpError> {
-    auth::admin(&req, &state)?;
     let spec: NewTask = body::json(payload).await?;
     validate::new_task(&spec)?;
     Ok(match state.queue.send(CreateTask(spec)).await?? {
@@ -32,11 +32,10 @@ pub struct ListQuery {
 }
 
 pub async fn list(
-    req: HttpRequest,
+    _: Reader,
     state: web::Data<AppState>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, HttpError> {
-    auth::reader(&req, &state)?;
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
@@ -68,11 +67,10 @@ pub async fn list(
 }
 
 pub async fn show(
-    req: HttpRequest,
+    _: Reader,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
-    auth::reader(&req, &state)?;
     let Some((task, history_len)) = state.tasks.get_with_history_len(&id) else {
         return Err(HttpError::not_found(format!("no task {id}")));
     };
@@ -88,11 +86,10 @@ pub async fn show(
 }
 
 pub async fn cancel(
-    req: HttpRequest,
+    _: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
-    auth::admin(&req, &state)?;
     let task = state
         .queue
         .send(CancelTask {
@@ -104,11 +101,10 @@ pub async fn cancel(
 }
 
 pub async fn retry(
-    req: HttpRequest,
+    _: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
-    auth::admin(&req, &state)?;
     let task = state
         .queue
         .send(RetryTask {
