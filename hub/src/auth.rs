@@ -107,25 +107,21 @@ pub enum AuthSetupError {
     Io(#[from] std::io::Error),
 }
 
-/// Write a secret to a file only its owner can read (0600), durably.
+/// Write a secret to a file only its owner can read (0600), durably and
+/// atomically (a temporary file, synced, renamed over, the directory
+/// synced). The mode is set afresh, never taken from an older file.
 fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    use atomic_write_file::unix::OpenOptionsExt;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    use atomic_write_file::AtomicWriteFile;
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
+    let mut f = AtomicWriteFile::options()
         .mode(0o600)
-        .open(&tmp)?;
+        .preserve_mode(false)
+        .open(path)?;
     f.write_all(secret.as_bytes())?;
     f.write_all(b"\n")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    f.commit()
 }
 
 #[cfg(test)]
