@@ -24,12 +24,12 @@ pub enum Role {
 }
 
 /// A fresh random token with a readable prefix (`acm_admin_…`, `acm_agent_…`).
-pub fn generate_token(kind: &str) -> String {
+pub(crate) fn generate_token(kind: &str) -> String {
     let bytes: [u8; 32] = rand::rng().random();
     format!("acm_{kind}_{}", hex::encode(bytes))
 }
 
-pub fn hash_token(token: &str) -> String {
+pub(crate) fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.trim().as_bytes()))
 }
 
@@ -95,7 +95,7 @@ impl Auth {
 }
 
 /// Where the generated admin token lives.
-pub fn token_file(data_dir: &Path) -> PathBuf {
+pub(crate) fn token_file(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.token")
 }
 
@@ -112,9 +112,9 @@ pub enum AuthSetupError {
 /// synced). The mode is set afresh, never taken from an older file.
 fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     use atomic_write_file::unix::OpenOptionsExt;
-    use std::os::unix::fs::OpenOptionsExt as _;
     use atomic_write_file::AtomicWriteFile;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = AtomicWriteFile::options()
         .mode(0o600)
         .preserve_mode(false)

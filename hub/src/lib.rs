@@ -15,15 +15,15 @@
 //! - [`auth`]: tokens and roles. [`config`]: settings.
 //! - [`app`]: start-up, wiring and shutdown. [`cli`]: admin subcommands.
 
-pub mod actors;
+mod actors;
 pub mod app;
-pub mod auth;
+mod auth;
 pub mod cli;
 pub mod config;
-pub mod domain;
-pub mod events;
-pub mod http;
-pub mod metrics;
-pub mod stats;
-pub mod store;
-pub mod views;
+mod domain;
+mod events;
+mod http;
+mod metrics;
+mod stats;
+mod store;
+mod views;

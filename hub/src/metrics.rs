@@ -32,7 +32,12 @@ struct StateLabel {
 }
 
 /// Render one scrape.
-pub fn render(stats: &Stats, tasks: &TaskView, agents: &AgentView, events: &EventBus) -> String {
+pub(crate) fn render(
+    stats: &Stats,
+    tasks: &TaskView,
+    agents: &AgentView,
+    events: &EventBus,
+) -> String {
     let mut reg = Registry::with_prefix("agentcom");
 
     let counts = tasks.counts();

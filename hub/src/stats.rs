@@ -91,8 +91,8 @@ pub struct Percentiles {
     pub max_ms: Option<i64>,
 }
 
-pub const IN: Direction = Direction { direction: "in" };
-pub const OUT: Direction = Direction { direction: "out" };
+pub(crate) const IN: Direction = Direction { direction: "in" };
+pub(crate) const OUT: Direction = Direction { direction: "out" };
 
 impl Stats {
     pub fn stale(&self) {

@@ -55,7 +55,7 @@ pub struct AgentLinks {
 #[cfg(test)]
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Crash;
+pub(crate) struct Crash;
 
 #[cfg(test)]
 impl Handler<Crash> for AgentActor {
@@ -65,7 +65,7 @@ impl Handler<Crash> for AgentActor {
     }
 }
 
-pub struct AgentActor {
+pub(crate) struct AgentActor {
     machine: AgentMachine,
     links: Arc<AgentLinks>,
     conns: HashMap<ConnId, ConnLink>,
@@ -76,7 +76,7 @@ pub struct AgentActor {
 }
 
 impl AgentActor {
-    pub fn new(machine: AgentMachine, links: Arc<AgentLinks>) -> Self {
+    pub(crate) fn new(machine: AgentMachine, links: Arc<AgentLinks>) -> Self {
         AgentActor {
             machine,
             links,
@@ -89,7 +89,7 @@ impl AgentActor {
     }
 
     /// What others may send to the actor at `addr`.
-    pub fn handle_of(addr: &Addr<AgentActor>) -> AgentHandle {
+    pub(crate) fn handle_of(addr: &Addr<AgentActor>) -> AgentHandle {
         AgentHandle {
             connect: addr.clone().recipient(),
             disconnect: addr.clone().recipient(),

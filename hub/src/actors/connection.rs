@@ -36,7 +36,7 @@ use crate::stats::Stats;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
-pub struct ConnectionActor {
+pub(crate) struct ConnectionActor {
     id: ConnId,
     agent_id: String,
     agent: AgentHandle,
@@ -47,7 +47,7 @@ pub struct ConnectionActor {
 }
 
 impl ConnectionActor {
-    pub fn new(
+    pub(crate) fn new(
         agent_id: String,
         agent: AgentHandle,
         ws: actix_ws::Session,

@@ -29,7 +29,7 @@ use crate::domain::queue::{Assignment, Created, Outstanding, QueueError, Verdict
 use crate::domain::retry::Retryable;
 
 /// Identifies one WebSocket connection of a sidecar (unique per hub run).
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 // ----- to the queue actor ------------------------------------------------------
 
@@ -213,7 +213,7 @@ pub struct AssignTask {
 /// The attempt was cancelled; tell the sidecar to stop.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct CancelAttempt {
+pub(crate) struct CancelAttempt {
     pub attempt: AttemptRef,
     pub reason: String,
 }
@@ -228,12 +228,12 @@ pub struct Holds {
 /// The agent was revoked: close, release, stop.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Revoke;
+pub(crate) struct Revoke;
 
 /// Close the connection (hub shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Shutdown;
+pub(crate) struct Shutdown;
 
 // ----- to the scheduler actor --------------------------------------------------
 

@@ -16,9 +16,9 @@
 //! see `app::start`), so no wiring happens after start. `messages` lists
 //! who waits on whom.
 
-pub mod agent;
-pub mod connection;
-pub mod messages;
-pub mod queue;
-pub mod registry;
-pub mod scheduler;
+pub(crate) mod agent;
+pub(crate) mod connection;
+pub(crate) mod messages;
+pub(crate) mod queue;
+pub(crate) mod registry;
+pub(crate) mod scheduler;

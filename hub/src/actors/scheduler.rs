@@ -31,7 +31,7 @@ use crate::actors::messages::{
 use crate::domain::matching::IdleAgent;
 
 /// Who the scheduler asks and tells.
-pub struct SchedulerLinks {
+pub(crate) struct SchedulerLinks {
     pub claim: Recipient<Claim>,
     pub release: Recipient<Release>,
     pub outstanding: Recipient<OutstandingAttempts>,
@@ -39,7 +39,7 @@ pub struct SchedulerLinks {
     pub lookup: Recipient<Lookup>,
 }
 
-pub struct SchedulerActor {
+pub(crate) struct SchedulerActor {
     links: SchedulerLinks,
     idle: HashMap<String, (IdleAgent, Recipient<AssignTask>)>,
     dispatching: bool,
@@ -50,7 +50,11 @@ pub struct SchedulerActor {
 }
 
 impl SchedulerActor {
-    pub fn new(links: SchedulerLinks, sweep_interval: Duration, stuck_after_ms: i64) -> Self {
+    pub(crate) fn new(
+        links: SchedulerLinks,
+        sweep_interval: Duration,
+        stuck_after_ms: i64,
+    ) -> Self {
         SchedulerActor {
             links,
             idle: HashMap::new(),

@@ -43,10 +43,10 @@ impl Default for FsmSettings {
 }
 
 /// How many recent transitions an agent keeps.
-pub const RECENT_TRANSITIONS: usize = 32;
+pub(crate) const RECENT_TRANSITIONS: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// `assign` sent, waiting for `accept`.
     Assigned,
     /// Accepted; the runner works on it.
@@ -55,7 +55,7 @@ pub enum Phase {
 
 /// The attempt an agent holds.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Holding {
+pub(crate) struct Holding {
     pub task: AttemptRef,
     pub phase: Phase,
     pub since: Timestamp,
@@ -68,7 +68,7 @@ pub struct Holding {
 
 /// What the actor must do after an event.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Effect {
+pub(crate) enum Effect {
     /// Send this frame to the connected sidecar.
     Send(HubMsg),
     /// Take the attempt back (queued again if never accepted, else a
@@ -86,14 +86,14 @@ pub enum Effect {
 
 /// How the sidecar says an attempt ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ending {
+pub(crate) enum Ending {
     Completed,
     Failed,
 }
 
 /// The agent cannot take an assignment now.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NotAvailable(pub AgentState);
+pub(crate) struct NotAvailable(pub AgentState);
 
 /// What a sidecar said in `hello`, as the machine needs it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -107,7 +107,7 @@ pub struct HelloFacts {
 }
 
 #[derive(Clone, Debug)]
-pub struct AgentMachine {
+pub(crate) struct AgentMachine {
     id: String,
     capabilities: Vec<String>,
     created_at: Timestamp,
@@ -126,7 +126,7 @@ pub struct AgentMachine {
 }
 
 impl AgentMachine {
-    pub fn new(
+    pub(crate) fn new(
         id: &str,
         capabilities: Vec<String>,
         created_at: Timestamp,
@@ -155,7 +155,7 @@ impl AgentMachine {
     /// offline but still owns the attempt the queue says it holds. It has
     /// one heartbeat timeout to come back; a working attempt keeps its task
     /// deadline, an assigned one gets a fresh accept deadline.
-    pub fn seed_holding(&mut self, held: &Outstanding, now: Timestamp) {
+    pub(crate) fn seed_holding(&mut self, held: &Outstanding, now: Timestamp) {
         let (phase, deadline) = if held.status == TaskStatus::Working {
             (Phase::Working, held.since.plus_secs(held.timeout_s as f64))
         } else {
@@ -175,40 +175,42 @@ impl AgentMachine {
         self.offline_deadline = Some(now.plus_millis(self.settings.heartbeat_timeout_ms));
     }
 
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.id
     }
 
-    pub fn capabilities(&self) -> &[String] {
+    pub(crate) fn capabilities(&self) -> &[String] {
         &self.capabilities
     }
 
-    pub fn state(&self) -> AgentState {
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> AgentState {
         self.state
     }
 
-    pub fn state_since(&self) -> Timestamp {
+    pub(crate) fn state_since(&self) -> Timestamp {
         self.state_since
     }
 
     /// The connection the agent's sidecar is on, if connected.
-    pub fn conn(&self) -> Option<u64> {
+    pub(crate) fn conn(&self) -> Option<u64> {
         self.conn
     }
 
-    pub fn holding(&self) -> Option<&Holding> {
+    pub(crate) fn holding(&self) -> Option<&Holding> {
         self.holding.as_ref()
     }
 
-    pub fn consecutive_failures(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures
     }
 
-    pub fn recent(&self) -> impl Iterator<Item = &AgentTransition> {
+    pub(crate) fn recent(&self) -> impl Iterator<Item = &AgentTransition> {
         self.recent.iter()
     }
 
-    pub fn info(&self) -> AgentInfo {
+    pub(crate) fn info(&self) -> AgentInfo {
         AgentInfo {
             id: self.id.clone(),
             state: self.state,
@@ -226,7 +228,7 @@ impl AgentMachine {
     }
 
     /// The next moment [`AgentMachine::tick`] has something to do.
-    pub fn next_deadline(&self) -> Option<Timestamp> {
+    pub(crate) fn next_deadline(&self) -> Option<Timestamp> {
         let mut out: Option<Timestamp> = None;
         let mut consider = |t: Option<Timestamp>| {
             if let Some(t) = t {
@@ -253,7 +255,7 @@ impl AgentMachine {
     // ----- events -------------------------------------------------------------
 
     /// A sidecar said `hello` on connection `conn`.
-    pub fn connect(&mut self, conn: u64, hello: HelloFacts, now: Timestamp) -> Vec<Effect> {
+    pub(crate) fn connect(&mut self, conn: u64, hello: HelloFacts, now: Timestamp) -> Vec<Effect> {
         let mut fx = Vec::new();
         if let Some(old) = self.conn.replace(conn) {
             if old != conn {
@@ -293,7 +295,7 @@ impl AgentMachine {
     }
 
     /// Connection `conn` closed. The close of a replaced connection is ignored.
-    pub fn disconnect(&mut self, conn: u64, now: Timestamp) -> Vec<Effect> {
+    pub(crate) fn disconnect(&mut self, conn: u64, now: Timestamp) -> Vec<Effect> {
         if self.conn != Some(conn) {
             return vec![];
         }
@@ -307,7 +309,7 @@ impl AgentMachine {
 
     /// A heartbeat carrying the sidecar's real state; divergences are
     /// resolved here.
-    pub fn heartbeat(
+    pub(crate) fn heartbeat(
         &mut self,
         state: SidecarState,
         task: Option<AttemptRef>,
@@ -351,7 +353,11 @@ impl AgentMachine {
     }
 
     /// The scheduler gives this agent an attempt.
-    pub fn assign(&mut self, task: &Task, now: Timestamp) -> Result<Vec<Effect>, NotAvailable> {
+    pub(crate) fn assign(
+        &mut self,
+        task: &Task,
+        now: Timestamp,
+    ) -> Result<Vec<Effect>, NotAvailable> {
         if self.state != AgentState::Idle || self.holding.is_some() {
             return Err(NotAvailable(self.state));
         }
@@ -373,7 +379,7 @@ impl AgentMachine {
     }
 
     /// The queue's verdict on the sidecar's `accept` for `task` is in.
-    pub fn accepted(
+    pub(crate) fn accepted(
         &mut self,
         task: &AttemptRef,
         verdict: &Verdict,
@@ -404,7 +410,7 @@ impl AgentMachine {
     /// The sidecar reported how `task` ended, and the queue gave its
     /// verdict: only a failure the queue applied (not one it already had,
     /// nor one of an attempt being cancelled) counts against the agent.
-    pub fn reported(
+    pub(crate) fn reported(
         &mut self,
         task: &AttemptRef,
         ending: Ending,
@@ -433,7 +439,12 @@ impl AgentMachine {
     }
 
     /// The sidecar refused the assignment.
-    pub fn rejected(&mut self, task: &AttemptRef, reason: &str, now: Timestamp) -> Vec<Effect> {
+    pub(crate) fn rejected(
+        &mut self,
+        task: &AttemptRef,
+        reason: &str,
+        now: Timestamp,
+    ) -> Vec<Effect> {
         let holds = self
             .holding
             .as_ref()
@@ -451,7 +462,7 @@ impl AgentMachine {
     }
 
     /// The task was cancelled (by an operator): tell the sidecar to stop.
-    pub fn cancel_task(&mut self, task: &AttemptRef, reason: &str) -> Vec<Effect> {
+    pub(crate) fn cancel_task(&mut self, task: &AttemptRef, reason: &str) -> Vec<Effect> {
         match self.holding.as_mut() {
             Some(h) if &h.task == task => {
                 h.cancelling = true;
@@ -462,7 +473,7 @@ impl AgentMachine {
     }
 
     /// Deadlines: heartbeat, offline grace, accept, task timeout, cooldown.
-    pub fn tick(&mut self, now: Timestamp) -> Vec<Effect> {
+    pub(crate) fn tick(&mut self, now: Timestamp) -> Vec<Effect> {
         let mut fx = Vec::new();
         let hb_timeout = self.settings.heartbeat_timeout_ms;
         if let Some(conn) = self.conn {
@@ -520,7 +531,7 @@ impl AgentMachine {
     }
 
     /// The agent was revoked: close its session and give back its attempt.
-    pub fn revoke(&mut self, now: Timestamp) -> Vec<Effect> {
+    pub(crate) fn revoke(&mut self, now: Timestamp) -> Vec<Effect> {
         let mut fx = Vec::new();
         if let Some(conn) = self.conn.take() {
             fx.push(Effect::CloseConnection {

@@ -15,13 +15,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use agentcom_protocol::Priority;
 
 /// Number of lanes (4 priorities × fresh/retry).
-pub const LANE_COUNT: usize = 8;
+pub(crate) const LANE_COUNT: usize = 8;
 
 /// A sorted, de-duplicated list of needed capabilities.
-pub type Needs = Vec<String>;
+pub(crate) type Needs = Vec<String>;
 
 /// Ordering key inside a lane: when the task entered it, then its id.
-pub type LaneKey = (i64, String);
+pub(crate) type LaneKey = (i64, String);
 
 /// Which of its priority's two lanes a queued task waits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,12 +44,12 @@ impl LaneKind {
 }
 
 /// Lane index of a priority and lane kind.
-pub fn lane_index(priority: Priority, kind: LaneKind) -> usize {
+pub(crate) fn lane_index(priority: Priority, kind: LaneKind) -> usize {
     priority.rank() * 2 + usize::from(kind == LaneKind::Retry)
 }
 
 /// Human name of a lane, e.g. `normal` or `normal_retry`.
-pub fn lane_name(index: usize) -> String {
+pub(crate) fn lane_name(index: usize) -> String {
     let p = Priority::ALL[index / 2];
     if index % 2 == 1 {
         format!("{}_retry", p.as_str())
@@ -59,7 +59,7 @@ pub fn lane_name(index: usize) -> String {
 }
 
 /// Normalise a capability list into a [`Needs`] key.
-pub fn needs_key(needed: &[String]) -> Needs {
+pub(crate) fn needs_key(needed: &[String]) -> Needs {
     let set: BTreeSet<&String> = needed.iter().collect();
     set.into_iter().cloned().collect()
 }

@@ -42,7 +42,7 @@ struct Cursor<'a> {
 }
 
 /// Pairs of (task id, agent id) to assign now.
-pub fn plan(lanes: &Lanes, agents: &[IdleAgent]) -> Vec<(String, String)> {
+pub(crate) fn plan(lanes: &Lanes, agents: &[IdleAgent]) -> Vec<(String, String)> {
     let mut free: Vec<&IdleAgent> = agents.iter().collect();
     free.sort_by(|a, b| {
         a.idle_since

@@ -7,9 +7,9 @@
 //! - [`fsm`]: one agent's state machine (`AgentMachine`).
 //! - [`validate`]: field rules for submitted tasks and agents.
 
-pub mod fsm;
-pub mod lanes;
-pub mod matching;
-pub mod queue;
-pub mod retry;
-pub mod validate;
+pub(crate) mod fsm;
+pub(crate) mod lanes;
+pub(crate) mod matching;
+pub(crate) mod queue;
+pub(crate) mod retry;
+pub(crate) mod validate;

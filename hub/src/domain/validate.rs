@@ -6,7 +6,7 @@ use agentcom_protocol::{NewTask, MAX_DESCRIPTION_BYTES, MAX_TITLE_CHARS};
 
 /// A field out of range.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
+pub(crate) struct FieldError {
     pub field: String,
     pub message: String,
 }
@@ -19,11 +19,11 @@ fn err(field: &str, message: impl Into<String>) -> Result<(), FieldError> {
 }
 
 /// Longest task timeout accepted: 7 days.
-pub const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
-pub const MAX_RETRIES: u32 = 100;
-pub const MAX_KEY_CHARS: usize = 200;
+pub(crate) const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
+pub(crate) const MAX_RETRIES: u32 = 100;
+pub(crate) const MAX_KEY_CHARS: usize = 200;
 
-pub fn new_task(t: &NewTask) -> Result<(), FieldError> {
+pub(crate) fn new_task(t: &NewTask) -> Result<(), FieldError> {
     let chars = t.title.trim().chars().count();
     if chars == 0 || t.title.chars().count() > MAX_TITLE_CHARS {
         return err(
@@ -68,7 +68,7 @@ pub fn new_task(t: &NewTask) -> Result<(), FieldError> {
 
 /// Agent ids end up in branch names (`{agent_id}/{task_id}`): lowercase
 /// letters, digits, `-` and `_`, starting with a letter or digit, ≤ 64.
-pub fn agent_id(id: &str) -> Result<(), FieldError> {
+pub(crate) fn agent_id(id: &str) -> Result<(), FieldError> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
@@ -89,7 +89,7 @@ pub fn agent_id(id: &str) -> Result<(), FieldError> {
 }
 
 /// A capability: 1 to 64 visible characters, no spaces or commas.
-pub fn capability(field: &str, c: &str) -> Result<(), FieldError> {
+pub(crate) fn capability(field: &str, c: &str) -> Result<(), FieldError> {
     let ok =
         !c.is_empty() && c.len() <= 64 && c.chars().all(|ch| ch.is_ascii_graphic() && ch != ',');
     if ok {

@@ -9,13 +9,13 @@ use crate::http::auth::{Admin, Reader};
 use crate::http::error::HttpError;
 use crate::http::{body, AppState};
 
-pub async fn list(_: Reader, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+pub(crate) async fn list(_: Reader, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
     Ok(HttpResponse::Ok().json(AgentList {
         agents: state.agents.all(),
     }))
 }
 
-pub async fn show(
+pub(crate) async fn show(
     _: Reader,
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -27,7 +27,7 @@ pub async fn show(
     Ok(HttpResponse::Ok().json(agent))
 }
 
-pub async fn create(
+pub(crate) async fn create(
     _: Admin,
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -52,7 +52,7 @@ pub async fn create(
     }))
 }
 
-pub async fn revoke(
+pub(crate) async fn revoke(
     _: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,

@@ -15,10 +15,10 @@ use crate::http::error::HttpError;
 use crate::http::AppState;
 
 /// Name of the dashboard's session cookie (HttpOnly, SameSite=Strict).
-pub const SESSION_COOKIE: &str = "agentcom_session";
+pub(crate) const SESSION_COOKIE: &str = "agentcom_session";
 
 /// The token a request presents: `Authorization: Bearer …`, else the cookie.
-pub fn presented_token(req: &HttpRequest) -> Option<String> {
+pub(crate) fn presented_token(req: &HttpRequest) -> Option<String> {
     if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
         let v = h.to_str().ok()?;
         let (scheme, token) = v.split_once(' ')?;
@@ -53,7 +53,7 @@ fn state(req: &HttpRequest) -> Result<&AppState, HttpError> {
 }
 
 /// A caller that may read: the admin or a viewer token.
-pub struct Reader(pub Role);
+pub(crate) struct Reader(pub Role);
 
 impl FromRequest for Reader {
     type Error = HttpError;
@@ -65,7 +65,7 @@ impl FromRequest for Reader {
 }
 
 /// A caller with the admin token.
-pub struct Admin;
+pub(crate) struct Admin;
 
 impl FromRequest for Admin {
     type Error = HttpError;

@@ -9,9 +9,9 @@ use serde::de::DeserializeOwned;
 use crate::http::error::HttpError;
 
 /// Largest request body accepted (a 64 KiB description plus the rest).
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024;
 
-pub async fn json<T: DeserializeOwned>(mut payload: web::Payload) -> Result<T, HttpError> {
+pub(crate) async fn json<T: DeserializeOwned>(mut payload: web::Payload) -> Result<T, HttpError> {
     let mut buf = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk =

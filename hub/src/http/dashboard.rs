@@ -21,14 +21,14 @@ fn file(content_type: &str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
-pub async fn index() -> HttpResponse {
+pub(crate) async fn index() -> HttpResponse {
     file("text/html; charset=utf-8", INDEX)
 }
 
-pub async fn app_js() -> HttpResponse {
+pub(crate) async fn app_js() -> HttpResponse {
     file("text/javascript; charset=utf-8", APP_JS)
 }
 
-pub async fn style() -> HttpResponse {
+pub(crate) async fn style() -> HttpResponse {
     file("text/css; charset=utf-8", STYLE)
 }

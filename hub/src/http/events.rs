@@ -25,7 +25,7 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 const BATCH: usize = 256;
 
 #[derive(Deserialize)]
-pub struct EventsQuery {
+pub(crate) struct EventsQuery {
     /// For clients that cannot set the header.
     last_event_id: Option<u64>,
 }
@@ -37,7 +37,7 @@ fn frame(e: &Event, out: &mut String) {
     ));
 }
 
-pub async fn stream(
+pub(crate) async fn stream(
     _: Reader,
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -12,16 +12,16 @@
 //! - [`ws`] — the sidecar WebSocket upgrade at `/ws`
 //! - [`auth`], [`body`], [`error`] — who calls, what they sent, how we refuse.
 
-pub mod agents;
-pub mod auth;
-pub mod body;
-pub mod dashboard;
-pub mod error;
-pub mod events;
-pub mod session;
-pub mod status;
-pub mod tasks;
-pub mod ws;
+pub(crate) mod agents;
+pub(crate) mod auth;
+pub(crate) mod body;
+pub(crate) mod dashboard;
+pub(crate) mod error;
+pub(crate) mod events;
+pub(crate) mod session;
+pub(crate) mod status;
+pub(crate) mod tasks;
+pub(crate) mod ws;
 
 use std::sync::Arc;
 
@@ -53,7 +53,7 @@ pub struct AppState {
     pub started_at: Timestamp,
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api")
             .route("/tasks", web::post().to(tasks::create))

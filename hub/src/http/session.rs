@@ -14,7 +14,7 @@ use crate::http::{body, AppState};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SignIn {
+pub(crate) struct SignIn {
     token: String,
 }
 
@@ -35,7 +35,7 @@ fn cookie(req: &HttpRequest, value: String, max_age: time::Duration) -> Cookie<'
         .finish()
 }
 
-pub async fn sign_in(
+pub(crate) async fn sign_in(
     req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -54,11 +54,11 @@ pub async fn sign_in(
         .json(json!({ "role": role_name(role) })))
 }
 
-pub async fn whoami(Reader(role): Reader) -> HttpResponse {
+pub(crate) async fn whoami(Reader(role): Reader) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "role": role_name(role) }))
 }
 
-pub async fn sign_out(req: HttpRequest) -> HttpResponse {
+pub(crate) async fn sign_out(req: HttpRequest) -> HttpResponse {
     HttpResponse::Ok()
         .cookie(cookie(&req, String::new(), time::Duration::ZERO))
         .json(json!({ "signed_out": true }))

@@ -15,12 +15,15 @@ use crate::http::AppState;
 /// How many minutes of throughput the snapshot lists.
 const THROUGHPUT_MINUTES: usize = 15;
 
-pub async fn state(_: Reader, state: web::Data<AppState>) -> Result<HttpResponse, HttpError> {
+pub(crate) async fn state(
+    _: Reader,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
     Ok(HttpResponse::Ok().json(snapshot(&state)))
 }
 
 /// The whole-hub snapshot: built from views and counters, never the store.
-pub fn snapshot(state: &AppState) -> serde_json::Value {
+pub(crate) fn snapshot(state: &AppState) -> serde_json::Value {
     let now = Timestamp::now();
     let counts = state.tasks.counts();
     let lanes: BTreeMap<String, usize> = (0..LANE_COUNT)
@@ -64,14 +67,14 @@ pub fn snapshot(state: &AppState) -> serde_json::Value {
     })
 }
 
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let text = crate::metrics::render(&state.stats, &state.tasks, &state.agents, &state.events);
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text)
 }
 
-pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     let store = state.store.clone();
     match web::block(move || store.ping()).await {
         Ok(Ok(())) => HttpResponse::Ok().json(json!({ "status": "ok" })),
@@ -82,7 +85,7 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, HttpError> {
+pub(crate) async fn not_found(req: HttpRequest) -> Result<HttpResponse, HttpError> {
     Err(HttpError::not_found(format!(
         "no route {} {}",
         req.method(),

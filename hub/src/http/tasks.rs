@@ -11,7 +11,7 @@ use crate::http::auth::{Admin, Reader};
 use crate::http::error::HttpError;
 use crate::http::{body, AppState};
 
-pub async fn create(
+pub(crate) async fn create(
     _: Admin,
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -25,13 +25,13 @@ pub async fn create(
 }
 
 #[derive(Deserialize)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     status: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
 
-pub async fn list(
+pub(crate) async fn list(
     _: Reader,
     state: web::Data<AppState>,
     q: web::Query<ListQuery>,
@@ -66,7 +66,7 @@ pub async fn list(
     }))
 }
 
-pub async fn show(
+pub(crate) async fn show(
     _: Reader,
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -85,7 +85,7 @@ pub async fn show(
     Ok(HttpResponse::Ok().json(task))
 }
 
-pub async fn cancel(
+pub(crate) async fn cancel(
     _: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -100,7 +100,7 @@ pub async fn cancel(
     Ok(HttpResponse::Ok().json(task))
 }
 
-pub async fn retry(
+pub(crate) async fn retry(
     _: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,

@@ -10,7 +10,7 @@ use crate::actors::messages::Lookup;
 use crate::http::error::HttpError;
 use crate::http::{auth, AppState};
 
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
