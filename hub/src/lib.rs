@@ -27,3 +27,87 @@ mod metrics;
 mod stats;
 mod store;
 mod views;
+
+/// The rules of docs/architecture.md that the compiler does not check,
+/// checked on the source text.
+#[cfg(test)]
+mod architecture {
+    use std::path::Path;
+
+    fn sources(dir: &str) -> Vec<(String, String)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir);
+        let mut out = Vec::new();
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    out.push((p.display().to_string(), text));
+                }
+            }
+        }
+        assert!(!out.is_empty(), "no sources under {dir}");
+        out
+    }
+
+    /// Lines that are code (not comments).
+    fn code(text: &str) -> impl Iterator<Item = &str> {
+        text.lines()
+            .map(str::trim_start)
+            .filter(|l| !l.starts_with("//"))
+    }
+
+    #[test]
+    fn the_domain_has_no_actors_storage_runtime_or_clock() {
+        for (path, text) in sources("domain") {
+            for line in code(&text) {
+                for banned in [
+                    "actix",
+                    "sled",
+                    "tokio",
+                    "::now()",
+                    "SystemTime",
+                    "Instant",
+                    "crate::store",
+                    "crate::actors",
+                    "crate::http",
+                ] {
+                    assert!(!line.contains(banned), "{path}: `{banned}` in `{line}`");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn actors_import_only_messages_except_the_registry_creating_agents() {
+        for (path, text) in sources("actors") {
+            for line in code(&text) {
+                let Some(rest) = line.strip_prefix("use crate::actors::") else {
+                    continue;
+                };
+                let module = rest.split([':', ';', '{']).next().unwrap_or_default();
+                let allowed =
+                    module == "messages" || (path.ends_with("registry.rs") && module == "agent");
+                assert!(allowed, "{path} imports actors::{module}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_queue_actor_writes_tasks() {
+        for dir in ["actors", "http", "domain"] {
+            for (path, text) in sources(dir) {
+                if path.ends_with("actors/queue.rs") {
+                    continue;
+                }
+                assert!(
+                    !code(&text).any(|l| l.contains("write_changes(")),
+                    "{path} writes tasks"
+                );
+            }
+        }
+    }
+}
