@@ -5,8 +5,8 @@
 //! - [`domain`]: the rules, as plain Rust — the task queue (`QueueCore`),
 //!   lanes, matching, retry policy, the agent state machine, validation.
 //! - [`actors`]: the actix actors that own state at run time and turn
-//!   messages into domain calls: TaskQueue, Registry, AgentFsm, Scheduler,
-//!   WsSession.
+//!   messages into domain calls: QueueActor, RegistryActor, AgentActor,
+//!   SchedulerActor, ConnectionActor (their messages in `actors::messages`).
 //! - [`store`]: sled persistence and its durability point.
 //! - [`views`]: read models for the API (never wait behind a write).
 //! - [`events`]: the event bus behind Server-Sent Events.

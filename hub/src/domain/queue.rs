@@ -8,7 +8,7 @@
 //! with [`QueueCore::take_changes`] and makes them durable.
 //!
 //! It must never do I/O, read the clock (time comes in as `now`), or know
-//! about actors, sockets or the store. Only the TaskQueue actor holds one.
+//! about actors, sockets or the store. Only the queue actor holds one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
