@@ -8,10 +8,12 @@
 //! - `meta`: hub-wide values (the admin token's hash).
 //!
 //! [`Store::sync`] is the durability point: sled's flush, then an
-//! `fdatasync` of the data file (and of any new blob files) through our own
-//! handles, because sled 0.34's flush does not fsync on Linux (see
-//! docs/decisions/0002-store-durability.md). Nothing is acknowledged to
-//! anyone before it returns.
+//! `fdatasync` of the data file through a handle opened once, because sled
+//! 0.34's flush does not fsync on Linux; when sled wrote or removed blob
+//! files (large values) since the last sync, a `syncfs` through a handle of
+//! the store's directory makes them durable too, without opening any file
+//! (see docs/decisions/0002 and 0003). Nothing is acknowledged to anyone
+//! before it returns.
 //!
 //! The store knows bytes and records, never the rules of the queue; it is
 //! written only by the queue actor (tasks), the registry actor (agents)
@@ -19,7 +21,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use agentcom_protocol::{HistoryEntry, Task, Timestamp};
@@ -59,8 +61,19 @@ pub struct Store {
     tasks: sled::Tree,
     agents: sled::Tree,
     meta: sled::Tree,
-    dir: PathBuf,
-    last_sync: std::sync::Arc<Mutex<SystemTime>>,
+    durability: Arc<Durability>,
+}
+
+/// The handles a sync uses, opened once: syncing never opens a file (so it
+/// cannot race sled removing one, nor fail for want of descriptors).
+struct Durability {
+    /// sled's data file.
+    data: File,
+    /// sled's directory (for `syncfs`).
+    dir: File,
+    blobs: PathBuf,
+    /// The blob directory's modification time when it was last made durable.
+    blobs_synced: Mutex<Option<SystemTime>>,
 }
 
 /// sled writes values larger than a quarter segment to separate blob
@@ -69,59 +82,49 @@ const SEGMENT_SIZE: usize = 2 * 1024 * 1024;
 
 impl Store {
     /// Open (creating) the store in `dir`, with a page cache of `cache_mb`.
-    pub fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
+    pub(crate) fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)?;
+        let sled_dir = dir.join("sled");
         let db = sled::Config::new()
-            .path(dir.join("sled"))
+            .path(&sled_dir)
             .cache_capacity(cache_mb.max(1) * 1024 * 1024)
             .segment_size(SEGMENT_SIZE)
             // We flush ourselves at every group commit; no background timer.
             .flush_every_ms(None)
             .open()?;
+        let durability = Durability {
+            data: File::open(sled_dir.join("db"))?,
+            dir: File::open(&sled_dir)?,
+            blobs: sled_dir.join("blobs"),
+            blobs_synced: Mutex::new(None),
+        };
         let store = Store {
             tasks: db.open_tree("tasks")?,
             agents: db.open_tree("agents")?,
             meta: db.open_tree("meta")?,
             db,
-            dir: dir.to_path_buf(),
-            last_sync: std::sync::Arc::new(Mutex::new(SystemTime::UNIX_EPOCH)),
+            durability: Arc::new(durability),
         };
         // Make the data file's directory entry durable too.
-        sync_dir(&store.sled_dir())?;
+        store.durability.dir.sync_all()?;
         sync_dir(dir)?;
         Ok(store)
     }
 
-    fn sled_dir(&self) -> PathBuf {
-        self.dir.join("sled")
-    }
-
-    /// Make everything written so far durable: flush, then fdatasync.
-    pub fn sync(&self) -> Result<(), StoreError> {
-        let started = SystemTime::now();
+    /// Make everything written so far durable: flush, then fdatasync (and
+    /// syncfs when blob files came or went).
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        File::open(self.sled_dir().join("db"))?.sync_data()?;
-        let mut last = self.last_sync.lock().unwrap_or_else(|e| e.into_inner());
-        let blobs = self.sled_dir().join("blobs");
-        if let Ok(entries) = std::fs::read_dir(&blobs) {
-            let mut any = false;
-            for e in entries.flatten() {
-                let recent = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .map(|m| m >= *last)
-                    .unwrap_or(true);
-                if recent {
-                    File::open(e.path())?.sync_data()?;
-                    any = true;
-                }
-            }
-            if any {
-                sync_dir(&blobs)?;
-            }
+        let d = &self.durability;
+        d.data.sync_data()?;
+        // A stat, not an open: the directory's mtime moves whenever sled
+        // creates or removes a blob file.
+        let blobs_now = std::fs::metadata(&d.blobs).and_then(|m| m.modified()).ok();
+        let mut synced = d.blobs_synced.lock().unwrap_or_else(|e| e.into_inner());
+        if blobs_now != *synced {
+            nix::unistd::syncfs(&d.dir).map_err(std::io::Error::from)?;
+            *synced = blobs_now;
         }
-        // Anything modified from here on is caught by the next sync.
-        *last = started - std::time::Duration::from_secs(1);
         Ok(())
     }
 

@@ -101,6 +101,11 @@ impl Hub {
         self.proc.kill9();
     }
 
+    /// Whether the hub process is still running.
+    pub fn running(&mut self) -> bool {
+        self.proc.running()
+    }
+
     /// SIGTERM; the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         self.proc.terminate(Duration::from_secs(15))
