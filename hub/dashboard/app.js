@@ -155,8 +155,8 @@ async function loadAll() {
     const [snap, agents, recent, dead] = await Promise.all([
       api("GET", "/api/state"),
       api("GET", "/api/agents"),
-      api("GET", `/api/tasks?limit=${ROWS}`),
-      api("GET", "/api/tasks?status=dead&limit=200"),
+      api("GET", `/api/tasks?limit=${ROWS}&fields=result`),
+      api("GET", "/api/tasks?status=dead&limit=200&fields=result"),
     ]);
     applySnapshot(snap);
     S.agents = new Map(agents.agents.map((a) => [a.id, a]));

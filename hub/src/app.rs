@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use actix::{AsyncContext, Context};
 use actix_web::{web, App, HttpServer};
-use agentcom_protocol::Timestamp;
+use agentcom_protocol::{Task, Timestamp};
 
 use crate::actors::agent::AgentLinks;
 use crate::actors::messages::CloseAll;
-use crate::actors::queue::{QueueActor, QueueLinks};
+use crate::actors::queue::{QueueActor, QueueLinks, Retention};
 use crate::actors::registry::{AgentDirectory, RegistryActor};
 use crate::actors::scheduler::{SchedulerActor, SchedulerLinks};
 use crate::auth::Auth;
@@ -45,13 +45,20 @@ pub fn start(settings: Settings) -> Result<Started, String> {
     })?;
     let auth = Auth::initialise(&settings, &store).map_err(|e| e.to_string())?;
 
-    let stored = store.load_tasks().map_err(|e| e.to_string())?;
-    let tasks = Arc::new(TaskView::default());
-    tasks.apply(stored.iter().map(|(t, len)| (t, *len)));
-    let core = QueueCore::restore(settings.queue_settings(), stored);
+    let live: Vec<(Task, u32)> = store
+        .load_live()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|s| (s.task, s.history_len))
+        .collect();
+    let counts = store.count_by_status().map_err(|e| e.to_string())?;
+    let keys = store.load_keys().map_err(|e| e.to_string())?;
+    let tasks = Arc::new(TaskView::new(live.clone(), counts));
+    let core = QueueCore::restore(settings.queue_settings(), live, keys);
     let held = core.outstanding(None);
     tracing::info!(
-        tasks = core.len(),
+        live = core.len(),
+        total = tasks.counts().total,
         queued = core.queued_len(),
         active = held.len(),
         "queue restored from the store"
@@ -83,6 +90,10 @@ pub fn start(settings: Settings) -> Result<Started, String> {
         QueueLinks {
             kick: scheduler.clone().recipient(),
             stop_attempt: registry.clone().recipient(),
+        },
+        Retention {
+            finished_ms: settings.retention.finished_ms(),
+            every: Duration::from_secs(t.sweep_interval_s),
         },
     ));
     scheduler_ctx.run(SchedulerActor::new(

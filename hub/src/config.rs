@@ -28,6 +28,21 @@ pub struct Settings {
     pub circuit: Circuit,
     pub events: Events,
     pub store: StoreSettings,
+    pub retention: RetentionSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct RetentionSettings {
+    /// Completed, cancelled and dead tasks older than this many days are
+    /// deleted with their history (fractions allowed; 0: at once).
+    pub finished_days: f64,
+}
+
+impl RetentionSettings {
+    /// The retention window in milliseconds.
+    pub fn finished_ms(&self) -> i64 {
+        (self.finished_days * 86_400_000.0) as i64
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -110,7 +125,8 @@ impl Settings {
             .set_default("circuit.cooldown_s", 300)?
             .set_default("events.replay", 10_000)?
             .set_default("events.client_buffer", 4096)?
-            .set_default("store.cache_mb", 64)?;
+            .set_default("store.cache_mb", 64)?
+            .set_default("retention.finished_days", 30)?;
         if let Some(f) = file {
             b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
         }
@@ -162,6 +178,13 @@ impl Settings {
         if self.circuit.failures == 0 {
             return invalid("circuit.failures", "must be at least 1".into());
         }
+        let days = self.retention.finished_days;
+        if !days.is_finite() || !(0.0..=36_500.0).contains(&days) {
+            return invalid(
+                "retention.finished_days",
+                "must be a number of days from 0 to 36500".into(),
+            );
+        }
         if self.events.client_buffer == 0 {
             return invalid("events.client_buffer", "must be at least 1".into());
         }
@@ -180,6 +203,10 @@ impl Settings {
             retry: RetryPolicy {
                 backoff_s: self.retry.backoff_s.clone(),
             },
+            // Finished tasks stay in memory at most an hour, and never
+            // longer than they are kept at all.
+            keep_finished_ms: self.retention.finished_ms().min(3_600_000),
+            ..QueueSettings::default()
         }
     }
 

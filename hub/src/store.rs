@@ -1,11 +1,10 @@
 //! The durable store: an embedded sled database under `data_dir`.
 //!
 //! Trees:
-//! - `tasks`: `t/<id>` → the task record (task + history length), and
-//!   `h/<id>/<seq: u32 BE>` → one history entry. A task's record and its new
-//!   history entries are written in one atomic batch.
+//! - `tasks`: every task, its history and the indexes over them; its keys
+//!   and the way it is written and read are in [`tasks`].
 //! - `agents`: `<id>` → the agent record (capabilities, SHA-256 of its token).
-//! - `meta`: hub-wide values (the admin token's hash).
+//! - `meta`: hub-wide values (the admin token's hash, the store format).
 //!
 //! [`Store::sync`] is the durability point: sled's flush, then an
 //! `fdatasync` of the data file through a handle opened once, because sled
@@ -24,10 +23,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use agentcom_protocol::{HistoryEntry, Task, Timestamp};
+use agentcom_protocol::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::queue::Change;
+mod tasks;
+
+pub(crate) use tasks::{Fields, Purge, Purged};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,13 +38,6 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("store record {key} is corrupt: {message}")]
     Corrupt { key: String, message: String },
-}
-
-/// A task as stored: the task and how many history entries it has.
-#[derive(Serialize, Deserialize)]
-struct TaskRecord {
-    task: Task,
-    history_len: u32,
 }
 
 /// An agent as stored. Only the hash of its token is kept.
@@ -108,6 +102,7 @@ impl Store {
         // Make the data file's directory entry durable too.
         store.durability.dir.sync_all()?;
         sync_dir(dir)?;
+        store.migrate()?;
         Ok(store)
     }
 
@@ -132,57 +127,6 @@ impl Store {
     pub fn ping(&self) -> Result<(), StoreError> {
         self.meta.get(b"ping")?;
         Ok(())
-    }
-
-    // ----- tasks ----------------------------------------------------------------
-
-    /// Stage a group of task changes as one atomic batch (not yet durable:
-    /// call [`Store::sync`]).
-    pub fn write_changes(&self, changes: &[Change]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for c in changes {
-            let mut task = c.task.clone();
-            task.history = None;
-            let record = TaskRecord {
-                task,
-                history_len: c.history_len,
-            };
-            batch.insert(
-                task_key(&c.task.id),
-                serde_json::to_vec(&record).expect("task serialises"),
-            );
-            for (seq, entry) in &c.new_history {
-                batch.insert(
-                    history_key(&c.task.id, *seq),
-                    serde_json::to_vec(entry).expect("history serialises"),
-                );
-            }
-        }
-        self.tasks.apply_batch(batch)?;
-        Ok(())
-    }
-
-    /// Every stored task with its history length (for rebuilding the queue).
-    pub fn load_tasks(&self) -> Result<Vec<(Task, u32)>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.tasks.scan_prefix(b"t/") {
-            let (k, v) = kv?;
-            let rec: TaskRecord = decode(&k, &v)?;
-            out.push((rec.task, rec.history_len));
-        }
-        Ok(out)
-    }
-
-    /// A task's first `len` history entries, oldest first. Pass the
-    /// durable history length: entries past it may be written but not yet
-    /// synced, and must not be shown.
-    pub fn history(&self, id: &str, len: u32) -> Result<Vec<HistoryEntry>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.tasks.range(history_key(id, 0)..history_key(id, len)) {
-            let (k, v) = kv?;
-            out.push(decode(&k, &v)?);
-        }
-        Ok(out)
     }
 
     // ----- agents and meta ---------------------------------------------------------
@@ -225,25 +169,11 @@ impl Store {
 }
 
 /// Decode a stored JSON value, naming its key if it is corrupt.
-fn decode<T: serde::de::DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
         key: String::from_utf8_lossy(k).into_owned(),
         message: e.to_string(),
     })
-}
-
-fn task_key(id: &str) -> Vec<u8> {
-    let mut k = b"t/".to_vec();
-    k.extend_from_slice(id.as_bytes());
-    k
-}
-
-fn history_key(id: &str, seq: u32) -> Vec<u8> {
-    let mut k = b"h/".to_vec();
-    k.extend_from_slice(id.as_bytes());
-    k.push(b'/');
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -253,50 +183,11 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::queue::{QueueCore, QueueSettings};
-    use agentcom_protocol::NewTask;
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("agentcom-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
-    }
-
-    #[test]
-    fn changes_survive_reopen_with_history_in_order() {
-        let dir = tmp("reopen");
-        let mut q = QueueCore::new(QueueSettings::default());
-        let now = Timestamp(1_800_000_000_000);
-        let id = match q.create(
-            NewTask {
-                title: "a".into(),
-                ..Default::default()
-            },
-            now,
-        ) {
-            crate::domain::queue::Created::New(t) => t.id,
-            _ => unreachable!(),
-        };
-        q.cancel(&id, "test", now.plus_millis(5)).unwrap();
-        {
-            let s = Store::open(&dir, 16).unwrap();
-            s.write_changes(&q.take_changes()).unwrap();
-            s.sync().unwrap();
-        }
-        let s = Store::open(&dir, 16).unwrap();
-        let tasks = s.load_tasks().unwrap();
-        assert_eq!(tasks.len(), 1);
-        assert_eq!(tasks[0].0.id, id);
-        assert_eq!(tasks[0].1, 2);
-        let hist = s.history(&id, 2).unwrap();
-        assert_eq!(
-            s.history(&id, 1).unwrap().len(),
-            1,
-            "only up to the length asked"
-        );
-        let events: Vec<&str> = hist.iter().map(|h| h.event.as_str()).collect();
-        assert_eq!(events, ["created", "cancelled"]);
-        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]

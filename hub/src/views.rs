@@ -1,24 +1,27 @@
 //! Read models: what the HTTP API and the dashboard read, without ever
 //! waiting behind a write.
 //!
-//! [`TaskView`] holds the *durable* state of every task (the queue actor
-//! applies each group of changes after it is synced), with counts per
-//! status and lane kept incrementally, so `/api/state` never scans
-//! anything, and each task's durable history length, so a history read
-//! never runs ahead of the record it belongs to. [`AgentView`] holds the
+//! [`TaskView`] holds the *durable* state of every live task (the queue
+//! actor applies each group of changes after it is synced) with its
+//! durable history length, so a history read never runs ahead of the
+//! record it belongs to; and counts per status (finished ones included)
+//! and lane, kept incrementally, so `/api/state` never scans anything.
+//! Finished tasks are read from the store; the view says which tasks the
+//! store may hold a not-yet-durable state of, so reads can skip them. [`AgentView`] holds the
 //! latest [`AgentInfo`] each agent actor published. Both sit behind a `RwLock` held only for map updates
 //! and copies; no I/O or await happens under it. The views never decide
 //! anything: they mirror what their owners publish.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use agentcom_protocol::{AgentInfo, AgentState, Task, TaskStatus, Timestamp};
 
 use crate::domain::lanes::{lane_index, LaneKind, LANE_COUNT};
 use crate::domain::queue::Change;
+use crate::store::{Fields, Purged, Store, StoreError};
 
-/// A task as last made durable, and how many history entries were
+/// A live task as last made durable, and how many history entries were
 /// durable with it (history is read up to there, never beyond).
 #[derive(Clone)]
 struct Durable {
@@ -28,20 +31,37 @@ struct Durable {
 
 #[derive(Default)]
 struct TaskIndex {
-    tasks: BTreeMap<String, Durable>,
+    /// Live tasks (queued, assigned, working, failed) only: finished ones
+    /// are read from the store.
+    live: BTreeMap<String, Durable>,
     by_status: HashMap<TaskStatus, BTreeSet<String>>,
+    /// Tasks in each status, finished ones included.
+    counts: BTreeMap<TaskStatus, usize>,
     lane_depth: [usize; LANE_COUNT],
     /// Queued tasks by when they entered their lane (oldest first).
     queued: BTreeSet<(i64, String)>,
+    /// Tasks of the group being written: the store may already hold a
+    /// state of theirs that is not durable yet.
+    in_flight: HashSet<String>,
+    /// Of those, the tasks being created.
+    in_flight_new: HashSet<String>,
 }
 
 /// Counts for `/api/state` and `/metrics`.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct TaskCounts {
+pub(crate) struct TaskCounts {
     pub by_status: BTreeMap<TaskStatus, usize>,
     pub lane_depth: [usize; LANE_COUNT],
     pub oldest_queued_at: Option<Timestamp>,
     pub total: usize,
+}
+
+/// What a read of a task may use: the durable copy in memory, the store,
+/// or nothing yet (its create is not durable).
+pub(crate) enum Lookup {
+    Live(Arc<Task>, u32),
+    InStore,
+    NotYet,
 }
 
 #[derive(Default)]
@@ -50,101 +70,118 @@ pub struct TaskView {
 }
 
 impl TaskView {
-    /// Mirror durable tasks, each with its durable history length (the
-    /// initial load, and every synced group).
-    pub fn apply<'a>(&self, tasks: impl IntoIterator<Item = (&'a Task, u32)>) {
-        let mut idx = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        for (task, history_len) in tasks {
-            if let Some(old) = idx.tasks.get(&task.id).map(|d| d.task.clone()) {
-                remove_counts(&mut idx, &old);
+    /// Start from the store: the live tasks and the count of every status.
+    pub(crate) fn new(
+        live: impl IntoIterator<Item = (Task, u32)>,
+        counts: BTreeMap<TaskStatus, usize>,
+    ) -> Self {
+        let view = TaskView::default();
+        {
+            let mut idx = view.write();
+            idx.counts = counts;
+            for (task, history_len) in live {
+                add_live(&mut idx, task, history_len);
             }
-            add_counts(&mut idx, task);
-            idx.tasks.insert(
-                task.id.clone(),
-                Durable {
-                    task: Arc::new(task.clone()),
-                    history_len,
-                },
-            );
+        }
+        view
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, TaskIndex> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, TaskIndex> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A group of changes is about to be written (not yet durable).
+    pub(crate) fn begin(&self, changes: &[Change]) {
+        let mut idx = self.write();
+        for c in changes {
+            idx.in_flight.insert(c.task.id.clone());
+            if c.previous_status.is_none() {
+                idx.in_flight_new.insert(c.task.id.clone());
+            }
         }
     }
 
-    pub fn apply_changes(&self, changes: &[Change]) {
-        self.apply(changes.iter().map(|c| (&c.task, c.history_len)));
+    /// Mirror a group of changes once durable.
+    pub(crate) fn apply_changes(&self, changes: &[Change]) {
+        let mut idx = self.write();
+        for c in changes {
+            let id = &c.task.id;
+            if let Some(old) = idx.live.remove(id) {
+                remove_live(&mut idx, &old.task);
+            }
+            if let Some(prev) = c.previous_status {
+                let n = idx.counts.entry(prev).or_default();
+                *n = n.saturating_sub(1);
+            }
+            *idx.counts.entry(c.task.status).or_default() += 1;
+            if !c.task.status.is_terminal() {
+                add_live(&mut idx, c.task.clone(), c.history_len);
+            }
+            idx.in_flight.remove(id);
+            idx.in_flight_new.remove(id);
+        }
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<Task>> {
-        self.get_with_history_len(id).map(|(t, _)| t)
+    /// Retention deleted these finished tasks.
+    pub(crate) fn purged(&self, purged: &[Purged]) {
+        let mut idx = self.write();
+        for p in purged {
+            let n = idx.counts.entry(p.status).or_default();
+            *n = n.saturating_sub(1);
+        }
     }
 
-    /// The durable task and how many of its history entries are durable.
-    pub fn get_with_history_len(&self, id: &str) -> Option<(Arc<Task>, u32)> {
-        self.inner
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .tasks
-            .get(id)
-            .map(|d| (d.task.clone(), d.history_len))
+    /// Where to read task `id` from.
+    pub(crate) fn lookup(&self, id: &str) -> Lookup {
+        let idx = self.read();
+        match idx.live.get(id) {
+            Some(d) => Lookup::Live(d.task.clone(), d.history_len),
+            None if idx.in_flight_new.contains(id) => Lookup::NotYet,
+            None => Lookup::InStore,
+        }
     }
 
-    /// A page of tasks, newest first, optionally of one status, starting
-    /// after `cursor` (the id of the last task of the previous page).
-    pub fn page(
+    /// The durable live task, if `id` is live.
+    pub(crate) fn live(&self, id: &str) -> Option<Arc<Task>> {
+        self.read().live.get(id).map(|d| d.task.clone())
+    }
+
+    /// Whether a store read of `id` may show a state that is not durable.
+    pub(crate) fn in_flight(&self, id: &str) -> bool {
+        self.read().in_flight.contains(id)
+    }
+
+    /// A page of live tasks of one (live) status, newest first, after
+    /// `cursor` (the id of the last task of the previous page).
+    pub(crate) fn page_live(
         &self,
-        status: Option<TaskStatus>,
+        status: TaskStatus,
         limit: usize,
         cursor: Option<&str>,
     ) -> (Vec<Arc<Task>>, Option<String>) {
-        let idx = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let idx = self.read();
+        let Some(ids) = idx.by_status.get(&status) else {
+            return (vec![], None);
+        };
+        let upper = match cursor {
+            Some(c) => std::ops::Bound::Excluded(c),
+            None => std::ops::Bound::Unbounded,
+        };
         let mut out = Vec::with_capacity(limit.min(1000));
         let mut more = false;
-        let mut push = |t: &Arc<Task>| {
+        for id in ids
+            .range::<str, _>((std::ops::Bound::Unbounded, upper))
+            .rev()
+        {
             if out.len() == limit {
                 more = true;
-                return false;
+                break;
             }
-            out.push(t.clone());
-            true
-        };
-        match status {
-            Some(s) => {
-                let Some(ids) = idx.by_status.get(&s) else {
-                    return (vec![], None);
-                };
-                let iter: Box<dyn Iterator<Item = &String>> = match cursor {
-                    Some(c) => Box::new(
-                        ids.range::<str, _>((
-                            std::ops::Bound::Unbounded,
-                            std::ops::Bound::Excluded(c),
-                        ))
-                        .rev(),
-                    ),
-                    None => Box::new(ids.iter().rev()),
-                };
-                for id in iter {
-                    if !push(&idx.tasks[id].task) {
-                        break;
-                    }
-                }
-            }
-            None => {
-                let iter: Box<dyn Iterator<Item = (&String, &Durable)>> = match cursor {
-                    Some(c) => Box::new(
-                        idx.tasks
-                            .range::<str, _>((
-                                std::ops::Bound::Unbounded,
-                                std::ops::Bound::Excluded(c),
-                            ))
-                            .rev(),
-                    ),
-                    None => Box::new(idx.tasks.iter().rev()),
-                };
-                for (_, d) in iter {
-                    if !push(&d.task) {
-                        break;
-                    }
-                }
-            }
+            out.push(idx.live[id].task.clone());
         }
         let next = if more {
             out.last().map(|t| t.id.clone())
@@ -154,33 +191,117 @@ impl TaskView {
         (out, next)
     }
 
-    pub fn counts(&self) -> TaskCounts {
-        let idx = self.inner.read().unwrap_or_else(|e| e.into_inner());
+    pub(crate) fn counts(&self) -> TaskCounts {
+        let idx = self.read();
         TaskCounts {
             by_status: TaskStatus::ALL
                 .iter()
-                .map(|s| (*s, idx.by_status.get(s).map_or(0, |ids| ids.len())))
+                .map(|s| (*s, idx.counts.get(s).copied().unwrap_or(0)))
                 .collect(),
             lane_depth: idx.lane_depth,
             oldest_queued_at: idx.queued.first().map(|(t, _)| Timestamp(*t)),
-            total: idx.tasks.len(),
+            total: idx.counts.values().sum(),
         }
     }
 }
 
-fn add_counts(idx: &mut TaskIndex, t: &Task) {
-    idx.by_status
-        .entry(t.status)
-        .or_default()
-        .insert(t.id.clone());
-    if t.status == TaskStatus::Queued {
-        idx.lane_depth[lane_index(t.priority, LaneKind::of(t))] += 1;
-        idx.queued
-            .insert((t.queued_at.unwrap_or(t.created_at).0, t.id.clone()));
+/// Reads of tasks that see durable state only: live tasks from the view,
+/// finished ones from the store, skipping what the store holds of a group
+/// not yet durable. Its methods read the store: call them off the actor
+/// and HTTP threads (`web::block`).
+#[derive(Clone)]
+pub(crate) struct TaskReader {
+    pub view: Arc<TaskView>,
+    pub store: Store,
+}
+
+impl TaskReader {
+    /// One task, with its durable history length; None if it does not
+    /// exist (or its create is not durable yet).
+    pub(crate) fn task(&self, id: &str, fields: Fields) -> Result<Option<(Task, u32)>, StoreError> {
+        match self.view.lookup(id) {
+            Lookup::Live(t, len) => Ok(Some((with_fields((*t).clone(), fields), len))),
+            Lookup::NotYet => Ok(None),
+            Lookup::InStore => Ok(self.store.task(id)?.map(|s| {
+                let t = with_fields(s.task, fields);
+                (t, s.history_len)
+            })),
+        }
+    }
+
+    /// A page of tasks, newest first, of one status or all, after `cursor`.
+    pub(crate) fn page(
+        &self,
+        status: Option<TaskStatus>,
+        limit: usize,
+        cursor: Option<&str>,
+        fields: Fields,
+    ) -> Result<(Vec<Task>, Option<String>), StoreError> {
+        if let Some(s) = status.filter(|s| !s.is_terminal()) {
+            let (tasks, next) = self.view.page_live(s, limit, cursor);
+            let tasks = tasks
+                .into_iter()
+                .map(|t| with_fields((*t).clone(), fields))
+                .collect();
+            return Ok((tasks, next));
+        }
+        let view = &self.view;
+        // A live task is shown as the view holds it (durable); any other
+        // task the group being written touches is skipped until durable.
+        let (rows, more) =
+            self.store
+                .page(status, cursor, limit, fields, |id| match view.live(id) {
+                    Some(t) => status.is_none_or(|s| t.status == s),
+                    None => !view.in_flight(id),
+                })?;
+        let tasks: Vec<Task> = rows
+            .into_iter()
+            .map(|r| match view.live(&r.task.id) {
+                Some(t) => with_fields((*t).clone(), fields),
+                None => r.task,
+            })
+            .collect();
+        let next = if more {
+            tasks.last().map(|t| t.id.clone())
+        } else {
+            None
+        };
+        Ok((tasks, next))
     }
 }
 
-fn remove_counts(idx: &mut TaskIndex, t: &Task) {
+/// The task with only the heavy fields `fields` asks for.
+fn with_fields(mut t: Task, fields: Fields) -> Task {
+    if !fields.description_and_metadata {
+        t.description = String::new();
+        t.metadata = None;
+    }
+    if !fields.result {
+        t.result = None;
+    }
+    t
+}
+
+fn add_live(idx: &mut TaskIndex, task: Task, history_len: u32) {
+    idx.by_status
+        .entry(task.status)
+        .or_default()
+        .insert(task.id.clone());
+    if task.status == TaskStatus::Queued {
+        idx.lane_depth[lane_index(task.priority, LaneKind::of(&task))] += 1;
+        idx.queued
+            .insert((task.queued_at.unwrap_or(task.created_at).0, task.id.clone()));
+    }
+    idx.live.insert(
+        task.id.clone(),
+        Durable {
+            task: Arc::new(task),
+            history_len,
+        },
+    );
+}
+
+fn remove_live(idx: &mut TaskIndex, t: &Task) {
     if let Some(ids) = idx.by_status.get_mut(&t.status) {
         ids.remove(&t.id);
     }
@@ -262,7 +383,7 @@ mod tests {
     }
 
     #[test]
-    fn counts_follow_changes_and_pages_go_newest_first() {
+    fn counts_follow_changes_and_live_pages_go_newest_first() {
         let mut q = QueueCore::new(QueueSettings::default());
         let view = TaskView::default();
         let mut ids = vec![];
@@ -272,7 +393,7 @@ mod tests {
             } else {
                 Priority::Normal
             };
-            if let Created::New(t) = q.create(
+            if let Ok(Created::New(t)) = q.create(
                 NewTask {
                     title: format!("t{i}"),
                     priority: Some(p),
@@ -283,7 +404,11 @@ mod tests {
                 ids.push(t.id);
             }
         }
-        view.apply_changes(&q.take_changes());
+        let changes = q.take_changes();
+        view.begin(&changes);
+        assert!(matches!(view.lookup(&ids[0]), Lookup::NotYet));
+        view.apply_changes(&changes);
+        assert!(matches!(view.lookup(&ids[0]), Lookup::Live(..)));
         let c = view.counts();
         assert_eq!(c.by_status[&TaskStatus::Queued], 5);
         assert_eq!(
@@ -293,30 +418,37 @@ mod tests {
         assert_eq!(c.oldest_queued_at, Some(now(0)));
 
         q.claim(&[IdleAgent::new("a", &[], 0)], now(10));
+        q.cancel(&ids[3], "x", now(11)).unwrap();
         view.apply_changes(&q.take_changes());
         let c = view.counts();
-        assert_eq!(c.by_status[&TaskStatus::Queued], 4);
+        assert_eq!(c.by_status[&TaskStatus::Queued], 3);
         assert_eq!(c.by_status[&TaskStatus::Assigned], 1);
+        assert_eq!(c.by_status[&TaskStatus::Cancelled], 1);
+        assert_eq!(c.total, 5);
         assert_eq!(
             c.lane_depth[lane_index(Priority::Urgent, LaneKind::Fresh)],
             0
         );
+        assert!(
+            matches!(view.lookup(&ids[3]), Lookup::InStore),
+            "finished tasks are read from the store"
+        );
 
-        let (page, next) = view.page(None, 2, None);
+        let (page, next) = view.page_live(TaskStatus::Queued, 2, None);
         assert_eq!(
             page.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
-            [ids[4].clone(), ids[3].clone()]
-        );
-        let (page2, next2) = view.page(None, 2, next.as_deref());
-        assert_eq!(
-            page2.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
             [ids[2].clone(), ids[1].clone()]
         );
-        let (page3, next3) = view.page(None, 2, next2.as_deref());
-        assert_eq!(page3.len(), 1);
-        assert_eq!(next3, None, "last page");
-        let (queued, _) = view.page(Some(TaskStatus::Queued), 10, None);
-        assert_eq!(queued.len(), 4);
-        assert!(view.page(Some(TaskStatus::Dead), 10, None).0.is_empty());
+        let (page2, next2) = view.page_live(TaskStatus::Queued, 2, next.as_deref());
+        assert_eq!(
+            page2.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+            [ids[0].clone()]
+        );
+        assert_eq!(next2, None, "last page");
+        view.purged(&[Purged {
+            id: ids[3].clone(),
+            status: TaskStatus::Cancelled,
+        }]);
+        assert_eq!(view.counts().by_status[&TaskStatus::Cancelled], 0);
     }
 }

@@ -11,6 +11,11 @@ use crate::model::{AgentInfo, Priority, Task};
 pub const MAX_TITLE_CHARS: usize = 200;
 /// Longest task description, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 64 * 1024;
+/// Largest task metadata object, in bytes of JSON.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Largest result the hub keeps, in bytes of JSON; a larger one is cut
+/// down to its known fields (see the hub's `domain::limits`).
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 
 /// Body of `POST /api/tasks`. Unknown fields are refused so that a typo
 /// (`needs` for `needed_capabilities`) is an error, not a silent default.

@@ -254,6 +254,10 @@ pub struct Task {
     #[serde(default)]
     pub started_at: Option<Timestamp>,
     pub not_before: Option<Timestamp>,
+    /// When the task last became completed, dead or cancelled (None while
+    /// it is live); retention counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
     pub result: Option<TaskResult>,
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -223,6 +223,7 @@ mod tests {
             queued_at: Some(Timestamp(1)),
             started_at: None,
             not_before: None,
+            finished_at: None,
             result: None,
             last_error: None,
             history: None,

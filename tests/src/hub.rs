@@ -206,12 +206,12 @@ impl Hub {
         self.ok("GET", "/api/state", None)
     }
 
-    /// Every task (all pages), optionally of one status.
+    /// Every task (all pages, every field), optionally of one status.
     pub fn tasks(&self, status: Option<&str>) -> Vec<Value> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let mut path = "/api/tasks?limit=1000".to_string();
+            let mut path = "/api/tasks?limit=1000&fields=description,metadata,result".to_string();
             if let Some(s) = status {
                 path.push_str(&format!("&status={s}"));
             }

@@ -29,10 +29,10 @@ use crate::actors::messages::{
     CancelTask, Claim, CommandError, CreateTask, Kick, OutstandingAttempts, PromoteDue, Release,
     Report, ReportKind, ReportSource, RetryTask, StopAttempt,
 };
-use crate::domain::queue::{Assignment, Change, Created, QueueCore, Verdict};
+use crate::domain::queue::{Assignment, Change, Created, QueueCore, QueueError, Verdict};
 use crate::events::EventBus;
 use crate::stats::Stats;
-use crate::store::Store;
+use crate::store::{Purge, Store};
 use crate::views::TaskView;
 
 type Durable = oneshot::Receiver<Result<(), String>>;
@@ -50,7 +50,23 @@ pub struct QueueLinks {
 #[derive(Default)]
 struct Group {
     changes: Vec<Change>,
+    purge: Option<Purge>,
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.purge.is_none() && self.waiters.is_empty()
+    }
+}
+
+/// Most finished tasks one retention pass deletes.
+const PURGE_BATCH: usize = 10_000;
+
+/// How long finished tasks are kept, and how often retention runs.
+pub struct Retention {
+    pub finished_ms: i64,
+    pub every: Duration,
 }
 
 pub struct QueueActor {
@@ -60,6 +76,7 @@ pub struct QueueActor {
     events: Arc<EventBus>,
     stats: Arc<Stats>,
     links: QueueLinks,
+    retention: Retention,
     pending: Group,
     syncing: bool,
     promotion: Option<(Timestamp, SpawnHandle)>,
@@ -74,6 +91,7 @@ impl QueueActor {
         events: Arc<EventBus>,
         stats: Arc<Stats>,
         links: QueueLinks,
+        retention: Retention,
     ) -> Self {
         QueueActor {
             core,
@@ -82,6 +100,7 @@ impl QueueActor {
             events,
             stats,
             links,
+            retention,
             pending: Group::default(),
             syncing: false,
             promotion: None,
@@ -104,30 +123,47 @@ impl QueueActor {
     }
 
     fn sync_next(&mut self, ctx: &mut Context<Self>) {
-        if self.syncing || self.pending.waiters.is_empty() {
+        if self.syncing || self.pending.is_empty() {
             return;
         }
         self.syncing = true;
-        let group = std::mem::take(&mut self.pending);
+        let Group {
+            changes,
+            purge,
+            waiters,
+        } = std::mem::take(&mut self.pending);
+        self.view.begin(&changes);
         let store = self.store.clone();
-        let Group { changes, waiters } = group;
         let work = actix_rt::task::spawn_blocking(move || {
-            let res = if changes.is_empty() {
-                Ok(())
+            let res = if changes.is_empty() && purge.is_none() {
+                Ok(vec![])
             } else {
-                store.write_changes(&changes).and_then(|_| store.sync())
+                store
+                    .write_tasks(&changes, purge.as_ref())
+                    .and_then(|purged| store.sync().map(|_| purged))
             };
             (res, changes)
         });
         ctx.spawn(work.into_actor(self).map(move |joined, act, ctx| {
             act.syncing = false;
             match joined {
-                Ok((Ok(()), changes)) => {
-                    if !changes.is_empty() {
+                Ok((Ok(purged), changes)) => {
+                    if !changes.is_empty() || !purged.is_empty() {
                         act.stats.store_syncs.inc();
                         act.stats.store_writes.inc_by(changes.len() as u64);
                     }
                     act.publish(&changes);
+                    let now = Timestamp::now();
+                    act.core.durable(&changes, now);
+                    if !purged.is_empty() {
+                        act.view.purged(&purged);
+                        let ids: Vec<String> = purged.iter().map(|p| p.id.clone()).collect();
+                        act.core.purged(&ids);
+                        tracing::info!(tasks = ids.len(), "retention deleted finished tasks");
+                        if ids.len() >= PURGE_BATCH {
+                            act.purge(ctx); // more are due
+                        }
+                    }
                     for w in waiters {
                         let _ = w.send(Ok(()));
                     }
@@ -188,6 +224,7 @@ impl QueueActor {
                 let mut summary = serde_json::to_value(t).expect("task serialises");
                 if let Some(obj) = summary.as_object_mut() {
                     obj.remove("description");
+                    obj.remove("metadata");
                 }
                 self.events
                     .publish("task", json!({ "task": summary, "transition": h }));
@@ -217,6 +254,55 @@ impl QueueActor {
             });
             self.promotion = Some((at, handle));
         }
+    }
+
+    /// Stage a retention pass: finished tasks older than the retention
+    /// window, except those the core still holds, go with the next group.
+    fn purge(&mut self, ctx: &mut Context<Self>) {
+        let before = Timestamp::now().plus_millis(-self.retention.finished_ms);
+        self.pending.purge = Some(Purge {
+            before,
+            keep: self.core.held_ids(),
+            max: PURGE_BATCH,
+        });
+        self.sync_next(ctx);
+    }
+
+    /// Load a task the core no longer holds whole, then run `op`; a task
+    /// the store does not have either is not found.
+    fn with_whole<T: 'static>(
+        &mut self,
+        id: String,
+        op: impl FnOnce(&mut Self, &mut Context<Self>) -> ResponseFuture<Result<T, CommandError>>
+            + 'static,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<T, CommandError>> {
+        if !self.core.needs_load(&id) {
+            return Box::pin(op(self, ctx).into_actor(self));
+        }
+        let store = self.store.clone();
+        let lookup = id.clone();
+        let load = actix_rt::task::spawn_blocking(move || store.task(&lookup));
+        Box::pin(load.into_actor(self).then(move |loaded, act, ctx| {
+            let fut: ResponseFuture<Result<T, CommandError>> = match loaded {
+                Ok(Ok(Some(t))) => {
+                    act.core.adopt(t.task, t.history_len);
+                    op(act, ctx)
+                }
+                Ok(Ok(None)) => {
+                    Box::pin(async move { Err(CommandError::Refused(QueueError::NotFound(id))) })
+                }
+                Ok(Err(e)) => {
+                    let e = e.to_string();
+                    Box::pin(async move { Err(CommandError::Unavailable(e)) })
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    Box::pin(async move { Err(CommandError::Unavailable(e)) })
+                }
+            };
+            fut.into_actor(act)
+        }))
     }
 
     fn promote(&mut self, ctx: &mut Context<Self>) {
@@ -252,6 +338,8 @@ impl Actor for QueueActor {
         }
         // Backoffs that ended while the hub was down are due now.
         self.promote(ctx);
+        self.purge(ctx);
+        ctx.run_interval(self.retention.every, |act, ctx| act.purge(ctx));
     }
 }
 
@@ -278,40 +366,57 @@ async fn durably(durable: Durable) -> Result<(), CommandError> {
 impl Handler<CreateTask> for QueueActor {
     type Result = ResponseFuture<Result<Created, CommandError>>;
     fn handle(&mut self, msg: CreateTask, ctx: &mut Context<Self>) -> Self::Result {
-        let created = self.core.create(msg.0, Timestamp::now());
-        after_durable(self.commit(ctx), Ok(created))
+        let created = self
+            .core
+            .create(msg.0, Timestamp::now())
+            .map_err(CommandError::from);
+        after_durable(self.commit(ctx), created)
     }
 }
 
 impl Handler<CancelTask> for QueueActor {
-    type Result = ResponseFuture<Result<Task, CommandError>>;
+    type Result = ResponseActFuture<Self, Result<Task, CommandError>>;
     fn handle(&mut self, msg: CancelTask, ctx: &mut Context<Self>) -> Self::Result {
-        let res = self.core.cancel(&msg.id, &msg.reason, Timestamp::now());
-        let durable = self.commit(ctx);
-        let stop_attempt = self.links.stop_attempt.clone();
-        Box::pin(async move {
-            durably(durable).await?;
-            let c = res?;
-            if let Some((agent, attempt)) = c.stop.clone() {
-                stop_attempt.do_send(StopAttempt {
-                    agent,
-                    attempt,
-                    reason: msg.reason,
-                });
-            }
-            Ok(c.task)
-        })
+        let id = msg.id.clone();
+        self.with_whole(
+            id,
+            move |act, ctx| {
+                let res = act.core.cancel(&msg.id, &msg.reason, Timestamp::now());
+                let durable = act.commit(ctx);
+                let stop_attempt = act.links.stop_attempt.clone();
+                Box::pin(async move {
+                    durably(durable).await?;
+                    let c = res?;
+                    if let Some((agent, attempt)) = c.stop.clone() {
+                        stop_attempt.do_send(StopAttempt {
+                            agent,
+                            attempt,
+                            reason: msg.reason,
+                        });
+                    }
+                    Ok(c.task)
+                })
+            },
+            ctx,
+        )
     }
 }
 
 impl Handler<RetryTask> for QueueActor {
-    type Result = ResponseFuture<Result<Task, CommandError>>;
+    type Result = ResponseActFuture<Self, Result<Task, CommandError>>;
     fn handle(&mut self, msg: RetryTask, ctx: &mut Context<Self>) -> Self::Result {
-        let res = self
-            .core
-            .retry(&msg.id, Timestamp::now())
-            .map_err(CommandError::from);
-        after_durable(self.commit(ctx), res)
+        let id = msg.id.clone();
+        self.with_whole(
+            id,
+            move |act, ctx| {
+                let res = act
+                    .core
+                    .retry(&msg.id, Timestamp::now())
+                    .map_err(CommandError::from);
+                after_durable(act.commit(ctx), res)
+            },
+            ctx,
+        )
     }
 }
 

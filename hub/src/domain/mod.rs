@@ -6,9 +6,11 @@
 //! - [`retry`]: backoff and dead-lettering.
 //! - [`fsm`]: one agent's state machine (`AgentMachine`).
 //! - [`validate`]: field rules for submitted tasks and agents.
+//! - [`limits`]: how much of what agents send the hub keeps.
 
 pub(crate) mod fsm;
 pub(crate) mod lanes;
+pub(crate) mod limits;
 pub(crate) mod matching;
 pub(crate) mod queue;
 pub(crate) mod retry;

@@ -1,22 +1,32 @@
 //! `QueueCore`: every task and every rule about how a task moves.
 //!
-//! It owns the task records, the priority lanes, the backoff schedule of
-//! failed tasks, the idempotency keys, and the rules that decide whether a
-//! report from an agent is about the current attempt (task id, owner and
-//! generation all match) or stale. Each mutation records the task's new
-//! state and its new history entries as a [`Change`]; the caller drains them
-//! with [`QueueCore::take_changes`] and makes them durable.
+//! It owns the live tasks (queued, assigned, working, failed), the priority
+//! lanes, the backoff schedule of failed tasks, the idempotency keys, and
+//! the rules that decide whether a report from an agent is about the
+//! current attempt (task id, owner and generation all match) or stale.
+//! Each mutation records the task's new state and its new history entries
+//! as a [`Change`]; the caller drains them with [`QueueCore::take_changes`],
+//! makes them durable, and says so with [`QueueCore::durable`].
+//!
+//! Memory follows the live work, not the archive: once a finished task
+//! (completed, dead, cancelled) is durable, the core keeps only its head
+//! (no description, metadata or result) for a while, so late and repeated
+//! reports are still recognised, then forgets it (`keep_finished`,
+//! `keep_finished_ms`). A finished task an operator acts on again is loaded
+//! back with [`QueueCore::adopt`]. Idempotency keys outlive their finished
+//! task by `idempotency_ms`.
 //!
 //! It must never do I/O, read the clock (time comes in as `now`), or know
 //! about actors, sockets or the store. Only the queue actor holds one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use agentcom_protocol::{
     AttemptRef, HistoryEntry, NewTask, Task, TaskEvent, TaskResult, TaskStatus, Timestamp,
 };
 
 use crate::domain::lanes::{LaneKind, Lanes};
+use crate::domain::limits;
 use crate::domain::matching::{self, IdleAgent};
 use crate::domain::retry::{RetryDecision, RetryPolicy, Retryable};
 
@@ -26,6 +36,12 @@ pub struct QueueSettings {
     pub default_max_retries: u32,
     pub default_timeout_s: u64,
     pub retry: RetryPolicy,
+    /// How many durable finished tasks stay in memory (heads only).
+    pub keep_finished: usize,
+    /// How long a durable finished task stays in memory at most.
+    pub keep_finished_ms: i64,
+    /// How long an idempotency key is remembered after its task finished.
+    pub idempotency_ms: i64,
 }
 
 impl Default for QueueSettings {
@@ -34,9 +50,16 @@ impl Default for QueueSettings {
             default_max_retries: 3,
             default_timeout_s: 7200,
             retry: RetryPolicy::default(),
+            keep_finished: 10_000,
+            keep_finished_ms: 3_600_000,
+            idempotency_ms: 24 * 3_600_000,
         }
     }
 }
+
+/// At most this many `stale_report` notes are written into one task's
+/// history; later stale reports are only counted.
+pub(crate) const MAX_STALE_NOTES: u32 = 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
@@ -49,9 +72,21 @@ pub enum QueueError {
 /// Result of a create.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
-    New(Task),
-    /// The idempotency key was seen before: the task it created.
-    Existing(Task),
+    New(Box<Task>),
+    /// The idempotency key was seen before, with the same task: the id of
+    /// the task it created.
+    Existing(String),
+}
+
+/// An idempotency key as stored, for [`QueueCore::restore`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredKey {
+    pub key: String,
+    pub id: String,
+    /// [`spec_digest`] of the task it created.
+    pub digest: String,
+    /// When that task finished, if it has.
+    pub finished_at: Option<Timestamp>,
 }
 
 /// What the queue made of a report from an agent.
@@ -111,17 +146,41 @@ pub struct Change {
     pub new_history: Vec<(u32, HistoryEntry)>,
     /// The status before the first change of this drain (None: created).
     pub previous_status: Option<TaskStatus>,
+    /// `finished_at` before the first change of this drain.
+    pub previous_finished_at: Option<Timestamp>,
+    /// The description and metadata must be written (created, or loaded
+    /// back from the store).
+    pub write_body: bool,
+    /// The result must be written (completed).
+    pub write_result: bool,
+    /// The idempotency key must be written (created).
+    pub write_key: Option<String>,
 }
 
 struct Entry {
     task: Task,
     history_len: u32,
+    /// `stale_report` notes written into the history so far.
+    stale_notes: u32,
+    /// Finished and durable: description, metadata and result dropped.
+    light: bool,
 }
 
 #[derive(Default)]
 struct Pending {
     previous_status: Option<TaskStatus>,
+    previous_finished_at: Option<Timestamp>,
     entries: Vec<(u32, HistoryEntry)>,
+    write_body: bool,
+    write_result: bool,
+    write_key: Option<String>,
+}
+
+/// What the core remembers of an idempotency key.
+struct KeyEntry {
+    id: String,
+    digest: String,
+    finished_at: Option<Timestamp>,
 }
 
 pub struct QueueCore {
@@ -130,7 +189,11 @@ pub struct QueueCore {
     lanes: Lanes,
     /// Failed tasks waiting out their backoff, by `not_before`.
     delayed: BTreeSet<(i64, String)>,
-    idempotency: HashMap<String, String>,
+    idempotency: HashMap<String, KeyEntry>,
+    /// Keys of finished tasks, by when their task finished (oldest first).
+    keys_expiring: VecDeque<(Timestamp, String)>,
+    /// Durable finished tasks kept in memory, by when they became durable.
+    finished: VecDeque<(Timestamp, String)>,
     ids: ulid::Generator,
     dirty: BTreeMap<String, Pending>,
 }
@@ -143,23 +206,80 @@ impl QueueCore {
             lanes: Lanes::default(),
             delayed: BTreeSet::new(),
             idempotency: HashMap::new(),
+            keys_expiring: VecDeque::new(),
+            finished: VecDeque::new(),
             ids: ulid::Generator::new(),
             dirty: BTreeMap::new(),
         }
     }
 
-    /// Rebuild from stored tasks (each with its history length).
-    pub fn restore(settings: QueueSettings, stored: impl IntoIterator<Item = (Task, u32)>) -> Self {
+    /// Rebuild from the stored live tasks (each with its history length)
+    /// and the stored idempotency keys.
+    pub fn restore(
+        settings: QueueSettings,
+        live: impl IntoIterator<Item = (Task, u32)>,
+        keys: impl IntoIterator<Item = StoredKey>,
+    ) -> Self {
         let mut core = QueueCore::new(settings);
-        for (task, history_len) in stored {
+        for (task, history_len) in live {
             let id = task.id.clone();
-            if let Some(key) = &task.idempotency_key {
-                core.idempotency.insert(key.clone(), id.clone());
-            }
-            core.tasks.insert(id.clone(), Entry { task, history_len });
+            core.tasks
+                .insert(id.clone(), Entry::full(task, history_len));
             core.index(&id);
         }
+        let mut expiring: Vec<(Timestamp, String)> = Vec::new();
+        for k in keys {
+            if let Some(at) = k.finished_at {
+                expiring.push((at, k.key.clone()));
+            }
+            core.idempotency.insert(
+                k.key,
+                KeyEntry {
+                    id: k.id,
+                    digest: k.digest,
+                    finished_at: k.finished_at,
+                },
+            );
+        }
+        expiring.sort();
+        core.keys_expiring = expiring.into();
         core
+    }
+
+    /// Put a finished task loaded from the store back in memory, whole, so
+    /// an operator can act on it (cancel, retry). A task already held
+    /// whole is left as it is.
+    pub fn adopt(&mut self, task: Task, history_len: u32) {
+        let id = task.id.clone();
+        match self.tasks.get_mut(&id) {
+            Some(e) if !e.light => return,
+            // Held as a head: that head is the newest state; take only the
+            // heavy fields from the store.
+            Some(e) => {
+                e.task.description = task.description;
+                e.task.metadata = task.metadata;
+                e.task.result = task.result;
+                e.light = false;
+            }
+            None => {
+                self.tasks
+                    .insert(id.clone(), Entry::full(task, history_len));
+            }
+        }
+        // Its next change rewrites the body: the store's copy may have gone
+        // meanwhile (retention).
+        self.pending(&id).write_body = true;
+    }
+
+    /// Whether an operator command on `id` needs the task loaded from the
+    /// store first ([`QueueCore::adopt`]): it is not held whole.
+    pub fn needs_load(&self, id: &str) -> bool {
+        self.tasks.get(id).is_none_or(|e| e.light)
+    }
+
+    /// Whether the task is held in memory (whole or head only).
+    pub fn holds(&self, id: &str) -> bool {
+        self.tasks.contains_key(id)
     }
 
     pub fn settings(&self) -> &QueueSettings {
@@ -170,6 +290,7 @@ impl QueueCore {
         self.tasks.get(id).map(|e| &e.task)
     }
 
+    /// Tasks held in memory: live ones and recently finished heads.
     pub fn len(&self) -> usize {
         self.tasks.len()
     }
@@ -215,21 +336,101 @@ impl QueueCore {
                     history_len: e.history_len,
                     new_history: pending.entries,
                     previous_status: pending.previous_status,
+                    previous_finished_at: pending.previous_finished_at,
+                    write_body: pending.write_body,
+                    write_result: pending.write_result,
+                    write_key: pending.write_key,
                 })
             })
             .collect()
     }
 
-    // ----- operator operations -------------------------------------------
-
-    /// Create a task (validated by the caller), or return the task an
-    /// earlier create with the same idempotency key made.
-    pub fn create(&mut self, spec: NewTask, now: Timestamp) -> Created {
-        if let Some(key) = &spec.idempotency_key {
-            if let Some(existing) = self.idempotency.get(key).and_then(|id| self.get(id)) {
-                return Created::Existing(existing.clone());
+    /// These changes are durable: finished tasks among them keep only
+    /// their head in memory from now on, and the oldest finished tasks and
+    /// expired idempotency keys are forgotten.
+    pub fn durable(&mut self, changes: &[Change], now: Timestamp) {
+        for c in changes {
+            let id = &c.task.id;
+            if self.dirty.contains_key(id) {
+                continue; // changed again meanwhile; its next drain decides
+            }
+            let Some(e) = self.tasks.get_mut(id) else {
+                continue;
+            };
+            if !e.task.status.is_terminal() {
+                continue;
+            }
+            if !e.light {
+                e.light = true;
+                e.task.description = String::new();
+                e.task.metadata = None;
+                e.task.result = None;
+                self.finished.push_back((now, id.clone()));
+            }
+            if let (Some(key), Some(at)) = (&e.task.idempotency_key, e.task.finished_at) {
+                if let Some(k) = self.idempotency.get_mut(key) {
+                    if k.finished_at != Some(at) {
+                        k.finished_at = Some(at);
+                        self.keys_expiring.push_back((at, key.clone()));
+                    }
+                }
             }
         }
+        self.forget(now);
+    }
+
+    /// The store deleted these finished tasks (retention).
+    pub fn purged(&mut self, ids: &[String]) {
+        for id in ids {
+            if self.tasks.get(id).is_some_and(|e| e.light) {
+                self.tasks.remove(id);
+            }
+        }
+        let gone: BTreeSet<&String> = ids.iter().collect();
+        self.idempotency.retain(|_, k| !gone.contains(&k.id));
+    }
+
+    /// Drop finished heads past `keep_finished` / `keep_finished_ms`, and
+    /// idempotency keys whose task finished over `idempotency_ms` ago.
+    fn forget(&mut self, now: Timestamp) {
+        let s = &self.settings;
+        while let Some((at, id)) = self.finished.front().cloned() {
+            let old = now.millis_since(at) > s.keep_finished_ms;
+            if !old && self.finished.len() <= s.keep_finished {
+                break;
+            }
+            self.finished.pop_front();
+            let still_light = self.tasks.get(&id).is_some_and(|e| e.light);
+            if still_light && !self.dirty.contains_key(&id) {
+                self.tasks.remove(&id);
+            }
+        }
+        while let Some((at, key)) = self.keys_expiring.front().cloned() {
+            if now.millis_since(at) <= s.idempotency_ms {
+                break;
+            }
+            self.keys_expiring.pop_front();
+            if self
+                .idempotency
+                .get(&key)
+                .is_some_and(|k| k.finished_at == Some(at))
+            {
+                self.idempotency.remove(&key);
+            }
+        }
+    }
+
+    /// The ids held in memory (retention never deletes those).
+    pub fn held_ids(&self) -> BTreeSet<String> {
+        self.tasks.keys().cloned().collect()
+    }
+
+    // ----- operator operations -------------------------------------------
+
+    /// Create a task (validated by the caller), or name the task an earlier
+    /// create with the same idempotency key made. The same key with a
+    /// different task is a conflict.
+    pub fn create(&mut self, spec: NewTask, now: Timestamp) -> Result<Created, QueueError> {
         let id = self.new_id(now);
         let mut needed = spec.needed_capabilities.unwrap_or_default();
         needed.sort();
@@ -257,25 +458,41 @@ impl QueueCore {
             queued_at: Some(now),
             started_at: None,
             not_before: None,
+            finished_at: None,
             result: None,
             last_error: None,
             history: None,
         };
         if let Some(key) = &task.idempotency_key {
-            self.idempotency.insert(key.clone(), id.clone());
+            let digest = spec_digest(&task);
+            if let Some(k) = self.idempotency.get(key) {
+                return if k.digest == digest {
+                    Ok(Created::Existing(k.id.clone()))
+                } else {
+                    Err(QueueError::Conflict(format!(
+                        "idempotency key {key:?} was used for task {} with a different body",
+                        k.id
+                    )))
+                };
+            }
+            self.idempotency.insert(
+                key.clone(),
+                KeyEntry {
+                    id: id.clone(),
+                    digest,
+                    finished_at: None,
+                },
+            );
         }
-        self.tasks.insert(
-            id.clone(),
-            Entry {
-                task,
-                history_len: 0,
-            },
-        );
+        let key = task.idempotency_key.clone();
+        self.tasks.insert(id.clone(), Entry::full(task, 0));
         self.dirty.insert(
             id.clone(),
             Pending {
                 previous_status: None,
-                entries: vec![],
+                write_body: true,
+                write_key: key,
+                ..Default::default()
             },
         );
         self.record(
@@ -288,7 +505,9 @@ impl QueueCore {
             now,
         );
         self.index(&id);
-        Created::New(self.get(&id).expect("just inserted").clone())
+        Ok(Created::New(Box::new(
+            self.get(&id).expect("just inserted").clone(),
+        )))
     }
 
     /// Cancel a task. An agent holding it must be told to stop (`stop`).
@@ -358,6 +577,7 @@ impl QueueCore {
             t.attempts = 0;
             t.not_before = None;
             t.queued_at = Some(now);
+            t.finished_at = None;
         }
         self.set_status(
             id,
@@ -452,7 +672,11 @@ impl QueueCore {
     ) -> Verdict {
         match self.check(attempt, agent) {
             Check::Current(status) => {
-                let summary = result.summary.clone();
+                let result = limits::cap_result(result);
+                let summary = result
+                    .summary
+                    .as_deref()
+                    .map(|s| limits::cap_text(s, limits::MAX_DETAIL_BYTES));
                 {
                     let t = self.task_mut(&attempt.task_id);
                     if status == TaskStatus::Assigned {
@@ -461,6 +685,7 @@ impl QueueCore {
                     }
                     t.result = Some(result);
                 }
+                self.pending(&attempt.task_id).write_result = true;
                 self.set_status(
                     &attempt.task_id,
                     TaskStatus::Completed,
@@ -481,17 +706,11 @@ impl QueueCore {
                     "the attempt had already ended ({})",
                     self.get(&attempt.task_id).expect("exists").status
                 );
-                let detail = format!(
-                    "{why}; late result: {}",
-                    result.summary.as_deref().unwrap_or("(no summary)")
-                );
+                let detail = format!("{why}; late result: {}", late_summary(&result));
                 self.stale(attempt, agent, "complete", detail, now)
             }
             Check::Stale(why) => {
-                let detail = format!(
-                    "{why}; late result: {}",
-                    result.summary.as_deref().unwrap_or("(no summary)")
-                );
+                let detail = format!("{why}; late result: {}", late_summary(&result));
                 self.stale(attempt, agent, "complete", detail, now)
             }
         }
@@ -518,12 +737,16 @@ impl QueueCore {
             }
             Check::Ended => {
                 let t = self.get(&attempt.task_id).expect("exists");
-                if t.last_error.as_deref() == Some(error) && t.status != TaskStatus::Completed {
+                let kept = limits::cap_text(error, limits::MAX_ERROR_BYTES);
+                if t.last_error.as_deref() == Some(kept.as_str())
+                    && t.status != TaskStatus::Completed
+                {
                     Verdict::Duplicate
                 } else {
                     let why = format!(
-                        "the attempt had already ended ({}); late failure: {error}",
-                        t.status
+                        "the attempt had already ended ({}); late failure: {}",
+                        t.status,
+                        limits::cap_text(error, limits::MAX_DETAIL_BYTES)
                     );
                     self.stale(attempt, agent, "fail", why, now)
                 }
@@ -532,7 +755,10 @@ impl QueueCore {
                 attempt,
                 agent,
                 "fail",
-                format!("{why}; late failure: {error}"),
+                format!(
+                    "{why}; late failure: {}",
+                    limits::cap_text(error, limits::MAX_DETAIL_BYTES)
+                ),
                 now,
             ),
         }
@@ -587,7 +813,10 @@ impl QueueCore {
         ulid.to_string()
     }
 
+    /// The task, to change it: its pending change is begun first, so the
+    /// change records the state from before.
     fn task_mut(&mut self, id: &str) -> &mut Task {
+        self.pending(id);
         &mut self.tasks.get_mut(id).expect("task exists").task
     }
 
@@ -620,7 +849,13 @@ impl QueueCore {
         why: String,
         now: Timestamp,
     ) -> Verdict {
-        if self.tasks.contains_key(&attempt.task_id) {
+        let noted = self
+            .tasks
+            .get_mut(&attempt.task_id)
+            .filter(|e| e.stale_notes < MAX_STALE_NOTES)
+            .map(|e| e.stale_notes += 1)
+            .is_some();
+        if noted {
             let detail = format!(
                 "{kind} from {agent} for generation {} ignored: {why}",
                 attempt.generation
@@ -652,13 +887,15 @@ impl QueueCore {
             let t = self.get(id).expect("exists");
             (t.attempts, t.max_retries)
         };
+        let error = &limits::cap_text(error, limits::MAX_ERROR_BYTES);
+        let detail_error = limits::cap_text(error, limits::MAX_DETAIL_BYTES);
         self.task_mut(id).last_error = Some(error.to_string());
         match self.settings.retry.decide(attempts, max_retries, retryable) {
             RetryDecision::RetryAfter(delay_s) => {
                 let not_before = now.plus_secs(delay_s as f64);
                 self.task_mut(id).not_before = Some(not_before);
                 let detail = format!(
-                    "{error} (attempt {attempts} of {}; retry in {delay_s}s)",
+                    "{detail_error} (attempt {attempts} of {}; retry in {delay_s}s)",
                     max_retries + 1
                 );
                 self.set_status(
@@ -681,7 +918,7 @@ impl QueueCore {
                 } else {
                     "not retryable"
                 };
-                let detail = format!("{error} ({why} after {attempts} attempt(s))");
+                let detail = format!("{detail_error} ({why} after {attempts} attempt(s))");
                 self.set_status(
                     id,
                     TaskStatus::Dead,
@@ -753,6 +990,9 @@ impl QueueCore {
             let t = self.task_mut(id);
             t.status = to;
             t.updated_at = now;
+            if to.is_terminal() {
+                t.finished_at = Some(now);
+            }
         }
         self.record(id, event, from, Some(to), agent, detail, now);
     }
@@ -796,16 +1036,57 @@ impl QueueCore {
         let e = self.tasks.get_mut(id).expect("task exists");
         let seq = e.history_len;
         e.history_len += 1;
-        let status_before = from;
-        self.dirty
-            .entry(id.to_string())
-            .or_insert_with(|| Pending {
-                previous_status: status_before,
-                entries: vec![],
-            })
-            .entries
-            .push((seq, entry));
+        self.pending(id).entries.push((seq, entry));
     }
+
+    /// This drain's pending change of `id`, begun with the task's state
+    /// before it (for the store's indexes). The task must be held.
+    fn pending(&mut self, id: &str) -> &mut Pending {
+        let t = &self.tasks[id].task;
+        let (status, finished_at) = (t.status, t.finished_at);
+        self.dirty.entry(id.to_string()).or_insert_with(|| Pending {
+            previous_status: Some(status),
+            previous_finished_at: finished_at,
+            ..Default::default()
+        })
+    }
+}
+
+impl Entry {
+    fn full(task: Task, history_len: u32) -> Entry {
+        Entry {
+            task,
+            history_len,
+            stale_notes: 0,
+            light: false,
+        }
+    }
+}
+
+/// A late result's summary, short enough for a history note.
+fn late_summary(result: &TaskResult) -> String {
+    limits::cap_text(
+        result.summary.as_deref().unwrap_or("(no summary)"),
+        limits::MAX_DETAIL_BYTES,
+    )
+}
+
+/// A digest of what a create asked for (after defaults), to tell a repeat
+/// of the same create from another task reusing its idempotency key.
+pub(crate) fn spec_digest(t: &Task) -> String {
+    use sha2::{Digest, Sha256};
+    let spec = serde_json::json!([
+        t.title,
+        t.description,
+        t.priority,
+        t.needed_capabilities,
+        t.repo,
+        t.max_retries,
+        t.timeout_s,
+        t.context_budget_tokens,
+        t.metadata,
+    ]);
+    hex::encode(Sha256::digest(spec.to_string().as_bytes()))
 }
 
 enum Check {

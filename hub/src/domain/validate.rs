@@ -2,7 +2,7 @@
 //! capability names. Pure checks that answer which field is wrong and why;
 //! the HTTP layer turns a failure into a 422.
 
-use agentcom_protocol::{NewTask, MAX_DESCRIPTION_BYTES, MAX_TITLE_CHARS};
+use agentcom_protocol::{NewTask, MAX_DESCRIPTION_BYTES, MAX_METADATA_BYTES, MAX_TITLE_CHARS};
 
 /// A field out of range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,15 @@ pub(crate) fn new_task(t: &NewTask) -> Result<(), FieldError> {
             "description",
             format!("must be at most {MAX_DESCRIPTION_BYTES} bytes"),
         );
+    }
+    if let Some(m) = &t.metadata {
+        let size = serde_json::to_vec(m).map_or(usize::MAX, |v| v.len());
+        if size > MAX_METADATA_BYTES {
+            return err(
+                "metadata",
+                format!("must be at most {MAX_METADATA_BYTES} bytes of JSON (is {size})"),
+            );
+        }
     }
     for c in t.needed_capabilities.iter().flatten() {
         capability("needed_capabilities", c)?;

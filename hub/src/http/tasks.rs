@@ -1,8 +1,9 @@
 //! `/api/tasks`: create, list, show (with history), cancel, retry.
 
 use actix_web::{web, HttpResponse};
-use agentcom_protocol::{NewTask, TaskPage, TaskStatus};
+use agentcom_protocol::{NewTask, Task, TaskStatus};
 use serde::Deserialize;
+use serde_json::json;
 
 use crate::actors::messages::{CancelTask, CreateTask, RetryTask};
 use crate::domain::queue::Created;
@@ -10,6 +11,8 @@ use crate::domain::validate;
 use crate::http::auth::{Admin, Reader};
 use crate::http::error::HttpError;
 use crate::http::{body, AppState};
+use crate::store::{Fields, StoreError};
+use crate::views::TaskReader;
 
 pub(crate) async fn create(
     _: Admin,
@@ -20,8 +23,87 @@ pub(crate) async fn create(
     validate::new_task(&spec)?;
     Ok(match state.queue.send(CreateTask(spec)).await?? {
         Created::New(task) => HttpResponse::Created().json(task),
-        Created::Existing(task) => HttpResponse::Ok().json(task),
+        Created::Existing(id) => {
+            let (task, _) = read(&state, move |r| r.task(&id, Fields::ALL))
+                .await?
+                .ok_or_else(|| HttpError::not_found("the task of this idempotency key is gone"))?;
+            HttpResponse::Ok().json(task)
+        }
     })
+}
+
+/// Run a read of tasks (view and store) off the HTTP thread.
+async fn read<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&TaskReader) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, HttpError> {
+    let reader = TaskReader {
+        view: state.tasks.clone(),
+        store: state.store.clone(),
+    };
+    web::block(move || f(&reader))
+        .await
+        .map_err(|e| HttpError::unavailable(e.to_string()))?
+        .map_err(|e| HttpError::unavailable(format!("the store failed: {e}")))
+}
+
+/// `fields=description,metadata,result`: the heavy fields a list includes.
+fn parse_fields(fields: Option<&str>) -> Result<Fields, HttpError> {
+    let mut out = Fields::default();
+    for f in fields
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+    {
+        match f {
+            "description" | "metadata" => out.description_and_metadata = true,
+            "result" => out.result = true,
+            other => {
+                return Err(HttpError::invalid(format!(
+                    "fields: {other:?} is not one of description, metadata, result"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A task as JSON without the heavy fields that were not asked for.
+fn shown(task: &Task, fields: Fields) -> serde_json::Value {
+    let mut v = serde_json::to_value(task).expect("tasks serialise");
+    if let Some(o) = v.as_object_mut() {
+        if !fields.description_and_metadata {
+            o.remove("description");
+            o.remove("metadata");
+        }
+        if !fields.result {
+            o.remove("result");
+        }
+    }
+    v
+}
+
+fn number<T>(
+    name: &str,
+    value: Option<&str>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, HttpError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    match value {
+        None | Some("") => Ok(default),
+        Some(v) => match v.parse::<T>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(HttpError::invalid(format!(
+                "{name}: {v:?} must be a number from {} to {}",
+                range.start(),
+                range.end()
+            ))),
+        },
+    }
 }
 
 #[derive(Deserialize)]
@@ -29,6 +111,7 @@ pub(crate) struct ListQuery {
     status: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    fields: Option<String>,
 }
 
 pub(crate) async fn list(
@@ -45,44 +128,61 @@ pub(crate) async fn list(
             ))
         })?),
     };
-    let limit = match q.limit.as_deref() {
-        None | Some("") => 100,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                return Err(HttpError::invalid(format!(
-                    "limit: {l:?} must be a number from 1 to 1000"
-                )))
-            }
-        },
-    };
-    let (tasks, next_cursor) =
-        state
-            .tasks
-            .page(status, limit, q.cursor.as_deref().filter(|c| !c.is_empty()));
-    Ok(HttpResponse::Ok().json(TaskPage {
-        tasks: tasks.iter().map(|t| (**t).clone()).collect(),
-        next_cursor,
-    }))
+    let limit = number("limit", q.limit.as_deref(), 100usize, 1..=1000)?;
+    let fields = parse_fields(q.fields.as_deref())?;
+    let cursor = q.cursor.clone().filter(|c| !c.is_empty());
+    let (tasks, next_cursor) = read(&state, move |r| {
+        r.page(status, limit, cursor.as_deref(), fields)
+    })
+    .await?;
+    let tasks: Vec<serde_json::Value> = tasks.iter().map(|t| shown(t, fields)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "tasks": tasks, "next_cursor": next_cursor })))
 }
+
+#[derive(Deserialize)]
+pub(crate) struct ShowQuery {
+    history_limit: Option<String>,
+    history_cursor: Option<String>,
+}
+
+/// Most history entries one answer carries by default.
+const HISTORY_PAGE: u32 = 200;
 
 pub(crate) async fn show(
     _: Reader,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    q: web::Query<ShowQuery>,
 ) -> Result<HttpResponse, HttpError> {
-    let Some((task, history_len)) = state.tasks.get_with_history_len(&id) else {
+    let limit = number(
+        "history_limit",
+        q.history_limit.as_deref(),
+        HISTORY_PAGE,
+        1..=1000,
+    )?;
+    let from = number(
+        "history_cursor",
+        q.history_cursor.as_deref(),
+        0u32,
+        0..=u32::MAX,
+    )?;
+    let id = id.into_inner();
+    let wanted = id.clone();
+    let found = read(&state, move |r| {
+        let Some((mut task, len)) = r.task(&wanted, Fields::ALL)? else {
+            return Ok(None);
+        };
+        let to = from.saturating_add(limit).min(len);
+        task.history = Some(r.store.history(&task.id, from.min(to), to)?);
+        Ok(Some((task, (to < len).then_some(to))))
+    })
+    .await?;
+    let Some((task, next)) = found else {
         return Err(HttpError::not_found(format!("no task {id}")));
     };
-    let store = state.store.clone();
-    let task_id = task.id.clone();
-    let history = web::block(move || store.history(&task_id, history_len))
-        .await
-        .map_err(|e| HttpError::unavailable(e.to_string()))?
-        .map_err(|e| HttpError::unavailable(e.to_string()))?;
-    let mut task = (*task).clone();
-    task.history = Some(history);
-    Ok(HttpResponse::Ok().json(task))
+    let mut v = serde_json::to_value(&task).expect("tasks serialise");
+    v["history_next_cursor"] = json!(next);
+    Ok(HttpResponse::Ok().json(v))
 }
 
 pub(crate) async fn cancel(

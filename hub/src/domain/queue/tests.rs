@@ -30,13 +30,16 @@ fn core() -> QueueCore {
         retry: RetryPolicy {
             backoff_s: vec![0, 30],
         },
+        keep_finished: 2,
+        keep_finished_ms: 60_000,
+        idempotency_ms: 120_000,
     })
 }
 
-fn created(c: Created) -> Task {
+fn created(c: Result<Created, QueueError>) -> Task {
     match c {
-        Created::New(t) => t,
-        Created::Existing(t) => panic!("expected new task, got existing {}", t.id),
+        Ok(Created::New(t)) => *t,
+        other => panic!("expected a new task, got {other:?}"),
     }
 }
 
@@ -102,12 +105,19 @@ fn idempotency_key_returns_the_first_task() {
     };
     let first = created(q.create(s.clone(), t(0)));
     q.take_changes();
-    match q.create(s, t(5)) {
-        Created::Existing(again) => assert_eq!(again.id, first.id),
+    match q.create(s.clone(), t(5)) {
+        Ok(Created::Existing(again)) => assert_eq!(again, first.id),
         other => panic!("{other:?}"),
     }
     assert!(q.take_changes().is_empty(), "a dedupe writes nothing");
     assert_eq!(q.len(), 1);
+    // The same key for another task is a conflict, and writes nothing.
+    let other = NewTask {
+        description: Some("something else".into()),
+        ..s
+    };
+    assert!(matches!(q.create(other, t(6)), Err(QueueError::Conflict(m)) if m.contains("k1")));
+    assert!(q.take_changes().is_empty());
 }
 
 #[test]
@@ -402,15 +412,187 @@ fn restore_rebuilds_lanes_backoff_and_keys() {
         .values()
         .map(|e| (e.task.clone(), e.history_len))
         .collect();
-    let mut back = QueueCore::restore(q.settings().clone(), stored);
+    let keys = vec![StoredKey {
+        key: "ka".into(),
+        id: a.id.clone(),
+        digest: spec_digest(&a),
+        finished_at: None,
+    }];
+    let mut back = QueueCore::restore(q.settings().clone(), stored, keys);
     assert_eq!(back.len(), q.len());
     assert_eq!(back.lanes().ordered_ids(), q.lanes().ordered_ids());
     assert_eq!(back.outstanding(None).len(), 1);
     assert!(
-        matches!(back.create(NewTask { idempotency_key: Some("ka".into()), ..spec("a") }, t(9)), Created::Existing(e) if e.id == a.id)
+        matches!(back.create(NewTask { idempotency_key: Some("ka".into()), ..spec("a") }, t(9)), Ok(Created::Existing(e)) if e == a.id)
     );
     // History numbering continues where it stopped.
     back.cancel(&a.id, "x", t(10)).unwrap();
     let ch = back.take_changes();
     assert_eq!(ch[0].new_history[0].0, 1);
+}
+
+/// Finish `n` tasks (cancelled) and make them durable at `at`.
+fn finish_durably(q: &mut QueueCore, n: usize, at: i64) -> Vec<String> {
+    let ids: Vec<String> = (0..n)
+        .map(|i| {
+            let task = created(q.create(
+                NewTask {
+                    description: Some("long text".into()),
+                    ..spec(&format!("f{i}"))
+                },
+                t(at),
+            ));
+            q.cancel(&task.id, "done with it", t(at)).unwrap();
+            task.id
+        })
+        .collect();
+    let changes = q.take_changes();
+    q.durable(&changes, t(at));
+    ids
+}
+
+#[test]
+fn durable_finished_tasks_keep_only_their_head_then_are_forgotten() {
+    let mut q = core(); // keeps 2 finished, for 60 s
+    let ids = finish_durably(&mut q, 1, 0);
+    let head = q.get(&ids[0]).expect("still held");
+    assert_eq!(head.description, "", "heavy fields dropped");
+    assert!(q.needs_load(&ids[0]), "an operator command loads it whole");
+    // More than two finished: the oldest goes.
+    let more = finish_durably(&mut q, 2, 10);
+    assert!(!q.holds(&ids[0]));
+    assert!(q.holds(&more[0]) && q.holds(&more[1]));
+    // Past 60 s the rest goes too, at the next durable group.
+    let live = created(q.create(spec("live"), t(70_000)));
+    let changes = q.take_changes();
+    q.durable(&changes, t(70_001));
+    assert!(!q.holds(&more[0]) && !q.holds(&more[1]));
+    assert!(
+        q.holds(&live.id) && !q.needs_load(&live.id),
+        "live tasks stay whole"
+    );
+}
+
+#[test]
+fn a_late_report_for_a_light_task_is_still_recognised() {
+    let mut q = core();
+    let r = running(&mut q, "a");
+    q.complete(&r, "a", TaskResult::default(), t(5));
+    let changes = q.take_changes();
+    q.durable(&changes, t(6));
+    assert!(q.needs_load(&r.task_id));
+    // The sidecar resends its complete after a lost ack: a duplicate.
+    assert_eq!(
+        q.complete(&r, "a", TaskResult::default(), t(7)),
+        Verdict::Duplicate
+    );
+}
+
+#[test]
+fn adopt_brings_a_finished_task_back_whole_for_a_retry() {
+    let mut q = core();
+    let ids = finish_durably(&mut q, 3, 0); // the first is forgotten
+    assert!(!q.holds(&ids[0]));
+    let mut stored = created(q.create(spec("ignored"), t(1)));
+    stored.id = ids[0].clone();
+    stored.description = "from the store".into();
+    stored.status = TaskStatus::Cancelled;
+    q.take_changes();
+    q.adopt(stored, 2);
+    let back = q.retry(&ids[0], t(20)).unwrap();
+    assert_eq!(back.status, TaskStatus::Queued);
+    assert_eq!(back.description, "from the store");
+    assert_eq!(back.finished_at, None);
+    let ch = q.take_changes();
+    let c = ch.iter().find(|c| c.task.id == ids[0]).unwrap();
+    assert!(c.write_body, "the body is written again");
+    assert_eq!(c.previous_status, Some(TaskStatus::Cancelled));
+    assert_eq!(c.new_history[0].0, 2, "history continues");
+    // A light task adopts the stored body but keeps its own, newer head.
+    let light = &ids[2];
+    let mut older = q.get(light).unwrap().clone();
+    older.description = "body".into();
+    older.status = TaskStatus::Queued;
+    q.adopt(older, 0);
+    assert_eq!(q.get(light).unwrap().status, TaskStatus::Cancelled);
+    assert_eq!(q.get(light).unwrap().description, "body");
+}
+
+#[test]
+fn idempotency_keys_outlive_their_task_for_a_while_only() {
+    let mut q = core(); // keys kept 120 s after the task finished
+    let s = NewTask {
+        idempotency_key: Some("once".into()),
+        ..spec("a")
+    };
+    let first = created(q.create(s.clone(), t(0)));
+    q.cancel(&first.id, "x", t(1)).unwrap();
+    let changes = q.take_changes();
+    q.durable(&changes, t(2));
+    assert!(matches!(q.create(s.clone(), t(100_000)), Ok(Created::Existing(id)) if id == first.id));
+    let changes = q.take_changes();
+    q.durable(&changes, t(121_002));
+    assert!(
+        matches!(q.create(s, t(121_003)), Ok(Created::New(_))),
+        "the key was forgotten"
+    );
+}
+
+#[test]
+fn purged_tasks_and_their_keys_are_forgotten() {
+    let mut q = core();
+    let first = created(q.create(
+        NewTask {
+            idempotency_key: Some("p".into()),
+            ..spec("a")
+        },
+        t(0),
+    ));
+    q.cancel(&first.id, "x", t(1)).unwrap();
+    let changes = q.take_changes();
+    q.durable(&changes, t(2));
+    q.purged(std::slice::from_ref(&first.id));
+    assert!(!q.holds(&first.id));
+    assert!(matches!(
+        q.create(
+            NewTask {
+                idempotency_key: Some("p".into()),
+                ..spec("a")
+            },
+            t(3)
+        ),
+        Ok(Created::New(_))
+    ));
+}
+
+#[test]
+fn stale_notes_are_capped_and_quote_little() {
+    let mut q = core();
+    let r = running(&mut q, "a");
+    q.take_changes();
+    let huge = "e".repeat(100_000);
+    for _ in 0..(MAX_STALE_NOTES + 10) {
+        let v = q.fail(&r, "intruder", &huge, Retryable::Yes, t(5));
+        assert!(matches!(v, Verdict::Stale(_)));
+    }
+    let notes: Vec<HistoryEntry> = q
+        .take_changes()
+        .into_iter()
+        .flat_map(|c| c.new_history.into_iter().map(|(_, h)| h))
+        .collect();
+    assert_eq!(notes.len(), MAX_STALE_NOTES as usize);
+    assert!(notes
+        .iter()
+        .all(|h| h.detail.as_deref().unwrap().len() < 2 * limits::MAX_DETAIL_BYTES));
+    // The owner's real failure keeps a bounded error.
+    q.fail(&r, "a", &huge, Retryable::Yes, t(6));
+    assert!(
+        q.get(&r.task_id)
+            .unwrap()
+            .last_error
+            .as_ref()
+            .unwrap()
+            .len()
+            < 2 * limits::MAX_ERROR_BYTES
+    );
 }
