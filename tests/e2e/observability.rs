@@ -166,9 +166,15 @@ fn the_state_snapshot_has_lanes_statuses_agents_latency_and_throughput() {
         let t = hub.submit(json!({ "title": format!("done{i}") }));
         hub.wait_status(t["id"].as_str().unwrap(), "completed", T);
     }
+    // Idle before the task that waits, so the snapshot's agent count is
+    // settled (the last completion turns the agent idle just after).
+    hub.wait_agent("solo", "idle", T);
     hub.submit(json!({ "title": "waits", "needed_capabilities": ["gpu"], "priority": "high" }));
-    std::thread::sleep(Duration::from_millis(300));
-    let s = hub.state();
+    // Its age in the snapshot grows with real time.
+    let s = agentcom_tests::wait_until(T, "the queued task to be 0.2 s old", || {
+        let s = hub.state();
+        (s["queue"]["oldest_queued_age_s"].as_f64()? >= 0.2).then_some(s)
+    });
     assert_eq!(s["queue"]["depth"]["high"], 1);
     for lane in [
         "urgent",
@@ -182,7 +188,6 @@ fn the_state_snapshot_has_lanes_statuses_agents_latency_and_throughput() {
         assert_eq!(s["queue"]["depth"][lane], 0, "{lane}");
     }
     assert_eq!(s["queue"]["queued"], 1);
-    assert!(s["queue"]["oldest_queued_age_s"].as_f64().unwrap() >= 0.2);
     assert_eq!(s["tasks"]["completed"], 3);
     assert_eq!(s["tasks"]["queued"], 1);
     assert_eq!(s["agents"]["idle"], 1);
