@@ -117,8 +117,10 @@ fn the_event_stream_carries_every_transition_in_order_and_resumes_after_an_id() 
 fn a_slow_client_is_dropped_without_slowing_the_hub_and_resumes() {
     let root = tempfile::tempdir().unwrap();
     let hub = Hub::start(root.path(), &[("AGENTCOM_EVENTS__CLIENT_BUFFER", "32")]);
-    // A client that stops reading after its first event.
+    // A client that stops reading after its first event, and one that
+    // keeps reading all along.
     let mut slow = SseClient::connect(&hub, None);
+    let reading = listen(&hub, None);
     let padding = "x".repeat(30_000);
     let first = hub.submit(json!({ "title": "first", "metadata": { "pad": padding } }));
     let e = slow.next().unwrap();
@@ -126,34 +128,77 @@ fn a_slow_client_is_dropped_without_slowing_the_hub_and_resumes() {
         serde_json::from_str::<Value>(&e.data).unwrap()["task"]["id"],
         first["id"]
     );
-    // Far more than its buffer and the socket's buffers hold (~9 MB).
-    let started = Instant::now();
+    let first_event = e.id.unwrap();
+    // Far more than its buffer (32 events) and the socket's buffers hold
+    // (~9 MB). Every create is answered 201 (`submit` checks) while the
+    // slow client holds its connection unread.
+    let mut tasks = vec![first["id"].as_str().unwrap().to_string()];
     for i in 0..300 {
-        hub.submit(json!({ "title": format!("t{i}"), "metadata": { "pad": padding } }));
+        let t = hub.submit(json!({ "title": format!("t{i}"), "metadata": { "pad": padding } }));
+        tasks.push(t["id"].as_str().unwrap().to_string());
     }
-    let took = started.elapsed();
-    let (status, _) = hub.call("GET", "/api/state", None);
-    assert_eq!(status, 200, "the hub answers while the client is stuck");
-    eprintln!("slow client: 300 creates took {took:?} while a client stopped reading");
-    // Reading again: what was buffered, then `lagged`, then the end.
-    let mut last_id = e.id.unwrap();
-    let mut lagged = false;
-    for ev in slow.by_ref() {
-        if ev.event == "lagged" {
-            lagged = true;
-            continue;
-        }
-        assert_eq!(ev.id, Some(last_id + 1), "no gap before the drop");
-        last_id = ev.id.unwrap();
-    }
-    assert!(lagged, "the slow client was told it lagged and dropped");
-    // It resumes from the replay ring with nothing lost.
-    let mut again = SseClient::connect(&hub, Some(last_id));
-    let next = again.next().unwrap();
-    assert_eq!(next.event, "task");
-    assert_eq!(next.id, Some(last_id + 1));
+    let last_event = first_event + 300;
+
+    // Publishing never waited for the slow client: the reading client got
+    // the `created` event of every task, numbered without a gap, while the
+    // slow one still reads nothing.
+    let got = collect(&reading, |e, _| e.id == Some(last_event));
+    let got_tasks: Vec<String> = got
+        .iter()
+        .map(|(e, v)| {
+            assert_eq!(e.event, "task", "{e:?}");
+            assert_eq!(v["transition"]["event"], "created");
+            v["task"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(got_tasks, tasks, "every create's event, in order");
+    let ids: Vec<u64> = got.iter().map(|(e, _)| e.id.unwrap()).collect();
+    assert_eq!(ids, (first_event..=last_event).collect::<Vec<_>>());
+    // The hub counted every create and numbered every event, and the
+    // stalled client is still subscribed: publishing simply went past it
+    // (its stream learns that it lagged when it runs again, once the
+    // client reads).
     let state = hub.state();
     assert_eq!(state["tasks"]["queued"], 301);
+    assert_eq!(state["events"]["next_id"], last_event + 1);
+    assert_eq!(state["events"]["subscribers"], 2);
+
+    // Reading again: what was buffered, then `lagged`, then the end.
+    let mut slow_tasks = vec![first["id"].as_str().unwrap().to_string()];
+    let mut last_id = first_event;
+    let mut missed = None;
+    for ev in slow.by_ref() {
+        if ev.event == "lagged" {
+            let v: Value = serde_json::from_str(&ev.data).unwrap();
+            missed = v["missed"].as_u64();
+            continue;
+        }
+        assert!(missed.is_none(), "the stream ends after `lagged`: {ev:?}");
+        assert_eq!(ev.id, Some(last_id + 1), "no gap before the drop");
+        last_id = ev.id.unwrap();
+        let v: Value = serde_json::from_str(&ev.data).unwrap();
+        slow_tasks.push(v["task"]["id"].as_str().unwrap().to_string());
+    }
+    let missed = missed.expect("the slow client was told it lagged and dropped");
+    assert!(
+        missed > 0 && last_id < last_event,
+        "it fell behind: {missed} missed, read up to {last_id}"
+    );
+
+    // It resumes from the replay ring with nothing lost: every event after
+    // the last it read, up to the last create's, without a `resync`.
+    let resumed = listen(&hub, Some(last_id));
+    let rest = collect(&resumed, |e, _| e.id == Some(last_event));
+    for (e, v) in &rest {
+        assert_eq!(e.event, "task", "{e:?}");
+        assert_eq!(e.id, Some(last_id + 1), "replayed without a gap");
+        last_id = e.id.unwrap();
+        slow_tasks.push(v["task"]["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        slow_tasks, tasks,
+        "the slow client saw every task once, in order"
+    );
 }
 
 #[test]
