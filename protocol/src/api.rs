@@ -22,23 +22,37 @@ pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
+    /// What the task is, in one line (1–200 characters).
     pub title: String,
+    /// The full instructions (at most 64 KiB); empty when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Which lane the task waits in; `normal` when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
+    /// Capabilities an agent must all have to be given the task; none when
+    /// not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needed_capabilities: Option<Vec<String>>,
+    /// The repository the task is about, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
+    /// A client's key for the create: a second create with the same key
+    /// answers the task the first one made (200) instead of a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// How many times the task may be retried after a failed attempt; the
+    /// hub's `retry.max_retries` when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
+    /// How long one attempt may run, in seconds; the hub's
+    /// `timeouts.task_timeout_s` when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
+    /// The context the task needs, in tokens, if the submitter knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_budget_tokens: Option<u64>,
+    /// Any JSON object the submitter wants kept with the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
 }
@@ -47,7 +61,9 @@ pub struct NewTask {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewAgent {
+    /// The agent's name, unique on the hub.
     pub id: String,
+    /// What the agent can do; tasks are matched on these.
     #[serde(default)]
     pub capabilities: Vec<String>,
 }
@@ -55,38 +71,50 @@ pub struct NewAgent {
 /// Answer to `POST /api/agents`: the only time the token is shown.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentCreated {
+    /// The new agent's name.
     pub id: String,
+    /// The agent's token for `/ws`; the hub keeps only its hash.
     pub token: String,
+    /// The capabilities registered for the agent.
     pub capabilities: Vec<String>,
+    /// The agent as `GET /api/agents/{id}` shows it.
     pub agent: AgentInfo,
 }
 
 /// Answer to `GET /api/tasks`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskPage {
+    /// This page of tasks, newest first.
     pub tasks: Vec<Task>,
+    /// The `cursor` for the next page; `None` on the last page.
     pub next_cursor: Option<String>,
 }
 
 /// Answer to `GET /api/agents`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentList {
+    /// Every known agent.
     pub agents: Vec<AgentInfo>,
 }
 
 /// The body of every error answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ApiError {
+    /// What went wrong.
     pub error: ErrorBody,
 }
 
+/// The inside of an [`ApiError`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// A stable, machine-readable code such as `not_found`.
     pub code: String,
+    /// A sentence for a person.
     pub message: String,
 }
 
 impl ApiError {
+    /// An error body with this code and message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError {
             error: ErrorBody {

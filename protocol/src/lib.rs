@@ -12,6 +12,8 @@
 //! - [`wire`]: the hub ⇄ sidecar messages.
 //! - [`api`]: HTTP request bodies and the error shape.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod model;
 pub mod time;

@@ -14,10 +14,14 @@ use crate::time::Timestamp;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
+    /// Served before everything else.
     Urgent,
+    /// Served after urgent work.
     High,
+    /// The default.
     #[default]
     Normal,
+    /// Served when nothing more pressing waits.
     Low,
 }
 
@@ -35,6 +39,7 @@ impl Priority {
         self as usize
     }
 
+    /// The JSON name (`urgent`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Priority::Urgent => "urgent",
@@ -44,6 +49,7 @@ impl Priority {
         }
     }
 
+    /// The priority with this JSON name, if any (case-sensitive).
     pub fn parse(s: &str) -> Option<Self> {
         Priority::ALL.into_iter().find(|p| p.as_str() == s)
     }
@@ -65,15 +71,18 @@ pub enum TaskStatus {
     Assigned,
     /// Accepted by an agent and running.
     Working,
+    /// Done: its agent completed it.
     Completed,
     /// Failed, waiting out its backoff (`not_before`) before it is queued again.
     Failed,
     /// Out of retries: the dead-letter list.
     Dead,
+    /// Stopped by an operator.
     Cancelled,
 }
 
 impl TaskStatus {
+    /// Every status, in the order of a task's usual life.
     pub const ALL: [TaskStatus; 7] = [
         TaskStatus::Queued,
         TaskStatus::Assigned,
@@ -84,6 +93,7 @@ impl TaskStatus {
         TaskStatus::Cancelled,
     ];
 
+    /// The JSON name (`queued`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Queued => "queued",
@@ -96,6 +106,7 @@ impl TaskStatus {
         }
     }
 
+    /// The status with this JSON name, if any.
     pub fn parse(s: &str) -> Option<Self> {
         TaskStatus::ALL.into_iter().find(|st| st.as_str() == s)
     }
@@ -124,14 +135,19 @@ impl fmt::Display for TaskStatus {
 /// other field the runner writes is kept in `extra`.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct TaskResult {
+    /// What was done, for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// The branch the work was pushed to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// The pull request opened for the work, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr_url: Option<String>,
+    /// Tokens the agent spent on the attempt, if it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_used: Option<u64>,
+    /// Every other field of the result, as written.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -207,45 +223,66 @@ impl fmt::Display for TaskEvent {
 /// One transition in a task's life, kept in its history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
+    /// When it happened.
     pub at: Timestamp,
     /// What happened.
     pub event: TaskEvent,
+    /// The task's status before (`None` for `created`).
     pub from: Option<TaskStatus>,
+    /// The task's status after.
     pub to: Option<TaskStatus>,
+    /// The agent involved, if any.
     pub agent_id: Option<String>,
+    /// The generation the event is about.
     pub generation: u64,
+    /// Why, in words (an error, a reason, a retry delay), if there is more
+    /// to say.
     pub detail: Option<String>,
 }
 
 /// A task as the API returns it and as `assign` carries it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Task {
+    /// The hub's id for the task (a ULID).
     pub id: String,
+    /// What the task is, in one line.
     pub title: String,
+    /// The full instructions; empty when none were given.
     #[serde(default)]
     pub description: String,
+    /// Which lane it waits in.
     pub priority: Priority,
+    /// Capabilities an agent must all have to be given it (sorted, no
+    /// repeats).
     #[serde(default)]
     pub needed_capabilities: Vec<String>,
+    /// The repository the task is about, if any.
     #[serde(default)]
     pub repo: Option<String>,
+    /// The key its create was made with, if any.
     #[serde(default)]
     pub idempotency_key: Option<String>,
     /// How many times the task may be retried after a failed attempt.
     pub max_retries: u32,
     /// How long one attempt may run before it is cancelled and failed.
     pub timeout_s: u64,
+    /// The context the task needs, in tokens, if the submitter said.
     #[serde(default)]
     pub context_budget_tokens: Option<u64>,
+    /// The submitter's JSON object, kept as given.
     #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
+    /// Where the task is in its life.
     pub status: TaskStatus,
     /// 0 until first assigned; every assignment increments it.
     pub generation: u64,
     /// Executions started (accepted by an agent) within the current retry budget.
     pub attempts: u32,
+    /// The agent of the latest assignment, kept once the task ends.
     pub assigned_to: Option<String>,
+    /// When it was submitted.
     pub created_at: Timestamp,
+    /// When its status last changed.
     pub updated_at: Timestamp,
     /// When the task (re)entered its lane; orders the lane FIFO.
     #[serde(default)]
@@ -253,13 +290,18 @@ pub struct Task {
     /// When the current (or last) attempt was accepted and started working.
     #[serde(default)]
     pub started_at: Option<Timestamp>,
+    /// While `failed`: when its backoff ends and it is queued again.
     pub not_before: Option<Timestamp>,
     /// When the task last became completed, dead or cancelled (None while
     /// it is live); retention counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
+    /// What the agent reported, once completed.
     pub result: Option<TaskResult>,
+    /// The error of the latest failed attempt, if any.
     pub last_error: Option<String>,
+    /// Transitions, oldest first (a page of them): only in
+    /// `GET /api/tasks/{id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
 }
@@ -275,14 +317,21 @@ impl Task {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentState {
+    /// No sidecar connected.
     Offline,
+    /// Connected and free for a task.
     Idle,
+    /// A task was pushed to it and not yet accepted.
     Assigned,
+    /// Working on an accepted task.
     Working,
+    /// Failed too often in a row (`circuit.failures`): given nothing until
+    /// `degraded_until`.
     Degraded,
 }
 
 impl AgentState {
+    /// Every state.
     pub const ALL: [AgentState; 5] = [
         AgentState::Offline,
         AgentState::Idle,
@@ -291,6 +340,7 @@ impl AgentState {
         AgentState::Degraded,
     ];
 
+    /// The JSON name (`offline`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             AgentState::Offline => "offline",
@@ -312,11 +362,14 @@ impl fmt::Display for AgentState {
 /// attempt. Every message about an attempt carries both.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AttemptRef {
+    /// The task.
     pub task_id: String,
+    /// The assignment of it (1 for the first).
     pub generation: u64,
 }
 
 impl AttemptRef {
+    /// The attempt `generation` of task `task_id`.
     pub fn new(task_id: impl Into<String>, generation: u64) -> Self {
         AttemptRef {
             task_id: task_id.into(),
@@ -334,26 +387,41 @@ impl fmt::Display for AttemptRef {
 /// One recent transition of an agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentTransition {
+    /// When it happened.
     pub at: Timestamp,
+    /// The state before.
     pub from: AgentState,
+    /// The state after.
     pub to: AgentState,
+    /// Why, in words.
     pub reason: String,
 }
 
 /// An agent as the API returns it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentInfo {
+    /// The agent's name.
     pub id: String,
+    /// Its state as the hub sees it.
     pub state: AgentState,
+    /// The capabilities registered for it (scheduling uses these).
     pub capabilities: Vec<String>,
+    /// Whether its sidecar has a WebSocket open.
     pub connected: bool,
+    /// The attempt the hub says it holds, if any.
     pub current_task: Option<AttemptRef>,
+    /// When the hub last heard a heartbeat (or `hello`) from its sidecar.
     pub last_heartbeat_at: Option<Timestamp>,
+    /// Attempts in a row it failed, lost or did not accept in time; a
+    /// completed one resets it.
     pub consecutive_failures: u32,
+    /// While degraded: when it may get work again.
     pub degraded_until: Option<Timestamp>,
     /// When the agent entered its current state.
     pub state_since: Timestamp,
+    /// When the agent was added.
     pub created_at: Timestamp,
+    /// The version its sidecar said in its last `hello`.
     #[serde(default)]
     pub sidecar_version: Option<String>,
     /// Recent transitions, newest last.

@@ -9,7 +9,10 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 /// A point in time with millisecond precision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Timestamp(pub i64);
+pub struct Timestamp(
+    /// Milliseconds since the Unix epoch (UTC).
+    pub i64,
+);
 
 impl Timestamp {
     /// The current wall-clock time.
@@ -17,10 +20,12 @@ impl Timestamp {
         Timestamp(Utc::now().timestamp_millis())
     }
 
+    /// The time `ms` milliseconds after the Unix epoch.
     pub fn from_millis(ms: i64) -> Self {
         Timestamp(ms)
     }
 
+    /// Milliseconds since the Unix epoch.
     pub fn millis(self) -> i64 {
         self.0
     }
@@ -30,6 +35,7 @@ impl Timestamp {
         Timestamp(self.0 + (secs * 1000.0).round() as i64)
     }
 
+    /// This time plus `ms` milliseconds.
     pub fn plus_millis(self, ms: i64) -> Self {
         Timestamp(self.0 + ms)
     }
@@ -39,12 +45,15 @@ impl Timestamp {
         self.0 - earlier.0
     }
 
+    /// RFC 3339 UTC with milliseconds: `2026-11-23T10:00:00.123Z`.
     pub fn to_rfc3339(self) -> String {
         DateTime::<Utc>::from_timestamp_millis(self.0)
             .unwrap_or_default()
             .to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 
+    /// Read an RFC 3339 time (any offset; precision below a millisecond
+    /// is dropped).
     pub fn parse(s: &str) -> Result<Self, String> {
         DateTime::parse_from_rfc3339(s)
             .map(|t| Timestamp(t.timestamp_millis()))

@@ -22,12 +22,20 @@ pub enum SidecarState {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SidecarMsg {
+    /// The first message on every connection: who the sidecar is and what
+    /// it holds.
     Hello {
+        /// The protocol it speaks ([`crate::PROTOCOL_VERSION`]).
         protocol_version: u32,
+        /// The agent it runs for; must be the one the token belongs to.
         agent_id: String,
+        /// What its config claims (the hub schedules on the registered ones).
         capabilities: Vec<String>,
+        /// Whether it holds a task.
         state: SidecarState,
+        /// The attempt it holds, if any.
         current_task: Option<AttemptRef>,
+        /// The sidecar's version.
         sidecar_version: String,
         /// Results the sidecar still holds in its outbox (not yet acked);
         /// it sends them right after `welcome`. An extension of the
@@ -35,45 +43,73 @@ pub enum SidecarMsg {
         #[serde(default)]
         pending_results: Vec<AttemptRef>,
     },
+    /// Sent every `heartbeat_interval_s`: the sidecar is alive, and this is
+    /// what it really does.
     Heartbeat {
+        /// Whether it holds a task.
         state: SidecarState,
+        /// The task it works on, when working.
         #[serde(default)]
         task_id: Option<String>,
+        /// The generation it works on, when working.
         #[serde(default)]
         generation: Option<u64>,
     },
+    /// The sidecar took the assignment and is starting it.
     Accept {
+        /// The task assigned.
         task_id: String,
+        /// The generation of the assignment.
         generation: u64,
     },
+    /// The sidecar will not take the assignment.
     Reject {
+        /// The task assigned.
         task_id: String,
+        /// The generation of the assignment.
         generation: u64,
+        /// Why, in words.
         reason: String,
     },
+    /// A note on how the attempt is going.
     Progress {
+        /// The task worked on.
         task_id: String,
+        /// The generation worked on.
         generation: u64,
+        /// The note, for a person.
         note: String,
     },
+    /// The attempt succeeded. Kept and sent again until the hub's `ack`.
     Complete {
+        /// The task worked on.
         task_id: String,
+        /// The generation worked on.
         generation: u64,
+        /// What the agent reports.
         result: TaskResult,
     },
+    /// The attempt failed. Kept and sent again until the hub's `ack`.
     Fail {
+        /// The task worked on.
         task_id: String,
+        /// The generation worked on.
         generation: u64,
+        /// What went wrong, in words.
         error: String,
+        /// Whether another attempt may succeed (false: the task goes
+        /// `dead`).
         retryable: bool,
     },
 }
 
 impl SidecarMsg {
+    /// Read one text frame.
     pub fn decode(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
 
+    /// The text frame for this message.
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("sidecar messages always serialise")
     }
@@ -128,8 +164,11 @@ impl SidecarMsg {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AckOf {
+    /// An `accept`.
     Accept,
+    /// A `complete`.
     Complete,
+    /// A `fail`.
     Fail,
 }
 
@@ -137,46 +176,71 @@ pub enum AckOf {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HubMsg {
+    /// The answer to a good `hello`: the connection is the agent's.
     Welcome {
+        /// The protocol the hub speaks.
         protocol_version: u32,
+        /// How often the sidecar should send a heartbeat, in seconds.
         heartbeat_interval_s: u64,
         /// After this long without a heartbeat the hub counts the agent offline.
         #[serde(default)]
         heartbeat_timeout_s: Option<u64>,
+        /// The hub's version.
         #[serde(default)]
         hub_version: Option<String>,
     },
+    /// Work for the agent: one attempt of a task.
     Assign {
+        /// The task.
         task_id: String,
+        /// The new generation of this assignment.
         generation: u64,
+        /// The whole task.
         task: Box<Task>,
     },
+    /// Stop working on this attempt.
     Cancel {
+        /// The task.
         task_id: String,
+        /// The generation to stop.
         generation: u64,
+        /// Why, in words.
         #[serde(default)]
         reason: Option<String>,
     },
+    /// The hub has durably recorded a report, or found it stale: the
+    /// sidecar may forget it.
     Ack {
+        /// The task reported on.
         task_id: String,
+        /// The generation reported on.
         generation: u64,
+        /// Which report.
         of: AckOf,
     },
+    /// A frame the hub could not use, and why. The connection stays up,
+    /// except after a wrong protocol version, a `hello` for another agent
+    /// or a frame too large, when a Close follows.
     Error {
+        /// A stable, machine-readable code such as `bad_message`.
         code: String,
+        /// A sentence for a person.
         message: String,
     },
 }
 
 impl HubMsg {
+    /// Read one text frame.
     pub fn decode(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
 
+    /// The text frame for this message.
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("hub messages always serialise")
     }
 
+    /// The `type` tag, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             HubMsg::Welcome { .. } => "welcome",
@@ -187,6 +251,7 @@ impl HubMsg {
         }
     }
 
+    /// An `error` frame.
     pub fn error(code: &str, message: impl Into<String>) -> Self {
         HubMsg::Error {
             code: code.to_string(),

@@ -74,8 +74,10 @@ fn submitter(url: String, token: String, ids: Arc<Mutex<BTreeMap<usize, String>>
                     break;
                 }
             }
+            // The hub is down or busy: try again shortly (a client's retry).
             std::thread::sleep(Duration::from_millis(100));
         }
+        // Pacing the load on purpose: tasks keep arriving during the chaos.
         std::thread::sleep(pace);
     }
 }
@@ -128,6 +130,8 @@ fn chaos_every_task_completes_exactly_once() {
 
     let (mut hub_kills, mut sidecar_kills) = (0, 0);
     let chaos_end = Instant::now() + Duration::from_secs(seconds);
+    // The sleeps below are the chaos itself: random moments to kill at, and
+    // random outages, in real time on purpose.
     while Instant::now() < chaos_end {
         std::thread::sleep(rng.millis(500, 2500));
         if rng.below(4) == 0 {

@@ -195,7 +195,14 @@ fn the_dashboard_shows_the_fleet_live_and_retries_a_dead_task() {
 
     // A narrow window: no sideways scrolling of the page.
     b.viewport(420, 900);
-    std::thread::sleep(Duration::from_millis(300));
+    // The page sees the new width, and a whole frame has been rendered at
+    // it (the second animation-frame callback runs after the frame the
+    // first one preceded). Reading scrollWidth below lays out anyway.
+    b.wait_for("window.innerWidth === 420", T);
+    b.wait_for(
+        "new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done(window.innerWidth === 420))))",
+        T,
+    );
     assert_eq!(
         b.eval("document.documentElement.scrollWidth <= window.innerWidth"),
         json!(true),

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentcom_tests::hub::Hub;
+use agentcom_tests::wait_until;
 use serde_json::json;
 
 #[test]
@@ -45,25 +46,31 @@ fn every_acknowledged_create_survives_kill_9() {
                                     .unwrap()
                                     .push(v["id"].as_str().unwrap().to_string());
                             }
-                            // The hub died mid-request: not acknowledged, may or may not exist.
+                            // The hub died mid-request: not acknowledged, may or may not
+                            // exist. A short pause before trying again (pacing, not waiting
+                            // for anything: the loop ends when told to stop).
                             _ => std::thread::sleep(Duration::from_millis(5)),
                         }
                     }
                 })
             })
             .collect();
-        // Let writes flow, then kill the hub in the middle of them.
-        std::thread::sleep(Duration::from_millis(300 + 137 * cycle));
+        // Let writes flow until some are acknowledged (a different number
+        // each cycle, so the kill lands at a different point; the wait
+        // fails the test if none are), then kill the hub in the middle of
+        // them: the writers are still sending.
+        let flowing = 20 + 15 * cycle;
+        wait_until(
+            Duration::from_secs(20),
+            &format!("cycle {cycle}: {flowing} acknowledged creates"),
+            || (acked.lock().unwrap().len() >= flowing).then_some(()),
+        );
         hub.kill9();
         stop.store(true, Ordering::Relaxed);
         for w in writers {
             w.join().unwrap();
         }
         let got = acked.lock().unwrap().clone();
-        assert!(
-            !got.is_empty(),
-            "cycle {cycle}: some creates were acknowledged"
-        );
         acknowledged.extend(got);
         hub.restart();
         let present: std::collections::HashSet<String> = hub

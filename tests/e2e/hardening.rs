@@ -7,37 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentcom_tests::hub::Hub;
-use agentcom_tests::raw::RawSidecar;
+use agentcom_tests::raw::quick_agent;
 use agentcom_tests::wait_until;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(30);
-
-/// A fake agent that accepts and completes every assignment at once,
-/// until `stop` is set; returns how many tasks it completed.
-fn quick_agent(hub: &Hub, id: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
-    let token = hub.add_agent(id, &[]);
-    let url = hub.ws_url();
-    let id = id.to_string();
-    std::thread::spawn(move || {
-        let mut ws = RawSidecar::connect(&url, &token).expect("agent connects");
-        ws.hello(&id);
-        let mut done = 0;
-        while !stop.load(Ordering::Relaxed) {
-            let Some(m) = ws.recv(Duration::from_millis(200)) else {
-                continue;
-            };
-            if m["type"] == "assign" {
-                let (tid, g) = (m["task_id"].clone(), m["generation"].clone());
-                ws.send(json!({ "type": "accept", "task_id": tid, "generation": g }));
-                ws.send(json!({ "type": "complete", "task_id": tid, "generation": g,
-                    "result": { "summary": "done" } }));
-                done += 1;
-            }
-        }
-        done
-    })
-}
 
 /// Finding 1: tasks with the largest allowed fields (a 64 KiB description
 /// and 16 KiB of metadata), created by several clients while agents
@@ -49,7 +23,17 @@ fn thousands_of_largest_tasks_while_agents_complete_them_never_stop_the_hub() {
     let mut hub = Hub::start(root.path(), &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let agents: Vec<_> = (0..3)
-        .map(|i| quick_agent(&hub, &format!("quick{i}"), stop.clone()))
+        .map(|i| {
+            let id = format!("quick{i}");
+            let token = hub.add_agent(&id, &[]);
+            quick_agent(
+                &hub.ws_url(),
+                &token,
+                &id,
+                json!({ "summary": "done" }),
+                stop.clone(),
+            )
+        })
         .collect();
     for i in 0..3 {
         hub.wait_agent(&format!("quick{i}"), "idle", T);

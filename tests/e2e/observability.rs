@@ -2,10 +2,12 @@
 //! Prometheus scrape, against a real hub and sidecars.
 
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use agentcom_tests::hub::Hub;
+use agentcom_tests::raw::quick_agent;
 use agentcom_tests::sidecar::Sidecar;
 use agentcom_tests::sse::{SseClient, SseEvent};
 use serde_json::{json, Value};
@@ -117,43 +119,97 @@ fn the_event_stream_carries_every_transition_in_order_and_resumes_after_an_id() 
 fn a_slow_client_is_dropped_without_slowing_the_hub_and_resumes() {
     let root = tempfile::tempdir().unwrap();
     let hub = Hub::start(root.path(), &[("AGENTCOM_EVENTS__CLIENT_BUFFER", "32")]);
-    // A client that stops reading after its first event.
+    // A client that stops reading after its first event, and one that
+    // keeps reading all along.
     let mut slow = SseClient::connect(&hub, None);
-    let padding = "x".repeat(30_000);
-    let first = hub.submit(json!({ "title": "first", "metadata": { "pad": padding } }));
+    let reading = listen(&hub, None);
+    let first = hub.submit(json!({ "title": "first" }));
     let e = slow.next().unwrap();
     assert_eq!(
         serde_json::from_str::<Value>(&e.data).unwrap()["task"]["id"],
         first["id"]
     );
-    // Far more than its buffer and the socket's buffers hold (~9 MB).
-    let started = Instant::now();
+    let first_event = e.id.unwrap();
+    // An agent completes 300 tasks, each with a 60 KB result (events of
+    // completions carry it): ~18 MB of events, far more than the slow
+    // client's buffer (32 events) and its socket's buffers hold. Every
+    // create is answered 201 (`submit` checks) and every task completes
+    // while the slow client holds its connection unread.
+    let stop = Arc::new(AtomicBool::new(false));
+    let token = hub.add_agent("quick", &[]);
+    let result = json!({ "summary": "r".repeat(60_000) });
+    let agent = quick_agent(&hub.ws_url(), &token, "quick", result, stop.clone());
+    let mut tasks = vec![first["id"].as_str().unwrap().to_string()];
     for i in 0..300 {
-        hub.submit(json!({ "title": format!("t{i}"), "metadata": { "pad": padding } }));
+        let t = hub.submit(json!({ "title": format!("t{i}") }));
+        tasks.push(t["id"].as_str().unwrap().to_string());
     }
-    let took = started.elapsed();
-    let (status, _) = hub.call("GET", "/api/state", None);
-    assert_eq!(status, 200, "the hub answers while the client is stuck");
-    eprintln!("slow client: 300 creates took {took:?} while a client stopped reading");
+    agentcom_tests::wait_until(T, "every task to complete", || {
+        (hub.state()["tasks"]["completed"] == 301).then_some(())
+    });
+    hub.wait_agent("quick", "idle", T);
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(agent.join().unwrap(), 301);
+    let state = hub.state();
+    let last_event = state["events"]["next_id"].as_u64().unwrap() - 1;
+    // The stalled client is still subscribed: publishing simply went past
+    // it (its stream learns that it lagged when it runs again).
+    assert_eq!(state["events"]["subscribers"], 2);
+
+    // Publishing never waited for the slow client: the reading client got
+    // every event, numbered without a gap, every task's completion among
+    // them, while the slow one still reads nothing.
+    let got = collect(&reading, |e, _| e.id == Some(last_event));
+    let ids: Vec<u64> = got.iter().map(|(e, _)| e.id.unwrap()).collect();
+    assert_eq!(ids, (first_event..=last_event).collect::<Vec<_>>());
+    assert_eq!(completions(&got), tasks, "every completion, in order");
+
     // Reading again: what was buffered, then `lagged`, then the end.
-    let mut last_id = e.id.unwrap();
-    let mut lagged = false;
+    let mut slow_got = vec![(e.clone(), Value::Null)];
+    let mut last_id = first_event;
+    let mut missed = None;
     for ev in slow.by_ref() {
         if ev.event == "lagged" {
-            lagged = true;
+            let v: Value = serde_json::from_str(&ev.data).unwrap();
+            missed = v["missed"].as_u64();
             continue;
         }
+        assert!(missed.is_none(), "the stream ends after `lagged`: {ev:?}");
         assert_eq!(ev.id, Some(last_id + 1), "no gap before the drop");
         last_id = ev.id.unwrap();
+        let v = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
+        slow_got.push((ev, v));
     }
-    assert!(lagged, "the slow client was told it lagged and dropped");
-    // It resumes from the replay ring with nothing lost.
-    let mut again = SseClient::connect(&hub, Some(last_id));
-    let next = again.next().unwrap();
-    assert_eq!(next.event, "task");
-    assert_eq!(next.id, Some(last_id + 1));
-    let state = hub.state();
-    assert_eq!(state["tasks"]["queued"], 301);
+    let missed = missed.expect("the slow client was told it lagged and dropped");
+    assert!(
+        missed > 0 && last_id < last_event,
+        "it fell behind: {missed} missed, read up to {last_id}"
+    );
+
+    // It resumes from the replay ring with nothing lost: every event after
+    // the last it read, up to the last one, without a `resync`.
+    let resumed = listen(&hub, Some(last_id));
+    let rest = collect(&resumed, |e, _| e.id == Some(last_event));
+    for (e, _) in &rest {
+        assert_ne!(e.event, "resync");
+        assert_eq!(e.id, Some(last_id + 1), "replayed without a gap");
+        last_id = e.id.unwrap();
+    }
+    slow_got.extend(rest);
+    assert_eq!(
+        completions(&slow_got),
+        tasks,
+        "the slow client saw every completion once, in order"
+    );
+}
+
+/// The ids of the tasks whose `completed` transition is among `events`.
+fn completions(events: &[(SseEvent, Value)]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|(e, v)| e.event == "task" && v["transition"]["event"] == "completed")
+        .map(|(_, v)| v["task"]["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -166,9 +222,15 @@ fn the_state_snapshot_has_lanes_statuses_agents_latency_and_throughput() {
         let t = hub.submit(json!({ "title": format!("done{i}") }));
         hub.wait_status(t["id"].as_str().unwrap(), "completed", T);
     }
+    // Idle before the task that waits, so the snapshot's agent count is
+    // settled (the last completion turns the agent idle just after).
+    hub.wait_agent("solo", "idle", T);
     hub.submit(json!({ "title": "waits", "needed_capabilities": ["gpu"], "priority": "high" }));
-    std::thread::sleep(Duration::from_millis(300));
-    let s = hub.state();
+    // Its age in the snapshot grows with real time.
+    let s = agentcom_tests::wait_until(T, "the queued task to be 0.2 s old", || {
+        let s = hub.state();
+        (s["queue"]["oldest_queued_age_s"].as_f64()? >= 0.2).then_some(s)
+    });
     assert_eq!(s["queue"]["depth"]["high"], 1);
     for lane in [
         "urgent",
@@ -182,7 +244,6 @@ fn the_state_snapshot_has_lanes_statuses_agents_latency_and_throughput() {
         assert_eq!(s["queue"]["depth"][lane], 0, "{lane}");
     }
     assert_eq!(s["queue"]["queued"], 1);
-    assert!(s["queue"]["oldest_queued_age_s"].as_f64().unwrap() >= 0.2);
     assert_eq!(s["tasks"]["completed"], 3);
     assert_eq!(s["tasks"]["queued"], 1);
     assert_eq!(s["agents"]["idle"], 1);

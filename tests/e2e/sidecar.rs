@@ -52,14 +52,31 @@ fn wake_mode_the_woken_agent_reports_through_the_cli() {
             .filter(|s| !s.is_empty())
     });
     assert_eq!(line.trim(), format!("{id} 1"));
-    // Woken is not done: it keeps working until the agent reports.
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(hub.task(&id)["status"], "working");
+    // Woken is not done: it keeps working until the agent reports. A wrong
+    // report would come from the sidecar's handler of the wake command's
+    // exit (on its one event loop), which logs "agent woken; waiting for it
+    // to report" when it decides to wait. Wait for that line, or for the
+    // task to leave `working` (only a report does that), so that a sidecar
+    // that reports on exit fails below instead of timing out. The loop
+    // answers a later `status` after that handler: "working on <id>#1"
+    // means it still holds the attempt, and every report goes through
+    // `finish`, which drops the attempt before sending. So no report was
+    // sent, and the hub still has the task working.
+    let attempt = format!("{id}#1");
+    wait_until(T, "the sidecar to handle the wake command's exit", || {
+        let handled = s
+            .log()
+            .lines()
+            .any(|l| l.contains("agent woken; waiting for it to report") && l.contains(&attempt));
+        (handled || hub.task(&id)["status"] != "working").then_some(())
+    });
     let (ok, status) = sidecar_cli(&s.config, &["status"]);
     assert!(
-        ok && status.contains(&format!("working on {id}#1")),
+        ok && status.contains(&format!("working on {attempt}")),
         "{status}"
     );
+    assert_eq!(hub.task(&id)["status"], "working");
+    assert_eq!(hub.agent("sleeper")["state"], "working");
 
     let (ok, out) = sidecar_cli(
         &s.config,

@@ -149,9 +149,21 @@ fn a_task_needing_a_capability_nobody_has_stays_queued() {
             Duration::from_secs(30),
         );
     }
-    // The agent is idle again, and has been offered nothing more.
+    // The agent is idle again; one more task it can do, submitted now,
+    // proves the scheduler had its chance at the gpu task and passed. The
+    // queue plans each claim over the lane in FIFO order (matching::plan)
+    // and gpu entered the normal lane first, so the claim that gives
+    // "plain3" to the idle agent looked at gpu before it and found no idle
+    // agent that can do it. A matching rule that ignored capabilities
+    // would have given gpu to that claim instead.
     hub.wait_agent("plain", "idle", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(500));
+    let later = hub.submit(json!({ "title": "plain3" }));
+    let later = hub.wait_status(
+        later["id"].as_str().unwrap(),
+        "completed",
+        Duration::from_secs(30),
+    );
+    assert_eq!(later["assigned_to"], "plain");
     let t = hub.task(gpu["id"].as_str().unwrap());
     assert_eq!(t["status"], "queued");
     assert_eq!(t["generation"], 0);

@@ -110,10 +110,9 @@ impl Proc {
     /// SIGTERM; wait for the exit code (None if it had to be killed).
     pub fn terminate(&mut self, within: Duration) -> Option<i32> {
         let mut c = self.child.take()?;
-        // SAFETY: sending a signal to our own child.
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        // Our own child, not yet reaped: the pid is still its.
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = std::time::Instant::now() + within;
         loop {
             if let Ok(Some(status)) = c.try_wait() {

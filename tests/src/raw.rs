@@ -107,3 +107,33 @@ impl RawSidecar {
             .expect("welcome")
     }
 }
+
+/// A fake agent on a thread: it accepts every assignment and completes it
+/// at once with `result`, until `stop` is set; joins with how many tasks
+/// it completed.
+pub fn quick_agent(
+    url: &str,
+    token: &str,
+    id: &str,
+    result: Value,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    let mut ws = RawSidecar::connect(url, token).expect("the agent connects");
+    ws.hello(id);
+    std::thread::spawn(move || {
+        let mut done = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let Some(m) = ws.recv(Duration::from_millis(200)) else {
+                continue;
+            };
+            if m["type"] == "assign" {
+                let (tid, g) = (m["task_id"].clone(), m["generation"].clone());
+                ws.send(json!({ "type": "accept", "task_id": tid, "generation": g }));
+                ws.send(json!({ "type": "complete", "task_id": tid, "generation": g,
+                    "result": result }));
+                done += 1;
+            }
+        }
+        done
+    })
+}
