@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
@@ -76,15 +78,7 @@ pub async fn run(
         .stderr(Stdio::from(log_err))
         .process_group(0)
         .kill_on_drop(false);
-    // SAFETY: prctl is async-signal-safe and only affects the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    die_with_the_sidecar(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Outcome::SpawnFailed(format!("cannot start {:?}: {e}", spec.command[0])),
@@ -94,7 +88,7 @@ pub async fn run(
     tokio::select! {
         status = child.wait() => {
             // Anything the runner left behind in its group goes too.
-            kill_group(pgid, libc::SIGKILL);
+            kill_group(pgid, Signal::SIGKILL);
             match status {
                 Ok(s) => Outcome::Exited { code: s.code(), log_tail: tail(&spec.log, 2000) },
                 Err(e) => Outcome::Exited { code: None, log_tail: format!("waiting for the runner failed: {e}") },
@@ -111,26 +105,38 @@ pub async fn run(
     }
 }
 
+/// Have the child killed (SIGKILL) when the sidecar dies: `PR_SET_PDEATHSIG`,
+/// set between fork and exec.
+#[allow(unsafe_code)]
+fn die_with_the_sidecar(cmd: &mut Command) {
+    // SAFETY: `pre_exec` is unsafe because its closure runs in the forked
+    // child before exec, where only async-signal-safe calls are allowed.
+    // This one makes a single prctl(2) call and converts its errno into an
+    // `io::Error` (no allocation, no locks, no shared state).
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// SIGTERM the group, wait a little, then SIGKILL it; reap the child.
 async fn stop_group(pgid: i32, child: &mut tokio::process::Child) {
-    kill_group(pgid, libc::SIGTERM);
+    kill_group(pgid, Signal::SIGTERM);
     if tokio::time::timeout(KILL_GRACE, child.wait())
         .await
         .is_err()
     {
-        kill_group(pgid, libc::SIGKILL);
+        kill_group(pgid, Signal::SIGKILL);
         let _ = child.wait().await;
     }
-    kill_group(pgid, libc::SIGKILL);
+    kill_group(pgid, Signal::SIGKILL);
 }
 
 /// Signal a whole process group (no-op for 0 or a group that is gone).
-pub fn kill_group(pgid: i32, signal: i32) {
+pub fn kill_group(pgid: i32, signal: Signal) {
     if pgid > 1 {
-        // SAFETY: kill(2) with a negative pid signals the group; no memory involved.
-        unsafe {
-            libc::kill(-pgid, signal);
-        }
+        let _ = killpg(Pid::from_raw(pgid), signal);
     }
 }
 
@@ -163,7 +169,7 @@ pub fn kill_leftover(pgid: i32, task_id: &str) -> bool {
             continue;
         };
         if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
-            kill_group(pgid, libc::SIGKILL);
+            kill_group(pgid, Signal::SIGKILL);
             return true;
         }
     }
@@ -251,8 +257,8 @@ mod tests {
             .parse()
             .unwrap();
         std::thread::sleep(Duration::from_millis(100));
-        // SAFETY: signal 0 only checks existence.
-        let alive = unsafe { libc::kill(child, 0) } == 0;
+        // No signal: only checks that the process exists.
+        let alive = nix::sys::signal::kill(Pid::from_raw(child), None).is_ok();
         let zombie = std::fs::read_to_string(format!("/proc/{child}/stat"))
             .map(|s| s.contains(") Z"))
             .unwrap_or(true);

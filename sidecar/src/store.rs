@@ -7,15 +7,17 @@
 //! - `tasks/<task>-<gen>/`: the task file, the result file, the runner log.
 //! - `sidecar.lock`: an exclusive lock, so two daemons never share a state dir.
 //!
-//! Every write is atomic: a temp file, fsync, rename, fsync of the
-//! directory. This module knows files, not the protocol's rules.
+//! Every write is atomic ([`write_atomic`]): a temp file, fsync, rename,
+//! fsync of the directory. This module knows files, not the protocol's
+//! rules.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use agentcom_protocol::{AttemptRef, SidecarMsg, Task, Timestamp};
+use atomic_write_file::AtomicWriteFile;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 /// The attempt the sidecar holds.
@@ -46,7 +48,8 @@ impl OutboxEntry {
 pub struct StateDir {
     root: PathBuf,
     next_seq: u64,
-    _lock: File,
+    /// Held (and released on drop) for as long as the daemon runs.
+    _lock: Flock<File>,
 }
 
 impl StateDir {
@@ -62,14 +65,12 @@ impl StateDir {
             .write(true)
             .open(&lock_path)
             .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(format!(
+        let lock = Flock::lock(lock, FlockArg::LockExclusiveNonblock).map_err(|_| {
+            format!(
                 "another sidecar is running with state_dir {}",
                 root.display()
-            ));
-        }
+            )
+        })?;
         let mut s = StateDir {
             root: root.to_path_buf(),
             next_seq: 1,
@@ -80,7 +81,7 @@ impl StateDir {
         for dir in [s.root.clone(), s.root.join("outbox")] {
             if let Ok(entries) = fs::read_dir(&dir) {
                 for e in entries.flatten() {
-                    if e.file_name().to_string_lossy().ends_with(".tmp") {
+                    if is_temp_file(&e.file_name().to_string_lossy()) {
                         let _ = fs::remove_file(e.path());
                     }
                 }
@@ -201,22 +202,21 @@ impl StateDir {
 }
 
 /// Write a file so that after a crash it holds either the old or the new
-/// content, never a mix.
+/// content, never a mix. `AtomicWriteFile::commit` fsyncs the temp file,
+/// renames it over `path` and fsyncs the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path.parent().ok_or("no parent directory")?;
-    let tmp = path.with_extension("tmp");
     let res = (|| -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut f = AtomicWriteFile::open(path)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        f.commit()
     })();
     res.map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// A temp file an interrupted [`write_atomic`] left: `.<name>.<random>`
+/// (`AtomicWriteFile`), or `<name>.tmp` (sidecars before it).
+fn is_temp_file(name: &str) -> bool {
+    name.ends_with(".tmp") || (name.starts_with('.') && name.contains(".json."))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {
@@ -277,6 +277,33 @@ mod tests {
         );
         assert!(s.ack(&AttemptRef::new("t1", 1), "complete").unwrap());
         assert_eq!(s.outbox().len(), 2);
+        drop(s);
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn writes_replace_whole_files_and_leftover_temp_files_are_removed() {
+        let dir = tmp("atomic");
+        let s = StateDir::open(&dir).unwrap();
+        let path = dir.join("tasks").join("task.json");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        drop(s);
+        let leftovers = [
+            dir.join(".current.json.a1B2c3"),
+            dir.join("current.tmp"),
+            dir.join("outbox")
+                .join(".000000000001-t-1-complete.json.x9Y8z7"),
+        ];
+        for p in &leftovers {
+            fs::write(p, "half").unwrap();
+        }
+        let s = StateDir::open(&dir).unwrap();
+        for p in &leftovers {
+            assert!(!p.exists(), "{} was left", p.display());
+        }
+        assert!(s.outbox().is_empty());
         drop(s);
         fs::remove_dir_all(dir).ok();
     }
