@@ -20,18 +20,18 @@ use tokio::process::Command;
 use tokio::sync::oneshot;
 
 /// How long a stopped runner gets between SIGTERM and SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(3);
 
-pub struct RunSpec {
-    pub command: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub cwd: PathBuf,
-    pub log: PathBuf,
-    pub timeout: Duration,
+pub(crate) struct RunSpec {
+    pub(crate) command: Vec<String>,
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) cwd: PathBuf,
+    pub(crate) log: PathBuf,
+    pub(crate) timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The command exited with this code (None: killed by a signal).
     Exited {
         code: Option<i32>,
@@ -47,7 +47,7 @@ pub enum Outcome {
 }
 
 /// Run `spec`; `started` receives the process group id once it runs.
-pub async fn run(
+pub(crate) async fn run(
     spec: RunSpec,
     cancel: oneshot::Receiver<String>,
     started: impl FnOnce(i32),
@@ -134,7 +134,7 @@ async fn stop_group(pgid: i32, child: &mut tokio::process::Child) {
 }
 
 /// Signal a whole process group (no-op for 0 or a group that is gone).
-pub fn kill_group(pgid: i32, signal: Signal) {
+pub(crate) fn kill_group(pgid: i32, signal: Signal) {
     if pgid > 1 {
         let _ = killpg(Pid::from_raw(pgid), signal);
     }
@@ -146,7 +146,7 @@ pub fn kill_group(pgid: i32, signal: Signal) {
 /// the group). A pid is never reused while a process group of that id
 /// exists, and a member must carry `AGENTCOM_TASK_ID=<task_id>` in its
 /// environment, so an unrelated group is never hit.
-pub fn kill_leftover(pgid: i32, task_id: &str) -> bool {
+pub(crate) fn kill_leftover(pgid: i32, task_id: &str) -> bool {
     if pgid <= 1 {
         return false;
     }
@@ -185,7 +185,7 @@ fn process_group(pid: i32) -> Option<i32> {
 }
 
 /// The last `max` bytes of a file, as text.
-pub fn tail(path: &Path, max: u64) -> String {
+pub(crate) fn tail(path: &Path, max: u64) -> String {
     let Ok(mut f) = std::fs::File::open(path) else {
         return String::new();
     };
