@@ -2,20 +2,20 @@
 //!
 //! The n-th consecutive failure waits a uniformly random time in
 //! `[0, min(cap, initial · 2ⁿ)]`, so a fleet that lost its hub at the same
-//! moment does not reconnect in lockstep. Pure; the caller supplies the
-//! random draw.
+//! moment does not reconnect in lockstep. Pure: it never sleeps or draws
+//! random numbers itself; the caller supplies the draw.
 
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     cap: Duration,
     failures: u32,
 }
 
 impl Backoff {
-    pub fn new(initial: Duration, cap: Duration) -> Self {
+    pub(crate) fn new(initial: Duration, cap: Duration) -> Self {
         Backoff {
             initial,
             cap,
@@ -24,24 +24,24 @@ impl Backoff {
     }
 
     /// The ceiling of the next delay.
-    pub fn ceiling(&self) -> Duration {
+    pub(crate) fn ceiling(&self) -> Duration {
         let factor = 2u32.saturating_pow(self.failures.min(31));
         self.initial.saturating_mul(factor).min(self.cap)
     }
 
     /// Delay before the next attempt, given a uniform draw in [0, 1).
-    pub fn next_delay(&mut self, draw: f64) -> Duration {
+    pub(crate) fn next_delay(&mut self, draw: f64) -> Duration {
         let d = self.ceiling().mul_f64(draw.clamp(0.0, 1.0));
         self.failures = self.failures.saturating_add(1);
         d
     }
 
     /// A connection succeeded: start again from the initial delay.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.failures = 0;
     }
 
-    pub fn failures(&self) -> u32 {
+    pub(crate) fn failures(&self) -> u32 {
         self.failures
     }
 }

@@ -1,5 +1,6 @@
 //! The sidecar's settings file (`sidecar.toml`), as in the contract, with
-//! optional extras (`[reconnect]`). Reading and checking only.
+//! optional extras (`[reconnect]`). Reading and checking only: it never
+//! acts on a setting.
 
 use std::path::{Path, PathBuf};
 
@@ -8,25 +9,25 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SidecarConfig {
-    pub hub_url: String,
+    pub(crate) hub_url: String,
     pub agent_id: String,
     #[serde(default)]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     #[serde(default)]
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     #[serde(default)]
-    pub capabilities: Vec<String>,
-    pub state_dir: PathBuf,
-    pub runner: Runner,
+    pub(crate) capabilities: Vec<String>,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) runner: Runner,
     #[serde(default)]
     pub git: Option<Git>,
     #[serde(default)]
-    pub reconnect: Reconnect,
+    pub(crate) reconnect: Reconnect,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Mode {
+pub(crate) enum Mode {
     /// The command does the task and exits: 0 is complete, else fail.
     Exec,
     /// The command only wakes the agent, which reports with
@@ -36,11 +37,11 @@ pub enum Mode {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Runner {
-    pub mode: Mode,
-    pub command: Vec<String>,
+pub(crate) struct Runner {
+    pub(crate) mode: Mode,
+    pub(crate) command: Vec<String>,
     #[serde(default = "default_timeout")]
-    pub timeout_s: u64,
+    pub(crate) timeout_s: u64,
 }
 
 fn default_timeout() -> u64 {
@@ -50,11 +51,11 @@ fn default_timeout() -> u64 {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Git {
-    pub repo_dir: PathBuf,
+    pub(crate) repo_dir: PathBuf,
     #[serde(default = "default_remote")]
-    pub remote: String,
+    pub(crate) remote: String,
     #[serde(default = "default_main")]
-    pub main_branch: String,
+    pub(crate) main_branch: String,
 }
 
 fn default_remote() -> String {
@@ -67,11 +68,11 @@ fn default_main() -> String {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Reconnect {
+pub(crate) struct Reconnect {
     #[serde(default = "default_initial_ms")]
-    pub initial_ms: u64,
+    pub(crate) initial_ms: u64,
     #[serde(default = "default_max_s")]
-    pub max_s: u64,
+    pub(crate) max_s: u64,
 }
 
 fn default_initial_ms() -> u64 {
@@ -124,7 +125,7 @@ impl SidecarConfig {
     }
 
     /// The agent token, from `token` or `token_file`.
-    pub fn token(&self) -> Result<String, String> {
+    pub(crate) fn token(&self) -> Result<String, String> {
         if let Some(t) = &self.token {
             return Ok(t.trim().to_string());
         }

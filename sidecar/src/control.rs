@@ -1,6 +1,8 @@
 //! The local control socket (`<state_dir>/control.sock`): how a woken agent
 //! reports in `wake` mode (`agentcom-sidecar complete|fail`), one JSON line
 //! in, one JSON line out. Only the daemon's user can reach it (0600).
+//! It carries requests and replies; it must never decide them: the
+//! attempt machine answers, through the daemon loop.
 
 use std::path::Path;
 
@@ -42,10 +44,13 @@ pub struct Reply {
 }
 
 /// A request and where its reply goes.
-pub type Incoming = (Request, oneshot::Sender<Reply>);
+pub(crate) type Incoming = (Request, oneshot::Sender<Reply>);
 
 /// Serve the socket until the daemon exits.
-pub async fn serve(path: &Path, to_daemon: mpsc::UnboundedSender<Incoming>) -> std::io::Result<()> {
+pub(crate) async fn serve(
+    path: &Path,
+    to_daemon: mpsc::UnboundedSender<Incoming>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;

@@ -5,7 +5,8 @@
 //! the local main to it, and check out a fresh branch
 //! `{agent_id}/{task_id}` from it. `submit` pushes the task branch;
 //! `status` reports where the work tree stands. Plain `git` commands,
-//! blocking: callers run them off the connection loop.
+//! blocking: callers run them off the daemon loop. It never knows about
+//! attempts or the hub.
 
 use std::path::Path;
 use std::process::Command;
@@ -19,7 +20,7 @@ pub struct Prepared {
     pub base: String,
 }
 
-pub fn branch_name(agent_id: &str, task_id: &str) -> String {
+pub(crate) fn branch_name(agent_id: &str, task_id: &str) -> String {
     format!("{agent_id}/{task_id}")
 }
 

@@ -1,16 +1,29 @@
 //! AgentCom sidecar: the always-on daemon on an agent's machine.
 //!
-//! - [`daemon`]: the connection loop, assignments, reports, recovery.
-//! - [`store`]: the state dir (current attempt, outbox) with atomic writes.
-//! - [`runner`]: running the agent's command in its own process group.
-//! - [`git`]: branch from freshly fetched main; push; status.
-//! - [`control`]: the local socket through which a woken agent reports.
-//! - [`backoff`]: reconnect delays. [`config`]: `sidecar.toml`.
+//! Public, for the `agentcom-sidecar` binary: [`daemon`] (the event loop),
+//! [`config`] (`sidecar.toml`), [`control`] (the local socket a woken agent
+//! reports through) and [`git`] (branch from freshly fetched main; push;
+//! status). Inside the crate:
+//!
+//! - `attempt`: the attempt's rules as a pure state machine.
+//! - `connection`: the WebSocket to the hub. `backoff`: reconnect delays.
+//! - `launch`: preparing and starting the runner off the loop;
+//!   `runner`: running the agent's command in its own process group.
+//! - `report`: a runner's outcome and result file → `complete`/`fail`.
+//! - `recovery`: putting the state dir in order at start.
+//! - `store`: the state dir (current attempt, outbox) with atomic writes.
 
-pub mod backoff;
+mod attempt;
+mod backoff;
 pub mod config;
+mod connection;
 pub mod control;
 pub mod daemon;
 pub mod git;
-pub mod runner;
-pub mod store;
+mod launch;
+mod recovery;
+mod report;
+mod runner;
+mod store;
+#[cfg(test)]
+mod testing;

@@ -14,22 +14,24 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
 /// How long a stopped runner gets between SIGTERM and SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(3);
 
-pub struct RunSpec {
-    pub command: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub cwd: PathBuf,
-    pub log: PathBuf,
-    pub timeout: Duration,
+pub(crate) struct RunSpec {
+    pub(crate) command: Vec<String>,
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) cwd: PathBuf,
+    pub(crate) log: PathBuf,
+    pub(crate) timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The command exited with this code (None: killed by a signal).
     Exited {
         code: Option<i32>,
@@ -45,7 +47,7 @@ pub enum Outcome {
 }
 
 /// Run `spec`; `started` receives the process group id once it runs.
-pub async fn run(
+pub(crate) async fn run(
     spec: RunSpec,
     cancel: oneshot::Receiver<String>,
     started: impl FnOnce(i32),
@@ -76,15 +78,7 @@ pub async fn run(
         .stderr(Stdio::from(log_err))
         .process_group(0)
         .kill_on_drop(false);
-    // SAFETY: prctl is async-signal-safe and only affects the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    die_with_the_sidecar(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Outcome::SpawnFailed(format!("cannot start {:?}: {e}", spec.command[0])),
@@ -94,7 +88,7 @@ pub async fn run(
     tokio::select! {
         status = child.wait() => {
             // Anything the runner left behind in its group goes too.
-            kill_group(pgid, libc::SIGKILL);
+            kill_group(pgid, Signal::SIGKILL);
             match status {
                 Ok(s) => Outcome::Exited { code: s.code(), log_tail: tail(&spec.log, 2000) },
                 Err(e) => Outcome::Exited { code: None, log_tail: format!("waiting for the runner failed: {e}") },
@@ -111,26 +105,38 @@ pub async fn run(
     }
 }
 
+/// Have the child killed (SIGKILL) when the sidecar dies: `PR_SET_PDEATHSIG`,
+/// set between fork and exec.
+#[allow(unsafe_code)]
+fn die_with_the_sidecar(cmd: &mut Command) {
+    // SAFETY: `pre_exec` is unsafe because its closure runs in the forked
+    // child before exec, where only async-signal-safe calls are allowed.
+    // This one makes a single prctl(2) call and converts its errno into an
+    // `io::Error` (no allocation, no locks, no shared state).
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// SIGTERM the group, wait a little, then SIGKILL it; reap the child.
 async fn stop_group(pgid: i32, child: &mut tokio::process::Child) {
-    kill_group(pgid, libc::SIGTERM);
+    kill_group(pgid, Signal::SIGTERM);
     if tokio::time::timeout(KILL_GRACE, child.wait())
         .await
         .is_err()
     {
-        kill_group(pgid, libc::SIGKILL);
+        kill_group(pgid, Signal::SIGKILL);
         let _ = child.wait().await;
     }
-    kill_group(pgid, libc::SIGKILL);
+    kill_group(pgid, Signal::SIGKILL);
 }
 
 /// Signal a whole process group (no-op for 0 or a group that is gone).
-pub fn kill_group(pgid: i32, signal: i32) {
+pub(crate) fn kill_group(pgid: i32, signal: Signal) {
     if pgid > 1 {
-        // SAFETY: kill(2) with a negative pid signals the group; no memory involved.
-        unsafe {
-            libc::kill(-pgid, signal);
-        }
+        let _ = killpg(Pid::from_raw(pgid), signal);
     }
 }
 
@@ -140,7 +146,7 @@ pub fn kill_group(pgid: i32, signal: i32) {
 /// the group). A pid is never reused while a process group of that id
 /// exists, and a member must carry `AGENTCOM_TASK_ID=<task_id>` in its
 /// environment, so an unrelated group is never hit.
-pub fn kill_leftover(pgid: i32, task_id: &str) -> bool {
+pub(crate) fn kill_leftover(pgid: i32, task_id: &str) -> bool {
     if pgid <= 1 {
         return false;
     }
@@ -163,7 +169,7 @@ pub fn kill_leftover(pgid: i32, task_id: &str) -> bool {
             continue;
         };
         if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
-            kill_group(pgid, libc::SIGKILL);
+            kill_group(pgid, Signal::SIGKILL);
             return true;
         }
     }
@@ -179,7 +185,7 @@ fn process_group(pid: i32) -> Option<i32> {
 }
 
 /// The last `max` bytes of a file, as text.
-pub fn tail(path: &Path, max: u64) -> String {
+pub(crate) fn tail(path: &Path, max: u64) -> String {
     let Ok(mut f) = std::fs::File::open(path) else {
         return String::new();
     };
@@ -251,8 +257,8 @@ mod tests {
             .parse()
             .unwrap();
         std::thread::sleep(Duration::from_millis(100));
-        // SAFETY: signal 0 only checks existence.
-        let alive = unsafe { libc::kill(child, 0) } == 0;
+        // No signal: only checks that the process exists.
+        let alive = nix::sys::signal::kill(Pid::from_raw(child), None).is_ok();
         let zombie = std::fs::read_to_string(format!("/proc/{child}/stat"))
             .map(|s| s.contains(") Z"))
             .unwrap_or(true);

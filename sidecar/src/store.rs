@@ -7,51 +7,56 @@
 //! - `tasks/<task>-<gen>/`: the task file, the result file, the runner log.
 //! - `sidecar.lock`: an exclusive lock, so two daemons never share a state dir.
 //!
-//! Every write is atomic: a temp file, fsync, rename, fsync of the
-//! directory. This module knows files, not the protocol's rules.
+//! Every write is atomic ([`write_atomic`]): a temp file, fsync, rename,
+//! fsync of the directory. This module knows files, not the protocol's
+//! rules.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use agentcom_protocol::{AttemptRef, SidecarMsg, Task, Timestamp};
+use atomic_write_file::AtomicWriteFile;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 /// The attempt the sidecar holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Current {
-    pub task: AttemptRef,
-    pub body: Task,
-    pub accepted_at: Timestamp,
+pub(crate) struct Current {
+    /// Stored as `task` (the name it had before `AttemptRef`).
+    #[serde(rename = "task")]
+    pub(crate) attempt: AttemptRef,
+    pub(crate) body: Task,
+    pub(crate) accepted_at: Timestamp,
     /// Process group of the running runner, once started.
     #[serde(default)]
-    pub runner_pgid: Option<i32>,
+    pub(crate) runner_pgid: Option<i32>,
 }
 
 /// A report waiting for the hub's `ack`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct OutboxEntry {
-    pub seq: u64,
-    pub msg: SidecarMsg,
+pub(crate) struct OutboxEntry {
+    pub(crate) seq: u64,
+    pub(crate) msg: SidecarMsg,
     path: PathBuf,
 }
 
 impl OutboxEntry {
-    pub fn attempt_ref(&self) -> AttemptRef {
+    pub(crate) fn attempt_ref(&self) -> AttemptRef {
         self.msg.attempt_ref().expect("outbox holds reports")
     }
 }
 
-pub struct StateDir {
+pub(crate) struct StateDir {
     root: PathBuf,
     next_seq: u64,
-    _lock: File,
+    /// Held (and released on drop) for as long as the daemon runs.
+    _lock: Flock<File>,
 }
 
 impl StateDir {
     /// Open (creating) the state dir and take its lock.
-    pub fn open(root: &Path) -> Result<StateDir, String> {
+    pub(crate) fn open(root: &Path) -> Result<StateDir, String> {
         for d in [root.to_path_buf(), root.join("outbox"), root.join("tasks")] {
             fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
         }
@@ -62,14 +67,12 @@ impl StateDir {
             .write(true)
             .open(&lock_path)
             .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(format!(
+        let lock = Flock::lock(lock, FlockArg::LockExclusiveNonblock).map_err(|_| {
+            format!(
                 "another sidecar is running with state_dir {}",
                 root.display()
-            ));
-        }
+            )
+        })?;
         let mut s = StateDir {
             root: root.to_path_buf(),
             next_seq: 1,
@@ -80,7 +83,7 @@ impl StateDir {
         for dir in [s.root.clone(), s.root.join("outbox")] {
             if let Ok(entries) = fs::read_dir(&dir) {
                 for e in entries.flatten() {
-                    if e.file_name().to_string_lossy().ends_with(".tmp") {
+                    if is_temp_file(&e.file_name().to_string_lossy()) {
                         let _ = fs::remove_file(e.path());
                     }
                 }
@@ -89,13 +92,13 @@ impl StateDir {
         Ok(s)
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
     // ----- current attempt -------------------------------------------------------
 
-    pub fn load_current(&self) -> Result<Option<Current>, String> {
+    pub(crate) fn load_current(&self) -> Result<Option<Current>, String> {
         let path = self.root.join("current.json");
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -106,14 +109,14 @@ impl StateDir {
         }
     }
 
-    pub fn save_current(&self, c: &Current) -> Result<(), String> {
+    pub(crate) fn save_current(&self, c: &Current) -> Result<(), String> {
         write_atomic(
             &self.root.join("current.json"),
             &serde_json::to_vec_pretty(c).expect("serialises"),
         )
     }
 
-    pub fn clear_current(&self) -> Result<(), String> {
+    pub(crate) fn clear_current(&self) -> Result<(), String> {
         let path = self.root.join("current.json");
         match fs::remove_file(&path) {
             Ok(()) => sync_dir(&self.root),
@@ -125,7 +128,7 @@ impl StateDir {
     // ----- outbox ------------------------------------------------------------------
 
     /// Unacknowledged reports, oldest first.
-    pub fn outbox(&self) -> Vec<OutboxEntry> {
+    pub(crate) fn outbox(&self) -> Vec<OutboxEntry> {
         let mut out = Vec::new();
         let Ok(entries) = fs::read_dir(self.root.join("outbox")) else {
             return out;
@@ -157,7 +160,7 @@ impl StateDir {
     }
 
     /// Persist a report before it is sent.
-    pub fn push_outbox(&mut self, msg: SidecarMsg) -> Result<OutboxEntry, String> {
+    pub(crate) fn push_outbox(&mut self, msg: SidecarMsg) -> Result<OutboxEntry, String> {
         let r = msg.attempt_ref().ok_or("only reports go to the outbox")?;
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -172,7 +175,7 @@ impl StateDir {
     }
 
     /// The hub acknowledged this report: forget it.
-    pub fn ack(&self, task: &AttemptRef, kind: &str) -> Result<bool, String> {
+    pub(crate) fn ack(&self, task: &AttemptRef, kind: &str) -> Result<bool, String> {
         let mut removed = false;
         for e in self.outbox() {
             if &e.attempt_ref() == task && e.msg.kind() == kind {
@@ -190,7 +193,7 @@ impl StateDir {
     // ----- per-task files ---------------------------------------------------------------
 
     /// The working folder of one attempt (task file, result file, log).
-    pub fn task_dir(&self, task: &AttemptRef) -> Result<PathBuf, String> {
+    pub(crate) fn task_dir(&self, task: &AttemptRef) -> Result<PathBuf, String> {
         let d = self
             .root
             .join("tasks")
@@ -201,22 +204,21 @@ impl StateDir {
 }
 
 /// Write a file so that after a crash it holds either the old or the new
-/// content, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path.parent().ok_or("no parent directory")?;
-    let tmp = path.with_extension("tmp");
+/// content, never a mix. `AtomicWriteFile::commit` fsyncs the temp file,
+/// renames it over `path` and fsyncs the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let res = (|| -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut f = AtomicWriteFile::open(path)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        f.commit()
     })();
     res.map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// A temp file an interrupted [`write_atomic`] left: `.<name>.<random>`
+/// (`AtomicWriteFile`), or `<name>.tmp` (sidecars before it).
+fn is_temp_file(name: &str) -> bool {
+    name.ends_with(".tmp") || (name.starts_with('.') && name.contains(".json."))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {
@@ -277,6 +279,70 @@ mod tests {
         );
         assert!(s.ack(&AttemptRef::new("t1", 1), "complete").unwrap());
         assert_eq!(s.outbox().len(), 2);
+        drop(s);
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn writes_replace_whole_files_and_leftover_temp_files_are_removed() {
+        let dir = tmp("atomic");
+        let s = StateDir::open(&dir).unwrap();
+        let path = dir.join("tasks").join("task.json");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        drop(s);
+        let leftovers = [
+            dir.join(".current.json.a1B2c3"),
+            dir.join("current.tmp"),
+            dir.join("outbox")
+                .join(".000000000001-t-1-complete.json.x9Y8z7"),
+        ];
+        for p in &leftovers {
+            fs::write(p, "half").unwrap();
+        }
+        let s = StateDir::open(&dir).unwrap();
+        for p in &leftovers {
+            assert!(!p.exists(), "{} was left", p.display());
+        }
+        assert!(s.outbox().is_empty());
+        drop(s);
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn current_json_keeps_its_format() {
+        let dir = tmp("current");
+        let s = StateDir::open(&dir).unwrap();
+        let body = crate::testing::task("t1", 2);
+        let c = Current {
+            attempt: AttemptRef::new("t1", 2),
+            body,
+            accepted_at: Timestamp(5),
+            runner_pgid: Some(42),
+        };
+        s.save_current(&c).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("current.json")).unwrap()).unwrap();
+        assert_eq!(
+            json["task"],
+            serde_json::json!({"task_id": "t1", "generation": 2})
+        );
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["accepted_at", "body", "runner_pgid", "task"]);
+        assert_eq!(
+            json["accepted_at"],
+            serde_json::to_value(Timestamp(5)).unwrap()
+        );
+        assert_eq!(json["runner_pgid"], 42);
+        assert_eq!(json["body"]["id"], "t1");
+        assert_eq!(s.load_current().unwrap(), Some(c));
         drop(s);
         fs::remove_dir_all(dir).ok();
     }

@@ -1,0 +1,643 @@
+//! `AttemptMachine`: the rules of the attempt a sidecar holds, as plain
+//! Rust.
+//!
+//! It owns what the sidecar knows of its work: the attempt it holds
+//! ([`Current`]), whether that attempt's runner is running or being
+//! stopped, the reports waiting in the outbox for the hub's `ack` (oldest
+//! first), whether the connection is up and welcomed, and the wake-mode
+//! deadline (derived from when the attempt was accepted). Events come in
+//! as method calls, with the current time where it matters; what the daemon
+//! must do comes out as [`Effect`]s, in order. It must never do I/O, read
+//! the clock, spawn or signal a process, or touch a socket: the daemon loop
+//! carries out the effects and feeds their outcome back.
+//!
+//! The order of effects is what makes the sidecar safe:
+//!
+//! - **Persist before accept.** `assign` yields [`Effect::SaveCurrent`] and
+//!   nothing else; `accept` is sent and the runner started only once
+//!   [`AttemptMachine::current_saved`] says the save succeeded. A failed
+//!   save rejects the assignment.
+//! - **Outbox before clearing the current attempt.** Finishing yields
+//!   [`Effect::PushOutbox`]; [`AttemptMachine::outbox_pushed`] then clears
+//!   the attempt and sends the report.
+//! - **Resend after reconnect.** After `welcome`: `accept` for the attempt
+//!   held, every outbox report oldest first, then a heartbeat.
+//! - **A stale cancel is ignored**: only the attempt held is stopped.
+//!
+//! Effects that are followed by a completion call ([`Effect::SaveCurrent`],
+//! [`Effect::PushOutbox`], [`Effect::RemoveFromOutbox`],
+//! [`Effect::StartRunner`]) must have it fed back before anything else
+//! happens. If a [`Effect::Send`] fails, the connection is gone: the rest
+//! of that batch of effects is dropped (what matters is resent after the
+//! next `welcome`); so a runner whose `accept` could not be sent is not
+//! started, and the machine learns that from the missing
+//! [`AttemptMachine::runner_launched`].
+
+use agentcom_protocol::{
+    AckOf, AttemptRef, SidecarMsg, SidecarState, Task, TaskResult, Timestamp, PROTOCOL_VERSION,
+};
+use serde_json::Value;
+
+use crate::config::Mode;
+use crate::control::{Reply, Request};
+use crate::report::{self, fail_msg, Retry};
+use crate::runner::Outcome;
+use crate::store::Current;
+
+/// What the machine needs to know of the sidecar's settings.
+#[derive(Clone, Debug)]
+pub(crate) struct AttemptSettings {
+    pub(crate) agent_id: String,
+    pub(crate) capabilities: Vec<String>,
+    pub(crate) sidecar_version: String,
+    pub(crate) mode: Mode,
+    /// The runner's own time limit (`runner.timeout_s`).
+    pub(crate) runner_timeout_s: u64,
+}
+
+/// What the daemon must do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Effect {
+    /// Send this frame to the hub.
+    Send(SidecarMsg),
+    /// Write `current.json`; then call [`AttemptMachine::current_saved`].
+    SaveCurrent(Current),
+    /// Remove `current.json` (a failure is only logged).
+    ClearCurrent,
+    /// Write this report to the outbox; then call
+    /// [`AttemptMachine::outbox_pushed`].
+    PushOutbox(SidecarMsg),
+    /// The hub acknowledged this report: delete it from the outbox; then
+    /// call [`AttemptMachine::outbox_acked`].
+    RemoveFromOutbox {
+        attempt: AttemptRef,
+        kind: &'static str,
+    },
+    /// Prepare and start the runner of this attempt, off the loop; then
+    /// call [`AttemptMachine::runner_launched`].
+    StartRunner(Current),
+    /// Tell the runner of this attempt to stop.
+    StopRunner { attempt: AttemptRef, reason: String },
+    /// Start-up only: kill what is left of a runner group that outlived
+    /// the last run.
+    KillLeftover { pgid: i32, task_id: String },
+}
+
+/// The connection to the hub, as far as the machine cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Link {
+    Down,
+    /// `hello` sent; reports may go out, heartbeats wait for `welcome`.
+    Connected,
+    Welcomed,
+}
+
+/// The runner of the attempt held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RunnerState {
+    /// Never started, or ended.
+    NotRunning,
+    /// Started; it can be told to stop.
+    Running,
+    /// Told to stop; its end is awaited. Like `NotRunning`, it cannot be
+    /// told again: a second cancel finishes the attempt at once.
+    Stopping,
+}
+
+/// An effect whose outcome the machine waits for.
+#[derive(Clone, Debug, PartialEq)]
+enum Awaiting {
+    /// An assignment being persisted before `accept`.
+    AssignmentSaved(Box<Current>),
+    /// The runner's process group being recorded.
+    PgidSaved { attempt: AttemptRef, pgid: i32 },
+    /// A finished attempt's report being written to the outbox.
+    ReportPushed(SidecarMsg),
+    /// An acknowledged report being deleted from the outbox.
+    ReportRemoved {
+        attempt: AttemptRef,
+        kind: &'static str,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct AttemptMachine {
+    settings: AttemptSettings,
+    current: Option<Current>,
+    runner: RunnerState,
+    /// Reports on disk waiting for the hub's `ack`, oldest first.
+    outbox: Vec<SidecarMsg>,
+    link: Link,
+    awaiting: Option<Awaiting>,
+}
+
+impl AttemptMachine {
+    /// Start from what the last run left on disk: the attempt it held and
+    /// its outbox (oldest first). Returns the machine and the clean-up,
+    /// which must all succeed before the daemon goes on:
+    ///
+    /// - an attempt whose report is in the outbox was finished: forget it;
+    /// - an attempt without one had its runner die with the sidecar: kill
+    ///   what may be left of the runner's group, put a retryable `fail` in
+    ///   the outbox, then forget the attempt.
+    ///
+    /// The machine already counts on the plan: its effects take no
+    /// completion calls, and a failed step stops the sidecar.
+    pub(crate) fn recover(
+        settings: AttemptSettings,
+        current: Option<Current>,
+        outbox: Vec<SidecarMsg>,
+    ) -> (AttemptMachine, Vec<Effect>) {
+        let mut m = AttemptMachine {
+            settings,
+            current: None,
+            runner: RunnerState::NotRunning,
+            outbox,
+            link: Link::Down,
+            awaiting: None,
+        };
+        let mut fx = Vec::new();
+        if let Some(c) = current {
+            let finished = m
+                .outbox
+                .iter()
+                .any(|msg| msg.attempt_ref().as_ref() == Some(&c.attempt));
+            if finished {
+                tracing::info!(task = %c.attempt, "the last run finished this attempt; its result is in the outbox");
+            } else {
+                if let Some(pgid) = c.runner_pgid {
+                    fx.push(Effect::KillLeftover {
+                        pgid,
+                        task_id: c.attempt.task_id.clone(),
+                    });
+                }
+                tracing::warn!(task = %c.attempt, "the runner died with the last run of the sidecar; reporting a retryable failure");
+                let fail = fail_msg(
+                    &c.attempt,
+                    "the runner died when the sidecar stopped unexpectedly".into(),
+                    Retry::Retryable,
+                );
+                m.outbox.push(fail.clone());
+                fx.push(Effect::PushOutbox(fail));
+            }
+            fx.push(Effect::ClearCurrent);
+        }
+        (m, fx)
+    }
+
+    /// In wake mode, when the woken agent's time is up (if it holds an
+    /// attempt whose runner is not running).
+    pub(crate) fn wake_deadline(&self) -> Option<Timestamp> {
+        if self.settings.mode != Mode::Wake || self.runner == RunnerState::Running {
+            return None;
+        }
+        let c = self.current.as_ref()?;
+        Some(
+            c.accepted_at
+                .plus_millis(self.wake_limit_s(c) as i64 * 1000),
+        )
+    }
+
+    // ----- the connection ------------------------------------------------------
+
+    /// A connection is open: say `hello` with what the sidecar holds.
+    pub(crate) fn connected(&mut self) -> Vec<Effect> {
+        self.link = Link::Connected;
+        vec![Effect::Send(self.hello())]
+    }
+
+    /// The hub said `welcome`: `accept` of the attempt held, every report
+    /// in the outbox (oldest first), then a heartbeat with the real state.
+    pub(crate) fn welcomed(&mut self) -> Vec<Effect> {
+        self.link = Link::Welcomed;
+        let mut fx = Vec::new();
+        if let Some(c) = &self.current {
+            fx.push(Effect::Send(accept(&c.attempt)));
+        }
+        for msg in &self.outbox {
+            tracing::info!(task = ?msg.attempt_ref(), kind = msg.kind(), "resending an unacknowledged report");
+            fx.push(Effect::Send(msg.clone()));
+        }
+        fx.push(Effect::Send(self.heartbeat()));
+        fx
+    }
+
+    /// The connection is gone.
+    pub(crate) fn disconnected(&mut self) {
+        self.link = Link::Down;
+    }
+
+    // ----- the hub's messages ----------------------------------------------------
+
+    /// The hub offers an attempt. Busy: `accept` again if it is the attempt
+    /// held, else `reject`. Idle: persist it first (see
+    /// [`AttemptMachine::current_saved`]).
+    pub(crate) fn assign(
+        &mut self,
+        attempt: AttemptRef,
+        body: Task,
+        now: Timestamp,
+    ) -> Vec<Effect> {
+        if let Some(c) = &self.current {
+            let reply = if c.attempt == attempt {
+                accept(&attempt)
+            } else {
+                tracing::warn!(offered = %attempt, holding = %c.attempt, "assignment while busy; rejecting");
+                SidecarMsg::Reject {
+                    task_id: attempt.task_id,
+                    generation: attempt.generation,
+                    reason: format!("busy with {}", c.attempt),
+                }
+            };
+            return self.send(reply);
+        }
+        let c = Current {
+            attempt,
+            body,
+            accepted_at: now,
+            runner_pgid: None,
+        };
+        self.awaiting = Some(Awaiting::AssignmentSaved(Box::new(c.clone())));
+        vec![Effect::SaveCurrent(c)]
+    }
+
+    /// The hub says stop `attempt`. Held with a runner: stop it (its end
+    /// is the report). Held without one: fail it now, retryable. Not held:
+    /// a stale cancel, ignored.
+    pub(crate) fn cancel(&mut self, attempt: AttemptRef, reason: Option<String>) -> Vec<Effect> {
+        let reason = reason.unwrap_or_else(|| "cancelled by the hub".into());
+        if self.current.as_ref().is_none_or(|c| c.attempt != attempt) {
+            tracing::info!(task = %attempt, "cancel for an attempt this sidecar does not hold");
+            return vec![];
+        }
+        tracing::info!(task = %attempt, %reason, "cancel: stopping the runner");
+        match self.stop_runner(&attempt, reason.clone()) {
+            Some(stop) => vec![stop],
+            None => self.finish(fail_msg(
+                &attempt,
+                format!("cancelled: {reason}"),
+                Retry::Retryable,
+            )),
+        }
+    }
+
+    /// The hub durably recorded a report: delete it from the outbox.
+    pub(crate) fn ack(&mut self, attempt: AttemptRef, of: AckOf) -> Vec<Effect> {
+        let kind = match of {
+            AckOf::Accept => "accept",
+            AckOf::Complete => "complete",
+            AckOf::Fail => "fail",
+        };
+        self.awaiting = Some(Awaiting::ReportRemoved {
+            attempt: attempt.clone(),
+            kind,
+        });
+        vec![Effect::RemoveFromOutbox { attempt, kind }]
+    }
+
+    // ----- the runner ------------------------------------------------------------
+
+    /// The runner of `attempt` was launched (its preparation runs off the
+    /// loop; its end comes as [`AttemptMachine::runner_done`]).
+    pub(crate) fn runner_launched(&mut self, attempt: &AttemptRef) -> Vec<Effect> {
+        if self.holds(attempt) {
+            self.runner = RunnerState::Running;
+        }
+        vec![]
+    }
+
+    /// The runner runs as process group `pgid`: record it, so a restart can
+    /// kill what it left.
+    pub(crate) fn runner_started(&mut self, attempt: &AttemptRef, pgid: i32) -> Vec<Effect> {
+        let Some(c) = self.current.as_mut().filter(|c| &c.attempt == attempt) else {
+            return vec![];
+        };
+        c.runner_pgid = Some(pgid);
+        let c = c.clone();
+        self.awaiting = Some(Awaiting::PgidSaved {
+            attempt: attempt.clone(),
+            pgid,
+        });
+        vec![Effect::SaveCurrent(c)]
+    }
+
+    /// The runner of `attempt` ended; `result` is what its result file
+    /// held. Exec mode: that is the report. Wake mode, exit 0: the agent is
+    /// awake and reports itself.
+    pub(crate) fn runner_done(
+        &mut self,
+        attempt: &AttemptRef,
+        outcome: Outcome,
+        result: Option<Value>,
+    ) -> Vec<Effect> {
+        if !self.holds(attempt) {
+            tracing::info!(task = %attempt, ?outcome, "runner of an attempt already reported ended");
+            return vec![];
+        }
+        self.runner = RunnerState::NotRunning;
+        if self.settings.mode == Mode::Wake {
+            if let Outcome::Exited { code: Some(0), .. } = outcome {
+                tracing::info!(task = %attempt, "agent woken; waiting for it to report");
+                return vec![];
+            }
+        }
+        self.finish(report::report_for(attempt, outcome, result))
+    }
+
+    // ----- the local control socket ------------------------------------------------
+
+    /// `status`, or a woken agent's `complete`/`fail` (which must name the
+    /// task held). Returns the reply (to send after the effects).
+    pub(crate) fn control(&mut self, req: Request) -> (Reply, Vec<Effect>) {
+        let holding = self.current.as_ref().map(|c| c.attempt.clone());
+        let waiting = self.outbox.len();
+        match (req, holding) {
+            (Request::Status, holding) => {
+                let message = match holding {
+                    Some(t) => format!("working on {t}; {waiting} report(s) waiting for the hub"),
+                    None => format!("idle; {waiting} report(s) waiting for the hub"),
+                };
+                (Reply { ok: true, message }, vec![])
+            }
+            (req @ (Request::Complete { .. } | Request::Fail { .. }), Some(t))
+                if request_task(&req) == t.task_id =>
+            {
+                let msg = match req {
+                    Request::Complete {
+                        summary,
+                        pr_url,
+                        branch,
+                        ..
+                    } => SidecarMsg::Complete {
+                        task_id: t.task_id.clone(),
+                        generation: t.generation,
+                        result: TaskResult {
+                            summary,
+                            pr_url,
+                            branch,
+                            ..Default::default()
+                        },
+                    },
+                    Request::Fail {
+                        error, retryable, ..
+                    } => fail_msg(&t, error, Retry::from_retryable(retryable)),
+                    Request::Status => unreachable!("matched above"),
+                };
+                let mut fx: Vec<Effect> = self
+                    .stop_runner(&t, "the agent reported".into())
+                    .into_iter()
+                    .collect();
+                fx.extend(self.finish(msg));
+                let reply = Reply {
+                    ok: true,
+                    message: format!("reported {t}"),
+                };
+                (reply, fx)
+            }
+            (req, holding) => {
+                let task_id = request_task(&req);
+                let message = match holding {
+                    Some(t) => format!("this sidecar works on {t}, not {task_id}"),
+                    None => format!("this sidecar holds no task (asked about {task_id})"),
+                };
+                (Reply { ok: false, message }, vec![])
+            }
+        }
+    }
+
+    // ----- time and shutdown --------------------------------------------------------
+
+    /// The heartbeat timer fired: in wake mode, give up on an agent that
+    /// did not report in time (retryable). Then call
+    /// [`AttemptMachine::heartbeat_due`].
+    pub(crate) fn tick(&mut self, now: Timestamp) -> Vec<Effect> {
+        let (Some(deadline), Some(c)) = (self.wake_deadline(), &self.current) else {
+            return vec![];
+        };
+        if now <= deadline {
+            return vec![];
+        }
+        let limit = self.wake_limit_s(c);
+        let msg = fail_msg(
+            &c.attempt,
+            format!("the woken agent did not report within {limit}s"),
+            Retry::Retryable,
+        );
+        self.finish(msg)
+    }
+
+    /// The periodic heartbeat, once welcomed.
+    pub(crate) fn heartbeat_due(&self) -> Vec<Effect> {
+        if self.link == Link::Welcomed {
+            vec![Effect::Send(self.heartbeat())]
+        } else {
+            vec![]
+        }
+    }
+
+    /// SIGTERM/SIGINT: stop a running runner (its end is reported as a
+    /// retryable failure, if it comes in time).
+    pub(crate) fn shutdown(&mut self) -> Vec<Effect> {
+        match self.current.as_ref().map(|c| c.attempt.clone()) {
+            Some(attempt) => self
+                .stop_runner(&attempt, "the sidecar is stopping".into())
+                .into_iter()
+                .collect(),
+            None => vec![],
+        }
+    }
+
+    // ----- completions ----------------------------------------------------------------
+
+    /// The outcome of [`Effect::SaveCurrent`].
+    pub(crate) fn current_saved(&mut self, result: Result<(), String>) -> Vec<Effect> {
+        match self.awaiting.take() {
+            Some(Awaiting::AssignmentSaved(c)) => {
+                let c = *c;
+                match result {
+                    Ok(()) => {
+                        tracing::info!(task = %c.attempt, title = %c.body.title, "assignment accepted");
+                        self.current = Some(c.clone());
+                        self.runner = RunnerState::NotRunning;
+                        let mut fx = self.send(accept(&c.attempt));
+                        fx.push(Effect::StartRunner(c));
+                        fx
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot persist the assignment; rejecting it");
+                        self.send(SidecarMsg::Reject {
+                            task_id: c.attempt.task_id,
+                            generation: c.attempt.generation,
+                            reason: format!("cannot persist: {e}"),
+                        })
+                    }
+                }
+            }
+            Some(Awaiting::PgidSaved { attempt, pgid }) => {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "cannot record the runner's process group");
+                }
+                tracing::info!(task = %attempt, pgid, "runner started");
+                vec![]
+            }
+            other => self.unexpected("current_saved", other),
+        }
+    }
+
+    /// The outcome of [`Effect::PushOutbox`]: forget the attempt, then
+    /// send the report (and a heartbeat saying idle).
+    pub(crate) fn outbox_pushed(&mut self, result: Result<(), String>) -> Vec<Effect> {
+        let msg = match self.awaiting.take() {
+            Some(Awaiting::ReportPushed(msg)) => msg,
+            other => return self.unexpected("outbox_pushed", other),
+        };
+        match result {
+            Ok(()) => self.outbox.push(msg.clone()),
+            Err(e) => {
+                // To never send a report without its outbox entry, return
+                // here (keeping the attempt) instead of going on.
+                tracing::error!(error = %e, "cannot persist the report; sending it anyway");
+            }
+        }
+        self.current = None;
+        self.runner = RunnerState::NotRunning;
+        tracing::info!(task = ?msg.attempt_ref(), kind = msg.kind(), "attempt finished");
+        let mut fx = vec![Effect::ClearCurrent];
+        if self.link != Link::Down {
+            fx.push(Effect::Send(msg));
+            fx.push(Effect::Send(self.heartbeat()));
+        }
+        fx
+    }
+
+    /// The outcome of [`Effect::RemoveFromOutbox`]: whether an entry was
+    /// removed.
+    pub(crate) fn outbox_acked(&mut self, result: Result<bool, String>) -> Vec<Effect> {
+        let (attempt, kind) = match self.awaiting.take() {
+            Some(Awaiting::ReportRemoved { attempt, kind }) => (attempt, kind),
+            other => return self.unexpected("outbox_acked", other),
+        };
+        match result {
+            Ok(true) => {
+                self.outbox.retain(|msg| {
+                    !(msg.attempt_ref().as_ref() == Some(&attempt) && msg.kind() == kind)
+                });
+                tracing::info!(task = %attempt, kind, "the hub recorded the report");
+            }
+            Ok(false) => tracing::debug!(task = %attempt, kind, "ack for nothing pending"),
+            Err(e) => tracing::error!(error = %e, "cannot clear an acknowledged report"),
+        }
+        vec![]
+    }
+
+    // ----- internals --------------------------------------------------------------------
+
+    /// The attempt is over: its report goes to the outbox first (then
+    /// [`AttemptMachine::outbox_pushed`]).
+    fn finish(&mut self, msg: SidecarMsg) -> Vec<Effect> {
+        self.awaiting = Some(Awaiting::ReportPushed(msg.clone()));
+        vec![Effect::PushOutbox(msg)]
+    }
+
+    /// Stop the runner of `attempt` if it is running.
+    fn stop_runner(&mut self, attempt: &AttemptRef, reason: String) -> Option<Effect> {
+        if self.runner != RunnerState::Running {
+            return None;
+        }
+        self.runner = RunnerState::Stopping;
+        Some(Effect::StopRunner {
+            attempt: attempt.clone(),
+            reason,
+        })
+    }
+
+    fn holds(&self, attempt: &AttemptRef) -> bool {
+        self.current.as_ref().is_some_and(|c| &c.attempt == attempt)
+    }
+
+    fn send(&self, msg: SidecarMsg) -> Vec<Effect> {
+        if self.link == Link::Down {
+            vec![]
+        } else {
+            vec![Effect::Send(msg)]
+        }
+    }
+
+    fn wake_limit_s(&self, c: &Current) -> u64 {
+        self.settings.runner_timeout_s.min(c.body.timeout_s.max(1))
+    }
+
+    fn unexpected(&self, what: &str, awaiting: Option<Awaiting>) -> Vec<Effect> {
+        tracing::error!(?awaiting, "{what} without the effect it answers; ignored");
+        vec![]
+    }
+
+    fn hello(&self) -> SidecarMsg {
+        SidecarMsg::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            agent_id: self.settings.agent_id.clone(),
+            capabilities: self.settings.capabilities.clone(),
+            state: if self.current.is_some() {
+                SidecarState::Working
+            } else {
+                SidecarState::Idle
+            },
+            current_task: self.current.as_ref().map(|c| c.attempt.clone()),
+            sidecar_version: self.settings.sidecar_version.clone(),
+            pending_results: self.outbox.iter().filter_map(|m| m.attempt_ref()).collect(),
+        }
+    }
+
+    fn heartbeat(&self) -> SidecarMsg {
+        match &self.current {
+            Some(c) => SidecarMsg::Heartbeat {
+                state: SidecarState::Working,
+                task_id: Some(c.attempt.task_id.clone()),
+                generation: Some(c.attempt.generation),
+            },
+            None => SidecarMsg::Heartbeat {
+                state: SidecarState::Idle,
+                task_id: None,
+                generation: None,
+            },
+        }
+    }
+}
+
+fn accept(attempt: &AttemptRef) -> SidecarMsg {
+    SidecarMsg::Accept {
+        task_id: attempt.task_id.clone(),
+        generation: attempt.generation,
+    }
+}
+
+/// The task a `complete`/`fail` request names.
+fn request_task(req: &Request) -> &str {
+    match req {
+        Request::Complete { task_id, .. } | Request::Fail { task_id, .. } => task_id,
+        Request::Status => "",
+    }
+}
+
+#[cfg(test)]
+impl AttemptMachine {
+    pub(crate) fn current(&self) -> Option<&Current> {
+        self.current.as_ref()
+    }
+
+    pub(crate) fn runner(&self) -> RunnerState {
+        self.runner
+    }
+
+    pub(crate) fn link(&self) -> Link {
+        self.link
+    }
+
+    /// The reports waiting for the hub's `ack`, oldest first.
+    pub(crate) fn outbox(&self) -> &[SidecarMsg] {
+        &self.outbox
+    }
+}
+
+#[cfg(test)]
+mod tests;

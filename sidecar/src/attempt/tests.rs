@@ -1,0 +1,715 @@
+//! Unit tests of the attempt machine: every rule driven by events and
+//! explicit times, no processes, files or sockets.
+
+use std::time::Duration;
+
+use super::*;
+
+fn t(ms: i64) -> Timestamp {
+    Timestamp(1_800_000_000_000 + ms)
+}
+
+fn settings(mode: Mode) -> AttemptSettings {
+    AttemptSettings {
+        agent_id: "a1".into(),
+        capabilities: vec!["rust".into()],
+        sidecar_version: "test".into(),
+        mode,
+        runner_timeout_s: 3600,
+    }
+}
+
+use crate::testing::task;
+
+fn r(id: &str, generation: u64) -> AttemptRef {
+    AttemptRef::new(id, generation)
+}
+
+fn complete(id: &str, generation: u64) -> SidecarMsg {
+    SidecarMsg::Complete {
+        task_id: id.into(),
+        generation,
+        result: TaskResult::default(),
+    }
+}
+
+fn fail(id: &str, generation: u64, error: &str) -> SidecarMsg {
+    SidecarMsg::Fail {
+        task_id: id.into(),
+        generation,
+        error: error.into(),
+        retryable: true,
+    }
+}
+
+/// A freshly started machine with nothing to recover.
+fn idle(mode: Mode) -> AttemptMachine {
+    let (m, plan) = AttemptMachine::recover(settings(mode), None, vec![]);
+    assert!(plan.is_empty());
+    m
+}
+
+/// Connected and welcomed; the resend is checked elsewhere.
+fn online(m: &mut AttemptMachine) {
+    m.connected();
+    m.welcomed();
+    assert_eq!(m.link(), Link::Welcomed);
+}
+
+/// An idle, welcomed machine.
+fn online_idle(mode: Mode) -> AttemptMachine {
+    let mut m = idle(mode);
+    online(&mut m);
+    m
+}
+
+/// Assign `id#generation` at `at` and let everything succeed up to a
+/// running runner.
+fn running(m: &mut AttemptMachine, id: &str, generation: u64, at: i64) -> AttemptRef {
+    let a = r(id, generation);
+    let fx = m.assign(a.clone(), task(id, generation), t(at));
+    assert_eq!(names(&fx), ["save current"]);
+    let fx = m.current_saved(Ok(()));
+    assert_eq!(names(&fx), ["send accept", "start runner"]);
+    assert!(m.runner_launched(&a).is_empty());
+    assert_eq!(m.runner(), RunnerState::Running);
+    a
+}
+
+/// Effects as short names, to check their order.
+fn names(fx: &[Effect]) -> Vec<String> {
+    fx.iter()
+        .map(|e| match e {
+            Effect::Send(msg) => format!("send {}", msg.kind()),
+            Effect::SaveCurrent(_) => "save current".into(),
+            Effect::ClearCurrent => "clear current".into(),
+            Effect::PushOutbox(msg) => format!("push {}", msg.kind()),
+            Effect::RemoveFromOutbox { kind, .. } => format!("remove {kind}"),
+            Effect::StartRunner(_) => "start runner".into(),
+            Effect::StopRunner { .. } => "stop runner".into(),
+            Effect::KillLeftover { .. } => "kill leftover".into(),
+        })
+        .collect()
+}
+
+fn sent(fx: &[Effect]) -> Vec<SidecarMsg> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Send(msg) => Some(msg.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The report a finish pushes to the outbox (the only effect).
+fn pushed(fx: &[Effect]) -> SidecarMsg {
+    match fx {
+        [Effect::PushOutbox(msg)] => msg.clone(),
+        other => panic!("expected one push to the outbox, got {:?}", names(other)),
+    }
+}
+
+fn fail_error(msg: &SidecarMsg) -> (&str, bool) {
+    match msg {
+        SidecarMsg::Fail {
+            error, retryable, ..
+        } => (error, *retryable),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn idle_heartbeat() -> SidecarMsg {
+    SidecarMsg::Heartbeat {
+        state: SidecarState::Idle,
+        task_id: None,
+        generation: None,
+    }
+}
+
+fn working_heartbeat(a: &AttemptRef) -> SidecarMsg {
+    SidecarMsg::Heartbeat {
+        state: SidecarState::Working,
+        task_id: Some(a.task_id.clone()),
+        generation: Some(a.generation),
+    }
+}
+
+fn exited(code: i32) -> Outcome {
+    Outcome::Exited {
+        code: Some(code),
+        log_tail: String::new(),
+    }
+}
+
+// ----- assign ------------------------------------------------------------------------
+
+#[test]
+fn the_assignment_is_persisted_before_accept_and_the_runner_starts_after() {
+    let mut m = online_idle(Mode::Exec);
+    let a = r("t1", 1);
+    let fx = m.assign(a.clone(), task("t1", 1), t(5));
+    match fx.as_slice() {
+        [Effect::SaveCurrent(c)] => {
+            assert_eq!(c.attempt, a);
+            assert_eq!(c.accepted_at, t(5));
+            assert_eq!(c.runner_pgid, None);
+        }
+        other => panic!("only the save may come first, got {:?}", names(other)),
+    }
+    assert!(m.current().is_none(), "not held until it is on disk");
+    let fx = m.current_saved(Ok(()));
+    assert_eq!(names(&fx), ["send accept", "start runner"]);
+    assert_eq!(
+        sent(&fx),
+        [SidecarMsg::Accept {
+            task_id: "t1".into(),
+            generation: 1
+        }]
+    );
+    assert_eq!(m.current().map(|c| &c.attempt), Some(&a));
+    assert_eq!(m.runner(), RunnerState::NotRunning, "until it is launched");
+    m.runner_launched(&a);
+    assert_eq!(m.runner(), RunnerState::Running);
+}
+
+#[test]
+fn an_assignment_that_cannot_be_persisted_is_rejected_and_nothing_runs() {
+    let mut m = online_idle(Mode::Exec);
+    m.assign(r("t1", 1), task("t1", 1), t(0));
+    let fx = m.current_saved(Err("disk full".into()));
+    assert_eq!(
+        fx,
+        [Effect::Send(SidecarMsg::Reject {
+            task_id: "t1".into(),
+            generation: 1,
+            reason: "cannot persist: disk full".into(),
+        })]
+    );
+    assert!(m.current().is_none());
+    assert_eq!(m.runner(), RunnerState::NotRunning);
+    // Still free for the next one.
+    assert_eq!(
+        names(&m.assign(r("t2", 1), task("t2", 1), t(1))),
+        ["save current"]
+    );
+}
+
+#[test]
+fn a_repeated_assign_of_the_held_attempt_is_accepted_again_without_a_second_runner() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t1", 1, 0);
+    let fx = m.assign(a.clone(), task("t1", 1), t(10));
+    assert_eq!(
+        fx,
+        [Effect::Send(SidecarMsg::Accept {
+            task_id: "t1".into(),
+            generation: 1
+        })]
+    );
+    assert_eq!(
+        m.current().unwrap().accepted_at,
+        t(0),
+        "the attempt is kept"
+    );
+}
+
+#[test]
+fn an_assign_while_busy_is_rejected() {
+    let mut m = online_idle(Mode::Exec);
+    running(&mut m, "t1", 1, 0);
+    let fx = m.assign(r("t2", 1), task("t2", 1), t(10));
+    assert_eq!(
+        fx,
+        [Effect::Send(SidecarMsg::Reject {
+            task_id: "t2".into(),
+            generation: 1,
+            reason: "busy with t1#1".into(),
+        })]
+    );
+    assert_eq!(m.current().unwrap().attempt, r("t1", 1));
+}
+
+#[test]
+fn the_runner_group_is_recorded_for_the_held_attempt_only() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t1", 1, 0);
+    assert!(m.runner_started(&r("t0", 1), 77).is_empty(), "not held");
+    match m.runner_started(&a, 4242).as_slice() {
+        [Effect::SaveCurrent(c)] => assert_eq!(c.runner_pgid, Some(4242)),
+        other => panic!("{:?}", names(other)),
+    }
+    // A failed save is only logged; the attempt goes on.
+    assert!(m.current_saved(Err("disk full".into())).is_empty());
+    assert_eq!(m.current().unwrap().runner_pgid, Some(4242));
+    assert_eq!(m.runner(), RunnerState::Running);
+}
+
+// ----- finishing -----------------------------------------------------------------------
+
+#[test]
+fn the_report_is_in_the_outbox_before_the_attempt_is_cleared_then_sent() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t1", 1, 0);
+    let report = pushed(&m.runner_done(&a, exited(2), None));
+    assert_eq!(fail_error(&report), ("the runner exited with code 2", true));
+    assert!(
+        m.current().is_some(),
+        "held until the outbox has its report"
+    );
+    let fx = m.outbox_pushed(Ok(()));
+    assert_eq!(names(&fx), ["clear current", "send fail", "send heartbeat"]);
+    assert_eq!(sent(&fx), [report.clone(), idle_heartbeat()]);
+    assert!(m.current().is_none());
+    assert_eq!(m.runner(), RunnerState::NotRunning);
+    assert_eq!(m.outbox(), [report]);
+}
+
+#[test]
+fn a_report_that_cannot_be_persisted_is_sent_anyway() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t1", 1, 0);
+    let report = pushed(&m.runner_done(&a, exited(0), None));
+    assert_eq!(report, complete("t1", 1));
+    let fx = m.outbox_pushed(Err("disk full".into()));
+    assert_eq!(
+        names(&fx),
+        ["clear current", "send complete", "send heartbeat"]
+    );
+    assert!(m.outbox().is_empty(), "nothing on disk to resend");
+    assert!(m.current().is_none());
+}
+
+#[test]
+fn exit_zero_reports_what_the_result_file_held() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t1", 1, 0);
+    let report = pushed(&m.runner_done(
+        &a,
+        exited(0),
+        Some(serde_json::json!({"summary": "did it"})),
+    ));
+    match report {
+        SidecarMsg::Complete { result, .. } => {
+            assert_eq!(result.summary.as_deref(), Some("did it"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_runner_of_an_attempt_no_longer_held_is_ignored() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t1", 1, 0);
+    assert!(m.runner_done(&r("t0", 3), exited(1), None).is_empty());
+    assert_eq!(m.runner(), RunnerState::Running);
+    assert_eq!(m.current().unwrap().attempt, a);
+}
+
+#[test]
+fn while_offline_a_report_only_goes_to_the_outbox_and_is_resent_after_welcome() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t1", 1, 0);
+    m.disconnected();
+    let report = pushed(&m.runner_done(&a, exited(0), None));
+    assert_eq!(names(&m.outbox_pushed(Ok(()))), ["clear current"]);
+    let hello = m.connected();
+    match sent(&hello).as_slice() {
+        [SidecarMsg::Hello {
+            state,
+            current_task,
+            pending_results,
+            ..
+        }] => {
+            assert_eq!(*state, SidecarState::Idle);
+            assert_eq!(*current_task, None);
+            assert_eq!(pending_results, std::slice::from_ref(&a));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sent(&m.welcomed()), [report, idle_heartbeat()]);
+}
+
+// ----- reconnecting ----------------------------------------------------------------------
+
+#[test]
+fn after_welcome_the_held_accept_then_the_outbox_oldest_first_then_a_heartbeat() {
+    let (mut m, plan) = AttemptMachine::recover(
+        settings(Mode::Exec),
+        None,
+        vec![complete("t1", 1), fail("t2", 4, "boom")],
+    );
+    assert!(plan.is_empty());
+    online(&mut m);
+    let a = running(&mut m, "t3", 2, 0);
+    m.disconnected();
+    assert_eq!(m.link(), Link::Down);
+    match sent(&m.connected()).as_slice() {
+        [SidecarMsg::Hello {
+            agent_id,
+            capabilities,
+            state,
+            current_task,
+            pending_results,
+            sidecar_version,
+            ..
+        }] => {
+            assert_eq!(agent_id, "a1");
+            assert_eq!(*capabilities, ["rust"]);
+            assert_eq!(*state, SidecarState::Working);
+            assert_eq!(current_task.as_ref(), Some(&a));
+            assert_eq!(*pending_results, [r("t1", 1), r("t2", 4)]);
+            assert_eq!(sidecar_version, "test");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(m.heartbeat_due().is_empty(), "no heartbeat before welcome");
+    assert_eq!(
+        sent(&m.welcomed()),
+        [
+            SidecarMsg::Accept {
+                task_id: "t3".into(),
+                generation: 2
+            },
+            complete("t1", 1),
+            fail("t2", 4, "boom"),
+            working_heartbeat(&a),
+        ]
+    );
+    assert_eq!(m.heartbeat_due(), [Effect::Send(working_heartbeat(&a))]);
+}
+
+#[test]
+fn an_idle_sidecar_resends_only_a_heartbeat() {
+    let mut m = idle(Mode::Exec);
+    m.connected();
+    assert_eq!(sent(&m.welcomed()), [idle_heartbeat()]);
+}
+
+// ----- cancel ------------------------------------------------------------------------------
+
+#[test]
+fn a_stale_cancel_is_ignored() {
+    let mut m = online_idle(Mode::Exec);
+    assert!(m.cancel(r("t1", 1), None).is_empty(), "nothing held");
+    let a = running(&mut m, "t1", 2, 0);
+    assert!(m.cancel(r("t1", 1), Some("old".into())).is_empty());
+    assert!(m.cancel(r("t9", 2), Some("other".into())).is_empty());
+    assert_eq!(m.runner(), RunnerState::Running);
+    assert_eq!(m.current().unwrap().attempt, a);
+}
+
+#[test]
+fn a_cancel_stops_the_running_runner_and_its_end_is_the_report() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t1", 1, 0);
+    let fx = m.cancel(a.clone(), Some("operator".into()));
+    assert_eq!(
+        fx,
+        [Effect::StopRunner {
+            attempt: a.clone(),
+            reason: "operator".into()
+        }]
+    );
+    assert_eq!(m.runner(), RunnerState::Stopping);
+    let report = pushed(&m.runner_done(
+        &a,
+        Outcome::Cancelled {
+            reason: "operator".into(),
+        },
+        None,
+    ));
+    assert_eq!(fail_error(&report), ("cancelled: operator", true));
+}
+
+#[test]
+fn a_cancel_without_a_runner_fails_the_attempt_at_once() {
+    let mut m = online_idle(Mode::Exec);
+    let a = r("t1", 1);
+    m.assign(a.clone(), task("t1", 1), t(0));
+    // The accept could not be sent: the runner was never launched.
+    m.current_saved(Ok(()));
+    let report = pushed(&m.cancel(a.clone(), None));
+    assert_eq!(
+        fail_error(&report),
+        ("cancelled: cancelled by the hub", true)
+    );
+    assert_eq!(
+        names(&m.outbox_pushed(Ok(()))),
+        ["clear current", "send fail", "send heartbeat"]
+    );
+}
+
+#[test]
+fn a_second_cancel_while_the_runner_stops_fails_the_attempt_at_once() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t1", 1, 0);
+    assert_eq!(names(&m.cancel(a.clone(), None)), ["stop runner"]);
+    let report = pushed(&m.cancel(a.clone(), Some("again".into())));
+    assert_eq!(fail_error(&report), ("cancelled: again", true));
+    m.outbox_pushed(Ok(()));
+    // The stopped runner's end comes later and changes nothing.
+    assert!(m
+        .runner_done(&a, Outcome::Cancelled { reason: "x".into() }, None)
+        .is_empty());
+    assert_eq!(m.outbox().len(), 1);
+}
+
+// ----- ack -----------------------------------------------------------------------------------
+
+#[test]
+fn an_ack_removes_the_report_once_it_is_deleted_from_disk() {
+    let (mut m, _) = AttemptMachine::recover(
+        settings(Mode::Exec),
+        None,
+        vec![complete("t1", 1), fail("t2", 1, "x")],
+    );
+    online(&mut m);
+    let fx = m.ack(r("t1", 1), AckOf::Complete);
+    assert_eq!(
+        fx,
+        [Effect::RemoveFromOutbox {
+            attempt: r("t1", 1),
+            kind: "complete"
+        }]
+    );
+    assert!(m.outbox_acked(Ok(true)).is_empty());
+    assert_eq!(m.outbox(), [fail("t2", 1, "x")]);
+    // Deleting failed: it stays, and is resent after the next welcome.
+    m.ack(r("t2", 1), AckOf::Fail);
+    m.outbox_acked(Err("read-only".into()));
+    assert_eq!(m.outbox(), [fail("t2", 1, "x")]);
+    // An ack for something the disk did not have changes nothing.
+    m.ack(r("t2", 1), AckOf::Accept);
+    m.outbox_acked(Ok(false));
+    assert_eq!(m.outbox().len(), 1);
+}
+
+// ----- wake mode --------------------------------------------------------------------------
+
+#[test]
+fn wake_mode_exit_zero_keeps_waiting_for_the_agent() {
+    let mut m = online_idle(Mode::Wake);
+    let a = running(&mut m, "t1", 1, 0);
+    assert!(m.runner_done(&a, exited(0), None).is_empty());
+    assert_eq!(m.current().unwrap().attempt, a);
+    assert_eq!(m.runner(), RunnerState::NotRunning);
+    assert_eq!(m.heartbeat_due(), [Effect::Send(working_heartbeat(&a))]);
+}
+
+#[test]
+fn wake_mode_a_failing_wake_command_is_the_report() {
+    let mut m = online_idle(Mode::Wake);
+    let a = running(&mut m, "t1", 1, 0);
+    let report = pushed(&m.runner_done(&a, exited(3), None));
+    assert_eq!(fail_error(&report).0, "the runner exited with code 3");
+}
+
+#[test]
+fn wake_mode_the_agent_reports_through_the_control_socket() {
+    let mut m = online_idle(Mode::Wake);
+    let a = running(&mut m, "t1", 1, 0);
+    m.runner_done(&a, exited(0), None);
+    let (reply, fx) = m.control(Request::Complete {
+        task_id: "t1".into(),
+        summary: Some("done".into()),
+        pr_url: None,
+        branch: Some("a1/t1".into()),
+    });
+    assert_eq!(
+        reply,
+        Reply {
+            ok: true,
+            message: "reported t1#1".into()
+        }
+    );
+    match pushed(&fx) {
+        SidecarMsg::Complete {
+            task_id,
+            generation: 1,
+            result,
+        } => {
+            assert_eq!(task_id, "t1");
+            assert_eq!(result.summary.as_deref(), Some("done"));
+            assert_eq!(result.branch.as_deref(), Some("a1/t1"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        names(&m.outbox_pushed(Ok(()))),
+        ["clear current", "send complete", "send heartbeat"]
+    );
+}
+
+#[test]
+fn wake_mode_a_report_while_the_wake_command_runs_stops_it() {
+    let mut m = online_idle(Mode::Wake);
+    let a = running(&mut m, "t1", 1, 0);
+    let (reply, fx) = m.control(Request::Fail {
+        task_id: "t1".into(),
+        error: "bad spec".into(),
+        retryable: false,
+    });
+    assert!(reply.ok);
+    assert_eq!(names(&fx), ["stop runner", "push fail"]);
+    assert_eq!(
+        fx[0],
+        Effect::StopRunner {
+            attempt: a,
+            reason: "the agent reported".into()
+        }
+    );
+    assert_eq!(
+        fx[1],
+        Effect::PushOutbox(SidecarMsg::Fail {
+            task_id: "t1".into(),
+            generation: 1,
+            error: "bad spec".into(),
+            retryable: false,
+        })
+    );
+}
+
+#[test]
+fn control_requests_about_another_task_are_refused_and_status_says_what_is_held() {
+    let mut m = online_idle(Mode::Wake);
+    let (reply, fx) = m.control(Request::Complete {
+        task_id: "t1".into(),
+        summary: None,
+        pr_url: None,
+        branch: None,
+    });
+    assert!(fx.is_empty());
+    assert_eq!(
+        reply,
+        Reply {
+            ok: false,
+            message: "this sidecar holds no task (asked about t1)".into()
+        }
+    );
+    assert_eq!(
+        m.control(Request::Status).0.message,
+        "idle; 0 report(s) waiting for the hub"
+    );
+    running(&mut m, "t1", 1, 0);
+    let (reply, fx) = m.control(Request::Fail {
+        task_id: "t2".into(),
+        error: "x".into(),
+        retryable: true,
+    });
+    assert!(fx.is_empty());
+    assert_eq!(
+        reply,
+        Reply {
+            ok: false,
+            message: "this sidecar works on t1#1, not t2".into()
+        }
+    );
+    assert_eq!(
+        m.control(Request::Status).0,
+        Reply {
+            ok: true,
+            message: "working on t1#1; 0 report(s) waiting for the hub".into()
+        }
+    );
+}
+
+#[test]
+fn wake_mode_an_agent_that_never_reports_fails_at_its_deadline() {
+    let mut m = online_idle(Mode::Wake);
+    let a = running(&mut m, "t1", 1, 1_000);
+    // The wake command still runs: its own timeout covers it.
+    assert!(m.tick(t(1_000_000)).is_empty());
+    m.runner_done(&a, exited(0), None);
+    // min(runner 3600 s, task 100 s) after the accept.
+    assert_eq!(m.wake_deadline(), Some(t(101_000)));
+    assert!(m.tick(t(101_000)).is_empty());
+    let report = pushed(&m.tick(t(101_001)));
+    assert_eq!(
+        fail_error(&report),
+        ("the woken agent did not report within 100s", true)
+    );
+    let fx = m.outbox_pushed(Ok(()));
+    assert_eq!(sent(&fx), [report, idle_heartbeat()]);
+    assert_eq!(m.heartbeat_due(), [Effect::Send(idle_heartbeat())]);
+}
+
+#[test]
+fn exec_mode_has_no_wake_deadline() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t1", 1, 0);
+    m.cancel(a, None);
+    assert_eq!(m.wake_deadline(), None);
+    assert!(m
+        .tick(t(Duration::from_secs(86_400).as_millis() as i64))
+        .is_empty());
+}
+
+// ----- shutdown ------------------------------------------------------------------------------
+
+#[test]
+fn shutdown_stops_a_running_runner_only() {
+    let mut m = online_idle(Mode::Exec);
+    assert!(m.shutdown().is_empty());
+    let a = running(&mut m, "t1", 1, 0);
+    assert_eq!(
+        m.shutdown(),
+        [Effect::StopRunner {
+            attempt: a.clone(),
+            reason: "the sidecar is stopping".into()
+        }]
+    );
+    // Already told to stop (by the hub, or just now): nothing more to do.
+    assert!(m.shutdown().is_empty());
+}
+
+// ----- recovery ------------------------------------------------------------------------------
+
+fn held(id: &str, generation: u64, pgid: Option<i32>) -> Current {
+    Current {
+        attempt: r(id, generation),
+        body: task(id, generation),
+        accepted_at: t(0),
+        runner_pgid: pgid,
+    }
+}
+
+#[test]
+fn recovery_forgets_an_attempt_whose_report_is_in_the_outbox() {
+    let (mut m, plan) = AttemptMachine::recover(
+        settings(Mode::Exec),
+        Some(held("t1", 1, Some(4242))),
+        vec![complete("t1", 1)],
+    );
+    assert_eq!(plan, [Effect::ClearCurrent]);
+    assert!(m.current().is_none());
+    assert_eq!(m.outbox(), [complete("t1", 1)]);
+    m.connected();
+    assert_eq!(sent(&m.welcomed()), [complete("t1", 1), idle_heartbeat()]);
+}
+
+#[test]
+fn recovery_reports_an_attempt_without_a_result_as_a_retryable_failure() {
+    let died = "the runner died when the sidecar stopped unexpectedly";
+    let (m, plan) = AttemptMachine::recover(
+        settings(Mode::Exec),
+        Some(held("t2", 3, Some(4242))),
+        vec![complete("t1", 1)],
+    );
+    assert_eq!(
+        plan,
+        [
+            Effect::KillLeftover {
+                pgid: 4242,
+                task_id: "t2".into()
+            },
+            Effect::PushOutbox(fail("t2", 3, died)),
+            Effect::ClearCurrent,
+        ]
+    );
+    assert!(m.current().is_none());
+    assert_eq!(m.outbox(), [complete("t1", 1), fail("t2", 3, died)]);
+    // A runner that never started left no group to kill.
+    let (_, plan) =
+        AttemptMachine::recover(settings(Mode::Exec), Some(held("t2", 3, None)), vec![]);
+    assert_eq!(names(&plan), ["push fail", "clear current"]);
+}

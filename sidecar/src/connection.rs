@@ -1,0 +1,153 @@
+//! One WebSocket connection to the hub (awc).
+//!
+//! It owns the socket: connecting with the agent's token, writing
+//! [`SidecarMsg`] frames, reading frames into [`HubMsg`]s, answering
+//! pings, the close handshake, and knowing when the hub was last heard
+//! and whether the socket broke. It must never decide what to say: the
+//! attempt machine does, and the daemon loop decides when to reconnect
+//! (with [`crate::backoff`]). awc is `!Send`: a connection lives on the
+//! daemon's one thread.
+
+use std::time::Duration;
+
+use actix_codec::Framed;
+use agentcom_protocol::{HubMsg, SidecarMsg, MAX_FRAME_BYTES};
+use awc::error::WsProtocolError;
+use awc::ws::{CloseCode, Codec, Frame, Message};
+use awc::BoxedSocket;
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::Instant;
+
+/// What [`Connection::next_frame`] yields.
+pub(crate) type RawFrame = Option<Result<Frame, WsProtocolError>>;
+
+/// What a frame from the hub meant.
+pub(crate) enum Received {
+    /// A message for the sidecar.
+    Msg(HubMsg),
+    /// Nothing for the sidecar (a ping answered, a pong, a frame it cannot
+    /// read).
+    Nothing,
+    /// The connection is over (closed by the hub, an error, or gone).
+    Ended,
+}
+
+pub(crate) struct Connection {
+    framed: Framed<BoxedSocket, Codec>,
+    last_heard: Instant,
+    broken: bool,
+}
+
+impl Connection {
+    /// Open the WebSocket at `url` with the agent's token.
+    pub(crate) async fn open(url: &str, token: &str) -> Result<Connection, String> {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .finish();
+        let (_resp, framed) = client
+            .ws(url)
+            .bearer_auth(token)
+            .max_frame_size(MAX_FRAME_BYTES)
+            .connect()
+            .await
+            .map_err(|e| match e {
+                awc::error::WsClientError::InvalidResponseStatus(s) if s.as_u16() == 401 => {
+                    "the hub refused this agent's token (401): check token/token_file, or whether the agent was revoked".to_string()
+                }
+                other => other.to_string(),
+            })?;
+        Ok(Connection {
+            framed,
+            last_heard: Instant::now(),
+            broken: false,
+        })
+    }
+
+    /// A send failed or a ping could not be answered: the socket is no
+    /// good any more.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// How long since the hub was last heard from.
+    pub(crate) fn silence(&self) -> Duration {
+        self.last_heard.elapsed()
+    }
+
+    /// The next frame (cancel-safe: use it in `select!`, then
+    /// [`Connection::read`] it).
+    pub(crate) async fn next_frame(&mut self) -> RawFrame {
+        self.framed.next().await
+    }
+
+    /// Make sense of a frame; answer pings and the hub's close.
+    pub(crate) async fn read(&mut self, frame: RawFrame) -> Received {
+        let frame = match frame {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "connection error");
+                return Received::Ended;
+            }
+            None => {
+                tracing::warn!("connection lost");
+                return Received::Ended;
+            }
+        };
+        self.last_heard = Instant::now();
+        match frame {
+            Frame::Text(bytes) => match std::str::from_utf8(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|t| HubMsg::decode(t).map_err(|e| e.to_string()))
+            {
+                Ok(msg) => Received::Msg(msg),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring a frame the sidecar cannot read");
+                    Received::Nothing
+                }
+            },
+            Frame::Ping(p) => match self.write(Message::Pong(p)).await {
+                Ok(()) => Received::Nothing,
+                Err(()) => Received::Ended,
+            },
+            Frame::Close(reason) => {
+                tracing::info!(?reason, "the hub closed the connection");
+                let _ = self.framed.send(Message::Close(None)).await;
+                Received::Ended
+            }
+            Frame::Pong(_) => Received::Nothing,
+            Frame::Binary(_) | Frame::Continuation(_) => {
+                tracing::warn!("ignoring a binary frame");
+                Received::Nothing
+            }
+        }
+    }
+
+    /// Send one message; a failure breaks the connection.
+    pub(crate) async fn send(&mut self, msg: &SidecarMsg) -> Result<(), ()> {
+        tracing::debug!(kind = msg.kind(), "→ hub");
+        self.write(Message::Text(msg.encode().into())).await
+    }
+
+    /// A WebSocket ping, so a dead peer is noticed.
+    pub(crate) async fn ping(&mut self) -> Result<(), ()> {
+        self.write(Message::Ping(Default::default())).await
+    }
+
+    /// Say goodbye (the sidecar is stopping).
+    pub(crate) async fn close(&mut self) {
+        let _ = self
+            .framed
+            .send(Message::Close(Some(CloseCode::Away.into())))
+            .await;
+    }
+
+    async fn write(&mut self, msg: Message) -> Result<(), ()> {
+        if self.broken {
+            return Err(());
+        }
+        self.framed.send(msg).await.map_err(|e| {
+            tracing::warn!(error = %e, "send failed");
+            self.broken = true;
+        })
+    }
+}
