@@ -26,6 +26,7 @@ pub(crate) fn task(id: &str, generation: u64) -> Task {
         queued_at: None,
         started_at: None,
         not_before: None,
+        finished_at: None,
         result: None,
         last_error: None,
         history: None,
