@@ -180,6 +180,23 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Open a store in tests, waiting out the moment after a drop when sled's
+/// background threads still hold the previous handle's file lock.
+#[cfg(test)]
+pub(crate) fn open_for_test(dir: &Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(dir, 16) {
+            Ok(s) => return s,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "store still locked; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open the store: {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,7 +210,7 @@ mod tests {
     #[test]
     fn agents_and_meta_round_trip() {
         let dir = tmp("agents");
-        let s = Store::open(&dir, 16).unwrap();
+        let s = open_for_test(&dir);
         let a = AgentRecord {
             id: "a1".into(),
             capabilities: vec!["x".into()],
@@ -203,7 +220,7 @@ mod tests {
         s.put_agent(&a).unwrap();
         s.meta_put("k", "v").unwrap();
         drop(s);
-        let s = Store::open(&dir, 16).unwrap();
+        let s = open_for_test(&dir);
         assert_eq!(s.load_agents().unwrap(), vec![a]);
         assert_eq!(s.meta_get("k").unwrap().as_deref(), Some("v"));
         s.delete_agent("a1").unwrap();

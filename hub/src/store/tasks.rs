@@ -472,7 +472,7 @@ mod tests {
         let a = create(&mut q, "a", Some("key-a"), 0);
         let b = create(&mut q, "b", None, 1);
         q.cancel(&b, "test", now(5)).unwrap();
-        let s = Store::open(&dir, 16).unwrap();
+        let s = crate::store::open_for_test(&dir);
         s.write_tasks(&q.take_changes(), None).unwrap();
         s.sync().unwrap();
         let assigned = q.claim(
@@ -494,7 +494,7 @@ mod tests {
         s.sync().unwrap();
         drop(s);
 
-        let s = Store::open(&dir, 16).unwrap();
+        let s = crate::store::open_for_test(&dir);
         let whole = s.task(&a).unwrap().unwrap();
         assert_eq!(whole.task.description, "a in detail");
         assert_eq!(whole.task.result.unwrap().summary.as_deref(), Some("done"));
@@ -555,7 +555,7 @@ mod tests {
         let live = create(&mut q, "live", None, 2);
         q.cancel(&old, "x", now(10)).unwrap();
         q.cancel(&held, "x", now(10)).unwrap();
-        let s = Store::open(&dir, 16).unwrap();
+        let s = crate::store::open_for_test(&dir);
         s.write_tasks(&q.take_changes(), None).unwrap();
         let purge = Purge {
             before: now(11),
@@ -599,7 +599,7 @@ mod tests {
         let mut task = q.get(&id).unwrap().clone();
         task.finished_at = None; // format 1 had no such field
         {
-            let s = Store::open(&dir, 16).unwrap();
+            let s = crate::store::open_for_test(&dir);
             // Write the task the way format 1 did, and forget the format.
             s.tasks
                 .insert(
@@ -613,7 +613,7 @@ mod tests {
             s.meta.remove("store_format").unwrap();
             s.sync().unwrap();
         }
-        let s = Store::open(&dir, 16).unwrap();
+        let s = crate::store::open_for_test(&dir);
         let t = s.task(&id).unwrap().unwrap();
         assert_eq!(t.task.description, "v1 in detail");
         assert_eq!(t.task.finished_at, Some(t.task.updated_at));
