@@ -56,6 +56,8 @@ pub struct Store {
     agents: sled::Tree,
     meta: sled::Tree,
     durability: Arc<Durability>,
+    /// Where large task values live, one file each (see [`tasks`]).
+    files: Arc<PathBuf>,
 }
 
 /// The handles a sync uses, opened once: syncing never opens a file (so it
@@ -98,12 +100,21 @@ impl Store {
             meta: db.open_tree("meta")?,
             db,
             durability: Arc::new(durability),
+            files: Arc::new(dir.join("values")),
         };
         // Make the data file's directory entry durable too.
         store.durability.dir.sync_all()?;
         sync_dir(dir)?;
         store.migrate()?;
+        store.remove_orphan_files()?;
         Ok(store)
+    }
+
+    /// Make every file of the store's file system durable at once (the
+    /// value files written for a group, before the group's records).
+    pub(crate) fn sync_files(&self) -> Result<(), StoreError> {
+        nix::unistd::syncfs(&self.durability.dir).map_err(std::io::Error::from)?;
+        Ok(())
     }
 
     /// Make everything written so far durable: flush, then fdatasync (and

@@ -7,6 +7,12 @@
 //!   result, and its history length. Small; rewritten at every change.
 //! - `b/<id>` → the body: description and metadata, written at create.
 //! - `r/<id>` → the result, written at completion.
+//!   A body or result over [`INLINE_MAX`] bytes lives in a file of its own,
+//!   `<data_dir>/values/<xx>/<id>.body|.result`, and its key holds only
+//!   [`IN_FILE`]: sled keeps recent values in memory, so large ones are
+//!   kept out of it. A group's value files are made durable (`syncfs`)
+//!   before its records are written; files left by a group that never
+//!   became durable are removed at start.
 //! - `h/<id>/<seq: u32 BE>` → one history entry.
 //! - `s/<status>/<id>` → (empty): tasks by status.
 //! - `f/<finished_at ms: i64 BE>/<id>` → (empty): finished tasks by when
@@ -28,6 +34,11 @@ use crate::store::{decode, Store, StoreError};
 
 /// The store format this code writes; older ones are migrated at open.
 const FORMAT: &str = "2";
+
+/// Bodies and results larger than this go to a file of their own.
+pub(crate) const INLINE_MAX: usize = 4 * 1024;
+/// The value of a `b/` or `r/` key whose value is in a file.
+const IN_FILE: &[u8] = b"@file";
 
 /// A head as stored.
 #[derive(Serialize, Deserialize)]
@@ -134,9 +145,130 @@ fn head_of(task: &Task, history_len: u32) -> Head {
     }
 }
 
+/// What a value file holds.
+#[derive(Clone, Copy)]
+enum Part {
+    Body,
+    Result,
+}
+
+impl Part {
+    fn prefix(self) -> &'static str {
+        match self {
+            Part::Body => "b/",
+            Part::Result => "r/",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Part::Body => "body",
+            Part::Result => "result",
+        }
+    }
+}
+
 impl Store {
+    fn value_file(&self, part: Part, id: &str) -> std::path::PathBuf {
+        // Fan out by the end of the id (a ULID's random part).
+        let fan = &id[id.len().saturating_sub(2)..];
+        self.files
+            .join(fan)
+            .join(format!("{id}.{}", part.extension()))
+    }
+
+    /// Stage one body or result: inline when small, else in its own file
+    /// (written now, made durable by the caller before the batch).
+    fn stage_value(
+        &self,
+        batch: &mut sled::Batch,
+        part: Part,
+        id: &str,
+        bytes: Vec<u8>,
+        files: &mut usize,
+    ) -> Result<(), StoreError> {
+        if bytes.len() <= INLINE_MAX {
+            batch.insert(key(part.prefix(), id), bytes);
+            return Ok(());
+        }
+        let path = self.value_file(part, id);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, &bytes)?;
+        *files += 1;
+        batch.insert(key(part.prefix(), id), IN_FILE);
+        Ok(())
+    }
+
+    /// A body or result as stored, inline or from its file.
+    fn read_value(&self, part: Part, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = key(part.prefix(), id);
+        let Some(v) = self.tasks.get(&k)? else {
+            return Ok(None);
+        };
+        if &v[..] != IN_FILE {
+            return Ok(Some(v.to_vec()));
+        }
+        match std::fs::read(self.value_file(part, id)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(task = id, "a value file is missing; it was being deleted");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Remove the value files of these tasks (after retention deleted them).
+    fn remove_files(&self, ids: &[String]) {
+        for id in ids {
+            for part in [Part::Body, Part::Result] {
+                let _ = std::fs::remove_file(self.value_file(part, id));
+            }
+        }
+    }
+
+    /// Value files whose key is not in the store (a group that never became
+    /// durable wrote them) are removed; run at open.
+    pub(crate) fn remove_orphan_files(&self) -> Result<(), StoreError> {
+        let Ok(fans) = std::fs::read_dir(&*self.files) else {
+            return Ok(());
+        };
+        let mut removed = 0usize;
+        for fan in fans.flatten() {
+            for f in std::fs::read_dir(fan.path())?.flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                let Some((id, ext)) = name.rsplit_once('.') else {
+                    continue;
+                };
+                let part = match ext {
+                    "body" => Part::Body,
+                    "result" => Part::Result,
+                    _ => continue,
+                };
+                let referenced = self
+                    .tasks
+                    .get(key(part.prefix(), id))?
+                    .is_some_and(|v| &v[..] == IN_FILE);
+                if !referenced {
+                    std::fs::remove_file(f.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                files = removed,
+                "removed value files of writes that never became durable"
+            );
+        }
+        Ok(())
+    }
+
     /// Stage a group of task changes, and a retention purge, as one atomic
-    /// batch (not yet durable: call [`Store::sync`]). Answers what the
+    /// batch (not yet durable: call [`Store::sync`]). Large values are
+    /// written to their files and made durable first. Answers what the
     /// purge deleted.
     pub(crate) fn write_tasks(
         &self,
@@ -144,21 +276,20 @@ impl Store {
         purge: Option<&Purge>,
     ) -> Result<Vec<Purged>, StoreError> {
         let mut batch = sled::Batch::default();
+        let mut files = 0;
         for c in changes {
             let t = &c.task;
             batch.insert(key("t/", &t.id), json(&head_of(t, c.history_len)));
             if c.write_body {
-                batch.insert(
-                    key("b/", &t.id),
-                    json(&Body {
-                        description: t.description.clone(),
-                        metadata: t.metadata.clone(),
-                    }),
-                );
+                let body = json(&Body {
+                    description: t.description.clone(),
+                    metadata: t.metadata.clone(),
+                });
+                self.stage_value(&mut batch, Part::Body, &t.id, body, &mut files)?;
             }
             if c.write_result {
                 if let Some(r) = &t.result {
-                    batch.insert(key("r/", &t.id), json(r));
+                    self.stage_value(&mut batch, Part::Result, &t.id, json(r), &mut files)?;
                 }
             }
             for (seq, entry) in &c.new_history {
@@ -192,7 +323,15 @@ impl Store {
             Some(p) => self.stage_purge(p, &mut batch)?,
             None => vec![],
         };
+        if files > 0 {
+            // The values before the records that point at them.
+            self.sync_files()?;
+        }
         self.tasks.apply_batch(batch)?;
+        if !purged.is_empty() {
+            let ids: Vec<String> = purged.iter().map(|p| p.id.clone()).collect();
+            self.remove_files(&ids);
+        }
         Ok(purged)
     }
 
@@ -243,17 +382,15 @@ impl Store {
     fn complete(&self, head: Head, fields: Fields) -> Result<StoredTask, StoreError> {
         let mut task = head.task;
         if fields.description_and_metadata {
-            let k = key("b/", &task.id);
-            if let Some(v) = self.tasks.get(&k)? {
-                let body: Body = decode(&k, &v)?;
+            if let Some(v) = self.read_value(Part::Body, &task.id)? {
+                let body: Body = decode(&key("b/", &task.id), &v)?;
                 task.description = body.description;
                 task.metadata = body.metadata;
             }
         }
         if fields.result {
-            let k = key("r/", &task.id);
-            if let Some(v) = self.tasks.get(&k)? {
-                task.result = Some(decode::<TaskResult>(&k, &v)?);
+            if let Some(v) = self.read_value(Part::Result, &task.id)? {
+                task.result = Some(decode::<TaskResult>(&key("r/", &task.id), &v)?);
             }
         }
         Ok(StoredTask {
@@ -383,6 +520,7 @@ impl Store {
             return Ok(());
         }
         let mut migrated = 0usize;
+        let mut files = 0;
         let mut batch = sled::Batch::default();
         for kv in self.tasks.scan_prefix(b"t/") {
             let (k, v) = kv?;
@@ -395,15 +533,13 @@ impl Store {
                 continue; // migrated before a crash stopped the last run
             }
             batch.insert(key("t/", &t.id), json(&head_of(&t, old.history_len)));
-            batch.insert(
-                key("b/", &t.id),
-                json(&Body {
-                    description: t.description.clone(),
-                    metadata: t.metadata.clone(),
-                }),
-            );
+            let body = json(&Body {
+                description: t.description.clone(),
+                metadata: t.metadata.clone(),
+            });
+            self.stage_value(&mut batch, Part::Body, &t.id, body, &mut files)?;
             if let Some(r) = &t.result {
-                batch.insert(key("r/", &t.id), json(r));
+                self.stage_value(&mut batch, Part::Result, &t.id, json(r), &mut files)?;
             }
             batch.insert(status_key(t.status, &t.id), vec![]);
             if let Some(at) = t.finished_at {
@@ -419,6 +555,9 @@ impl Store {
                 );
             }
             migrated += 1;
+        }
+        if files > 0 {
+            self.sync_files()?;
         }
         self.tasks.apply_batch(batch)?;
         // meta_put syncs: the migrated records are durable with the format.
@@ -587,6 +726,67 @@ mod tests {
             )
             .unwrap();
         assert!(before.is_empty(), "nothing finished before then");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn large_values_live_in_files_that_go_with_their_task() {
+        let dir = tmp("files");
+        let mut q = QueueCore::new(QueueSettings::default());
+        let big = match q
+            .create(
+                NewTask {
+                    title: "big".into(),
+                    description: Some("x".repeat(INLINE_MAX * 3)),
+                    ..Default::default()
+                },
+                now(0),
+            )
+            .unwrap()
+        {
+            Created::New(t) => t.id,
+            Created::Existing(id) => panic!("{id}"),
+        };
+        let small = create(&mut q, "small", None, 1);
+        let s = Store::open(&dir, 16).unwrap();
+        s.write_tasks(&q.take_changes(), None).unwrap();
+        s.sync().unwrap();
+        let files = |s: &Store| -> usize {
+            std::fs::read_dir(&*s.files)
+                .map(|d| {
+                    d.flatten()
+                        .map(|f| std::fs::read_dir(f.path()).unwrap().count())
+                        .sum()
+                })
+                .unwrap_or(0)
+        };
+        assert_eq!(files(&s), 1, "only the large body has a file");
+        assert_eq!(
+            s.task(&big).unwrap().unwrap().task.description.len(),
+            INLINE_MAX * 3
+        );
+        assert_eq!(
+            s.task(&small).unwrap().unwrap().task.description,
+            "small in detail"
+        );
+        // A file no record points at (a group that never became durable)
+        // is removed at the next open.
+        let orphan = s.value_file(Part::Result, "01ORPHAN0000000000000000XX");
+        std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+        std::fs::write(&orphan, b"{}").unwrap();
+        drop(s);
+        let s = crate::store::open_for_test(&dir);
+        assert_eq!(files(&s), 1);
+        // Retention takes the file with the task.
+        q.cancel(&big, "x", now(5)).unwrap();
+        s.write_tasks(&q.take_changes(), None).unwrap();
+        let purge = Purge {
+            before: now(6),
+            keep: BTreeSet::new(),
+            max: 10,
+        };
+        assert_eq!(s.write_tasks(&[], Some(&purge)).unwrap().len(), 1);
+        assert_eq!(files(&s), 0);
         std::fs::remove_dir_all(dir).ok();
     }
 
