@@ -22,6 +22,8 @@ fn err(field: &str, message: impl Into<String>) -> Result<(), FieldError> {
 pub(crate) const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
 pub(crate) const MAX_RETRIES: u32 = 100;
 pub(crate) const MAX_KEY_CHARS: usize = 200;
+/// Most capabilities a task may need.
+pub(crate) const MAX_NEEDS: usize = 32;
 
 pub(crate) fn new_task(t: &NewTask) -> Result<(), FieldError> {
     let chars = t.title.trim().chars().count();
@@ -48,6 +50,15 @@ pub(crate) fn new_task(t: &NewTask) -> Result<(), FieldError> {
                 format!("must be at most {MAX_METADATA_BYTES} bytes of JSON (is {size})"),
             );
         }
+    }
+    if t.needed_capabilities
+        .as_ref()
+        .is_some_and(|n| n.len() > MAX_NEEDS)
+    {
+        return err(
+            "needed_capabilities",
+            format!("at most {MAX_NEEDS} capabilities"),
+        );
     }
     for c in t.needed_capabilities.iter().flatten() {
         capability("needed_capabilities", c)?;
@@ -114,6 +125,57 @@ pub(crate) fn capability(field: &str, c: &str) -> Result<(), FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn any_new_task() -> impl Strategy<Value = NewTask> {
+        let text = prop_oneof![".{0,300}", "[\\x00-\\x1f ]{0,10}", Just("x".repeat(70_000))];
+        (
+            text.clone(),
+            prop::option::of(prop_oneof![
+                ".{0,100}",
+                Just("d".repeat(MAX_DESCRIPTION_BYTES + 1))
+            ]),
+            prop::option::of(prop::collection::vec(".{0,70}", 0..40)),
+            prop::option::of(text.clone()),
+            prop::option::of(any::<u32>()),
+            prop::option::of(any::<u64>()),
+            prop::option::of(text),
+            prop::option::of(prop::collection::btree_map(".{0,20}", ".{0,3000}", 0..10)),
+        )
+            .prop_map(
+                |(title, description, needs, key, retries, timeout, repo, meta)| NewTask {
+                    title,
+                    description,
+                    needed_capabilities: needs,
+                    idempotency_key: key,
+                    max_retries: retries,
+                    timeout_s: timeout,
+                    repo,
+                    metadata: meta.map(|m| m.into_iter().map(|(k, v)| (k, v.into())).collect()),
+                    ..Default::default()
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Whatever is submitted, the validator answers; what it accepts
+        /// is within every bound the hub relies on.
+        #[test]
+        fn what_is_accepted_is_within_bounds(t in any_new_task()) {
+            if new_task(&t).is_ok() {
+                let chars = t.title.chars().count();
+                prop_assert!((1..=MAX_TITLE_CHARS).contains(&chars) && !t.title.trim().is_empty());
+                prop_assert!(t.description.as_ref().is_none_or(|d| d.len() <= MAX_DESCRIPTION_BYTES));
+                prop_assert!(t.needed_capabilities.as_ref().is_none_or(|n| n.len() <= MAX_NEEDS));
+                prop_assert!(t.needed_capabilities.iter().flatten().all(|c| capability("c", c).is_ok()));
+                prop_assert!(t.max_retries.is_none_or(|r| r <= MAX_RETRIES));
+                prop_assert!(t.timeout_s.is_none_or(|s| (1..=MAX_TIMEOUT_S).contains(&s)));
+                prop_assert!(t.metadata.as_ref().is_none_or(|m| serde_json::to_vec(m).unwrap().len() <= MAX_METADATA_BYTES));
+            }
+        }
+    }
 
     fn task(title: &str) -> NewTask {
         NewTask {

@@ -596,3 +596,201 @@ fn stale_notes_are_capped_and_quote_little() {
             < 2 * limits::MAX_ERROR_BYTES
     );
 }
+
+mod model {
+    //! Random sequences of everything that can happen to the queue (agents
+    //! reporting right, late or wrong; operators; time; syncs), checking
+    //! after each step the invariants the hub relies on.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Create {
+            key: Option<u8>,
+            needs_gpu: bool,
+        },
+        Claim {
+            agent: u8,
+        },
+        Accept {
+            task: u8,
+            agent: u8,
+            lag: u8,
+        },
+        Complete {
+            task: u8,
+            agent: u8,
+            lag: u8,
+        },
+        Fail {
+            task: u8,
+            agent: u8,
+            lag: u8,
+            retryable: bool,
+        },
+        Release {
+            task: u8,
+            lag: u8,
+        },
+        Cancel {
+            task: u8,
+        },
+        Retry {
+            task: u8,
+        },
+        Wait {
+            ms: u32,
+        },
+        Sync,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (prop::option::of(0u8..4), any::<bool>())
+                .prop_map(|(key, needs_gpu)| Op::Create { key, needs_gpu }),
+            (0u8..3).prop_map(|agent| Op::Claim { agent }),
+            (any::<u8>(), 0u8..3, 0u8..2).prop_map(|(task, agent, lag)| Op::Accept {
+                task,
+                agent,
+                lag
+            }),
+            (any::<u8>(), 0u8..3, 0u8..2).prop_map(|(task, agent, lag)| Op::Complete {
+                task,
+                agent,
+                lag
+            }),
+            (any::<u8>(), 0u8..3, 0u8..2, any::<bool>()).prop_map(
+                |(task, agent, lag, retryable)| Op::Fail {
+                    task,
+                    agent,
+                    lag,
+                    retryable
+                }
+            ),
+            (any::<u8>(), 0u8..2).prop_map(|(task, lag)| Op::Release { task, lag }),
+            any::<u8>().prop_map(|task| Op::Cancel { task }),
+            any::<u8>().prop_map(|task| Op::Retry { task }),
+            (0u32..200_000).prop_map(|ms| Op::Wait { ms }),
+            Just(Op::Sync),
+        ]
+    }
+
+    const AGENTS: [&str; 3] = ["a", "b", "gpu"];
+
+    fn attempt(q: &QueueCore, ids: &[String], task: u8, lag: u8) -> Option<AttemptRef> {
+        if ids.is_empty() {
+            return None;
+        }
+        let id = &ids[task as usize % ids.len()];
+        let g = q.get(id)?.generation;
+        Some(AttemptRef::new(id.clone(), g.saturating_sub(lag as u64)))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_sequence_keeps_the_queue_consistent(ops in prop::collection::vec(op(), 1..80)) {
+            let mut q = core();
+            let mut now = 0i64;
+            let mut ids: Vec<String> = vec![];
+            let mut completions: HashMap<String, usize> = HashMap::new();
+            let mut generations: HashMap<String, u64> = HashMap::new();
+            for op in ops {
+                now += 1;
+                match op {
+                    Op::Create { key, needs_gpu } => {
+                        let spec = NewTask {
+                            idempotency_key: key.map(|k| format!("k{k}")),
+                            needed_capabilities: needs_gpu.then(|| vec!["gpu".to_string()]),
+                            ..spec("t")
+                        };
+                        if let Ok(Created::New(t)) = q.create(spec, t(now)) {
+                            ids.push(t.id);
+                        }
+                    }
+                    Op::Claim { agent } => {
+                        let caps: &[&str] = if agent == 2 { &["gpu"] } else { &[] };
+                        let got = q.claim(&[IdleAgent::new(AGENTS[agent as usize], caps, 0)], t(now));
+                        prop_assert!(got.len() <= 1);
+                        for a in got {
+                            prop_assert_eq!(a.task.status, TaskStatus::Assigned);
+                            prop_assert!(a.task.needed_capabilities.iter().all(|c| caps.contains(&c.as_str())));
+                        }
+                    }
+                    Op::Accept { task, agent, lag } => {
+                        if let Some(r) = attempt(&q, &ids, task, lag) {
+                            q.accept(&r, AGENTS[agent as usize], t(now));
+                        }
+                    }
+                    Op::Complete { task, agent, lag } => {
+                        if let Some(r) = attempt(&q, &ids, task, lag) {
+                            q.complete(&r, AGENTS[agent as usize], TaskResult::default(), t(now));
+                        }
+                    }
+                    Op::Fail { task, agent, lag, retryable } => {
+                        if let Some(r) = attempt(&q, &ids, task, lag) {
+                            q.fail(&r, AGENTS[agent as usize], "x", Retryable::from(retryable), t(now));
+                        }
+                    }
+                    Op::Release { task, lag } => {
+                        if let Some(r) = attempt(&q, &ids, task, lag) {
+                            q.release(&r, "taken back", t(now));
+                        }
+                    }
+                    Op::Cancel { task } => {
+                        if let Some(id) = ids.get(task as usize % ids.len().max(1)) {
+                            if !q.needs_load(id) {
+                                let _ = q.cancel(id, "operator", t(now));
+                            }
+                        }
+                    }
+                    Op::Retry { task } => {
+                        if let Some(id) = ids.get(task as usize % ids.len().max(1)) {
+                            if !q.needs_load(id) {
+                                let _ = q.retry(id, t(now));
+                            }
+                        }
+                    }
+                    Op::Wait { ms } => {
+                        now += ms as i64;
+                        q.promote_due(t(now));
+                    }
+                    Op::Sync => {
+                        let changes = q.take_changes();
+                        for c in &changes {
+                            for (_, h) in &c.new_history {
+                                if h.event == TaskEvent::Completed {
+                                    *completions.entry(c.task.id.clone()).or_default() += 1;
+                                }
+                            }
+                        }
+                        q.durable(&changes, t(now));
+                    }
+                }
+                // Invariants.
+                let queued: BTreeSet<String> = q
+                    .tasks
+                    .values()
+                    .filter(|e| e.task.status == TaskStatus::Queued)
+                    .map(|e| e.task.id.clone())
+                    .collect();
+                let in_lanes: BTreeSet<String> = q.lanes().ordered_ids().into_iter().collect();
+                prop_assert_eq!(&queued, &in_lanes, "a task is in a lane iff it is queued");
+                for e in q.tasks.values() {
+                    let g = generations.entry(e.task.id.clone()).or_default();
+                    prop_assert!(e.task.generation >= *g, "generations never go back");
+                    *g = e.task.generation;
+                    prop_assert!(!e.light || e.task.status.is_terminal(), "only finished tasks are light");
+                    prop_assert_eq!(e.task.finished_at.is_some(), e.task.status.is_terminal());
+                    if e.task.status == TaskStatus::Failed {
+                        prop_assert!(e.task.not_before.is_some());
+                    }
+                }
+                prop_assert!(completions.values().all(|n| *n <= 1), "at most one completion per task");
+            }
+        }
+    }
+}
