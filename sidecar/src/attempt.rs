@@ -13,6 +13,9 @@
 //!
 //! The order of effects is what makes the sidecar safe:
 //!
+//! - **Nothing invalid touches the disk.** An assignment whose task id is
+//!   not a plain name, or whose body is about another attempt, is
+//!   rejected before anything is saved or run (see `validate.rs`).
 //! - **Persist before accept.** `assign` yields [`Effect::SaveCurrent`] and
 //!   nothing else; `accept` is sent and the runner started only once
 //!   [`AttemptMachine::current_saved`] says the save succeeded. A failed
@@ -20,6 +23,15 @@
 //! - **Outbox before clearing the current attempt.** Finishing yields
 //!   [`Effect::PushOutbox`]; [`AttemptMachine::outbox_pushed`] then clears
 //!   the attempt and sends the report.
+//! - **An unsaved report is never sent.** If the outbox write fails, the
+//!   attempt stays held (heartbeats say working), nothing is sent, and the
+//!   write is tried again at every heartbeat tick until it succeeds; the
+//!   hub's own timeouts still apply. The first report of an attempt
+//!   stands: a cancel or a late runner end changes nothing.
+//! - **Every report fits in a frame.** A report whose encoding is larger
+//!   than `MAX_FRAME_BYTES` becomes a final `fail` saying so before it
+//!   is saved (`report::sendable`), and so does one found in the outbox at
+//!   start-up.
 //! - **Resend after reconnect.** After `welcome`: `accept` for the attempt
 //!   held, every outbox report oldest first, then a heartbeat.
 //! - **A stale cancel is ignored**: only the attempt held is stopped.
@@ -43,6 +55,7 @@ use crate::control::{Reply, Request};
 use crate::report::{self, fail_msg, Retry};
 use crate::runner::Outcome;
 use crate::store::Current;
+use crate::validate;
 
 /// What the machine needs to know of the sidecar's settings.
 #[derive(Clone, Debug)]
@@ -81,6 +94,9 @@ pub(crate) enum Effect {
     /// Start-up only: kill what is left of a runner group that outlived
     /// the last run.
     KillLeftover { pgid: i32, task_id: String },
+    /// Start-up only: put `new` in the outbox in place of `old` (a report
+    /// too large to send, left by an older sidecar).
+    ReplaceInOutbox { old: SidecarMsg, new: SidecarMsg },
 }
 
 /// The connection to the hub, as far as the machine cares.
@@ -127,6 +143,9 @@ pub(crate) struct AttemptMachine {
     runner: RunnerState,
     /// Reports on disk waiting for the hub's `ack`, oldest first.
     outbox: Vec<SidecarMsg>,
+    /// The held attempt's report that could not be written to the outbox:
+    /// never sent; saving it is tried again at every tick.
+    unsaved: Option<SidecarMsg>,
     link: Link,
     awaiting: Option<Awaiting>,
 }
@@ -139,7 +158,11 @@ impl AttemptMachine {
     /// - an attempt whose report is in the outbox was finished: forget it;
     /// - an attempt without one had its runner die with the sidecar: kill
     ///   what may be left of the runner's group, put a retryable `fail` in
-    ///   the outbox, then forget the attempt.
+    ///   the outbox, then forget the attempt;
+    /// - a report too large to send (left by an older sidecar) is replaced
+    ///   by the `fail` that says so;
+    /// - an attempt whose task id is not valid (taken by an older sidecar)
+    ///   is forgotten without a report: its id must not name a file.
     ///
     /// The machine already counts on the plan: its effects take no
     /// completion calls, and a failed step stops the sidecar.
@@ -148,16 +171,35 @@ impl AttemptMachine {
         current: Option<Current>,
         outbox: Vec<SidecarMsg>,
     ) -> (AttemptMachine, Vec<Effect>) {
+        let mut fx = Vec::new();
+        let outbox = outbox
+            .into_iter()
+            .map(|old| {
+                let new = report::sendable(old.clone());
+                if new != old {
+                    fx.push(Effect::ReplaceInOutbox {
+                        old,
+                        new: new.clone(),
+                    });
+                }
+                new
+            })
+            .collect();
         let mut m = AttemptMachine {
             settings,
             current: None,
             runner: RunnerState::NotRunning,
             outbox,
+            unsaved: None,
             link: Link::Down,
             awaiting: None,
         };
-        let mut fx = Vec::new();
         if let Some(c) = current {
+            if let Err(e) = validate::task_id(&c.attempt.task_id) {
+                tracing::error!(error = %e, "forgetting an attempt an older sidecar took");
+                fx.push(Effect::ClearCurrent);
+                return (m, fx);
+            }
             let finished = m
                 .outbox
                 .iter()
@@ -229,8 +271,9 @@ impl AttemptMachine {
 
     // ----- the hub's messages ----------------------------------------------------
 
-    /// The hub offers an attempt. Busy: `accept` again if it is the attempt
-    /// held, else `reject`. Idle: persist it first (see
+    /// The hub offers an attempt. Invalid (see `validate.rs`): `reject`,
+    /// touching nothing. Busy: `accept` again if it is the attempt held,
+    /// else `reject`. Idle: persist it first (see
     /// [`AttemptMachine::current_saved`]).
     pub(crate) fn assign(
         &mut self,
@@ -238,6 +281,14 @@ impl AttemptMachine {
         body: Task,
         now: Timestamp,
     ) -> Vec<Effect> {
+        if let Err(reason) = validate::assignment(&attempt, &body) {
+            tracing::warn!(%reason, generation = attempt.generation, "rejecting an invalid assignment");
+            return self.send(SidecarMsg::Reject {
+                task_id: attempt.task_id,
+                generation: attempt.generation,
+                reason,
+            });
+        }
         if let Some(c) = &self.current {
             let reply = if c.attempt == attempt {
                 accept(&attempt)
@@ -267,7 +318,7 @@ impl AttemptMachine {
     pub(crate) fn cancel(&mut self, attempt: AttemptRef, reason: Option<String>) -> Vec<Effect> {
         let reason = reason.unwrap_or_else(|| "cancelled by the hub".into());
         if self.current.as_ref().is_none_or(|c| c.attempt != attempt) {
-            tracing::info!(task = %attempt, "cancel for an attempt this sidecar does not hold");
+            tracing::info!(task = %validate::shown(&attempt.task_id, 64), generation = attempt.generation, "cancel for an attempt this sidecar does not hold");
             return vec![];
         }
         tracing::info!(task = %attempt, %reason, "cancel: stopping the runner");
@@ -360,6 +411,12 @@ impl AttemptMachine {
                 (Reply { ok: true, message }, vec![])
             }
             (req @ (Request::Complete { .. } | Request::Fail { .. }), Some(t))
+                if request_task(&req) == t.task_id && self.unsaved.is_some() =>
+            {
+                let message = format!("{t} already ended; its report waits to be saved");
+                (Reply { ok: false, message }, vec![])
+            }
+            (req @ (Request::Complete { .. } | Request::Fail { .. }), Some(t))
                 if request_task(&req) == t.task_id =>
             {
                 let msg = match req {
@@ -407,10 +464,14 @@ impl AttemptMachine {
 
     // ----- time and shutdown --------------------------------------------------------
 
-    /// The heartbeat timer fired: in wake mode, give up on an agent that
-    /// did not report in time (retryable). Then call
-    /// [`AttemptMachine::heartbeat_due`].
+    /// The heartbeat timer fired: try again to save a report that could
+    /// not be saved; in wake mode, give up on an agent that did not report
+    /// in time (retryable). Then call [`AttemptMachine::heartbeat_due`].
     pub(crate) fn tick(&mut self, now: Timestamp) -> Vec<Effect> {
+        if let Some(msg) = self.unsaved.clone() {
+            tracing::info!(task = ?msg.attempt_ref(), "trying again to save the report");
+            return self.finish(msg);
+        }
         let (Some(deadline), Some(c)) = (self.wake_deadline(), &self.current) else {
             return vec![];
         };
@@ -484,21 +545,24 @@ impl AttemptMachine {
         }
     }
 
-    /// The outcome of [`Effect::PushOutbox`]: forget the attempt, then
-    /// send the report (and a heartbeat saying idle).
+    /// The outcome of [`Effect::PushOutbox`]. Saved: forget the attempt,
+    /// then send the report (and a heartbeat saying idle). Not saved: send
+    /// nothing, keep the attempt held, and try again at the next tick.
     pub(crate) fn outbox_pushed(&mut self, result: Result<(), String>) -> Vec<Effect> {
         let msg = match self.awaiting.take() {
             Some(Awaiting::ReportPushed(msg)) => msg,
             other => return self.unexpected("outbox_pushed", other),
         };
-        match result {
-            Ok(()) => self.outbox.push(msg.clone()),
-            Err(e) => {
-                // To never send a report without its outbox entry, return
-                // here (keeping the attempt) instead of going on.
-                tracing::error!(error = %e, "cannot persist the report; sending it anyway");
-            }
+        if let Err(e) = result {
+            tracing::error!(
+                task = ?msg.attempt_ref(),
+                error = %e,
+                "cannot save the report to the outbox; it is not sent, the attempt stays held, and saving is tried again at the next heartbeat"
+            );
+            self.unsaved = Some(msg);
+            return vec![];
         }
+        self.outbox.push(msg.clone());
         self.current = None;
         self.runner = RunnerState::NotRunning;
         tracing::info!(task = ?msg.attempt_ref(), kind = msg.kind(), "attempt finished");
@@ -524,7 +588,9 @@ impl AttemptMachine {
                 });
                 tracing::info!(task = %attempt, kind, "the hub recorded the report");
             }
-            Ok(false) => tracing::debug!(task = %attempt, kind, "ack for nothing pending"),
+            Ok(false) => {
+                tracing::debug!(task = %validate::shown(&attempt.task_id, 64), generation = attempt.generation, kind, "ack for nothing pending")
+            }
             Err(e) => tracing::error!(error = %e, "cannot clear an acknowledged report"),
         }
         vec![]
@@ -532,9 +598,19 @@ impl AttemptMachine {
 
     // ----- internals --------------------------------------------------------------------
 
-    /// The attempt is over: its report goes to the outbox first (then
-    /// [`AttemptMachine::outbox_pushed`]).
+    /// The attempt is over: its report, made sendable, goes to the outbox
+    /// first (then [`AttemptMachine::outbox_pushed`]). If an earlier report
+    /// of it is still unsaved, that one stands and is saved instead.
     fn finish(&mut self, msg: SidecarMsg) -> Vec<Effect> {
+        let msg = match self.unsaved.take() {
+            Some(first) => {
+                if first != msg {
+                    tracing::info!(task = ?first.attempt_ref(), "the attempt already ended; its first report stands");
+                }
+                first
+            }
+            None => report::sendable(msg),
+        };
         self.awaiting = Some(Awaiting::ReportPushed(msg.clone()));
         vec![Effect::PushOutbox(msg)]
     }
@@ -636,6 +712,11 @@ impl AttemptMachine {
     /// The reports waiting for the hub's `ack`, oldest first.
     pub(crate) fn outbox(&self) -> &[SidecarMsg] {
         &self.outbox
+    }
+
+    /// The held attempt's report that could not be saved yet.
+    pub(crate) fn unsaved(&self) -> Option<&SidecarMsg> {
+        self.unsaved.as_ref()
     }
 }
 

@@ -1,11 +1,20 @@
-//! Reconnect delays: exponential with full jitter, capped.
+//! Reconnect delays: exponential with full jitter, capped, and when a
+//! connection counts as good again.
 //!
 //! The n-th consecutive failure waits a uniformly random time in
 //! `[0, min(cap, initial · 2ⁿ)]`, so a fleet that lost its hub at the same
-//! moment does not reconnect in lockstep. Pure: it never sleeps or draws
-//! random numbers itself; the caller supplies the draw.
+//! moment does not reconnect in lockstep. Only a connection that stayed up
+//! for [`PROVEN_AFTER`] after `welcome` resets the count: one the hub
+//! closes right after `welcome` (say, because of what the sidecar sends
+//! then) keeps the delay growing instead of retrying at once forever.
+//! Pure: it never sleeps, reads the clock or draws random numbers itself;
+//! the caller supplies the draw and how long the connection lasted.
 
 use std::time::Duration;
+
+/// How long a connection must have stayed up after `welcome` to count as
+/// good.
+pub(crate) const PROVEN_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub(crate) struct Backoff {
@@ -36,9 +45,14 @@ impl Backoff {
         d
     }
 
-    /// A connection succeeded: start again from the initial delay.
-    pub(crate) fn reset(&mut self) {
-        self.failures = 0;
+    /// A connection ended; `welcomed_for` is how long it stayed up after
+    /// `welcome` (None: never welcomed). One that lasted
+    /// [`PROVEN_AFTER`] starts the delays again from the initial one; any
+    /// other counts as one more failure when the next delay is drawn.
+    pub(crate) fn connection_ended(&mut self, welcomed_for: Option<Duration>) {
+        if welcomed_for.is_some_and(|d| d >= PROVEN_AFTER) {
+            self.failures = 0;
+        }
     }
 
     pub(crate) fn failures(&self) -> u32 {
@@ -71,9 +85,31 @@ mod tests {
         let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         assert_eq!(b.next_delay(0.0), Duration::ZERO);
         assert_eq!(b.next_delay(0.999_999).as_millis(), 1999);
-        b.reset();
+        b.connection_ended(Some(PROVEN_AFTER));
         assert_eq!(b.failures(), 0);
         assert_eq!(b.ceiling(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn only_a_connection_that_stayed_up_after_welcome_resets_the_delay() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+        // Welcomed, then closed at once, again and again: the delay grows.
+        let mut ceilings = Vec::new();
+        for _ in 0..5 {
+            b.connection_ended(Some(Duration::from_millis(5)));
+            ceilings.push(b.ceiling().as_millis() as u64);
+            b.next_delay(0.5);
+        }
+        assert_eq!(ceilings, [100, 200, 400, 800, 1600]);
+        // Never welcomed: no reset either.
+        b.connection_ended(None);
+        assert_eq!(b.failures(), 5);
+        b.connection_ended(Some(PROVEN_AFTER - Duration::from_millis(1)));
+        assert_eq!(b.failures(), 5);
+        // Up long enough after welcome: back to the start.
+        b.connection_ended(Some(PROVEN_AFTER));
+        assert_eq!(b.failures(), 0);
+        assert_eq!(b.ceiling(), Duration::from_millis(100));
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! It owns the socket: connecting with the agent's token, writing
 //! [`SidecarMsg`] frames, reading frames into [`HubMsg`]s, answering
 //! pings, the close handshake, and knowing when the hub was last heard
-//! and whether the socket broke. It must never decide what to say: the
+//! and whether the socket broke. Frames over `MAX_FRAME_BYTES` go neither
+//! way: an incoming one ends the connection from its header
+//! (`frame_limit.rs`), an outgoing one is not sent (the attempt machine
+//! never makes a report that large; anything else is dropped with an
+//! error in the log). It must never decide what to say: the
 //! attempt machine does, and the daemon loop decides when to reconnect
 //! (with [`crate::backoff`]). awc is `!Send`: a connection lives on the
 //! daemon's one thread.
@@ -13,10 +17,12 @@ use std::time::Duration;
 use actix_codec::Framed;
 use agentcom_protocol::{HubMsg, SidecarMsg, MAX_FRAME_BYTES};
 use awc::error::WsProtocolError;
-use awc::ws::{CloseCode, Codec, Frame, Message};
+use awc::ws::{CloseCode, Frame, Message};
 use awc::BoxedSocket;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
+
+use crate::frame_limit::FrameLimit;
 
 /// What [`Connection::next_frame`] yields.
 pub(crate) type RawFrame = Option<Result<Frame, WsProtocolError>>;
@@ -33,7 +39,7 @@ pub(crate) enum Received {
 }
 
 pub(crate) struct Connection {
-    framed: Framed<BoxedSocket, Codec>,
+    framed: Framed<BoxedSocket, FrameLimit>,
     last_heard: Instant,
     broken: bool,
 }
@@ -57,7 +63,7 @@ impl Connection {
                 other => other.to_string(),
             })?;
         Ok(Connection {
-            framed,
+            framed: framed.into_map_codec(|c| FrameLimit::new(c, MAX_FRAME_BYTES)),
             last_heard: Instant::now(),
             broken: false,
         })
@@ -122,10 +128,20 @@ impl Connection {
         }
     }
 
-    /// Send one message; a failure breaks the connection.
+    /// Send one message; a failure breaks the connection. One too large
+    /// for a frame is not sent (the hub would close the connection).
     pub(crate) async fn send(&mut self, msg: &SidecarMsg) -> Result<(), ()> {
         tracing::debug!(kind = msg.kind(), "→ hub");
-        self.write(Message::Text(msg.encode().into())).await
+        let text = msg.encode();
+        if text.len() > MAX_FRAME_BYTES {
+            tracing::error!(
+                kind = msg.kind(),
+                bytes = text.len(),
+                "not sending a message larger than a frame may be"
+            );
+            return Ok(());
+        }
+        self.write(Message::Text(text.into())).await
     }
 
     /// A WebSocket ping, so a dead peer is noticed.

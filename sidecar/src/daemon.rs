@@ -2,7 +2,8 @@
 //! and working.
 //!
 //! It owns the loop and the things that are not rules: the connection to
-//! the hub (reconnecting after a capped, full-jitter exponential pause),
+//! the hub (reconnecting after a capped, full-jitter exponential pause,
+//! reset only by a connection that proved itself, see `backoff.rs`),
 //! the heartbeat timer, the channels from the runner and the control
 //! socket, the runner's stop handle, and carrying out the
 //! [`AttemptMachine`]'s effects against the state dir, the connection and
@@ -26,6 +27,7 @@ use crate::launch::{self, RunnerEvent, RunnerHandle};
 use crate::recovery;
 use crate::runner;
 use crate::store::StateDir;
+use crate::validate;
 
 enum Event {
     Frame(RawFrame),
@@ -60,6 +62,7 @@ impl Daemon {
     /// Open the state dir and recover from whatever the last run left.
     pub fn new(cfg: SidecarConfig) -> Result<Daemon, String> {
         let token = cfg.token()?;
+        validate::agent_id(&cfg.agent_id)?;
         let mut state = StateDir::open(&cfg.state_dir)?;
         let settings = AttemptSettings {
             agent_id: cfg.agent_id.clone(),
@@ -153,6 +156,7 @@ impl Daemon {
         stop_rx: &mut mpsc::UnboundedReceiver<()>,
     ) -> ConnectionEnded {
         tracing::info!("connected to the hub; saying hello");
+        let mut welcomed_at: Option<Instant> = None;
         let fx = self.machine.connected();
         self.carry_out(fx, Some(&mut conn)).await;
         let mut tick =
@@ -175,18 +179,19 @@ impl Daemon {
                         heartbeat_timeout_s,
                         ..
                     }) => {
-                        self.heartbeat_every = Duration::from_secs(heartbeat_interval_s.max(1));
-                        self.silence_limit = Duration::from_secs(
-                            heartbeat_timeout_s
-                                .unwrap_or(heartbeat_interval_s * 3)
-                                .max(2),
-                        );
+                        let hb = validate::heartbeat(heartbeat_interval_s, heartbeat_timeout_s);
+                        self.heartbeat_every = hb.every;
+                        self.silence_limit = hb.silence_limit;
                         tick = tokio::time::interval_at(
                             Instant::now() + self.heartbeat_every,
                             self.heartbeat_every,
                         );
-                        self.backoff.reset();
-                        tracing::info!(heartbeat_s = heartbeat_interval_s, "welcomed by the hub");
+                        welcomed_at.get_or_insert_with(Instant::now);
+                        tracing::info!(
+                            heartbeat_s = hb.every.as_secs(),
+                            silence_limit_s = hb.silence_limit.as_secs(),
+                            "welcomed by the hub"
+                        );
                         let fx = self.machine.welcomed();
                         self.carry_out(fx, Some(&mut conn)).await;
                     }
@@ -219,6 +224,8 @@ impl Daemon {
             }
         };
         self.machine.disconnected();
+        self.backoff
+            .connection_ended(welcomed_at.map(|at| at.elapsed()));
         ended
     }
 
@@ -247,6 +254,7 @@ impl Daemon {
                 of,
             } => self.machine.ack(AttemptRef::new(task_id, generation), of),
             HubMsg::Error { code, message } => {
+                let (code, message) = (validate::shown(&code, 64), validate::shown(&message, 300));
                 tracing::warn!(%code, %message, "the hub reported an error");
                 vec![]
             }
@@ -337,6 +345,12 @@ impl Daemon {
                 }
                 Effect::KillLeftover { pgid, task_id } => {
                     recovery::kill_leftover(pgid, &task_id);
+                    continue;
+                }
+                Effect::ReplaceInOutbox { old, new } => {
+                    if let Err(e) = self.state.replace_in_outbox(&old, new) {
+                        tracing::error!(error = %e, "cannot replace a report in the outbox");
+                    }
                     continue;
                 }
             };

@@ -1,7 +1,8 @@
 //! Launching the runner of an accepted attempt, off the daemon loop.
 //!
 //! It owns the attempt's working folder as the runner sees it: the task
-//! file, a cleared result file, the `AGENTCOM_*` environment, the git
+//! file, an empty result file (both 0600, in a 0700 folder), the
+//! `AGENTCOM_*` environment, the git
 //! branch (prepared from the freshly fetched main when `[git]` is set),
 //! and the runner's [`RunnerEvent`]s back to the loop: started (with its
 //! process group), done (with its outcome and result file). It must never
@@ -19,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::SidecarConfig;
 use crate::report::read_result;
 use crate::runner::{self, Outcome, RunSpec};
-use crate::store::{write_atomic, Current, StateDir};
+use crate::store::{fresh_private_file, write_atomic, Current, StateDir};
 
 /// What the runner of an attempt reports back to the loop.
 pub(crate) enum RunnerEvent {
@@ -65,7 +66,11 @@ pub(crate) fn launch(
         attempt: c.attempt.clone(),
         stop: stop_tx,
     };
-    let dir = match state.task_dir(&c.attempt) {
+    let prepared = state.task_dir(&c.attempt).and_then(|d| {
+        fresh_private_file(&d.join("result.json"))?;
+        Ok(d)
+    });
+    let dir = match prepared {
         Ok(d) => d,
         Err(e) => {
             let _ = events.send(RunnerEvent::Done {
@@ -78,7 +83,6 @@ pub(crate) fn launch(
     };
     let task_file = dir.join("task.json");
     let result_file = dir.join("result.json");
-    let _ = std::fs::remove_file(&result_file);
     let cfg = cfg.clone();
     actix_rt::spawn(async move {
         let outcome = run(&cfg, &c, dir, task_file, &result_file, stop_rx, &events).await;

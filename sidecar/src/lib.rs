@@ -12,6 +12,9 @@
 //! - `report`: a runner's outcome and result file → `complete`/`fail`.
 //! - `recovery`: putting the state dir in order at start.
 //! - `store`: the state dir (current attempt, outbox) with atomic writes.
+//! - `validate`: the rules for hub-supplied values used as paths,
+//!   arguments or timers.
+//! - `frame_limit`: refusing an oversized frame from its header.
 
 mod attempt;
 mod backoff;
@@ -19,6 +22,7 @@ pub mod config;
 mod connection;
 pub mod control;
 pub mod daemon;
+mod frame_limit;
 pub mod git;
 mod launch;
 mod recovery;
@@ -27,3 +31,4 @@ mod runner;
 mod store;
 #[cfg(test)]
 mod testing;
+mod validate;

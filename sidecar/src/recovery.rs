@@ -4,7 +4,8 @@
 //! It owns carrying out the recovery plan ([`AttemptMachine::recover`]
 //! decides it: a result in the outbox is delivered; an attempt without one
 //! is reported as a retryable failure and its leftover runner group
-//! killed), strictly: any step that fails stops the sidecar from starting,
+//! killed; a report too large to send is replaced by the failure that
+//! says so), strictly: any step that fails stops the sidecar from starting,
 //! so it never runs on a state dir it could not put in order. It must never
 //! decide the rules itself, and it runs before the connection exists.
 
@@ -27,6 +28,7 @@ pub(crate) fn recover(
                 state.push_outbox(msg)?;
             }
             Effect::ClearCurrent => state.clear_current()?,
+            Effect::ReplaceInOutbox { old, new } => state.replace_in_outbox(&old, new)?,
             other => return Err(format!("recovery cannot carry out {other:?}")),
         }
     }

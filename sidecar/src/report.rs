@@ -2,14 +2,15 @@
 //! result file become the `complete` or `fail` the hub gets.
 //!
 //! It owns the result file's reading rules (size limit, JSON or plain
-//! text) and the wording of every failure the sidecar reports. It must
+//! text), the rule that a report must fit in one frame once encoded
+//! ([`sendable`]), and the wording of every failure the sidecar reports. It must
 //! never decide *when* an attempt ends or what happens to the report
 //! afterwards (that is the attempt machine's), and [`report_for`] must stay
 //! pure: only [`read_result`] touches the disk.
 
 use std::path::Path;
 
-use agentcom_protocol::{AttemptRef, SidecarMsg, TaskResult};
+use agentcom_protocol::{AttemptRef, SidecarMsg, TaskResult, MAX_FRAME_BYTES};
 use serde_json::Value;
 
 use crate::runner::Outcome;
@@ -44,6 +45,35 @@ pub(crate) fn fail_msg(attempt: &AttemptRef, error: String, retry: Retry) -> Sid
         error,
         retryable: retry == Retry::Retryable,
     }
+}
+
+/// The report as the hub can take it: one whose encoding fits in a
+/// frame ([`MAX_FRAME_BYTES`]) goes as it is; a larger one (a result of
+/// control characters grows sixfold in JSON) becomes a `fail` saying so.
+/// Not retryable: the same runner on the same task would most likely say
+/// as much again, and every retry would end the same way after a whole
+/// run; an operator can retry it once the runner says less.
+pub(crate) fn sendable(msg: SidecarMsg) -> SidecarMsg {
+    let bytes = msg.encode().len();
+    if bytes <= MAX_FRAME_BYTES {
+        return msg;
+    }
+    let what = match &msg {
+        SidecarMsg::Complete { .. } => "the result",
+        SidecarMsg::Fail { .. } => "the failure report",
+        _ => return msg,
+    };
+    let Some(attempt) = msg.attempt_ref() else {
+        return msg;
+    };
+    tracing::error!(task = %attempt, bytes, "a report too large to send becomes a failure");
+    fail_msg(
+        &attempt,
+        format!(
+            "{what} is too large to send: {bytes} bytes encoded, the limit is {MAX_FRAME_BYTES}"
+        ),
+        Retry::Final,
+    )
 }
 
 /// Turn a runner's outcome (and what its result file held, see
@@ -198,6 +228,48 @@ mod tests {
             ),
             SidecarMsg::Complete { .. }
         ));
+    }
+
+    #[test]
+    fn a_report_too_large_to_send_becomes_a_final_failure() {
+        // 400 KB of control bytes: under the result file's limit, but
+        // 2.4 MB once each byte is escaped as \u0001.
+        let p = file("control", &"\u{1}".repeat(400 * 1024));
+        let report = report(
+            Outcome::Exited {
+                code: Some(0),
+                log_tail: String::new(),
+            },
+            &p,
+        );
+        let bytes = report.encode().len();
+        assert!(bytes > MAX_FRAME_BYTES, "{bytes}");
+        match sendable(report) {
+            SidecarMsg::Fail {
+                task_id,
+                generation: 2,
+                error,
+                retryable: false,
+            } => {
+                assert_eq!(task_id, "t");
+                assert_eq!(
+                    error,
+                    format!("the result is too large to send: {bytes} bytes encoded, the limit is 1048576")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let huge_fail = fail_msg(&r(), "e".repeat(MAX_FRAME_BYTES), Retry::Retryable);
+        assert!(matches!(
+            sendable(huge_fail),
+            SidecarMsg::Fail { error, retryable: false, .. } if error.starts_with("the failure report is too large")
+        ));
+        // At the limit exactly, it goes as it is.
+        let small = fail_msg(&r(), "x".into(), Retry::Retryable);
+        let pad = MAX_FRAME_BYTES - small.encode().len();
+        let at_limit = fail_msg(&r(), "x".repeat(pad + 1), Retry::Retryable);
+        assert_eq!(at_limit.encode().len(), MAX_FRAME_BYTES);
+        assert_eq!(sendable(at_limit.clone()), at_limit);
     }
 
     #[test]

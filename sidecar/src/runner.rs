@@ -2,7 +2,7 @@
 //!
 //! The runner starts in a process group of its own (so cancelling kills
 //! everything it started) with `PR_SET_PDEATHSIG`, so it dies if the
-//! sidecar is killed. Its stdout and stderr go to the attempt's log file.
+//! sidecar is killed. Its stdout and stderr go to the attempt's log file (0600).
 //! A run ends when the command exits, when its time is up, or when it is
 //! cancelled; the last two stop the whole group (SIGTERM, then SIGKILL
 //! after a grace period). This module runs processes; it does not know the
@@ -52,9 +52,11 @@ pub(crate) async fn run(
     cancel: oneshot::Receiver<String>,
     started: impl FnOnce(i32),
 ) -> Outcome {
+    use std::os::unix::fs::OpenOptionsExt;
     let log = match std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&spec.log)
     {
         Ok(f) => f,

@@ -8,11 +8,14 @@
 //! - `sidecar.lock`: an exclusive lock, so two daemons never share a state dir.
 //!
 //! Every write is atomic ([`write_atomic`]): a temp file, fsync, rename,
-//! fsync of the directory. This module knows files, not the protocol's
-//! rules.
+//! fsync of the directory. Everything is private to the sidecar's user:
+//! folders 0700, files 0600, set explicitly (not left to the umask). This
+//! module knows files, not the protocol's rules; the names it builds come
+//! from task ids the attempt machine has validated (`validate.rs`).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use agentcom_protocol::{AttemptRef, SidecarMsg, Task, Timestamp};
@@ -58,13 +61,14 @@ impl StateDir {
     /// Open (creating) the state dir and take its lock.
     pub(crate) fn open(root: &Path) -> Result<StateDir, String> {
         for d in [root.to_path_buf(), root.join("outbox"), root.join("tasks")] {
-            fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            private_dir(&d)?;
         }
         let lock_path = root.join("sidecar.lock");
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
         let lock = Flock::lock(lock, FlockArg::LockExclusiveNonblock).map_err(|_| {
@@ -174,6 +178,26 @@ impl StateDir {
         Ok(OutboxEntry { seq, msg, path })
     }
 
+    /// Put `new` in the outbox in place of `old` (the new one is written
+    /// first, so a crash in between leaves both, never neither).
+    pub(crate) fn replace_in_outbox(
+        &mut self,
+        old: &SidecarMsg,
+        new: SidecarMsg,
+    ) -> Result<(), String> {
+        let olds: Vec<OutboxEntry> = self
+            .outbox()
+            .into_iter()
+            .filter(|e| &e.msg == old)
+            .collect();
+        self.push_outbox(new)?;
+        for e in &olds {
+            fs::remove_file(&e.path)
+                .map_err(|err| format!("cannot remove {}: {err}", e.path.display()))?;
+        }
+        sync_dir(&self.root.join("outbox"))
+    }
+
     /// The hub acknowledged this report: forget it.
     pub(crate) fn ack(&self, task: &AttemptRef, kind: &str) -> Result<bool, String> {
         let mut removed = false;
@@ -198,17 +222,49 @@ impl StateDir {
             .root
             .join("tasks")
             .join(format!("{}-{}", task.task_id, task.generation));
-        fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        private_dir(&d)?;
         Ok(d)
     }
 }
 
+/// Create `dir` (and its parents) if need be, and make it 0700.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| fs::set_permissions(dir, Permissions::from_mode(0o700)))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+/// An empty file at `path` that only the sidecar's user can read (0600),
+/// in place of whatever was there.
+pub(crate) fn fresh_private_file(path: &Path) -> Result<(), String> {
+    let res = match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|f| f.set_permissions(Permissions::from_mode(0o600))),
+    };
+    res.map_err(|e| format!("cannot create {}: {e}", path.display()))
+}
+
 /// Write a file so that after a crash it holds either the old or the new
 /// content, never a mix. `AtomicWriteFile::commit` fsyncs the temp file,
-/// renames it over `path` and fsyncs the directory.
+/// renames it over `path` and fsyncs the directory. The file is 0600:
+/// set on the temp file itself (the crate would otherwise copy the old
+/// file's mode, or take 0666 less the umask).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use atomic_write_file::unix::OpenOptionsExt as _;
     let res = (|| -> std::io::Result<()> {
-        let mut f = AtomicWriteFile::open(path)?;
+        let mut f = AtomicWriteFile::options()
+            .preserve_mode(false)
+            .mode(0o600)
+            .open(path)?;
+        f.as_file().set_permissions(Permissions::from_mode(0o600))?;
         f.write_all(bytes)?;
         f.commit()
     })();
@@ -343,6 +399,67 @@ mod tests {
         assert_eq!(json["runner_pgid"], 42);
         assert_eq!(json["body"]["id"], "t1");
         assert_eq!(s.load_current().unwrap(), Some(c));
+        drop(s);
+        fs::remove_dir_all(dir).ok();
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn everything_is_private_whatever_was_there() {
+        let dir = tmp("modes");
+        fs::create_dir_all(dir.join("outbox")).unwrap();
+        fs::set_permissions(&dir, Permissions::from_mode(0o755)).unwrap();
+        fs::write(dir.join("current.json"), "{}").unwrap();
+        fs::set_permissions(dir.join("current.json"), Permissions::from_mode(0o644)).unwrap();
+        let mut s = StateDir::open(&dir).unwrap();
+        for d in [dir.clone(), dir.join("outbox"), dir.join("tasks")] {
+            assert_eq!(mode(&d), 0o700, "{}", d.display());
+        }
+        assert_eq!(mode(&dir.join("sidecar.lock")), 0o600);
+        let c = Current {
+            attempt: AttemptRef::new("t1", 2),
+            body: crate::testing::task("t1", 2),
+            accepted_at: Timestamp(5),
+            runner_pgid: None,
+        };
+        s.save_current(&c).unwrap();
+        assert_eq!(
+            mode(&dir.join("current.json")),
+            0o600,
+            "an old 0644 file is not copied"
+        );
+        let e = s.push_outbox(complete("t1", 2)).unwrap();
+        assert_eq!(mode(&e.path), 0o600);
+        let task_dir = s.task_dir(&c.attempt).unwrap();
+        assert_eq!(mode(&task_dir), 0o700);
+        let result = task_dir.join("result.json");
+        fs::write(&result, "old").unwrap();
+        fresh_private_file(&result).unwrap();
+        assert_eq!(mode(&result), 0o600);
+        assert_eq!(fs::read(&result).unwrap(), b"");
+        drop(s);
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_report_is_replaced_new_first() {
+        let dir = tmp("replace");
+        let mut s = StateDir::open(&dir).unwrap();
+        let old = complete("t1", 1);
+        s.push_outbox(old.clone()).unwrap();
+        s.push_outbox(complete("t2", 1)).unwrap();
+        let new = SidecarMsg::Fail {
+            task_id: "t1".into(),
+            generation: 1,
+            error: "too large".into(),
+            retryable: false,
+        };
+        s.replace_in_outbox(&old, new.clone()).unwrap();
+        let msgs: Vec<SidecarMsg> = s.outbox().into_iter().map(|e| e.msg).collect();
+        assert_eq!(msgs, [complete("t2", 1), new]);
         drop(s);
         fs::remove_dir_all(dir).ok();
     }

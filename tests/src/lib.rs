@@ -6,11 +6,13 @@
 //! - [`hub`]: a hub process and an HTTP client for its API.
 //! - [`sidecar`]: a sidecar process with a runner script.
 //! - [`raw`]: a hand-driven WebSocket "sidecar" for protocol tests.
+//! - [`fakehub`]: a scripted WebSocket "hub" a real sidecar connects to.
 //! - [`sse`]: a client for the hub's Server-Sent Events.
 //! - [`browser`]: headless Chromium over the DevTools protocol.
 //! - [`wait_until`]: polling with a deadline.
 
 pub mod browser;
+pub mod fakehub;
 pub mod hub;
 pub mod procs;
 pub mod raw;

@@ -5,8 +5,26 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::fakehub::FakeHub;
 use crate::hub::Hub;
 use crate::procs::{bin, Proc};
+
+/// Where a sidecar connects: the real hub, or a [`FakeHub`].
+pub trait HubAddress {
+    fn ws_url(&self) -> String;
+}
+
+impl HubAddress for Hub {
+    fn ws_url(&self) -> String {
+        Hub::ws_url(self)
+    }
+}
+
+impl HubAddress for FakeHub {
+    fn ws_url(&self) -> String {
+        FakeHub::ws_url(self)
+    }
+}
 
 pub struct Sidecar {
     pub id: String,
@@ -42,7 +60,7 @@ impl Sidecar {
     #[allow(clippy::too_many_arguments)]
     pub fn start_with_token(
         root: &Path,
-        hub: &Hub,
+        hub: &impl HubAddress,
         id: &str,
         token: &str,
         capabilities: &[&str],
@@ -79,6 +97,39 @@ impl Sidecar {
         s
     }
 
+    /// Its `state_dir`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// What exists below `root` that is neither in the state dir nor one
+    /// of the sidecar's own files (config, runner script, log) nor named
+    /// in `also_allowed` (names of files or folders the test itself
+    /// writes, anywhere; what is below such a folder too).
+    pub fn strays(&self, root: &Path, also_allowed: &[&str]) -> Vec<PathBuf> {
+        let own = self
+            .dir
+            .strip_prefix(root)
+            .unwrap_or(&self.dir)
+            .to_path_buf();
+        let state = own.join("state");
+        files_under(root)
+            .into_iter()
+            .filter(|p| *p != own && !p.starts_with(&state))
+            .filter(|p| {
+                let own_file = p.parent() == Some(own.as_path())
+                    && p.file_name().is_some_and(|n| {
+                        ["sidecar.toml", "runner.sh", "sidecar.log"]
+                            .contains(&&*n.to_string_lossy())
+                    });
+                let allowed = p
+                    .components()
+                    .any(|c| also_allowed.contains(&&*c.as_os_str().to_string_lossy()));
+                !own_file && !allowed
+            })
+            .collect()
+    }
+
     pub fn restart(&mut self) {
         let mut cmd = Command::new(bin("agentcom-sidecar"));
         cmd.arg("run")
@@ -103,4 +154,25 @@ impl Sidecar {
     pub fn log(&self) -> String {
         self.proc.log_text()
     }
+}
+
+/// Every file and folder below `root` (recursively, symlinks not
+/// followed), as paths relative to it.
+pub fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
 }

@@ -88,6 +88,7 @@ fn names(fx: &[Effect]) -> Vec<String> {
             Effect::StartRunner(_) => "start runner".into(),
             Effect::StopRunner { .. } => "stop runner".into(),
             Effect::KillLeftover { .. } => "kill leftover".into(),
+            Effect::ReplaceInOutbox { new, .. } => format!("replace with {}", new.kind()),
         })
         .collect()
 }
@@ -131,6 +132,16 @@ fn working_heartbeat(a: &AttemptRef) -> SidecarMsg {
         state: SidecarState::Working,
         task_id: Some(a.task_id.clone()),
         generation: Some(a.generation),
+    }
+}
+
+/// A woken agent's `complete` of `task_id`, saying nothing more.
+fn bare_complete(task_id: &str) -> Request {
+    Request::Complete {
+        task_id: task_id.into(),
+        summary: None,
+        pr_url: None,
+        branch: None,
     }
 }
 
@@ -265,18 +276,132 @@ fn the_report_is_in_the_outbox_before_the_attempt_is_cleared_then_sent() {
 }
 
 #[test]
-fn a_report_that_cannot_be_persisted_is_sent_anyway() {
+fn a_report_that_cannot_be_saved_is_never_sent_and_saving_is_retried_at_each_tick() {
     let mut m = online_idle(Mode::Exec);
     let a = running(&mut m, "t1", 1, 0);
     let report = pushed(&m.runner_done(&a, exited(0), None));
     assert_eq!(report, complete("t1", 1));
-    let fx = m.outbox_pushed(Err("disk full".into()));
+    assert!(
+        m.outbox_pushed(Err("disk full".into())).is_empty(),
+        "nothing is sent, nothing cleared"
+    );
+    assert!(m.outbox().is_empty());
+    assert_eq!(m.unsaved(), Some(&report));
+    assert_eq!(m.current().map(|c| &c.attempt), Some(&a), "still held");
+    assert_eq!(m.runner(), RunnerState::NotRunning);
+    // Heartbeats say it still works on it; a reconnect resends its accept,
+    // not the report.
+    assert_eq!(m.heartbeat_due(), [Effect::Send(working_heartbeat(&a))]);
+    m.disconnected();
+    m.connected();
+    assert_eq!(
+        sent(&m.welcomed()),
+        [
+            SidecarMsg::Accept {
+                task_id: "t1".into(),
+                generation: 1
+            },
+            working_heartbeat(&a)
+        ]
+    );
+    // Each tick tries again, for as long as it takes.
+    for i in 0..3 {
+        assert_eq!(pushed(&m.tick(t(1_000 * i))), report);
+        assert!(m.outbox_pushed(Err("still full".into())).is_empty());
+    }
+    assert_eq!(pushed(&m.tick(t(10_000))), report);
+    let fx = m.outbox_pushed(Ok(()));
     assert_eq!(
         names(&fx),
         ["clear current", "send complete", "send heartbeat"]
     );
-    assert!(m.outbox().is_empty(), "nothing on disk to resend");
+    assert_eq!(sent(&fx), [report.clone(), idle_heartbeat()]);
+    assert_eq!(m.outbox(), [report]);
+    assert!(m.unsaved().is_none());
     assert!(m.current().is_none());
+    assert!(m.tick(t(20_000)).is_empty(), "nothing left to save");
+}
+
+#[test]
+fn while_its_report_waits_to_be_saved_the_attempt_ended_once() {
+    let mut m = online_idle(Mode::Wake);
+    let a = running(&mut m, "t1", 1, 0);
+    let report = pushed(&m.runner_done(&a, exited(4), None));
+    m.outbox_pushed(Err("disk full".into()));
+    // A cancel only tries to save the first report again.
+    assert_eq!(
+        pushed(&m.cancel(a.clone(), Some("operator".into()))),
+        report
+    );
+    m.outbox_pushed(Err("disk full".into()));
+    // The woken agent cannot report over it.
+    let (reply, fx) = m.control(bare_complete("t1"));
+    assert!(fx.is_empty());
+    assert_eq!(
+        reply,
+        Reply {
+            ok: false,
+            message: "t1#1 already ended; its report waits to be saved".into()
+        }
+    );
+    // Nor does the wake deadline fail it again.
+    assert_eq!(pushed(&m.tick(t(1_000_000_000))), report);
+}
+
+#[test]
+fn an_invalid_assignment_is_rejected_and_nothing_is_saved_or_run() {
+    let mut m = online_idle(Mode::Exec);
+    for id in ["../../x", "/etc/x", "a/b", "-rf", "", "x\0y"] {
+        let fx = m.assign(r(id, 1), task(id, 1), t(0));
+        match fx.as_slice() {
+            [Effect::Send(SidecarMsg::Reject {
+                task_id,
+                generation: 1,
+                reason,
+            })] => {
+                assert_eq!(task_id, id);
+                assert!(reason.starts_with("invalid task id"), "{reason}");
+            }
+            other => panic!("{id:?}: {:?}", names(other)),
+        }
+    }
+    // A body about another attempt.
+    let fx = m.assign(r("t1", 1), task("../t2", 1), t(0));
+    assert!(
+        matches!(&fx[..], [Effect::Send(SidecarMsg::Reject { reason, .. })] if reason.starts_with("invalid assignment")),
+        "{fx:?}"
+    );
+    let fx = m.assign(r("t1", 2), task("t1", 1), t(0));
+    assert!(
+        matches!(&fx[..], [Effect::Send(SidecarMsg::Reject { reason, .. })] if reason.contains("generation 1")),
+        "{fx:?}"
+    );
+    assert!(m.current().is_none());
+    // Invalid even while busy: the reason is the id, not the attempt held.
+    running(&mut m, "t1", 1, 0);
+    assert!(matches!(
+        &m.assign(r("../x", 1), task("../x", 1), t(0))[..],
+        [Effect::Send(SidecarMsg::Reject { reason, .. })] if reason.starts_with("invalid task id")
+    ));
+    // Offline, nothing is sent at all.
+    let mut m = idle(Mode::Exec);
+    assert!(m.assign(r("../x", 1), task("../x", 1), t(0)).is_empty());
+}
+
+#[test]
+fn a_result_too_large_to_send_becomes_a_final_failure_before_it_is_saved() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t1", 1, 0);
+    let poison = Value::String("\u{1}".repeat(400 * 1024));
+    let report = pushed(&m.runner_done(&a, exited(0), Some(poison)));
+    let (error, retryable) = fail_error(&report);
+    assert!(
+        error.starts_with("the result is too large to send: ")
+            && error.ends_with(" bytes encoded, the limit is 1048576"),
+        "{error}"
+    );
+    assert!(!retryable);
+    assert_eq!(sent(&m.outbox_pushed(Ok(())))[0], report);
 }
 
 #[test]
@@ -572,12 +697,7 @@ fn wake_mode_a_report_while_the_wake_command_runs_stops_it() {
 #[test]
 fn control_requests_about_another_task_are_refused_and_status_says_what_is_held() {
     let mut m = online_idle(Mode::Wake);
-    let (reply, fx) = m.control(Request::Complete {
-        task_id: "t1".into(),
-        summary: None,
-        pr_url: None,
-        branch: None,
-    });
+    let (reply, fx) = m.control(bare_complete("t1"));
     assert!(fx.is_empty());
     assert_eq!(
         reply,
@@ -685,6 +805,37 @@ fn recovery_forgets_an_attempt_whose_report_is_in_the_outbox() {
     assert_eq!(m.outbox(), [complete("t1", 1)]);
     m.connected();
     assert_eq!(sent(&m.welcomed()), [complete("t1", 1), idle_heartbeat()]);
+}
+
+#[test]
+fn recovery_replaces_a_report_too_large_to_send_and_forgets_an_invalid_attempt() {
+    let huge = SidecarMsg::Complete {
+        task_id: "t1".into(),
+        generation: 1,
+        result: TaskResult {
+            summary: Some("\u{1}".repeat(400 * 1024)),
+            ..Default::default()
+        },
+    };
+    let (mut m, plan) = AttemptMachine::recover(
+        settings(Mode::Exec),
+        Some(held("../../x", 1, Some(4242))),
+        vec![huge.clone(), complete("t2", 1)],
+    );
+    assert_eq!(names(&plan), ["replace with fail", "clear current"]);
+    let Effect::ReplaceInOutbox { old, new } = &plan[0] else {
+        unreachable!()
+    };
+    assert_eq!(old, &huge);
+    assert!(fail_error(new)
+        .0
+        .starts_with("the result is too large to send"));
+    assert!(m.current().is_none(), "the invalid attempt is forgotten");
+    m.connected();
+    assert_eq!(
+        sent(&m.welcomed()),
+        [new.clone(), complete("t2", 1), idle_heartbeat()]
+    );
 }
 
 #[test]
