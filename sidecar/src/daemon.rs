@@ -44,6 +44,7 @@ enum ConnectionEnded {
 pub struct Daemon {
     cfg: SidecarConfig,
     token: String,
+    tls: crate::connection::Tls,
     state: StateDir,
     machine: AttemptMachine,
     runner: Option<RunnerHandle>,
@@ -60,6 +61,7 @@ impl Daemon {
     /// Open the state dir and recover from whatever the last run left.
     pub fn new(cfg: SidecarConfig) -> Result<Daemon, String> {
         let token = cfg.token()?;
+        let tls = crate::connection::Tls::load(&cfg.hub_url, cfg.ca_file.as_deref())?;
         let mut state = StateDir::open(&cfg.state_dir)?;
         let settings = AttemptSettings {
             agent_id: cfg.agent_id.clone(),
@@ -78,6 +80,7 @@ impl Daemon {
         Ok(Daemon {
             cfg,
             token,
+            tls,
             state,
             machine,
             runner: None,
@@ -111,7 +114,7 @@ impl Daemon {
         tracing::info!(agent = %self.cfg.agent_id, hub = %self.cfg.hub_url, state_dir = %self.state.root().display(), "sidecar started");
         loop {
             let conn = tokio::select! {
-                c = Connection::open(&self.cfg.hub_url, &self.token) => c,
+                c = Connection::open(&self.cfg.hub_url, &self.token, &self.tls) => c,
                 _ = stop_rx.recv() => return self.shutdown(None).await,
             };
             match conn {
