@@ -55,10 +55,16 @@ impl Sidecar {
         let runner = script(&dir.join("runner.sh"), runner);
         let caps: Vec<String> = capabilities.iter().map(|c| format!("{c:?}")).collect();
         let config = dir.join("sidecar.toml");
+        // A TLS hub: trust its CA (a top-level key, so before any table).
+        let ca_line = hub
+            .ca_file
+            .as_ref()
+            .map(|p| format!("ca_file = {:?}\n", p.display().to_string()))
+            .unwrap_or_default();
         std::fs::write(
             &config,
             format!(
-                "hub_url = {:?}\nagent_id = {id:?}\ntoken = {token:?}\ncapabilities = [{}]\nstate_dir = {:?}\n\n[reconnect]\ninitial_ms = 100\nmax_s = 1\n\n[runner]\nmode = {mode:?}\ncommand = [{:?}]\ntimeout_s = 3600\n{extra}\n",
+                "hub_url = {:?}\nagent_id = {id:?}\ntoken = {token:?}\ncapabilities = [{}]\nstate_dir = {:?}\n{ca_line}\n[reconnect]\ninitial_ms = 100\nmax_s = 1\n\n[runner]\nmode = {mode:?}\ncommand = [{:?}]\ntimeout_s = 3600\n{extra}\n",
                 hub.ws_url(),
                 caps.join(", "),
                 dir.join("state").display().to_string(),
