@@ -8,7 +8,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::ServerName;
-use rustls::{ClientConnection, ServerConnection};
+use rustls::{ClientConnection, Connection, ServerConnection};
 
 use super::*;
 
@@ -57,30 +57,28 @@ fn server(p: &Pki) -> ServerConfig {
     server_config(file("tls.cert_file", &p.cert), file("tls.key_file", &p.key)).unwrap()
 }
 
+/// Move whatever `from` has to send into `to`.
+fn transfer(from: &mut Connection, to: &mut Connection) {
+    let mut buf = Vec::new();
+    while from.wants_write() {
+        from.write_tls(&mut buf).unwrap();
+    }
+    let mut rd = &buf[..];
+    while !rd.is_empty() {
+        to.read_tls(&mut rd).unwrap();
+    }
+}
+
 /// Run a handshake between the two in memory; the client's error if any.
 fn handshake(client: ClientConfig, server: ServerConfig, name: &str) -> Result<(), rustls::Error> {
     let name = ServerName::try_from(name.to_string()).unwrap();
-    let mut c = ClientConnection::new(Arc::new(client), name).unwrap();
-    let mut s = ServerConnection::new(Arc::new(server)).unwrap();
+    let mut c = Connection::Client(ClientConnection::new(Arc::new(client), name).unwrap());
+    let mut s = Connection::Server(ServerConnection::new(Arc::new(server)).unwrap());
     for _ in 0..10 {
-        let mut buf = Vec::new();
-        while c.wants_write() {
-            c.write_tls(&mut buf).unwrap();
-        }
-        let mut rd = &buf[..];
-        while !rd.is_empty() {
-            s.read_tls(&mut rd).unwrap();
-        }
+        transfer(&mut c, &mut s);
         // The server's own error ends in an alert the client reports.
         let _ = s.process_new_packets();
-        let mut buf = Vec::new();
-        while s.wants_write() {
-            s.write_tls(&mut buf).unwrap();
-        }
-        let mut rd = &buf[..];
-        while !rd.is_empty() {
-            c.read_tls(&mut rd).unwrap();
-        }
+        transfer(&mut s, &mut c);
         c.process_new_packets()?;
         if !c.is_handshaking() && !s.is_handshaking() {
             return Ok(());
