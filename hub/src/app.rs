@@ -1,5 +1,6 @@
 //! Starting and stopping the hub: open the store, rebuild the queue and
-//! views from it, start the actors and wire them, serve HTTP, and on
+//! views from it, start the actors and wire them, serve HTTP (HTTPS with
+//! `tls.cert_file` and `tls.key_file`), and on
 //! SIGTERM/SIGINT close sidecar sessions, stop serving, make the store
 //! durable and return.
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 use actix::{AsyncContext, Context};
 use actix_web::{web, App, HttpServer};
 use agentcom_protocol::{Task, Timestamp};
+use agentcom_tls::PemFile;
 
 use crate::actors::agent::AgentLinks;
 use crate::actors::messages::CloseAll;
@@ -150,6 +152,20 @@ pub fn start(settings: Settings) -> Result<Started, String> {
 /// Run the hub until SIGTERM/SIGINT.
 pub async fn serve(settings: Settings) -> Result<(), String> {
     let listen = settings.listen.clone();
+    // Read the certificate and key before anything else, so a bad file
+    // stops the start with its name and nothing half-started.
+    let tls = match settings.tls.files() {
+        Some((cert, key)) => {
+            let config = agentcom_tls::server_config(
+                PemFile::new("tls.cert_file", cert),
+                PemFile::new("tls.key_file", key),
+            )
+            .map_err(|e| format!("TLS: {e}"))?;
+            tracing::info!(cert_file = %cert.display(), key_file = %key.display(), "TLS on: serving HTTPS and WSS");
+            Some(config)
+        }
+        None => None,
+    };
     let Started {
         state,
         registry,
@@ -158,11 +174,14 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .disable_signals()
-            .shutdown_timeout(5)
-            .bind(&listen)
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            .shutdown_timeout(5);
+    let (server, scheme) = match tls {
+        Some(config) => (server.bind_rustls_0_23(&listen, config), "https"),
+        None => (server.bind(&listen), "http"),
+    };
+    let server = server.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     for addr in server.addrs() {
-        tracing::info!("listening on http://{addr}");
+        tracing::info!("listening on {scheme}://{addr}");
     }
     let server = server.run();
     let handle = server.handle();

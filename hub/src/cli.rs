@@ -1,14 +1,19 @@
 //! The admin subcommands: `agent add|list|revoke`, `task
 //! submit|list|show|cancel|retry`. Each is one HTTP call to a running hub
 //! with the admin token (from `AGENTCOM_ADMIN_TOKEN` or
-//! `<data_dir>/admin.token`), printing a human answer (or JSON).
+//! `<data_dir>/admin.token`), printing a human answer (or JSON). An
+//! `https://` hub is trusted through the system's roots, or exactly the
+//! CA certificates of `--ca-file`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentcom_protocol::{
     AgentCreated, AgentList, ApiError, NewAgent, NewTask, Priority, Task, TaskPage,
 };
+use agentcom_tls::{HandshakeFailure, PemFile};
+use awc::error::{ConnectError, SendRequestError};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -19,6 +24,8 @@ pub struct Conn {
     pub hub: String,
     pub data_dir: PathBuf,
     pub json: bool,
+    /// PEM CA certificates to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 pub enum AgentCmd {
@@ -70,7 +77,17 @@ impl Client {
                     .map_err(|e| format!("no admin token: set AGENTCOM_ADMIN_TOKEN or pass --data-dir of the hub ({}: {e})", path.display()))?
             }
         };
+        let mut connector = awc::Connector::new();
+        if conn.hub.starts_with("https://") || conn.ca_file.is_some() {
+            let ca_file = conn
+                .ca_file
+                .as_deref()
+                .map(|p| PemFile::new("--ca-file", p));
+            let tls = agentcom_tls::client_config(ca_file).map_err(|e| e.to_string())?;
+            connector = connector.rustls_0_23(Arc::new(tls));
+        }
         let http = awc::Client::builder()
+            .connector(connector)
             .timeout(Duration::from_secs(30))
             .finish();
         Ok(Client {
@@ -97,7 +114,21 @@ impl Client {
             Some(b) => req.send_json(&b).await,
             None => req.send().await,
         };
-        let mut resp = sent.map_err(|e| format!("cannot reach the hub at {}: {e}", self.base))?;
+        let mut resp = sent.map_err(|e| {
+            let why = match &e {
+                SendRequestError::Connect(ConnectError::Io(io)) => {
+                    match agentcom_tls::handshake_failure(io) {
+                        Some(f @ HandshakeFailure::Untrusted(_)) => format!(
+                            "{f}; pass --ca-file (or set AGENTCOM_CA_FILE) with the PEM file of the CA that signed it"
+                        ),
+                        Some(f) => f.to_string(),
+                        None => e.to_string(),
+                    }
+                }
+                _ => e.to_string(),
+            };
+            format!("cannot reach the hub at {}: {why}", self.base)
+        })?;
         let bytes = resp
             .body()
             .limit(64 * 1024 * 1024)
@@ -162,8 +193,18 @@ pub async fn agent(conn: Conn, cmd: AgentCmd) -> Result<(), String> {
             let state_dir = state_dir.unwrap_or_else(|| format!("/var/lib/agentcom/{name}"));
             let runner = runner.unwrap_or_else(|| "/path/to/agent-runner".into());
             eprintln!("agent {name} created; its token is shown only this once. Save this as its sidecar.toml:");
+            // The CA the CLI trusted is the one the sidecar needs (at this
+            // path on the agent's machine).
+            let ca_line = conn
+                .ca_file
+                .as_deref()
+                .map(|p| {
+                    let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+                    format!("ca_file = {:?}\n", p.display().to_string())
+                })
+                .unwrap_or_default();
             println!(
-                "hub_url = {:?}\nagent_id = {:?}\ntoken = {:?}\ncapabilities = [{}]\nstate_dir = {:?}\n\n[runner]\nmode = \"exec\"\ncommand = [{:?}]\ntimeout_s = 3600",
+                "hub_url = {:?}\nagent_id = {:?}\ntoken = {:?}\ncapabilities = [{}]\nstate_dir = {:?}\n{ca_line}\n[runner]\nmode = \"exec\"\ncommand = [{:?}]\ntimeout_s = 3600",
                 ws_url(&conn.hub),
                 created.id,
                 created.token,

@@ -29,6 +29,27 @@ pub struct Settings {
     pub events: Events,
     pub store: StoreSettings,
     pub retention: RetentionSettings,
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+/// HTTPS and WSS on the listen address: both files, or neither (plain
+/// HTTP). The files are read at start-up (`app::serve`), not here.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct TlsSettings {
+    /// PEM: the hub's certificate, then any intermediates.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM: the certificate's private key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// `(cert_file, key_file)` when TLS is on.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert_file.as_deref()?, self.key_file.as_deref()?))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -187,6 +208,23 @@ impl Settings {
         }
         if self.events.client_buffer == 0 {
             return invalid("events.client_buffer", "must be at least 1".into());
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => {
+                return invalid("tls.key_file", "must be set with tls.cert_file".into())
+            }
+            (None, Some(_)) => {
+                return invalid("tls.cert_file", "must be set with tls.key_file".into())
+            }
+            _ => {}
+        }
+        for (key, path) in [
+            ("tls.cert_file", &self.tls.cert_file),
+            ("tls.key_file", &self.tls.key_file),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return invalid(key, "must name a file".into());
+            }
         }
         if let Some(tok) = &self.admin_token {
             if tok.len() < 16 {
@@ -360,5 +398,45 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("admin_token"), "{err}");
+    }
+
+    #[test]
+    fn tls_takes_both_files_or_neither() {
+        let s = Settings::load_with_env(None, &Overrides::default(), env(&[])).unwrap();
+        assert!(s.tls.files().is_none(), "plain HTTP by default");
+        let s = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[
+                ("AGENTCOM_TLS__CERT_FILE", "/etc/agentcom/hub.crt"),
+                ("AGENTCOM_TLS__KEY_FILE", "/etc/agentcom/hub.key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.tls.files(),
+            Some((
+                Path::new("/etc/agentcom/hub.crt"),
+                Path::new("/etc/agentcom/hub.key")
+            ))
+        );
+        let err = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("AGENTCOM_TLS__CERT_FILE", "/etc/agentcom/hub.crt")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("tls.key_file: must be set with tls.cert_file"),
+            "{err}"
+        );
+        let err = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("AGENTCOM_TLS__KEY_FILE", "/etc/agentcom/hub.key")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tls.cert_file"), "{err}");
     }
 }

@@ -48,7 +48,7 @@ enum Cmd {
 
 #[derive(Args)]
 struct ConnArgs {
-    /// The hub's HTTP address.
+    /// The hub's address: http://… or https://….
     #[arg(
         long,
         global = true,
@@ -67,6 +67,10 @@ struct ConnArgs {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// PEM file of the CA certificates to trust for an https:// hub,
+    /// instead of the system's roots.
+    #[arg(long, global = true, env = "AGENTCOM_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -220,6 +224,7 @@ impl From<ConnArgs> for Conn {
             hub: a.hub,
             data_dir: a.data_dir,
             json: a.json,
+            ca_file: a.ca_file,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The sidecar's settings file (`sidecar.toml`), as in the contract, with
-//! optional extras (`[reconnect]`). Reading and checking only: it never
+//! optional extras (`ca_file`, `[reconnect]`). Reading and checking only: it never
 //! acts on a setting.
 
 use std::path::{Path, PathBuf};
@@ -10,6 +10,10 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct SidecarConfig {
     pub(crate) hub_url: String,
+    /// PEM CA certificates to trust for a `wss://` hub, instead of the
+    /// system's roots.
+    #[serde(default)]
+    pub(crate) ca_file: Option<PathBuf>,
     pub agent_id: String,
     #[serde(default)]
     pub(crate) token: Option<String>,

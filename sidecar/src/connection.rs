@@ -1,6 +1,7 @@
-//! One WebSocket connection to the hub (awc).
+//! One WebSocket connection to the hub (awc), `ws://` or `wss://`.
 //!
-//! It owns the socket: connecting with the agent's token, writing
+//! It owns the socket: connecting with the agent's token (over TLS, with
+//! the trust [`Tls`] loaded once at start), writing
 //! [`SidecarMsg`] frames, reading frames into [`HubMsg`]s, answering
 //! pings, the close handshake, and knowing when the hub was last heard
 //! and whether the socket broke. Frames over `MAX_FRAME_BYTES` go neither
@@ -12,11 +13,14 @@
 //! (with [`crate::backoff`]). awc is `!Send`: a connection lives on the
 //! daemon's one thread.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_codec::Framed;
 use agentcom_protocol::{HubMsg, SidecarMsg, MAX_FRAME_BYTES};
-use awc::error::WsProtocolError;
+use agentcom_tls::{ClientConfig, HandshakeFailure, PemFile};
+use awc::error::{ConnectError, SendRequestError, WsClientError, WsProtocolError};
 use awc::ws::{CloseCode, Frame, Message};
 use awc::BoxedSocket;
 use futures_util::{SinkExt, StreamExt};
@@ -44,10 +48,37 @@ pub(crate) struct Connection {
     broken: bool,
 }
 
+/// What the sidecar trusts for a `wss://` hub: exactly the certificates of
+/// the top-level `ca_file`, or else the system's roots. Loaded once, at
+/// start, so a bad file stops the start with its name.
+pub(crate) struct Tls(Option<Arc<ClientConfig>>);
+
+impl Tls {
+    pub(crate) fn load(hub_url: &str, ca_file: Option<&Path>) -> Result<Tls, String> {
+        if !hub_url.starts_with("wss://") && ca_file.is_none() {
+            return Ok(Tls(None));
+        }
+        let config = agentcom_tls::client_config(ca_file.map(|p| PemFile::new("ca_file", p)))
+            .map_err(|e| e.to_string())?;
+        match ca_file {
+            Some(p) => {
+                tracing::info!(ca_file = %p.display(), "TLS: trusting only the CA certificates in ca_file")
+            }
+            None => tracing::info!("TLS: trusting the system's root certificates"),
+        }
+        Ok(Tls(Some(Arc::new(config))))
+    }
+}
+
 impl Connection {
     /// Open the WebSocket at `url` with the agent's token.
-    pub(crate) async fn open(url: &str, token: &str) -> Result<Connection, String> {
+    pub(crate) async fn open(url: &str, token: &str, tls: &Tls) -> Result<Connection, String> {
+        let mut connector = awc::Connector::new();
+        if let Some(config) = &tls.0 {
+            connector = connector.rustls_0_23(config.clone());
+        }
         let client = awc::Client::builder()
+            .connector(connector)
             .timeout(Duration::from_secs(10))
             .finish();
         let (_resp, framed) = client
@@ -57,8 +88,17 @@ impl Connection {
             .connect()
             .await
             .map_err(|e| match e {
-                awc::error::WsClientError::InvalidResponseStatus(s) if s.as_u16() == 401 => {
+                WsClientError::InvalidResponseStatus(s) if s.as_u16() == 401 => {
                     "the hub refused this agent's token (401): check token/token_file, or whether the agent was revoked".to_string()
+                }
+                WsClientError::SendRequest(SendRequestError::Connect(ConnectError::Io(io))) => {
+                    match agentcom_tls::handshake_failure(&io) {
+                        Some(f @ HandshakeFailure::Untrusted(_)) => format!(
+                            "{f}; set ca_file in the sidecar's config to the PEM file of the CA that signed it"
+                        ),
+                        Some(f) => f.to_string(),
+                        None => io.to_string(),
+                    }
                 }
                 other => other.to_string(),
             })?;

@@ -46,6 +46,7 @@ enum ConnectionEnded {
 pub struct Daemon {
     cfg: SidecarConfig,
     token: String,
+    tls: crate::connection::Tls,
     state: StateDir,
     machine: AttemptMachine,
     runner: Option<RunnerHandle>,
@@ -63,6 +64,7 @@ impl Daemon {
     pub fn new(cfg: SidecarConfig) -> Result<Daemon, String> {
         let token = cfg.token()?;
         validate::agent_id(&cfg.agent_id)?;
+        let tls = crate::connection::Tls::load(&cfg.hub_url, cfg.ca_file.as_deref())?;
         let mut state = StateDir::open(&cfg.state_dir)?;
         let settings = AttemptSettings {
             agent_id: cfg.agent_id.clone(),
@@ -81,6 +83,7 @@ impl Daemon {
         Ok(Daemon {
             cfg,
             token,
+            tls,
             state,
             machine,
             runner: None,
@@ -114,7 +117,7 @@ impl Daemon {
         tracing::info!(agent = %self.cfg.agent_id, hub = %self.cfg.hub_url, state_dir = %self.state.root().display(), "sidecar started");
         loop {
             let conn = tokio::select! {
-                c = Connection::open(&self.cfg.hub_url, &self.token) => c,
+                c = Connection::open(&self.cfg.hub_url, &self.token, &self.tls) => c,
                 _ = stop_rx.recv() => return self.shutdown(None).await,
             };
             match conn {

@@ -1,8 +1,10 @@
 //! A real hub process in a temporary directory, and a small HTTP client
-//! for its API (with the admin token unless told otherwise).
+//! for its API (with the admin token unless told otherwise), over HTTP or,
+//! for a hub started with TLS, HTTPS trusting the test's CA.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -15,6 +17,8 @@ pub struct Hub {
     pub port: u16,
     pub url: String,
     pub token: String,
+    /// The CA file a client needs to trust this hub (TLS hubs only).
+    pub ca_file: Option<PathBuf>,
     env: Vec<(String, String)>,
     proc: Proc,
     http: ureq::Agent,
@@ -24,14 +28,24 @@ impl Hub {
     /// Start a hub with its data under `root/hub`; `env` adds
     /// `AGENTCOM_*` settings (timeouts shrunk to seconds, say).
     pub fn start(root: &Path, env: &[(&str, &str)]) -> Hub {
+        Self::start_with(root, env, None)
+    }
+
+    /// As [`Hub::start`]; with `ca_file`, the hub serves TLS (`env` names
+    /// its `AGENTCOM_TLS__*` files) and the client speaks HTTPS trusting
+    /// exactly the CA certificates in that PEM file.
+    pub fn start_with(root: &Path, env: &[(&str, &str)], ca_file: Option<&Path>) -> Hub {
         let dir = root.join("hub");
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
-        let http: ureq::Agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+            .timeout_global(Some(Duration::from_secs(30)));
+        if let Some(ca) = ca_file {
+            config = config.tls_config(trusting(ca));
+        }
+        let http: ureq::Agent = config.build().into();
+        let scheme = if ca_file.is_some() { "https" } else { "http" };
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -41,10 +55,11 @@ impl Hub {
             log: dir.join("hub.log"),
         };
         let mut hub = Hub {
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             dir,
             port,
             token: String::new(),
+            ca_file: ca_file.map(Path::to_path_buf),
             env,
             proc,
             http,
@@ -120,7 +135,13 @@ impl Hub {
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws", self.port)
+        let scheme = if self.ca_file.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://127.0.0.1:{}/ws", self.port)
+    }
+
+    /// This hub's HTTP client (HTTPS with the CA for a TLS hub).
+    pub fn http(&self) -> &ureq::Agent {
+        &self.http
     }
 
     /// Any request, with any token and raw body: (status, JSON body or Null).
@@ -270,6 +291,22 @@ impl Hub {
             (a["state"] == state).then_some(a)
         })
     }
+}
+
+/// A TLS client configuration that trusts exactly the certificates of the
+/// PEM file `ca_file`.
+pub fn trusting(ca_file: &Path) -> ureq::tls::TlsConfig {
+    let pem = std::fs::read(ca_file).expect("the CA file");
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item.expect("PEM") {
+            ureq::tls::PemItem::Certificate(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert!(!certs.is_empty(), "no certificate in {}", ca_file.display());
+    ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)))
+        .build()
 }
 
 /// The events of a task's history, in order.

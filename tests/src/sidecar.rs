@@ -12,11 +12,18 @@ use crate::procs::{bin, Proc};
 /// Where a sidecar connects: the real hub, or a [`FakeHub`].
 pub trait HubAddress {
     fn ws_url(&self) -> String;
+    /// The CA file that proves the hub's certificate (a TLS hub).
+    fn ca_file(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 impl HubAddress for Hub {
     fn ws_url(&self) -> String {
         Hub::ws_url(self)
+    }
+    fn ca_file(&self) -> Option<PathBuf> {
+        self.ca_file.clone()
     }
 }
 
@@ -73,10 +80,15 @@ impl Sidecar {
         let runner = script(&dir.join("runner.sh"), runner);
         let caps: Vec<String> = capabilities.iter().map(|c| format!("{c:?}")).collect();
         let config = dir.join("sidecar.toml");
+        // A TLS hub: trust its CA (a top-level key, so before any table).
+        let ca_line = hub
+            .ca_file()
+            .map(|p| format!("ca_file = {:?}\n", p.display().to_string()))
+            .unwrap_or_default();
         std::fs::write(
             &config,
             format!(
-                "hub_url = {:?}\nagent_id = {id:?}\ntoken = {token:?}\ncapabilities = [{}]\nstate_dir = {:?}\n\n[reconnect]\ninitial_ms = 100\nmax_s = 1\n\n[runner]\nmode = {mode:?}\ncommand = [{:?}]\ntimeout_s = 3600\n{extra}\n",
+                "hub_url = {:?}\nagent_id = {id:?}\ntoken = {token:?}\ncapabilities = [{}]\nstate_dir = {:?}\n{ca_line}\n[reconnect]\ninitial_ms = 100\nmax_s = 1\n\n[runner]\nmode = {mode:?}\ncommand = [{:?}]\ntimeout_s = 3600\n{extra}\n",
                 hub.ws_url(),
                 caps.join(", "),
                 dir.join("state").display().to_string(),

@@ -30,7 +30,9 @@ fn cookie(req: &HttpRequest, value: String, max_age: time::Duration) -> Cookie<'
         .path("/")
         .http_only(true)
         .same_site(SameSite::Strict)
-        .secure(req.connection_info().scheme() == "https")
+        // Secure when this connection is TLS (a forwarded-proto header
+        // cannot take that away), or a proxy in front says it was https.
+        .secure(req.app_config().secure() || req.connection_info().scheme() == "https")
         .max_age(max_age)
         .finish()
 }
