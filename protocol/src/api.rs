@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::change::TaskKind;
 use crate::model::{AgentInfo, Priority, Task};
 
 /// Longest task title, in characters.
@@ -55,6 +56,9 @@ pub struct NewTask {
     /// Any JSON object the submitter wants kept with the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
+    /// `task` (default) or `review`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<TaskKind>,
 }
 
 /// Body of `POST /api/agents`.

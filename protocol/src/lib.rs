@@ -9,17 +9,20 @@
 //! Layout:
 //! - [`time`]: the RFC 3339 millisecond timestamp every message uses.
 //! - [`model`]: tasks, agents, history, results, priorities and states.
+//! - [`change`]: changes, repositories, task kinds and dossiers.
 //! - [`wire`]: the hub ⇄ sidecar messages.
 //! - [`api`]: HTTP request bodies and the error shape.
 
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod change;
 pub mod model;
 pub mod time;
 pub mod wire;
 
 pub use api::*;
+pub use change::*;
 pub use model::*;
 pub use time::Timestamp;
 pub use wire::*;

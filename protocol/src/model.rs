@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::change::{Dossier, TaskKind};
 use crate::time::Timestamp;
 
 /// Scheduling priority; lanes are served urgent > high > normal > low.
@@ -71,7 +72,12 @@ pub enum TaskStatus {
     Assigned,
     /// Accepted by an agent and running.
     Working,
-    /// Done: its agent completed it.
+    /// Its agent finished with commits: its change is being judged and
+    /// merged; `completed` once the change merges.
+    #[serde(rename = "in_review")]
+    InReview,
+    /// Done: its agent completed it (and its change merged, for a task
+    /// on a repository).
     Completed,
     /// Failed, waiting out its backoff (`not_before`) before it is queued again.
     Failed,
@@ -83,10 +89,11 @@ pub enum TaskStatus {
 
 impl TaskStatus {
     /// Every status, in the order of a task's usual life.
-    pub const ALL: [TaskStatus; 7] = [
+    pub const ALL: [TaskStatus; 8] = [
         TaskStatus::Queued,
         TaskStatus::Assigned,
         TaskStatus::Working,
+        TaskStatus::InReview,
         TaskStatus::Completed,
         TaskStatus::Failed,
         TaskStatus::Dead,
@@ -99,6 +106,7 @@ impl TaskStatus {
             TaskStatus::Queued => "queued",
             TaskStatus::Assigned => "assigned",
             TaskStatus::Working => "working",
+            TaskStatus::InReview => "in_review",
             TaskStatus::Completed => "completed",
             TaskStatus::Failed => "failed",
             TaskStatus::Dead => "dead",
@@ -144,6 +152,15 @@ pub struct TaskResult {
     /// The pull request opened for the work, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr_url: Option<String>,
+    /// The main commit the branch was made from (a repository task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The branch's last commit, as pushed (a repository task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    /// The runner made no commit beyond the base: nothing to merge.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_changes: bool,
     /// Tokens the agent spent on the attempt, if it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_used: Option<u64>,
@@ -162,8 +179,16 @@ pub enum TaskEvent {
     Assigned,
     /// The agent accepted the assignment and started working.
     Accepted,
-    /// The agent finished the attempt successfully.
+    /// The agent finished the attempt successfully (and, on a repository,
+    /// its change merged).
     Completed,
+    /// The agent finished with commits: a change was opened for review.
+    InReview,
+    /// Its change was sent back (conflict, failed check, changes
+    /// requested): queued again for a new attempt.
+    SentBack,
+    /// A person rejected its change.
+    Rejected,
     /// The attempt failed; the task waits out its backoff.
     Failed,
     /// Backoff over: queued again.
@@ -182,10 +207,13 @@ pub enum TaskEvent {
 
 impl TaskEvent {
     /// Every event, in the order of a task's usual life.
-    pub const ALL: [TaskEvent; 11] = [
+    pub const ALL: [TaskEvent; 14] = [
         TaskEvent::Created,
         TaskEvent::Assigned,
         TaskEvent::Accepted,
+        TaskEvent::InReview,
+        TaskEvent::SentBack,
+        TaskEvent::Rejected,
         TaskEvent::Completed,
         TaskEvent::Failed,
         TaskEvent::Requeued,
@@ -210,6 +238,9 @@ impl TaskEvent {
             TaskEvent::Revived => "revived",
             TaskEvent::Released => "released",
             TaskEvent::StaleReport => "stale_report",
+            TaskEvent::InReview => "in_review",
+            TaskEvent::SentBack => "sent_back",
+            TaskEvent::Rejected => "rejected",
         }
     }
 }
@@ -300,6 +331,12 @@ pub struct Task {
     pub result: Option<TaskResult>,
     /// The error of the latest failed attempt, if any.
     pub last_error: Option<String>,
+    /// What kind of work it is (`task` unless said otherwise).
+    #[serde(default, skip_serializing_if = "TaskKind::is_task")]
+    pub kind: TaskKind,
+    /// What earlier attempts left for the next one.
+    #[serde(default, skip_serializing_if = "Dossier::is_empty")]
+    pub dossier: Dossier,
     /// Transitions, oldest first (a page of them): only in
     /// `GET /api/tasks/{id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

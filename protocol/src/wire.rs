@@ -42,6 +42,11 @@ pub enum SidecarMsg {
         /// contract: the hub does not treat a task listed here as lost.
         #[serde(default)]
         pending_results: Vec<AttemptRef>,
+        /// The repositories it has a clone of (by the names the hub's
+        /// `[[repos]]` give them); a task on a repository goes only to an
+        /// agent that has it.
+        #[serde(default)]
+        repos: Vec<String>,
     },
     /// Sent every `heartbeat_interval_s`: the sidecar is alive, and this is
     /// what it really does.
@@ -289,6 +294,8 @@ mod tests {
             started_at: None,
             not_before: None,
             finished_at: None,
+            kind: Default::default(),
+            dossier: Default::default(),
             result: None,
             last_error: None,
             history: None,
@@ -305,6 +312,7 @@ mod tests {
                 current_task: Some(AttemptRef::new("t", 3)),
                 sidecar_version: "0.1.0".into(),
                 pending_results: vec![AttemptRef::new("u", 1)],
+                repos: vec!["app".into()],
             },
             SidecarMsg::Heartbeat {
                 state: SidecarState::Idle,

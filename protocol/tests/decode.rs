@@ -146,6 +146,7 @@ fn valid_sidecar_msg() -> impl Strategy<Value = SidecarMsg> {
                 current_task: cur.map(|(i, g)| AttemptRef::new(i, g)),
                 sidecar_version: "x".into(),
                 pending_results: vec![],
+                repos: vec![],
             }),
     ]
 }

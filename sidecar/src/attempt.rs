@@ -661,6 +661,7 @@ impl AttemptMachine {
             current_task: self.current.as_ref().map(|c| c.attempt.clone()),
             sidecar_version: self.settings.sidecar_version.clone(),
             pending_results: self.outbox.iter().filter_map(|m| m.attempt_ref()).collect(),
+            repos: vec![],
         }
     }
 

@@ -27,6 +27,8 @@ pub(crate) fn task(id: &str, generation: u64) -> Task {
         started_at: None,
         not_before: None,
         finished_at: None,
+        kind: Default::default(),
+        dossier: Default::default(),
         result: None,
         last_error: None,
         history: None,

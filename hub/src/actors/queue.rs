@@ -216,6 +216,9 @@ impl QueueActor {
                         self.stats.retries.inc();
                     }
                     TaskEvent::Accepted
+                    | TaskEvent::InReview
+                    | TaskEvent::SentBack
+                    | TaskEvent::Rejected
                     | TaskEvent::Cancelled
                     | TaskEvent::Revived
                     | TaskEvent::Released

@@ -43,6 +43,9 @@ pub(crate) fn cap_result(result: TaskResult) -> TaskResult {
         summary: cap(result.summary, MAX_SUMMARY_BYTES),
         branch: cap(result.branch, 1024),
         pr_url: cap(result.pr_url, 2048),
+        base: cap(result.base, 128),
+        head: cap(result.head, 128),
+        no_changes: result.no_changes,
         tokens_used: result.tokens_used,
         extra,
     }
@@ -69,6 +72,7 @@ mod tests {
             pr_url: None,
             tokens_used: Some(7),
             extra,
+            ..Default::default()
         };
         let kept = cap_result(big);
         assert!(serde_json::to_vec(&kept).unwrap().len() <= MAX_RESULT_BYTES);

@@ -459,6 +459,8 @@ impl QueueCore {
             started_at: None,
             not_before: None,
             finished_at: None,
+            kind: spec.kind.unwrap_or_default(),
+            dossier: Default::default(),
             result: None,
             last_error: None,
             history: None,
