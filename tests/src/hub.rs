@@ -16,6 +16,8 @@ pub struct Hub {
     pub url: String,
     pub token: String,
     env: Vec<(String, String)>,
+    /// The open-file limits (soft, hard) the hub runs under, if set.
+    nofile: Option<(u64, u64)>,
     proc: Proc,
     http: ureq::Agent,
 }
@@ -24,6 +26,16 @@ impl Hub {
     /// Start a hub with its data under `root/hub`; `env` adds
     /// `AGENTCOM_*` settings (timeouts shrunk to seconds, say).
     pub fn start(root: &Path, env: &[(&str, &str)]) -> Hub {
+        Self::start_with(root, env, None)
+    }
+
+    /// As [`Hub::start`], under open-file limits (`soft`, `hard`) set by
+    /// `prlimit`, which then runs the hub as the same process.
+    pub fn start_with_nofile(root: &Path, env: &[(&str, &str)], soft: u64, hard: u64) -> Hub {
+        Self::start_with(root, env, Some((soft, hard)))
+    }
+
+    fn start_with(root: &Path, env: &[(&str, &str)], nofile: Option<(u64, u64)>) -> Hub {
         let dir = root.join("hub");
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
@@ -46,6 +58,7 @@ impl Hub {
             port,
             token: String::new(),
             env,
+            nofile,
             proc,
             http,
         };
@@ -55,7 +68,16 @@ impl Hub {
 
     /// Start (again) on the same port and data dir; wait until healthy.
     pub fn restart(&mut self) {
-        let mut cmd = Command::new(bin("agentcom-hub"));
+        let mut cmd = match self.nofile {
+            Some((soft, hard)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:{hard}"))
+                    .arg("--")
+                    .arg(bin("agentcom-hub"));
+                c
+            }
+            None => Command::new(bin("agentcom-hub")),
+        };
         cmd.args([
             "serve",
             "--listen",

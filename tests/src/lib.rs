@@ -7,6 +7,7 @@
 //! - [`sidecar`]: a sidecar process with a runner script.
 //! - [`raw`]: a hand-driven WebSocket "sidecar" for protocol tests.
 //! - [`sse`]: a client for the hub's Server-Sent Events.
+//! - [`wire`]: raw HTTP over a socket (half-sent requests, exact headers).
 //! - [`browser`]: headless Chromium over the DevTools protocol.
 //! - [`wait_until`]: polling with a deadline.
 
@@ -16,6 +17,7 @@ pub mod procs;
 pub mod raw;
 pub mod sidecar;
 pub mod sse;
+pub mod wire;
 
 use std::time::{Duration, Instant};
 
