@@ -1,8 +1,10 @@
-//! Starting and stopping the hub: open the store, rebuild the queue and
-//! views from it, start the actors and wire them, serve HTTP, and on
-//! SIGTERM/SIGINT close sidecar sessions, stop serving, make the store
-//! durable and return.
+//! Starting and stopping the hub: make the process fit to serve (files it
+//! creates private, the data dir 0700, the open-file limit raised), open
+//! the store, rebuild the queue and views from it, start the actors and
+//! wire them, serve HTTP, and on SIGTERM/SIGINT close sidecar sessions,
+//! stop serving, make the store durable and return.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,8 +149,51 @@ pub fn start(settings: Settings) -> Result<Started, String> {
     })
 }
 
+/// Log to stderr (filtered by `RUST_LOG`, else `default`), every line
+/// one event: control characters in any field are escaped.
+pub fn init_logs(default: &str) {
+    crate::logging::init(default);
+}
+
+/// Make the process fit to serve: every file it creates private (umask
+/// 077: sled's files 0600, directories 0700), an existing data dir made
+/// 0700, the soft open-file limit raised to the hard one. Returns the
+/// open-file limit now in force.
+fn prepare_process(data_dir: &Path) -> Result<u64, String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use nix::sys::stat::{umask, Mode};
+    use std::os::unix::fs::PermissionsExt;
+
+    umask(Mode::from_bits_truncate(0o077));
+    if let Ok(meta) = std::fs::metadata(data_dir) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(
+                |e| {
+                    format!(
+                        "cannot make the data dir {} private: {e}",
+                        data_dir.display()
+                    )
+                },
+            )?;
+            tracing::warn!(path = %data_dir.display(), was = format!("{mode:o}"), "the data dir was readable by others; it is now 0700");
+        }
+    }
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
+        .map_err(|e| format!("cannot read the open-file limit: {e}"))?;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => return Ok(hard),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    Ok(soft)
+}
+
 /// Run the hub until SIGTERM/SIGINT.
 pub async fn serve(settings: Settings) -> Result<(), String> {
+    let open_files = prepare_process(&settings.data_dir)?;
+    tracing::info!(open_files, "limits");
     let listen = settings.listen.clone();
     let Started {
         state,

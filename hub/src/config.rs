@@ -14,6 +14,10 @@ use crate::domain::fsm::FsmSettings;
 use crate::domain::queue::QueueSettings;
 use crate::domain::retry::RetryPolicy;
 
+/// The shortest admin or viewer token accepted (a guessable token would
+/// make every limit on guessing moot).
+const MIN_TOKEN_CHARS: usize = 16;
+
 #[derive(Clone, Debug, Deserialize)]
 pub struct Settings {
     pub listen: String,
@@ -188,10 +192,25 @@ impl Settings {
         if self.events.client_buffer == 0 {
             return invalid("events.client_buffer", "must be at least 1".into());
         }
-        if let Some(tok) = &self.admin_token {
-            if tok.len() < 16 {
-                return invalid("admin_token", "must be at least 16 characters".into());
+        for (key, token) in [
+            ("admin_token", &self.admin_token),
+            ("viewer_token", &self.viewer_token),
+        ] {
+            if token
+                .as_deref()
+                .is_some_and(|t| t.trim().chars().count() < MIN_TOKEN_CHARS)
+            {
+                return invalid(
+                    key,
+                    format!("must be at least {MIN_TOKEN_CHARS} characters"),
+                );
             }
+        }
+        if self.admin_token.is_some() && self.admin_token == self.viewer_token {
+            return invalid(
+                "viewer_token",
+                "must differ from admin_token (it would only read)".into(),
+            );
         }
         Ok(())
     }
@@ -360,5 +379,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("admin_token"), "{err}");
+        let err = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("AGENTCOM_VIEWER_TOKEN", "x")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("viewer_token") && err.to_string().contains("16"),
+            "{err}"
+        );
     }
 }

@@ -4,11 +4,13 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use agentcom_tests::hub::Hub;
+use agentcom_tests::procs::{bin, free_port, Proc};
 use agentcom_tests::raw::{quick_agent, RawSidecar};
 use agentcom_tests::wait_until;
 use agentcom_tests::wire;
@@ -45,6 +47,19 @@ fn hold_a_task(hub: &Hub, ws: &mut RawSidecar, capability: &str) -> String {
     ws.send(json!({ "type": "accept", "task_id": id, "generation": 1 }));
     hub.wait_status(&id, "working", T);
     id
+}
+
+/// The next `error` frame with this code, skipping other frames.
+fn error_code(ws: &mut RawSidecar, code: &str) -> Option<Value> {
+    let deadline = std::time::Instant::now() + SOON;
+    while std::time::Instant::now() < deadline {
+        match ws.recv_type("error", deadline - std::time::Instant::now()) {
+            Some(e) if e["code"] == code => return Some(e),
+            Some(_) => {}
+            None => return None,
+        }
+    }
+    None
 }
 
 /// Finding 1: tasks with the largest allowed fields (a 64 KiB description
@@ -116,6 +131,20 @@ fn thousands_of_largest_tasks_while_agents_complete_them_never_stop_the_hub() {
         .all(|t| t["description"].as_str().map(str::len) == Some(64 * 1024)));
 }
 
+/// Finding 2: the hub raises its soft open-file limit to the hard one.
+#[test]
+fn the_hub_raises_its_open_file_limit_to_the_hard_limit() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start_with_nofile(root.path(), &[], 256, 4096);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", hub.pid().unwrap())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(nums, ["4096", "4096"], "{line}");
+}
+
 /// Finding 9: an agent wrote unbounded text into another agent's task by
 /// sending stale reports (60 of 200 KB made its GET 11 MB).
 #[test]
@@ -148,6 +177,36 @@ fn stale_reports_from_another_agent_keep_a_task_small() {
     assert_eq!(hub.state()["stale_messages"], 60);
 }
 
+/// Finding 11: the data dir was 0755 and sled's files 0644 (task contents,
+/// token hashes). Now the hub runs with umask 077 and makes an existing
+/// data dir 0700.
+#[test]
+fn the_data_dir_and_store_files_are_private() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("hub").join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hub = Hub::start(root.path(), &[]);
+    hub.submit(json!({ "title": "private" }));
+    assert_eq!(mode(&data), 0o700, "the data dir");
+    assert_eq!(
+        mode(&data.join("sled").join("db")),
+        0o600,
+        "sled's data file"
+    );
+    assert_eq!(mode(&data.join("admin.token")), 0o600);
+    let mut stack = vec![data.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            assert_eq!(mode(&p) & 0o077, 0, "{} is {:o}", p.display(), mode(&p));
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+}
+
 /// Finding 11: `admin.token` ended up 0644 when a stale `admin.tmp` existed.
 #[test]
 fn a_stale_admin_tmp_does_not_make_the_admin_token_readable() {
@@ -160,6 +219,79 @@ fn a_stale_admin_tmp_does_not_make_the_admin_token_readable() {
     let hub = Hub::start(root.path(), &[]);
     assert_eq!(mode(&data.join("admin.token")), 0o600);
     assert_eq!(hub.raw("GET", "/api/state", Some(&hub.token), None).0, 200);
+}
+
+/// Finding 11: a viewer token of one character was accepted.
+#[test]
+fn short_tokens_are_refused_at_start() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin("agentcom-hub"));
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--data-dir",
+    ])
+    .arg(root.path().join("data"))
+    .env_remove("AGENTCOM_ADMIN_TOKEN")
+    .env("AGENTCOM_VIEWER_TOKEN", "x");
+    let mut hub = Proc::spawn(cmd, &root.path().join("hub.log"));
+    wait_until(T, "the hub to refuse its settings", || {
+        (!hub.running()).then_some(())
+    });
+    let code = hub
+        .child
+        .as_mut()
+        .unwrap()
+        .try_wait()
+        .unwrap()
+        .unwrap()
+        .code();
+    assert_ne!(code, Some(0));
+    let log = hub.log_text();
+    assert!(log.contains("viewer_token") && log.contains("16"), "{log}");
+}
+
+/// Finding 11: agent-supplied text forged hub log lines.
+#[test]
+fn agent_text_cannot_forge_hub_log_lines() {
+    const FORGED: &str = "\n2026-01-01T00:00:00Z  INFO forged";
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(root.path(), &[("AGENTCOM_RETRY__MAX_RETRIES", "0")]);
+    let token = hub.add_agent("a1", &[]);
+    let mut ws = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    ws.send(json!({ "type": format!("nope{FORGED}1") }));
+    error_code(&mut ws, "bad_message").expect("bad_message");
+    ws.send(
+        json!({ "type": "hello", "protocol_version": 1, "agent_id": format!("a1{FORGED}2"),
+        "capabilities": [], "state": "idle", "current_task": null, "sidecar_version": "x" }),
+    );
+    error_code(&mut ws, "wrong_agent").expect("wrong_agent");
+    let mut ws = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    ws.hello("a1");
+    let t = hub.submit(json!({ "title": "forge" }));
+    let id = t["id"].as_str().unwrap();
+    ws.recv_type("assign", T).expect("assign");
+    ws.send(json!({ "type": "reject", "task_id": id, "generation": 1, "reason": format!("no{FORGED}3") }));
+    let a = ws.recv_type("assign", T).expect("assigned again");
+    let g = a["generation"].clone();
+    ws.send(json!({ "type": "accept", "task_id": id, "generation": g }));
+    ws.send(json!({ "type": "fail", "task_id": id, "generation": g, "error": format!("broke{FORGED}4"), "retryable": false }));
+    ws.recv_type("ack", T).expect("ack");
+    ws.send(json!({ "type": "fail", "task_id": format!("ghost{FORGED}5"), "generation": 1, "error": "x", "retryable": true }));
+    ws.recv_type("ack", T).expect("ack");
+    let log = wait_until(T, "every forged text to reach the log", || {
+        let log = hub.log();
+        (1..=5)
+            .all(|i| log.contains(&format!("forged{i}")))
+            .then_some(log)
+    });
+    for line in log.lines() {
+        assert!(
+            !line.starts_with("2026-01-01T00:00:00Z  INFO forged"),
+            "a forged line: {line}\n{log}"
+        );
+    }
 }
 
 /// Finding 11: an idempotency key reused with a different body silently
