@@ -69,6 +69,7 @@ pub fn start(settings: Settings) -> Result<Started, String> {
 
     let events = Arc::new(EventBus::new(
         settings.events.replay,
+        settings.events.replay_bytes,
         settings.events.client_buffer,
     ));
     let stats = Arc::new(Stats::default());
@@ -118,6 +119,8 @@ pub fn start(settings: Settings) -> Result<Started, String> {
         events: events.clone(),
         heartbeat_interval_s: t.heartbeat_interval_s,
         heartbeat_timeout_s: t.heartbeat_timeout_s,
+        messages_per_s: settings.limits.agent_messages_per_s,
+        messages_burst: settings.limits.agent_messages_burst,
     });
     registry_ctx.run(RegistryActor::new(
         store.clone(),

@@ -33,6 +33,16 @@ pub struct Settings {
     pub events: Events,
     pub store: StoreSettings,
     pub retention: RetentionSettings,
+    pub limits: Limits,
+}
+
+/// Rates the hub allows its clients.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Limits {
+    /// Messages a second an agent's sidecar may send, sustained.
+    pub agent_messages_per_s: u32,
+    /// Messages an agent's sidecar may send at once.
+    pub agent_messages_burst: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -65,6 +75,8 @@ pub struct Timeouts {
     pub accept_timeout_s: u64,
     pub sweep_interval_s: u64,
     pub task_timeout_s: u64,
+    /// A sidecar connection that has not said `hello` by then is closed.
+    pub hello_timeout_s: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -85,6 +97,8 @@ pub struct Events {
     /// How many recent events `/api/events` can replay to a client that
     /// reconnects with `Last-Event-ID`.
     pub replay: usize,
+    /// At most this many bytes of events in that ring (the older ones go).
+    pub replay_bytes: usize,
     /// Events buffered per client before a slow one is dropped.
     pub client_buffer: usize,
 }
@@ -123,14 +137,18 @@ impl Settings {
             .set_default("timeouts.accept_timeout_s", 60)?
             .set_default("timeouts.sweep_interval_s", 30)?
             .set_default("timeouts.task_timeout_s", 7200)?
+            .set_default("timeouts.hello_timeout_s", 10)?
             .set_default("retry.max_retries", 3)?
             .set_default("retry.backoff_s", vec![0, 30, 120])?
             .set_default("circuit.failures", 3)?
             .set_default("circuit.cooldown_s", 300)?
             .set_default("events.replay", 10_000)?
+            .set_default("events.replay_bytes", 64 * 1024 * 1024)?
             .set_default("events.client_buffer", 4096)?
             .set_default("store.cache_mb", 64)?
-            .set_default("retention.finished_days", 30)?;
+            .set_default("retention.finished_days", 30)?
+            .set_default("limits.agent_messages_per_s", 50)?
+            .set_default("limits.agent_messages_burst", 200)?;
         if let Some(f) = file {
             b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
         }
@@ -174,6 +192,16 @@ impl Settings {
             ("timeouts.accept_timeout_s", t.accept_timeout_s),
             ("timeouts.sweep_interval_s", t.sweep_interval_s),
             ("timeouts.task_timeout_s", t.task_timeout_s),
+            ("timeouts.hello_timeout_s", t.hello_timeout_s),
+            ("events.replay_bytes", self.events.replay_bytes as u64),
+            (
+                "limits.agent_messages_per_s",
+                self.limits.agent_messages_per_s.into(),
+            ),
+            (
+                "limits.agent_messages_burst",
+                self.limits.agent_messages_burst.into(),
+            ),
         ] {
             if v == 0 {
                 return invalid(key, "must be at least 1".into());
@@ -389,5 +417,37 @@ mod tests {
             err.to_string().contains("viewer_token") && err.to_string().contains("16"),
             "{err}"
         );
+        let err = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("AGENTCOM_LIMITS__AGENT_MESSAGES_PER_S", "0")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("limits.agent_messages_per_s"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hardening_settings_have_defaults_and_env_overrides() {
+        let s = Settings::load_with_env(None, &Overrides::default(), env(&[])).unwrap();
+        assert_eq!(s.timeouts.hello_timeout_s, 10);
+        assert_eq!(s.events.replay_bytes, 64 * 1024 * 1024);
+        assert_eq!(
+            (s.limits.agent_messages_per_s, s.limits.agent_messages_burst),
+            (50, 200)
+        );
+        let s = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[
+                ("AGENTCOM_LIMITS__AGENT_MESSAGES_BURST", "7"),
+                ("AGENTCOM_TIMEOUTS__HELLO_TIMEOUT_S", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.limits.agent_messages_burst, 7);
+        assert_eq!(s.timeouts.hello_timeout_s, 3);
     }
 }

@@ -12,16 +12,39 @@ use std::time::Duration;
 use agentcom_tests::hub::Hub;
 use agentcom_tests::procs::{bin, free_port, Proc};
 use agentcom_tests::raw::{quick_agent, RawSidecar};
+use agentcom_tests::sse::SseClient;
 use agentcom_tests::wait_until;
 use agentcom_tests::wire;
 use serde_json::{json, Value};
+use tungstenite::Message;
 
 const T: Duration = Duration::from_secs(30);
 /// For answers that come at once (a frame, a close).
 const SOON: Duration = Duration::from_secs(5);
 
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A hub whose agents may send `per_s` messages a second, `burst` at once.
+fn hub_with_message_limit(root: &Path, per_s: &str, burst: &str) -> Hub {
+    Hub::start(
+        root,
+        &[
+            ("AGENTCOM_LIMITS__AGENT_MESSAGES_PER_S", per_s),
+            ("AGENTCOM_LIMITS__AGENT_MESSAGES_BURST", burst),
+        ],
+    )
 }
 
 /// Two connected agents: `holder` (with `capability`) working on a task
@@ -145,6 +168,59 @@ fn the_hub_raises_its_open_file_limit_to_the_hard_limit() {
     assert_eq!(nums, ["4096", "4096"], "{line}");
 }
 
+/// Finding 3: any agent could publish `progress` for any attempt, with
+/// notes up to a frame (1 MiB), into a replay ring bounded by count only:
+/// memory grew by the size of every note. Only the holder's progress is
+/// published now, notes are at most 4 KiB.
+#[test]
+fn progress_comes_only_from_the_holder_with_small_notes() {
+    let root = tempfile::tempdir().unwrap();
+    // The message limit out of the way: this is about what progress may do.
+    let hub = hub_with_message_limit(root.path(), "100000", "100000");
+    let (mut holder, mut other, id) = holder_and_other(&hub, "p");
+    let mut events = SseClient::connect(&hub, None);
+
+    let progress =
+        |note: &str| json!({ "type": "progress", "task_id": id, "generation": 1, "note": note });
+    other.send(progress("not mine"));
+    error_code(&mut other, "not_holder").expect("not_holder");
+    holder.send(
+        json!({ "type": "progress", "task_id": id, "generation": 2, "note": "wrong attempt" }),
+    );
+    error_code(&mut holder, "not_holder").expect("not_holder for another generation");
+    holder.send(progress(&"n".repeat(4097)));
+    error_code(&mut holder, "too_large").expect("too_large");
+    holder.send(progress(&"n".repeat(4096)));
+    holder.send(progress("halfway"));
+    let mut notes = Vec::new();
+    for e in events.by_ref() {
+        if e.event == "progress" {
+            let v: Value = serde_json::from_str(&e.data).unwrap();
+            notes.push(v["note"].as_str().unwrap().to_string());
+            if notes.last().is_some_and(|n| n == "halfway") {
+                break;
+            }
+        }
+    }
+    assert_eq!(notes.len(), 2, "only the holder's notes: {notes:?}");
+    assert_eq!(notes[0].len(), 4096);
+
+    // The finding's memory growth: notes of a frame's size from an agent
+    // that does not hold the attempt.
+    let pid = hub.pid().unwrap();
+    let before = rss_kib(pid);
+    let big = "x".repeat(1000 * 1000);
+    for _ in 0..150 {
+        other.send(progress(&big));
+    }
+    other.send_raw(Message::text("not json")).unwrap();
+    wait_until(T, "the hub to get through the notes", || {
+        error_code(&mut other, "bad_message")
+    });
+    let grown_mib = rss_kib(pid).saturating_sub(before) / 1024;
+    assert!(grown_mib < 64, "the hub grew by {grown_mib} MiB");
+}
+
 /// Finding 9: an agent wrote unbounded text into another agent's task by
 /// sending stale reports (60 of 200 KB made its GET 11 MB).
 #[test]
@@ -175,6 +251,80 @@ fn stale_reports_from_another_agent_keep_a_task_small() {
     let t = hub.task(&id);
     assert_eq!(t["status"], "working");
     assert_eq!(hub.state()["stale_messages"], 60);
+}
+
+/// Finding 9: per-agent message rate limits. Over the limit the hub reads
+/// the agent's messages at the limit (nothing is lost) and says so once;
+/// flooding without a pause for ten bursts' time ends the connection.
+#[test]
+fn an_agent_flooding_messages_is_slowed_then_disconnected() {
+    let root = tempfile::tempdir().unwrap();
+    // 20 a second, bursts of 5: a flood is 2.5 s without a pause.
+    let hub = hub_with_message_limit(root.path(), "20", "5");
+    let token = hub.add_agent("a1", &[]);
+    let mut ws = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    ws.hello("a1");
+    for _ in 0..15 {
+        ws.send(json!({ "type": "heartbeat", "state": "idle" }));
+    }
+    ws.send_raw(Message::text("not json")).unwrap();
+    let e = error_code(&mut ws, "rate_limited").expect("rate_limited");
+    assert!(e["message"].as_str().unwrap().contains("per second"), "{e}");
+    // A burst is slowed, not lost: the last message is still answered.
+    error_code(&mut ws, "bad_message").expect("the burst's last message handled");
+    for _ in 0..300 {
+        let _ = ws.send_raw(Message::text(
+            json!({ "type": "heartbeat", "state": "idle" }).to_string(),
+        ));
+    }
+    assert!(
+        ws.closed_within(T),
+        "sustained flooding closes the connection"
+    );
+    let log = hub.log();
+    assert!(
+        log.contains("message rate limit exceeded"),
+        "the hub says why: {log}"
+    );
+    // The agent comes back (as a sidecar does, reconnecting with backoff).
+    let _again = wait_until(T, "the agent to be welcomed again", || {
+        let mut again = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+        again.try_hello("a1", Duration::from_secs(1)).map(|_| again)
+    });
+    hub.wait_agent("a1", "idle", T);
+}
+
+/// Finding 11: a WebSocket that never says hello is closed.
+#[test]
+fn a_websocket_that_never_says_hello_is_closed() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(root.path(), &[("AGENTCOM_TIMEOUTS__HELLO_TIMEOUT_S", "1")]);
+    let token = hub.add_agent("a1", &[]);
+    let mut ws = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    assert!(ws.closed_within(T), "closed for want of a hello");
+    assert!(hub.log().contains("no hello"), "{}", hub.log());
+}
+
+/// Finding 11: revoking an agent closes its connections, also those that
+/// have not said hello yet.
+#[test]
+fn revoking_an_agent_closes_connections_that_never_said_hello() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(
+        root.path(),
+        &[("AGENTCOM_TIMEOUTS__HELLO_TIMEOUT_S", "600")],
+    );
+    let token = hub.add_agent("a1", &[]);
+    let mut silent = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    let mut greeted = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    greeted.hello("a1");
+    hub.ok("DELETE", "/api/agents/a1", None);
+    assert!(greeted.closed_within(T));
+    assert!(
+        silent.closed_within(T),
+        "the silent connection is closed too"
+    );
+    assert_eq!(RawSidecar::connect(&hub.ws_url(), &token).err(), Some(401));
 }
 
 /// Finding 11: the data dir was 0755 and sled's files 0644 (task contents,

@@ -1,11 +1,13 @@
 //! `GET /ws`: the sidecar's WebSocket. The agent token is checked before
 //! the upgrade; the connection then belongs to a new [`ConnectionActor`].
 
+use std::time::Duration;
+
 use actix::{Actor, AsyncContext};
 use actix_web::{web, HttpRequest, HttpResponse};
 use agentcom_protocol::MAX_FRAME_BYTES;
 
-use crate::actors::connection::ConnectionActor;
+use crate::actors::connection::{ConnSettings, ConnectionActor};
 use crate::actors::messages::Lookup;
 use crate::http::error::HttpError;
 use crate::http::{auth, AppState};
@@ -36,9 +38,15 @@ pub(crate) async fn upgrade(
         .aggregate_continuations()
         .max_continuation_size(MAX_FRAME_BYTES);
     let stats = state.stats.clone();
+    let s = &state.settings;
+    let settings = ConnSettings {
+        hello_timeout: Duration::from_secs(s.timeouts.hello_timeout_s),
+        messages_per_s: s.limits.agent_messages_per_s,
+        messages_burst: s.limits.agent_messages_burst,
+    };
     ConnectionActor::create(move |ctx| {
         ctx.add_stream(stream);
-        ConnectionActor::new(agent_id, agent, ws, stats, ctx)
+        ConnectionActor::new(agent_id, agent, settings, ws, stats, ctx)
     });
     Ok(response)
 }
