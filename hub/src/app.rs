@@ -1,14 +1,16 @@
 //! Starting and stopping the hub: make the process fit to serve (files it
 //! creates private, the data dir 0700, the open-file limit raised), open
 //! the store, rebuild the queue and views from it, start the actors and
-//! wire them, serve HTTP, and on SIGTERM/SIGINT close sidecar sessions,
-//! stop serving, make the store durable and return.
+//! wire them, serve HTTP within its limits (header and body timeouts, a
+//! connection limit), and on SIGTERM/SIGINT close sidecar sessions, stop
+//! serving, make the store durable and return.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{AsyncContext, Context};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use agentcom_protocol::{Task, Timestamp};
 
@@ -21,7 +23,9 @@ use crate::auth::Auth;
 use crate::config::Settings;
 use crate::domain::queue::QueueCore;
 use crate::events::EventBus;
+use crate::http::limits::{self, Connections, Guesses};
 use crate::http::{self, AppState};
+use crate::sessions::Sessions;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::views::{AgentView, TaskView};
@@ -66,6 +70,9 @@ pub fn start(settings: Settings) -> Result<Started, String> {
         "queue restored from the store"
     );
     let records = store.load_agents().map_err(|e| e.to_string())?;
+
+    let sessions = Sessions::load(store.clone(), settings.http.session_ttl_s, Timestamp::now())
+        .map_err(|e| e.to_string())?;
 
     let events = Arc::new(EventBus::new(
         settings.events.replay,
@@ -144,6 +151,12 @@ pub fn start(settings: Settings) -> Result<Started, String> {
         events,
         stats,
         started_at: Timestamp::now(),
+        sessions: Arc::new(sessions),
+        guesses: Guesses::new(
+            settings.limits.sign_in_per_minute,
+            settings.limits.sign_in_burst,
+        ),
+        connections: Connections::new(settings.http.max_connections),
     });
     Ok(Started {
         state,
@@ -196,19 +209,47 @@ fn prepare_process(data_dir: &Path) -> Result<u64, String> {
 /// Run the hub until SIGTERM/SIGINT.
 pub async fn serve(settings: Settings) -> Result<(), String> {
     let open_files = prepare_process(&settings.data_dir)?;
-    tracing::info!(open_files, "limits");
     let listen = settings.listen.clone();
+    let http_settings = settings.http.clone();
     let Started {
         state,
         registry,
         store,
     } = start(settings)?;
-    let server =
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
-            .disable_signals()
-            .shutdown_timeout(5)
-            .bind(&listen)
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let max_connections = limits::connection_limit(http_settings.max_connections, open_files);
+    state.connections.set_limit(max_connections);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tracing::info!(
+        open_files,
+        max_connections,
+        header_timeout_s = http_settings.header_timeout_s,
+        body_timeout_s = http_settings.body_timeout_s,
+        "limits"
+    );
+    if max_connections < http_settings.max_connections {
+        tracing::warn!(
+            open_files,
+            max_connections,
+            "the open-file limit caps http.max_connections; raise LimitNOFILE (ulimit -n) to serve more"
+        );
+    }
+    let slots = state.connections.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(limits::refuse_over_limit))
+            .configure(http::routes)
+    })
+    .on_connect(move |_, ext| {
+        ext.insert(slots.slot());
+    })
+    .workers(workers)
+    .max_connections(limits::accept_per_worker(max_connections, workers))
+    .client_request_timeout(Duration::from_secs(http_settings.header_timeout_s))
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(&listen)
+    .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     for addr in server.addrs() {
         tracing::info!("listening on http://{addr}");
     }

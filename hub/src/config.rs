@@ -33,7 +33,24 @@ pub struct Settings {
     pub events: Events,
     pub store: StoreSettings,
     pub retention: RetentionSettings,
+    pub http: HttpSettings,
     pub limits: Limits,
+}
+
+/// The HTTP face: how long a client may take, how many may be connected,
+/// how long a dashboard session lasts.
+#[derive(Clone, Debug, Deserialize)]
+pub struct HttpSettings {
+    /// A request's head (line and headers) must arrive within this.
+    pub header_timeout_s: u64,
+    /// A request's body must arrive within this once its head is in.
+    pub body_timeout_s: u64,
+    /// Open connections served at once (sidecars, event streams and API
+    /// calls alike); at most the open-file limit less a reserve. Over it a
+    /// connection is answered 503 and closed.
+    pub max_connections: usize,
+    /// Lifetime of a dashboard session (its cookie and its record).
+    pub session_ttl_s: u64,
 }
 
 /// Rates the hub allows its clients.
@@ -43,6 +60,11 @@ pub struct Limits {
     pub agent_messages_per_s: u32,
     /// Messages an agent's sidecar may send at once.
     pub agent_messages_burst: u32,
+    /// Failed token checks (sign-ins, bearer tokens) a client address may
+    /// make a minute, sustained.
+    pub sign_in_per_minute: u32,
+    /// Failed token checks a client address may make at once.
+    pub sign_in_burst: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -147,8 +169,14 @@ impl Settings {
             .set_default("events.client_buffer", 4096)?
             .set_default("store.cache_mb", 64)?
             .set_default("retention.finished_days", 30)?
+            .set_default("http.header_timeout_s", 10)?
+            .set_default("http.body_timeout_s", 30)?
+            .set_default("http.max_connections", 10_000)?
+            .set_default("http.session_ttl_s", 12 * 3600)?
             .set_default("limits.agent_messages_per_s", 50)?
-            .set_default("limits.agent_messages_burst", 200)?;
+            .set_default("limits.agent_messages_burst", 200)?
+            .set_default("limits.sign_in_per_minute", 10)?
+            .set_default("limits.sign_in_burst", 10)?;
         if let Some(f) = file {
             b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
         }
@@ -193,6 +221,10 @@ impl Settings {
             ("timeouts.sweep_interval_s", t.sweep_interval_s),
             ("timeouts.task_timeout_s", t.task_timeout_s),
             ("timeouts.hello_timeout_s", t.hello_timeout_s),
+            ("http.header_timeout_s", self.http.header_timeout_s),
+            ("http.body_timeout_s", self.http.body_timeout_s),
+            ("http.session_ttl_s", self.http.session_ttl_s),
+            ("http.max_connections", self.http.max_connections as u64),
             ("events.replay_bytes", self.events.replay_bytes as u64),
             (
                 "limits.agent_messages_per_s",
@@ -202,6 +234,11 @@ impl Settings {
                 "limits.agent_messages_burst",
                 self.limits.agent_messages_burst.into(),
             ),
+            (
+                "limits.sign_in_per_minute",
+                self.limits.sign_in_per_minute.into(),
+            ),
+            ("limits.sign_in_burst", self.limits.sign_in_burst.into()),
         ] {
             if v == 0 {
                 return invalid(key, "must be at least 1".into());
@@ -420,33 +457,42 @@ mod tests {
         let err = Settings::load_with_env(
             None,
             &Overrides::default(),
-            env(&[("AGENTCOM_LIMITS__AGENT_MESSAGES_PER_S", "0")]),
+            env(&[("AGENTCOM_HTTP__BODY_TIMEOUT_S", "0")]),
         )
         .unwrap_err();
-        assert!(
-            err.to_string().contains("limits.agent_messages_per_s"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("http.body_timeout_s"), "{err}");
     }
 
     #[test]
     fn hardening_settings_have_defaults_and_env_overrides() {
         let s = Settings::load_with_env(None, &Overrides::default(), env(&[])).unwrap();
+        assert_eq!(s.http.header_timeout_s, 10);
+        assert_eq!(s.http.body_timeout_s, 30);
+        assert_eq!(s.http.max_connections, 10_000);
+        assert_eq!(s.http.session_ttl_s, 43_200);
         assert_eq!(s.timeouts.hello_timeout_s, 10);
         assert_eq!(s.events.replay_bytes, 64 * 1024 * 1024);
         assert_eq!(
             (s.limits.agent_messages_per_s, s.limits.agent_messages_burst),
             (50, 200)
         );
+        assert_eq!(
+            (s.limits.sign_in_per_minute, s.limits.sign_in_burst),
+            (10, 10)
+        );
         let s = Settings::load_with_env(
             None,
             &Overrides::default(),
             env(&[
+                ("AGENTCOM_HTTP__MAX_CONNECTIONS", "200"),
+                ("AGENTCOM_HTTP__BODY_TIMEOUT_S", "2"),
                 ("AGENTCOM_LIMITS__AGENT_MESSAGES_BURST", "7"),
                 ("AGENTCOM_TIMEOUTS__HELLO_TIMEOUT_S", "3"),
             ]),
         )
         .unwrap();
+        assert_eq!(s.http.max_connections, 200);
+        assert_eq!(s.http.body_timeout_s, 2);
         assert_eq!(s.limits.agent_messages_burst, 7);
         assert_eq!(s.timeouts.hello_timeout_s, 3);
     }

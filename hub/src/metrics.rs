@@ -139,8 +139,13 @@ pub(crate) fn render(
     );
     reg.register(
         "protocol_rate_limited_messages",
-        "Sidecar messages read late over their agent's rate limit",
+        "Sidecar messages dropped over their agent's rate limit",
         stats.ws_rate_limited.clone(),
+    );
+    reg.register(
+        "http_refused_connections",
+        "HTTP connections answered 503 over the connection limit",
+        stats.http_refused.clone(),
     );
     reg.register(
         "store_syncs",

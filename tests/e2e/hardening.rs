@@ -14,13 +14,58 @@ use agentcom_tests::procs::{bin, free_port, Proc};
 use agentcom_tests::raw::{quick_agent, RawSidecar};
 use agentcom_tests::sse::SseClient;
 use agentcom_tests::wait_until;
-use agentcom_tests::wire;
+use agentcom_tests::wire::{self, Held, Outcome, Reply};
 use serde_json::{json, Value};
 use tungstenite::Message;
 
 const T: Duration = Duration::from_secs(30);
 /// For answers that come at once (a frame, a close).
 const SOON: Duration = Duration::from_secs(5);
+
+fn assert_error(r: &Reply, status: u16, code: &str) {
+    let body = r.json();
+    assert_eq!(r.status, status, "{r:?}");
+    assert_eq!(body["error"]["code"], code, "{r:?}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{r:?}"
+    );
+}
+
+/// The hub's own origin, as a browser on its pages sends it.
+fn origin(hub: &Hub) -> String {
+    format!("http://127.0.0.1:{}", hub.port)
+}
+
+/// Sign in as the dashboard does; the session cookie's value.
+fn sign_in(hub: &Hub, token: &str) -> String {
+    let r = wire::request(
+        hub.port,
+        "POST",
+        "/api/session",
+        &[
+            ("Content-Type", "application/json"),
+            ("Origin", &origin(hub)),
+        ],
+        Some(&json!({ "token": token }).to_string()),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    r.set_cookie("agentcom_session").expect("a session cookie")
+}
+
+fn with_cookie(hub: &Hub, method: &str, path: &str, cookie: &str) -> Reply {
+    let cookie = format!("agentcom_session={cookie}");
+    let origin = origin(hub);
+    wire::request(
+        hub.port,
+        method,
+        path,
+        &[("Cookie", &cookie), ("Origin", &origin)],
+        None,
+    )
+}
 
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
@@ -154,6 +199,111 @@ fn thousands_of_largest_tasks_while_agents_complete_them_never_stop_the_hub() {
         .all(|t| t["description"].as_str().map(str::len) == Some(64 * 1024)));
 }
 
+/// Finding 2: `POST /api/session` read its body with no time limit, and
+/// nothing limited connections: ~1,000 half-sent requests locked every
+/// client out and the hub ran out of file descriptors. Here the hub has
+/// 256 (soft and hard) and gets 400 half-sent sign-ins: those over its
+/// connection limit are answered 503 at once, the others 408 when their
+/// body stops coming, and the hub serves normally afterwards.
+#[test]
+fn half_sent_requests_time_out_and_connections_over_the_limit_get_503() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start_with_nofile(
+        root.path(),
+        &[
+            ("AGENTCOM_HTTP__BODY_TIMEOUT_S", "2"),
+            ("AGENTCOM_HTTP__HEADER_TIMEOUT_S", "2"),
+        ],
+        256,
+        256,
+    );
+    let half = b"POST /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"token\":\"";
+    let mut held: Vec<Held> = (0..400)
+        .map(|_| Held::open(hub.port, half).expect("connect"))
+        .collect();
+    // A few that never finish their head either.
+    for _ in 0..5 {
+        held.push(Held::open(hub.port, b"GET /healthz HTTP/1.1\r\nHost: 127").expect("connect"));
+    }
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; held.len()];
+    wait_until(
+        Duration::from_secs(60),
+        "every half-sent request to be answered",
+        || {
+            for (h, o) in held.iter_mut().zip(outcomes.iter_mut()) {
+                if o.is_none() {
+                    *o = h.poll();
+                }
+            }
+            outcomes.iter().all(Option::is_some).then_some(())
+        },
+    );
+    let (mut timed_out, mut refused) = (0, 0);
+    for (i, o) in outcomes.iter().enumerate() {
+        let Some(Outcome::Reply(r)) = o else {
+            panic!("request {i} was closed without an answer");
+        };
+        match r.status {
+            408 if i >= 400 => {} // the head timeout: actix's own empty 408
+            408 => {
+                assert_error(r, 408, "timeout");
+                timed_out += 1;
+            }
+            503 => {
+                assert_error(r, 503, "unavailable");
+                assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+                refused += 1;
+            }
+            _ => panic!("request {i}: {r:?}"),
+        }
+    }
+    assert!(
+        timed_out > 0 && refused > 0,
+        "{timed_out} timed out, {refused} refused"
+    );
+    // The hub is whole: it answers, writes its store, takes a sidecar.
+    let (s, _) = hub.raw("GET", "/healthz", None, None);
+    assert_eq!(s, 200);
+    hub.submit(json!({ "title": "after the flood" }));
+    let token = hub.add_agent("a1", &[]);
+    RawSidecar::connect(&hub.ws_url(), &token)
+        .expect("a sidecar connects")
+        .hello("a1");
+    let log = hub.log();
+    assert!(!log.contains("Too many open files"), "{log}");
+}
+
+/// Finding 2: a body that stops coming is answered 408 (in the error
+/// shape) on an authenticated route too, and a head that stops coming 408.
+#[test]
+fn a_request_body_that_stops_coming_gets_408() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(
+        root.path(),
+        &[
+            ("AGENTCOM_HTTP__BODY_TIMEOUT_S", "1"),
+            ("AGENTCOM_HTTP__HEADER_TIMEOUT_S", "1"),
+        ],
+    );
+    let head = format!(
+        "POST /api/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Length: 50\r\n\r\n{{\"title\":",
+        hub.token
+    );
+    let mut body = Held::open(hub.port, head.as_bytes()).unwrap();
+    let mut head = Held::open(hub.port, b"GET /api/state HTTP/1.1\r\nHost: 12").unwrap();
+    let r = wait_until(T, "the half-sent body to be answered", || body.poll());
+    let Outcome::Reply(r) = r else {
+        panic!("closed without an answer")
+    };
+    assert_error(&r, 408, "timeout");
+    let r = wait_until(T, "the half-sent head to be answered", || head.poll());
+    assert!(
+        matches!(r, Outcome::Reply(ref r) if r.status == 408),
+        "{r:?}"
+    );
+    assert!(hub.tasks(None).is_empty());
+}
+
 /// Finding 2: the hub raises its soft open-file limit to the hard one.
 #[test]
 fn the_hub_raises_its_open_file_limit_to_the_hard_limit() {
@@ -219,6 +369,142 @@ fn progress_comes_only_from_the_holder_with_small_notes() {
     });
     let grown_mib = rss_kib(pid).saturating_sub(before) / 1024;
     assert!(grown_mib < 64, "the hub grew by {grown_mib} MiB");
+}
+
+/// Finding 4: the dashboard cookie held the admin token itself, and
+/// signing out did not invalidate it. Now it holds a random session id
+/// that expires, survives a restart, and is revoked at sign-out.
+#[test]
+fn the_dashboard_cookie_is_a_session_that_expires_and_ends_at_sign_out() {
+    let root = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(root.path(), &[]);
+    let r = wire::request(
+        hub.port,
+        "POST",
+        "/api/session",
+        &[
+            ("Content-Type", "application/json"),
+            ("Origin", &origin(&hub)),
+        ],
+        Some(&json!({ "token": hub.token }).to_string()),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let set = r.header("set-cookie").unwrap().to_string();
+    let cookie = r.set_cookie("agentcom_session").unwrap();
+    assert!(
+        !cookie.is_empty() && !set.contains(&hub.token) && cookie.len() >= 32,
+        "the cookie is a session id, not the token: {set}"
+    );
+    for attr in ["HttpOnly", "SameSite=Strict", "Max-Age=43200", "Path=/"] {
+        assert!(set.contains(attr), "{attr} in {set}");
+    }
+    assert!(!set.contains("Secure"), "not over plain http: {set}");
+    assert_eq!(with_cookie(&hub, "GET", "/api/state", &cookie).status, 200);
+    let me = with_cookie(&hub, "GET", "/api/session", &cookie);
+    assert_eq!(me.json()["role"], "admin", "{me:?}");
+    // The session outlives a restart of the hub.
+    assert_eq!(hub.terminate(), Some(0));
+    hub.restart();
+    assert_eq!(with_cookie(&hub, "GET", "/api/state", &cookie).status, 200);
+    // Signing out revokes it on the hub, not only in the browser.
+    let out = with_cookie(&hub, "DELETE", "/api/session", &cookie);
+    assert_eq!(out.status, 200, "{out:?}");
+    assert_error(
+        &with_cookie(&hub, "GET", "/api/state", &cookie),
+        401,
+        "unauthorized",
+    );
+    // A session ends by itself after its lifetime.
+    let root = tempfile::tempdir().unwrap();
+    let short = Hub::start(root.path(), &[("AGENTCOM_HTTP__SESSION_TTL_S", "1")]);
+    let cookie = sign_in(&short, &short.token);
+    wait_until(T, "the session to expire", || {
+        (with_cookie(&short, "GET", "/api/state", &cookie).status == 401).then_some(())
+    });
+}
+
+/// Finding 5: a page on another port of the same host (same site, so the
+/// SameSite=Strict cookie goes along) created an urgent task through a
+/// signed-in browser, sending JSON as `text/plain`.
+#[test]
+fn cookie_writes_need_the_hubs_origin_and_a_json_body() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(root.path(), &[]);
+    let cookie = format!("agentcom_session={}", sign_in(&hub, &hub.token));
+    let own = origin(&hub);
+    let elsewhere = format!("http://127.0.0.1:{}", hub.port.wrapping_add(1));
+    let (cookie, own, elsewhere) = (cookie.as_str(), own.as_str(), elsewhere.as_str());
+    let body = r#"{"title":"from a page elsewhere","priority":"urgent"}"#;
+    let post = |headers: &[(&str, &str)]| {
+        wire::request(hub.port, "POST", "/api/tasks", headers, Some(body))
+    };
+    // The finding, as a browser sends it.
+    let r = post(&[
+        ("Cookie", cookie),
+        ("Origin", elsewhere),
+        ("Content-Type", "text/plain"),
+    ]);
+    assert_error(&r, 403, "forbidden");
+    let r = post(&[
+        ("Cookie", cookie),
+        ("Origin", elsewhere),
+        ("Content-Type", "application/json"),
+    ]);
+    assert_error(&r, 403, "forbidden");
+    let r = post(&[("Cookie", cookie), ("Content-Type", "application/json")]);
+    assert_error(&r, 403, "forbidden");
+    let r = post(&[
+        ("Cookie", cookie),
+        ("Origin", own),
+        ("Content-Type", "text/plain"),
+    ]);
+    assert_error(&r, 415, "unsupported_media_type");
+    assert!(hub.tasks(None).is_empty(), "nothing was created");
+    // The hub's own page: created.
+    let r = post(&[
+        ("Cookie", cookie),
+        ("Origin", own),
+        ("Content-Type", "application/json; charset=utf-8"),
+    ]);
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    // Body-less writes and sign-out need the origin too.
+    for (method, path) in [
+        ("POST", format!("/api/tasks/{id}/cancel")),
+        ("DELETE", "/api/session".to_string()),
+    ] {
+        let r = wire::request(
+            hub.port,
+            method,
+            &path,
+            &[("Cookie", cookie), ("Origin", elsewhere)],
+            None,
+        );
+        assert_error(&r, 403, "forbidden");
+    }
+    assert_eq!(hub.task(&id)["status"], "queued");
+    // Reads with the cookie need no origin.
+    let r = wire::request(hub.port, "GET", "/api/tasks", &[("Cookie", cookie)], None);
+    assert_eq!(r.status, 200);
+    // A bearer token is no ambient credential: `curl -d` works as before.
+    let auth = format!("Bearer {}", hub.token);
+    let r = wire::request(
+        hub.port,
+        "POST",
+        "/api/tasks",
+        &[("Authorization", auth.as_str())],
+        Some(body),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    // Sign-in takes JSON only.
+    let r = wire::request(
+        hub.port,
+        "POST",
+        "/api/session",
+        &[("Content-Type", "text/plain")],
+        Some(&json!({ "token": hub.token }).to_string()),
+    );
+    assert_error(&r, 415, "unsupported_media_type");
 }
 
 /// Finding 9: an agent wrote unbounded text into another agent's task by
@@ -371,6 +657,41 @@ fn a_stale_admin_tmp_does_not_make_the_admin_token_readable() {
     assert_eq!(hub.raw("GET", "/api/state", Some(&hub.token), None).0, 200);
 }
 
+/// Finding 11: sign-in had no rate limit (2,905 guesses/s).
+#[test]
+fn sign_in_guesses_are_rate_limited_per_client() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(root.path(), &[]);
+    let guess = |token: &str| {
+        wire::request(
+            hub.port,
+            "POST",
+            "/api/session",
+            &[("Content-Type", "application/json")],
+            Some(&json!({ "token": token }).to_string()),
+        )
+    };
+    let mut limited = None;
+    for i in 0..100 {
+        let r = guess(&format!("guess-{i:016}"));
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_error(&r, 401, "unauthorized");
+    }
+    let r = limited.expect("guessing is stopped");
+    assert_error(&r, 429, "rate_limited");
+    let wait: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!(wait >= 1, "{r:?}");
+    // Meanwhile even the right token waits: a guess cannot be told apart.
+    assert_error(&guess(&hub.token), 429, "rate_limited");
+}
+
 /// Finding 11: a viewer token of one character was accepted.
 #[test]
 fn short_tokens_are_refused_at_start() {
@@ -400,6 +721,24 @@ fn short_tokens_are_refused_at_start() {
     assert_ne!(code, Some(0));
     let log = hub.log_text();
     assert!(log.contains("viewer_token") && log.contains("16"), "{log}");
+}
+
+/// Finding 11: query-string errors were plain-text 400s, given before the
+/// token was checked.
+#[test]
+fn bad_query_strings_get_the_error_shape_after_the_token_check() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(root.path(), &[]);
+    let auth = format!("Bearer {}", hub.token);
+    for path in [
+        "/api/events?last_event_id=abc",
+        "/api/tasks?status=queued&status=dead",
+    ] {
+        let r = wire::request(hub.port, "GET", path, &[], None);
+        assert_error(&r, 401, "unauthorized");
+        let r = wire::request(hub.port, "GET", path, &[("Authorization", &auth)], None);
+        assert_error(&r, 400, "malformed");
+    }
 }
 
 /// Finding 11: agent-supplied text forged hub log lines.

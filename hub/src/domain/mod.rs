@@ -7,7 +7,7 @@
 //! - [`fsm`]: one agent's state machine (`AgentMachine`).
 //! - [`validate`]: field rules for submitted tasks and agents.
 //! - [`limits`]: how much of what agents send the hub keeps.
-//! - [`rate`]: the agents' message limit (a token bucket).
+//! - [`rate`]: token buckets (agents' messages, token guesses).
 
 pub(crate) mod fsm;
 pub(crate) mod lanes;

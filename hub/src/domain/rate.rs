@@ -1,12 +1,59 @@
-//! Rate limits as plain values: the per-agent message limit
-//! ([`MessageLimit`]), a token bucket that never refuses a message but
-//! slows the sender to its rate, charging large messages more, and tells a
-//! flood from a burst.
+//! Rate limits as plain values: a token bucket ([`TokenBucket`]) that
+//! refuses when empty (token guesses), and the per-agent message limit
+//! ([`MessageLimit`]) that never refuses a message but slows the sender to
+//! its rate, charging large messages more, and tells a flood from a burst.
 //!
 //! Time comes in as `now`; nothing here reads the clock, sleeps, or knows
-//! what is being limited: the caller carries out the pause.
+//! what is being limited (frames, sign-ins): the caller decides what a
+//! refusal means.
 
 use agentcom_protocol::Timestamp;
+
+/// A token bucket: up to `burst` at once, refilled at `per_s` a second.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenBucket {
+    burst: f64,
+    per_s: f64,
+    tokens: f64,
+    last: Timestamp,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub(crate) fn new(per_s: f64, burst: u32, now: Timestamp) -> Self {
+        let burst = f64::from(burst.max(1));
+        TokenBucket {
+            burst,
+            per_s: per_s.max(f64::MIN_POSITIVE),
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Timestamp) {
+        let elapsed_s = now.millis_since(self.last).max(0) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed_s * self.per_s).min(self.burst);
+        self.last = self.last.max(now);
+    }
+
+    /// Take one token; `Err` carries how many milliseconds until one is
+    /// there.
+    pub(crate) fn take(&mut self, now: Timestamp) -> Result<(), u64> {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - self.tokens) / self.per_s) * 1000.0).ceil() as u64)
+        }
+    }
+
+    /// Whether the bucket is full (an idle client: its entry may go).
+    pub(crate) fn is_full(&mut self, now: Timestamp) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
+    }
+}
 
 /// What to do with one message from an agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +142,32 @@ mod tests {
 
     fn at(ms: i64) -> Timestamp {
         Timestamp(1_000_000 + ms)
+    }
+
+    #[test]
+    fn a_bucket_gives_its_burst_then_refills_at_its_rate() {
+        let mut b = TokenBucket::new(2.0, 3, at(0));
+        for _ in 0..3 {
+            assert_eq!(b.take(at(0)), Ok(()));
+        }
+        assert_eq!(b.take(at(0)), Err(500), "one token every 500 ms");
+        assert_eq!(b.take(at(250)), Err(250));
+        assert_eq!(b.take(at(500)), Ok(()));
+        assert!(!b.is_full(at(500)));
+        assert!(b.is_full(at(2000)), "never more than the burst");
+        for _ in 0..3 {
+            assert_eq!(b.take(at(2000)), Ok(()));
+        }
+        assert!(b.take(at(2000)).is_err());
+    }
+
+    #[test]
+    fn time_going_backwards_refills_nothing() {
+        let mut b = TokenBucket::new(1.0, 1, at(1000));
+        assert!(b.take(at(1000)).is_ok());
+        assert!(b.take(at(0)).is_err());
+        assert!(b.take(at(1999)).is_err());
+        assert!(b.take(at(2000)).is_ok());
     }
 
     /// Handle messages as the connection does: each at `at` or, if the

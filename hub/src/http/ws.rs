@@ -1,5 +1,6 @@
-//! `GET /ws`: the sidecar's WebSocket. The agent token is checked before
-//! the upgrade; the connection then belongs to a new [`ConnectionActor`].
+//! `GET /ws`: the sidecar's WebSocket. The agent token (bearer only: a
+//! cookie never opens a sidecar session) is checked before the upgrade;
+//! the connection then belongs to a new [`ConnectionActor`].
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ pub(crate) async fn upgrade(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
-    let token = auth::presented_token(&req).ok_or_else(|| {
+    let token = auth::bearer(&req).ok_or_else(|| {
         HttpError::unauthorized("missing agent token: send Authorization: Bearer <agent token>")
     })?;
     let agent_id = state
