@@ -237,7 +237,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .wrap(from_fn(limits::refuse_over_limit))
+            .wrap(from_fn(limits::guard))
             .configure(http::routes)
     })
     .on_connect(move |_, ext| {

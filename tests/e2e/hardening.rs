@@ -304,6 +304,37 @@ fn a_request_body_that_stops_coming_gets_408() {
     assert!(hub.tasks(None).is_empty());
 }
 
+/// Finding 2: a chunked body sent a chunk at a time was drained after the
+/// response (a 401, a 408) for as long as the client kept sending, so a
+/// drip held its connection forever. A body left unread now ends its
+/// connection after the response.
+#[test]
+fn a_chunked_body_that_never_ends_does_not_hold_its_connection() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(root.path(), &[("AGENTCOM_HTTP__BODY_TIMEOUT_S", "1")]);
+    let chunked = |auth: &str| {
+        format!("POST /api/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Transfer-Encoding: chunked\r\n\r\n1\r\n{{\r\n")
+    };
+    let bearer = format!("Authorization: Bearer {}\r\n", hub.token);
+    let mut drips = [
+        Held::open(hub.port, chunked("").as_bytes()).unwrap(),
+        Held::open(hub.port, chunked(&bearer).as_bytes()).unwrap(),
+    ];
+    let mut closed = [false, false];
+    wait_until(T, "both dripping connections to be closed", || {
+        for (d, c) in drips.iter_mut().zip(closed.iter_mut()) {
+            if !*c {
+                let _ = d.send(b"1\r\n \r\n");
+                *c = d.closed();
+            }
+        }
+        closed.iter().all(|c| *c).then_some(())
+    });
+    assert_error(&drips[0].reply().expect("an answer"), 401, "unauthorized");
+    assert_error(&drips[1].reply().expect("an answer"), 408, "timeout");
+    assert!(hub.tasks(None).is_empty());
+}
+
 /// Finding 2: the hub raises its soft open-file limit to the hard one.
 #[test]
 fn the_hub_raises_its_open_file_limit_to_the_hard_limit() {

@@ -131,6 +131,31 @@ impl Held {
         })
     }
 
+    /// Send more of the request (say, one more chunk of a body).
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Read what has arrived, without waiting; whether the hub has closed
+    /// the connection (what it answered before is in [`Held::reply`]).
+    pub fn closed(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// The reply received so far, if a whole one has arrived.
+    pub fn reply(&self) -> Option<Reply> {
+        parse(&self.buf, true)
+    }
+
     /// Read what has arrived, without waiting: `Some` once the hub has
     /// answered or closed the connection, `None` while it says nothing.
     pub fn poll(&mut self) -> Option<Outcome> {

@@ -3,7 +3,8 @@
 //! - Connections: every accepted connection takes a [`Slot`] (counted
 //!   from `HttpServer::on_connect`, given back when the connection ends);
 //!   one accepted beyond the limit is answered 503 in the error shape with
-//!   `Connection: close` by [`refuse_over_limit`], whatever it asked. The
+//!   `Connection: close` by [`guard`], whatever it asked (and [`guard`]
+//!   closes any connection whose request body was left unread). The
 //!   limit is the setting, but never more than the open-file limit less a
 //!   reserve for the store and the runtime, so the hub cannot run out of
 //!   descriptors; past a little more than that it stops accepting (the
@@ -21,13 +22,14 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::ResponseError;
 use agentcom_protocol::Timestamp;
 
 use crate::domain::rate::TokenBucket;
+use crate::http::body::Watch;
 use crate::http::error::HttpError;
 
 /// Descriptors kept for all but client connections: the store's files,
@@ -100,13 +102,18 @@ impl Drop for Slot {
     }
 }
 
-/// Middleware: a connection accepted over the limit gets 503 and is closed.
-pub(crate) async fn refuse_over_limit(
-    req: ServiceRequest,
+/// Middleware on every request: a connection accepted over the limit
+/// gets 503 and is closed; a request body left unread (refused, or one
+/// that stopped coming) closes its connection after the response.
+pub(crate) async fn guard(
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let watch = Watch::body_of(&mut req);
     let admitted = req.conn_data::<Slot>().is_none_or(|s| s.admitted);
-    if !admitted {
+    let res = if admitted {
+        next.call(req).await?.map_into_boxed_body()
+    } else {
         if let Some(state) = req.app_data::<actix_web::web::Data<crate::http::AppState>>() {
             state.stats.http_refused.inc();
         }
@@ -116,11 +123,12 @@ pub(crate) async fn refuse_over_limit(
         .error_response();
         res.head_mut()
             .set_connection_type(actix_web::http::ConnectionType::Close);
-        return Ok(req.into_response(res).map_into_right_body());
-    }
-    next.call(req)
-        .await
-        .map(ServiceResponse::map_into_left_body)
+        req.into_response(res)
+    };
+    Ok(match watch {
+        Some(w) => w.keep_until_sent(res),
+        None => res,
+    })
 }
 
 /// Most client addresses tracked at once; past it, those with a full
