@@ -1,13 +1,17 @@
-//! Starting and stopping the hub: open the store, rebuild the queue and
-//! views from it, start the actors and wire them, serve HTTP (HTTPS with
-//! `tls.cert_file` and `tls.key_file`), and on
-//! SIGTERM/SIGINT close sidecar sessions, stop serving, make the store
+//! Starting and stopping the hub: make the process fit to serve (files it
+//! creates private, the data dir 0700, the open-file limit raised), open
+//! the store, rebuild the queue and views from it, start the actors and
+//! wire them, serve HTTP (HTTPS with `tls.cert_file` and `tls.key_file`)
+//! within its limits (header and body timeouts, a connection limit), and
+//! on SIGTERM/SIGINT close sidecar sessions, stop serving, make the store
 //! durable and return.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{AsyncContext, Context};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use agentcom_protocol::{Task, Timestamp};
 use agentcom_tls::PemFile;
@@ -21,7 +25,9 @@ use crate::auth::Auth;
 use crate::config::Settings;
 use crate::domain::queue::QueueCore;
 use crate::events::EventBus;
+use crate::http::limits::{self, Connections, Guesses};
 use crate::http::{self, AppState};
+use crate::sessions::Sessions;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::views::{AgentView, TaskView};
@@ -67,8 +73,12 @@ pub fn start(settings: Settings) -> Result<Started, String> {
     );
     let records = store.load_agents().map_err(|e| e.to_string())?;
 
+    let sessions = Sessions::load(store.clone(), settings.http.session_ttl_s, Timestamp::now())
+        .map_err(|e| e.to_string())?;
+
     let events = Arc::new(EventBus::new(
         settings.events.replay,
+        settings.events.replay_bytes,
         settings.events.client_buffer,
     ));
     let stats = Arc::new(Stats::default());
@@ -118,6 +128,8 @@ pub fn start(settings: Settings) -> Result<Started, String> {
         events: events.clone(),
         heartbeat_interval_s: t.heartbeat_interval_s,
         heartbeat_timeout_s: t.heartbeat_timeout_s,
+        messages_per_s: settings.limits.agent_messages_per_s,
+        messages_burst: settings.limits.agent_messages_burst,
     });
     registry_ctx.run(RegistryActor::new(
         store.clone(),
@@ -141,6 +153,12 @@ pub fn start(settings: Settings) -> Result<Started, String> {
         events,
         stats,
         started_at: Timestamp::now(),
+        sessions: Arc::new(sessions),
+        guesses: Guesses::new(
+            settings.limits.sign_in_per_minute,
+            settings.limits.sign_in_burst,
+        ),
+        connections: Connections::new(settings.http.max_connections),
     });
     Ok(Started {
         state,
@@ -149,8 +167,50 @@ pub fn start(settings: Settings) -> Result<Started, String> {
     })
 }
 
+/// Log to stderr (filtered by `RUST_LOG`, else `default`), every line
+/// one event: control characters in any field are escaped.
+pub fn init_logs(default: &str) {
+    crate::logging::init(default);
+}
+
+/// Make the process fit to serve: every file it creates private (umask
+/// 077: sled's files 0600, directories 0700), an existing data dir made
+/// 0700, the soft open-file limit raised to the hard one. Returns the
+/// open-file limit now in force.
+fn prepare_process(data_dir: &Path) -> Result<u64, String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use nix::sys::stat::{umask, Mode};
+    use std::os::unix::fs::PermissionsExt;
+
+    umask(Mode::from_bits_truncate(0o077));
+    if let Ok(meta) = std::fs::metadata(data_dir) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(
+                |e| {
+                    format!(
+                        "cannot make the data dir {} private: {e}",
+                        data_dir.display()
+                    )
+                },
+            )?;
+            tracing::warn!(path = %data_dir.display(), was = format!("{mode:o}"), "the data dir was readable by others; it is now 0700");
+        }
+    }
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
+        .map_err(|e| format!("cannot read the open-file limit: {e}"))?;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => return Ok(hard),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    Ok(soft)
+}
+
 /// Run the hub until SIGTERM/SIGINT.
 pub async fn serve(settings: Settings) -> Result<(), String> {
+    let open_files = prepare_process(&settings.data_dir)?;
     let listen = settings.listen.clone();
     // Read the certificate and key before anything else, so a bad file
     // stops the start with its name and nothing half-started.
@@ -166,15 +226,44 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         }
         None => None,
     };
+    let http_settings = settings.http.clone();
     let Started {
         state,
         registry,
         store,
     } = start(settings)?;
-    let server =
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
-            .disable_signals()
-            .shutdown_timeout(5);
+    let max_connections = limits::connection_limit(http_settings.max_connections, open_files);
+    state.connections.set_limit(max_connections);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tracing::info!(
+        open_files,
+        max_connections,
+        header_timeout_s = http_settings.header_timeout_s,
+        body_timeout_s = http_settings.body_timeout_s,
+        "limits"
+    );
+    if max_connections < http_settings.max_connections {
+        tracing::warn!(
+            open_files,
+            max_connections,
+            "the open-file limit caps http.max_connections; raise LimitNOFILE (ulimit -n) to serve more"
+        );
+    }
+    let slots = state.connections.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(limits::guard))
+            .configure(http::routes)
+    })
+    .on_connect(move |_, ext| {
+        ext.insert(slots.slot());
+    })
+    .workers(workers)
+    .max_connections(limits::accept_per_worker(max_connections, workers))
+    .client_request_timeout(Duration::from_secs(http_settings.header_timeout_s))
+    .disable_signals()
+    .shutdown_timeout(5);
     let (server, scheme) = match tls {
         Some(config) => (server.bind_rustls_0_23(&listen, config), "https"),
         None => (server.bind(&listen), "http"),

@@ -33,6 +33,15 @@ pub(crate) fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.trim().as_bytes()))
 }
 
+/// Whether two token hashes are equal, in time that does not depend on
+/// where they differ. (Agent tokens are found by their hash in a map:
+/// that lookup compares hashes, never the secret, and a hash reveals
+/// nothing usable about the token.)
+pub(crate) fn same_hash(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
 /// The admin and viewer token hashes.
 #[derive(Clone, Debug)]
 pub struct Auth {
@@ -52,10 +61,20 @@ impl Auth {
 
     /// The role of a presented token, if any.
     pub fn role_of(&self, token: &str) -> Option<Role> {
-        let h = hash_token(token);
-        if h == self.admin_sha256 {
+        self.role_of_hash(&hash_token(token))
+    }
+
+    /// The role of the token with this SHA-256 (hex), if any. Both hashes
+    /// are always compared, each in constant time.
+    pub fn role_of_hash(&self, h: &str) -> Option<Role> {
+        let admin = same_hash(h, &self.admin_sha256);
+        let viewer = self
+            .viewer_sha256
+            .as_deref()
+            .is_some_and(|v| same_hash(h, v));
+        if admin {
             Some(Role::Admin)
-        } else if self.viewer_sha256.as_deref() == Some(h.as_str()) {
+        } else if viewer {
             Some(Role::Viewer)
         } else {
             None
@@ -74,7 +93,7 @@ impl Auth {
         let path = token_file(&settings.data_dir);
         if let Some(stored) = store.meta_get(ADMIN_HASH_KEY)? {
             match std::fs::read_to_string(&path) {
-                Ok(tok) if hash_token(&tok) == stored => {
+                Ok(tok) if same_hash(&hash_token(&tok), &stored) => {
                     tracing::info!(path = %path.display(), "admin token: in the token file");
                     return Ok(Auth::new(stored, viewer));
                 }
@@ -150,6 +169,11 @@ mod tests {
         assert_eq!(auth.role_of("admin-secret"), Some(Role::Admin));
         assert_eq!(auth.role_of("viewer-secret"), Some(Role::Viewer));
         assert_eq!(auth.role_of("nope"), None);
+        assert_eq!(
+            auth.role_of_hash(&hash_token("viewer-secret")),
+            Some(Role::Viewer)
+        );
+        assert!(same_hash("ab", "ab") && !same_hash("ab", "ac") && !same_hash("ab", "abc"));
     }
 
     #[test]

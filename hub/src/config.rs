@@ -14,6 +14,10 @@ use crate::domain::fsm::FsmSettings;
 use crate::domain::queue::QueueSettings;
 use crate::domain::retry::RetryPolicy;
 
+/// The shortest admin or viewer token accepted (a guessable token would
+/// make every limit on guessing moot).
+const MIN_TOKEN_CHARS: usize = 16;
+
 #[derive(Clone, Debug, Deserialize)]
 pub struct Settings {
     pub listen: String,
@@ -31,6 +35,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
     #[serde(default)]
     pub tls: TlsSettings,
+    pub http: HttpSettings,
+    pub limits: Limits,
 }
 
 /// HTTPS and WSS on the listen address: both files, or neither (plain
@@ -50,6 +56,36 @@ impl TlsSettings {
     pub fn files(&self) -> Option<(&Path, &Path)> {
         Some((self.cert_file.as_deref()?, self.key_file.as_deref()?))
     }
+}
+
+/// The HTTP face: how long a client may take, how many may be connected,
+/// how long a dashboard session lasts.
+#[derive(Clone, Debug, Deserialize)]
+pub struct HttpSettings {
+    /// A request's head (line and headers) must arrive within this.
+    pub header_timeout_s: u64,
+    /// A request's body must arrive within this once its head is in.
+    pub body_timeout_s: u64,
+    /// Open connections served at once (sidecars, event streams and API
+    /// calls alike); at most the open-file limit less a reserve. Over it a
+    /// connection is answered 503 and closed.
+    pub max_connections: usize,
+    /// Lifetime of a dashboard session (its cookie and its record).
+    pub session_ttl_s: u64,
+}
+
+/// Rates the hub allows its clients.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Limits {
+    /// Messages a second an agent's sidecar may send, sustained.
+    pub agent_messages_per_s: u32,
+    /// Messages an agent's sidecar may send at once.
+    pub agent_messages_burst: u32,
+    /// Failed token checks (sign-ins, bearer tokens) a client address may
+    /// make a minute, sustained.
+    pub sign_in_per_minute: u32,
+    /// Failed token checks a client address may make at once.
+    pub sign_in_burst: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -82,6 +118,8 @@ pub struct Timeouts {
     pub accept_timeout_s: u64,
     pub sweep_interval_s: u64,
     pub task_timeout_s: u64,
+    /// A sidecar connection that has not said `hello` by then is closed.
+    pub hello_timeout_s: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -102,6 +140,8 @@ pub struct Events {
     /// How many recent events `/api/events` can replay to a client that
     /// reconnects with `Last-Event-ID`.
     pub replay: usize,
+    /// At most this many bytes of events in that ring (the older ones go).
+    pub replay_bytes: usize,
     /// Events buffered per client before a slow one is dropped.
     pub client_buffer: usize,
 }
@@ -140,14 +180,24 @@ impl Settings {
             .set_default("timeouts.accept_timeout_s", 60)?
             .set_default("timeouts.sweep_interval_s", 30)?
             .set_default("timeouts.task_timeout_s", 7200)?
+            .set_default("timeouts.hello_timeout_s", 10)?
             .set_default("retry.max_retries", 3)?
             .set_default("retry.backoff_s", vec![0, 30, 120])?
             .set_default("circuit.failures", 3)?
             .set_default("circuit.cooldown_s", 300)?
             .set_default("events.replay", 10_000)?
+            .set_default("events.replay_bytes", 64 * 1024 * 1024)?
             .set_default("events.client_buffer", 4096)?
             .set_default("store.cache_mb", 64)?
-            .set_default("retention.finished_days", 30)?;
+            .set_default("retention.finished_days", 30)?
+            .set_default("http.header_timeout_s", 10)?
+            .set_default("http.body_timeout_s", 30)?
+            .set_default("http.max_connections", 10_000)?
+            .set_default("http.session_ttl_s", 12 * 3600)?
+            .set_default("limits.agent_messages_per_s", 50)?
+            .set_default("limits.agent_messages_burst", 200)?
+            .set_default("limits.sign_in_per_minute", 10)?
+            .set_default("limits.sign_in_burst", 10)?;
         if let Some(f) = file {
             b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
         }
@@ -191,6 +241,25 @@ impl Settings {
             ("timeouts.accept_timeout_s", t.accept_timeout_s),
             ("timeouts.sweep_interval_s", t.sweep_interval_s),
             ("timeouts.task_timeout_s", t.task_timeout_s),
+            ("timeouts.hello_timeout_s", t.hello_timeout_s),
+            ("http.header_timeout_s", self.http.header_timeout_s),
+            ("http.body_timeout_s", self.http.body_timeout_s),
+            ("http.session_ttl_s", self.http.session_ttl_s),
+            ("http.max_connections", self.http.max_connections as u64),
+            ("events.replay_bytes", self.events.replay_bytes as u64),
+            (
+                "limits.agent_messages_per_s",
+                self.limits.agent_messages_per_s.into(),
+            ),
+            (
+                "limits.agent_messages_burst",
+                self.limits.agent_messages_burst.into(),
+            ),
+            (
+                "limits.sign_in_per_minute",
+                self.limits.sign_in_per_minute.into(),
+            ),
+            ("limits.sign_in_burst", self.limits.sign_in_burst.into()),
         ] {
             if v == 0 {
                 return invalid(key, "must be at least 1".into());
@@ -226,10 +295,25 @@ impl Settings {
                 return invalid(key, "must name a file".into());
             }
         }
-        if let Some(tok) = &self.admin_token {
-            if tok.len() < 16 {
-                return invalid("admin_token", "must be at least 16 characters".into());
+        for (key, token) in [
+            ("admin_token", &self.admin_token),
+            ("viewer_token", &self.viewer_token),
+        ] {
+            if token
+                .as_deref()
+                .is_some_and(|t| t.trim().chars().count() < MIN_TOKEN_CHARS)
+            {
+                return invalid(
+                    key,
+                    format!("must be at least {MIN_TOKEN_CHARS} characters"),
+                );
             }
+        }
+        if self.admin_token.is_some() && self.admin_token == self.viewer_token {
+            return invalid(
+                "viewer_token",
+                "must differ from admin_token (it would only read)".into(),
+            );
         }
         Ok(())
     }
@@ -398,6 +482,57 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("admin_token"), "{err}");
+        let err = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("AGENTCOM_VIEWER_TOKEN", "x")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("viewer_token") && err.to_string().contains("16"),
+            "{err}"
+        );
+        let err = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("AGENTCOM_HTTP__BODY_TIMEOUT_S", "0")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("http.body_timeout_s"), "{err}");
+    }
+
+    #[test]
+    fn hardening_settings_have_defaults_and_env_overrides() {
+        let s = Settings::load_with_env(None, &Overrides::default(), env(&[])).unwrap();
+        assert_eq!(s.http.header_timeout_s, 10);
+        assert_eq!(s.http.body_timeout_s, 30);
+        assert_eq!(s.http.max_connections, 10_000);
+        assert_eq!(s.http.session_ttl_s, 43_200);
+        assert_eq!(s.timeouts.hello_timeout_s, 10);
+        assert_eq!(s.events.replay_bytes, 64 * 1024 * 1024);
+        assert_eq!(
+            (s.limits.agent_messages_per_s, s.limits.agent_messages_burst),
+            (50, 200)
+        );
+        assert_eq!(
+            (s.limits.sign_in_per_minute, s.limits.sign_in_burst),
+            (10, 10)
+        );
+        let s = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[
+                ("AGENTCOM_HTTP__MAX_CONNECTIONS", "200"),
+                ("AGENTCOM_HTTP__BODY_TIMEOUT_S", "2"),
+                ("AGENTCOM_LIMITS__AGENT_MESSAGES_BURST", "7"),
+                ("AGENTCOM_TIMEOUTS__HELLO_TIMEOUT_S", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.http.max_connections, 200);
+        assert_eq!(s.http.body_timeout_s, 2);
+        assert_eq!(s.limits.agent_messages_burst, 7);
+        assert_eq!(s.timeouts.hello_timeout_s, 3);
     }
 
     #[test]

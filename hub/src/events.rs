@@ -1,8 +1,10 @@
 //! The event bus behind `GET /api/events`: every durable task transition
 //! and every agent transition, numbered.
 //!
-//! Publishing appends to a bounded replay ring (so a client reconnecting
-//! with `Last-Event-ID` misses nothing recent) and to a bounded broadcast
+//! Publishing appends to a replay ring bounded both by count and by bytes
+//! (so a client reconnecting with `Last-Event-ID` misses nothing recent,
+//! and large events cannot make it hold more than `events.replay_bytes`;
+//! the newest event always stays) and to a bounded broadcast
 //! channel. Each subscriber reads the channel at its own pace; one that
 //! falls more than the channel's capacity behind gets `Lagged`, is dropped,
 //! and resumes from the ring when it reconnects. Publishing never waits for
@@ -32,11 +34,14 @@ pub struct Event {
 struct Ring {
     next_id: u64,
     recent: VecDeque<Arc<Event>>,
+    /// Bytes of event data in `recent`.
+    bytes: usize,
 }
 
 pub struct EventBus {
     ring: Mutex<Ring>,
     replay: usize,
+    replay_bytes: usize,
     tx: broadcast::Sender<Arc<Event>>,
 }
 
@@ -49,14 +54,18 @@ pub struct Subscription {
 }
 
 impl EventBus {
-    pub fn new(replay: usize, client_buffer: usize) -> Self {
+    /// A bus replaying at most `replay` events and `replay_bytes` of their
+    /// data, buffering `client_buffer` events per client.
+    pub fn new(replay: usize, replay_bytes: usize, client_buffer: usize) -> Self {
         let (tx, _) = broadcast::channel(client_buffer.max(1));
         EventBus {
             ring: Mutex::new(Ring {
                 next_id: 1,
                 recent: VecDeque::new(),
+                bytes: 0,
             }),
             replay: replay.max(1),
+            replay_bytes,
             tx,
         }
     }
@@ -71,9 +80,14 @@ impl EventBus {
             data,
         });
         ring.next_id += 1;
+        ring.bytes += ev.data.len();
         ring.recent.push_back(ev.clone());
-        while ring.recent.len() > self.replay {
-            ring.recent.pop_front();
+        while ring.recent.len() > self.replay
+            || (ring.bytes > self.replay_bytes && ring.recent.len() > 1)
+        {
+            if let Some(old) = ring.recent.pop_front() {
+                ring.bytes -= old.data.len();
+            }
         }
         // Sent under the lock so the ring and the feed agree on order.
         let _ = self.tx.send(ev.clone());
@@ -110,6 +124,12 @@ impl EventBus {
     pub fn subscribers(&self) -> usize {
         self.tx.receiver_count()
     }
+
+    /// Events and bytes of event data the replay ring holds.
+    pub fn replay_held(&self) -> (usize, usize) {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        (ring.recent.len(), ring.bytes)
+    }
 }
 
 #[cfg(test)]
@@ -119,7 +139,7 @@ mod tests {
 
     #[test]
     fn replay_after_last_event_id() {
-        let bus = EventBus::new(3, 16);
+        let bus = EventBus::new(3, 1 << 20, 16);
         for i in 0..5 {
             bus.publish("task", json!(i));
         }
@@ -132,8 +152,30 @@ mod tests {
     }
 
     #[test]
+    fn the_ring_is_bounded_in_bytes_too() {
+        let bus = EventBus::new(10_000, 1000, 16);
+        for i in 0..10 {
+            bus.publish("progress", json!("x".repeat(300 + i)));
+        }
+        let (held, bytes) = bus.replay_held();
+        assert!(bytes <= 1000, "{bytes}");
+        assert_eq!(held, 3, "the newest that fit");
+        let sub = bus.subscribe(Some(0));
+        assert!(sub.gap);
+        assert_eq!(
+            sub.missed.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [8, 9, 10]
+        );
+        // One event larger than the whole budget still replays, alone.
+        bus.publish("progress", json!("y".repeat(5000)));
+        assert_eq!(bus.replay_held().0, 1);
+        bus.publish("task", json!(1));
+        assert_eq!(bus.replay_held(), (1, 1), "the big one went first");
+    }
+
+    #[test]
     fn live_feed_and_lagging_subscriber() {
-        let bus = EventBus::new(100, 2);
+        let bus = EventBus::new(100, 1 << 20, 2);
         let mut sub = bus.subscribe(None).live;
         bus.publish("task", json!(1));
         assert_eq!(sub.try_recv().unwrap().data, "1");

@@ -12,7 +12,8 @@
 //! - [`events`]: the event bus behind Server-Sent Events.
 //! - [`stats`]: counters and recent samples; [`metrics`]: `/metrics`.
 //! - [`http`]: routes and handlers.
-//! - [`auth`]: tokens and roles. [`config`]: settings.
+//! - [`auth`]: tokens and roles. [`sessions`]: the dashboard's sessions.
+//!   [`config`]: settings. [`logging`]: one event, one log line.
 //! - [`app`]: start-up, wiring and shutdown. [`cli`]: admin subcommands.
 
 mod actors;
@@ -23,7 +24,9 @@ pub mod config;
 mod domain;
 mod events;
 mod http;
+mod logging;
 mod metrics;
+mod sessions;
 mod stats;
 mod store;
 mod views;

@@ -138,6 +138,16 @@ pub(crate) fn render(
         stats.ws_bad_frames.clone(),
     );
     reg.register(
+        "protocol_rate_limited_messages",
+        "Sidecar messages dropped over their agent's rate limit",
+        stats.ws_rate_limited.clone(),
+    );
+    reg.register(
+        "http_refused_connections",
+        "HTTP connections answered 503 over the connection limit",
+        stats.http_refused.clone(),
+    );
+    reg.register(
         "store_syncs",
         "Group commits made durable (flush + fdatasync)",
         stats.store_syncs.clone(),
@@ -207,7 +217,7 @@ mod tests {
             &stats,
             &TaskView::default(),
             &AgentView::default(),
-            &EventBus::new(10, 10),
+            &EventBus::new(10, 1 << 20, 10),
         );
         for needle in [
             "agentcom_queue_depth{lane=\"urgent_retry\"} 0",

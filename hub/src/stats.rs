@@ -39,6 +39,10 @@ pub struct Stats {
     pub ws_messages: Family<Direction, Counter>,
     pub ws_bytes: Family<Direction, Counter>,
     pub ws_bad_frames: Counter,
+    /// Sidecar messages dropped over their agent's rate limit.
+    pub ws_rate_limited: Counter,
+    /// HTTP connections answered 503 over the connection limit.
+    pub http_refused: Counter,
     /// Group commits made durable (flush + fdatasync).
     pub store_syncs: Counter,
     /// Task changes written by those syncs.
@@ -63,6 +67,8 @@ impl Default for Stats {
             ws_messages: Family::default(),
             ws_bytes: Family::default(),
             ws_bad_frames: Counter::default(),
+            ws_rate_limited: Counter::default(),
+            http_refused: Counter::default(),
             store_syncs: Counter::default(),
             store_writes: Counter::default(),
             // 0.5 ms … ~16 s

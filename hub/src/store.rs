@@ -5,6 +5,8 @@
 //!   and the way it is written and read are in [`tasks`].
 //! - `agents`: `<id>` → the agent record (capabilities, SHA-256 of its token).
 //! - `meta`: hub-wide values (the admin token's hash, the store format).
+//! - `sessions`: SHA-256 of a dashboard session id → its record (the hash
+//!   of the token it was opened with, its expiry); never the id itself.
 //!
 //! [`Store::sync`] is the durability point: sled's flush, then an
 //! `fdatasync` of the data file through a handle opened once, because sled
@@ -15,8 +17,9 @@
 //! before it returns.
 //!
 //! The store knows bytes and records, never the rules of the queue; it is
-//! written only by the queue actor (tasks), the registry actor (agents)
-//! and start-up (meta), and read by anyone.
+//! written only by the queue actor (tasks), the registry actor (agents),
+//! the dashboard's sessions (`crate::sessions`, on blocking threads) and
+//! start-up (meta), and read by anyone.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -49,12 +52,23 @@ pub struct AgentRecord {
     pub created_at: Timestamp,
 }
 
+/// A dashboard session as stored, under the SHA-256 of its id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SessionRecord {
+    /// SHA-256 of the token it was opened with: its role is that token's,
+    /// and it ends when that token is no longer valid.
+    pub token_sha256: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     tasks: sled::Tree,
     agents: sled::Tree,
     meta: sled::Tree,
+    sessions: sled::Tree,
     durability: Arc<Durability>,
     /// Where large task values live, one file each (see [`tasks`]).
     files: Arc<PathBuf>,
@@ -98,6 +112,7 @@ impl Store {
             tasks: db.open_tree("tasks")?,
             agents: db.open_tree("agents")?,
             meta: db.open_tree("meta")?,
+            sessions: db.open_tree("sessions")?,
             db,
             durability: Arc::new(durability),
             files: Arc::new(dir.join("values")),
@@ -177,6 +192,37 @@ impl Store {
         self.meta.insert(key.as_bytes(), value.as_bytes())?;
         self.sync()
     }
+
+    // ----- sessions ----------------------------------------------------------------
+
+    /// Every stored session, by the SHA-256 of its id.
+    pub(crate) fn load_sessions(&self) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.sessions.iter() {
+            let (k, v) = kv?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Store a session under the SHA-256 of its id, durably.
+    pub(crate) fn put_session(&self, id_sha256: &str, s: &SessionRecord) -> Result<(), StoreError> {
+        self.sessions.insert(
+            id_sha256.as_bytes(),
+            serde_json::to_vec(s).expect("session serialises"),
+        )?;
+        self.sync()
+    }
+
+    /// Delete sessions, durably.
+    pub(crate) fn delete_sessions(&self, ids_sha256: &[String]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for id in ids_sha256 {
+            batch.remove(id.as_bytes());
+        }
+        self.sessions.apply_batch(batch)?;
+        self.sync()
+    }
 }
 
 /// Decode a stored JSON value, naming its key if it is corrupt.
@@ -236,6 +282,15 @@ mod tests {
         assert_eq!(s.meta_get("k").unwrap().as_deref(), Some("v"));
         s.delete_agent("a1").unwrap();
         assert!(s.load_agents().unwrap().is_empty());
+        let session = SessionRecord {
+            token_sha256: "t".into(),
+            created_at: Timestamp(1),
+            expires_at: Timestamp(2),
+        };
+        s.put_session("h1", &session).unwrap();
+        s.put_session("h2", &session).unwrap();
+        s.delete_sessions(&["h1".into()]).unwrap();
+        assert_eq!(s.load_sessions().unwrap(), vec![("h2".into(), session)]);
         std::fs::remove_dir_all(dir).ok();
     }
 }

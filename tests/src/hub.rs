@@ -20,6 +20,8 @@ pub struct Hub {
     /// The CA file a client needs to trust this hub (TLS hubs only).
     pub ca_file: Option<PathBuf>,
     env: Vec<(String, String)>,
+    /// The open-file limits (soft, hard) the hub runs under, if set.
+    nofile: Option<(u64, u64)>,
     proc: Proc,
     http: ureq::Agent,
 }
@@ -35,6 +37,21 @@ impl Hub {
     /// its `AGENTCOM_TLS__*` files) and the client speaks HTTPS trusting
     /// exactly the CA certificates in that PEM file.
     pub fn start_with(root: &Path, env: &[(&str, &str)], ca_file: Option<&Path>) -> Hub {
+        Self::start_full(root, env, ca_file, None)
+    }
+
+    /// As [`Hub::start`], under open-file limits (`soft`, `hard`) set by
+    /// `prlimit`, which then runs the hub as the same process.
+    pub fn start_with_nofile(root: &Path, env: &[(&str, &str)], soft: u64, hard: u64) -> Hub {
+        Self::start_full(root, env, None, Some((soft, hard)))
+    }
+
+    fn start_full(
+        root: &Path,
+        env: &[(&str, &str)],
+        ca_file: Option<&Path>,
+        nofile: Option<(u64, u64)>,
+    ) -> Hub {
         let dir = root.join("hub");
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
@@ -61,6 +78,7 @@ impl Hub {
             token: String::new(),
             ca_file: ca_file.map(Path::to_path_buf),
             env,
+            nofile,
             proc,
             http,
         };
@@ -70,7 +88,16 @@ impl Hub {
 
     /// Start (again) on the same port and data dir; wait until healthy.
     pub fn restart(&mut self) {
-        let mut cmd = Command::new(bin("agentcom-hub"));
+        let mut cmd = match self.nofile {
+            Some((soft, hard)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:{hard}"))
+                    .arg("--")
+                    .arg(bin("agentcom-hub"));
+                c
+            }
+            None => Command::new(bin("agentcom-hub")),
+        };
         cmd.args([
             "serve",
             "--listen",

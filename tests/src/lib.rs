@@ -8,6 +8,7 @@
 //! - [`raw`]: a hand-driven WebSocket "sidecar" for protocol tests.
 //! - [`fakehub`]: a scripted WebSocket "hub" a real sidecar connects to.
 //! - [`sse`]: a client for the hub's Server-Sent Events.
+//! - [`wire`]: raw HTTP over a socket (half-sent requests, exact headers).
 //! - [`browser`]: headless Chromium over the DevTools protocol.
 //! - [`wait_until`]: polling with a deadline.
 
@@ -18,6 +19,7 @@ pub mod procs;
 pub mod raw;
 pub mod sidecar;
 pub mod sse;
+pub mod wire;
 
 use std::time::{Duration, Instant};
 

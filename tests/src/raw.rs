@@ -99,12 +99,17 @@ impl RawSidecar {
 
     /// Say hello as an idle sidecar and wait for `welcome`.
     pub fn hello(&mut self, agent: &str) -> Value {
+        self.try_hello(agent, Duration::from_secs(5))
+            .expect("welcome")
+    }
+
+    /// Say hello as an idle sidecar; `welcome` if it comes within `timeout`.
+    pub fn try_hello(&mut self, agent: &str, timeout: Duration) -> Option<Value> {
         self.send(json!({
             "type": "hello", "protocol_version": 1, "agent_id": agent, "capabilities": [],
             "state": "idle", "current_task": null, "sidecar_version": "raw-test"
         }));
-        self.recv_type("welcome", Duration::from_secs(5))
-            .expect("welcome")
+        self.recv_type("welcome", timeout)
     }
 }
 

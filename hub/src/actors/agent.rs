@@ -1,7 +1,7 @@
 //! The `AgentActor`: one per known agent, a thin shell around
 //! [`AgentMachine`].
 //!
-//! It turns messages (a connection's hello, heartbeats and reports, the
+//! It turns messages (a connection opening, its hello, heartbeats and reports, the
 //! scheduler's assignments, an operator's cancel, its own deadline timer)
 //! into machine events, carries out the effects (frames to its connection,
 //! releases and failures to the queue, connections to close), and after
@@ -14,12 +14,17 @@
 //! applied strictly in the order it sent them, and `ack` follows only
 //! durable state.
 //!
+//! It knows every connection of its agent from the moment it opens
+//! (`Attach`, before any hello), so revoking the agent or stopping the hub
+//! closes them all. A `progress` note is published only when the machine
+//! accepts it (holder, size); otherwise the sidecar gets an `error` frame.
+//!
 //! It runs under an actix `Supervisor` (a stopped actor is restarted with
 //! its state); the registry also replaces one whose mailbox died. It never
 //! writes the store and never decides a task's fate: the queue does.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -29,12 +34,13 @@ use agentcom_protocol::{
 use serde_json::json;
 
 use crate::actors::messages::{
-    AgentBusy, AgentHandle, AgentIdle, AssignTask, CancelAttempt, CloseConn, ConnId, ConnLink,
-    Connect, Disconnect, FromSidecar, Holds, Push, Release, Report, ReportKind, ReportSource,
-    Revoke, Shutdown,
+    AgentBusy, AgentHandle, AgentIdle, AssignTask, Attach, CancelAttempt, CloseConn, ConnId,
+    ConnLink, Connect, Disconnect, FromSidecar, Holds, Push, Release, Report, ReportKind,
+    ReportSource, Revoke, Shutdown,
 };
 use crate::domain::fsm::{AgentMachine, Effect, Ending};
 use crate::domain::matching::IdleAgent;
+use crate::domain::rate::MessageLimit;
 use crate::domain::retry::Retryable;
 use crate::events::EventBus;
 use crate::views::AgentView;
@@ -49,6 +55,9 @@ pub struct AgentLinks {
     pub events: Arc<EventBus>,
     pub heartbeat_interval_s: u64,
     pub heartbeat_timeout_s: u64,
+    /// Each agent's message limit (`limits.agent_messages_*`).
+    pub messages_per_s: u32,
+    pub messages_burst: u32,
 }
 
 /// Make the actor panic (tests of supervision only).
@@ -88,13 +97,19 @@ impl AgentActor {
         }
     }
 
-    /// What others may send to the actor at `addr`.
-    pub(crate) fn handle_of(addr: &Addr<AgentActor>) -> AgentHandle {
+    /// What others may send to the actor at `addr`; its connections draw
+    /// on `limit`.
+    pub(crate) fn handle_of(
+        addr: &Addr<AgentActor>,
+        limit: Arc<Mutex<MessageLimit>>,
+    ) -> AgentHandle {
         AgentHandle {
+            attach: addr.clone().recipient(),
             connect: addr.clone().recipient(),
             disconnect: addr.clone().recipient(),
             from_sidecar: addr.clone().recipient(),
             holds: addr.clone().recipient(),
+            limit,
         }
     }
 
@@ -189,6 +204,16 @@ impl AgentActor {
         }
     }
 
+    /// A revoked agent takes no connection: close it; true if it did.
+    fn turned_away(&self, link: &ConnLink) -> bool {
+        if self.retired {
+            link.close.do_send(CloseConn {
+                reason: "agent revoked".into(),
+            });
+        }
+        self.retired
+    }
+
     fn is_current_conn(&self, conn: ConnId) -> bool {
         self.machine.conn() == Some(conn)
     }
@@ -263,13 +288,19 @@ impl Supervised for AgentActor {
     }
 }
 
+impl Handler<Attach> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, msg: Attach, _: &mut Context<Self>) {
+        if !self.turned_away(&msg.link) {
+            self.conns.insert(msg.conn, msg.link);
+        }
+    }
+}
+
 impl Handler<Connect> for AgentActor {
     type Result = ();
     fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) {
-        if self.retired {
-            msg.link.close.do_send(CloseConn {
-                reason: "agent revoked".into(),
-            });
+        if self.turned_away(&msg.link) {
             return;
         }
         msg.link.push.do_send(Push(HubMsg::Welcome {
@@ -369,10 +400,19 @@ impl Handler<FromSidecar> for AgentActor {
                 generation,
                 note,
             } => {
-                self.links.events.publish(
-                    "progress",
-                    json!({ "agent_id": self.id(), "task_id": task_id, "generation": generation, "note": note }),
-                );
+                let attempt = AttemptRef::new(task_id, generation);
+                match self.machine.progress(msg.conn, &attempt, note.len()) {
+                    Ok(()) => {
+                        self.links.events.publish(
+                            "progress",
+                            json!({ "agent_id": self.id(), "task_id": attempt.task_id, "generation": attempt.generation, "note": note }),
+                        );
+                    }
+                    Err(refusal) => {
+                        tracing::debug!(agent = %self.id(), %attempt, code = refusal.code(), "progress refused");
+                        self.send(HubMsg::error(refusal.code(), refusal.message()));
+                    }
+                }
                 done()
             }
             SidecarMsg::Hello { .. } => done(), // the connection handles hello

@@ -1,7 +1,16 @@
 //! `ConnectionActor`: one actor per sidecar WebSocket connection.
 //!
 //! It owns the connection's `actix_ws::Session` through a `SinkWrite`, so
-//! any handler can write a frame. It parses each text frame into a
+//! any handler can write a frame. When it starts it attaches itself to its
+//! agent's actor (so revoking the agent closes it even before `hello`) and
+//! arms the hello timer: without a `hello` within `hello_timeout_s` it
+//! closes. Every data frame first draws on the agent's message limit
+//! (shared by the agent's connections, large frames costing more): over
+//! it the frame is still handled but the actor reads nothing more until
+//! the agent's rate has fallen to the limit (`ctx.wait`; the sidecar hears
+//! `rate_limited` once a run), so nothing a sidecar sends is lost and a
+//! flood costs the hub no more than the limit; slowed without a pause for
+//! ten bursts' time, the connection is closed. It parses each text frame into a
 //! [`SidecarMsg`]; the first must be `hello` for the agent whose token
 //! opened the connection, with our protocol version. After that, every
 //! message goes to the agent's actor in arrival order. Frames it cannot use
@@ -20,26 +29,38 @@
 //! everything.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::io::{SinkWrite, WriteHandler};
 use actix::prelude::*;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Message, ProtocolError};
-use agentcom_protocol::{HubMsg, SidecarMsg, PROTOCOL_VERSION};
+use agentcom_protocol::{HubMsg, SidecarMsg, Timestamp, PROTOCOL_VERSION};
 
 use crate::actors::messages::{
-    AgentHandle, CloseConn, ConnId, ConnLink, Connect, Disconnect, FromSidecar, Push,
+    AgentHandle, Attach, CloseConn, ConnId, ConnLink, Connect, Disconnect, FromSidecar, Push,
 };
 use crate::domain::fsm::HelloFacts;
+use crate::domain::rate::{Admit, MessageLimit};
 use crate::stats::Stats;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// A connection's settings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnSettings {
+    pub hello_timeout: Duration,
+    /// The agent's message limit, to name it to the sidecar.
+    pub messages_per_s: u32,
+    pub messages_burst: u32,
+}
 
 pub(crate) struct ConnectionActor {
     id: ConnId,
     agent_id: String,
     agent: AgentHandle,
+    limit: Arc<Mutex<MessageLimit>>,
+    settings: ConnSettings,
     sink: SinkWrite<Message, actix_ws::Session>,
     stats: Arc<Stats>,
     said_hello: bool,
@@ -50,6 +71,7 @@ impl ConnectionActor {
     pub(crate) fn new(
         agent_id: String,
         agent: AgentHandle,
+        settings: ConnSettings,
         ws: actix_ws::Session,
         stats: Arc<Stats>,
         ctx: &mut Context<Self>,
@@ -57,11 +79,58 @@ impl ConnectionActor {
         ConnectionActor {
             id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
             agent_id,
+            limit: agent.limit.clone(),
             agent,
+            settings,
             sink: SinkWrite::new(ws, ctx),
             stats,
             said_hello: false,
             closing: false,
+        }
+    }
+
+    fn link(ctx: &Context<Self>) -> ConnLink {
+        ConnLink {
+            push: ctx.address().recipient(),
+            close: ctx.address().recipient(),
+        }
+    }
+
+    /// Draw a message of `bytes` on the agent's limit: true to handle it;
+    /// over the limit, the connection reads nothing more until the agent's
+    /// rate has fallen to it (the sidecar told once a run); flooding for
+    /// long closes the connection (false).
+    fn admit(&mut self, bytes: usize, ctx: &mut Context<Self>) -> bool {
+        let verdict = self
+            .limit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(Timestamp::now(), bytes);
+        let (per_s, burst) = (self.settings.messages_per_s, self.settings.messages_burst);
+        match verdict {
+            Admit::Now => true,
+            Admit::Slow { wait_ms, tell } => {
+                self.stats.ws_rate_limited.inc();
+                if tell {
+                    tracing::warn!(agent = %self.agent_id, conn = self.id, per_s, burst,
+                        "the sidecar is over its message rate; reading it at that rate");
+                    self.refuse(
+                        "rate_limited",
+                        format!("more than {per_s} messages per second (bursts of {burst}); the hub reads this connection at that rate until it falls"),
+                    );
+                }
+                ctx.wait(actix::fut::wrap_future(tokio::time::sleep(
+                    Duration::from_millis(wait_ms),
+                )));
+                true
+            }
+            Admit::Disconnect => {
+                self.stats.ws_rate_limited.inc();
+                let reason = format!("message rate limit exceeded without a pause ({per_s} per second, bursts of {burst})");
+                self.refuse("rate_limited", reason.clone());
+                self.close(ctx, CloseCode::Policy, &reason);
+                false
+            }
         }
     }
 
@@ -135,10 +204,7 @@ impl ConnectionActor {
                 self.said_hello = true;
                 self.agent.connect.do_send(Connect {
                     conn: self.id,
-                    link: ConnLink {
-                        push: ctx.address().recipient(),
-                        close: ctx.address().recipient(),
-                    },
+                    link: Self::link(ctx),
                     hello: HelloFacts {
                         capabilities,
                         current_task,
@@ -161,8 +227,20 @@ impl ConnectionActor {
 impl Actor for ConnectionActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(agent = %self.agent_id, conn = self.id, "sidecar connected");
+        self.agent.attach.do_send(Attach {
+            conn: self.id,
+            link: Self::link(ctx),
+        });
+        let within = self.settings.hello_timeout;
+        ctx.run_later(within, move |act, ctx| {
+            if !act.said_hello {
+                let reason = format!("no hello within {} s", within.as_secs());
+                act.refuse("hello_timeout", reason.clone());
+                act.close(ctx, CloseCode::Policy, &reason);
+            }
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -185,6 +263,16 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ConnectionActor
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
         if self.closing {
             return;
+        }
+        let bytes = match &item {
+            Ok(AggregatedMessage::Text(t)) => Some(t.len()),
+            Ok(AggregatedMessage::Binary(b) | AggregatedMessage::Ping(b)) => Some(b.len()),
+            _ => None,
+        };
+        if let Some(bytes) = bytes {
+            if !self.admit(bytes, ctx) {
+                return;
+            }
         }
         match item {
             Ok(AggregatedMessage::Text(text)) => self.on_text(&text, ctx),

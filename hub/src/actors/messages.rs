@@ -20,12 +20,15 @@
 //!
 //! The queue never waits on anyone, so every chain of waits ends there.
 
+use std::sync::{Arc, Mutex};
+
 use actix::prelude::*;
 use agentcom_protocol::{AgentInfo, AgentState, AttemptRef, HubMsg, NewTask, SidecarMsg, Task};
 
 use crate::domain::fsm::HelloFacts;
 use crate::domain::matching::IdleAgent;
 use crate::domain::queue::{Assignment, Created, Outstanding, QueueError, Verdict};
+use crate::domain::rate::MessageLimit;
 use crate::domain::retry::Retryable;
 
 /// Identifies one WebSocket connection of a sidecar (unique per hub run).
@@ -169,13 +172,26 @@ pub struct CloseAll;
 
 // ----- to an agent actor -------------------------------------------------------
 
-/// What others may send to one agent's actor.
+/// What others may send to one agent's actor, and the agent's message
+/// limit, which every connection of the agent draws on before it parses a
+/// frame (so the limit is the agent's, however many connections it opens).
 #[derive(Clone)]
 pub struct AgentHandle {
+    pub attach: Recipient<Attach>,
     pub connect: Recipient<Connect>,
     pub disconnect: Recipient<Disconnect>,
     pub from_sidecar: Recipient<FromSidecar>,
     pub holds: Recipient<Holds>,
+    pub(crate) limit: Arc<Mutex<MessageLimit>>,
+}
+
+/// A connection for this agent opened (before any `hello`): the agent
+/// actor can close it (revocation, shutdown) from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach {
+    pub conn: ConnId,
+    pub link: ConnLink,
 }
 
 /// A connection's sidecar said `hello`.

@@ -14,7 +14,7 @@
 //! nothing more.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -28,6 +28,7 @@ use crate::actors::messages::{
 use crate::auth::{generate_token, hash_token};
 use crate::domain::fsm::{AgentMachine, FsmSettings};
 use crate::domain::queue::Outstanding;
+use crate::domain::rate::MessageLimit;
 use crate::store::{AgentRecord, Store};
 
 /// Agent token hash → agent id, readable without the actor.
@@ -64,6 +65,9 @@ impl AgentDirectory {
 struct Running {
     record: AgentRecord,
     addr: Addr<AgentActor>,
+    /// The agent's message limit, shared by its connections (kept when
+    /// its actor is replaced).
+    limit: Arc<Mutex<MessageLimit>>,
 }
 
 pub struct RegistryActor {
@@ -120,18 +124,37 @@ impl RegistryActor {
         )
     }
 
-    /// Start a supervised actor for `record`, seeded with the attempt it holds.
-    fn spawn_agent(&mut self, record: AgentRecord, held: Option<&Outstanding>) {
+    /// Start a supervised actor for `record`, seeded with the attempt it
+    /// holds; its connections draw on `limit` (a fresh one if none).
+    fn spawn_agent(
+        &mut self,
+        record: AgentRecord,
+        held: Option<&Outstanding>,
+        limit: Option<Arc<Mutex<MessageLimit>>>,
+    ) {
         let now = Timestamp::now();
         let mut machine = self.machine(&record, now);
         if let Some(h) = held {
             tracing::info!(agent = %record.id, attempt = %h.attempt, status = %h.status, "agent still holds an attempt; waiting for its sidecar");
             machine.seed_holding(h, now);
         }
+        let limit = limit.unwrap_or_else(|| {
+            Arc::new(Mutex::new(MessageLimit::new(
+                self.links.messages_per_s,
+                self.links.messages_burst,
+                now,
+            )))
+        });
         let links = self.links.clone();
         let addr = Supervisor::start(move |_| AgentActor::new(machine, links));
-        self.agents
-            .insert(record.id.clone(), Running { record, addr });
+        self.agents.insert(
+            record.id.clone(),
+            Running {
+                record,
+                addr,
+                limit,
+            },
+        );
     }
 
     /// Replace agent actors whose mailbox died, seeded from the queue.
@@ -152,11 +175,11 @@ impl RegistryActor {
                 act.reseeding.remove(&id);
                 let Ok(held) = held else { return };
                 // Revoked meanwhile: nothing to restart.
-                let Some(record) = act.agents.remove(&id).map(|r| r.record) else {
+                let Some(Running { record, limit, .. }) = act.agents.remove(&id) else {
                     return;
                 };
                 let held = latest_by_agent(held).remove(&id);
-                act.spawn_agent(record, held.as_ref());
+                act.spawn_agent(record, held.as_ref(), Some(limit));
             }));
         }
     }
@@ -184,7 +207,7 @@ impl Actor for RegistryActor {
         let held = std::mem::take(&mut self.held_at_start);
         for record in std::mem::take(&mut self.records_at_start) {
             let h = held.get(&record.id);
-            self.spawn_agent(record, h);
+            self.spawn_agent(record, h, None);
         }
         tracing::info!(agents = self.agents.len(), "agent actors started");
         ctx.run_interval(Duration::from_secs(1), |act, ctx| act.check_alive(ctx));
@@ -221,7 +244,7 @@ impl Handler<AddAgent> for RegistryActor {
                 .insert(record.token_sha256.clone(), record.id.clone());
             let info = act.machine(&record, record.created_at).info();
             tracing::info!(agent = %record.id, capabilities = ?record.capabilities, "agent added");
-            act.spawn_agent(record, None);
+            act.spawn_agent(record, None, None);
             Ok((info, token))
         }))
     }
@@ -259,7 +282,7 @@ impl Handler<Lookup> for RegistryActor {
     fn handle(&mut self, msg: Lookup, _: &mut Context<Self>) -> Self::Result {
         self.agents
             .get(&msg.id)
-            .map(|r| AgentActor::handle_of(&r.addr))
+            .map(|r| AgentActor::handle_of(&r.addr, r.limit.clone()))
     }
 }
 

@@ -20,6 +20,7 @@ use agentcom_protocol::{
     Timestamp,
 };
 
+use crate::domain::limits::MAX_PROGRESS_NOTE_BYTES;
 use crate::domain::queue::{Outstanding, Verdict};
 
 /// Timeouts and the circuit breaker, in milliseconds.
@@ -89,6 +90,33 @@ pub(crate) enum Effect {
 pub(crate) enum Ending {
     Completed,
     Failed,
+}
+
+/// Why the machine refuses something a sidecar sent (answered with an
+/// `error` frame of this code; nothing else happens).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The message is about an attempt this agent (on this connection)
+    /// does not hold.
+    NotHolder(String),
+    /// Larger than the hub keeps.
+    TooLarge(String),
+}
+
+impl Refusal {
+    /// The `code` of the `error` frame.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            Refusal::NotHolder(_) => "not_holder",
+            Refusal::TooLarge(_) => "too_large",
+        }
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            Refusal::NotHolder(m) | Refusal::TooLarge(m) => m,
+        }
+    }
 }
 
 /// The agent cannot take an assignment now.
@@ -459,6 +487,35 @@ impl AgentMachine {
             task: task.clone(),
             reason: format!("rejected by the agent: {reason}"),
         }]
+    }
+
+    /// The sidecar on `conn` reports progress on `task` with a note of
+    /// `note_len` bytes: published only if it comes on the agent's current
+    /// connection about the very attempt the agent holds, with a note of at
+    /// most [`MAX_PROGRESS_NOTE_BYTES`]. Nothing changes either way.
+    pub(crate) fn progress(
+        &self,
+        conn: u64,
+        task: &AttemptRef,
+        note_len: usize,
+    ) -> Result<(), Refusal> {
+        if self.conn != Some(conn) {
+            return Err(Refusal::NotHolder(
+                "this is not the agent's current connection".into(),
+            ));
+        }
+        if self.holding.as_ref().is_none_or(|h| &h.task != task) {
+            return Err(Refusal::NotHolder(format!(
+                "agent {} does not hold attempt {task}; progress is taken only from the agent working on it",
+                self.id
+            )));
+        }
+        if note_len > MAX_PROGRESS_NOTE_BYTES {
+            return Err(Refusal::TooLarge(format!(
+                "a progress note is at most {MAX_PROGRESS_NOTE_BYTES} bytes; this one has {note_len}"
+            )));
+        }
+        Ok(())
     }
 
     /// The task was cancelled (by an operator): tell the sidecar to stop.

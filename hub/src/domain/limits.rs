@@ -3,12 +3,17 @@
 //!
 //! Pure functions over values; they never refuse anything (a report that
 //! is too large is still a report), they only make it small enough to keep.
+//! The one bound that refuses, a progress note's, is applied by the agent
+//! machine.
 
 use agentcom_protocol::{TaskResult, MAX_RESULT_BYTES};
 
 /// Longest `detail` of a history entry that quotes an agent (a late
 /// result's summary, a failure's error), in bytes.
 pub(crate) const MAX_DETAIL_BYTES: usize = 1024;
+/// Longest note of a `progress` message, in bytes; a longer one is refused
+/// (it would be published to every event stream and kept in the replay).
+pub(crate) const MAX_PROGRESS_NOTE_BYTES: usize = 4096;
 /// Longest error kept as a task's `last_error`, in bytes.
 pub(crate) const MAX_ERROR_BYTES: usize = 8 * 1024;
 /// Longest summary kept when a result has to be cut down, in bytes.

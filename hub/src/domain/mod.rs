@@ -7,11 +7,13 @@
 //! - [`fsm`]: one agent's state machine (`AgentMachine`).
 //! - [`validate`]: field rules for submitted tasks and agents.
 //! - [`limits`]: how much of what agents send the hub keeps.
+//! - [`rate`]: token buckets (agents' messages, token guesses).
 
 pub(crate) mod fsm;
 pub(crate) mod lanes;
 pub(crate) mod limits;
 pub(crate) mod matching;
 pub(crate) mod queue;
+pub(crate) mod rate;
 pub(crate) mod retry;
 pub(crate) mod validate;

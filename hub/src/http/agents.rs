@@ -32,7 +32,7 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, HttpError> {
-    let new: NewAgent = body::json(payload).await?;
+    let new: NewAgent = body::json(payload, &state).await?;
     validate::agent_id(&new.id)?;
     for c in &new.capabilities {
         validate::capability("capabilities", c)?;

@@ -1,5 +1,7 @@
 //! The API's one error shape, `{"error": {"code", "message"}}` (the
-//! protocol's [`ApiError`] body), with the status codes of the contract.
+//! protocol's [`ApiError`] body), with the status codes of the contract
+//! (and 408 `timeout`, 415 `unsupported_media_type`, 429 `rate_limited`
+//! with `Retry-After`).
 //! Every route returns [`HttpError`] on failure; nothing else in the hub
 //! builds an error response.
 
@@ -16,6 +18,8 @@ pub(crate) struct HttpError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (seconds), with 429.
+    pub retry_after_s: Option<u64>,
 }
 
 impl HttpError {
@@ -24,6 +28,7 @@ impl HttpError {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
         }
     }
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
@@ -50,6 +55,22 @@ impl HttpError {
     pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
+    pub(crate) fn timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "timeout", message)
+    }
+    pub(crate) fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+    pub(crate) fn rate_limited(message: impl Into<String>, retry_after_s: u64) -> Self {
+        HttpError {
+            retry_after_s: Some(retry_after_s),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
 }
 
 impl std::fmt::Display for HttpError {
@@ -70,7 +91,11 @@ impl ResponseError for HttpError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ApiError::new(self.code, self.message.clone()))
+        let mut res = HttpResponse::build(self.status);
+        if let Some(s) = self.retry_after_s {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, s.to_string()));
+        }
+        res.json(ApiError::new(self.code, self.message.clone()))
     }
 }
 

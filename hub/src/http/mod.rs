@@ -11,6 +11,7 @@
 //! - [`session`], [`dashboard`] — the dashboard's sign-in and its files
 //! - [`ws`] — the sidecar WebSocket upgrade at `/ws`
 //! - [`auth`], [`body`], [`error`] — who calls, what they sent, how we refuse.
+//! - [`limits`] — connections (503 over the limit) and token guesses (429).
 
 pub(crate) mod agents;
 pub(crate) mod auth;
@@ -18,6 +19,7 @@ pub(crate) mod body;
 pub(crate) mod dashboard;
 pub(crate) mod error;
 pub(crate) mod events;
+pub(crate) mod limits;
 pub(crate) mod session;
 pub(crate) mod status;
 pub(crate) mod tasks;
@@ -34,6 +36,9 @@ use crate::actors::registry::{AgentDirectory, RegistryActor};
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::events::EventBus;
+use crate::http::error::HttpError;
+use crate::http::limits::{Connections, Guesses};
+use crate::sessions::Sessions;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::views::{AgentView, TaskView};
@@ -51,10 +56,18 @@ pub struct AppState {
     pub events: Arc<EventBus>,
     pub stats: Arc<Stats>,
     pub started_at: Timestamp,
+    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) guesses: Guesses,
+    pub(crate) connections: Arc<Connections>,
 }
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
+    // A query string that does not parse is a 400 in the error shape (and
+    // the role extractor, first in every handler, has run by then).
+    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
+        HttpError::bad_request(format!("the query string is not valid: {e}")).into()
+    }))
+    .service(
         web::scope("/api")
             .route("/tasks", web::post().to(tasks::create))
             .route("/tasks", web::get().to(tasks::list))

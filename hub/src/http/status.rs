@@ -41,6 +41,7 @@ pub(crate) fn snapshot(state: &AppState) -> serde_json::Value {
         .map(|(s, n)| (s.as_str(), *n))
         .collect();
     let per_minute = state.stats.completions_per_minute(now, THROUGHPUT_MINUTES);
+    let (connections, max_connections) = state.connections.open_and_limit();
     json!({
         "at": now,
         "version": env!("CARGO_PKG_VERSION"),
@@ -64,6 +65,11 @@ pub(crate) fn snapshot(state: &AppState) -> serde_json::Value {
         "stale_messages": state.stats.stale_count(),
         "store": { "syncs": state.stats.store_syncs.get(), "writes": state.stats.store_writes.get() },
         "events": { "next_id": state.events.next_id(), "subscribers": state.events.subscribers() },
+        "http": {
+            "connections": connections,
+            "max_connections": max_connections,
+            "refused_connections": state.stats.http_refused.get(),
+        },
     })
 }
 

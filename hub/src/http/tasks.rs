@@ -19,7 +19,7 @@ pub(crate) async fn create(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, HttpError> {
-    let spec: NewTask = body::json(payload).await?;
+    let spec: NewTask = body::json(payload, &state).await?;
     validate::new_task(&spec)?;
     Ok(match state.queue.send(CreateTask(spec)).await?? {
         Created::New(task) => HttpResponse::Created().json(task),

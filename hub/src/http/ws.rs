@@ -1,11 +1,14 @@
-//! `GET /ws`: the sidecar's WebSocket. The agent token is checked before
-//! the upgrade; the connection then belongs to a new [`ConnectionActor`].
+//! `GET /ws`: the sidecar's WebSocket. The agent token (bearer only: a
+//! cookie never opens a sidecar session) is checked before the upgrade;
+//! the connection then belongs to a new [`ConnectionActor`].
+
+use std::time::Duration;
 
 use actix::{Actor, AsyncContext};
 use actix_web::{web, HttpRequest, HttpResponse};
 use agentcom_protocol::MAX_FRAME_BYTES;
 
-use crate::actors::connection::ConnectionActor;
+use crate::actors::connection::{ConnSettings, ConnectionActor};
 use crate::actors::messages::Lookup;
 use crate::http::error::HttpError;
 use crate::http::{auth, AppState};
@@ -15,7 +18,7 @@ pub(crate) async fn upgrade(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
-    let token = auth::presented_token(&req).ok_or_else(|| {
+    let token = auth::bearer(&req).ok_or_else(|| {
         HttpError::unauthorized("missing agent token: send Authorization: Bearer <agent token>")
     })?;
     let agent_id = state
@@ -36,9 +39,15 @@ pub(crate) async fn upgrade(
         .aggregate_continuations()
         .max_continuation_size(MAX_FRAME_BYTES);
     let stats = state.stats.clone();
+    let s = &state.settings;
+    let settings = ConnSettings {
+        hello_timeout: Duration::from_secs(s.timeouts.hello_timeout_s),
+        messages_per_s: s.limits.agent_messages_per_s,
+        messages_burst: s.limits.agent_messages_burst,
+    };
     ConnectionActor::create(move |ctx| {
         ctx.add_stream(stream);
-        ConnectionActor::new(agent_id, agent, ws, stats, ctx)
+        ConnectionActor::new(agent_id, agent, settings, ws, stats, ctx)
     });
     Ok(response)
 }

@@ -460,3 +460,39 @@ fn revoke_closes_and_releases() {
     assert_eq!(releases(&fx)[0].0, r);
     assert_eq!(m.state(), AgentState::Offline);
 }
+
+#[test]
+fn progress_only_from_the_holder_on_its_connection_with_a_small_note() {
+    let mut m = connected();
+    let other = AttemptRef::new("t9", 1);
+    assert_eq!(
+        m.progress(1, &other, 10).unwrap_err().code(),
+        "not_holder",
+        "an idle agent holds nothing"
+    );
+    let r = working(&mut m, "t1", 3, 0);
+    assert_eq!(m.progress(1, &r, 10), Ok(()));
+    assert_eq!(m.progress(1, &r, MAX_PROGRESS_NOTE_BYTES), Ok(()));
+    assert_eq!(
+        m.progress(1, &r, MAX_PROGRESS_NOTE_BYTES + 1)
+            .unwrap_err()
+            .code(),
+        "too_large"
+    );
+    assert_eq!(
+        m.progress(1, &AttemptRef::new("t1", 2), 10)
+            .unwrap_err()
+            .code(),
+        "not_holder",
+        "another generation of the same task"
+    );
+    assert_eq!(m.progress(1, &other, 10).unwrap_err().code(), "not_holder");
+    assert_eq!(
+        m.progress(2, &r, 10).unwrap_err().code(),
+        "not_holder",
+        "not on the agent's current connection"
+    );
+    let before = m.info();
+    let _ = m.progress(1, &r, 10);
+    assert_eq!(m.info(), before, "progress changes nothing");
+}
