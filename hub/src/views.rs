@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 use agentcom_protocol::{AgentInfo, AgentState, Task, TaskStatus, Timestamp};
 
 use crate::domain::lanes::{lane_index, LaneKind, LANE_COUNT};
-use crate::domain::queue::Change;
+use crate::domain::queue::TaskDelta;
 use crate::store::{Fields, Purged, Store, StoreError};
 
 /// A live task as last made durable, and how many history entries were
@@ -95,7 +95,7 @@ impl TaskView {
     }
 
     /// A group of changes is about to be written (not yet durable).
-    pub(crate) fn begin(&self, changes: &[Change]) {
+    pub(crate) fn begin(&self, changes: &[TaskDelta]) {
         let mut idx = self.write();
         for c in changes {
             idx.in_flight.insert(c.task.id.clone());
@@ -106,7 +106,7 @@ impl TaskView {
     }
 
     /// Mirror a group of changes once durable.
-    pub(crate) fn apply_changes(&self, changes: &[Change]) {
+    pub(crate) fn apply_deltas(&self, changes: &[TaskDelta]) {
         let mut idx = self.write();
         for c in changes {
             let id = &c.task.id;
@@ -404,10 +404,10 @@ mod tests {
                 ids.push(t.id);
             }
         }
-        let changes = q.take_changes();
+        let changes = q.take_deltas();
         view.begin(&changes);
         assert!(matches!(view.lookup(&ids[0]), Lookup::NotYet));
-        view.apply_changes(&changes);
+        view.apply_deltas(&changes);
         assert!(matches!(view.lookup(&ids[0]), Lookup::Live(..)));
         let c = view.counts();
         assert_eq!(c.by_status[&TaskStatus::Queued], 5);
@@ -419,7 +419,7 @@ mod tests {
 
         q.claim(&[IdleAgent::new("a", &[], 0)], now(10));
         q.cancel(&ids[3], "x", now(11)).unwrap();
-        view.apply_changes(&q.take_changes());
+        view.apply_deltas(&q.take_deltas());
         let c = view.counts();
         assert_eq!(c.by_status[&TaskStatus::Queued], 3);
         assert_eq!(c.by_status[&TaskStatus::Assigned], 1);

@@ -29,7 +29,7 @@ use crate::actors::messages::{
     CancelTask, Claim, CommandError, CreateTask, Kick, OutstandingAttempts, PromoteDue, Release,
     Report, ReportKind, ReportSource, RetryTask, StopAttempt,
 };
-use crate::domain::queue::{Assignment, Change, Created, QueueCore, QueueError, Verdict};
+use crate::domain::queue::{Assignment, TaskDelta, Created, QueueCore, QueueError, Verdict};
 use crate::events::EventBus;
 use crate::stats::Stats;
 use crate::store::{Purge, Store};
@@ -49,7 +49,7 @@ pub struct QueueLinks {
 
 #[derive(Default)]
 struct Group {
-    changes: Vec<Change>,
+    changes: Vec<TaskDelta>,
     purge: Option<Purge>,
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
 }
@@ -110,7 +110,7 @@ impl QueueActor {
     /// Stage the core's changes; the receiver resolves once they (and
     /// everything staged before them) are durable.
     fn commit(&mut self, ctx: &mut Context<Self>) -> Durable {
-        let changes = self.core.take_changes();
+        let changes = self.core.take_deltas();
         let (tx, rx) = oneshot::channel();
         if changes.is_empty() && !self.syncing && self.pending.waiters.is_empty() {
             let _ = tx.send(Ok(()));
@@ -177,11 +177,11 @@ impl QueueActor {
     }
 
     /// Tell the world about durable changes.
-    fn publish(&self, changes: &[Change]) {
+    fn publish(&self, changes: &[TaskDelta]) {
         if changes.is_empty() {
             return;
         }
-        self.view.apply_changes(changes);
+        self.view.apply_deltas(changes);
         let mut kick = false;
         for c in changes {
             let t = &c.task;

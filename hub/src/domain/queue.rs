@@ -5,7 +5,7 @@
 //! the rules that decide whether a report from an agent is about the
 //! current attempt (task id, owner and generation all match) or stale.
 //! Each mutation records the task's new state and its new history entries
-//! as a [`Change`]; the caller drains them with [`QueueCore::take_changes`],
+//! as a [`TaskDelta`]; the caller drains them with [`QueueCore::take_deltas`],
 //! makes them durable, and says so with [`QueueCore::durable`].
 //!
 //! Memory follows the live work, not the archive: once a finished task
@@ -140,7 +140,7 @@ pub struct Cancelled {
 
 /// A task's new state and the history entries added since the last drain.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Change {
+pub struct TaskDelta {
     pub task: Task,
     pub history_len: u32,
     pub new_history: Vec<(u32, HistoryEntry)>,
@@ -325,13 +325,13 @@ impl QueueCore {
     }
 
     /// Drain the changes made since the last call.
-    pub fn take_changes(&mut self) -> Vec<Change> {
+    pub fn take_deltas(&mut self) -> Vec<TaskDelta> {
         let dirty = std::mem::take(&mut self.dirty);
         dirty
             .into_iter()
             .filter_map(|(id, pending)| {
                 let e = self.tasks.get(&id)?;
-                Some(Change {
+                Some(TaskDelta {
                     task: e.task.clone(),
                     history_len: e.history_len,
                     new_history: pending.entries,
@@ -348,7 +348,7 @@ impl QueueCore {
     /// These changes are durable: finished tasks among them keep only
     /// their head in memory from now on, and the oldest finished tasks and
     /// expired idempotency keys are forgotten.
-    pub fn durable(&mut self, changes: &[Change], now: Timestamp) {
+    pub fn durable(&mut self, changes: &[TaskDelta], now: Timestamp) {
         for c in changes {
             let id = &c.task.id;
             if self.dirty.contains_key(id) {

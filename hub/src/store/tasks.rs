@@ -29,7 +29,7 @@ use agentcom_protocol::{HistoryEntry, Task, TaskResult, TaskStatus, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::domain::queue::{spec_digest, Change, StoredKey};
+use crate::domain::queue::{spec_digest, TaskDelta, StoredKey};
 use crate::store::{decode, Store, StoreError};
 
 /// The store format this code writes; older ones are migrated at open.
@@ -272,7 +272,7 @@ impl Store {
     /// purge deleted.
     pub(crate) fn write_tasks(
         &self,
-        changes: &[Change],
+        changes: &[TaskDelta],
         purge: Option<&Purge>,
     ) -> Result<Vec<Purged>, StoreError> {
         let mut batch = sled::Batch::default();
@@ -612,7 +612,7 @@ mod tests {
         let b = create(&mut q, "b", None, 1);
         q.cancel(&b, "test", now(5)).unwrap();
         let s = crate::store::open_for_test(&dir);
-        s.write_tasks(&q.take_changes(), None).unwrap();
+        s.write_tasks(&q.take_deltas(), None).unwrap();
         s.sync().unwrap();
         let assigned = q.claim(
             &[crate::domain::matching::IdleAgent::new("x", &[], 0)],
@@ -629,7 +629,7 @@ mod tests {
             },
             now(8),
         );
-        s.write_tasks(&q.take_changes(), None).unwrap();
+        s.write_tasks(&q.take_deltas(), None).unwrap();
         s.sync().unwrap();
         drop(s);
 
@@ -695,7 +695,7 @@ mod tests {
         q.cancel(&old, "x", now(10)).unwrap();
         q.cancel(&held, "x", now(10)).unwrap();
         let s = crate::store::open_for_test(&dir);
-        s.write_tasks(&q.take_changes(), None).unwrap();
+        s.write_tasks(&q.take_deltas(), None).unwrap();
         let purge = Purge {
             before: now(11),
             keep: [held.clone()].into_iter().collect(),
@@ -749,7 +749,7 @@ mod tests {
         };
         let small = create(&mut q, "small", None, 1);
         let s = Store::open(&dir, 16).unwrap();
-        s.write_tasks(&q.take_changes(), None).unwrap();
+        s.write_tasks(&q.take_deltas(), None).unwrap();
         s.sync().unwrap();
         let files = |s: &Store| -> usize {
             std::fs::read_dir(&*s.files)
@@ -779,7 +779,7 @@ mod tests {
         assert_eq!(files(&s), 1);
         // Retention takes the file with the task.
         q.cancel(&big, "x", now(5)).unwrap();
-        s.write_tasks(&q.take_changes(), None).unwrap();
+        s.write_tasks(&q.take_deltas(), None).unwrap();
         let purge = Purge {
             before: now(6),
             keep: BTreeSet::new(),

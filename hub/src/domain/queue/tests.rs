@@ -57,7 +57,7 @@ fn running(q: &mut QueueCore, who: &str) -> AttemptRef {
     r
 }
 
-fn events(q: &QueueCore, changes: &[Change], id: &str) -> Vec<String> {
+fn events(q: &QueueCore, changes: &[TaskDelta], id: &str) -> Vec<String> {
     let _ = q;
     changes
         .iter()
@@ -79,12 +79,12 @@ fn create_fills_defaults_and_records_history() {
     assert_eq!(task.max_retries, 2);
     assert_eq!(task.timeout_s, 60);
     assert_eq!(task.priority, Priority::Normal);
-    let changes = q.take_changes();
+    let changes = q.take_deltas();
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].previous_status, None);
     assert_eq!(changes[0].history_len, 1);
     assert_eq!(changes[0].new_history[0].1.event, TaskEvent::Created);
-    assert!(q.take_changes().is_empty(), "drained");
+    assert!(q.take_deltas().is_empty(), "drained");
 }
 
 #[test]
@@ -104,12 +104,12 @@ fn idempotency_key_returns_the_first_task() {
         ..spec("a")
     };
     let first = created(q.create(s.clone(), t(0)));
-    q.take_changes();
+    q.take_deltas();
     match q.create(s.clone(), t(5)) {
         Ok(Created::Existing(again)) => assert_eq!(again, first.id),
         other => panic!("{other:?}"),
     }
-    assert!(q.take_changes().is_empty(), "a dedupe writes nothing");
+    assert!(q.take_deltas().is_empty(), "a dedupe writes nothing");
     assert_eq!(q.len(), 1);
     // The same key for another task is a conflict, and writes nothing.
     let other = NewTask {
@@ -117,7 +117,7 @@ fn idempotency_key_returns_the_first_task() {
         ..s
     };
     assert!(matches!(q.create(other, t(6)), Err(QueueError::Conflict(m)) if m.contains("k1")));
-    assert!(q.take_changes().is_empty());
+    assert!(q.take_deltas().is_empty());
 }
 
 #[test]
@@ -163,9 +163,9 @@ fn accept_then_complete_records_one_completion() {
         Some("done")
     );
     // A resend (the ack was lost) changes nothing.
-    q.take_changes();
+    q.take_deltas();
     assert_eq!(q.complete(&r, "a", result, t(4)), Verdict::Duplicate);
-    assert!(q.take_changes().is_empty());
+    assert!(q.take_deltas().is_empty());
 }
 
 #[test]
@@ -181,7 +181,7 @@ fn stale_generation_changes_nothing_but_is_visible() {
     );
     let a2 = q.claim(&[agent("b")], t(4));
     assert_eq!(a2[0].task.generation, 2);
-    q.take_changes();
+    q.take_deltas();
     // a's late completion for generation 1 is stale.
     let late = TaskResult {
         summary: Some("late".into()),
@@ -194,7 +194,7 @@ fn stale_generation_changes_nothing_but_is_visible() {
     let task = q.get(&r1.task_id).unwrap();
     assert_eq!(task.status, TaskStatus::Assigned);
     assert_eq!(task.assigned_to.as_deref(), Some("b"));
-    let changes = q.take_changes();
+    let changes = q.take_deltas();
     assert_eq!(events(&q, &changes, &r1.task_id), ["stale_report"]);
     let detail = changes[0].new_history[0].1.detail.clone().unwrap();
     assert!(
@@ -233,7 +233,7 @@ fn report_from_the_wrong_agent_is_stale() {
 fn failures_follow_backoff_then_dead() {
     let mut q = core(); // max_retries 2, backoff [0, 30]
     let r = running(&mut q, "a");
-    q.take_changes();
+    q.take_deltas();
     // attempt 1 fails: immediate retry (backoff 0) → queued in the retry lane.
     assert_eq!(
         q.fail(&r, "a", "boom", Retryable::Yes, t(10)),
@@ -242,7 +242,7 @@ fn failures_follow_backoff_then_dead() {
     let task = q.get(&r.task_id).unwrap();
     assert_eq!(task.status, TaskStatus::Queued);
     assert_eq!(task.last_error.as_deref(), Some("boom"));
-    let changes = q.take_changes();
+    let changes = q.take_deltas();
     assert_eq!(events(&q, &changes, &r.task_id), ["failed", "requeued"]);
 
     // attempt 2 fails: backoff 30 s → failed with not_before.
@@ -361,7 +361,7 @@ fn retry_revives_with_a_fresh_budget() {
     ));
     let g = q.claim(&[agent("a")], t(6))[0].task.generation;
     assert_eq!(g, 2, "the generation keeps counting across revivals");
-    let changes = q.take_changes();
+    let changes = q.take_deltas();
     assert!(events(&q, &changes, &r.task_id).contains(&"revived".to_string()));
 }
 
@@ -370,7 +370,7 @@ fn history_entries_carry_agent_generation_and_reason() {
     let mut q = core();
     let r = running(&mut q, "a");
     q.fail(&r, "a", "compile error", Retryable::Yes, t(3));
-    let changes = q.take_changes();
+    let changes = q.take_deltas();
     let hist: Vec<&HistoryEntry> = changes
         .iter()
         .flat_map(|c| c.new_history.iter().map(|(_, h)| h))
@@ -427,7 +427,7 @@ fn restore_rebuilds_lanes_backoff_and_keys() {
     );
     // History numbering continues where it stopped.
     back.cancel(&a.id, "x", t(10)).unwrap();
-    let ch = back.take_changes();
+    let ch = back.take_deltas();
     assert_eq!(ch[0].new_history[0].0, 1);
 }
 
@@ -446,7 +446,7 @@ fn finish_durably(q: &mut QueueCore, n: usize, at: i64) -> Vec<String> {
             task.id
         })
         .collect();
-    let changes = q.take_changes();
+    let changes = q.take_deltas();
     q.durable(&changes, t(at));
     ids
 }
@@ -464,7 +464,7 @@ fn durable_finished_tasks_keep_only_their_head_then_are_forgotten() {
     assert!(q.holds(&more[0]) && q.holds(&more[1]));
     // Past 60 s the rest goes too, at the next durable group.
     let live = created(q.create(spec("live"), t(70_000)));
-    let changes = q.take_changes();
+    let changes = q.take_deltas();
     q.durable(&changes, t(70_001));
     assert!(!q.holds(&more[0]) && !q.holds(&more[1]));
     assert!(
@@ -478,7 +478,7 @@ fn a_late_report_for_a_light_task_is_still_recognised() {
     let mut q = core();
     let r = running(&mut q, "a");
     q.complete(&r, "a", TaskResult::default(), t(5));
-    let changes = q.take_changes();
+    let changes = q.take_deltas();
     q.durable(&changes, t(6));
     assert!(q.needs_load(&r.task_id));
     // The sidecar resends its complete after a lost ack: a duplicate.
@@ -497,13 +497,13 @@ fn adopt_brings_a_finished_task_back_whole_for_a_retry() {
     stored.id = ids[0].clone();
     stored.description = "from the store".into();
     stored.status = TaskStatus::Cancelled;
-    q.take_changes();
+    q.take_deltas();
     q.adopt(stored, 2);
     let back = q.retry(&ids[0], t(20)).unwrap();
     assert_eq!(back.status, TaskStatus::Queued);
     assert_eq!(back.description, "from the store");
     assert_eq!(back.finished_at, None);
-    let ch = q.take_changes();
+    let ch = q.take_deltas();
     let c = ch.iter().find(|c| c.task.id == ids[0]).unwrap();
     assert!(c.write_body, "the body is written again");
     assert_eq!(c.previous_status, Some(TaskStatus::Cancelled));
@@ -527,10 +527,10 @@ fn idempotency_keys_outlive_their_task_for_a_while_only() {
     };
     let first = created(q.create(s.clone(), t(0)));
     q.cancel(&first.id, "x", t(1)).unwrap();
-    let changes = q.take_changes();
+    let changes = q.take_deltas();
     q.durable(&changes, t(2));
     assert!(matches!(q.create(s.clone(), t(100_000)), Ok(Created::Existing(id)) if id == first.id));
-    let changes = q.take_changes();
+    let changes = q.take_deltas();
     q.durable(&changes, t(121_002));
     assert!(
         matches!(q.create(s, t(121_003)), Ok(Created::New(_))),
@@ -549,7 +549,7 @@ fn purged_tasks_and_their_keys_are_forgotten() {
         t(0),
     ));
     q.cancel(&first.id, "x", t(1)).unwrap();
-    let changes = q.take_changes();
+    let changes = q.take_deltas();
     q.durable(&changes, t(2));
     q.purged(std::slice::from_ref(&first.id));
     assert!(!q.holds(&first.id));
@@ -569,14 +569,14 @@ fn purged_tasks_and_their_keys_are_forgotten() {
 fn stale_notes_are_capped_and_quote_little() {
     let mut q = core();
     let r = running(&mut q, "a");
-    q.take_changes();
+    q.take_deltas();
     let huge = "e".repeat(100_000);
     for _ in 0..(MAX_STALE_NOTES + 10) {
         let v = q.fail(&r, "intruder", &huge, Retryable::Yes, t(5));
         assert!(matches!(v, Verdict::Stale(_)));
     }
     let notes: Vec<HistoryEntry> = q
-        .take_changes()
+        .take_deltas()
         .into_iter()
         .flat_map(|c| c.new_history.into_iter().map(|(_, h)| h))
         .collect();
@@ -759,7 +759,7 @@ mod model {
                         q.promote_due(t(now));
                     }
                     Op::Sync => {
-                        let changes = q.take_changes();
+                        let changes = q.take_deltas();
                         for c in &changes {
                             for (_, h) in &c.new_history {
                                 if h.event == TaskEvent::Completed {
