@@ -293,3 +293,119 @@ pub struct Push(pub HubMsg);
 pub struct CloseConn {
     pub reason: String,
 }
+
+// ----- to a repository actor ---------------------------------------------------
+
+/// Measure a change: fetch its branch and compute its paths and lines
+/// against main, in the hub's own clone. Answered with [`Inspected`] to
+/// the queue.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Inspect {
+    pub change_id: String,
+    pub branch: String,
+    pub base: String,
+    pub head: String,
+}
+
+/// Something may be ready to merge (a change entered the merge queue, main
+/// turned green, the hub started): ask the queue for the next job.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub(crate) struct MergeKick;
+
+// ----- to the queue actor, from repository actors ------------------------------
+
+/// A change's size as the hub measured it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Diffstat {
+    /// Changed paths (all of them; the queue keeps the first 1000).
+    pub files: Vec<String>,
+    pub lines_added: u64,
+    pub lines_removed: u64,
+}
+
+/// What a repository actor found of a change it was asked to inspect.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Inspected {
+    pub change_id: String,
+    /// Err: the branch is not there, its head is not the one reported, or
+    /// its base is not on main — in words.
+    pub outcome: Result<Diffstat, String>,
+}
+
+/// The next change this repository should merge (None: nothing waits, or
+/// merges are paused).
+#[derive(Message)]
+#[rtype(result = "Option<MergeJob>")]
+pub(crate) struct NextMerge {
+    pub repo: String,
+}
+
+/// One change to merge.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MergeJob {
+    pub change_id: String,
+    pub task_id: String,
+    pub task_title: String,
+    pub agent_id: String,
+    pub branch: String,
+    /// The exact commit to merge (never the branch's current tip).
+    pub head: String,
+}
+
+/// How a merge attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum MergeOutcome {
+    /// Main now points at `sha` (a merge commit whose second parent is the
+    /// change's head), which passed the check (`check` None: no check
+    /// configured, or it was found merged already).
+    Merged {
+        sha: String,
+        check: Option<agentcom_protocol::CheckRun>,
+    },
+    /// The change does not merge cleanly onto main.
+    Conflict { paths: Vec<String> },
+    /// The merge result failed the check; main did not move.
+    CheckFailed { check: agentcom_protocol::CheckRun },
+    /// The change cannot be merged at all (its head is gone), in words.
+    Unmergeable { reason: String },
+}
+
+/// A merge attempt ended; answered once the outcome is durable (the
+/// repository actor takes the next job only then).
+#[derive(Message)]
+#[rtype(result = "Result<(), CommandError>")]
+pub(crate) struct MergeDone {
+    pub change_id: String,
+    pub outcome: MergeOutcome,
+}
+
+/// Main's health after a check of main itself (it moved outside the hub).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum MainHealth {
+    Green {
+        check: Option<agentcom_protocol::CheckRun>,
+    },
+    Red {
+        check: agentcom_protocol::CheckRun,
+    },
+}
+
+/// A repository actor checked main at `sha`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct MainChecked {
+    pub repo: String,
+    pub sha: String,
+    pub health: MainHealth,
+}
+
+/// Main's commit as a repository actor last saw it (for `GET /api/repos`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct MainSeen {
+    pub repo: String,
+    pub sha: String,
+}
