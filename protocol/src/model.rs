@@ -337,6 +337,9 @@ pub struct Task {
     /// What earlier attempts left for the next one.
     #[serde(default, skip_serializing_if = "Dossier::is_empty")]
     pub dossier: Dossier,
+    /// Agents this task is never given to (a review's author).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_agents: Vec<String>,
     /// Transitions, oldest first (a page of them): only in
     /// `GET /api/tasks/{id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -296,6 +296,7 @@ mod tests {
             finished_at: None,
             kind: Default::default(),
             dossier: Default::default(),
+            exclude_agents: Vec::new(),
             result: None,
             last_error: None,
             history: None,

@@ -29,6 +29,7 @@ pub(crate) fn task(id: &str, generation: u64) -> Task {
         finished_at: None,
         kind: Default::default(),
         dossier: Default::default(),
+        exclude_agents: Vec::new(),
         result: None,
         last_error: None,
         history: None,

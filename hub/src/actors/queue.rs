@@ -29,7 +29,7 @@ use crate::actors::messages::{
     CancelTask, Claim, CommandError, CreateTask, Kick, OutstandingAttempts, PromoteDue, Release,
     Report, ReportKind, ReportSource, RetryTask, StopAttempt,
 };
-use crate::domain::queue::{Assignment, TaskDelta, Created, QueueCore, QueueError, Verdict};
+use crate::domain::queue::{Assignment, Created, QueueCore, QueueError, TaskDelta, Verdict};
 use crate::events::EventBus;
 use crate::stats::Stats;
 use crate::store::{Purge, Store};

@@ -171,21 +171,34 @@ mod tests {
     #[test]
     fn every_reason_to_escalate_is_recorded() {
         let g = gate(&["src/**"], &[".ci/**"]);
-        let d = g.judge(&files(&[".ci/run", "README.md", "src/a.rs", "src/b.rs"]), 4, 150);
+        let d = g.judge(
+            &files(&[".ci/run", "README.md", "src/a.rs", "src/b.rs"]),
+            4,
+            150,
+        );
         assert_eq!(d.decision, GateDecision::Escalate);
         let all = d.reasons.join("\n");
         assert!(all.contains(".ci/run matches deny_paths .ci/**"), "{all}");
         assert!(all.contains("README.md is outside allow_paths"), "{all}");
         assert!(all.contains(".ci/run is outside allow_paths"), "{all}");
-        assert!(all.contains("4 files changed, more than max_files (3)"), "{all}");
-        assert!(all.contains("150 lines changed, more than max_lines (100)"), "{all}");
+        assert!(
+            all.contains("4 files changed, more than max_files (3)"),
+            "{all}"
+        );
+        assert!(
+            all.contains("150 lines changed, more than max_lines (100)"),
+            "{all}"
+        );
     }
 
     #[test]
     fn auto_merge_off_and_agent_review() {
         let mut g = gate(&[], &[]);
         g.auto_merge = false;
-        assert_eq!(g.judge(&files(&["a"]), 1, 1).decision, GateDecision::Escalate);
+        assert_eq!(
+            g.judge(&files(&["a"]), 1, 1).decision,
+            GateDecision::Escalate
+        );
         let mut g = gate(&[], &[]);
         g.review = ReviewMode::Agent;
         assert_eq!(g.judge(&files(&["a"]), 1, 1).decision, GateDecision::Review);
@@ -198,8 +211,8 @@ mod tests {
 
     #[test]
     fn a_bad_glob_is_named() {
-        let e = GateConfig::new(true, 1, 1, vec![], vec!["a/{b".into()], ReviewMode::None)
-            .unwrap_err();
+        let e =
+            GateConfig::new(true, 1, 1, vec![], vec!["a/{b".into()], ReviewMode::None).unwrap_err();
         assert!(e.contains("deny_paths") && e.contains("a/{b"), "{e}");
     }
 }

@@ -41,8 +41,15 @@ struct Cursor<'a> {
     next: usize,
 }
 
-/// Pairs of (task id, agent id) to assign now.
-pub(crate) fn plan(lanes: &Lanes, agents: &[IdleAgent]) -> Vec<(String, String)> {
+/// Pairs of (task id, agent id) to assign now. `eligible` may refuse a
+/// particular pairing beyond capabilities (a review task is never given
+/// to its change's author; a red repository's tasks to nobody): such a
+/// task is passed over, never blocking those behind it.
+pub(crate) fn plan(
+    lanes: &Lanes,
+    agents: &[IdleAgent],
+    eligible: impl Fn(&str, &IdleAgent) -> bool,
+) -> Vec<(String, String)> {
     let mut free: Vec<&IdleAgent> = agents.iter().collect();
     free.sort_by(|a, b| {
         a.idle_since
@@ -74,10 +81,12 @@ pub(crate) fn plan(lanes: &Lanes, agents: &[IdleAgent]) -> Vec<(String, String)>
             let Some((gi, key)) = best else { break };
             let group = &mut groups[gi];
             group.next += 1;
-            let agent_pos = free
+            let Some(agent_pos) = free
                 .iter()
-                .position(|a| a.can_do(group.needs))
-                .expect("filtered on can_do");
+                .position(|a| a.can_do(group.needs) && eligible(&key.1, a))
+            else {
+                continue; // no free agent may take this one: the next
+            };
             let agent = free.remove(agent_pos);
             out.push((key.1.clone(), agent.id.clone()));
         }
@@ -104,7 +113,7 @@ mod tests {
             IdleAgent::new("longest", &[], 10),
         ];
         assert_eq!(
-            plan(&l, &agents),
+            plan(&l, &agents, |_, _| true),
             [("t1".to_string(), "longest".to_string())]
         );
     }
@@ -124,7 +133,7 @@ mod tests {
             IdleAgent::new("b", &["git", "python", "rust"], 2),
         ];
         assert_eq!(
-            plan(&l, &agents),
+            plan(&l, &agents, |_, _| true),
             [("needs-py".to_string(), "b".to_string())]
         );
     }
@@ -137,7 +146,7 @@ mod tests {
         l.push("plain2", Priority::Low, LaneKind::Fresh, &[], 3);
         let agents = [IdleAgent::new("a", &[], 1), IdleAgent::new("b", &[], 2)];
         assert_eq!(
-            plan(&l, &agents),
+            plan(&l, &agents, |_, _| true),
             [
                 ("plain1".to_string(), "a".to_string()),
                 ("plain2".to_string(), "b".to_string())
@@ -153,11 +162,14 @@ mod tests {
         l.push("normal", Priority::Normal, LaneKind::Fresh, &[], 3);
         l.push("urgent", Priority::Urgent, LaneKind::Fresh, &[], 4);
         let one = [IdleAgent::new("a", &[], 1)];
-        assert_eq!(plan(&l, &one)[0].0, "urgent");
+        assert_eq!(plan(&l, &one, |_, _| true)[0].0, "urgent");
         let many: Vec<IdleAgent> = (0..4)
             .map(|i| IdleAgent::new(&format!("a{i}"), &[], i))
             .collect();
-        let order: Vec<String> = plan(&l, &many).into_iter().map(|(t, _)| t).collect();
+        let order: Vec<String> = plan(&l, &many, |_, _| true)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
         assert_eq!(order, ["urgent", "normal", "normal-retry", "low"]);
     }
 
@@ -180,12 +192,15 @@ mod tests {
             20,
         );
         let agents = [IdleAgent::new("r", &["rust"], 1)];
-        assert_eq!(plan(&l, &agents)[0].0, "any-early");
+        assert_eq!(plan(&l, &agents, |_, _| true)[0].0, "any-early");
         let two = [
             IdleAgent::new("r", &["rust"], 1),
             IdleAgent::new("s", &["rust"], 2),
         ];
-        let got: Vec<String> = plan(&l, &two).into_iter().map(|(t, _)| t).collect();
+        let got: Vec<String> = plan(&l, &two, |_, _| true)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
         assert_eq!(got, ["any-early", "rust-mid"]);
     }
 
@@ -208,7 +223,7 @@ mod tests {
             IdleAgent::new("generalist", &["python"], 5),
             IdleAgent::new("other", &["python"], 9),
         ];
-        let got = plan(&l, &agents);
+        let got = plan(&l, &agents, |_, _| true);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0], ("plain".to_string(), "generalist".to_string()));
         assert_eq!(got[1], ("py".to_string(), "other".to_string()));
@@ -217,8 +232,20 @@ mod tests {
     #[test]
     fn no_agents_or_no_tasks_plans_nothing() {
         let mut l = Lanes::default();
-        assert!(plan(&l, &[IdleAgent::new("a", &[], 1)]).is_empty());
+        assert!(plan(&l, &[IdleAgent::new("a", &[], 1)], |_, _| true).is_empty());
         l.push("t", Priority::Normal, LaneKind::Fresh, &[], 1);
-        assert!(plan(&l, &[]).is_empty());
+        assert!(plan(&l, &[], |_, _| true).is_empty());
+    }
+
+    #[test]
+    fn a_task_no_free_agent_may_take_is_passed_over() {
+        let mut l = Lanes::default();
+        l.push("review-of-a", Priority::Normal, LaneKind::Fresh, &[], 1);
+        l.push("next", Priority::Normal, LaneKind::Fresh, &[], 2);
+        let agents = [IdleAgent::new("a", &[], 0)];
+        let got = plan(&l, &agents, |task, agent| {
+            !(task == "review-of-a" && agent.id == "a")
+        });
+        assert_eq!(got, [("next".to_string(), "a".to_string())]);
     }
 }

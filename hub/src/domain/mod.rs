@@ -7,17 +7,21 @@
 //! - [`fsm`]: one agent's state machine (`AgentMachine`).
 //! - [`validate`]: field rules for submitted tasks and agents.
 //! - [`limits`]: how much of what agents send the hub keeps.
+//! - [`changes`]: the hub's pull requests and how they move (`ChangeCore`).
 //! - [`gate`]: whether a change may merge without a person, and why.
+//! - [`pipeline`]: tasks and changes moving together (review, merge, send back).
 //! - [`repo`]: a repository the hub guards, as the rules see it.
 //! - [`rate`]: token buckets (agents' messages, token guesses).
 
+pub(crate) mod changes;
 pub(crate) mod fsm;
 pub(crate) mod gate;
 pub(crate) mod lanes;
 pub(crate) mod limits;
 pub(crate) mod matching;
+pub(crate) mod pipeline;
 pub(crate) mod queue;
-pub(crate) mod repo;
 pub(crate) mod rate;
+pub(crate) mod repo;
 pub(crate) mod retry;
 pub(crate) mod validate;

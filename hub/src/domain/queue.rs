@@ -22,7 +22,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use agentcom_protocol::{
-    AttemptRef, HistoryEntry, NewTask, Task, TaskEvent, TaskResult, TaskStatus, Timestamp,
+    AttemptRecord, AttemptRef, HistoryEntry, NewTask, Task, TaskEvent, TaskKind, TaskResult,
+    TaskStatus, Timestamp,
 };
 
 use crate::domain::lanes::{LaneKind, Lanes};
@@ -196,6 +197,33 @@ pub struct QueueCore {
     finished: VecDeque<(Timestamp, String)>,
     ids: ulid::Generator,
     dirty: BTreeMap<String, Pending>,
+    /// Repositories whose main is red: their tasks are not assigned.
+    paused_repos: BTreeSet<String>,
+}
+
+/// Most earlier attempts a task's dossier keeps.
+pub const DOSSIER_ATTEMPTS: usize = 10;
+
+/// What a lane groups a task by besides its capabilities: its repository,
+/// as a mark no real capability can be (capabilities have no spaces). An
+/// idle agent has the mark of each repository it has a clone of.
+pub fn repo_mark(repo: &str) -> String {
+    format!("@repo {repo}")
+}
+
+/// How an attempt that ended without success is written into the
+/// dossier and history.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttemptEnd {
+    /// The attempt failed (the agent said so, or the hub gave up on it).
+    Failed,
+    /// Its change was sent back (conflict, failed check, changes
+    /// requested): the task goes again, as after a failure.
+    SentBack {
+        log_tail: Option<String>,
+        branch: Option<String>,
+        head: Option<String>,
+    },
 }
 
 impl QueueCore {
@@ -210,7 +238,23 @@ impl QueueCore {
             finished: VecDeque::new(),
             ids: ulid::Generator::new(),
             dirty: BTreeMap::new(),
+            paused_repos: BTreeSet::new(),
         }
+    }
+
+    /// Pause or resume assigning the tasks of a repository (main red or
+    /// green again).
+    pub fn set_repo_paused(&mut self, repo: &str, paused: bool) {
+        if paused {
+            self.paused_repos.insert(repo.to_string());
+        } else {
+            self.paused_repos.remove(repo);
+        }
+    }
+
+    /// Whether a repository's tasks are held back.
+    pub fn repo_paused(&self, repo: &str) -> bool {
+        self.paused_repos.contains(repo)
     }
 
     /// Rebuild from the stored live tasks (each with its history length)
@@ -431,6 +475,17 @@ impl QueueCore {
     /// create with the same idempotency key made. The same key with a
     /// different task is a conflict.
     pub fn create(&mut self, spec: NewTask, now: Timestamp) -> Result<Created, QueueError> {
+        self.create_excluding(spec, Vec::new(), now)
+    }
+
+    /// As [`QueueCore::create`], for a task never to be given to these
+    /// agents (a review task is never its change's author's).
+    pub fn create_excluding(
+        &mut self,
+        spec: NewTask,
+        exclude_agents: Vec<String>,
+        now: Timestamp,
+    ) -> Result<Created, QueueError> {
         let id = self.new_id(now);
         let mut needed = spec.needed_capabilities.unwrap_or_default();
         needed.sort();
@@ -461,6 +516,7 @@ impl QueueCore {
             finished_at: None,
             kind: spec.kind.unwrap_or_default(),
             dossier: Default::default(),
+            exclude_agents,
             result: None,
             last_error: None,
             history: None,
@@ -598,7 +654,14 @@ impl QueueCore {
     /// Assign queued tasks to idle agents (see [`matching::plan`]). Each
     /// assignment increments the task's generation.
     pub fn claim(&mut self, agents: &[IdleAgent], now: Timestamp) -> Vec<Assignment> {
-        let pairs = matching::plan(&self.lanes, agents);
+        let tasks = &self.tasks;
+        let paused = &self.paused_repos;
+        let pairs = matching::plan(&self.lanes, agents, |task_id, agent| {
+            tasks.get(task_id).is_some_and(|e| {
+                !e.task.exclude_agents.contains(&agent.id)
+                    && e.task.repo.as_ref().is_none_or(|r| !paused.contains(r))
+            })
+        });
         let mut out = Vec::with_capacity(pairs.len());
         for (task_id, agent_id) in pairs {
             self.lanes.remove(&task_id);
@@ -679,6 +742,7 @@ impl QueueCore {
                     .summary
                     .as_deref()
                     .map(|s| limits::cap_text(s, limits::MAX_DETAIL_BYTES));
+                let review = opens_review(self.get(&attempt.task_id).expect("exists"), &result);
                 {
                     let t = self.task_mut(&attempt.task_id);
                     if status == TaskStatus::Assigned {
@@ -688,18 +752,19 @@ impl QueueCore {
                     t.result = Some(result);
                 }
                 self.pending(&attempt.task_id).write_result = true;
-                self.set_status(
-                    &attempt.task_id,
-                    TaskStatus::Completed,
-                    TaskEvent::Completed,
-                    Some(agent),
-                    summary,
-                    now,
-                );
+                let (to, event) = if review {
+                    (TaskStatus::InReview, TaskEvent::InReview)
+                } else {
+                    (TaskStatus::Completed, TaskEvent::Completed)
+                };
+                self.set_status(&attempt.task_id, to, event, Some(agent), summary, now);
                 Verdict::Applied
             }
             Check::Ended
-                if self.get(&attempt.task_id).map(|t| t.status) == Some(TaskStatus::Completed) =>
+                if matches!(
+                    self.get(&attempt.task_id).map(|t| t.status),
+                    Some(TaskStatus::Completed | TaskStatus::InReview)
+                ) =>
             {
                 Verdict::Duplicate
             }
@@ -804,6 +869,171 @@ impl QueueCore {
         Verdict::Applied
     }
 
+    // ----- the merge pipeline -------------------------------------------------
+
+    /// A task in review: its change merged (as `sha`); the task is done.
+    pub fn change_merged(&mut self, id: &str, sha: &str, now: Timestamp) -> Result<(), QueueError> {
+        self.expect_in_review(id)?;
+        let agent = self.get(id).and_then(|t| t.assigned_to.clone());
+        self.set_status(
+            id,
+            TaskStatus::Completed,
+            TaskEvent::Completed,
+            agent.as_deref(),
+            Some(format!("its change merged as {sha}")),
+            now,
+        );
+        Ok(())
+    }
+
+    /// A task in review: its change was sent back (`reasons`); the task
+    /// goes again as after a failed attempt (backoff, retry budget, dead
+    /// when spent), with the reasons and the log in its dossier. Not the
+    /// agent's failure: the agent's record is not the queue's business.
+    pub fn send_back(
+        &mut self,
+        id: &str,
+        reasons: &str,
+        log_tail: Option<String>,
+        now: Timestamp,
+    ) -> Result<(), QueueError> {
+        self.expect_in_review(id)?;
+        let (agent, branch, head) = {
+            let t = self.get(id).expect("exists");
+            let r = t.result.as_ref();
+            (
+                t.assigned_to.clone(),
+                r.and_then(|r| r.branch.clone()),
+                r.and_then(|r| r.head.clone()),
+            )
+        };
+        let ending = AttemptEnd::SentBack {
+            log_tail: log_tail.map(|l| limits::cap_text(&l, limits::MAX_ERROR_BYTES)),
+            branch,
+            head,
+        };
+        self.end_attempt(id, agent.as_deref(), reasons, Retryable::Yes, ending, now);
+        Ok(())
+    }
+
+    /// A person rejected a task's change: queued again (`requeue`), in the
+    /// retry lane and whatever its budget, or dead.
+    pub fn reject_change(
+        &mut self,
+        id: &str,
+        reason: &str,
+        requeue: bool,
+        now: Timestamp,
+    ) -> Result<(), QueueError> {
+        self.expect_in_review(id)?;
+        let agent = self.get(id).and_then(|t| t.assigned_to.clone());
+        let error = limits::cap_text(reason, limits::MAX_ERROR_BYTES);
+        self.task_mut(id).last_error = Some(error.clone());
+        let decision = if requeue {
+            RetryDecision::RetryAfter(0)
+        } else {
+            RetryDecision::Dead
+        };
+        self.note_attempt(
+            id,
+            agent.as_deref(),
+            &error,
+            &AttemptEnd::Failed,
+            &decision,
+            now,
+        );
+        let detail = format!(
+            "change rejected: {}",
+            limits::cap_text(reason, limits::MAX_DETAIL_BYTES)
+        );
+        if requeue {
+            self.set_status(
+                id,
+                TaskStatus::Queued,
+                TaskEvent::Rejected,
+                agent.as_deref(),
+                Some(detail),
+                now,
+            );
+            {
+                let t = self.task_mut(id);
+                t.queued_at = Some(now);
+                t.not_before = None;
+            }
+            self.index(id);
+        } else {
+            self.set_status(
+                id,
+                TaskStatus::Dead,
+                TaskEvent::Rejected,
+                agent.as_deref(),
+                Some(detail),
+                now,
+            );
+        }
+        Ok(())
+    }
+
+    fn expect_in_review(&self, id: &str) -> Result<(), QueueError> {
+        let t = self
+            .get(id)
+            .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+        if t.status == TaskStatus::InReview {
+            Ok(())
+        } else {
+            Err(QueueError::Conflict(format!(
+                "task {id} is {}, not in_review",
+                t.status
+            )))
+        }
+    }
+
+    /// Write how an attempt ended into the task's dossier (the last
+    /// [`DOSSIER_ATTEMPTS`] are kept).
+    fn note_attempt(
+        &mut self,
+        id: &str,
+        agent: Option<&str>,
+        error: &str,
+        ending: &AttemptEnd,
+        decision: &RetryDecision,
+        now: Timestamp,
+    ) {
+        let generation = self.get(id).map(|t| t.generation).unwrap_or(0);
+        let (outcome, log_tail, branch, head) = match ending {
+            AttemptEnd::Failed => (
+                if *decision == RetryDecision::Dead {
+                    "dead"
+                } else {
+                    "failed"
+                },
+                None,
+                None,
+                None,
+            ),
+            AttemptEnd::SentBack {
+                log_tail,
+                branch,
+                head,
+            } => ("sent_back", log_tail.clone(), branch.clone(), head.clone()),
+        };
+        let record = AttemptRecord {
+            generation,
+            agent_id: agent.unwrap_or_default().to_string(),
+            outcome: outcome.to_string(),
+            blame: None,
+            error: Some(limits::cap_text(error, limits::MAX_DETAIL_BYTES)),
+            log_tail,
+            branch,
+            head,
+            at: now,
+        };
+        let t = self.task_mut(id);
+        t.dossier.attempts.push(record);
+        let extra = t.dossier.attempts.len().saturating_sub(DOSSIER_ATTEMPTS);
+        t.dossier.attempts.drain(..extra);
+    }
+
     // ----- internals --------------------------------------------------------
 
     fn new_id(&mut self, now: Timestamp) -> String {
@@ -885,6 +1115,20 @@ impl QueueCore {
         retryable: Retryable,
         now: Timestamp,
     ) {
+        self.end_attempt(id, agent, error, retryable, AttemptEnd::Failed, now)
+    }
+
+    /// An attempt ended without success: note it in the dossier, then
+    /// retry after the backoff while the budget lasts, else dead.
+    fn end_attempt(
+        &mut self,
+        id: &str,
+        agent: Option<&str>,
+        error: &str,
+        retryable: Retryable,
+        ending: AttemptEnd,
+        now: Timestamp,
+    ) {
         let (attempts, max_retries) = {
             let t = self.get(id).expect("exists");
             (t.attempts, t.max_retries)
@@ -892,7 +1136,13 @@ impl QueueCore {
         let error = &limits::cap_text(error, limits::MAX_ERROR_BYTES);
         let detail_error = limits::cap_text(error, limits::MAX_DETAIL_BYTES);
         self.task_mut(id).last_error = Some(error.to_string());
-        match self.settings.retry.decide(attempts, max_retries, retryable) {
+        let decision = self.settings.retry.decide(attempts, max_retries, retryable);
+        self.note_attempt(id, agent, error, &ending, &decision, now);
+        let failed_event = match ending {
+            AttemptEnd::Failed => TaskEvent::Failed,
+            AttemptEnd::SentBack { .. } => TaskEvent::SentBack,
+        };
+        match decision {
             RetryDecision::RetryAfter(delay_s) => {
                 let not_before = now.plus_secs(delay_s as f64);
                 self.task_mut(id).not_before = Some(not_before);
@@ -903,7 +1153,7 @@ impl QueueCore {
                 self.set_status(
                     id,
                     TaskStatus::Failed,
-                    TaskEvent::Failed,
+                    failed_event,
                     agent,
                     Some(detail),
                     now,
@@ -957,8 +1207,11 @@ impl QueueCore {
         match t.status {
             TaskStatus::Queued => {
                 let at = t.queued_at.unwrap_or(t.created_at).0;
-                self.lanes
-                    .push(id, t.priority, LaneKind::of(t), &t.needed_capabilities, at);
+                let mut needs = t.needed_capabilities.clone();
+                if let Some(repo) = &t.repo {
+                    needs.push(repo_mark(repo));
+                }
+                self.lanes.push(id, t.priority, LaneKind::of(t), &needs, at);
             }
             TaskStatus::Failed => {
                 let at = t.not_before.unwrap_or(t.updated_at).0;
@@ -1063,6 +1316,18 @@ impl Entry {
             light: false,
         }
     }
+}
+
+/// Whether a completed attempt opens a change: a task on a repository
+/// whose result names a pushed branch with commits beyond its base.
+pub fn opens_review(task: &Task, result: &TaskResult) -> bool {
+    task.repo.is_some()
+        && task.kind == TaskKind::Task
+        && !result.no_changes
+        && result.branch.is_some()
+        && result.head.is_some()
+        && result.base.is_some()
+        && result.head != result.base
 }
 
 /// A late result's summary, short enough for a history note.

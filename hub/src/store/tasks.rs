@@ -29,7 +29,7 @@ use agentcom_protocol::{HistoryEntry, Task, TaskResult, TaskStatus, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::domain::queue::{spec_digest, TaskDelta, StoredKey};
+use crate::domain::queue::{spec_digest, StoredKey, TaskDelta};
 use crate::store::{decode, Store, StoreError};
 
 /// The store format this code writes; older ones are migrated at open.
