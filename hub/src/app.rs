@@ -6,6 +6,7 @@
 //! on SIGTERM/SIGINT close sidecar sessions, stop serving, make the store
 //! durable and return.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,16 +14,18 @@ use std::time::Duration;
 use actix::{AsyncContext, Context};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
-use agentcom_protocol::{Task, Timestamp};
+use agentcom_protocol::{Change, Task, Timestamp};
 use agentcom_tls::PemFile;
 
 use crate::actors::agent::AgentLinks;
 use crate::actors::messages::CloseAll;
-use crate::actors::queue::{QueueActor, QueueLinks, Retention};
+use crate::actors::queue::{QueueActor, QueueLinks, QueueViews, Retention};
 use crate::actors::registry::{AgentDirectory, RegistryActor};
 use crate::actors::scheduler::{SchedulerActor, SchedulerLinks};
+use crate::alerts::AlertBus;
 use crate::auth::Auth;
 use crate::config::Settings;
+use crate::domain::changes::ChangeCore;
 use crate::domain::queue::QueueCore;
 use crate::events::EventBus;
 use crate::http::limits::{self, Connections, Guesses};
@@ -30,7 +33,7 @@ use crate::http::{self, AppState};
 use crate::sessions::Sessions;
 use crate::stats::Stats;
 use crate::store::Store;
-use crate::views::{AgentView, TaskView};
+use crate::views::{AgentView, ChangeView, RepoView, TaskView};
 
 /// The running actors and the state the HTTP layer shares.
 pub struct Started {
@@ -63,6 +66,22 @@ pub fn start(settings: Settings) -> Result<Started, String> {
     let keys = store.load_keys().map_err(|e| e.to_string())?;
     let tasks = Arc::new(TaskView::new(live.clone(), counts));
     let core = QueueCore::restore(settings.queue_settings(), live, keys);
+    let repos = Arc::new(settings.repo_configs().map_err(|e| e.to_string())?);
+    let live_changes: Vec<(Change, u32)> = store
+        .load_live_changes()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|s| (s.change, s.history_len))
+        .collect();
+    let change_counts = store.count_changes_by_status().map_err(|e| e.to_string())?;
+    let change_view = Arc::new(ChangeView::new(live_changes.clone(), change_counts));
+    let q = settings.queue_settings();
+    let changes = ChangeCore::restore(q.keep_finished, q.keep_finished_ms, live_changes);
+    let repo_view = Arc::new(RepoView::new(
+        repos
+            .values()
+            .map(|r| (r.name.clone(), r.main_branch.clone())),
+    ));
     let held = core.outstanding(None);
     tracing::info!(
         live = core.len(),
@@ -93,15 +112,24 @@ pub fn start(settings: Settings) -> Result<Started, String> {
     let registry = registry_ctx.address();
 
     let t = &settings.timeouts;
+    let alerts = Arc::new(AlertBus::new(events.clone()));
     queue_ctx.run(QueueActor::new(
         core,
+        changes,
+        repos.clone(),
         store.clone(),
-        tasks.clone(),
-        events.clone(),
-        stats.clone(),
+        QueueViews {
+            tasks: tasks.clone(),
+            changes: change_view.clone(),
+            repos: repo_view.clone(),
+            events: events.clone(),
+            alerts: alerts.clone(),
+            stats: stats.clone(),
+        },
         QueueLinks {
             kick: scheduler.clone().recipient(),
             stop_attempt: registry.clone().recipient(),
+            repos: BTreeMap::new(),
         },
         Retention {
             finished_ms: settings.retention.finished_ms(),
@@ -146,6 +174,9 @@ pub fn start(settings: Settings) -> Result<Started, String> {
         queue,
         registry: registry.clone(),
         tasks,
+        changes: change_view,
+        repos: repo_view,
+        alerts,
         agents,
         directory,
         auth,

@@ -10,8 +10,12 @@ use std::path::{Path, PathBuf};
 use config::{Config, Environment, File, FileFormat};
 use serde::{Deserialize, Deserializer};
 
+use std::collections::BTreeMap;
+
 use crate::domain::fsm::FsmSettings;
+use crate::domain::gate::{GateConfig, ReviewMode};
 use crate::domain::queue::QueueSettings;
+use crate::domain::repo::{self, RepoConfig};
 use crate::domain::retry::RetryPolicy;
 
 /// The shortest admin or viewer token accepted (a guessable token would
@@ -37,6 +41,65 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub http: HttpSettings,
     pub limits: Limits,
+    /// The repositories the hub guards (`[[repos]]`).
+    #[serde(default)]
+    pub repos: Vec<RepoSettings>,
+}
+
+/// One `[[repos]]` table, as written.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RepoSettings {
+    pub name: String,
+    pub url: String,
+    #[serde(default = "default_main")]
+    pub main_branch: String,
+    #[serde(default)]
+    pub check_command: Vec<String>,
+    #[serde(default = "default_check_timeout")]
+    pub check_timeout_s: u64,
+    /// How often the hub looks whether main moved outside it.
+    #[serde(default = "default_poll")]
+    pub poll_s: u64,
+    #[serde(default)]
+    pub gate: GateSettings,
+}
+
+/// `[repos.gate]`, as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct GateSettings {
+    pub auto_merge: bool,
+    pub max_files: u64,
+    pub max_lines: u64,
+    pub allow_paths: Vec<String>,
+    pub deny_paths: Vec<String>,
+    /// `"none"` or `"agent"`.
+    pub review: String,
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        GateSettings {
+            auto_merge: true,
+            max_files: 20,
+            max_lines: 400,
+            allow_paths: vec![],
+            deny_paths: vec![".ci/**".into(), "deploy/**".into()],
+            review: "none".into(),
+        }
+    }
+}
+
+fn default_main() -> String {
+    "main".into()
+}
+
+fn default_check_timeout() -> u64 {
+    1800
+}
+
+fn default_poll() -> u64 {
+    30
 }
 
 /// HTTPS and WSS on the listen address: both files, or neither (plain
@@ -222,6 +285,7 @@ impl Settings {
             s.timeouts.heartbeat_interval_s = (s.timeouts.heartbeat_timeout_s / 3).clamp(1, 30);
         }
         s.validate()?;
+        s.repo_configs()?;
         Ok(s)
     }
 
@@ -316,6 +380,77 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// The repositories, checked: unique valid names, a URL, a main branch
+    /// git accepts, globs that compile.
+    pub(crate) fn repo_configs(&self) -> Result<BTreeMap<String, RepoConfig>, SettingsError> {
+        let invalid = |message: String| SettingsError::Invalid {
+            key: "repos",
+            message,
+        };
+        let mut out = BTreeMap::new();
+        for r in &self.repos {
+            if !repo::valid_name(&r.name) {
+                return Err(invalid(format!(
+                    "{:?}: a name is 1 to 64 of letters, digits, '-', '_' and '.'",
+                    r.name
+                )));
+            }
+            if r.url.trim().is_empty() {
+                return Err(invalid(format!("{}: url is empty", r.name)));
+            }
+            let branch_ok = !r.main_branch.is_empty()
+                && !r.main_branch.starts_with(['-', '/', '.'])
+                && !r.main_branch.contains("..")
+                && r.main_branch
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+            if !branch_ok {
+                return Err(invalid(format!(
+                    "{}: main_branch {:?} is not a branch name",
+                    r.name, r.main_branch
+                )));
+            }
+            if r.check_timeout_s == 0 || r.poll_s == 0 {
+                return Err(invalid(format!(
+                    "{}: check_timeout_s and poll_s must be at least 1",
+                    r.name
+                )));
+            }
+            let review = match r.gate.review.as_str() {
+                "none" => ReviewMode::None,
+                "agent" => ReviewMode::Agent,
+                other => {
+                    return Err(invalid(format!(
+                        "{}: gate.review {other:?} is not \"none\" or \"agent\"",
+                        r.name
+                    )))
+                }
+            };
+            let gate = GateConfig::new(
+                r.gate.auto_merge,
+                r.gate.max_files,
+                r.gate.max_lines,
+                r.gate.allow_paths.clone(),
+                r.gate.deny_paths.clone(),
+                review,
+            )
+            .map_err(|e| invalid(format!("{}: gate.{e}", r.name)))?;
+            let config = RepoConfig {
+                name: r.name.clone(),
+                url: r.url.clone(),
+                main_branch: r.main_branch.clone(),
+                check_command: r.check_command.clone(),
+                check_timeout_s: r.check_timeout_s,
+                poll_s: r.poll_s,
+                gate,
+            };
+            if out.insert(r.name.clone(), config).is_some() {
+                return Err(invalid(format!("{}: named twice", r.name)));
+            }
+        }
+        Ok(out)
     }
 
     pub fn queue_settings(&self) -> QueueSettings {

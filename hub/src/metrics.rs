@@ -14,7 +14,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::domain::lanes::{lane_name, LANE_COUNT};
 use crate::events::EventBus;
 use crate::stats::Stats;
-use crate::views::{AgentView, TaskView};
+use crate::views::{AgentView, ChangeView, RepoView, TaskView};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LaneLabel {
@@ -27,17 +27,35 @@ struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RepoLabel {
+    repo: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
 
+/// The views one scrape reads.
+pub(crate) struct Sources<'a> {
+    pub(crate) stats: &'a Stats,
+    pub(crate) tasks: &'a TaskView,
+    pub(crate) changes: &'a ChangeView,
+    pub(crate) repos: &'a RepoView,
+    pub(crate) agents: &'a AgentView,
+    pub(crate) events: &'a EventBus,
+}
+
 /// Render one scrape.
-pub(crate) fn render(
-    stats: &Stats,
-    tasks: &TaskView,
-    agents: &AgentView,
-    events: &EventBus,
-) -> String {
+pub(crate) fn render(src: Sources<'_>) -> String {
+    let Sources {
+        stats,
+        tasks,
+        changes,
+        repos,
+        agents,
+        events,
+    } = src;
     let mut reg = Registry::with_prefix("agentcom");
 
     let counts = tasks.counts();
@@ -62,6 +80,36 @@ pub(crate) fn render(
             .set(*n as i64);
     }
     reg.register("tasks", "Tasks by status", by_status);
+
+    let change_status = Family::<StatusLabel, Gauge>::default();
+    for (status, n) in changes.counts() {
+        change_status
+            .get_or_create(&StatusLabel {
+                status: status.as_str(),
+            })
+            .set(n as i64);
+    }
+    reg.register("changes", "Changes by status", change_status);
+    let red = Family::<RepoLabel, Gauge>::default();
+    let merge_queue = Family::<RepoLabel, Gauge>::default();
+    for r in repos.all() {
+        let label = RepoLabel {
+            repo: r.name.clone(),
+        };
+        red.get_or_create(&label)
+            .set(i64::from(r.health == agentcom_protocol::Health::Red));
+        merge_queue.get_or_create(&label).set(r.queue.len() as i64);
+    }
+    reg.register(
+        "repo_main_red",
+        "1 while the repository's main fails its check (its merges and tasks wait)",
+        red,
+    );
+    reg.register(
+        "merge_queue_depth",
+        "Changes in the repository's merge queue",
+        merge_queue,
+    );
 
     let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
     if let Some(t) = counts.oldest_queued_at {
@@ -117,6 +165,16 @@ pub(crate) fn render(
         stats.tasks_dead.clone(),
     );
     reg.register(
+        "changes_merged",
+        "Changes merged into main",
+        stats.changes_merged.clone(),
+    );
+    reg.register(
+        "changes_sent_back",
+        "Changes sent back to be done again (conflict, failed check, changes requested)",
+        stats.changes_sent_back.clone(),
+    );
+    reg.register(
         "stale_messages",
         "Sidecar reports about an attempt that is not current",
         stats.stale_messages.clone(),
@@ -169,6 +227,12 @@ pub(crate) fn render(
         Unit::Seconds,
         stats.task_duration.clone(),
     );
+    reg.register_with_unit(
+        "change_merge_time",
+        "Time from a change opening to its merge into main",
+        Unit::Seconds,
+        stats.change_merge_time.clone(),
+    );
 
     // Coordination overhead: protocol traffic per completed task.
     let (messages, bytes) = stats.protocol_totals();
@@ -213,12 +277,21 @@ mod tests {
         let stats = Stats::default();
         stats.message_in(100);
         stats.completed(agentcom_protocol::Timestamp::now(), Some(1500));
-        let text = render(
-            &stats,
-            &TaskView::default(),
-            &AgentView::default(),
-            &EventBus::new(10, 1 << 20, 10),
-        );
+        let repos = RepoView::new([("app".to_string(), "main".to_string())]);
+        repos.update("app", |r| {
+            r.health = agentcom_protocol::Health::Red;
+            r.queue = vec!["c1".into(), "c2".into()];
+        });
+        stats.changes_merged.inc();
+        stats.change_merge_time.observe(3.0);
+        let text = render(Sources {
+            stats: &stats,
+            tasks: &TaskView::default(),
+            changes: &ChangeView::default(),
+            repos: &repos,
+            agents: &AgentView::default(),
+            events: &EventBus::new(10, 1 << 20, 10),
+        });
         for needle in [
             "agentcom_queue_depth{lane=\"urgent_retry\"} 0",
             "agentcom_tasks{status=\"queued\"} 0",
@@ -227,6 +300,11 @@ mod tests {
             "agentcom_protocol_bytes_total{direction=\"in\"} 100",
             "agentcom_task_duration_seconds_bucket{le=\"2.0\"} 1",
             "agentcom_protocol_messages_per_completed_task 1.0",
+            "agentcom_changes{status=\"merging\"} 0",
+            "agentcom_changes_merged_total 1",
+            "agentcom_change_merge_time_seconds_bucket{le=\"4.0\"} 1",
+            "agentcom_repo_main_red{repo=\"app\"} 1",
+            "agentcom_merge_queue_depth{repo=\"app\"} 2",
             "# EOF",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");

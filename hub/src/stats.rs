@@ -36,6 +36,10 @@ pub struct Stats {
     pub retries: Counter,
     pub tasks_dead: Counter,
     pub stale_messages: Counter,
+    /// Changes merged into main.
+    pub changes_merged: Counter,
+    /// Changes sent back (conflict, failed check, changes requested).
+    pub changes_sent_back: Counter,
     pub ws_messages: Family<Direction, Counter>,
     pub ws_bytes: Family<Direction, Counter>,
     pub ws_bad_frames: Counter,
@@ -51,6 +55,8 @@ pub struct Stats {
     pub assignment_latency: Histogram,
     /// Accepted → completed, seconds.
     pub task_duration: Histogram,
+    /// A change opened → merged into main, seconds.
+    pub change_merge_time: Histogram,
     latencies_ms: Mutex<VecDeque<i64>>,
     completions: Mutex<VecDeque<Timestamp>>,
 }
@@ -64,6 +70,8 @@ impl Default for Stats {
             retries: Counter::default(),
             tasks_dead: Counter::default(),
             stale_messages: Counter::default(),
+            changes_merged: Counter::default(),
+            changes_sent_back: Counter::default(),
             ws_messages: Family::default(),
             ws_bytes: Family::default(),
             ws_bad_frames: Counter::default(),
@@ -75,6 +83,8 @@ impl Default for Stats {
             assignment_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             // 1 s … ~9 h
             task_duration: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            // 0.25 s … ~2.3 h
+            change_merge_time: Histogram::new(exponential_buckets(0.25, 2.0, 16)),
             latencies_ms: Mutex::new(VecDeque::new()),
             completions: Mutex::new(VecDeque::new()),
         };

@@ -1,8 +1,10 @@
 //! The durable store: an embedded sled database under `data_dir`.
 //!
 //! Trees:
-//! - `tasks`: every task, its history and the indexes over them; its keys
-//!   and the way it is written and read are in [`tasks`].
+//! - `tasks`: every task, its history and the indexes over them (their
+//!   keys and the way they are written and read are in [`tasks`]), and
+//!   every change (in [`changes`]), so that a task and its change are
+//!   written in one atomic batch.
 //! - `agents`: `<id>` → the agent record (capabilities, SHA-256 of its token).
 //! - `meta`: hub-wide values (the admin token's hash, the store format).
 //! - `sessions`: SHA-256 of a dashboard session id → its record (the hash
@@ -29,6 +31,7 @@ use std::time::SystemTime;
 use agentcom_protocol::Timestamp;
 use serde::{Deserialize, Serialize};
 
+mod changes;
 mod tasks;
 
 pub(crate) use tasks::{Fields, Purge, Purged};

@@ -15,8 +15,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use agentcom_protocol::{AgentInfo, AgentState, Task, TaskStatus, Timestamp};
+use agentcom_protocol::{
+    AgentInfo, AgentState, Change, ChangeStatus, Health, RepoInfo, Task, TaskStatus, Timestamp,
+};
 
+use crate::domain::changes::ChangeDelta;
 use crate::domain::lanes::{lane_index, LaneKind, LANE_COUNT};
 use crate::domain::queue::TaskDelta;
 use crate::store::{Fields, Purged, Store, StoreError};
@@ -313,6 +316,214 @@ fn remove_live(idx: &mut TaskIndex, t: &Task) {
     }
 }
 
+/// The durable state of every live change (open, reviewing, escalated,
+/// merging) and counts of changes per status; finished changes are read
+/// from the store, like finished tasks.
+#[derive(Default)]
+pub(crate) struct ChangeView {
+    inner: RwLock<ChangeIndex>,
+}
+
+#[derive(Default)]
+struct ChangeIndex {
+    live: BTreeMap<String, (Arc<Change>, u32)>,
+    counts: BTreeMap<ChangeStatus, usize>,
+    in_flight: HashSet<String>,
+}
+
+impl ChangeView {
+    pub(crate) fn new(
+        live: impl IntoIterator<Item = (Change, u32)>,
+        counts: BTreeMap<ChangeStatus, usize>,
+    ) -> Self {
+        let v = ChangeView::default();
+        {
+            let mut idx = v.inner.write().unwrap_or_else(|e| e.into_inner());
+            idx.counts = counts;
+            for (c, len) in live {
+                idx.live.insert(c.id.clone(), (Arc::new(c), len));
+            }
+        }
+        v
+    }
+
+    /// A group is about to be written.
+    pub(crate) fn begin(&self, deltas: &[ChangeDelta]) {
+        let mut idx = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        for d in deltas {
+            idx.in_flight.insert(d.change.id.clone());
+        }
+    }
+
+    /// Mirror a durable group.
+    pub(crate) fn apply(&self, deltas: &[ChangeDelta]) {
+        let mut idx = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        for d in deltas {
+            let c = &d.change;
+            if let Some(prev) = d.previous_status {
+                let n = idx.counts.entry(prev).or_default();
+                *n = n.saturating_sub(1);
+            }
+            *idx.counts.entry(c.status).or_default() += 1;
+            if c.status.is_live() {
+                idx.live
+                    .insert(c.id.clone(), (Arc::new(c.clone()), d.history_len));
+            } else {
+                idx.live.remove(&c.id);
+            }
+            idx.in_flight.remove(&c.id);
+        }
+    }
+
+    /// Retention deleted these changes (of the given statuses).
+    pub(crate) fn purged(&self, statuses: &[ChangeStatus]) {
+        let mut idx = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        for s in statuses {
+            let n = idx.counts.entry(*s).or_default();
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// The durable live change `id`, with its history length.
+    pub(crate) fn live(&self, id: &str) -> Option<(Arc<Change>, u32)> {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .live
+            .get(id)
+            .cloned()
+    }
+
+    /// The live changes, newest first.
+    pub(crate) fn live_all(&self) -> Vec<Arc<Change>> {
+        let idx = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        idx.live.values().rev().map(|(c, _)| c.clone()).collect()
+    }
+
+    pub(crate) fn in_flight(&self, id: &str) -> bool {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .in_flight
+            .contains(id)
+    }
+
+    pub(crate) fn counts(&self) -> BTreeMap<ChangeStatus, usize> {
+        let idx = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        ChangeStatus::ALL
+            .iter()
+            .map(|s| (*s, idx.counts.get(s).copied().unwrap_or(0)))
+            .collect()
+    }
+}
+
+/// Reads of changes that see durable state only (like [`TaskReader`]):
+/// live changes from the view, finished ones from the store, skipping a
+/// change whose first write is not durable yet. Call off the actor and
+/// HTTP threads.
+#[derive(Clone)]
+pub(crate) struct ChangeReader {
+    pub view: Arc<ChangeView>,
+    pub store: Store,
+}
+
+impl ChangeReader {
+    /// One change with its durable history length.
+    pub(crate) fn change(&self, id: &str) -> Result<Option<(Change, u32)>, StoreError> {
+        if let Some((c, len)) = self.view.live(id) {
+            return Ok(Some(((*c).clone(), len)));
+        }
+        if self.view.in_flight(id) {
+            return Ok(None);
+        }
+        Ok(self.store.change(id)?.map(|s| (s.change, s.history_len)))
+    }
+
+    /// Changes newest first, of one status or all, of one repository or
+    /// all, at most `limit`.
+    pub(crate) fn list(
+        &self,
+        status: Option<ChangeStatus>,
+        repo: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        let of_repo = |c: &Change| repo.is_none_or(|r| c.repo == r);
+        if let Some(s) = status.filter(|s| s.is_live()) {
+            return Ok(self
+                .view
+                .live_all()
+                .into_iter()
+                .filter(|c| c.status == s && of_repo(c))
+                .take(limit)
+                .map(|c| (*c).clone())
+                .collect());
+        }
+        let view = &self.view;
+        let rows = self.store.change_page(status, limit, |c| {
+            let shown = match view.live(&c.id) {
+                Some((live, _)) => status.is_none_or(|s| live.status == s),
+                None => !view.in_flight(&c.id),
+            };
+            shown && of_repo(c)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| match view.live(&r.change.id) {
+                Some((c, _)) => (*c).clone(),
+                None => r.change,
+            })
+            .collect())
+    }
+}
+
+/// What `GET /api/repos` shows of each repository, as its owners publish
+/// it (the queue actor: health, paused, merge queue; repository actors:
+/// main's commit).
+#[derive(Default)]
+pub(crate) struct RepoView {
+    inner: RwLock<BTreeMap<String, RepoInfo>>,
+}
+
+impl RepoView {
+    pub(crate) fn new(repos: impl IntoIterator<Item = (String, String)>) -> Self {
+        let v = RepoView::default();
+        {
+            let mut m = v.inner.write().unwrap_or_else(|e| e.into_inner());
+            for (name, main_branch) in repos {
+                m.insert(
+                    name.clone(),
+                    RepoInfo {
+                        name,
+                        main_branch,
+                        main_sha: None,
+                        health: Health::Unknown,
+                        merges_paused: false,
+                        queue: vec![],
+                    },
+                );
+            }
+        }
+        v
+    }
+
+    /// Change one repository's entry.
+    pub(crate) fn update(&self, repo: &str, f: impl FnOnce(&mut RepoInfo)) {
+        let mut m = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = m.get_mut(repo) {
+            f(r);
+        }
+    }
+
+    pub(crate) fn all(&self) -> Vec<RepoInfo> {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
 /// The latest published state of every agent.
 #[derive(Default)]
 pub struct AgentView {
@@ -448,6 +659,7 @@ mod tests {
         view.purged(&[Purged {
             id: ids[3].clone(),
             status: TaskStatus::Cancelled,
+            changes: vec![],
         }]);
         assert_eq!(view.counts().by_status[&TaskStatus::Cancelled], 0);
     }

@@ -446,6 +446,10 @@ pub struct AgentInfo {
     pub state: AgentState,
     /// The capabilities registered for it (scheduling uses these).
     pub capabilities: Vec<String>,
+    /// The repositories its sidecar said it has a clone of (a task on a
+    /// repository goes only to an agent with a clone of it).
+    #[serde(default)]
+    pub repos: Vec<String>,
     /// Whether its sidecar has a WebSocket open.
     pub connected: bool,
     /// The attempt the hub says it holds, if any.

@@ -115,7 +115,7 @@ fn create_show_list_cancel_retry_and_idempotency() {
     let hub = Hub::start(root.path(), &[]);
     let body = json!({
         "title": "Fix the login bug", "description": "see issue 12", "priority": "high",
-        "needed_capabilities": ["rust", "git", "rust"], "repo": "git@example:app.git",
+        "needed_capabilities": ["rust", "git", "rust"],
         "idempotency_key": "issue-12", "max_retries": 1, "timeout_s": 600,
         "context_budget_tokens": 50000, "metadata": { "issue": 12 }
     });
@@ -139,6 +139,10 @@ fn create_show_list_cancel_retry_and_idempotency() {
         t["created_at"].as_str().unwrap().len(),
         "2026-11-23T10:00:00.123Z".len()
     );
+    // A repository the hub does not guard is refused (none are configured here).
+    let (s, b) = hub.call("POST", "/api/tasks", Some(json!({ "title": "x", "repo": "app" })));
+    assert_error(s, &b, 422, "invalid");
+    assert!(b["error"]["message"].as_str().unwrap().contains("\"app\" is not a repository"), "{b}");
     // Same key: 200 with the same task, nothing new.
     let (s, again) = hub.call("POST", "/api/tasks", Some(body));
     assert_eq!(s, 200);

@@ -179,7 +179,7 @@ impl AgentActor {
             self.links.idle.do_send(AgentIdle {
                 agent: IdleAgent {
                     id: self.id(),
-                    capabilities: self.machine.capabilities().iter().cloned().collect(),
+                    capabilities: self.machine.matchable(),
                     idle_since: self.machine.state_since(),
                 },
                 assign: ctx.address().recipient(),

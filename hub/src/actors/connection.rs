@@ -179,6 +179,7 @@ impl ConnectionActor {
                 current_task,
                 sidecar_version,
                 pending_results,
+                repos,
                 ..
             } => {
                 if protocol_version != PROTOCOL_VERSION {
@@ -207,6 +208,7 @@ impl ConnectionActor {
                     link: Self::link(ctx),
                     hello: HelloFacts {
                         capabilities,
+                        repos,
                         current_task,
                         pending_results,
                         sidecar_version,

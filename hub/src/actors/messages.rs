@@ -25,8 +25,10 @@ use std::sync::{Arc, Mutex};
 use actix::prelude::*;
 use agentcom_protocol::{AgentInfo, AgentState, AttemptRef, HubMsg, NewTask, SidecarMsg, Task};
 
+use crate::domain::changes::ChangeError;
 use crate::domain::fsm::HelloFacts;
 use crate::domain::matching::IdleAgent;
+use crate::domain::pipeline::PipelineError;
 use crate::domain::queue::{Assignment, Created, Outstanding, QueueError, Verdict};
 use crate::domain::rate::MessageLimit;
 use crate::domain::retry::Retryable;
@@ -42,9 +44,39 @@ pub enum CommandError {
     /// The queue's rules refused it (unknown task, wrong state).
     #[error(transparent)]
     Refused(#[from] QueueError),
+    /// The change rules refused it (unknown change, wrong state).
+    #[error(transparent)]
+    ChangeRefused(#[from] ChangeError),
     /// The change could not be made durable (the hub is exiting).
     #[error("the store failed: {0}")]
     Unavailable(String),
+}
+
+impl CommandError {
+    /// The refusal of a pipeline step, as a command's.
+    pub(crate) fn from_pipeline(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Task(e) => CommandError::Refused(e),
+            PipelineError::Change(e) => CommandError::ChangeRefused(e),
+        }
+    }
+}
+
+/// A person approves an escalated change (or one in review).
+#[derive(Message)]
+#[rtype(result = "Result<(), CommandError>")]
+pub(crate) struct ApproveChange {
+    pub id: String,
+}
+
+/// A person rejects a live change; its task is queued again (`requeue`)
+/// or goes dead.
+#[derive(Message)]
+#[rtype(result = "Result<(), CommandError>")]
+pub(crate) struct RejectChange {
+    pub id: String,
+    pub reason: String,
+    pub requeue: bool,
 }
 
 /// Create a task (validated by the caller).
@@ -256,7 +288,7 @@ pub(crate) struct Shutdown;
 /// Something changed that may allow a match.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct Kick;
+pub(crate) struct Kick;
 
 /// An agent became idle (or its idle record changed).
 #[derive(Message)]

@@ -1,6 +1,7 @@
-//! The `QueueActor`: the only writer of tasks.
+//! The `QueueActor`: the only writer of tasks and changes.
 //!
-//! It wraps a [`QueueCore`] (the rules) and the [`Store`] (durability) with
+//! It wraps a [`QueueCore`] and a [`ChangeCore`] (the rules, moved together
+//! by the [`Pipeline`]) and the [`Store`] (durability) with
 //! a group commit: a command mutates the core at once (so the next command
 //! sees it), its changes join the pending group, and its reply waits until
 //! that group is written and synced on a blocking thread. While one group
@@ -10,9 +11,13 @@
 //! or does (a 201, an `ack`, an `assign`) runs ahead of the disk.
 //!
 //! After each sync it publishes the durable changes: to the [`TaskView`]
-//! the API reads, the event bus, the stats, and the scheduler (a `Kick`
-//! when a task became queued). A store write that fails is fatal: memory
-//! and disk no longer agree, so the hub exits and recovers from the store.
+//! and [`ChangeView`] the API reads, the event bus, the stats, and the
+//! scheduler (a `Kick` when a task became queued); and it carries out the
+//! pipeline's effects of that group (measure a change, wake a merge queue,
+//! raise an alert) — never before they are durable. It also answers the
+//! repository actors (the next change to merge, its outcome). A store
+//! write that fails is fatal: memory and disk no longer agree, so the hub
+//! exits and recovers from the store.
 //!
 //! It never waits on another actor (it only `do_send`s to the recipients
 //! it was built with), so every chain of waits in the hub ends here.
@@ -21,28 +26,55 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use agentcom_protocol::{Task, TaskEvent, TaskStatus, Timestamp};
+use agentcom_protocol::{ChangeStatus, Task, TaskEvent, TaskStatus, Timestamp};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use std::collections::BTreeMap;
+
 use crate::actors::messages::{
-    CancelTask, Claim, CommandError, CreateTask, Kick, OutstandingAttempts, PromoteDue, Release,
-    Report, ReportKind, ReportSource, RetryTask, StopAttempt,
+    ApproveChange, CancelTask, Claim, CommandError, CreateTask, Inspect, Inspected, Kick,
+    MainChecked, MainHealth, MainSeen, MergeDone, MergeJob, MergeKick, MergeOutcome, NextMerge,
+    OutstandingAttempts, PromoteDue, RejectChange, Release, Report, ReportKind, ReportSource,
+    RetryTask, StopAttempt,
 };
+use crate::alerts::AlertBus;
+use crate::domain::changes::{ChangeCore, ChangeDelta};
+use crate::domain::pipeline::{Effect, MergeResult, Pipeline};
 use crate::domain::queue::{Assignment, Created, QueueCore, QueueError, TaskDelta, Verdict};
+use crate::domain::repo::RepoConfig;
 use crate::events::EventBus;
 use crate::stats::Stats;
 use crate::store::{Purge, Store};
-use crate::views::TaskView;
+use crate::views::{ChangeView, RepoView, TaskView};
 
 type Durable = oneshot::Receiver<Result<(), String>>;
 
 /// Who the queue tells about its changes.
-pub struct QueueLinks {
+pub(crate) struct QueueLinks {
     /// A task became queued: the scheduler may have a match.
     pub kick: Recipient<Kick>,
     /// An operator cancelled an attempt an agent holds.
     pub stop_attempt: Recipient<StopAttempt>,
+    /// Each repository's actor, by repository name.
+    pub(crate) repos: BTreeMap<String, RepoLink>,
+}
+
+/// What the queue sends a repository actor.
+#[derive(Clone)]
+pub(crate) struct RepoLink {
+    pub(crate) inspect: Recipient<Inspect>,
+    pub(crate) kick: Recipient<MergeKick>,
+}
+
+/// The views and buses the queue publishes to.
+pub(crate) struct QueueViews {
+    pub(crate) tasks: Arc<TaskView>,
+    pub(crate) changes: Arc<ChangeView>,
+    pub(crate) repos: Arc<RepoView>,
+    pub(crate) events: Arc<EventBus>,
+    pub(crate) alerts: Arc<AlertBus>,
+    pub(crate) stats: Arc<Stats>,
 }
 
 // ----- the actor -------------------------------------------------------------------
@@ -50,13 +82,20 @@ pub struct QueueLinks {
 #[derive(Default)]
 struct Group {
     changes: Vec<TaskDelta>,
+    change_deltas: Vec<ChangeDelta>,
     purge: Option<Purge>,
+    /// What to do once this group is durable.
+    effects: Vec<Effect>,
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
 }
 
 impl Group {
     fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.purge.is_none() && self.waiters.is_empty()
+        self.changes.is_empty()
+            && self.change_deltas.is_empty()
+            && self.purge.is_none()
+            && self.effects.is_empty()
+            && self.waiters.is_empty()
     }
 }
 
@@ -64,16 +103,21 @@ impl Group {
 const PURGE_BATCH: usize = 10_000;
 
 /// How long finished tasks are kept, and how often retention runs.
-pub struct Retention {
+pub(crate) struct Retention {
     pub finished_ms: i64,
     pub every: Duration,
 }
 
 pub struct QueueActor {
     core: QueueCore,
+    changes: ChangeCore,
+    repos: Arc<BTreeMap<String, RepoConfig>>,
     store: Store,
     view: Arc<TaskView>,
+    change_view: Arc<ChangeView>,
+    repo_view: Arc<RepoView>,
     events: Arc<EventBus>,
+    alerts: Arc<AlertBus>,
     stats: Arc<Stats>,
     links: QueueLinks,
     retention: Retention,
@@ -83,22 +127,29 @@ pub struct QueueActor {
 }
 
 impl QueueActor {
-    /// `core` must have been restored from `store`, and `view` filled from it.
-    pub fn new(
+    /// The cores must have been restored from `store`, and the views
+    /// filled from it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
         core: QueueCore,
+        changes: ChangeCore,
+        repos: Arc<BTreeMap<String, RepoConfig>>,
         store: Store,
-        view: Arc<TaskView>,
-        events: Arc<EventBus>,
-        stats: Arc<Stats>,
+        views: QueueViews,
         links: QueueLinks,
         retention: Retention,
     ) -> Self {
         QueueActor {
             core,
+            changes,
+            repos,
             store,
-            view,
-            events,
-            stats,
+            view: views.tasks,
+            change_view: views.changes,
+            repo_view: views.repos,
+            events: views.events,
+            alerts: views.alerts,
+            stats: views.stats,
             links,
             retention,
             pending: Group::default(),
@@ -111,15 +162,68 @@ impl QueueActor {
     /// everything staged before them) are durable.
     fn commit(&mut self, ctx: &mut Context<Self>) -> Durable {
         let changes = self.core.take_deltas();
+        let change_deltas = self.changes.take_deltas();
         let (tx, rx) = oneshot::channel();
-        if changes.is_empty() && !self.syncing && self.pending.waiters.is_empty() {
+        if changes.is_empty()
+            && change_deltas.is_empty()
+            && !self.syncing
+            && self.pending.is_empty()
+        {
             let _ = tx.send(Ok(()));
             return rx;
         }
         self.pending.changes.extend(changes);
+        self.pending.change_deltas.extend(change_deltas);
         self.pending.waiters.push(tx);
         self.sync_next(ctx);
         rx
+    }
+
+    /// The pipeline over this actor's cores.
+    fn pipeline(&mut self) -> Pipeline<'_> {
+        Pipeline {
+            queue: &mut self.core,
+            changes: &mut self.changes,
+            repos: &self.repos,
+        }
+    }
+
+    /// Effects to carry out once what is staged now is durable.
+    fn stage_effects(&mut self, effects: Vec<Effect>) {
+        self.pending.effects.extend(effects);
+    }
+
+    fn carry_out(&self, effects: Vec<Effect>) {
+        let now = Timestamp::now();
+        for e in effects {
+            match e {
+                Effect::Inspect {
+                    repo,
+                    change_id,
+                    branch,
+                    base,
+                    head,
+                } => match self.links.repos.get(&repo) {
+                    Some(r) => r.inspect.do_send(Inspect {
+                        change_id,
+                        branch,
+                        base,
+                        head,
+                    }),
+                    None => tracing::error!(%repo, %change_id, "no actor for this repository"),
+                },
+                Effect::MergeKick { repo } => {
+                    if let Some(r) = self.links.repos.get(&repo) {
+                        r.kick.do_send(MergeKick);
+                    }
+                }
+                Effect::Alert {
+                    kind,
+                    subject,
+                    message,
+                } => self.alerts.raise(kind.as_str(), &subject, &message, now),
+            }
+        }
     }
 
     fn sync_next(&mut self, ctx: &mut Context<Self>) {
@@ -129,36 +233,50 @@ impl QueueActor {
         self.syncing = true;
         let Group {
             changes,
+            change_deltas,
             purge,
+            effects,
             waiters,
         } = std::mem::take(&mut self.pending);
         self.view.begin(&changes);
+        self.change_view.begin(&change_deltas);
         let store = self.store.clone();
         let work = actix_rt::task::spawn_blocking(move || {
-            let res = if changes.is_empty() && purge.is_none() {
+            let res = if changes.is_empty() && change_deltas.is_empty() && purge.is_none() {
                 Ok(vec![])
             } else {
                 store
-                    .write_tasks(&changes, purge.as_ref())
+                    .write_tasks(&changes, &change_deltas, purge.as_ref())
                     .and_then(|purged| store.sync().map(|_| purged))
             };
-            (res, changes)
+            (res, changes, change_deltas)
         });
         ctx.spawn(work.into_actor(self).map(move |joined, act, ctx| {
             act.syncing = false;
             match joined {
-                Ok((Ok(purged), changes)) => {
-                    if !changes.is_empty() || !purged.is_empty() {
+                Ok((Ok(purged), changes, change_deltas)) => {
+                    if !changes.is_empty() || !change_deltas.is_empty() || !purged.is_empty() {
                         act.stats.store_syncs.inc();
-                        act.stats.store_writes.inc_by(changes.len() as u64);
+                        act.stats
+                            .store_writes
+                            .inc_by((changes.len() + change_deltas.len()) as u64);
                     }
                     act.publish(&changes);
+                    act.publish_changes(&change_deltas);
                     let now = Timestamp::now();
                     act.core.durable(&changes, now);
+                    act.changes.durable(&change_deltas, now);
+                    act.carry_out(effects);
                     if !purged.is_empty() {
                         act.view.purged(&purged);
+                        let statuses: Vec<_> = purged
+                            .iter()
+                            .flat_map(|p| p.changes.iter().copied())
+                            .collect();
+                        act.change_view.purged(&statuses);
                         let ids: Vec<String> = purged.iter().map(|p| p.id.clone()).collect();
                         act.core.purged(&ids);
+                        act.changes.purged(&ids);
                         tracing::info!(tasks = ids.len(), "retention deleted finished tasks");
                         if ids.len() >= PURGE_BATCH {
                             act.purge(ctx); // more are due
@@ -170,7 +288,7 @@ impl QueueActor {
                     act.schedule_promotion(ctx);
                     act.sync_next(ctx);
                 }
-                Ok((Err(e), _)) => fatal(&e.to_string(), waiters),
+                Ok((Err(e), _, _)) => fatal(&e.to_string(), waiters),
                 Err(e) => fatal(&format!("sync thread failed: {e}"), waiters),
             }
         }));
@@ -236,6 +354,45 @@ impl QueueActor {
         }
         if kick {
             self.links.kick.do_send(Kick);
+        }
+    }
+
+    /// Tell the world about durable change deltas.
+    fn publish_changes(&self, deltas: &[ChangeDelta]) {
+        if deltas.is_empty() {
+            return;
+        }
+        self.change_view.apply(deltas);
+        let mut repos = std::collections::BTreeSet::new();
+        for d in deltas {
+            let c = &d.change;
+            repos.insert(c.repo.clone());
+            for (_, h) in &d.new_history {
+                tracing::info!(
+                    change = %c.id, task = %c.task_id, repo = %c.repo, event = %h.event,
+                    from = h.from.map(|s| s.as_str()).unwrap_or("-"),
+                    to = h.to.map(|s| s.as_str()).unwrap_or("-"),
+                    detail = h.detail.as_deref().unwrap_or(""),
+                    "change transition"
+                );
+                match h.to {
+                    Some(ChangeStatus::Merged) => {
+                        self.stats.changes_merged.inc();
+                        let secs = h.at.millis_since(c.created_at).max(0) as f64 / 1000.0;
+                        self.stats.change_merge_time.observe(secs);
+                    }
+                    Some(ChangeStatus::SentBack) => {
+                        self.stats.changes_sent_back.inc();
+                    }
+                    _ => {}
+                }
+                self.events
+                    .publish("change", json!({ "change": c, "transition": h }));
+            }
+        }
+        for repo in repos {
+            let queue = self.changes.merge_queue(&repo);
+            self.repo_view.update(&repo, |r| r.queue = queue);
         }
     }
 
@@ -339,6 +496,11 @@ impl Actor for QueueActor {
         if self.core.queued_len() > 0 {
             self.links.kick.do_send(Kick);
         }
+        for (name, link) in &self.links.repos {
+            let queue = self.changes.merge_queue(name);
+            self.repo_view.update(name, |r| r.queue = queue);
+            link.kick.do_send(MergeKick);
+        }
         // Backoffs that ended while the hub was down are due now.
         self.promote(ctx);
         self.purge(ctx);
@@ -384,7 +546,16 @@ impl Handler<CancelTask> for QueueActor {
         self.with_whole(
             id,
             move |act, ctx| {
-                let res = act.core.cancel(&msg.id, &msg.reason, Timestamp::now());
+                let res = act
+                    .pipeline()
+                    .cancel(&msg.id, &msg.reason, Timestamp::now());
+                let res = match res {
+                    Ok((c, fx)) => {
+                        act.stage_effects(fx);
+                        Ok(c)
+                    }
+                    Err(e) => Err(e),
+                };
                 let durable = act.commit(ctx);
                 let stop_attempt = act.links.stop_attempt.clone();
                 Box::pin(async move {
@@ -438,11 +609,19 @@ impl Handler<Report> for QueueActor {
         let verdict = match msg.kind {
             ReportKind::Accept => self.core.accept(&msg.attempt, &msg.agent, now),
             ReportKind::Complete(result) => {
-                self.core.complete(&msg.attempt, &msg.agent, result, now)
+                let (v, fx) = self
+                    .pipeline()
+                    .complete(&msg.attempt, &msg.agent, result, now);
+                self.stage_effects(fx);
+                v
             }
             ReportKind::Fail { error, retryable } => {
-                self.core
-                    .fail(&msg.attempt, &msg.agent, &error, retryable, now)
+                let v = self
+                    .core
+                    .fail(&msg.attempt, &msg.agent, &error, retryable, now);
+                let fx = self.pipeline().task_ended(&msg.attempt.task_id, now);
+                self.stage_effects(fx);
+                v
             }
         };
         if let Verdict::Stale(why) = &verdict {
@@ -458,9 +637,10 @@ impl Handler<Report> for QueueActor {
 impl Handler<Release> for QueueActor {
     type Result = ResponseFuture<Result<Verdict, CommandError>>;
     fn handle(&mut self, msg: Release, ctx: &mut Context<Self>) -> Self::Result {
-        let verdict = self
-            .core
-            .release(&msg.attempt, &msg.reason, Timestamp::now());
+        let now = Timestamp::now();
+        let verdict = self.core.release(&msg.attempt, &msg.reason, now);
+        let fx = self.pipeline().task_ended(&msg.attempt.task_id, now);
+        self.stage_effects(fx);
         after_durable(self.commit(ctx), Ok(verdict))
     }
 }
@@ -476,5 +656,164 @@ impl Handler<PromoteDue> for QueueActor {
     type Result = ();
     fn handle(&mut self, _: PromoteDue, ctx: &mut Context<Self>) {
         self.promote(ctx);
+    }
+}
+
+// ----- the merge pipeline: repository actors and operators ----------------------
+
+impl Handler<Inspected> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Inspected, ctx: &mut Context<Self>) {
+        let outcome = msg
+            .outcome
+            .map(|d| (d.files, d.lines_added, d.lines_removed));
+        match self
+            .pipeline()
+            .inspected(&msg.change_id, outcome, Timestamp::now())
+        {
+            Ok(fx) => self.stage_effects(fx),
+            Err(e) => {
+                tracing::warn!(change = %msg.change_id, error = %e, "measurement of a change not recorded")
+            }
+        }
+        drop(self.commit(ctx));
+    }
+}
+
+impl Handler<NextMerge> for QueueActor {
+    type Result = Option<MergeJob>;
+    fn handle(&mut self, msg: NextMerge, _: &mut Context<Self>) -> Self::Result {
+        if self.core.repo_paused(&msg.repo) {
+            return None;
+        }
+        let c = self.changes.next_to_merge(&msg.repo)?;
+        // Only a change whose place in the queue is durable.
+        let durable = self
+            .change_view
+            .live(&c.id)
+            .is_some_and(|(d, _)| d.status == agentcom_protocol::ChangeStatus::Merging);
+        if !durable {
+            return None;
+        }
+        let title = self
+            .core
+            .get(&c.task_id)
+            .map(|t| t.title.clone())
+            .unwrap_or_default();
+        Some(MergeJob {
+            change_id: c.id.clone(),
+            task_id: c.task_id.clone(),
+            task_title: title,
+            agent_id: c.agent_id.clone(),
+            branch: c.branch.clone(),
+            head: c.head.clone(),
+        })
+    }
+}
+
+impl Handler<MergeDone> for QueueActor {
+    type Result = ResponseFuture<Result<(), CommandError>>;
+    fn handle(&mut self, msg: MergeDone, ctx: &mut Context<Self>) -> Self::Result {
+        let result = match msg.outcome {
+            MergeOutcome::Merged { sha, check } => MergeResult::Merged { sha, check },
+            MergeOutcome::Conflict { paths } => MergeResult::Failed {
+                event: "conflict",
+                reasons: format!("the change conflicts with main in: {}", paths.join(", ")),
+                check: None,
+            },
+            MergeOutcome::CheckFailed { check } => MergeResult::Failed {
+                event: "check_failed",
+                reasons: format!(
+                    "the repository's check failed on the merge result ({})",
+                    check
+                        .exit_code
+                        .map_or("killed at its timeout".to_string(), |c| format!("exit {c}"))
+                ),
+                check: Some(check),
+            },
+            MergeOutcome::Unmergeable { reason } => MergeResult::Failed {
+                event: "unmergeable",
+                reasons: reason,
+                check: None,
+            },
+        };
+        let res = self
+            .pipeline()
+            .merge_done(&msg.change_id, result, Timestamp::now());
+        let res = match res {
+            Ok(fx) => {
+                self.stage_effects(fx);
+                Ok(())
+            }
+            Err(e) => Err(CommandError::from_pipeline(e)),
+        };
+        after_durable(self.commit(ctx), res)
+    }
+}
+
+impl Handler<MainChecked> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: MainChecked, ctx: &mut Context<Self>) {
+        let (green, check) = match &msg.health {
+            MainHealth::Green { check } => (true, check.as_ref()),
+            MainHealth::Red { check } => (false, Some(check)),
+        };
+        let fx = self
+            .pipeline()
+            .main_checked(&msg.repo, &msg.sha, green, check);
+        self.repo_view.update(&msg.repo, |r| {
+            r.main_sha = Some(msg.sha.clone());
+            r.health = if green {
+                agentcom_protocol::Health::Green
+            } else {
+                agentcom_protocol::Health::Red
+            };
+            r.merges_paused = !green;
+        });
+        self.stage_effects(fx);
+        drop(self.commit(ctx));
+        if green {
+            // Held-back tasks of this repository may go now.
+            self.links.kick.do_send(Kick);
+        }
+    }
+}
+
+impl Handler<MainSeen> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: MainSeen, _: &mut Context<Self>) {
+        self.repo_view
+            .update(&msg.repo, |r| r.main_sha = Some(msg.sha));
+    }
+}
+
+impl Handler<ApproveChange> for QueueActor {
+    type Result = ResponseFuture<Result<(), CommandError>>;
+    fn handle(&mut self, msg: ApproveChange, ctx: &mut Context<Self>) -> Self::Result {
+        let res = match self.pipeline().approve(&msg.id, Timestamp::now()) {
+            Ok(fx) => {
+                self.stage_effects(fx);
+                Ok(())
+            }
+            Err(e) => Err(CommandError::from_pipeline(e)),
+        };
+        after_durable(self.commit(ctx), res)
+    }
+}
+
+impl Handler<RejectChange> for QueueActor {
+    type Result = ResponseFuture<Result<(), CommandError>>;
+    fn handle(&mut self, msg: RejectChange, ctx: &mut Context<Self>) -> Self::Result {
+        let res = match self
+            .pipeline()
+            .reject(&msg.id, &msg.reason, msg.requeue, Timestamp::now())
+        {
+            Ok(fx) => {
+                self.stage_effects(fx);
+                Ok(())
+            }
+            Err(e) => Err(CommandError::from_pipeline(e)),
+        };
+        after_durable(self.commit(ctx), res)
     }
 }

@@ -18,7 +18,7 @@ use agentcom_protocol::{
 };
 
 /// Most changed paths a change lists (it still counts them all).
-pub const MAX_FILES_LISTED: usize = 1000;
+pub(crate) const MAX_FILES_LISTED: usize = 1000;
 
 /// Why a change command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,7 +31,7 @@ pub enum ChangeError {
 
 /// A change's new state and the history entries added since the last drain.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChangeDelta {
+pub(crate) struct ChangeDelta {
     pub change: Change,
     pub history_len: u32,
     pub new_history: Vec<(u32, ChangeEntry)>,
@@ -52,13 +52,13 @@ struct Pending {
 
 /// What an opening did.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Opened {
+pub(crate) struct Opened {
     pub change: Change,
     /// The task's earlier live change, now superseded.
     pub superseded: Option<String>,
 }
 
-pub struct ChangeCore {
+pub(crate) struct ChangeCore {
     changes: HashMap<String, Entry>,
     /// Task id → its live change.
     live_by_task: HashMap<String, String>,
@@ -73,7 +73,7 @@ pub struct ChangeCore {
 }
 
 impl ChangeCore {
-    pub fn new(keep_finished: usize, keep_finished_ms: i64) -> Self {
+    pub(crate) fn new(keep_finished: usize, keep_finished_ms: i64) -> Self {
         ChangeCore {
             changes: HashMap::new(),
             live_by_task: HashMap::new(),
@@ -87,7 +87,7 @@ impl ChangeCore {
     }
 
     /// Rebuild from the stored live changes (each with its history length).
-    pub fn restore(
+    pub(crate) fn restore(
         keep_finished: usize,
         keep_finished_ms: i64,
         live: impl IntoIterator<Item = (Change, u32)>,
@@ -106,17 +106,17 @@ impl ChangeCore {
         core
     }
 
-    pub fn get(&self, id: &str) -> Option<&Change> {
+    pub(crate) fn get(&self, id: &str) -> Option<&Change> {
         self.changes.get(id).map(|e| &e.change)
     }
 
     /// The task's live change, if any.
-    pub fn live_for_task(&self, task_id: &str) -> Option<&Change> {
+    pub(crate) fn live_for_task(&self, task_id: &str) -> Option<&Change> {
         self.live_by_task.get(task_id).and_then(|id| self.get(id))
     }
 
     /// The live changes (for the read model at start).
-    pub fn live(&self) -> impl Iterator<Item = &Change> {
+    pub(crate) fn live(&self) -> impl Iterator<Item = &Change> {
         self.changes
             .values()
             .map(|e| &e.change)
@@ -125,13 +125,13 @@ impl ChangeCore {
 
     /// The next change of `repo` to merge: the one that joined its queue
     /// first.
-    pub fn next_to_merge(&self, repo: &str) -> Option<&Change> {
+    pub(crate) fn next_to_merge(&self, repo: &str) -> Option<&Change> {
         let (_, id) = self.merge_queue.get(repo)?.first()?;
         self.get(id)
     }
 
     /// The merge queue of `repo`, next first.
-    pub fn merge_queue(&self, repo: &str) -> Vec<String> {
+    pub(crate) fn merge_queue(&self, repo: &str) -> Vec<String> {
         self.merge_queue
             .get(repo)
             .map(|q| q.iter().map(|(_, id)| id.clone()).collect())
@@ -139,7 +139,7 @@ impl ChangeCore {
     }
 
     /// Drain the changes made since the last call.
-    pub fn take_deltas(&mut self) -> Vec<ChangeDelta> {
+    pub(crate) fn take_deltas(&mut self) -> Vec<ChangeDelta> {
         let dirty = std::mem::take(&mut self.dirty);
         dirty
             .into_iter()
@@ -157,7 +157,7 @@ impl ChangeCore {
 
     /// These deltas are durable: finished changes are kept in memory a
     /// while, then forgotten (they are read from the store).
-    pub fn durable(&mut self, deltas: &[ChangeDelta], now: Timestamp) {
+    pub(crate) fn durable(&mut self, deltas: &[ChangeDelta], now: Timestamp) {
         for d in deltas {
             if !d.change.status.is_live() && d.previous_status.is_none_or(|s| s.is_live()) {
                 self.finished.push_back((now, d.change.id.clone()));
@@ -177,7 +177,7 @@ impl ChangeCore {
     }
 
     /// Forget changes the store deleted with their task (retention).
-    pub fn purged(&mut self, task_ids: &[String]) {
+    pub(crate) fn purged(&mut self, task_ids: &[String]) {
         let gone: BTreeSet<&String> = task_ids.iter().collect();
         self.changes
             .retain(|_, e| e.change.status.is_live() || !gone.contains(&e.change.task_id));
@@ -188,7 +188,7 @@ impl ChangeCore {
     /// Open a change for an attempt's pushed branch. The task's earlier
     /// live change, if any, is superseded.
     #[allow(clippy::too_many_arguments)]
-    pub fn open(
+    pub(crate) fn open(
         &mut self,
         task: &Task,
         agent: &str,
@@ -259,7 +259,7 @@ impl ChangeCore {
     /// The hub measured the change; the gate decided. Auto-merge: into the
     /// merge queue; review: waiting for a review task; escalate: waiting for
     /// a person.
-    pub fn judged(
+    pub(crate) fn judged(
         &mut self,
         id: &str,
         files: Vec<String>,
@@ -293,7 +293,7 @@ impl ChangeCore {
 
     /// The change could not be measured (its branch is gone or moved, its
     /// base is not on main): sent back.
-    pub fn unmeasurable(
+    pub(crate) fn unmeasurable(
         &mut self,
         id: &str,
         reason: &str,
@@ -311,7 +311,7 @@ impl ChangeCore {
     }
 
     /// The review task for a change in review.
-    pub fn review_requested(
+    pub(crate) fn review_requested(
         &mut self,
         id: &str,
         review_task: &str,
@@ -337,7 +337,7 @@ impl ChangeCore {
 
     /// A reviewer's verdict: approve → merge queue; request changes → sent
     /// back; escalate → a person.
-    pub fn reviewed(
+    pub(crate) fn reviewed(
         &mut self,
         id: &str,
         reviewer: &str,
@@ -379,7 +379,7 @@ impl ChangeCore {
 
     /// A person approves an escalated change (or one in review): into the
     /// merge queue.
-    pub fn approve(&mut self, id: &str, now: Timestamp) -> Result<(), ChangeError> {
+    pub(crate) fn approve(&mut self, id: &str, now: Timestamp) -> Result<(), ChangeError> {
         self.expect(id, &[ChangeStatus::Escalated, ChangeStatus::Reviewing])?;
         self.set_status(
             id,
@@ -392,7 +392,7 @@ impl ChangeCore {
     }
 
     /// A person rejects a live change.
-    pub fn reject(&mut self, id: &str, reason: &str, now: Timestamp) -> Result<(), ChangeError> {
+    pub(crate) fn reject(&mut self, id: &str, reason: &str, now: Timestamp) -> Result<(), ChangeError> {
         self.expect(
             id,
             &[
@@ -413,7 +413,7 @@ impl ChangeCore {
     }
 
     /// The merge queue merged it.
-    pub fn merged(
+    pub(crate) fn merged(
         &mut self,
         id: &str,
         sha: &str,
@@ -440,7 +440,7 @@ impl ChangeCore {
 
     /// The merge queue could not merge it (a conflict, a failed check, its
     /// head gone): sent back with the reasons.
-    pub fn merge_failed(
+    pub(crate) fn merge_failed(
         &mut self,
         id: &str,
         event: &str,
@@ -463,7 +463,7 @@ impl ChangeCore {
     }
 
     /// The task is gone (cancelled): its live change goes with it.
-    pub fn task_ended(&mut self, task_id: &str, reason: &str, now: Timestamp) -> Option<String> {
+    pub(crate) fn task_ended(&mut self, task_id: &str, reason: &str, now: Timestamp) -> Option<String> {
         let id = self.live_by_task.get(task_id).cloned()?;
         self.finish(
             &id,

@@ -13,7 +13,7 @@
 //! clock, or touch the task queue itself: the agent actor carries out the
 //! effects.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use agentcom_protocol::{
     AgentInfo, AgentState, AgentTransition, AttemptRef, HubMsg, SidecarState, Task, TaskStatus,
@@ -21,7 +21,8 @@ use agentcom_protocol::{
 };
 
 use crate::domain::limits::MAX_PROGRESS_NOTE_BYTES;
-use crate::domain::queue::{Outstanding, Verdict};
+use crate::domain::queue::{repo_mark, Outstanding, Verdict};
+use crate::domain::repo::valid_name;
 
 /// Timeouts and the circuit breaker, in milliseconds.
 #[derive(Clone, Debug)]
@@ -129,6 +130,8 @@ pub struct HelloFacts {
     /// What the sidecar's config claims; the hub schedules on the
     /// capabilities registered for the agent.
     pub capabilities: Vec<String>,
+    /// The repositories the sidecar has a clone of.
+    pub repos: Vec<String>,
     pub current_task: Option<AttemptRef>,
     pub pending_results: Vec<AttemptRef>,
     pub sidecar_version: String,
@@ -138,6 +141,8 @@ pub struct HelloFacts {
 pub(crate) struct AgentMachine {
     id: String,
     capabilities: Vec<String>,
+    /// What the sidecar's last `hello` said it has a clone of.
+    repos: Vec<String>,
     created_at: Timestamp,
     settings: FsmSettings,
     state: AgentState,
@@ -164,6 +169,7 @@ impl AgentMachine {
         AgentMachine {
             id: id.to_string(),
             capabilities,
+            repos: Vec::new(),
             created_at,
             settings,
             state: AgentState::Offline,
@@ -211,6 +217,14 @@ impl AgentMachine {
         &self.capabilities
     }
 
+    /// What the scheduler matches a task's needs against: the registered
+    /// capabilities and the mark of each repository the sidecar has.
+    pub(crate) fn matchable(&self) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self.capabilities.iter().cloned().collect();
+        out.extend(self.repos.iter().map(|r| repo_mark(r)));
+        out
+    }
+
     #[cfg(test)]
     pub(crate) fn state(&self) -> AgentState {
         self.state
@@ -243,6 +257,7 @@ impl AgentMachine {
             id: self.id.clone(),
             state: self.state,
             capabilities: self.capabilities.clone(),
+            repos: self.repos.clone(),
             connected: self.conn.is_some(),
             current_task: self.holding.as_ref().map(|h| h.task.clone()),
             last_heartbeat_at: self.last_heartbeat,
@@ -296,6 +311,7 @@ impl AgentMachine {
         self.last_heartbeat = Some(now);
         self.offline_deadline = None;
         self.sidecar_version = Some(hello.sidecar_version.clone());
+        self.repos = sane_repos(&hello.repos);
         let sidecar_has = hello.current_task.clone();
         match (self.holding.clone(), sidecar_has) {
             (Some(h), Some(c)) if h.task == c => {
@@ -675,3 +691,14 @@ fn cancel(task: &AttemptRef, reason: &str) -> Effect {
 
 #[cfg(test)]
 mod tests;
+
+/// Most repositories one agent's `hello` may name.
+pub(crate) const MAX_AGENT_REPOS: usize = 64;
+
+/// The repositories a sidecar names, as the hub keeps them: valid names
+/// only, each once, at most [`MAX_AGENT_REPOS`] (a sidecar is not fully
+/// trusted; an unknown name is harmless, no task needs its mark).
+fn sane_repos(claimed: &[String]) -> Vec<String> {
+    let set: BTreeSet<&String> = claimed.iter().filter(|r| valid_name(r)).collect();
+    set.into_iter().take(MAX_AGENT_REPOS).cloned().collect()
+}

@@ -25,7 +25,7 @@ pub(crate) type LaneKey = (i64, String);
 
 /// Which of its priority's two lanes a queued task waits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LaneKind {
+pub(crate) enum LaneKind {
     /// Never failed in its current retry budget.
     Fresh,
     /// Queued again after a failed attempt: waits behind fresh tasks.
@@ -34,7 +34,7 @@ pub enum LaneKind {
 
 impl LaneKind {
     /// The lane kind of a task, from its attempts.
-    pub fn of(task: &agentcom_protocol::Task) -> LaneKind {
+    pub(crate) fn of(task: &agentcom_protocol::Task) -> LaneKind {
         if task.is_retry() {
             LaneKind::Retry
         } else {
@@ -65,28 +65,30 @@ pub(crate) fn needs_key(needed: &[String]) -> Needs {
 }
 
 #[derive(Debug, Default)]
-pub struct Lane {
+pub(crate) struct Lane {
     groups: BTreeMap<Needs, BTreeSet<LaneKey>>,
     len: usize,
 }
 
 impl Lane {
     /// The capability groups of this lane, each with its FIFO of tasks.
-    pub fn groups(&self) -> impl Iterator<Item = (&Needs, &BTreeSet<LaneKey>)> {
+    pub(crate) fn groups(&self) -> impl Iterator<Item = (&Needs, &BTreeSet<LaneKey>)> {
         self.groups.iter()
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 }
 
 #[derive(Debug, Default)]
-pub struct Lanes {
+pub(crate) struct Lanes {
     lanes: [Lane; LANE_COUNT],
     /// Where each queued task sits, so it can be removed by id.
     position: HashMap<String, (usize, Needs, i64)>,
@@ -94,7 +96,7 @@ pub struct Lanes {
 
 impl Lanes {
     /// Put a task in its lane. A task already queued is moved.
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         id: &str,
         priority: Priority,
@@ -116,7 +118,7 @@ impl Lanes {
     }
 
     /// Take a task out of its lane; false if it was not queued.
-    pub fn remove(&mut self, id: &str) -> bool {
+    pub(crate) fn remove(&mut self, id: &str) -> bool {
         let Some((lane, needs, queued_at)) = self.position.remove(id) else {
             return false;
         };
@@ -131,29 +133,33 @@ impl Lanes {
         true
     }
 
-    pub fn contains(&self, id: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.position.contains_key(id)
     }
 
     /// The lanes in service order.
-    pub fn in_order(&self) -> impl Iterator<Item = (usize, &Lane)> {
+    pub(crate) fn in_order(&self) -> impl Iterator<Item = (usize, &Lane)> {
         self.lanes.iter().enumerate()
     }
 
-    pub fn depth(&self, lane: usize) -> usize {
+    #[cfg(test)]
+    pub(crate) fn depth(&self, lane: usize) -> usize {
         self.lanes[lane].len
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.position.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.position.is_empty()
     }
 
     /// Every queued id in service order (for tests and diagnostics).
-    pub fn ordered_ids(&self) -> Vec<String> {
+    #[cfg(test)]
+    pub(crate) fn ordered_ids(&self) -> Vec<String> {
         let mut out = Vec::with_capacity(self.len());
         for lane in &self.lanes {
             let mut keys: Vec<&LaneKey> = lane.groups.values().flatten().collect();

@@ -16,6 +16,9 @@ pub(crate) const MAX_DETAIL_BYTES: usize = 1024;
 pub(crate) const MAX_PROGRESS_NOTE_BYTES: usize = 4096;
 /// Longest error kept as a task's `last_error`, in bytes.
 pub(crate) const MAX_ERROR_BYTES: usize = 8 * 1024;
+/// Longest reason a person gives for rejecting a change, in bytes (the
+/// next attempt's agent reads it in the dossier).
+pub(crate) const MAX_REASON_BYTES: usize = 4096;
 /// Longest summary kept when a result has to be cut down, in bytes.
 const MAX_SUMMARY_BYTES: usize = 8 * 1024;
 

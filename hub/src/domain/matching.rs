@@ -37,17 +37,18 @@ impl IdleAgent {
 /// One capability group of a lane with a cursor over its FIFO.
 struct Cursor<'a> {
     needs: &'a Needs,
-    keys: Vec<&'a LaneKey>,
-    next: usize,
+    keys: std::iter::Peekable<std::collections::btree_set::Iter<'a, LaneKey>>,
 }
 
-/// Pairs of (task id, agent id) to assign now. `eligible` may refuse a
-/// particular pairing beyond capabilities (a review task is never given
-/// to its change's author; a red repository's tasks to nobody): such a
-/// task is passed over, never blocking those behind it.
+/// Pairs of (task id, agent id) to assign now. `open` may close a whole
+/// capability group (a red repository's tasks go to nobody); `eligible`
+/// may refuse a particular pairing beyond capabilities (a review task is
+/// never given to its change's author). A task passed over never blocks
+/// those behind it.
 pub(crate) fn plan(
     lanes: &Lanes,
     agents: &[IdleAgent],
+    open: impl Fn(&Needs) -> bool,
     eligible: impl Fn(&str, &IdleAgent) -> bool,
 ) -> Vec<(String, String)> {
     let mut free: Vec<&IdleAgent> = agents.iter().collect();
@@ -61,26 +62,28 @@ pub(crate) fn plan(
         if free.is_empty() {
             break;
         }
-        // Only as many tasks per group as there are free agents can matter.
-        let take = free.len();
         let mut groups: Vec<Cursor> = lane
             .groups()
+            .filter(|(needs, _)| open(needs))
             .map(|(needs, fifo)| Cursor {
                 needs,
-                keys: fifo.iter().take(take).collect(),
-                next: 0,
+                keys: fifo.iter().peekable(),
             })
             .collect();
         while !free.is_empty() {
-            let best = groups
-                .iter()
-                .enumerate()
-                .filter_map(|(gi, g)| g.keys.get(g.next).map(|k| (gi, *k)))
-                .filter(|(gi, _)| free.iter().any(|a| a.can_do(groups[*gi].needs)))
-                .min_by(|a, b| a.1.cmp(b.1));
+            let mut best: Option<(usize, &LaneKey)> = None;
+            for (gi, g) in groups.iter_mut().enumerate() {
+                let needs = g.needs;
+                if let Some(k) = g.keys.peek().copied() {
+                    let better = best.is_none_or(|(_, b)| k < b);
+                    if better && free.iter().any(|a| a.can_do(needs)) {
+                        best = Some((gi, k));
+                    }
+                }
+            }
             let Some((gi, key)) = best else { break };
             let group = &mut groups[gi];
-            group.next += 1;
+            group.keys.next();
             let Some(agent_pos) = free
                 .iter()
                 .position(|a| a.can_do(group.needs) && eligible(&key.1, a))
@@ -113,7 +116,7 @@ mod tests {
             IdleAgent::new("longest", &[], 10),
         ];
         assert_eq!(
-            plan(&l, &agents, |_, _| true),
+            plan(&l, &agents, |_| true, |_, _| true),
             [("t1".to_string(), "longest".to_string())]
         );
     }
@@ -133,7 +136,7 @@ mod tests {
             IdleAgent::new("b", &["git", "python", "rust"], 2),
         ];
         assert_eq!(
-            plan(&l, &agents, |_, _| true),
+            plan(&l, &agents, |_| true, |_, _| true),
             [("needs-py".to_string(), "b".to_string())]
         );
     }
@@ -146,7 +149,7 @@ mod tests {
         l.push("plain2", Priority::Low, LaneKind::Fresh, &[], 3);
         let agents = [IdleAgent::new("a", &[], 1), IdleAgent::new("b", &[], 2)];
         assert_eq!(
-            plan(&l, &agents, |_, _| true),
+            plan(&l, &agents, |_| true, |_, _| true),
             [
                 ("plain1".to_string(), "a".to_string()),
                 ("plain2".to_string(), "b".to_string())
@@ -162,11 +165,11 @@ mod tests {
         l.push("normal", Priority::Normal, LaneKind::Fresh, &[], 3);
         l.push("urgent", Priority::Urgent, LaneKind::Fresh, &[], 4);
         let one = [IdleAgent::new("a", &[], 1)];
-        assert_eq!(plan(&l, &one, |_, _| true)[0].0, "urgent");
+        assert_eq!(plan(&l, &one, |_| true, |_, _| true)[0].0, "urgent");
         let many: Vec<IdleAgent> = (0..4)
             .map(|i| IdleAgent::new(&format!("a{i}"), &[], i))
             .collect();
-        let order: Vec<String> = plan(&l, &many, |_, _| true)
+        let order: Vec<String> = plan(&l, &many, |_| true, |_, _| true)
             .into_iter()
             .map(|(t, _)| t)
             .collect();
@@ -192,12 +195,12 @@ mod tests {
             20,
         );
         let agents = [IdleAgent::new("r", &["rust"], 1)];
-        assert_eq!(plan(&l, &agents, |_, _| true)[0].0, "any-early");
+        assert_eq!(plan(&l, &agents, |_| true, |_, _| true)[0].0, "any-early");
         let two = [
             IdleAgent::new("r", &["rust"], 1),
             IdleAgent::new("s", &["rust"], 2),
         ];
-        let got: Vec<String> = plan(&l, &two, |_, _| true)
+        let got: Vec<String> = plan(&l, &two, |_| true, |_, _| true)
             .into_iter()
             .map(|(t, _)| t)
             .collect();
@@ -223,7 +226,7 @@ mod tests {
             IdleAgent::new("generalist", &["python"], 5),
             IdleAgent::new("other", &["python"], 9),
         ];
-        let got = plan(&l, &agents, |_, _| true);
+        let got = plan(&l, &agents, |_| true, |_, _| true);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0], ("plain".to_string(), "generalist".to_string()));
         assert_eq!(got[1], ("py".to_string(), "other".to_string()));
@@ -232,9 +235,9 @@ mod tests {
     #[test]
     fn no_agents_or_no_tasks_plans_nothing() {
         let mut l = Lanes::default();
-        assert!(plan(&l, &[IdleAgent::new("a", &[], 1)], |_, _| true).is_empty());
+        assert!(plan(&l, &[IdleAgent::new("a", &[], 1)], |_| true, |_, _| true).is_empty());
         l.push("t", Priority::Normal, LaneKind::Fresh, &[], 1);
-        assert!(plan(&l, &[], |_, _| true).is_empty());
+        assert!(plan(&l, &[], |_| true, |_, _| true).is_empty());
     }
 
     #[test]
@@ -243,9 +246,78 @@ mod tests {
         l.push("review-of-a", Priority::Normal, LaneKind::Fresh, &[], 1);
         l.push("next", Priority::Normal, LaneKind::Fresh, &[], 2);
         let agents = [IdleAgent::new("a", &[], 0)];
-        let got = plan(&l, &agents, |task, agent| {
-            !(task == "review-of-a" && agent.id == "a")
-        });
+        let got = plan(
+            &l,
+            &agents,
+            |_| true,
+            |task, agent| !(task == "review-of-a" && agent.id == "a"),
+        );
         assert_eq!(got, [("next".to_string(), "a".to_string())]);
+    }
+
+    #[test]
+    fn a_closed_group_is_skipped_and_others_still_served() {
+        let mut l = Lanes::default();
+        l.push(
+            "red-1",
+            Priority::Urgent,
+            LaneKind::Fresh,
+            &caps(&["@repo red"]),
+            1,
+        );
+        l.push(
+            "red-2",
+            Priority::Urgent,
+            LaneKind::Fresh,
+            &caps(&["@repo red"]),
+            2,
+        );
+        l.push(
+            "green",
+            Priority::Low,
+            LaneKind::Fresh,
+            &caps(&["@repo green"]),
+            3,
+        );
+        let agents = [IdleAgent::new("a", &["@repo red", "@repo green"], 0)];
+        let got = plan(
+            &l,
+            &agents,
+            |needs| !needs.contains(&"@repo red".to_string()),
+            |_, _| true,
+        );
+        assert_eq!(got, [("green".to_string(), "a".to_string())]);
+    }
+
+    #[test]
+    fn many_passed_over_tasks_do_not_hide_one_an_agent_may_take() {
+        let mut l = Lanes::default();
+        for i in 0..50 {
+            l.push(
+                &format!("review-{i:02}"),
+                Priority::Normal,
+                LaneKind::Fresh,
+                &[],
+                i,
+            );
+        }
+        l.push("last", Priority::Normal, LaneKind::Fresh, &[], 99);
+        let agents = [
+            IdleAgent::new("author", &[], 0),
+            IdleAgent::new("b", &[], 1),
+        ];
+        let got = plan(
+            &l,
+            &agents,
+            |_| true,
+            |task, agent| !(task.starts_with("review") && agent.id == "author"),
+        );
+        assert_eq!(
+            got,
+            [
+                ("review-00".to_string(), "b".to_string()),
+                ("last".to_string(), "author".to_string())
+            ]
+        );
     }
 }

@@ -25,7 +25,7 @@ use crate::domain::repo::RepoConfig;
 
 /// What the actors must do after a pipeline step.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
+pub(crate) enum Effect {
     /// Fetch and measure a change in the hub's clone of `repo`.
     Inspect {
         repo: String,
@@ -46,14 +46,14 @@ pub enum Effect {
 
 /// Alerts the pipeline raises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertKind {
+pub(crate) enum AlertKind {
     ChangeEscalated,
     MainRed,
     MainGreen,
 }
 
 impl AlertKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AlertKind::ChangeEscalated => "change_escalated",
             AlertKind::MainRed => "main_red",
@@ -64,7 +64,7 @@ impl AlertKind {
 
 /// Why a pipeline command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PipelineError {
+pub(crate) enum PipelineError {
     #[error(transparent)]
     Task(#[from] QueueError),
     #[error(transparent)]
@@ -72,7 +72,7 @@ pub enum PipelineError {
 }
 
 /// The pipeline's view of the hub: the two cores and the repositories.
-pub struct Pipeline<'a> {
+pub(crate) struct Pipeline<'a> {
     pub queue: &'a mut QueueCore,
     pub changes: &'a mut ChangeCore,
     pub repos: &'a BTreeMap<String, RepoConfig>,
@@ -89,7 +89,7 @@ impl Pipeline<'_> {
     /// An agent completed an attempt. A task on a repository with commits
     /// goes in review and its change opens; a review task's verdict moves
     /// the change it reviewed.
-    pub fn complete(
+    pub(crate) fn complete(
         &mut self,
         attempt: &AttemptRef,
         agent: &str,
@@ -211,7 +211,7 @@ impl Pipeline<'_> {
     /// A task ended some other way than completing (failed for good,
     /// cancelled): a review task that will give no verdict hands its
     /// change to a person; a task in review takes its change with it.
-    pub fn task_ended(&mut self, task_id: &str, now: Timestamp) -> Vec<Effect> {
+    pub(crate) fn task_ended(&mut self, task_id: &str, now: Timestamp) -> Vec<Effect> {
         let Some(task) = self.queue.get(task_id).cloned() else {
             return vec![];
         };
@@ -236,7 +236,7 @@ impl Pipeline<'_> {
     }
 
     /// An operator cancels a task (and its live change).
-    pub fn cancel(
+    pub(crate) fn cancel(
         &mut self,
         task_id: &str,
         reason: &str,
@@ -248,7 +248,7 @@ impl Pipeline<'_> {
     }
 
     /// The hub measured a change (or could not): through the gate.
-    pub fn inspected(
+    pub(crate) fn inspected(
         &mut self,
         change_id: &str,
         outcome: Result<(Vec<String>, u64, u64), String>,
@@ -357,7 +357,7 @@ impl Pipeline<'_> {
     }
 
     /// A person approves a change: into the merge queue.
-    pub fn approve(
+    pub(crate) fn approve(
         &mut self,
         change_id: &str,
         now: Timestamp,
@@ -368,7 +368,7 @@ impl Pipeline<'_> {
     }
 
     /// A person rejects a change: its task goes again (`requeue`) or dies.
-    pub fn reject(
+    pub(crate) fn reject(
         &mut self,
         change_id: &str,
         reason: &str,
@@ -389,7 +389,7 @@ impl Pipeline<'_> {
     }
 
     /// A repository's merge queue finished with a change.
-    pub fn merge_done(
+    pub(crate) fn merge_done(
         &mut self,
         change_id: &str,
         outcome: MergeResult,
@@ -471,7 +471,7 @@ impl Pipeline<'_> {
 
     /// A repository's main was checked: red pauses its merges and the
     /// assignment of its tasks; green resumes both.
-    pub fn main_checked(
+    pub(crate) fn main_checked(
         &mut self,
         repo: &str,
         sha: &str,
@@ -507,7 +507,7 @@ impl Pipeline<'_> {
 
 /// How a merge attempt ended, as the pipeline records it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum MergeResult {
+pub(crate) enum MergeResult {
     Merged {
         sha: String,
         check: Option<CheckRun>,

@@ -81,7 +81,7 @@ pub enum Created {
 
 /// An idempotency key as stored, for [`QueueCore::restore`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoredKey {
+pub(crate) struct StoredKey {
     pub key: String,
     pub id: String,
     /// [`spec_digest`] of the task it created.
@@ -134,14 +134,14 @@ impl Outstanding {
 
 /// The outcome of a cancel: the task, and the attempt to stop if an agent held it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Cancelled {
+pub(crate) struct Cancelled {
     pub task: Task,
     pub stop: Option<(String, AttemptRef)>,
 }
 
 /// A task's new state and the history entries added since the last drain.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TaskDelta {
+pub(crate) struct TaskDelta {
     pub task: Task,
     pub history_len: u32,
     pub new_history: Vec<(u32, HistoryEntry)>,
@@ -184,7 +184,7 @@ struct KeyEntry {
     finished_at: Option<Timestamp>,
 }
 
-pub struct QueueCore {
+pub(crate) struct QueueCore {
     settings: QueueSettings,
     tasks: HashMap<String, Entry>,
     lanes: Lanes,
@@ -202,19 +202,19 @@ pub struct QueueCore {
 }
 
 /// Most earlier attempts a task's dossier keeps.
-pub const DOSSIER_ATTEMPTS: usize = 10;
+pub(crate) const DOSSIER_ATTEMPTS: usize = 10;
 
 /// What a lane groups a task by besides its capabilities: its repository,
 /// as a mark no real capability can be (capabilities have no spaces). An
 /// idle agent has the mark of each repository it has a clone of.
-pub fn repo_mark(repo: &str) -> String {
+pub(crate) fn repo_mark(repo: &str) -> String {
     format!("@repo {repo}")
 }
 
 /// How an attempt that ended without success is written into the
 /// dossier and history.
 #[derive(Clone, Debug, PartialEq)]
-pub enum AttemptEnd {
+pub(crate) enum AttemptEnd {
     /// The attempt failed (the agent said so, or the hub gave up on it).
     Failed,
     /// Its change was sent back (conflict, failed check, changes
@@ -227,7 +227,7 @@ pub enum AttemptEnd {
 }
 
 impl QueueCore {
-    pub fn new(settings: QueueSettings) -> Self {
+    pub(crate) fn new(settings: QueueSettings) -> Self {
         QueueCore {
             settings,
             tasks: HashMap::new(),
@@ -244,7 +244,7 @@ impl QueueCore {
 
     /// Pause or resume assigning the tasks of a repository (main red or
     /// green again).
-    pub fn set_repo_paused(&mut self, repo: &str, paused: bool) {
+    pub(crate) fn set_repo_paused(&mut self, repo: &str, paused: bool) {
         if paused {
             self.paused_repos.insert(repo.to_string());
         } else {
@@ -253,13 +253,13 @@ impl QueueCore {
     }
 
     /// Whether a repository's tasks are held back.
-    pub fn repo_paused(&self, repo: &str) -> bool {
+    pub(crate) fn repo_paused(&self, repo: &str) -> bool {
         self.paused_repos.contains(repo)
     }
 
     /// Rebuild from the stored live tasks (each with its history length)
     /// and the stored idempotency keys.
-    pub fn restore(
+    pub(crate) fn restore(
         settings: QueueSettings,
         live: impl IntoIterator<Item = (Task, u32)>,
         keys: impl IntoIterator<Item = StoredKey>,
@@ -293,7 +293,7 @@ impl QueueCore {
     /// Put a finished task loaded from the store back in memory, whole, so
     /// an operator can act on it (cancel, retry). A task already held
     /// whole is left as it is.
-    pub fn adopt(&mut self, task: Task, history_len: u32) {
+    pub(crate) fn adopt(&mut self, task: Task, history_len: u32) {
         let id = task.id.clone();
         match self.tasks.get_mut(&id) {
             Some(e) if !e.light => return,
@@ -317,43 +317,47 @@ impl QueueCore {
 
     /// Whether an operator command on `id` needs the task loaded from the
     /// store first ([`QueueCore::adopt`]): it is not held whole.
-    pub fn needs_load(&self, id: &str) -> bool {
+    pub(crate) fn needs_load(&self, id: &str) -> bool {
         self.tasks.get(id).is_none_or(|e| e.light)
     }
 
     /// Whether the task is held in memory (whole or head only).
-    pub fn holds(&self, id: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn holds(&self, id: &str) -> bool {
         self.tasks.contains_key(id)
     }
 
-    pub fn settings(&self) -> &QueueSettings {
+    #[cfg(test)]
+    pub(crate) fn settings(&self) -> &QueueSettings {
         &self.settings
     }
 
-    pub fn get(&self, id: &str) -> Option<&Task> {
+    pub(crate) fn get(&self, id: &str) -> Option<&Task> {
         self.tasks.get(id).map(|e| &e.task)
     }
 
     /// Tasks held in memory: live ones and recently finished heads.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.tasks.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.tasks.is_empty()
     }
 
-    pub fn queued_len(&self) -> usize {
+    pub(crate) fn queued_len(&self) -> usize {
         self.lanes.len()
     }
 
-    pub fn lanes(&self) -> &Lanes {
+    #[cfg(test)]
+    pub(crate) fn lanes(&self) -> &Lanes {
         &self.lanes
     }
 
     /// The attempts agents hold (of `agent` only, when given), for seeding
     /// agent actors and for the stuck-work sweep.
-    pub fn outstanding(&self, agent: Option<&str>) -> Vec<Outstanding> {
+    pub(crate) fn outstanding(&self, agent: Option<&str>) -> Vec<Outstanding> {
         self.tasks
             .values()
             .map(|e| &e.task)
@@ -364,12 +368,12 @@ impl QueueCore {
     }
 
     /// When the earliest backoff ends, if any task waits one out.
-    pub fn next_due(&self) -> Option<Timestamp> {
+    pub(crate) fn next_due(&self) -> Option<Timestamp> {
         self.delayed.first().map(|(t, _)| Timestamp(*t))
     }
 
     /// Drain the changes made since the last call.
-    pub fn take_deltas(&mut self) -> Vec<TaskDelta> {
+    pub(crate) fn take_deltas(&mut self) -> Vec<TaskDelta> {
         let dirty = std::mem::take(&mut self.dirty);
         dirty
             .into_iter()
@@ -392,7 +396,7 @@ impl QueueCore {
     /// These changes are durable: finished tasks among them keep only
     /// their head in memory from now on, and the oldest finished tasks and
     /// expired idempotency keys are forgotten.
-    pub fn durable(&mut self, changes: &[TaskDelta], now: Timestamp) {
+    pub(crate) fn durable(&mut self, changes: &[TaskDelta], now: Timestamp) {
         for c in changes {
             let id = &c.task.id;
             if self.dirty.contains_key(id) {
@@ -424,7 +428,7 @@ impl QueueCore {
     }
 
     /// The store deleted these finished tasks (retention).
-    pub fn purged(&mut self, ids: &[String]) {
+    pub(crate) fn purged(&mut self, ids: &[String]) {
         for id in ids {
             if self.tasks.get(id).is_some_and(|e| e.light) {
                 self.tasks.remove(id);
@@ -465,7 +469,7 @@ impl QueueCore {
     }
 
     /// The ids held in memory (retention never deletes those).
-    pub fn held_ids(&self) -> BTreeSet<String> {
+    pub(crate) fn held_ids(&self) -> BTreeSet<String> {
         self.tasks.keys().cloned().collect()
     }
 
@@ -474,13 +478,13 @@ impl QueueCore {
     /// Create a task (validated by the caller), or name the task an earlier
     /// create with the same idempotency key made. The same key with a
     /// different task is a conflict.
-    pub fn create(&mut self, spec: NewTask, now: Timestamp) -> Result<Created, QueueError> {
+    pub(crate) fn create(&mut self, spec: NewTask, now: Timestamp) -> Result<Created, QueueError> {
         self.create_excluding(spec, Vec::new(), now)
     }
 
     /// As [`QueueCore::create`], for a task never to be given to these
     /// agents (a review task is never its change's author's).
-    pub fn create_excluding(
+    pub(crate) fn create_excluding(
         &mut self,
         spec: NewTask,
         exclude_agents: Vec<String>,
@@ -569,7 +573,7 @@ impl QueueCore {
     }
 
     /// Cancel a task. An agent holding it must be told to stop (`stop`).
-    pub fn cancel(
+    pub(crate) fn cancel(
         &mut self,
         id: &str,
         reason: &str,
@@ -615,7 +619,7 @@ impl QueueCore {
     }
 
     /// Revive a dead, failed or cancelled task with a fresh retry budget.
-    pub fn retry(&mut self, id: &str, now: Timestamp) -> Result<Task, QueueError> {
+    pub(crate) fn retry(&mut self, id: &str, now: Timestamp) -> Result<Task, QueueError> {
         let task = self
             .get(id)
             .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
@@ -653,15 +657,20 @@ impl QueueCore {
 
     /// Assign queued tasks to idle agents (see [`matching::plan`]). Each
     /// assignment increments the task's generation.
-    pub fn claim(&mut self, agents: &[IdleAgent], now: Timestamp) -> Vec<Assignment> {
+    pub(crate) fn claim(&mut self, agents: &[IdleAgent], now: Timestamp) -> Vec<Assignment> {
         let tasks = &self.tasks;
         let paused = &self.paused_repos;
-        let pairs = matching::plan(&self.lanes, agents, |task_id, agent| {
-            tasks.get(task_id).is_some_and(|e| {
-                !e.task.exclude_agents.contains(&agent.id)
-                    && e.task.repo.as_ref().is_none_or(|r| !paused.contains(r))
-            })
-        });
+        let paused: Vec<String> = paused.iter().map(|r| repo_mark(r)).collect();
+        let pairs = matching::plan(
+            &self.lanes,
+            agents,
+            |needs| !needs.iter().any(|n| paused.contains(n)),
+            |task_id, agent| {
+                tasks
+                    .get(task_id)
+                    .is_some_and(|e| !e.task.exclude_agents.contains(&agent.id))
+            },
+        );
         let mut out = Vec::with_capacity(pairs.len());
         for (task_id, agent_id) in pairs {
             self.lanes.remove(&task_id);
@@ -688,7 +697,7 @@ impl QueueCore {
     }
 
     /// Move failed tasks whose backoff has ended back into their lane.
-    pub fn promote_due(&mut self, now: Timestamp) -> usize {
+    pub(crate) fn promote_due(&mut self, now: Timestamp) -> usize {
         let due: Vec<String> = self
             .delayed
             .iter()
@@ -704,7 +713,7 @@ impl QueueCore {
     // ----- reports about an attempt -----------------------------------------
 
     /// The agent accepted the attempt: assigned → working.
-    pub fn accept(&mut self, attempt: &AttemptRef, agent: &str, now: Timestamp) -> Verdict {
+    pub(crate) fn accept(&mut self, attempt: &AttemptRef, agent: &str, now: Timestamp) -> Verdict {
         match self.check(attempt, agent) {
             Check::Current(TaskStatus::Assigned) => {
                 let t = self.task_mut(&attempt.task_id);
@@ -728,7 +737,7 @@ impl QueueCore {
 
     /// The agent finished the attempt successfully. At most one completion
     /// is ever recorded per task.
-    pub fn complete(
+    pub(crate) fn complete(
         &mut self,
         attempt: &AttemptRef,
         agent: &str,
@@ -786,7 +795,7 @@ impl QueueCore {
     /// The agent's attempt failed. Retryable failures with attempts left
     /// wait out their backoff (`failed`) and are queued again; the rest are
     /// dead.
-    pub fn fail(
+    pub(crate) fn fail(
         &mut self,
         attempt: &AttemptRef,
         agent: &str,
@@ -835,7 +844,7 @@ impl QueueCore {
     /// timeout, reject, divergence). Never accepted: the task goes back to
     /// its place in the lane and no attempt is used. Already working: it is
     /// a retryable failure of that attempt.
-    pub fn release(&mut self, attempt: &AttemptRef, reason: &str, now: Timestamp) -> Verdict {
+    pub(crate) fn release(&mut self, attempt: &AttemptRef, reason: &str, now: Timestamp) -> Verdict {
         let Some(t) = self.get(&attempt.task_id) else {
             return Verdict::Stale("unknown task".into());
         };
@@ -872,7 +881,7 @@ impl QueueCore {
     // ----- the merge pipeline -------------------------------------------------
 
     /// A task in review: its change merged (as `sha`); the task is done.
-    pub fn change_merged(&mut self, id: &str, sha: &str, now: Timestamp) -> Result<(), QueueError> {
+    pub(crate) fn change_merged(&mut self, id: &str, sha: &str, now: Timestamp) -> Result<(), QueueError> {
         self.expect_in_review(id)?;
         let agent = self.get(id).and_then(|t| t.assigned_to.clone());
         self.set_status(
@@ -890,7 +899,7 @@ impl QueueCore {
     /// goes again as after a failed attempt (backoff, retry budget, dead
     /// when spent), with the reasons and the log in its dossier. Not the
     /// agent's failure: the agent's record is not the queue's business.
-    pub fn send_back(
+    pub(crate) fn send_back(
         &mut self,
         id: &str,
         reasons: &str,
@@ -918,7 +927,7 @@ impl QueueCore {
 
     /// A person rejected a task's change: queued again (`requeue`), in the
     /// retry lane and whatever its budget, or dead.
-    pub fn reject_change(
+    pub(crate) fn reject_change(
         &mut self,
         id: &str,
         reason: &str,
@@ -1320,7 +1329,7 @@ impl Entry {
 
 /// Whether a completed attempt opens a change: a task on a repository
 /// whose result names a pushed branch with commits beyond its base.
-pub fn opens_review(task: &Task, result: &TaskResult) -> bool {
+pub(crate) fn opens_review(task: &Task, result: &TaskResult) -> bool {
     task.repo.is_some()
         && task.kind == TaskKind::Task
         && !result.no_changes

@@ -10,6 +10,7 @@ use actix_web::{HttpResponse, ResponseError};
 use agentcom_protocol::ApiError;
 
 use crate::actors::messages::{CommandError, RegistryError};
+use crate::domain::changes::ChangeError;
 use crate::domain::queue::QueueError;
 use crate::domain::validate::FieldError;
 
@@ -106,6 +107,10 @@ impl From<CommandError> for HttpError {
                 HttpError::not_found(format!("no task {id}"))
             }
             CommandError::Refused(QueueError::Conflict(m)) => HttpError::conflict(m),
+            CommandError::ChangeRefused(ChangeError::NotFound(id)) => {
+                HttpError::not_found(format!("no change {id}"))
+            }
+            CommandError::ChangeRefused(ChangeError::Conflict(m)) => HttpError::conflict(m),
             CommandError::Unavailable(m) => {
                 HttpError::unavailable(format!("the store failed: {m}"))
             }

@@ -5,6 +5,7 @@
 //! an actor and shape its answer. No scheduling or task rule lives here.
 //!
 //! - [`tasks`] — `/api/tasks…`
+//! - [`changes`] — `/api/changes…`, `/api/repos`, `/api/alerts`
 //! - [`agents`] — `/api/agents…`
 //! - [`status`] — `/api/state`, `/healthz`, `/metrics`
 //! - [`events`] — `/api/events` (Server-Sent Events)
@@ -16,6 +17,7 @@
 pub(crate) mod agents;
 pub(crate) mod auth;
 pub(crate) mod body;
+pub(crate) mod changes;
 pub(crate) mod dashboard;
 pub(crate) mod error;
 pub(crate) mod events;
@@ -41,7 +43,8 @@ use crate::http::limits::{Connections, Guesses};
 use crate::sessions::Sessions;
 use crate::stats::Stats;
 use crate::store::Store;
-use crate::views::{AgentView, TaskView};
+use crate::alerts::AlertBus;
+use crate::views::{AgentView, ChangeView, RepoView, TaskView};
 
 /// Everything a handler may use.
 pub struct AppState {
@@ -49,6 +52,9 @@ pub struct AppState {
     pub queue: Addr<QueueActor>,
     pub registry: Addr<RegistryActor>,
     pub tasks: Arc<TaskView>,
+    pub(crate) changes: Arc<ChangeView>,
+    pub(crate) repos: Arc<RepoView>,
+    pub(crate) alerts: Arc<AlertBus>,
     pub agents: Arc<AgentView>,
     pub directory: Arc<AgentDirectory>,
     pub auth: Auth,
@@ -74,6 +80,12 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             .route("/tasks/{id}", web::get().to(tasks::show))
             .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
             .route("/tasks/{id}/retry", web::post().to(tasks::retry))
+            .route("/changes", web::get().to(changes::list))
+            .route("/changes/{id}", web::get().to(changes::show))
+            .route("/changes/{id}/approve", web::post().to(changes::approve))
+            .route("/changes/{id}/reject", web::post().to(changes::reject))
+            .route("/repos", web::get().to(changes::repos))
+            .route("/alerts", web::get().to(changes::alerts))
             .route("/agents", web::get().to(agents::list))
             .route("/agents", web::post().to(agents::create))
             .route("/agents/{id}", web::get().to(agents::show))

@@ -74,7 +74,14 @@ pub(crate) fn snapshot(state: &AppState) -> serde_json::Value {
 }
 
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let text = crate::metrics::render(&state.stats, &state.tasks, &state.agents, &state.events);
+    let text = crate::metrics::render(crate::metrics::Sources {
+        stats: &state.stats,
+        tasks: &state.tasks,
+        changes: &state.changes,
+        repos: &state.repos,
+        agents: &state.agents,
+        events: &state.events,
+    });
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text)

@@ -21,6 +21,15 @@ pub(crate) async fn create(
 ) -> Result<HttpResponse, HttpError> {
     let spec: NewTask = body::json(payload, &state).await?;
     validate::new_task(&spec)?;
+    if let Some(repo) = &spec.repo {
+        if !state.settings.repos.iter().any(|r| &r.name == repo) {
+            let known: Vec<&str> = state.settings.repos.iter().map(|r| r.name.as_str()).collect();
+            return Err(HttpError::invalid(format!(
+                "repo: {repo:?} is not a repository this hub guards (configured: {})",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )));
+        }
+    }
     Ok(match state.queue.send(CreateTask(spec)).await?? {
         Created::New(task) => HttpResponse::Created().json(task),
         Created::Existing(id) => {
@@ -84,7 +93,7 @@ fn shown(task: &Task, fields: Fields) -> serde_json::Value {
     v
 }
 
-fn number<T>(
+pub(crate) fn number<T>(
     name: &str,
     value: Option<&str>,
     default: T,

@@ -29,6 +29,7 @@ use agentcom_protocol::{HistoryEntry, Task, TaskResult, TaskStatus, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::domain::changes::ChangeDelta;
 use crate::domain::queue::{spec_digest, StoredKey, TaskDelta};
 use crate::store::{decode, Store, StoreError};
 
@@ -94,6 +95,8 @@ pub(crate) struct Purge {
 pub(crate) struct Purged {
     pub id: String,
     pub status: TaskStatus,
+    /// The statuses of the changes deleted with it.
+    pub changes: Vec<agentcom_protocol::ChangeStatus>,
 }
 
 fn key(prefix: &str, id: &str) -> Vec<u8> {
@@ -272,12 +275,14 @@ impl Store {
     /// purge deleted.
     pub(crate) fn write_tasks(
         &self,
-        changes: &[TaskDelta],
+        deltas: &[TaskDelta],
+        change_deltas: &[ChangeDelta],
         purge: Option<&Purge>,
     ) -> Result<Vec<Purged>, StoreError> {
         let mut batch = sled::Batch::default();
         let mut files = 0;
-        for c in changes {
+        self.stage_changes(&mut batch, change_deltas);
+        for c in deltas {
             let t = &c.task;
             batch.insert(key("t/", &t.id), json(&head_of(t, c.history_len)));
             if c.write_body {
@@ -362,9 +367,11 @@ impl Store {
             if let Some(k) = &t.idempotency_key {
                 batch.remove(key("k/", k));
             }
+            let changes = self.stage_purge_changes(batch, &id)?;
             out.push(Purged {
                 id,
                 status: t.status,
+                changes,
             });
         }
         Ok(out)
@@ -612,7 +619,7 @@ mod tests {
         let b = create(&mut q, "b", None, 1);
         q.cancel(&b, "test", now(5)).unwrap();
         let s = crate::store::open_for_test(&dir);
-        s.write_tasks(&q.take_deltas(), None).unwrap();
+        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
         s.sync().unwrap();
         let assigned = q.claim(
             &[crate::domain::matching::IdleAgent::new("x", &[], 0)],
@@ -629,7 +636,7 @@ mod tests {
             },
             now(8),
         );
-        s.write_tasks(&q.take_deltas(), None).unwrap();
+        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
         s.sync().unwrap();
         drop(s);
 
@@ -695,18 +702,19 @@ mod tests {
         q.cancel(&old, "x", now(10)).unwrap();
         q.cancel(&held, "x", now(10)).unwrap();
         let s = crate::store::open_for_test(&dir);
-        s.write_tasks(&q.take_deltas(), None).unwrap();
+        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
         let purge = Purge {
             before: now(11),
             keep: [held.clone()].into_iter().collect(),
             max: 100,
         };
-        let purged = s.write_tasks(&[], Some(&purge)).unwrap();
+        let purged = s.write_tasks(&[], &[], Some(&purge)).unwrap();
         assert_eq!(
             purged,
             [Purged {
                 id: old.clone(),
-                status: TaskStatus::Cancelled
+                status: TaskStatus::Cancelled,
+                changes: vec![],
             }]
         );
         assert!(s.task(&old).unwrap().is_none());
@@ -717,6 +725,7 @@ mod tests {
         assert_eq!(s.count_by_status().unwrap()[&TaskStatus::Cancelled], 1);
         let before = s
             .write_tasks(
+                &[],
                 &[],
                 Some(&Purge {
                     before: now(5),
@@ -749,7 +758,7 @@ mod tests {
         };
         let small = create(&mut q, "small", None, 1);
         let s = Store::open(&dir, 16).unwrap();
-        s.write_tasks(&q.take_deltas(), None).unwrap();
+        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
         s.sync().unwrap();
         let files = |s: &Store| -> usize {
             std::fs::read_dir(&*s.files)
@@ -779,13 +788,13 @@ mod tests {
         assert_eq!(files(&s), 1);
         // Retention takes the file with the task.
         q.cancel(&big, "x", now(5)).unwrap();
-        s.write_tasks(&q.take_deltas(), None).unwrap();
+        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
         let purge = Purge {
             before: now(6),
             keep: BTreeSet::new(),
             max: 10,
         };
-        assert_eq!(s.write_tasks(&[], Some(&purge)).unwrap().len(), 1);
+        assert_eq!(s.write_tasks(&[], &[], Some(&purge)).unwrap().len(), 1);
         assert_eq!(files(&s), 0);
         std::fs::remove_dir_all(dir).ok();
     }

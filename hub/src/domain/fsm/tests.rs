@@ -497,3 +497,29 @@ fn progress_only_from_the_holder_on_its_connection_with_a_small_note() {
     let _ = m.progress(1, &r, 10);
     assert_eq!(m.info(), before, "progress changes nothing");
 }
+
+#[test]
+fn hello_repos_become_marks_to_match_on_sanitised_and_bounded() {
+    let mut m = machine();
+    let mut claimed: Vec<String> = vec!["app".into(), "app".into(), "../etc".into(), "".into()];
+    claimed.extend((0..200).map(|i| format!("r{i:03}")));
+    let hello = HelloFacts {
+        repos: claimed,
+        ..idle_hello()
+    };
+    m.connect(1, hello, t(0));
+    let info = m.info();
+    assert_eq!(info.repos.len(), MAX_AGENT_REPOS);
+    assert!(info.repos.contains(&"app".to_string()));
+    assert!(!info.repos.iter().any(|r| r.contains('/') || r.is_empty()));
+    let marks = m.matchable();
+    assert!(marks.contains("rust"));
+    assert!(marks.contains(&repo_mark("app")));
+    assert!(!marks.contains(&repo_mark("../etc")));
+
+    // The next hello replaces the list: a clone removed is no longer matched.
+    m.disconnect(1, t(1));
+    m.connect(2, idle_hello(), t(2));
+    assert!(m.info().repos.is_empty());
+    assert!(!m.matchable().contains(&repo_mark("app")));
+}
