@@ -639,12 +639,12 @@ impl RepoActor {
                     act.failures = 0;
                     return act.pump(ctx);
                 }
-                Ok(Err(CommandError::Refused(e))) => {
+                Ok(Err(e @ CommandError::Unavailable(_))) => Box::new(e),
+                Ok(Err(refused)) => {
                     // The queue moved on (the change was cancelled meanwhile).
-                    tracing::info!(repo = %act.work.cfg.name, change = %job.change_id, error = %e, "the queue refused the merge's outcome");
+                    tracing::info!(repo = %act.work.cfg.name, change = %job.change_id, error = %refused, "the queue refused the merge's outcome");
                     return act.pump(ctx);
                 }
-                Ok(Err(e)) => Box::new(e),
                 Err(e) => Box::new(e),
             };
             let what = format!("recording the merge of change {}", job.change_id);
