@@ -14,16 +14,20 @@
 //! - [`http`]: routes and handlers.
 //! - [`auth`]: tokens and roles. [`sessions`]: the dashboard's sessions.
 //!   [`config`]: settings. [`logging`]: one event, one log line.
+//! - [`git`]: the hub's git work on its clone of each guarded repository;
+//!   [`check`]: a repository's check command run on one commit.
 //! - [`app`]: start-up, wiring and shutdown. [`cli`]: admin subcommands.
 
 mod actors;
 mod alerts;
 pub mod app;
 mod auth;
+mod check;
 pub mod cli;
 pub mod config;
 mod domain;
 mod events;
+mod git;
 mod http;
 mod logging;
 mod metrics;

@@ -8,6 +8,8 @@
 //! - [`agent`]: `AgentActor`, one per agent, around `AgentMachine`.
 //! - [`scheduler`]: `SchedulerActor`, matches queued tasks to idle agents.
 //! - [`connection`]: `ConnectionActor`, one per sidecar WebSocket.
+//! - [`repo`]: `RepoActor`, one per guarded repository: its clone,
+//!   inspections, the merge loop and main's health.
 //!
 //! Dependencies point one way: every actor module imports `messages`; the
 //! registry also imports `agent` (it creates agent actors); no actor
@@ -21,4 +23,8 @@ pub(crate) mod connection;
 pub(crate) mod messages;
 pub(crate) mod queue;
 pub(crate) mod registry;
+// Started by `app::start` once the queue's side of the merge queue lands;
+// until then only its tests construct it.
+#[allow(dead_code)]
+pub(crate) mod repo;
 pub(crate) mod scheduler;
