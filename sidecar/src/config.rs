@@ -198,6 +198,18 @@ main_branch = "main"
     }
 
     #[test]
+    fn the_deploy_example_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sidecar.example.toml");
+        let c = SidecarConfig::load(&p).unwrap();
+        assert_eq!(c.agent_id, "loash");
+        assert_eq!(c.runner.mode, Mode::Exec);
+        let git = c.git.unwrap();
+        assert_eq!(git.repo.as_deref(), Some("app"));
+        assert_eq!(git.remote, "origin");
+        assert_eq!(c.reconnect.initial_ms, 500);
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let p = write("bad", "hub_url = \"http://x\"\nagent_id = \"a\"\ntoken = \"t\"\nstate_dir = \"/tmp\"\n[runner]\nmode = \"exec\"\ncommand = [\"x\"]\n");
         assert!(SidecarConfig::load(&p).unwrap_err().contains("ws://"));

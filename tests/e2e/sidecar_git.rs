@@ -344,6 +344,36 @@ fn wake_mode_the_branch_is_pushed_when_the_agent_reports_complete() {
     assert_pushed(&remote, &branch, &head);
 }
 
+/// `deploy/runner.example.sh`, as an operator would start with it.
+#[test]
+fn the_example_runner_commits_and_the_sidecar_pushes_its_branch() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let (remote, main) = remote_and_clones(r, &["example"]);
+    let hub = hub_for(r, &remote);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/runner.example.sh");
+    let runner = format!("exec {:?}", example.display().to_string());
+    let _s = Sidecar::start(r, &hub, "example", &[], &runner, &git_section(r, "example"));
+    let t = hub.submit(json!({ "title": "Note the release", "repo": "app" }));
+    let id = t["id"].as_str().unwrap().to_string();
+    let done = wait_reported(&hub, &id);
+    let result = &done["result"];
+    assert_eq!(result["summary"], "appended a line to AGENTCOM-LOG.md");
+    assert_eq!(result["base"], main.as_str());
+    let head = result["head"].as_str().expect("head").to_string();
+    assert_eq!(message_of(&remote, &head), "Note the release");
+    assert_eq!(
+        sh(&remote, &format!("git show {head}:AGENTCOM-LOG.md")),
+        format!("- {id}: Note the release (generation 1, agent example, 0 earlier attempt(s))")
+    );
+    assert_pushed(&remote, &format!("example/{id}"), &head);
+    assert_eq!(
+        sh(&r.join("work-example"), "git status --porcelain"),
+        "",
+        "it leaves the work tree clean"
+    );
+}
+
 /// Only a hub that ignores `hello.repos` would send it; the sidecar
 /// refuses it before anything is saved, run or fetched.
 #[test]
