@@ -13,27 +13,13 @@ use std::time::Duration;
 
 use agentcom_tests::fakehub::{assign_json, FakeHub};
 use agentcom_tests::hub::Hub;
-use agentcom_tests::procs::bin;
+use agentcom_tests::procs::{bin, sh};
 use agentcom_tests::sidecar::Sidecar;
 use agentcom_tests::wait_until;
 use serde_json::{json, Value};
+use tempfile::TempDir;
 
 const T: Duration = Duration::from_secs(30);
-
-fn sh(dir: &Path, script: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A bare remote `remote.git` under `r` with one commit on main, and a
 /// clone of it for each agent (`work-<agent>`, with a git identity).
@@ -55,9 +41,50 @@ fn hub_toml(remote: &Path) -> String {
     )
 }
 
-/// A hub that guards repository `app`; failed attempts are retried at once.
-fn hub_for(r: &Path, remote: &Path) -> Hub {
-    Hub::start_with_config(r, &hub_toml(remote), &[("AGENTCOM_RETRY__BACKOFF_S", "0")])
+/// A remote with one commit on main, a clone of it for `agent`, and a
+/// hub that guards it as repository `app` (failed attempts are retried at
+/// once).
+struct Setup {
+    root: TempDir,
+    remote: PathBuf,
+    /// The remote's main commit at the start.
+    main: String,
+    hub: Hub,
+}
+
+fn setup(agent: &str) -> Setup {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let (remote, main) = remote_and_clones(r, &[agent]);
+    let hub = Hub::start_with_config(r, &hub_toml(&remote), &[("AGENTCOM_RETRY__BACKOFF_S", "0")]);
+    Setup {
+        root,
+        remote,
+        main,
+        hub,
+    }
+}
+
+impl Setup {
+    fn r(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Submit `body`; its id.
+    fn submit(&self, body: Value) -> String {
+        self.hub.submit(body)["id"].as_str().unwrap().to_string()
+    }
+
+    /// `result` names `branch`, based on the starting main, and its head
+    /// is what the remote has for it; the head.
+    fn pushed_head(&self, result: &Value, branch: &str) -> String {
+        assert_eq!(result["branch"], branch, "{result}");
+        assert_eq!(result["base"], self.main.as_str(), "{result}");
+        assert_ne!(result["no_changes"], true, "{result}");
+        let head = result["head"].as_str().expect("result.head").to_string();
+        assert_pushed(&self.remote, branch, &head);
+        head
+    }
 }
 
 /// The `[git]` section of agent `agent`'s sidecar: its clone of `app`.
@@ -125,10 +152,8 @@ fn message_of(remote: &Path, commit: &str) -> String {
 /// fast-forward of the pushed one. The sidecar's leased push replaces it.
 #[test]
 fn a_retry_on_the_same_agent_replaces_the_branch_its_failed_attempt_pushed() {
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path();
-    let (remote, main) = remote_and_clones(r, &["fixer"]);
-    let hub = hub_for(r, &remote);
+    let x = setup("fixer");
+    let r = x.r();
     // Attempt 1 commits, pushes its own branch (the hook lets it), then
     // fails; attempt 2 commits something else and succeeds.
     let runner = format!(
@@ -145,28 +170,20 @@ echo two > work.txt && git add work.txt && git commit -qm "attempt two"
 echo '{{"summary":"second time lucky"}}' > "$AGENTCOM_RESULT_FILE""#,
         r = r.display()
     );
-    let _s = Sidecar::start(r, &hub, "fixer", &[], &runner, &git_section(r, "fixer"));
-    let t = hub.submit(json!({ "title": "fix it", "repo": "app", "max_retries": 2 }));
-    let id = t["id"].as_str().unwrap().to_string();
-    let done = wait_reported(&hub, &id);
-    let branch = format!("fixer/{id}");
+    let _s = Sidecar::start(r, &x.hub, "fixer", &[], &runner, &git_section(r, "fixer"));
+    let id = x.submit(json!({ "title": "fix it", "repo": "app", "max_retries": 2 }));
+    let done = wait_reported(&x.hub, &id);
     assert_eq!(done["attempts"], 2, "{done}");
-    let result = &done["result"];
-    assert_eq!(result["summary"], "second time lucky");
-    assert_eq!(result["branch"], branch.as_str());
-    assert_eq!(result["base"], main.as_str());
-    assert_ne!(result["no_changes"], true);
-    let head = result["head"].as_str().expect("result.head").to_string();
+    assert_eq!(done["result"]["summary"], "second time lucky");
+    let head = x.pushed_head(&done["result"], &format!("fixer/{id}"));
     let first = std::fs::read_to_string(r.join("first.head")).unwrap();
-    let first = first.trim();
-    assert_ne!(head, first);
-    assert_eq!(message_of(&remote, &head), "attempt two");
+    assert_ne!(head, first.trim());
+    assert_eq!(message_of(&x.remote, &head), "attempt two");
     assert_eq!(
-        sh(&remote, &format!("git rev-parse {head}~1")),
-        main,
+        sh(&x.remote, &format!("git rev-parse {head}~1")),
+        x.main,
         "attempt 2 sits on main, not on attempt 1"
     );
-    assert_pushed(&remote, &branch, &head);
 }
 
 /// The same bug in the hand-run workflow: a runner that pushes with
@@ -210,10 +227,8 @@ printf '{{"branch":"%s"}}' "$AGENTCOM_BRANCH" > "$AGENTCOM_RESULT_FILE""#,
 
 #[test]
 fn the_pre_push_hook_refuses_main_and_another_agents_branch() {
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path();
-    let (remote, main) = remote_and_clones(r, &["guarded"]);
-    let hub = hub_for(r, &remote);
+    let x = setup("guarded");
+    let r = x.r();
     // The runner commits, then tries what it must not do, as a runner
     // could: push to main, and to another agent's branch.
     let runner = format!(
@@ -223,10 +238,10 @@ git push origin "HEAD:refs/heads/intruder/$AGENTCOM_TASK_ID" > {r}/to-other.txt 
 exit 0"#,
         r = r.display()
     );
-    let _s = Sidecar::start(r, &hub, "guarded", &[], &runner, &git_section(r, "guarded"));
-    let t = hub.submit(json!({ "title": "stay in your lane", "repo": "app" }));
-    let id = t["id"].as_str().unwrap().to_string();
-    let done = wait_reported(&hub, &id);
+    let git = git_section(r, "guarded");
+    let _s = Sidecar::start(r, &x.hub, "guarded", &[], &runner, &git);
+    let id = x.submit(json!({ "title": "stay in your lane", "repo": "app" }));
+    let done = wait_reported(&x.hub, &id);
     let read = |name: &str| std::fs::read_to_string(r.join(name)).unwrap();
     assert_eq!(read("to-main.status").trim(), "refused");
     assert!(
@@ -245,65 +260,52 @@ exit 0"#,
         read("to-other.txt")
     );
     assert_eq!(
-        remote_ref(&remote, &format!("refs/heads/intruder/{id}")),
+        remote_ref(&x.remote, &format!("refs/heads/intruder/{id}")),
         None
     );
     // Its own branch went out, pushed by the sidecar.
-    let head = done["result"]["head"].as_str().expect("head").to_string();
-    assert_eq!(message_of(&remote, &head), "the work");
-    assert_eq!(done["result"]["base"], main.as_str());
-    assert_pushed(&remote, &format!("guarded/{id}"), &head);
+    let head = x.pushed_head(&done["result"], &format!("guarded/{id}"));
+    assert_eq!(message_of(&x.remote, &head), "the work");
 }
 
 #[test]
 fn a_runner_that_commits_nothing_completes_with_no_changes_and_pushes_nothing() {
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path();
-    let (remote, main) = remote_and_clones(r, &["idler"]);
-    let hub = hub_for(r, &remote);
+    let x = setup("idler");
+    let r = x.r();
     let runner = "echo 'nothing needed doing' > \"$AGENTCOM_RESULT_FILE\"";
-    let _s = Sidecar::start(r, &hub, "idler", &[], runner, &git_section(r, "idler"));
-    let t = hub.submit(json!({ "title": "already fine", "repo": "app" }));
-    let id = t["id"].as_str().unwrap().to_string();
-    let done = hub.wait_status(&id, "completed", T);
+    let _s = Sidecar::start(r, &x.hub, "idler", &[], runner, &git_section(r, "idler"));
+    let id = x.submit(json!({ "title": "already fine", "repo": "app" }));
+    let done = x.hub.wait_status(&id, "completed", T);
     let result = &done["result"];
     assert_eq!(result["no_changes"], true, "{result}");
     assert_eq!(result["summary"], "nothing needed doing");
     assert_eq!(result["branch"], format!("idler/{id}").as_str());
-    assert_eq!(result["base"], main.as_str());
-    assert_eq!(result["head"], main.as_str());
+    assert_eq!(result["base"], x.main.as_str());
+    assert_eq!(result["head"], x.main.as_str());
     assert_eq!(
-        remote_ref(&remote, &format!("refs/heads/idler/{id}")),
+        remote_ref(&x.remote, &format!("refs/heads/idler/{id}")),
         None,
         "nothing pushed"
     );
-    assert_eq!(remote_ref(&remote, "refs/heads/main"), Some(main));
+    assert_eq!(
+        remote_ref(&x.remote, "refs/heads/main"),
+        Some(x.main.clone())
+    );
 }
 
 #[test]
 fn wake_mode_the_branch_is_pushed_when_the_agent_reports_complete() {
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path();
-    let (remote, main) = remote_and_clones(r, &["sleeper"]);
-    let hub = hub_for(r, &remote);
+    let x = setup("sleeper");
+    let r = x.r();
     let woken = r.join("woken.txt");
     let wake = format!(
         "echo \"$AGENTCOM_BRANCH $AGENTCOM_REPO_DIR\" > {}",
         woken.display()
     );
-    let token = hub.add_agent("sleeper", &[]);
-    let s = Sidecar::start_with_token(
-        r,
-        &hub,
-        "sleeper",
-        &token,
-        &[],
-        "wake",
-        &wake,
-        &git_section(r, "sleeper"),
-    );
-    let t = hub.submit(json!({ "title": "wake up and fix it", "repo": "app" }));
-    let id = t["id"].as_str().unwrap().to_string();
+    let token = x.hub.add_agent("sleeper", &[]);
+    let git = git_section(r, "sleeper");
+    let s = Sidecar::start_with_token(r, &x.hub, "sleeper", &token, &[], "wake", &wake, &git);
+    let id = x.submit(json!({ "title": "wake up and fix it", "repo": "app" }));
     let line = wait_until(T, "the agent to be woken", || {
         std::fs::read_to_string(&woken)
             .ok()
@@ -319,7 +321,7 @@ fn wake_mode_the_branch_is_pushed_when_the_agent_reports_complete() {
     );
     let head = sh(&work, "git rev-parse HEAD");
     assert_eq!(
-        remote_ref(&remote, &format!("refs/heads/{branch}")),
+        remote_ref(&x.remote, &format!("refs/heads/{branch}")),
         None,
         "not pushed before the agent reports"
     );
@@ -335,38 +337,32 @@ fn wake_mode_the_branch_is_pushed_when_the_agent_reports_complete() {
         said.contains(&format!("the sidecar pushes branch {branch}")),
         "{said}"
     );
-    let done = wait_reported(&hub, &id);
-    let result = &done["result"];
-    assert_eq!(result["summary"], "did it awake");
-    assert_eq!(result["branch"], branch.as_str());
-    assert_eq!(result["base"], main.as_str());
-    assert_eq!(result["head"], head.as_str());
-    assert_pushed(&remote, &branch, &head);
+    let done = wait_reported(&x.hub, &id);
+    assert_eq!(done["result"]["summary"], "did it awake");
+    assert_eq!(x.pushed_head(&done["result"], &branch), head);
 }
 
 /// `deploy/runner.example.sh`, as an operator would start with it.
 #[test]
 fn the_example_runner_commits_and_the_sidecar_pushes_its_branch() {
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path();
-    let (remote, main) = remote_and_clones(r, &["example"]);
-    let hub = hub_for(r, &remote);
+    let x = setup("example");
+    let r = x.r();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/runner.example.sh");
     let runner = format!("exec {:?}", example.display().to_string());
-    let _s = Sidecar::start(r, &hub, "example", &[], &runner, &git_section(r, "example"));
-    let t = hub.submit(json!({ "title": "Note the release", "repo": "app" }));
-    let id = t["id"].as_str().unwrap().to_string();
-    let done = wait_reported(&hub, &id);
-    let result = &done["result"];
-    assert_eq!(result["summary"], "appended a line to AGENTCOM-LOG.md");
-    assert_eq!(result["base"], main.as_str());
-    let head = result["head"].as_str().expect("head").to_string();
-    assert_eq!(message_of(&remote, &head), "Note the release");
+    let git = git_section(r, "example");
+    let _s = Sidecar::start(r, &x.hub, "example", &[], &runner, &git);
+    let id = x.submit(json!({ "title": "Note the release", "repo": "app" }));
+    let done = wait_reported(&x.hub, &id);
     assert_eq!(
-        sh(&remote, &format!("git show {head}:AGENTCOM-LOG.md")),
+        done["result"]["summary"],
+        "appended a line to AGENTCOM-LOG.md"
+    );
+    let head = x.pushed_head(&done["result"], &format!("example/{id}"));
+    assert_eq!(message_of(&x.remote, &head), "Note the release");
+    assert_eq!(
+        sh(&x.remote, &format!("git show {head}:AGENTCOM-LOG.md")),
         format!("- {id}: Note the release (generation 1, agent example, 0 earlier attempt(s))")
     );
-    assert_pushed(&remote, &format!("example/{id}"), &head);
     assert_eq!(
         sh(&r.join("work-example"), "git status --porcelain"),
         "",

@@ -805,24 +805,27 @@ fn branch_of(id: &str) -> Prepared {
     }
 }
 
-/// A repository task whose runner runs on its prepared branch.
-fn running_repo(m: &mut AttemptMachine, id: &str, generation: u64) -> AttemptRef {
-    let a = r(id, generation);
-    assert_eq!(
-        names(&m.assign(a.clone(), repo_task(id, generation), t(0))),
-        ["save current"]
-    );
+/// Assign `body` and let everything succeed up to a running runner, on
+/// `branch` if one was prepared.
+fn running_with(m: &mut AttemptMachine, body: Task, branch: Option<Prepared>) -> AttemptRef {
+    let a = r(&body.id, body.generation);
+    assert_eq!(names(&m.assign(a.clone(), body, t(0))), ["save current"]);
     assert_eq!(
         names(&m.current_saved(Ok(()))),
         ["send accept", "start runner"]
     );
     m.runner_launched(&a);
-    match m.runner_started(&a, 4242, Some(branch_of(id))).as_slice() {
-        [Effect::SaveCurrent(c)] => assert_eq!(c.branch, Some(branch_of(id))),
+    match m.runner_started(&a, 4242, branch.clone()).as_slice() {
+        [Effect::SaveCurrent(c)] => assert_eq!(c.branch, branch),
         other => panic!("{:?}", names(other)),
     }
     assert!(m.current_saved(Ok(())).is_empty());
     a
+}
+
+/// A repository task whose runner runs on its prepared branch.
+fn running_repo(m: &mut AttemptMachine, id: &str, generation: u64) -> AttemptRef {
+    running_with(m, repo_task(id, generation), Some(branch_of(id)))
 }
 
 fn push_of(a: &AttemptRef) -> Effect {
@@ -831,6 +834,16 @@ fn push_of(a: &AttemptRef) -> Effect {
         branch: format!("a1/{}", a.task_id),
         base: BASE.into(),
     }
+}
+
+/// A push that went through: `commits` beyond the base, head `feed`
+/// (none: the base, and nothing pushed).
+fn push_ok(commits: u64) -> Result<Pushed, String> {
+    let head = if commits == 0 { BASE } else { "feed" };
+    Ok(Pushed {
+        head: head.into(),
+        commits,
+    })
 }
 
 fn completed_result(msg: &SidecarMsg) -> &TaskResult {
@@ -851,13 +864,7 @@ fn a_repository_task_completes_only_after_its_branch_is_pushed() {
     assert!(m.outbox().is_empty());
     assert!(m.is_pushing());
     assert_eq!(m.heartbeat_due(), [Effect::Send(working_heartbeat(&a))]);
-    let report = pushed(&m.pushed(
-        &a,
-        Ok(Pushed {
-            head: "feed".into(),
-            commits: 2,
-        }),
-    ));
+    let report = pushed(&m.pushed(&a, push_ok(2)));
     let result = completed_result(&report);
     assert_eq!(result.summary.as_deref(), Some("did it"));
     assert_eq!(result.branch.as_deref(), Some("a1/t1"));
@@ -882,13 +889,7 @@ fn a_branch_without_commits_completes_with_no_changes() {
     let mut m = online_idle(Mode::Exec);
     let a = running_repo(&mut m, "t1", 1);
     assert_eq!(m.runner_done(&a, exited(0), None), [push_of(&a)]);
-    let report = pushed(&m.pushed(
-        &a,
-        Ok(Pushed {
-            head: BASE.into(),
-            commits: 0,
-        }),
-    ));
+    let report = pushed(&m.pushed(&a, push_ok(0)));
     let result = completed_result(&report);
     assert!(result.no_changes);
     assert_eq!(result.branch.as_deref(), Some("a1/t1"));
@@ -930,12 +931,7 @@ fn a_failed_runner_of_a_repository_task_pushes_nothing() {
 #[test]
 fn a_task_without_a_repository_completes_as_before_on_its_branch() {
     let mut m = online_idle(Mode::Exec);
-    let a = r("t1", 1);
-    m.assign(a.clone(), task("t1", 1), t(0));
-    m.current_saved(Ok(()));
-    m.runner_launched(&a);
-    m.runner_started(&a, 4242, Some(branch_of("t1")));
-    m.current_saved(Ok(()));
+    let a = running_with(&mut m, task("t1", 1), Some(branch_of("t1")));
     let file = serde_json::json!({"summary": "pushed it myself", "branch": "a1/t1"});
     let report = pushed(&m.runner_done(&a, exited(0), Some(file)));
     let result = completed_result(&report);
@@ -947,10 +943,7 @@ fn a_task_without_a_repository_completes_as_before_on_its_branch() {
 #[test]
 fn a_repository_task_that_succeeds_without_a_prepared_branch_fails_retryably() {
     let mut m = online_idle(Mode::Exec);
-    let a = r("t1", 1);
-    m.assign(a.clone(), repo_task("t1", 1), t(0));
-    m.current_saved(Ok(()));
-    m.runner_launched(&a);
+    let a = running_with(&mut m, repo_task("t1", 1), None);
     let report = pushed(&m.runner_done(&a, exited(0), None));
     assert_eq!(
         fail_error(&report),
@@ -977,13 +970,7 @@ fn a_cancel_while_pushing_fails_the_attempt_at_once_and_the_push_is_ignored() {
         ["clear current", "send fail", "send heartbeat"]
     );
     // The push ends later: nothing more is reported.
-    let late = m.pushed(
-        &a,
-        Ok(Pushed {
-            head: "feed".into(),
-            commits: 1,
-        }),
-    );
+    let late = m.pushed(&a, push_ok(1));
     assert!(late.is_empty());
     assert_eq!(m.outbox(), [report]);
 }
@@ -1021,15 +1008,7 @@ fn while_its_branch_is_pushed_the_attempt_is_held_and_reported_once() {
         "working on t1#1 (pushing its branch); 0 report(s) waiting for the hub"
     );
     // The outcome of another attempt's push is not this one's.
-    assert!(m
-        .pushed(
-            &r("t1", 0),
-            Ok(Pushed {
-                head: "x".into(),
-                commits: 1
-            })
-        )
-        .is_empty());
+    assert!(m.pushed(&r("t1", 0), push_ok(1)).is_empty());
     assert!(m.is_pushing());
     // Offline meanwhile: the report goes to the outbox, sent after welcome.
     m.disconnected();
@@ -1060,13 +1039,7 @@ fn wake_mode_the_agents_complete_pushes_the_branch_before_completing() {
     // The agent reported: its deadline no longer applies.
     assert_eq!(m.wake_deadline(), None);
     assert!(m.tick(t(1_000_000_000)).is_empty());
-    let report = pushed(&m.pushed(
-        &a,
-        Ok(Pushed {
-            head: "feed".into(),
-            commits: 1,
-        }),
-    ));
+    let report = pushed(&m.pushed(&a, push_ok(1)));
     let result = completed_result(&report);
     assert_eq!(result.summary.as_deref(), Some("done"));
     assert_eq!(result.branch.as_deref(), Some("a1/t1"));
@@ -1091,13 +1064,7 @@ fn wake_mode_a_complete_while_the_wake_command_runs_stops_it_and_pushes() {
     );
     assert!(fx.is_empty());
     assert_eq!(m.runner(), RunnerState::NotRunning);
-    let report = pushed(&m.pushed(
-        &a,
-        Ok(Pushed {
-            head: "feed".into(),
-            commits: 1,
-        }),
-    ));
+    let report = pushed(&m.pushed(&a, push_ok(1)));
     assert_eq!(completed_result(&report).head.as_deref(), Some("feed"));
 }
 
