@@ -35,15 +35,26 @@
 //! - **Resend after reconnect.** After `welcome`: `accept` for the attempt
 //!   held, every outbox report oldest first, then a heartbeat.
 //! - **A stale cancel is ignored**: only the attempt held is stopped.
+//! - **A repository task completes only with its branch pushed.** A task
+//!   naming a repository this sidecar does not have is rejected. When the
+//!   runner of a task that names the sidecar's repository succeeds (exec:
+//!   exit 0; wake: the woken agent's `complete`), the machine asks for
+//!   [`Effect::Push`] and nothing else; only [`AttemptMachine::pushed`]
+//!   makes the report: `complete` with the branch, its base and head (or
+//!   `no_changes`), or a retryable `fail` naming what git said. A cancel
+//!   meanwhile fails the attempt at once and the push's outcome is
+//!   ignored.
 //!
 //! Effects that are followed by a completion call ([`Effect::SaveCurrent`],
 //! [`Effect::PushOutbox`], [`Effect::RemoveFromOutbox`],
 //! [`Effect::StartRunner`]) must have it fed back before anything else
-//! happens. If a [`Effect::Send`] fails, the connection is gone: the rest
-//! of that batch of effects is dropped (what matters is resent after the
-//! next `welcome`); so a runner whose `accept` could not be sent is not
-//! started, and the machine learns that from the missing
-//! [`AttemptMachine::runner_launched`].
+//! happens. [`Effect::Push`] is different: it runs off the loop, other
+//! events come in meanwhile, and its outcome comes later as
+//! [`AttemptMachine::pushed`]. If a [`Effect::Send`] fails, the
+//! connection is gone: the rest of that batch of effects is dropped (what
+//! matters is resent after the next `welcome`); so a runner whose
+//! `accept` could not be sent is not started, and the machine learns that
+//! from the missing [`AttemptMachine::runner_launched`].
 
 use agentcom_protocol::{
     AckOf, AttemptRef, SidecarMsg, SidecarState, Task, TaskResult, Timestamp, PROTOCOL_VERSION,
@@ -52,6 +63,7 @@ use serde_json::Value;
 
 use crate::config::Mode;
 use crate::control::{Reply, Request};
+use crate::git::{Prepared, Pushed};
 use crate::report::{self, fail_msg, Retry};
 use crate::runner::Outcome;
 use crate::store::Current;
@@ -66,6 +78,8 @@ pub(crate) struct AttemptSettings {
     pub(crate) mode: Mode,
     /// The runner's own time limit (`runner.timeout_s`).
     pub(crate) runner_timeout_s: u64,
+    /// The repositories this sidecar has a clone of (`[git] repo`).
+    pub(crate) repos: Vec<String>,
 }
 
 /// What the daemon must do, in order.
@@ -91,6 +105,14 @@ pub(crate) enum Effect {
     StartRunner(Current),
     /// Tell the runner of this attempt to stop.
     StopRunner { attempt: AttemptRef, reason: String },
+    /// Publish the attempt's branch, off the loop (nothing to push when it
+    /// has no commit beyond `base`); its outcome comes later as
+    /// [`AttemptMachine::pushed`].
+    Push {
+        attempt: AttemptRef,
+        branch: String,
+        base: String,
+    },
     /// Start-up only: kill what is left of a runner group that outlived
     /// the last run.
     KillLeftover { pgid: i32, task_id: String },
@@ -136,11 +158,24 @@ enum Awaiting {
     },
 }
 
+/// A succeeded attempt whose branch is being pushed: the report waits for
+/// the push.
+#[derive(Clone, Debug, PartialEq)]
+struct Pushing {
+    attempt: AttemptRef,
+    branch: Prepared,
+    /// What the runner (or the woken agent) reported; the branch, base,
+    /// head and `no_changes` are the push's.
+    result: TaskResult,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct AttemptMachine {
     settings: AttemptSettings,
     current: Option<Current>,
     runner: RunnerState,
+    /// The held attempt's branch push under way, if any.
+    pushing: Option<Pushing>,
     /// Reports on disk waiting for the hub's `ack`, oldest first.
     outbox: Vec<SidecarMsg>,
     /// The held attempt's report that could not be written to the outbox:
@@ -189,6 +224,7 @@ impl AttemptMachine {
             settings,
             current: None,
             runner: RunnerState::NotRunning,
+            pushing: None,
             outbox,
             unsaved: None,
             link: Link::Down,
@@ -230,7 +266,10 @@ impl AttemptMachine {
     /// In wake mode, when the woken agent's time is up (if it holds an
     /// attempt whose runner is not running).
     pub(crate) fn wake_deadline(&self) -> Option<Timestamp> {
-        if self.settings.mode != Mode::Wake || self.runner == RunnerState::Running {
+        if self.settings.mode != Mode::Wake
+            || self.runner == RunnerState::Running
+            || self.pushing.is_some()
+        {
             return None;
         }
         let c = self.current.as_ref()?;
@@ -238,6 +277,13 @@ impl AttemptMachine {
             c.accepted_at
                 .plus_millis(self.wake_limit_s(c) as i64 * 1000),
         )
+    }
+
+    /// Whether the held attempt is ending and its report will follow on
+    /// its own: its runner was told to stop, or its branch is being
+    /// pushed. (A stopping sidecar waits a little for that.)
+    pub(crate) fn ending(&self) -> bool {
+        self.runner == RunnerState::Stopping || self.pushing.is_some()
     }
 
     // ----- the connection ------------------------------------------------------
@@ -289,6 +335,14 @@ impl AttemptMachine {
                 reason,
             });
         }
+        if let Err(reason) = self.has_repo(&body) {
+            tracing::warn!(%reason, task = %attempt, "rejecting a task on a repository this sidecar does not have");
+            return self.send(SidecarMsg::Reject {
+                task_id: attempt.task_id,
+                generation: attempt.generation,
+                reason,
+            });
+        }
         if let Some(c) = &self.current {
             let reply = if c.attempt == attempt {
                 accept(&attempt)
@@ -307,6 +361,7 @@ impl AttemptMachine {
             body,
             accepted_at: now,
             runner_pgid: None,
+            branch: None,
         };
         self.awaiting = Some(Awaiting::AssignmentSaved(Box::new(c.clone())));
         vec![Effect::SaveCurrent(c)]
@@ -320,6 +375,19 @@ impl AttemptMachine {
         if self.current.as_ref().is_none_or(|c| c.attempt != attempt) {
             tracing::info!(task = %validate::shown(&attempt.task_id, 64), generation = attempt.generation, "cancel for an attempt this sidecar does not hold");
             return vec![];
+        }
+        if self.pushing.take().is_some() {
+            tracing::info!(task = %attempt, %reason, "cancel while the branch is pushed: failing the attempt now; the push's outcome will be ignored");
+            let mut fx: Vec<Effect> = self
+                .stop_runner(&attempt, reason.clone())
+                .into_iter()
+                .collect();
+            fx.extend(self.finish(fail_msg(
+                &attempt,
+                format!("cancelled: {reason}"),
+                Retry::Retryable,
+            )));
+            return fx;
         }
         tracing::info!(task = %attempt, %reason, "cancel: stopping the runner");
         match self.stop_runner(&attempt, reason.clone()) {
@@ -357,13 +425,20 @@ impl AttemptMachine {
         vec![]
     }
 
-    /// The runner runs as process group `pgid`: record it, so a restart can
-    /// kill what it left.
-    pub(crate) fn runner_started(&mut self, attempt: &AttemptRef, pgid: i32) -> Vec<Effect> {
+    /// The runner runs as process group `pgid`, on `branch` if one was
+    /// prepared: record both, so a restart can kill what it left and the
+    /// branch can be pushed when it succeeds.
+    pub(crate) fn runner_started(
+        &mut self,
+        attempt: &AttemptRef,
+        pgid: i32,
+        branch: Option<Prepared>,
+    ) -> Vec<Effect> {
         let Some(c) = self.current.as_mut().filter(|c| &c.attempt == attempt) else {
             return vec![];
         };
         c.runner_pgid = Some(pgid);
+        c.branch = branch;
         let c = c.clone();
         self.awaiting = Some(Awaiting::PgidSaved {
             attempt: attempt.clone(),
@@ -373,8 +448,9 @@ impl AttemptMachine {
     }
 
     /// The runner of `attempt` ended; `result` is what its result file
-    /// held. Exec mode: that is the report. Wake mode, exit 0: the agent is
-    /// awake and reports itself.
+    /// held. Exec mode: that is the report (for a repository task's
+    /// success, once its branch is pushed). Wake mode, exit 0: the agent
+    /// is awake and reports itself.
     pub(crate) fn runner_done(
         &mut self,
         attempt: &AttemptRef,
@@ -386,13 +462,66 @@ impl AttemptMachine {
             return vec![];
         }
         self.runner = RunnerState::NotRunning;
-        if self.settings.mode == Mode::Wake {
-            if let Outcome::Exited { code: Some(0), .. } = outcome {
-                tracing::info!(task = %attempt, "agent woken; waiting for it to report");
-                return vec![];
-            }
+        if self.pushing.is_some() {
+            tracing::info!(task = %attempt, ?outcome, "the runner ended while the branch is pushed");
+            return vec![];
+        }
+        let succeeded = matches!(outcome, Outcome::Exited { code: Some(0), .. });
+        if self.settings.mode == Mode::Wake && succeeded {
+            tracing::info!(task = %attempt, "agent woken; waiting for it to report");
+            return vec![];
+        }
+        if succeeded && self.is_repo_task() {
+            return self.push(attempt.clone(), report::result_from(result));
         }
         self.finish(report::report_for(attempt, outcome, result))
+    }
+
+    /// The push asked for by [`Effect::Push`] ended: `Ok` with what was
+    /// pushed (no commits: nothing), or `Err` with what git said. The
+    /// report is made now: `complete` with the branch, its base and head
+    /// (overriding whatever the runner said of them), or a retryable
+    /// `fail`. The outcome of a push the machine no longer waits for (the
+    /// attempt was cancelled meanwhile) is ignored.
+    pub(crate) fn pushed(
+        &mut self,
+        attempt: &AttemptRef,
+        outcome: Result<Pushed, String>,
+    ) -> Vec<Effect> {
+        let Some(p) = self.pushing.take_if(|p| &p.attempt == attempt) else {
+            tracing::info!(task = %attempt, ?outcome, "the push of an attempt already reported ended; ignored");
+            return vec![];
+        };
+        let msg = match outcome {
+            Ok(pushed) => {
+                let no_changes = pushed.commits == 0;
+                if no_changes {
+                    tracing::info!(task = %attempt, branch = %p.branch.branch, "no commits beyond the base; nothing pushed");
+                } else {
+                    tracing::info!(task = %attempt, branch = %p.branch.branch, head = %pushed.head, commits = pushed.commits, "branch pushed");
+                }
+                SidecarMsg::Complete {
+                    task_id: attempt.task_id.clone(),
+                    generation: attempt.generation,
+                    result: TaskResult {
+                        branch: Some(p.branch.branch),
+                        base: Some(p.branch.base),
+                        head: Some(pushed.head),
+                        no_changes,
+                        ..p.result
+                    },
+                }
+            }
+            Err(e) => {
+                tracing::warn!(task = %attempt, branch = %p.branch.branch, error = %e, "pushing the branch failed");
+                fail_msg(
+                    attempt,
+                    format!("pushing the task branch {} failed: {e}", p.branch.branch),
+                    Retry::Retryable,
+                )
+            }
+        };
+        self.finish(msg)
     }
 
     // ----- the local control socket ------------------------------------------------
@@ -405,6 +534,9 @@ impl AttemptMachine {
         match (req, holding) {
             (Request::Status, holding) => {
                 let message = match holding {
+                    Some(t) if self.pushing.is_some() => format!(
+                        "working on {t} (pushing its branch); {waiting} report(s) waiting for the hub"
+                    ),
                     Some(t) => format!("working on {t}; {waiting} report(s) waiting for the hub"),
                     None => format!("idle; {waiting} report(s) waiting for the hub"),
                 };
@@ -415,6 +547,41 @@ impl AttemptMachine {
             {
                 let message = format!("{t} already ended; its report waits to be saved");
                 (Reply { ok: false, message }, vec![])
+            }
+            (req @ (Request::Complete { .. } | Request::Fail { .. }), Some(t))
+                if request_task(&req) == t.task_id && self.pushing.is_some() =>
+            {
+                let message = format!("{t} already succeeded; the sidecar is pushing its branch");
+                (Reply { ok: false, message }, vec![])
+            }
+            (
+                Request::Complete {
+                    task_id,
+                    summary,
+                    pr_url,
+                    ..
+                },
+                Some(t),
+            ) if task_id == t.task_id && self.is_repo_task() => {
+                // The branch is the sidecar's to push and to report.
+                let result = TaskResult {
+                    summary,
+                    pr_url,
+                    ..Default::default()
+                };
+                let mut fx: Vec<Effect> = self
+                    .stop_runner(&t, "the agent reported".into())
+                    .into_iter()
+                    .collect();
+                fx.extend(self.push(t.clone(), result));
+                let message = match &self.pushing {
+                    Some(p) => format!(
+                        "reported {t}: the sidecar pushes branch {} and then completes it",
+                        p.branch.branch
+                    ),
+                    None => format!("reported {t}"),
+                };
+                (Reply { ok: true, message }, fx)
             }
             (req @ (Request::Complete { .. } | Request::Fail { .. }), Some(t))
                 if request_task(&req) == t.task_id =>
@@ -615,6 +782,57 @@ impl AttemptMachine {
         vec![Effect::PushOutbox(msg)]
     }
 
+    /// The attempt succeeded and its branch must be pushed before it is
+    /// reported: [`Effect::Push`] (then [`AttemptMachine::pushed`]). A
+    /// branch never prepared cannot be: a retryable `fail`.
+    fn push(&mut self, attempt: AttemptRef, result: TaskResult) -> Vec<Effect> {
+        let Some(branch) = self.current.as_ref().and_then(|c| c.branch.clone()) else {
+            tracing::error!(task = %attempt, "a repository task succeeded without a prepared branch");
+            return self.finish(fail_msg(
+                &attempt,
+                "the task's git branch was never prepared, so there is nothing to push".into(),
+                Retry::Retryable,
+            ));
+        };
+        tracing::info!(task = %attempt, branch = %branch.branch, "the runner succeeded; pushing its branch");
+        self.pushing = Some(Pushing {
+            attempt: attempt.clone(),
+            branch: branch.clone(),
+            result,
+        });
+        vec![Effect::Push {
+            attempt,
+            branch: branch.branch,
+            base: branch.base,
+        }]
+    }
+
+    /// Whether the held attempt is a task on a repository (which this
+    /// sidecar has: [`AttemptMachine::assign`] saw to that).
+    fn is_repo_task(&self) -> bool {
+        self.current.as_ref().is_some_and(|c| c.body.repo.is_some())
+    }
+
+    /// Whether this sidecar can work on `body`'s repository, if it names
+    /// one.
+    fn has_repo(&self, body: &Task) -> Result<(), String> {
+        let Some(repo) = &body.repo else {
+            return Ok(());
+        };
+        validate::repo_name(repo)?;
+        if self.settings.repos.contains(repo) {
+            return Ok(());
+        }
+        let have = if self.settings.repos.is_empty() {
+            "none".to_string()
+        } else {
+            self.settings.repos.join(", ")
+        };
+        Err(format!(
+            "this sidecar has no clone of repository {repo} (it has: {have})"
+        ))
+    }
+
     /// Stop the runner of `attempt` if it is running.
     fn stop_runner(&mut self, attempt: &AttemptRef, reason: String) -> Option<Effect> {
         if self.runner != RunnerState::Running {
@@ -661,7 +879,7 @@ impl AttemptMachine {
             current_task: self.current.as_ref().map(|c| c.attempt.clone()),
             sidecar_version: self.settings.sidecar_version.clone(),
             pending_results: self.outbox.iter().filter_map(|m| m.attempt_ref()).collect(),
-            repos: vec![],
+            repos: self.settings.repos.clone(),
         }
     }
 
@@ -718,6 +936,11 @@ impl AttemptMachine {
     /// The held attempt's report that could not be saved yet.
     pub(crate) fn unsaved(&self) -> Option<&SidecarMsg> {
         self.unsaved.as_ref()
+    }
+
+    /// Whether the held attempt's branch is being pushed.
+    pub(crate) fn is_pushing(&self) -> bool {
+        self.pushing.is_some()
     }
 }
 

@@ -52,9 +52,16 @@ fn default_timeout() -> u64 {
     3600
 }
 
+/// `[git]`: the agent's clone. With it every task gets a branch
+/// `{agent_id}/{task_id}` from the freshly fetched main; with `repo` too,
+/// the sidecar has that repository (it says so in `hello.repos`), takes
+/// the tasks that name it and pushes their branch itself.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Git {
+    /// The name the hub's `[[repos]]` gives this clone's repository.
+    #[serde(default)]
+    pub(crate) repo: Option<String>,
     pub(crate) repo_dir: PathBuf,
     #[serde(default = "default_remote")]
     pub(crate) remote: String,
@@ -174,6 +181,7 @@ command = ["/path/to/agent-runner"]
 timeout_s = 3600
 
 [git]
+repo = "app"
 repo_dir = "/home/agent/work/repo"
 remote = "origin"
 main_branch = "main"
@@ -182,9 +190,23 @@ main_branch = "main"
         let c = SidecarConfig::load(&p).unwrap();
         assert_eq!(c.agent_id, "loash");
         assert_eq!(c.runner.mode, Mode::Exec);
-        assert_eq!(c.git.unwrap().main_branch, "main");
+        let git = c.git.unwrap();
+        assert_eq!(git.main_branch, "main");
+        assert_eq!(git.repo.as_deref(), Some("app"));
         assert_eq!(c.reconnect.max_s, 30);
         std::fs::remove_file(p).ok();
+    }
+
+    #[test]
+    fn the_deploy_example_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sidecar.example.toml");
+        let c = SidecarConfig::load(&p).unwrap();
+        assert_eq!(c.agent_id, "loash");
+        assert_eq!(c.runner.mode, Mode::Exec);
+        let git = c.git.unwrap();
+        assert_eq!(git.repo.as_deref(), Some("app"));
+        assert_eq!(git.remote, "origin");
+        assert_eq!(c.reconnect.initial_ms, 500);
     }
 
     #[test]

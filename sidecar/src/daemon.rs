@@ -23,7 +23,7 @@ use crate::backoff::Backoff;
 use crate::config::SidecarConfig;
 use crate::connection::{Connection, RawFrame, Received};
 use crate::control;
-use crate::launch::{self, RunnerEvent, RunnerHandle};
+use crate::launch::{self, GitLock, RunnerEvent, RunnerHandle};
 use crate::recovery;
 use crate::runner;
 use crate::store::StateDir;
@@ -50,6 +50,7 @@ pub struct Daemon {
     state: StateDir,
     machine: AttemptMachine,
     runner: Option<RunnerHandle>,
+    git_lock: GitLock,
     runner_tx: mpsc::UnboundedSender<RunnerEvent>,
     runner_rx: mpsc::UnboundedReceiver<RunnerEvent>,
     control_rx: mpsc::UnboundedReceiver<control::Incoming>,
@@ -64,6 +65,10 @@ impl Daemon {
     pub fn new(cfg: SidecarConfig) -> Result<Daemon, String> {
         let token = cfg.token()?;
         validate::agent_id(&cfg.agent_id)?;
+        let repos: Vec<String> = cfg.git.iter().filter_map(|g| g.repo.clone()).collect();
+        for repo in &repos {
+            validate::repo_name(repo).map_err(|e| format!("[git] repo: {e}"))?;
+        }
         let tls = crate::connection::Tls::load(&cfg.hub_url, cfg.ca_file.as_deref())?;
         let mut state = StateDir::open(&cfg.state_dir)?;
         let settings = AttemptSettings {
@@ -72,6 +77,7 @@ impl Daemon {
             sidecar_version: env!("CARGO_PKG_VERSION").to_string(),
             mode: cfg.runner.mode,
             runner_timeout_s: cfg.runner.timeout_s,
+            repos,
         };
         let machine = recovery::recover(&mut state, settings)?;
         let (runner_tx, runner_rx) = mpsc::unbounded_channel();
@@ -87,6 +93,7 @@ impl Daemon {
             state,
             machine,
             runner: None,
+            git_lock: GitLock::default(),
             runner_tx,
             runner_rx,
             control_rx,
@@ -267,7 +274,11 @@ impl Daemon {
 
     async fn on_runner(&mut self, ev: RunnerEvent, conn: Option<&mut Connection>) {
         let fx = match ev {
-            RunnerEvent::Started { attempt, pgid } => self.machine.runner_started(&attempt, pgid),
+            RunnerEvent::Started {
+                attempt,
+                pgid,
+                branch,
+            } => self.machine.runner_started(&attempt, pgid, branch),
             RunnerEvent::Done {
                 attempt,
                 outcome,
@@ -283,6 +294,7 @@ impl Daemon {
                 }
                 self.machine.runner_done(&attempt, outcome, result)
             }
+            RunnerEvent::Pushed { attempt, outcome } => self.machine.pushed(&attempt, outcome),
         };
         self.carry_out(fx, conn).await;
     }
@@ -335,6 +347,7 @@ impl Daemon {
                     self.runner = Some(launch::launch(
                         &self.cfg,
                         &self.state,
+                        &self.git_lock,
                         c,
                         self.runner_tx.clone(),
                     ));
@@ -344,6 +357,21 @@ impl Daemon {
                     if let Some(h) = self.runner.take_if(|h| h.attempt() == &attempt) {
                         h.stop(reason);
                     }
+                    continue;
+                }
+                Effect::Push {
+                    attempt,
+                    branch,
+                    base,
+                } => {
+                    launch::push(
+                        &self.cfg,
+                        &self.git_lock,
+                        attempt,
+                        branch,
+                        base,
+                        self.runner_tx.clone(),
+                    );
                     continue;
                 }
                 Effect::KillLeftover { pgid, task_id } => {
@@ -362,22 +390,21 @@ impl Daemon {
     }
 
     /// SIGTERM/SIGINT: stop the runner (its attempt is reported as a
-    /// retryable failure if it ends in time), say goodbye, exit.
+    /// retryable failure if it ends in time; a branch being pushed gets
+    /// the same time to finish), say goodbye, exit.
     async fn shutdown(&mut self, mut conn: Option<&mut Connection>) -> Result<(), String> {
         tracing::info!("stopping");
         let fx = self.machine.shutdown();
-        let stopping = fx.iter().any(|e| matches!(e, Effect::StopRunner { .. }));
         self.carry_out(fx, conn.as_deref_mut()).await;
-        if stopping {
+        if self.machine.ending() {
             let wait = tokio::time::sleep(runner::KILL_GRACE + Duration::from_secs(1));
             tokio::pin!(wait);
             loop {
                 tokio::select! {
                     _ = &mut wait => break,
                     Some(r) = self.runner_rx.recv() => {
-                        let done = matches!(r, RunnerEvent::Done { .. });
                         self.on_runner(r, conn.as_deref_mut()).await;
-                        if done { break; }
+                        if !self.machine.ending() { break; }
                     }
                 }
             }

@@ -1,16 +1,21 @@
-//! Launching the runner of an accepted attempt, off the daemon loop.
+//! The work of an attempt that runs off the daemon loop: launching its
+//! runner, and pushing its branch afterwards.
 //!
 //! It owns the attempt's working folder as the runner sees it: the task
 //! file, an empty result file (both 0600, in a 0700 folder), the
-//! `AGENTCOM_*` environment, the git
-//! branch (prepared from the freshly fetched main when `[git]` is set),
-//! and the runner's [`RunnerEvent`]s back to the loop: started (with its
-//! process group), done (with its outcome and result file). It must never
-//! block the loop (git and the runner run in a spawned task) and never
-//! decide what an outcome means: the attempt machine does.
+//! `AGENTCOM_*` environment, the git branch (prepared from the freshly
+//! fetched main when `[git]` is set, with the pre-push hook), the push of
+//! that branch when the attempt machine asks for it, and the
+//! [`RunnerEvent`]s back to the loop: started (with its process group and
+//! branch), done (with its outcome and result file), pushed. Its git
+//! commands run one at a time ([`GitLock`]): a push the machine stopped
+//! waiting for still ends before the next attempt's branch is prepared.
+//! It must never block the loop (git and the runner run in spawned tasks)
+//! and never decide what an outcome means: the attempt machine does.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
 
 use agentcom_protocol::AttemptRef;
@@ -18,21 +23,33 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::SidecarConfig;
+use crate::git::{Prepared, Pushed};
 use crate::report::read_result;
 use crate::runner::{self, Outcome, RunSpec};
 use crate::store::{fresh_private_file, write_atomic, Current, StateDir};
 
-/// What the runner of an attempt reports back to the loop.
+/// Taken around every git command of the sidecar's clone, so that they
+/// run one at a time.
+pub(crate) type GitLock = Rc<tokio::sync::Mutex<()>>;
+
+/// What the runner of an attempt (and its push) reports back to the loop.
 pub(crate) enum RunnerEvent {
     Started {
         attempt: AttemptRef,
         pgid: i32,
+        /// The branch prepared for it, with `[git]`.
+        branch: Option<Prepared>,
     },
     Done {
         attempt: AttemptRef,
         outcome: Outcome,
         /// What the result file held (see [`read_result`]).
         result: Option<Value>,
+    },
+    /// The push asked for with [`push`] ended.
+    Pushed {
+        attempt: AttemptRef,
+        outcome: Result<Pushed, String>,
     },
 }
 
@@ -58,6 +75,7 @@ impl RunnerHandle {
 pub(crate) fn launch(
     cfg: &SidecarConfig,
     state: &StateDir,
+    git_lock: &GitLock,
     c: Current,
     events: mpsc::UnboundedSender<RunnerEvent>,
 ) -> RunnerHandle {
@@ -84,8 +102,19 @@ pub(crate) fn launch(
     let task_file = dir.join("task.json");
     let result_file = dir.join("result.json");
     let cfg = cfg.clone();
+    let git_lock = git_lock.clone();
     actix_rt::spawn(async move {
-        let outcome = run(&cfg, &c, dir, task_file, &result_file, stop_rx, &events).await;
+        let outcome = run(
+            &cfg,
+            &git_lock,
+            &c,
+            dir,
+            task_file,
+            &result_file,
+            stop_rx,
+            &events,
+        )
+        .await;
         let _ = events.send(RunnerEvent::Done {
             attempt: c.attempt.clone(),
             outcome,
@@ -95,9 +124,37 @@ pub(crate) fn launch(
     handle
 }
 
+/// Push the branch of `attempt` (see [`crate::git::push_task`]), off the
+/// loop; the outcome comes back as [`RunnerEvent::Pushed`].
+pub(crate) fn push(
+    cfg: &SidecarConfig,
+    git_lock: &GitLock,
+    attempt: AttemptRef,
+    branch: String,
+    base: String,
+    events: mpsc::UnboundedSender<RunnerEvent>,
+) {
+    let git = cfg.git.clone();
+    let git_lock = git_lock.clone();
+    actix_rt::spawn(async move {
+        let outcome = match git {
+            None => Err("this sidecar has no [git] section".to_string()),
+            Some(git) => {
+                let _one_at_a_time = git_lock.lock().await;
+                actix_rt::task::spawn_blocking(move || crate::git::push_task(&git, &branch, &base))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the git push crashed: {e}")))
+            }
+        };
+        let _ = events.send(RunnerEvent::Pushed { attempt, outcome });
+    });
+}
+
 /// Write the task file, prepare the branch, run the runner.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     cfg: &SidecarConfig,
+    git_lock: &GitLock,
     c: &Current,
     dir: PathBuf,
     task_file: PathBuf,
@@ -128,17 +185,20 @@ async fn run(
         ("AGENTCOM_AGENT_ID".to_string(), cfg.agent_id.clone()),
     ]);
     let mut cwd = dir.clone();
+    let mut branch = None;
     if let Some(git) = cfg.git.clone() {
         let (agent, task_id) = (cfg.agent_id.clone(), c.attempt.task_id.clone());
         let repo_dir = git.repo_dir.clone();
+        let _one_at_a_time = git_lock.lock().await;
         match actix_rt::task::spawn_blocking(move || crate::git::start_task(&git, &agent, &task_id))
             .await
         {
             Ok(Ok(p)) => {
                 tracing::info!(task = %c.attempt, branch = %p.branch, base = %p.base, "branch prepared from the fresh main");
-                env.insert("AGENTCOM_BRANCH".into(), p.branch);
+                env.insert("AGENTCOM_BRANCH".into(), p.branch.clone());
                 env.insert("AGENTCOM_REPO_DIR".into(), repo_dir.display().to_string());
                 cwd = repo_dir;
+                branch = Some(p);
             }
             Ok(Err(e)) => {
                 return Outcome::SpawnFailed(format!("preparing the git branch failed: {e}"))
@@ -157,7 +217,11 @@ async fn run(
     let attempt = c.attempt.clone();
     let started = events.clone();
     runner::run(spec, stop, move |pgid| {
-        let _ = started.send(RunnerEvent::Started { attempt, pgid });
+        let _ = started.send(RunnerEvent::Started {
+            attempt,
+            pgid,
+            branch,
+        });
     })
     .await
 }

@@ -2,12 +2,14 @@
 //!
 //! Public, for the `agentcom-sidecar` binary: [`daemon`] (the event loop),
 //! [`config`] (`sidecar.toml`), [`control`] (the local socket a woken agent
-//! reports through) and [`git`] (branch from freshly fetched main; push;
-//! status). Inside the crate:
+//! reports through) and [`git`] (branch from freshly fetched main, the
+//! pre-push hook, the leased push of a task branch; status). Inside the
+//! crate:
 //!
 //! - `attempt`: the attempt's rules as a pure state machine.
 //! - `connection`: the WebSocket to the hub. `backoff`: reconnect delays.
-//! - `launch`: preparing and starting the runner off the loop;
+//! - `launch`: preparing and starting the runner, and pushing its branch,
+//!   off the loop;
 //!   `runner`: running the agent's command in its own process group.
 //! - `report`: a runner's outcome and result file → `complete`/`fail`.
 //! - `recovery`: putting the state dir in order at start.

@@ -62,7 +62,7 @@ enum Cmd {
 enum GitCmd {
     /// Fetch main, prove it is current, branch {agent_id}/{task_id} from it.
     StartTask { task_id: String },
-    /// Push the current task branch.
+    /// Push the checked-out task branch (leased on what the last fetch saw).
     Submit,
     /// Where the work tree stands.
     Status,

@@ -84,29 +84,11 @@ pub(crate) fn report_for(
     file: Option<Value>,
 ) -> SidecarMsg {
     match outcome {
-        Outcome::Exited { code: Some(0), .. } => {
-            let result = match file {
-                Some(Value::Object(map)) => serde_json::from_value(Value::Object(map))
-                    .unwrap_or_else(|e| TaskResult {
-                        summary: Some(format!("(unreadable result file: {e})")),
-                        ..Default::default()
-                    }),
-                Some(Value::String(s)) => TaskResult {
-                    summary: Some(s),
-                    ..Default::default()
-                },
-                Some(other) => TaskResult {
-                    summary: Some(other.to_string()),
-                    ..Default::default()
-                },
-                None => TaskResult::default(),
-            };
-            SidecarMsg::Complete {
-                task_id: attempt.task_id.clone(),
-                generation: attempt.generation,
-                result,
-            }
-        }
+        Outcome::Exited { code: Some(0), .. } => SidecarMsg::Complete {
+            task_id: attempt.task_id.clone(),
+            generation: attempt.generation,
+            result: result_from(file),
+        },
         Outcome::Exited { code, log_tail } => {
             let said = file
                 .as_ref()
@@ -146,6 +128,28 @@ pub(crate) fn report_for(
             fail_msg(attempt, format!("cancelled: {reason}"), Retry::Retryable)
         }
         Outcome::SpawnFailed(e) => fail_msg(attempt, e, Retry::Retryable),
+    }
+}
+
+/// What a successful runner's result file (see [`read_result`]) says:
+/// a JSON object is the result; any other text is its summary.
+pub(crate) fn result_from(file: Option<Value>) -> TaskResult {
+    match file {
+        Some(Value::Object(map)) => {
+            serde_json::from_value(Value::Object(map)).unwrap_or_else(|e| TaskResult {
+                summary: Some(format!("(unreadable result file: {e})")),
+                ..Default::default()
+            })
+        }
+        Some(Value::String(s)) => TaskResult {
+            summary: Some(s),
+            ..Default::default()
+        },
+        Some(other) => TaskResult {
+            summary: Some(other.to_string()),
+            ..Default::default()
+        },
+        None => TaskResult::default(),
     }
 }
 

@@ -34,6 +34,10 @@ pub(crate) struct Current {
     /// Process group of the running runner, once started.
     #[serde(default)]
     pub(crate) runner_pgid: Option<i32>,
+    /// The git branch prepared for it (with `[git]`), once the runner
+    /// started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) branch: Option<crate::git::Prepared>,
 }
 
 /// A report waiting for the hub's `ack`.
@@ -376,6 +380,7 @@ mod tests {
             body,
             accepted_at: Timestamp(5),
             runner_pgid: Some(42),
+            branch: None,
         };
         s.save_current(&c).unwrap();
         let json: serde_json::Value =
@@ -398,6 +403,22 @@ mod tests {
         );
         assert_eq!(json["runner_pgid"], 42);
         assert_eq!(json["body"]["id"], "t1");
+        assert_eq!(s.load_current().unwrap(), Some(c.clone()));
+        // With a prepared branch, it is kept beside them.
+        let c = Current {
+            branch: Some(crate::git::Prepared {
+                branch: "a1/t1".into(),
+                base: "abc".into(),
+            }),
+            ..c
+        };
+        s.save_current(&c).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("current.json")).unwrap()).unwrap();
+        assert_eq!(
+            json["branch"],
+            serde_json::json!({"branch": "a1/t1", "base": "abc"})
+        );
         assert_eq!(s.load_current().unwrap(), Some(c));
         drop(s);
         fs::remove_dir_all(dir).ok();
@@ -424,6 +445,7 @@ mod tests {
             body: crate::testing::task("t1", 2),
             accepted_at: Timestamp(5),
             runner_pgid: None,
+            branch: None,
         };
         s.save_current(&c).unwrap();
         assert_eq!(

@@ -1,8 +1,8 @@
 //! The rules for values that come from outside the sidecar and end up in
 //! a path, a process argument, the runner's environment, a git ref or a
 //! timer: the task id and the assignment the hub sends, the heartbeat
-//! settings of its `welcome`, and the agent id (a branch name's first
-//! half).
+//! settings of its `welcome`, the agent id (a branch name's first half)
+//! and repository names (a task's `repo`, `[git] repo`).
 //!
 //! A task id names the attempt's folder (`tasks/<id>-<generation>`), its
 //! outbox file, `AGENTCOM_TASK_ID` and the branch `{agent_id}/{task_id}`,
@@ -78,6 +78,29 @@ pub(crate) fn agent_id(id: &str) -> Result<(), String> {
         Err(format!(
             "agent_id {}: it must be 1 to 64 of a-z, 0-9, '-' and '_', starting with a letter or digit",
             shown(id, 64)
+        ))
+    }
+}
+
+/// The longest repository name the sidecar takes.
+pub(crate) const MAX_REPO_NAME_LEN: usize = 64;
+
+/// Whether `name` may name a repository (a task's `repo`, `[git] repo`):
+/// 1 to 64 of a-z, 0-9, '-', '_' and '.', starting with a letter or
+/// digit (the agent id's rule, with '.').
+pub(crate) fn repo_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok = chars
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' || c == '.');
+    if first_ok && rest_ok && name.len() <= MAX_REPO_NAME_LEN {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid repository name {}: it must be 1 to {MAX_REPO_NAME_LEN} of a-z, 0-9, '-', '_' and '.', starting with a letter or digit",
+            shown(name, 64)
         ))
     }
 }
@@ -193,6 +216,34 @@ mod tests {
         }
         for bad in ["", "Loash", "-x", "a/b", "a b", "..", &"a".repeat(65)] {
             assert!(agent_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn repo_names_are_agent_ids_with_dots() {
+        let longest = "r".repeat(64);
+        for ok in ["app", "app.web", "a1", "my-repo_2", "9.x", longest.as_str()] {
+            assert_eq!(repo_name(ok), Ok(()), "{ok}");
+        }
+        let too_long = "r".repeat(65);
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".app",
+            "-app",
+            "_app",
+            "App",
+            "a/b",
+            "../x",
+            "a b",
+            "a\nb",
+            "a\0b",
+            "ünïcode",
+            too_long.as_str(),
+        ] {
+            let err = repo_name(bad).unwrap_err();
+            assert!(err.starts_with("invalid repository name"), "{bad:?}: {err}");
         }
     }
 

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use agentcom_tests::hub::Hub;
-use agentcom_tests::procs::bin;
+use agentcom_tests::procs::{bin, sh};
 use agentcom_tests::sidecar::Sidecar;
 use agentcom_tests::wait_until;
 use serde_json::json;
@@ -121,21 +121,6 @@ fn wake_mode_the_woken_agent_reports_through_the_cli() {
     let dead = hub.wait_status(&id2, "dead", T);
     assert!(dead["last_error"].as_str().unwrap().contains("contradicts"));
     hub.wait_agent("sleeper", "idle", T);
-}
-
-fn sh(dir: &Path, script: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]

@@ -22,6 +22,8 @@ pub struct Hub {
     env: Vec<(String, String)>,
     /// The open-file limits (soft, hard) the hub runs under, if set.
     nofile: Option<(u64, u64)>,
+    /// The settings file passed with `--config`, if any.
+    config: Option<PathBuf>,
     proc: Proc,
     http: ureq::Agent,
 }
@@ -37,13 +39,19 @@ impl Hub {
     /// its `AGENTCOM_TLS__*` files) and the client speaks HTTPS trusting
     /// exactly the CA certificates in that PEM file.
     pub fn start_with(root: &Path, env: &[(&str, &str)], ca_file: Option<&Path>) -> Hub {
-        Self::start_full(root, env, ca_file, None)
+        Self::start_full(root, env, ca_file, None, None)
     }
 
     /// As [`Hub::start`], under open-file limits (`soft`, `hard`) set by
     /// `prlimit`, which then runs the hub as the same process.
     pub fn start_with_nofile(root: &Path, env: &[(&str, &str)], soft: u64, hard: u64) -> Hub {
-        Self::start_full(root, env, None, Some((soft, hard)))
+        Self::start_full(root, env, None, Some((soft, hard)), None)
+    }
+
+    /// As [`Hub::start`], with the settings file `root/hub/hub.toml`
+    /// holding `toml` (passed with `--config`; `env` still overrides it).
+    pub fn start_with_config(root: &Path, toml: &str, env: &[(&str, &str)]) -> Hub {
+        Self::start_full(root, env, None, None, Some(toml))
     }
 
     fn start_full(
@@ -51,9 +59,15 @@ impl Hub {
         env: &[(&str, &str)],
         ca_file: Option<&Path>,
         nofile: Option<(u64, u64)>,
+        config_toml: Option<&str>,
     ) -> Hub {
         let dir = root.join("hub");
         std::fs::create_dir_all(&dir).unwrap();
+        let config_file = config_toml.map(|text| {
+            let path = dir.join("hub.toml");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
         let port = free_port();
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -79,6 +93,7 @@ impl Hub {
             ca_file: ca_file.map(Path::to_path_buf),
             env,
             nofile,
+            config: config_file,
             proc,
             http,
         };
@@ -105,6 +120,11 @@ impl Hub {
             "--data-dir",
         ])
         .arg(self.dir.join("data"))
+        .args(
+            self.config
+                .iter()
+                .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
+        )
         .env_remove("AGENTCOM_ADMIN_TOKEN")
         .env(
             "RUST_LOG",

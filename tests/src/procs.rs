@@ -1,5 +1,5 @@
 //! Processes: the binaries under test (built once per test binary), free
-//! ports, and child processes that die with the test.
+//! ports, child processes that die with the test, and `sh` scripts.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -62,6 +62,23 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// Run `script` with `sh -c` in `dir`; it must succeed. Its stdout,
+/// trimmed.
+pub fn sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run sh: {e}"));
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A child process that is killed (SIGKILL) when dropped.

@@ -16,6 +16,7 @@ fn settings(mode: Mode) -> AttemptSettings {
         sidecar_version: "test".into(),
         mode,
         runner_timeout_s: 3600,
+        repos: vec!["app".into()],
     }
 }
 
@@ -87,6 +88,7 @@ fn names(fx: &[Effect]) -> Vec<String> {
             Effect::RemoveFromOutbox { kind, .. } => format!("remove {kind}"),
             Effect::StartRunner(_) => "start runner".into(),
             Effect::StopRunner { .. } => "stop runner".into(),
+            Effect::Push { .. } => "push branch".into(),
             Effect::KillLeftover { .. } => "kill leftover".into(),
             Effect::ReplaceInOutbox { new, .. } => format!("replace with {}", new.kind()),
         })
@@ -244,8 +246,11 @@ fn an_assign_while_busy_is_rejected() {
 fn the_runner_group_is_recorded_for_the_held_attempt_only() {
     let mut m = online_idle(Mode::Exec);
     let a = running(&mut m, "t1", 1, 0);
-    assert!(m.runner_started(&r("t0", 1), 77).is_empty(), "not held");
-    match m.runner_started(&a, 4242).as_slice() {
+    assert!(
+        m.runner_started(&r("t0", 1), 77, None).is_empty(),
+        "not held"
+    );
+    match m.runner_started(&a, 4242, None).as_slice() {
         [Effect::SaveCurrent(c)] => assert_eq!(c.runner_pgid, Some(4242)),
         other => panic!("{:?}", names(other)),
     }
@@ -782,6 +787,360 @@ fn shutdown_stops_a_running_runner_only() {
     assert!(m.shutdown().is_empty());
 }
 
+// ----- repository tasks ----------------------------------------------------------------------
+
+const BASE: &str = "ba5eba5eba5eba5eba5eba5eba5eba5eba5eba5e";
+
+/// Task `id` on repository `app` (this sidecar's).
+fn repo_task(id: &str, generation: u64) -> Task {
+    let mut body = task(id, generation);
+    body.repo = Some("app".into());
+    body
+}
+
+fn branch_of(id: &str) -> Prepared {
+    Prepared {
+        branch: format!("a1/{id}"),
+        base: BASE.into(),
+    }
+}
+
+/// Assign `body` and let everything succeed up to a running runner, on
+/// `branch` if one was prepared.
+fn running_with(m: &mut AttemptMachine, body: Task, branch: Option<Prepared>) -> AttemptRef {
+    let a = r(&body.id, body.generation);
+    assert_eq!(names(&m.assign(a.clone(), body, t(0))), ["save current"]);
+    assert_eq!(
+        names(&m.current_saved(Ok(()))),
+        ["send accept", "start runner"]
+    );
+    m.runner_launched(&a);
+    match m.runner_started(&a, 4242, branch.clone()).as_slice() {
+        [Effect::SaveCurrent(c)] => assert_eq!(c.branch, branch),
+        other => panic!("{:?}", names(other)),
+    }
+    assert!(m.current_saved(Ok(())).is_empty());
+    a
+}
+
+/// A repository task whose runner runs on its prepared branch.
+fn running_repo(m: &mut AttemptMachine, id: &str, generation: u64) -> AttemptRef {
+    running_with(m, repo_task(id, generation), Some(branch_of(id)))
+}
+
+fn push_of(a: &AttemptRef) -> Effect {
+    Effect::Push {
+        attempt: a.clone(),
+        branch: format!("a1/{}", a.task_id),
+        base: BASE.into(),
+    }
+}
+
+/// A push that went through: `commits` beyond the base, head `feed`
+/// (none: the base, and nothing pushed).
+fn push_ok(commits: u64) -> Result<Pushed, String> {
+    let head = if commits == 0 { BASE } else { "feed" };
+    Ok(Pushed {
+        head: head.into(),
+        commits,
+    })
+}
+
+fn completed_result(msg: &SidecarMsg) -> &TaskResult {
+    match msg {
+        SidecarMsg::Complete { result, .. } => result,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_repository_task_completes_only_after_its_branch_is_pushed() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running_repo(&mut m, "t1", 1);
+    // The runner's word on the branch is not taken.
+    let file = serde_json::json!({"summary": "did it", "branch": "main", "head": "0000", "no_changes": true});
+    let fx = m.runner_done(&a, exited(0), Some(file));
+    assert_eq!(fx, [push_of(&a)], "the push and nothing else");
+    assert!(m.outbox().is_empty());
+    assert!(m.is_pushing());
+    assert_eq!(m.heartbeat_due(), [Effect::Send(working_heartbeat(&a))]);
+    let report = pushed(&m.pushed(&a, push_ok(2)));
+    let result = completed_result(&report);
+    assert_eq!(result.summary.as_deref(), Some("did it"));
+    assert_eq!(result.branch.as_deref(), Some("a1/t1"));
+    assert_eq!(result.base.as_deref(), Some(BASE));
+    assert_eq!(result.head.as_deref(), Some("feed"));
+    assert!(!result.no_changes);
+    assert!(
+        m.current().is_some(),
+        "held until the outbox has the report"
+    );
+    let fx = m.outbox_pushed(Ok(()));
+    assert_eq!(
+        names(&fx),
+        ["clear current", "send complete", "send heartbeat"]
+    );
+    assert_eq!(sent(&fx)[0], report);
+    assert!(!m.is_pushing());
+}
+
+#[test]
+fn a_branch_without_commits_completes_with_no_changes() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running_repo(&mut m, "t1", 1);
+    assert_eq!(m.runner_done(&a, exited(0), None), [push_of(&a)]);
+    let report = pushed(&m.pushed(&a, push_ok(0)));
+    let result = completed_result(&report);
+    assert!(result.no_changes);
+    assert_eq!(result.branch.as_deref(), Some("a1/t1"));
+    assert_eq!(result.base.as_deref(), Some(BASE));
+    assert_eq!(result.head.as_deref(), Some(BASE));
+}
+
+#[test]
+fn a_failed_push_is_a_retryable_failure_naming_what_git_said() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running_repo(&mut m, "t1", 1);
+    m.runner_done(&a, exited(0), None);
+    let report = pushed(&m.pushed(
+        &a,
+        Err("git push failed: ! [rejected] a1/t1 -> a1/t1 (stale info)".into()),
+    ));
+    assert_eq!(
+        fail_error(&report),
+        (
+            "pushing the task branch a1/t1 failed: git push failed: ! [rejected] a1/t1 -> a1/t1 (stale info)",
+            true
+        )
+    );
+    assert_eq!(
+        names(&m.outbox_pushed(Ok(()))),
+        ["clear current", "send fail", "send heartbeat"]
+    );
+}
+
+#[test]
+fn a_failed_runner_of_a_repository_task_pushes_nothing() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running_repo(&mut m, "t1", 1);
+    let report = pushed(&m.runner_done(&a, exited(1), None));
+    assert_eq!(fail_error(&report), ("the runner exited with code 1", true));
+    assert!(!m.is_pushing());
+}
+
+#[test]
+fn a_task_without_a_repository_completes_as_before_on_its_branch() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running_with(&mut m, task("t1", 1), Some(branch_of("t1")));
+    let file = serde_json::json!({"summary": "pushed it myself", "branch": "a1/t1"});
+    let report = pushed(&m.runner_done(&a, exited(0), Some(file)));
+    let result = completed_result(&report);
+    assert_eq!(result.branch.as_deref(), Some("a1/t1"));
+    assert_eq!(result.base, None, "the sidecar says nothing of it");
+    assert!(!m.is_pushing());
+}
+
+#[test]
+fn a_repository_task_that_succeeds_without_a_prepared_branch_fails_retryably() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running_with(&mut m, repo_task("t1", 1), None);
+    let report = pushed(&m.runner_done(&a, exited(0), None));
+    assert_eq!(
+        fail_error(&report),
+        (
+            "the task's git branch was never prepared, so there is nothing to push",
+            true
+        )
+    );
+}
+
+#[test]
+fn a_cancel_while_pushing_fails_the_attempt_at_once_and_the_push_is_ignored() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running_repo(&mut m, "t1", 1);
+    m.runner_done(&a, exited(0), None);
+    // A stale cancel changes nothing.
+    assert!(m.cancel(r("t1", 0), None).is_empty());
+    assert!(m.is_pushing());
+    let report = pushed(&m.cancel(a.clone(), Some("operator".into())));
+    assert_eq!(fail_error(&report), ("cancelled: operator", true));
+    assert!(!m.is_pushing());
+    assert_eq!(
+        names(&m.outbox_pushed(Ok(()))),
+        ["clear current", "send fail", "send heartbeat"]
+    );
+    // The push ends later: nothing more is reported.
+    let late = m.pushed(&a, push_ok(1));
+    assert!(late.is_empty());
+    assert_eq!(m.outbox(), [report]);
+}
+
+#[test]
+fn while_its_branch_is_pushed_the_attempt_is_held_and_reported_once() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running_repo(&mut m, "t1", 1);
+    m.runner_done(&a, exited(0), None);
+    assert!(m.ending());
+    // Busy for other work; the same assignment is accepted again.
+    assert!(matches!(
+        &m.assign(r("t2", 1), repo_task("t2", 1), t(5))[..],
+        [Effect::Send(SidecarMsg::Reject { reason, .. })] if reason == "busy with t1#1"
+    ));
+    assert_eq!(
+        names(&m.assign(a.clone(), repo_task("t1", 1), t(5))),
+        ["send accept"]
+    );
+    // Nothing else reports it: not the agent, a late runner end, a tick.
+    let (reply, fx) = m.control(bare_complete("t1"));
+    assert!(fx.is_empty());
+    assert_eq!(
+        reply,
+        Reply {
+            ok: false,
+            message: "t1#1 already succeeded; the sidecar is pushing its branch".into()
+        }
+    );
+    assert!(m.runner_done(&a, exited(1), None).is_empty());
+    assert!(m.tick(t(1_000_000_000)).is_empty());
+    assert!(m.shutdown().is_empty(), "no runner to stop");
+    assert_eq!(
+        m.control(Request::Status).0.message,
+        "working on t1#1 (pushing its branch); 0 report(s) waiting for the hub"
+    );
+    // The outcome of another attempt's push is not this one's.
+    assert!(m.pushed(&r("t1", 0), push_ok(1)).is_empty());
+    assert!(m.is_pushing());
+    // Offline meanwhile: the report goes to the outbox, sent after welcome.
+    m.disconnected();
+    pushed(&m.pushed(&a, Err("no network".into())));
+    assert_eq!(names(&m.outbox_pushed(Ok(()))), ["clear current"]);
+    assert!(!m.ending());
+}
+
+#[test]
+fn wake_mode_the_agents_complete_pushes_the_branch_before_completing() {
+    let mut m = online_idle(Mode::Wake);
+    let a = running_repo(&mut m, "t1", 1);
+    assert!(m.runner_done(&a, exited(0), None).is_empty(), "woken");
+    let (reply, fx) = m.control(Request::Complete {
+        task_id: "t1".into(),
+        summary: Some("done".into()),
+        pr_url: None,
+        branch: Some("mine".into()),
+    });
+    assert_eq!(
+        reply,
+        Reply {
+            ok: true,
+            message: "reported t1#1: the sidecar pushes branch a1/t1 and then completes it".into()
+        }
+    );
+    assert_eq!(fx, [push_of(&a)]);
+    // The agent reported: its deadline no longer applies.
+    assert_eq!(m.wake_deadline(), None);
+    assert!(m.tick(t(1_000_000_000)).is_empty());
+    let report = pushed(&m.pushed(&a, push_ok(1)));
+    let result = completed_result(&report);
+    assert_eq!(result.summary.as_deref(), Some("done"));
+    assert_eq!(result.branch.as_deref(), Some("a1/t1"));
+    assert_eq!(result.head.as_deref(), Some("feed"));
+}
+
+#[test]
+fn wake_mode_a_complete_while_the_wake_command_runs_stops_it_and_pushes() {
+    let mut m = online_idle(Mode::Wake);
+    let a = running_repo(&mut m, "t1", 1);
+    let (reply, fx) = m.control(bare_complete("t1"));
+    assert!(reply.ok);
+    assert_eq!(names(&fx), ["stop runner", "push branch"]);
+    assert_eq!(m.runner(), RunnerState::Stopping);
+    // The stopped wake command's end is not the report.
+    let fx = m.runner_done(
+        &a,
+        Outcome::Cancelled {
+            reason: "the agent reported".into(),
+        },
+        None,
+    );
+    assert!(fx.is_empty());
+    assert_eq!(m.runner(), RunnerState::NotRunning);
+    let report = pushed(&m.pushed(&a, push_ok(1)));
+    assert_eq!(completed_result(&report).head.as_deref(), Some("feed"));
+}
+
+#[test]
+fn wake_mode_a_fail_from_the_agent_pushes_nothing() {
+    let mut m = online_idle(Mode::Wake);
+    let a = running_repo(&mut m, "t1", 1);
+    m.runner_done(&a, exited(0), None);
+    let (reply, fx) = m.control(Request::Fail {
+        task_id: "t1".into(),
+        error: "stuck".into(),
+        retryable: true,
+    });
+    assert!(reply.ok);
+    assert_eq!(fail_error(&pushed(&fx)), ("stuck", true));
+}
+
+#[test]
+fn a_task_on_a_repository_this_sidecar_lacks_is_rejected_before_anything_is_saved() {
+    let mut m = online_idle(Mode::Exec);
+    let reject_reason = |fx: Vec<Effect>| match fx.as_slice() {
+        [Effect::Send(SidecarMsg::Reject {
+            task_id, reason, ..
+        })] => {
+            assert_eq!(task_id, "t1");
+            reason.clone()
+        }
+        other => panic!("{:?}", names(other)),
+    };
+    let mut other = task("t1", 1);
+    other.repo = Some("other".into());
+    assert_eq!(
+        reject_reason(m.assign(r("t1", 1), other.clone(), t(0))),
+        "this sidecar has no clone of repository other (it has: app)"
+    );
+    let mut hostile = task("t1", 1);
+    hostile.repo = Some("../../etc".into());
+    assert!(reject_reason(m.assign(r("t1", 1), hostile, t(0)))
+        .starts_with("invalid repository name \"../../etc\""));
+    assert!(m.current().is_none());
+    // A sidecar without a repository takes none.
+    let mut bare = AttemptMachine::recover(
+        AttemptSettings {
+            repos: vec![],
+            ..settings(Mode::Exec)
+        },
+        None,
+        vec![],
+    )
+    .0;
+    online(&mut bare);
+    let fx = bare.assign(r("t1", 1), repo_task("t1", 1), t(0));
+    assert_eq!(
+        reject_reason(fx),
+        "this sidecar has no clone of repository app (it has: none)"
+    );
+    // Its own repository, and no repository at all, are taken.
+    assert_eq!(
+        names(&m.assign(r("t1", 1), repo_task("t1", 1), t(0))),
+        ["save current"]
+    );
+    assert_eq!(
+        names(&bare.assign(r("t2", 1), task("t2", 1), t(0))),
+        ["save current"]
+    );
+}
+
+#[test]
+fn hello_names_the_repositories_of_this_sidecar() {
+    let mut m = idle(Mode::Exec);
+    match sent(&m.connected()).as_slice() {
+        [SidecarMsg::Hello { repos, .. }] => assert_eq!(*repos, ["app"]),
+        other => panic!("{other:?}"),
+    }
+}
+
 // ----- recovery ------------------------------------------------------------------------------
 
 fn held(id: &str, generation: u64, pgid: Option<i32>) -> Current {
@@ -790,6 +1149,7 @@ fn held(id: &str, generation: u64, pgid: Option<i32>) -> Current {
         body: task(id, generation),
         accepted_at: t(0),
         runner_pgid: pgid,
+        branch: None,
     }
 }
 
