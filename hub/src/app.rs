@@ -19,8 +19,9 @@ use agentcom_tls::PemFile;
 
 use crate::actors::agent::AgentLinks;
 use crate::actors::messages::CloseAll;
-use crate::actors::queue::{QueueActor, QueueLinks, QueueViews, Retention};
+use crate::actors::queue::{QueueActor, QueueLinks, QueueViews, RepoLink, Retention};
 use crate::actors::registry::{AgentDirectory, RegistryActor};
+use crate::actors::repo::{RepoActor, RepoLinks};
 use crate::actors::scheduler::{SchedulerActor, SchedulerLinks};
 use crate::alerts::AlertBus;
 use crate::auth::Auth;
@@ -111,6 +112,31 @@ pub fn start(settings: Settings) -> Result<Started, String> {
     let scheduler = scheduler_ctx.address();
     let registry = registry_ctx.address();
 
+    // One actor per guarded repository, each sending to the queue.
+    let mut repo_links = BTreeMap::new();
+    for cfg in repos.values() {
+        let ctx = Context::<RepoActor>::new();
+        let addr = ctx.address();
+        repo_links.insert(
+            cfg.name.clone(),
+            RepoLink {
+                inspect: addr.clone().recipient(),
+                kick: addr.recipient(),
+            },
+        );
+        ctx.run(RepoActor::new(
+            cfg.clone(),
+            &settings.data_dir,
+            RepoLinks {
+                inspected: queue.clone().recipient(),
+                next: queue.clone().recipient(),
+                done: queue.clone().recipient(),
+                main_checked: queue.clone().recipient(),
+                main_seen: queue.clone().recipient(),
+            },
+        ));
+    }
+
     let t = &settings.timeouts;
     let alerts = Arc::new(AlertBus::new(events.clone()));
     queue_ctx.run(QueueActor::new(
@@ -129,7 +155,7 @@ pub fn start(settings: Settings) -> Result<Started, String> {
         QueueLinks {
             kick: scheduler.clone().recipient(),
             stop_attempt: registry.clone().recipient(),
-            repos: BTreeMap::new(),
+            repos: repo_links,
         },
         Retention {
             finished_ms: settings.retention.finished_ms(),

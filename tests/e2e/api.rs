@@ -140,9 +140,19 @@ fn create_show_list_cancel_retry_and_idempotency() {
         "2026-11-23T10:00:00.123Z".len()
     );
     // A repository the hub does not guard is refused (none are configured here).
-    let (s, b) = hub.call("POST", "/api/tasks", Some(json!({ "title": "x", "repo": "app" })));
+    let (s, b) = hub.call(
+        "POST",
+        "/api/tasks",
+        Some(json!({ "title": "x", "repo": "app" })),
+    );
     assert_error(s, &b, 422, "invalid");
-    assert!(b["error"]["message"].as_str().unwrap().contains("\"app\" is not a repository"), "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"app\" is not a repository"),
+        "{b}"
+    );
     // Same key: 200 with the same task, nothing new.
     let (s, again) = hub.call("POST", "/api/tasks", Some(body));
     assert_eq!(s, 200);

@@ -501,6 +501,20 @@ impl Actor for QueueActor {
             self.repo_view.update(name, |r| r.queue = queue);
             link.kick.do_send(MergeKick);
         }
+        // Changes opened but not measured before the hub stopped.
+        let unmeasured: Vec<Effect> = self
+            .changes
+            .live()
+            .filter(|c| c.status == agentcom_protocol::ChangeStatus::Open && c.gate.is_none())
+            .map(|c| Effect::Inspect {
+                repo: c.repo.clone(),
+                change_id: c.id.clone(),
+                branch: c.branch.clone(),
+                base: c.base.clone(),
+                head: c.head.clone(),
+            })
+            .collect();
+        self.carry_out(unmeasured);
         // Backoffs that ended while the hub was down are due now.
         self.promote(ctx);
         self.purge(ctx);

@@ -111,6 +111,7 @@ impl ChangeCore {
     }
 
     /// The task's live change, if any.
+    #[cfg(test)]
     pub(crate) fn live_for_task(&self, task_id: &str) -> Option<&Change> {
         self.live_by_task.get(task_id).and_then(|id| self.get(id))
     }
@@ -392,7 +393,12 @@ impl ChangeCore {
     }
 
     /// A person rejects a live change.
-    pub(crate) fn reject(&mut self, id: &str, reason: &str, now: Timestamp) -> Result<(), ChangeError> {
+    pub(crate) fn reject(
+        &mut self,
+        id: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), ChangeError> {
         self.expect(
             id,
             &[
@@ -463,7 +469,12 @@ impl ChangeCore {
     }
 
     /// The task is gone (cancelled): its live change goes with it.
-    pub(crate) fn task_ended(&mut self, task_id: &str, reason: &str, now: Timestamp) -> Option<String> {
+    pub(crate) fn task_ended(
+        &mut self,
+        task_id: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Option<String> {
         let id = self.live_by_task.get(task_id).cloned()?;
         self.finish(
             &id,

@@ -75,16 +75,6 @@ impl Lane {
     pub(crate) fn groups(&self) -> impl Iterator<Item = (&Needs, &BTreeSet<LaneKey>)> {
         self.groups.iter()
     }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
 }
 
 #[derive(Debug, Default)]
@@ -131,11 +121,6 @@ impl Lanes {
         }
         l.len -= 1;
         true
-    }
-
-    #[cfg(test)]
-    pub(crate) fn contains(&self, id: &str) -> bool {
-        self.position.contains_key(id)
     }
 
     /// The lanes in service order.

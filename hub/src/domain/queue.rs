@@ -341,11 +341,6 @@ impl QueueCore {
         self.tasks.len()
     }
 
-    #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
-    }
-
     pub(crate) fn queued_len(&self) -> usize {
         self.lanes.len()
     }
@@ -844,7 +839,12 @@ impl QueueCore {
     /// timeout, reject, divergence). Never accepted: the task goes back to
     /// its place in the lane and no attempt is used. Already working: it is
     /// a retryable failure of that attempt.
-    pub(crate) fn release(&mut self, attempt: &AttemptRef, reason: &str, now: Timestamp) -> Verdict {
+    pub(crate) fn release(
+        &mut self,
+        attempt: &AttemptRef,
+        reason: &str,
+        now: Timestamp,
+    ) -> Verdict {
         let Some(t) = self.get(&attempt.task_id) else {
             return Verdict::Stale("unknown task".into());
         };
@@ -881,7 +881,12 @@ impl QueueCore {
     // ----- the merge pipeline -------------------------------------------------
 
     /// A task in review: its change merged (as `sha`); the task is done.
-    pub(crate) fn change_merged(&mut self, id: &str, sha: &str, now: Timestamp) -> Result<(), QueueError> {
+    pub(crate) fn change_merged(
+        &mut self,
+        id: &str,
+        sha: &str,
+        now: Timestamp,
+    ) -> Result<(), QueueError> {
         self.expect_in_review(id)?;
         let agent = self.get(id).and_then(|t| t.assigned_to.clone());
         self.set_status(

@@ -98,10 +98,7 @@ pub(crate) async fn approve(
     id: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
     let id = id.into_inner();
-    state
-        .queue
-        .send(ApproveChange { id: id.clone() })
-        .await??;
+    state.queue.send(ApproveChange { id: id.clone() }).await??;
     shown(&state, id).await
 }
 

@@ -35,6 +35,7 @@ use agentcom_protocol::Timestamp;
 
 use crate::actors::queue::QueueActor;
 use crate::actors::registry::{AgentDirectory, RegistryActor};
+use crate::alerts::AlertBus;
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::events::EventBus;
@@ -43,7 +44,6 @@ use crate::http::limits::{Connections, Guesses};
 use crate::sessions::Sessions;
 use crate::stats::Stats;
 use crate::store::Store;
-use crate::alerts::AlertBus;
 use crate::views::{AgentView, ChangeView, RepoView, TaskView};
 
 /// Everything a handler may use.

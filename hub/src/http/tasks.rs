@@ -23,10 +23,19 @@ pub(crate) async fn create(
     validate::new_task(&spec)?;
     if let Some(repo) = &spec.repo {
         if !state.settings.repos.iter().any(|r| &r.name == repo) {
-            let known: Vec<&str> = state.settings.repos.iter().map(|r| r.name.as_str()).collect();
+            let known: Vec<&str> = state
+                .settings
+                .repos
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
             return Err(HttpError::invalid(format!(
                 "repo: {repo:?} is not a repository this hub guards (configured: {})",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             )));
         }
     }
