@@ -5,6 +5,8 @@
 //! - [`procs`]: building and locating the binaries, free ports, processes.
 //! - [`hub`]: a hub process and an HTTP client for its API.
 //! - [`sidecar`]: a sidecar process with a runner script.
+//! - [`project`]: a real git project (bare remote, clones, check, runner)
+//!   for the merge pipeline.
 //! - [`raw`]: a hand-driven WebSocket "sidecar" for protocol tests.
 //! - [`fakehub`]: a scripted WebSocket "hub" a real sidecar connects to.
 //! - [`sse`]: a client for the hub's Server-Sent Events.
@@ -16,6 +18,7 @@ pub mod browser;
 pub mod fakehub;
 pub mod hub;
 pub mod procs;
+pub mod project;
 pub mod raw;
 pub mod sidecar;
 pub mod sse;

@@ -1,0 +1,178 @@
+//! A real git project for the merge pipeline's tests: a bare remote
+//! (`remote.git`) holding a small project with a check script, a clone
+//! for each agent, the hub's `[[repos]]` table and each sidecar's `[git]`
+//! section, and a runner that does what its task's title says.
+//!
+//! The project: `lines.txt` (ten numbered lines) and `check.sh`, which
+//! fails when any tracked file outside it contains the word `BROKEN` and
+//! records every commit it checked, and the verdict, in `<root>/checked` (so a test can
+//! prove main never pointed at a commit whose check failed).
+//!
+//! The runner reads its task's title and runs `<root>/steps/<title>.sh`
+//! in the agent's clone (on the branch the sidecar prepared), then
+//! commits everything with the title as the message. A title with no
+//! step file commits nothing (`no_changes`).
+
+use std::path::{Path, PathBuf};
+
+use crate::procs::sh;
+
+/// A bare remote with the project on `main`, and its working copies.
+pub struct Project {
+    root: PathBuf,
+}
+
+/// The check every merge result must pass (`sh check.sh`).
+const CHECK: &str = r#"#!/bin/sh
+# Fails when a tracked file (other than this one) contains BROKEN.
+sha=$(git rev-parse HEAD)
+if git grep -q BROKEN -- ':!check.sh'; then
+  echo "check: found BROKEN in $(git grep -l BROKEN -- ':!check.sh' | tr '\n' ' ')"
+  echo "$sha fail" >> "$PIPELINE_TEST_CHECKED"
+  exit 1
+fi
+echo "check: ok"
+echo "$sha pass" >> "$PIPELINE_TEST_CHECKED"
+"#;
+
+impl Project {
+    /// Make the remote under `root` with one commit on main.
+    pub fn new(root: &Path) -> Project {
+        sh(
+            root,
+            "git init -q --bare -b main remote.git && git clone -q remote.git seed 2>/dev/null",
+        );
+        let seed = root.join("seed");
+        let lines: String = (1..=10).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(seed.join("lines.txt"), lines).unwrap();
+        std::fs::write(seed.join("check.sh"), CHECK).unwrap();
+        std::fs::create_dir_all(root.join("steps")).unwrap();
+        sh(&seed, "git config user.email seed@t && git config user.name seed && git add -A && git commit -qm 'the project' && git push -q origin main");
+        Project {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn remote(&self) -> PathBuf {
+        self.root.join("remote.git")
+    }
+
+    /// A clone for `agent` (`work-<agent>`), with its git identity.
+    pub fn clone_for(&self, agent: &str) -> PathBuf {
+        sh(&self.root, &format!("git clone -q remote.git work-{agent} && cd work-{agent} && git config user.email {agent}@t && git config user.name {agent}"));
+        self.root.join(format!("work-{agent}"))
+    }
+
+    /// The remote's main commit.
+    pub fn main(&self) -> String {
+        sh(&self.remote(), "git rev-parse refs/heads/main")
+    }
+
+    /// Main's first-parent history, newest first.
+    pub fn main_history(&self) -> Vec<String> {
+        sh(
+            &self.remote(),
+            "git rev-list --first-parent refs/heads/main",
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
+    }
+
+    /// `path` as main has it.
+    pub fn main_file(&self, path: &str) -> String {
+        sh(&self.remote(), &format!("git show refs/heads/main:{path}"))
+    }
+
+    /// Every commit the check ran on and whether it passed
+    /// (`<sha> pass|fail` lines).
+    pub fn checked(&self) -> Vec<(String, bool)> {
+        std::fs::read_to_string(self.checked_file())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(sha, v)| (sha.to_string(), v == "pass"))
+            .collect()
+    }
+
+    fn checked_file(&self) -> PathBuf {
+        self.root.join("checked")
+    }
+
+    /// The hub process's environment for the check: where it records its
+    /// runs (not an `AGENTCOM_*` name: the hub passes none of those on).
+    pub fn hub_env(&self) -> (String, String) {
+        (
+            "PIPELINE_TEST_CHECKED".into(),
+            self.checked_file().display().to_string(),
+        )
+    }
+
+    /// The hub's `[[repos]]` table for repository `app`, with the check,
+    /// `poll_s` and the `[repos.gate]` lines in `gate`.
+    pub fn hub_toml(&self, poll_s: u64, gate: &str) -> String {
+        format!(
+            "[[repos]]\nname = \"app\"\nurl = {:?}\nmain_branch = \"main\"\ncheck_command = [\"sh\", \"check.sh\"]\ncheck_timeout_s = 60\npoll_s = {poll_s}\n\n[repos.gate]\n{gate}\n",
+            self.remote().display().to_string()
+        )
+    }
+
+    /// Agent `agent`'s `[git]` section (its clone made here).
+    pub fn git_section(&self, agent: &str) -> String {
+        let dir = self.clone_for(agent);
+        format!(
+            "[git]\nrepo = \"app\"\nrepo_dir = {:?}\nremote = \"origin\"\nmain_branch = \"main\"\n",
+            dir.display().to_string()
+        )
+    }
+
+    /// What a task titled `title` does in the agent's clone: an `sh`
+    /// script body run there before the commit.
+    pub fn step(&self, title: &str, body: &str) {
+        std::fs::write(self.root.join("steps").join(format!("{title}.sh")), body).unwrap();
+    }
+
+    /// The runner: run the task's step in the clone, commit what changed.
+    pub fn runner(&self) -> String {
+        format!(
+            r#"set -e
+title=$(sed -n 's/^  "title": "\(.*\)",$/\1/p' "$AGENTCOM_TASK_FILE")
+step="{steps}/$title.sh"
+if [ -f "$step" ]; then
+  sh -e "$step"
+  git add -A
+  git commit -qm "$title"
+fi
+printf '{{"summary":"did %s"}}' "$title" > "$AGENTCOM_RESULT_FILE""#,
+            steps = self.root.join("steps").display()
+        )
+    }
+
+    /// Push `body` (run in a fresh clone of main) straight to main, as a
+    /// person bypassing the hub would; the new main.
+    pub fn push_to_main(&self, what: &str, body: &str) -> String {
+        let dir = self.root.join("direct");
+        if !dir.exists() {
+            sh(&self.root, "git clone -q remote.git direct && cd direct && git config user.email person@t && git config user.name person");
+        }
+        sh(
+            &dir,
+            "git fetch -q origin && git checkout -q -B main origin/main",
+        );
+        sh(&dir, body);
+        sh(
+            &dir,
+            &format!("git add -A && git commit -qm {what:?} && git push -q origin main"),
+        );
+        self.main()
+    }
+
+    /// A line that sets line `n` of `lines.txt` to `text` (a step body).
+    pub fn set_line(n: usize, text: &str) -> String {
+        format!("sed -i '{n}s/.*/{text}/' lines.txt")
+    }
+}
