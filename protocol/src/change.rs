@@ -282,10 +282,9 @@ pub struct AttemptRecord {
     /// How it ended (`failed`, `timed_out`, `released`, `sent_back`,
     /// `rejected`, `completed`, …).
     pub outcome: String,
-    /// Who is to blame (`task`, `agent`, `environment`, `rate_limit`), when
-    /// known.
+    /// Who is to blame, when known.
     #[serde(default)]
-    pub blame: Option<String>,
+    pub blame: Option<crate::Blame>,
     /// The error or reasons, in words.
     #[serde(default)]
     pub error: Option<String>,

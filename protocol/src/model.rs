@@ -269,6 +269,72 @@ pub struct HistoryEntry {
     /// Why, in words (an error, a reason, a retry delay), if there is more
     /// to say.
     pub detail: Option<String>,
+    /// For an attempt that failed: who is to blame (the evidence is in
+    /// `detail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blame: Option<Blame>,
+}
+
+/// Who a failed attempt is blamed on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blame {
+    /// The task itself (it failed on two different agents): it goes
+    /// `dead` and no agent's breaker counts it.
+    Task,
+    /// The agent (time-outs, stalls, lost connections; a task failure
+    /// until another agent fails the task too): its breaker counts it.
+    Agent,
+    /// The agent's machine: no retry used; the agent is degraded.
+    Environment,
+    /// The model provider's rate limit: no retry used, no failure
+    /// counted; the agent is held back.
+    RateLimit,
+}
+
+impl Blame {
+    /// The JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Blame::Task => "task",
+            Blame::Agent => "agent",
+            Blame::Environment => "environment",
+            Blame::RateLimit => "rate_limit",
+        }
+    }
+}
+
+impl fmt::Display for Blame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A late result kept: a `complete` from a superseded generation that
+/// carried a branch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// The superseded generation.
+    pub generation: u64,
+    /// Its agent.
+    pub agent_id: String,
+    /// The branch it pushed.
+    pub branch: String,
+    /// The main commit it branched from.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// The branch's commit.
+    #[serde(default)]
+    pub head: Option<String>,
+    /// Its summary, if it gave one.
+    #[serde(default)]
+    pub summary: Option<String>,
+    /// When it arrived.
+    pub at: Timestamp,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A task as the API returns it and as `assign` carries it.
@@ -340,6 +406,14 @@ pub struct Task {
     /// Agents this task is never given to (a review's author).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_agents: Vec<String>,
+    /// Attempts that used no retry (blamed on the environment or a rate
+    /// limit): the retry budget counts `attempts` minus these.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub free_attempts: u32,
+    /// Late results kept: superseded attempts that completed with a
+    /// branch (newest last, the last few).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Candidate>,
     /// Transitions, oldest first (a page of them): only in
     /// `GET /api/tasks/{id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -365,19 +439,24 @@ pub enum AgentState {
     Assigned,
     /// Working on an accepted task.
     Working,
-    /// Failed too often in a row (`circuit.failures`): given nothing until
-    /// `degraded_until`.
+    /// Failed too often in a row (`circuit.failures`), its environment is
+    /// broken, or the model provider limits it: given nothing until
+    /// `degraded_until` (`degraded_reason` says why).
     Degraded,
+    /// Holds a working attempt whose activity (output, commits, the
+    /// runner's life) has not changed for `timeouts.stall_s`.
+    Stalled,
 }
 
 impl AgentState {
     /// Every state.
-    pub const ALL: [AgentState; 5] = [
+    pub const ALL: [AgentState; 6] = [
         AgentState::Offline,
         AgentState::Idle,
         AgentState::Assigned,
         AgentState::Working,
         AgentState::Degraded,
+        AgentState::Stalled,
     ];
 
     /// The JSON name (`offline`, …).
@@ -388,6 +467,7 @@ impl AgentState {
             AgentState::Assigned => "assigned",
             AgentState::Working => "working",
             AgentState::Degraded => "degraded",
+            AgentState::Stalled => "stalled",
         }
     }
 }
@@ -461,6 +541,9 @@ pub struct AgentInfo {
     pub consecutive_failures: u32,
     /// While degraded: when it may get work again.
     pub degraded_until: Option<Timestamp>,
+    /// While degraded: why (the breaker, its environment, a rate limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded_reason: Option<String>,
     /// When the agent entered its current state.
     pub state_since: Timestamp,
     /// When the agent was added.

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{AttemptRef, Task, TaskResult};
+use crate::time::Timestamp;
 
 /// What a sidecar says it is doing, in `hello` and every `heartbeat`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +17,52 @@ pub enum SidecarState {
     Idle,
     /// Holds a task (accepted, runner running or result being delivered).
     Working,
+}
+
+/// What a failure is, as the sidecar sees it (`fail.class`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailClass {
+    /// The task's own failure (the runner failed at it): the default.
+    #[default]
+    Task,
+    /// The machine: git fetch or push failed, the runner is missing or not
+    /// executable, it could not be spawned, the disk is full, the
+    /// sidecar's self-test fails.
+    Environment,
+    /// The agent session died.
+    Agent,
+    /// The model provider limits the agent: try again after
+    /// `retry_after_s`.
+    RateLimited,
+}
+
+impl FailClass {
+    /// The JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailClass::Task => "task",
+            FailClass::Environment => "environment",
+            FailClass::Agent => "agent",
+            FailClass::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// What the sidecar sees of the attempt it runs, in each heartbeat while
+/// working: the hub notices a stall when none of it changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// The runner's process is alive.
+    pub runner_alive: bool,
+    /// Bytes the runner has written to its output so far.
+    pub output_bytes: u64,
+    /// When it last wrote output.
+    #[serde(default)]
+    pub last_output_at: Option<Timestamp>,
+    /// When the last commit on the attempt's branch was made.
+    #[serde(default)]
+    pub last_commit_at: Option<Timestamp>,
 }
 
 /// Messages from a sidecar to the hub.
@@ -59,6 +106,9 @@ pub enum SidecarMsg {
         /// The generation it works on, when working.
         #[serde(default)]
         generation: Option<u64>,
+        /// What the runner has been doing, when working.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        activity: Option<Activity>,
     },
     /// The sidecar took the assignment and is starting it.
     Accept {
@@ -105,6 +155,15 @@ pub enum SidecarMsg {
         /// Whether another attempt may succeed (false: the task goes
         /// `dead`).
         retryable: bool,
+        /// What kind of failure it is (`task` when absent).
+        #[serde(default)]
+        class: FailClass,
+        /// With `rate_limited`: when to try again, in seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_s: Option<u64>,
+        /// The end of the runner's output (at most 8 KiB is kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_tail: Option<String>,
     },
 }
 
@@ -297,6 +356,8 @@ mod tests {
             kind: Default::default(),
             dossier: Default::default(),
             exclude_agents: Vec::new(),
+            free_attempts: 0,
+            candidates: Vec::new(),
             result: None,
             last_error: None,
             history: None,
@@ -319,6 +380,7 @@ mod tests {
                 state: SidecarState::Idle,
                 task_id: None,
                 generation: None,
+                activity: None,
             },
             SidecarMsg::Accept {
                 task_id: "t".into(),
@@ -347,6 +409,9 @@ mod tests {
                 generation: 1,
                 error: "boom".into(),
                 retryable: true,
+                class: Default::default(),
+                retry_after_s: None,
+                log_tail: None,
             },
         ]
     }
@@ -419,7 +484,8 @@ mod tests {
             SidecarMsg::Heartbeat {
                 state: SidecarState::Working,
                 task_id: Some("t".into()),
-                generation: Some(4)
+                generation: Some(4),
+                activity: None,
             }
         );
         let ack = r#"{"type":"ack","task_id":"t","generation":4,"of":"complete"}"#;

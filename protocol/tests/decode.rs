@@ -102,6 +102,9 @@ fn valid_sidecar_msg() -> impl Strategy<Value = SidecarMsg> {
                     generation,
                     error,
                     retryable,
+                    class: Default::default(),
+                    retry_after_s: None,
+                    log_tail: None,
                 }
             }
         ),
@@ -131,6 +134,7 @@ fn valid_sidecar_msg() -> impl Strategy<Value = SidecarMsg> {
                 },
                 task_id: t.as_ref().map(|(i, _)| i.clone()),
                 generation: t.map(|(_, g)| g),
+                activity: None,
             }
         }),
         (

@@ -889,11 +889,13 @@ impl AttemptMachine {
                 state: SidecarState::Working,
                 task_id: Some(c.attempt.task_id.clone()),
                 generation: Some(c.attempt.generation),
+                activity: None,
             },
             None => SidecarMsg::Heartbeat {
                 state: SidecarState::Idle,
                 task_id: None,
                 generation: None,
+                activity: None,
             },
         }
     }

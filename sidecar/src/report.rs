@@ -44,6 +44,9 @@ pub(crate) fn fail_msg(attempt: &AttemptRef, error: String, retry: Retry) -> Sid
         generation: attempt.generation,
         error,
         retryable: retry == Retry::Retryable,
+        class: Default::default(),
+        retry_after_s: None,
+        log_tail: None,
     }
 }
 
@@ -254,6 +257,7 @@ mod tests {
                 generation: 2,
                 error,
                 retryable: false,
+                ..
             } => {
                 assert_eq!(task_id, "t");
                 assert_eq!(

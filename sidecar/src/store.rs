@@ -320,6 +320,9 @@ mod tests {
                 generation: 3,
                 error: "x".into(),
                 retryable: true,
+                class: Default::default(),
+                retry_after_s: None,
+                log_tail: None,
             })
             .unwrap();
         }
@@ -478,6 +481,9 @@ mod tests {
             generation: 1,
             error: "too large".into(),
             retryable: false,
+            class: Default::default(),
+            retry_after_s: None,
+            log_tail: None,
         };
         s.replace_in_outbox(&old, new.clone()).unwrap();
         let msgs: Vec<SidecarMsg> = s.outbox().into_iter().map(|e| e.msg).collect();

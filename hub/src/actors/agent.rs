@@ -345,6 +345,7 @@ impl Handler<FromSidecar> for AgentActor {
                 state,
                 task_id,
                 generation,
+                ..
             } => {
                 let attempt = match (state, task_id, generation) {
                     (SidecarState::Working, Some(id), Some(g)) => Some(AttemptRef::new(id, g)),
@@ -376,6 +377,7 @@ impl Handler<FromSidecar> for AgentActor {
                 generation,
                 error,
                 retryable,
+                ..
             } => self.report(
                 AttemptRef::new(task_id, generation),
                 ReportKind::Fail {

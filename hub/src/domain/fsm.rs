@@ -263,6 +263,7 @@ impl AgentMachine {
             last_heartbeat_at: self.last_heartbeat,
             consecutive_failures: self.consecutive_failures,
             degraded_until: self.degraded_until,
+            degraded_reason: None,
             state_since: self.state_since,
             created_at: self.created_at,
             sidecar_version: self.sidecar_version.clone(),

@@ -515,6 +515,8 @@ impl QueueCore {
             finished_at: None,
             kind: spec.kind.unwrap_or_default(),
             dossier: Default::default(),
+            free_attempts: 0,
+            candidates: Vec::new(),
             exclude_agents,
             result: None,
             last_error: None,
@@ -1301,6 +1303,7 @@ impl QueueCore {
             agent_id: agent.map(str::to_string),
             generation,
             detail,
+            blame: None,
         };
         let e = self.tasks.get_mut(id).expect("task exists");
         let seq = e.history_len;

@@ -40,6 +40,9 @@ fn fail(id: &str, generation: u64, error: &str) -> SidecarMsg {
         generation,
         error: error.into(),
         retryable: true,
+        class: Default::default(),
+        retry_after_s: None,
+        log_tail: None,
     }
 }
 
@@ -126,6 +129,7 @@ fn idle_heartbeat() -> SidecarMsg {
         state: SidecarState::Idle,
         task_id: None,
         generation: None,
+        activity: None,
     }
 }
 
@@ -134,6 +138,7 @@ fn working_heartbeat(a: &AttemptRef) -> SidecarMsg {
         state: SidecarState::Working,
         task_id: Some(a.task_id.clone()),
         generation: Some(a.generation),
+        activity: None,
     }
 }
 
@@ -695,6 +700,9 @@ fn wake_mode_a_report_while_the_wake_command_runs_stops_it() {
             generation: 1,
             error: "bad spec".into(),
             retryable: false,
+            class: Default::default(),
+            retry_after_s: None,
+            log_tail: None,
         })
     );
 }

@@ -47,6 +47,8 @@ fn task(id: &str, generation: u64) -> Task {
         kind: Default::default(),
         dossier: Default::default(),
         exclude_agents: Vec::new(),
+        free_attempts: 0,
+        candidates: Vec::new(),
         result: None,
         last_error: None,
         history: None,
