@@ -155,6 +155,7 @@ pub fn start(settings: Settings) -> Result<Started, String> {
         QueueLinks {
             kick: scheduler.clone().recipient(),
             stop_attempt: registry.clone().recipient(),
+            absolve: registry.clone().recipient(),
             repos: repo_links,
         },
         Retention {
@@ -178,8 +179,10 @@ pub fn start(settings: Settings) -> Result<Started, String> {
         release: queue.clone().recipient(),
         idle: scheduler.clone().recipient(),
         busy: scheduler.recipient(),
+        save_breaker: registry.clone().recipient(),
         view: agents.clone(),
         events: events.clone(),
+        alerts: alerts.clone(),
         heartbeat_interval_s: t.heartbeat_interval_s,
         heartbeat_timeout_s: t.heartbeat_timeout_s,
         messages_per_s: settings.limits.agent_messages_per_s,

@@ -183,6 +183,13 @@ pub struct Timeouts {
     pub task_timeout_s: u64,
     /// A sidecar connection that has not said `hello` by then is closed.
     pub hello_timeout_s: u64,
+    /// A working attempt whose reported activity has not changed this long
+    /// turns its agent `stalled` (alert `task_stalled`).
+    pub stall_s: u64,
+    /// ... and after this long the attempt is failed against the agent and
+    /// its task queued again. Unset (or 0): twice `stall_s`.
+    #[serde(default)]
+    pub stall_kill_s: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -244,6 +251,7 @@ impl Settings {
             .set_default("timeouts.sweep_interval_s", 30)?
             .set_default("timeouts.task_timeout_s", 7200)?
             .set_default("timeouts.hello_timeout_s", 10)?
+            .set_default("timeouts.stall_s", 900)?
             .set_default("retry.max_retries", 3)?
             .set_default("retry.backoff_s", vec![0, 30, 120])?
             .set_default("circuit.failures", 3)?
@@ -281,6 +289,9 @@ impl Settings {
             b = b.set_override("data_dir", d.to_string_lossy().to_string())?;
         }
         let mut s: Settings = b.build()?.try_deserialize()?;
+        if s.timeouts.stall_kill_s == 0 {
+            s.timeouts.stall_kill_s = s.timeouts.stall_s.saturating_mul(2);
+        }
         if s.timeouts.heartbeat_interval_s == 0 {
             s.timeouts.heartbeat_interval_s = (s.timeouts.heartbeat_timeout_s / 3).clamp(1, 30);
         }
@@ -292,6 +303,15 @@ impl Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         let t = &self.timeouts;
         let invalid = |key, message: String| Err(SettingsError::Invalid { key, message });
+        if t.stall_s == 0 || t.stall_kill_s <= t.stall_s {
+            return invalid(
+                "timeouts.stall_kill_s",
+                format!(
+                    "must be longer than stall_s ({}), and stall_s at least 1",
+                    t.stall_s
+                ),
+            );
+        }
         if t.heartbeat_timeout_s <= t.heartbeat_interval_s {
             return invalid(
                 "timeouts.heartbeat_timeout_s",
@@ -473,6 +493,8 @@ impl Settings {
             accept_timeout_ms: self.timeouts.accept_timeout_s as i64 * 1000,
             circuit_failures: self.circuit.failures,
             circuit_cooldown_ms: self.circuit.cooldown_s as i64 * 1000,
+            stall_ms: self.timeouts.stall_s as i64 * 1000,
+            stall_kill_ms: self.timeouts.stall_kill_s as i64 * 1000,
         }
     }
 }

@@ -31,6 +31,8 @@ use std::time::SystemTime;
 use agentcom_protocol::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::fsm::Breaker;
+
 mod changes;
 mod tasks;
 
@@ -53,6 +55,9 @@ pub struct AgentRecord {
     pub capabilities: Vec<String>,
     pub token_sha256: String,
     pub created_at: Timestamp,
+    /// Its failure record (kept across restarts).
+    #[serde(default)]
+    pub breaker: Breaker,
 }
 
 /// A dashboard session as stored, under the SHA-256 of its id.
@@ -178,6 +183,17 @@ impl Store {
         self.sync()
     }
 
+    /// Insert or replace several agents, durably (one sync).
+    pub(crate) fn put_agents(&self, agents: &[AgentRecord]) -> Result<(), StoreError> {
+        for agent in agents {
+            self.agents.insert(
+                agent.id.as_bytes(),
+                serde_json::to_vec(agent).expect("agent serialises"),
+            )?;
+        }
+        self.sync()
+    }
+
     /// Remove an agent, durably.
     pub fn delete_agent(&self, id: &str) -> Result<(), StoreError> {
         self.agents.remove(id.as_bytes())?;
@@ -276,6 +292,12 @@ mod tests {
             capabilities: vec!["x".into()],
             token_sha256: "h".into(),
             created_at: Timestamp(1),
+            breaker: Breaker {
+                failures: vec!["t1".into(), "t2".into()],
+                degraded_until: Some(Timestamp(5)),
+                degraded_reason: Some("environment: disk full".into()),
+                degraded_by: Some(crate::domain::fsm::DegradedBy::Environment),
+            },
         };
         s.put_agent(&a).unwrap();
         s.meta_put("k", "v").unwrap();

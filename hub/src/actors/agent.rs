@@ -34,12 +34,14 @@ use agentcom_protocol::{
 use serde_json::json;
 
 use crate::actors::messages::{
-    AgentBusy, AgentHandle, AgentIdle, AssignTask, Attach, CancelAttempt, CloseConn, ConnId,
-    ConnLink, Connect, Disconnect, FromSidecar, Holds, Push, Release, Report, ReportKind,
-    ReportSource, Revoke, Shutdown,
+    Absolve, AgentBusy, AgentHandle, AgentIdle, AssignTask, Attach, CancelAttempt, CloseConn,
+    ConnId, ConnLink, Connect, Disconnect, FromSidecar, Holds, Push, Release, Report, ReportKind,
+    ReportSource, Revoke, SaveBreaker, Shutdown,
 };
-use crate::domain::fsm::{AgentMachine, Effect, Ending};
+use crate::alerts::AlertBus;
+use crate::domain::fsm::{AgentMachine, Breaker, Effect, Ending};
 use crate::domain::matching::IdleAgent;
+use crate::domain::queue::FailReport;
 use crate::domain::rate::MessageLimit;
 use crate::domain::retry::Retryable;
 use crate::events::EventBus;
@@ -51,8 +53,11 @@ pub struct AgentLinks {
     pub release: Recipient<Release>,
     pub idle: Recipient<AgentIdle>,
     pub busy: Recipient<AgentBusy>,
+    /// Its failure record changed: keep it.
+    pub save_breaker: Recipient<SaveBreaker>,
     pub view: Arc<AgentView>,
     pub events: Arc<EventBus>,
+    pub(crate) alerts: Arc<AlertBus>,
     pub heartbeat_interval_s: u64,
     pub heartbeat_timeout_s: u64,
     /// Each agent's message limit (`limits.agent_messages_*`).
@@ -82,10 +87,13 @@ pub(crate) struct AgentActor {
     published: Option<AgentState>,
     idle_announced: bool,
     retired: bool,
+    /// The failure record as last sent to be kept.
+    saved_breaker: Breaker,
 }
 
 impl AgentActor {
     pub(crate) fn new(machine: AgentMachine, links: Arc<AgentLinks>) -> Self {
+        let machine_breaker = machine.breaker();
         AgentActor {
             machine,
             links,
@@ -94,6 +102,7 @@ impl AgentActor {
             published: None,
             idle_announced: false,
             retired: false,
+            saved_breaker: machine_breaker,
         }
     }
 
@@ -122,6 +131,14 @@ impl AgentActor {
         for e in effects {
             self.carry_out(e);
         }
+        let breaker = self.machine.breaker();
+        if breaker != self.saved_breaker {
+            self.links.save_breaker.do_send(SaveBreaker {
+                agent: self.id(),
+                breaker: breaker.clone(),
+            });
+            self.saved_breaker = breaker;
+        }
         self.publish(ctx);
         self.rearm(ctx);
     }
@@ -140,12 +157,23 @@ impl AgentActor {
             } => self.links.report.do_send(Report {
                 agent: self.id(),
                 attempt: task,
-                kind: ReportKind::Fail {
-                    error,
+                kind: ReportKind::Fail(FailReport {
                     retryable: Retryable::from(retryable),
-                },
+                    ..FailReport::by_hub(&error)
+                }),
                 source: ReportSource::Hub,
             }),
+            Effect::Stalled { task, idle_s } => self.links.alerts.raise(
+                "task_stalled",
+                &task.task_id,
+                &format!(
+                    "agent {} shows no activity on task {} (generation {}) for {idle_s}s",
+                    self.machine.id(),
+                    task.task_id,
+                    task.generation
+                ),
+                Timestamp::now(),
+            ),
             Effect::CloseConnection { conn, reason } => {
                 if let Some(link) = self.conns.remove(&conn) {
                     link.close.do_send(CloseConn { reason });
@@ -240,8 +268,8 @@ impl AgentActor {
             source: ReportSource::Sidecar,
         });
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(move |res, act, ctx| {
-            let verdict = match res {
-                Ok(Ok(v)) => v,
+            let judged = match res {
+                Ok(Ok(j)) => j,
                 Ok(Err(e)) => {
                     tracing::error!(agent = %act.id(), %attempt, error = %e, "report not recorded; the sidecar will resend it");
                     return;
@@ -255,6 +283,7 @@ impl AgentActor {
             // Answer the report first (ack), then whatever follows from it.
             // A counted accept needs no ack: the attempt going on says it.
             let mut fx = Vec::new();
+            let verdict = judged.verdict;
             let counted = !matches!(verdict, crate::domain::queue::Verdict::Stale(_));
             if of != AckOf::Accept || !counted {
                 fx.push(Effect::Send(HubMsg::Ack { task_id: attempt.task_id.clone(), generation: attempt.generation, of }));
@@ -262,7 +291,7 @@ impl AgentActor {
             fx.extend(match of {
                 AckOf::Accept => act.machine.accepted(&attempt, &verdict, now),
                 AckOf::Complete => act.machine.reported(&attempt, Ending::Completed, &verdict, now),
-                AckOf::Fail => act.machine.reported(&attempt, Ending::Failed, &verdict, now),
+                AckOf::Fail => act.machine.reported(&attempt, Ending::Failed(judged.charge), &verdict, now),
             });
             act.after(ctx, fx);
         })))
@@ -345,13 +374,13 @@ impl Handler<FromSidecar> for AgentActor {
                 state,
                 task_id,
                 generation,
-                ..
+                activity,
             } => {
                 let attempt = match (state, task_id, generation) {
                     (SidecarState::Working, Some(id), Some(g)) => Some(AttemptRef::new(id, g)),
                     _ => None,
                 };
-                let fx = self.machine.heartbeat(state, attempt, now);
+                let fx = self.machine.heartbeat(state, attempt, activity, now);
                 self.after(ctx, fx);
                 done()
             }
@@ -377,13 +406,18 @@ impl Handler<FromSidecar> for AgentActor {
                 generation,
                 error,
                 retryable,
-                ..
+                class,
+                retry_after_s,
+                log_tail,
             } => self.report(
                 AttemptRef::new(task_id, generation),
-                ReportKind::Fail {
+                ReportKind::Fail(FailReport {
                     error,
                     retryable: Retryable::from(retryable),
-                },
+                    class,
+                    retry_after_s,
+                    log_tail,
+                }),
                 AckOf::Fail,
             ),
             SidecarMsg::Reject {
@@ -444,6 +478,14 @@ impl Handler<CancelAttempt> for AgentActor {
     fn handle(&mut self, msg: CancelAttempt, ctx: &mut Context<Self>) {
         let fx = self.machine.cancel_task(&msg.attempt, &msg.reason);
         self.after(ctx, fx);
+    }
+}
+
+impl Handler<Absolve> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, msg: Absolve, ctx: &mut Context<Self>) {
+        self.machine.absolve(&msg.task_id, Timestamp::now());
+        self.after(ctx, vec![]);
     }
 }
 

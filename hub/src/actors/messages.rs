@@ -26,12 +26,13 @@ use actix::prelude::*;
 use agentcom_protocol::{AgentInfo, AgentState, AttemptRef, HubMsg, NewTask, SidecarMsg, Task};
 
 use crate::domain::changes::ChangeError;
-use crate::domain::fsm::HelloFacts;
+use crate::domain::fsm::{Breaker, HelloFacts};
 use crate::domain::matching::IdleAgent;
 use crate::domain::pipeline::PipelineError;
-use crate::domain::queue::{Assignment, Created, Outstanding, QueueError, Verdict};
+use crate::domain::queue::{
+    Assignment, Created, FailReport, Judged, Outstanding, QueueError, Verdict,
+};
 use crate::domain::rate::MessageLimit;
-use crate::domain::retry::Retryable;
 
 /// Identifies one WebSocket connection of a sidecar (unique per hub run).
 pub(crate) type ConnId = u64;
@@ -111,7 +112,7 @@ pub struct Claim {
 pub enum ReportKind {
     Accept,
     Complete(agentcom_protocol::TaskResult),
-    Fail { error: String, retryable: Retryable },
+    Fail(FailReport),
 }
 
 /// Who sent a report: its sidecar, or the hub on the agent's behalf (a
@@ -122,9 +123,10 @@ pub enum ReportSource {
     Hub,
 }
 
-/// A report about an attempt; answered with the queue's verdict once durable.
+/// A report about an attempt; answered with the queue's verdict (and
+/// what it charges the agent) once durable.
 #[derive(Message)]
-#[rtype(result = "Result<Verdict, CommandError>")]
+#[rtype(result = "Result<Judged, CommandError>")]
 pub struct Report {
     pub agent: String,
     pub attempt: AttemptRef,
@@ -197,6 +199,23 @@ pub struct StopAttempt {
     pub reason: String,
 }
 
+/// A failure was blamed on the task: these agents' earlier failures of
+/// it no longer count on their breakers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AbsolveFailures {
+    pub agents: Vec<String>,
+    pub task_id: String,
+}
+
+/// An agent's failure record changed: keep it across restarts.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SaveBreaker {
+    pub agent: String,
+    pub breaker: Breaker,
+}
+
 /// The hub is stopping: close every connection.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -248,6 +267,13 @@ pub struct Disconnect {
 pub struct FromSidecar {
     pub conn: ConnId,
     pub msg: SidecarMsg,
+}
+
+/// The agent's earlier failure of this task no longer counts.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Absolve {
+    pub task_id: String,
 }
 
 /// The scheduler gives the agent an attempt; `Err` carries the state that

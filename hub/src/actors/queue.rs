@@ -33,15 +33,17 @@ use tokio::sync::oneshot;
 use std::collections::BTreeMap;
 
 use crate::actors::messages::{
-    ApproveChange, CancelTask, Claim, CommandError, CreateTask, Inspect, Inspected, Kick,
-    MainChecked, MainHealth, MainSeen, MergeDone, MergeJob, MergeKick, MergeOutcome, NextMerge,
-    OutstandingAttempts, PromoteDue, RejectChange, Release, Report, ReportKind, ReportSource,
-    RetryTask, StopAttempt,
+    AbsolveFailures, ApproveChange, CancelTask, Claim, CommandError, CreateTask, Inspect,
+    Inspected, Kick, MainChecked, MainHealth, MainSeen, MergeDone, MergeJob, MergeKick,
+    MergeOutcome, NextMerge, OutstandingAttempts, PromoteDue, RejectChange, Release, Report,
+    ReportKind, ReportSource, RetryTask, StopAttempt,
 };
 use crate::alerts::AlertBus;
 use crate::domain::changes::{ChangeCore, ChangeDelta};
 use crate::domain::pipeline::{Effect, MergeResult, Pipeline};
-use crate::domain::queue::{Assignment, Created, QueueCore, QueueError, TaskDelta, Verdict};
+use crate::domain::queue::{
+    Assignment, Created, Judged, QueueCore, QueueError, TaskDelta, Verdict,
+};
 use crate::domain::repo::RepoConfig;
 use crate::events::EventBus;
 use crate::stats::Stats;
@@ -56,6 +58,9 @@ pub(crate) struct QueueLinks {
     pub kick: Recipient<Kick>,
     /// An operator cancelled an attempt an agent holds.
     pub stop_attempt: Recipient<StopAttempt>,
+    /// A failure blamed on the task absolves the agents that failed it
+    /// before.
+    pub absolve: Recipient<AbsolveFailures>,
     /// Each repository's actor, by repository name.
     pub(crate) repos: BTreeMap<String, RepoLink>,
 }
@@ -617,34 +622,44 @@ impl Handler<Claim> for QueueActor {
 }
 
 impl Handler<Report> for QueueActor {
-    type Result = ResponseFuture<Result<Verdict, CommandError>>;
+    type Result = ResponseFuture<Result<Judged, CommandError>>;
     fn handle(&mut self, msg: Report, ctx: &mut Context<Self>) -> Self::Result {
         let now = Timestamp::now();
-        let verdict = match msg.kind {
-            ReportKind::Accept => self.core.accept(&msg.attempt, &msg.agent, now),
+        let judged = match msg.kind {
+            ReportKind::Accept => Judged::plain(self.core.accept(&msg.attempt, &msg.agent, now)),
             ReportKind::Complete(result) => {
                 let (v, fx) = self
                     .pipeline()
                     .complete(&msg.attempt, &msg.agent, result, now);
                 self.stage_effects(fx);
-                v
+                Judged::plain(v)
             }
-            ReportKind::Fail { error, retryable } => {
-                let v = self
-                    .core
-                    .fail(&msg.attempt, &msg.agent, &error, retryable, now);
+            ReportKind::Fail(report) => {
+                let j = self.core.fail(&msg.attempt, &msg.agent, &report, now);
                 let fx = self.pipeline().task_ended(&msg.attempt.task_id, now);
                 self.stage_effects(fx);
-                v
+                j
             }
         };
-        if let Verdict::Stale(why) = &verdict {
+        if let Verdict::Stale(why) = &judged.verdict {
             if msg.source == ReportSource::Sidecar {
                 self.stats.stale();
             }
             tracing::warn!(attempt = %msg.attempt, agent = %msg.agent, why = %why, "stale report");
         }
-        after_durable(self.commit(ctx), Ok(verdict))
+        let durable = self.commit(ctx);
+        let absolve = self.links.absolve.clone();
+        let task_id = msg.attempt.task_id;
+        Box::pin(async move {
+            durably(durable).await?;
+            if !judged.absolve.is_empty() {
+                absolve.do_send(AbsolveFailures {
+                    agents: judged.absolve.clone(),
+                    task_id,
+                });
+            }
+            Ok(judged)
+        })
     }
 }
 

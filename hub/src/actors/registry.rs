@@ -22,8 +22,8 @@ use agentcom_protocol::{AgentInfo, Timestamp};
 
 use crate::actors::agent::{AgentActor, AgentLinks};
 use crate::actors::messages::{
-    AddAgent, AgentHandle, CancelAttempt, CloseAll, Lookup, OutstandingAttempts, RegistryError,
-    Revoke, RevokeAgent, Shutdown, StopAttempt,
+    Absolve, AbsolveFailures, AddAgent, AgentHandle, CancelAttempt, CloseAll, Lookup,
+    OutstandingAttempts, RegistryError, Revoke, RevokeAgent, SaveBreaker, Shutdown, StopAttempt,
 };
 use crate::auth::{generate_token, hash_token};
 use crate::domain::fsm::{AgentMachine, FsmSettings};
@@ -84,6 +84,9 @@ pub struct RegistryActor {
     /// What the agents held at start, by agent (taken as their actors start).
     held_at_start: HashMap<String, Outstanding>,
     records_at_start: Vec<AgentRecord>,
+    /// Agents whose failure record changed since it was last written.
+    breakers_due: HashSet<String>,
+    flushing_breakers: bool,
 }
 
 impl RegistryActor {
@@ -111,17 +114,45 @@ impl RegistryActor {
             reseeding: HashSet::new(),
             held_at_start: latest_by_agent(held),
             records_at_start: records,
+            breakers_due: HashSet::new(),
+            flushing_breakers: false,
         }
     }
 
     fn machine(&self, record: &AgentRecord, now: Timestamp) -> AgentMachine {
-        AgentMachine::new(
+        let mut m = AgentMachine::new(
             &record.id,
             record.capabilities.clone(),
             record.created_at,
             self.fsm_settings.clone(),
             now,
-        )
+        );
+        m.restore_breaker(record.breaker.clone(), now);
+        m
+    }
+
+    /// Write the failure records that changed, one batch at a time (so an
+    /// older record never lands after a newer one).
+    fn flush_breakers(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing_breakers || self.breakers_due.is_empty() {
+            return;
+        }
+        self.flushing_breakers = true;
+        let batch: Vec<AgentRecord> = std::mem::take(&mut self.breakers_due)
+            .into_iter()
+            .filter_map(|id| self.agents.get(&id).map(|r| r.record.clone()))
+            .collect();
+        let store = self.store.clone();
+        let write = actix_rt::task::spawn_blocking(move || store.put_agents(&batch));
+        ctx.spawn(write.into_actor(self).map(|res, act, ctx| {
+            act.flushing_breakers = false;
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "agents' failure records not kept"),
+                Err(e) => tracing::error!(error = %e, "agents' failure records not kept"),
+            }
+            act.flush_breakers(ctx);
+        }));
     }
 
     /// Start a supervised actor for `record`, seeded with the attempt it
@@ -229,6 +260,7 @@ impl Handler<AddAgent> for RegistryActor {
             capabilities,
             token_sha256: hash_token(&token),
             created_at: Timestamp::now(),
+            breaker: Default::default(),
         };
         let store = self.store.clone();
         let to_write = record.clone();
@@ -294,6 +326,31 @@ impl Handler<StopAttempt> for RegistryActor {
                 attempt: msg.attempt,
                 reason: msg.reason,
             });
+        }
+    }
+}
+
+impl Handler<AbsolveFailures> for RegistryActor {
+    type Result = ();
+    fn handle(&mut self, msg: AbsolveFailures, _: &mut Context<Self>) {
+        for agent in msg.agents {
+            if let Some(r) = self.agents.get(&agent) {
+                r.addr.do_send(Absolve {
+                    task_id: msg.task_id.clone(),
+                });
+            }
+        }
+    }
+}
+
+impl Handler<SaveBreaker> for RegistryActor {
+    type Result = ();
+    fn handle(&mut self, msg: SaveBreaker, ctx: &mut Context<Self>) {
+        // A revoked agent's record is gone; nothing to keep.
+        if let Some(r) = self.agents.get_mut(&msg.agent) {
+            r.record.breaker = msg.breaker;
+            self.breakers_due.insert(msg.agent);
+            self.flush_breakers(ctx);
         }
     }
 }

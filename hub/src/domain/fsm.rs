@@ -3,9 +3,17 @@
 //! It holds what the hub knows of one agent: whether its sidecar is
 //! connected (and through which connection), the attempt it holds (assigned or
 //! working), its heartbeat and failure record, and its recent transitions.
-//! Its state (offline, idle, assigned, working, degraded) is *derived* from
-//! those facts, so every transition is the consequence of an event and is
-//! logged with the event's reason.
+//! Its state (offline, idle, assigned, working, stalled, degraded) is
+//! *derived* from those facts, so every transition is the consequence of an
+//! event and is logged with the event's reason.
+//!
+//! Failures count on its breaker as the queue judged them ([`Charge`]): a
+//! task's own failure counts until another agent fails the same task (then
+//! the queue absolves it), an environment failure degrades it at once, a
+//! rate limit holds it back without counting. Its breaker ([`Breaker`])
+//! is what the hub keeps of it across restarts. A working attempt whose
+//! reported activity does not change for `stall_ms` turns it `stalled`;
+//! after `stall_kill_ms` the attempt is failed against it and cancelled.
 //!
 //! Events come in as method calls with the current time; what the hub must
 //! do about them comes out as [`Effect`]s (frames to send, attempts to
@@ -16,12 +24,13 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use agentcom_protocol::{
-    AgentInfo, AgentState, AgentTransition, AttemptRef, HubMsg, SidecarState, Task, TaskStatus,
-    Timestamp,
+    Activity, AgentInfo, AgentState, AgentTransition, AttemptRef, HubMsg, SidecarState, Task,
+    TaskStatus, Timestamp,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::domain::limits::MAX_PROGRESS_NOTE_BYTES;
-use crate::domain::queue::{repo_mark, Outstanding, Verdict};
+use crate::domain::queue::{repo_mark, Charge, Outstanding, Verdict};
 use crate::domain::repo::valid_name;
 
 /// Timeouts and the circuit breaker, in milliseconds.
@@ -31,6 +40,11 @@ pub struct FsmSettings {
     pub accept_timeout_ms: i64,
     pub circuit_failures: u32,
     pub circuit_cooldown_ms: i64,
+    /// A working attempt whose activity has not changed this long is
+    /// stalled.
+    pub stall_ms: i64,
+    /// ... and after this long it is failed and cancelled.
+    pub stall_kill_ms: i64,
 }
 
 impl Default for FsmSettings {
@@ -40,8 +54,40 @@ impl Default for FsmSettings {
             accept_timeout_ms: 60_000,
             circuit_failures: 3,
             circuit_cooldown_ms: 300_000,
+            stall_ms: 900_000,
+            stall_kill_ms: 1_800_000,
         }
     }
+}
+
+/// The failures a breaker remembers (by task), at most.
+const FAILURES_KEPT: usize = 64;
+
+/// Why an agent is degraded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DegradedBy {
+    /// `circuit_failures` failures in a row.
+    Breaker,
+    /// Its machine failed (an environment failure).
+    Environment,
+    /// The model provider's rate limit.
+    RateLimit,
+}
+
+/// What the hub keeps of an agent's failure record across restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Breaker {
+    /// The task of each failure in the current run of failures, oldest
+    /// first.
+    #[serde(default)]
+    pub failures: Vec<String>,
+    #[serde(default)]
+    pub degraded_until: Option<Timestamp>,
+    #[serde(default)]
+    pub degraded_reason: Option<String>,
+    #[serde(default)]
+    pub degraded_by: Option<DegradedBy>,
 }
 
 /// How many recent transitions an agent keeps.
@@ -66,6 +112,12 @@ pub(crate) struct Holding {
     pub timeout_s: u64,
     /// The hub told the sidecar to stop; waiting for it to confirm.
     pub cancelling: bool,
+    /// The activity the sidecar last reported for it (working only).
+    pub activity: Option<Activity>,
+    /// When that activity last changed (or the attempt was accepted).
+    pub active_at: Timestamp,
+    /// No activity for `stall_ms`.
+    pub stalled: bool,
 }
 
 /// What the actor must do after an event.
@@ -84,13 +136,16 @@ pub(crate) enum Effect {
     },
     /// Close this connection.
     CloseConnection { conn: u64, reason: String },
+    /// The attempt stalled: tell people (`task_stalled`).
+    Stalled { task: AttemptRef, idle_s: i64 },
 }
 
-/// How the sidecar says an attempt ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the sidecar says an attempt ended (a failure with what the queue
+/// made of it).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Ending {
     Completed,
-    Failed,
+    Failed(Charge),
 }
 
 /// Why the machine refuses something a sidecar sent (answered with an
@@ -152,8 +207,11 @@ pub(crate) struct AgentMachine {
     last_heartbeat: Option<Timestamp>,
     /// While offline with an attempt held: when it is given up.
     offline_deadline: Option<Timestamp>,
-    consecutive_failures: u32,
+    /// The task of each failure in the current run, oldest first.
+    failures: VecDeque<String>,
     degraded_until: Option<Timestamp>,
+    degraded_reason: Option<String>,
+    degraded_by: Option<DegradedBy>,
     sidecar_version: Option<String>,
     recent: VecDeque<AgentTransition>,
 }
@@ -178,8 +236,10 @@ impl AgentMachine {
             holding: None,
             last_heartbeat: None,
             offline_deadline: None,
-            consecutive_failures: 0,
+            failures: VecDeque::new(),
             degraded_until: None,
+            degraded_reason: None,
+            degraded_by: None,
             sidecar_version: None,
             recent: VecDeque::new(),
         }
@@ -205,12 +265,38 @@ impl AgentMachine {
             deadline: Some(deadline),
             timeout_s: held.timeout_s,
             cancelling: false,
+            activity: None,
+            active_at: now,
+            stalled: false,
         });
         self.offline_deadline = Some(now.plus_millis(self.settings.heartbeat_timeout_ms));
     }
 
     pub(crate) fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Its failure record, as kept across restarts.
+    pub(crate) fn breaker(&self) -> Breaker {
+        Breaker {
+            failures: self.failures.iter().cloned().collect(),
+            degraded_until: self.degraded_until,
+            degraded_reason: self.degraded_reason.clone(),
+            degraded_by: self.degraded_by,
+        }
+    }
+
+    /// The failure record kept from before a restart (a degradation that
+    /// ended meanwhile is dropped at the next tick).
+    pub(crate) fn restore_breaker(&mut self, b: Breaker, now: Timestamp) {
+        self.failures = b.failures.into_iter().collect();
+        while self.failures.len() > FAILURES_KEPT {
+            self.failures.pop_front();
+        }
+        self.degraded_until = b.degraded_until;
+        self.degraded_reason = b.degraded_reason;
+        self.degraded_by = b.degraded_by;
+        self.settle(now, "failure record restored");
     }
 
     pub(crate) fn capabilities(&self) -> &[String] {
@@ -245,7 +331,7 @@ impl AgentMachine {
 
     #[cfg(test)]
     pub(crate) fn consecutive_failures(&self) -> u32 {
-        self.consecutive_failures
+        self.failures.len() as u32
     }
 
     pub(crate) fn recent(&self) -> impl Iterator<Item = &AgentTransition> {
@@ -261,9 +347,9 @@ impl AgentMachine {
             connected: self.conn.is_some(),
             current_task: self.holding.as_ref().map(|h| h.task.clone()),
             last_heartbeat_at: self.last_heartbeat,
-            consecutive_failures: self.consecutive_failures,
+            consecutive_failures: self.failures.len() as u32,
             degraded_until: self.degraded_until,
-            degraded_reason: None,
+            degraded_reason: self.degraded_reason.clone(),
             state_since: self.state_since,
             created_at: self.created_at,
             sidecar_version: self.sidecar_version.clone(),
@@ -290,6 +376,12 @@ impl AgentMachine {
         if let Some(h) = &self.holding {
             if !h.cancelling {
                 consider(h.deadline);
+                if h.activity.is_some() {
+                    if !h.stalled {
+                        consider(Some(h.active_at.plus_millis(self.settings.stall_ms)));
+                    }
+                    consider(Some(h.active_at.plus_millis(self.settings.stall_kill_ms)));
+                }
             }
         }
         consider(self.degraded_until);
@@ -358,6 +450,7 @@ impl AgentMachine {
         &mut self,
         state: SidecarState,
         task: Option<AttemptRef>,
+        activity: Option<Activity>,
         now: Timestamp,
     ) -> Vec<Effect> {
         self.last_heartbeat = Some(now);
@@ -367,6 +460,8 @@ impl AgentMachine {
                 Some(h) if h.task == t => {
                     if h.cancelling {
                         fx.push(cancel(&t, "cancelled"));
+                    } else if h.phase == Phase::Working {
+                        self.observe(activity, now);
                     }
                 }
                 _ => {
@@ -414,6 +509,9 @@ impl AgentMachine {
             deadline: Some(now.plus_millis(self.settings.accept_timeout_ms)),
             timeout_s: task.timeout_s,
             cancelling: false,
+            activity: None,
+            active_at: now,
+            stalled: false,
         });
         self.settle(now, &format!("assigned {r}"));
         Ok(vec![Effect::Send(HubMsg::Assign {
@@ -445,6 +543,7 @@ impl AgentMachine {
             if h.phase == Phase::Assigned {
                 h.phase = Phase::Working;
                 h.since = now;
+                h.active_at = now;
                 h.deadline = Some(now.plus_secs(h.timeout_s as f64));
                 self.settle(now, &format!("accepted {task}"));
             }
@@ -453,8 +552,8 @@ impl AgentMachine {
     }
 
     /// The sidecar reported how `task` ended, and the queue gave its
-    /// verdict: only a failure the queue applied (not one it already had,
-    /// nor one of an attempt being cancelled) counts against the agent.
+    /// verdict and its charge: only a failure the queue applied (not one
+    /// it already had, nor one of an attempt being cancelled) is charged.
     pub(crate) fn reported(
         &mut self,
         task: &AttemptRef,
@@ -468,19 +567,44 @@ impl AgentMachine {
         }
         let was_cancelling = self.holding.as_ref().is_some_and(|h| h.cancelling);
         self.holding = None;
-        match ending {
-            Ending::Completed => self.consecutive_failures = 0,
-            Ending::Failed if *verdict == Verdict::Applied && !was_cancelling => {
-                self.note_failure(now)
-            }
-            Ending::Failed => {}
-        }
-        let what = match ending {
+        let what = match &ending {
             Ending::Completed => "completed",
-            Ending::Failed => "failed",
+            Ending::Failed(_) => "failed",
         };
+        match ending {
+            Ending::Completed => {
+                self.failures.clear();
+                if self.degraded_by == Some(DegradedBy::Breaker) {
+                    self.undegrade();
+                }
+            }
+            Ending::Failed(charge) if *verdict == Verdict::Applied && !was_cancelling => {
+                self.charge(&task.task_id, charge, now)
+            }
+            Ending::Failed(_) => {}
+        }
         self.settle(now, &format!("{what} {task}"));
         vec![]
+    }
+
+    /// The queue blamed `task_id` on the task: this agent's earlier
+    /// failure of it no longer counts (a degradation by the breaker that
+    /// no longer holds ends).
+    pub(crate) fn absolve(&mut self, task_id: &str, now: Timestamp) {
+        let before = self.failures.len();
+        self.failures.retain(|t| t != task_id);
+        if self.failures.len() == before {
+            return;
+        }
+        if self.degraded_by == Some(DegradedBy::Breaker)
+            && (self.failures.len() as u32) < self.settings.circuit_failures
+        {
+            self.undegrade();
+        }
+        self.settle(
+            now,
+            &format!("absolved of task {task_id}: it failed elsewhere too"),
+        );
     }
 
     /// The sidecar refused the assignment.
@@ -498,7 +622,7 @@ impl AgentMachine {
             return vec![];
         }
         self.holding = None;
-        self.note_failure(now);
+        self.note_failure(&task.task_id, now);
         self.settle(now, &format!("rejected {task}: {reason}"));
         vec![Effect::Release {
             task: task.clone(),
@@ -571,6 +695,35 @@ impl AgentMachine {
             self.settle(now, &reason);
         }
         if let Some(h) = self.holding.clone() {
+            if !h.cancelling && h.phase == Phase::Working && h.activity.is_some() {
+                let idle = now.0 - h.active_at.0;
+                if idle >= self.settings.stall_kill_ms {
+                    let reason = format!("stalled: no activity for {}s", idle / 1000);
+                    fx.push(Effect::Fail {
+                        task: h.task.clone(),
+                        error: reason.clone(),
+                        retryable: true,
+                    });
+                    fx.push(cancel(&h.task, &reason));
+                    self.holding.as_mut().expect("holding").cancelling = true;
+                    self.note_failure(&h.task.task_id, now);
+                    self.settle(now, &reason);
+                    return fx;
+                }
+                if !h.stalled && idle >= self.settings.stall_ms {
+                    self.holding.as_mut().expect("holding").stalled = true;
+                    fx.push(Effect::Stalled {
+                        task: h.task.clone(),
+                        idle_s: idle / 1000,
+                    });
+                    self.settle(
+                        now,
+                        &format!("no activity for {}s on {}", idle / 1000, h.task),
+                    );
+                }
+            }
+        }
+        if let Some(h) = self.holding.clone() {
             if !h.cancelling && h.deadline.is_some_and(|d| d <= now) {
                 match h.phase {
                     Phase::Assigned => {
@@ -591,15 +744,20 @@ impl AgentMachine {
                         });
                         fx.push(cancel(&h.task, &reason));
                         self.holding.as_mut().expect("holding").cancelling = true;
-                        self.note_failure(now);
+                        self.note_failure(&h.task.task_id, now);
                         self.settle(now, &reason);
                     }
                 }
             }
         }
         if self.degraded_until.is_some_and(|d| d <= now) {
-            self.degraded_until = None;
-            self.settle(now, "circuit cooldown over");
+            let over = match self.degraded_by {
+                Some(DegradedBy::RateLimit) => "rate limit over",
+                Some(DegradedBy::Environment) => "environment cooldown over",
+                _ => "circuit cooldown over",
+            };
+            self.undegrade();
+            self.settle(now, over);
         }
         fx
     }
@@ -630,7 +788,7 @@ impl AgentMachine {
     fn give_up(&mut self, reason: &str, now: Timestamp) -> Option<Effect> {
         let h = self.holding.take()?;
         if !h.cancelling {
-            self.note_failure(now);
+            self.note_failure(&h.task.task_id, now);
         }
         Some(Effect::Release {
             task: h.task,
@@ -638,10 +796,74 @@ impl AgentMachine {
         })
     }
 
-    fn note_failure(&mut self, now: Timestamp) {
-        self.consecutive_failures += 1;
-        if self.consecutive_failures >= self.settings.circuit_failures {
-            self.degraded_until = Some(now.plus_millis(self.settings.circuit_cooldown_ms));
+    /// What the queue charged for a failure of `task_id`.
+    fn charge(&mut self, task_id: &str, charge: Charge, now: Timestamp) {
+        match charge {
+            Charge::None => {}
+            Charge::Failure => self.note_failure(task_id, now),
+            Charge::Environment(reason) => {
+                let until = now.plus_millis(self.settings.circuit_cooldown_ms);
+                self.degrade(
+                    until,
+                    DegradedBy::Environment,
+                    format!("environment: {reason}"),
+                );
+            }
+            Charge::HoldUntil(until, reason) => {
+                // A longer degradation already running stands.
+                if self.degraded_until.is_none_or(|d| d < until) {
+                    self.degrade(
+                        until,
+                        DegradedBy::RateLimit,
+                        format!("rate limited: {reason}"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn note_failure(&mut self, task_id: &str, now: Timestamp) {
+        self.failures.push_back(task_id.to_string());
+        while self.failures.len() > FAILURES_KEPT {
+            self.failures.pop_front();
+        }
+        let n = self.failures.len() as u32;
+        if n >= self.settings.circuit_failures && self.degraded_by != Some(DegradedBy::Environment)
+        {
+            let until = now.plus_millis(self.settings.circuit_cooldown_ms);
+            self.degrade(until, DegradedBy::Breaker, format!("{n} failures in a row"));
+        }
+    }
+
+    fn degrade(&mut self, until: Timestamp, by: DegradedBy, reason: String) {
+        self.degraded_until = Some(until);
+        self.degraded_by = Some(by);
+        self.degraded_reason = Some(reason);
+    }
+
+    fn undegrade(&mut self) {
+        self.degraded_until = None;
+        self.degraded_by = None;
+        self.degraded_reason = None;
+    }
+
+    /// A heartbeat's activity for the working attempt: a change is life.
+    fn observe(&mut self, activity: Option<Activity>, now: Timestamp) {
+        let Some(a) = activity else { return };
+        let h = self.holding.as_mut().expect("holding");
+        if h.activity.as_ref() == Some(&a) {
+            return;
+        }
+        // The first report is the baseline: a runner silent from the
+        // start stalls counting from its acceptance.
+        if h.activity.is_some() {
+            h.active_at = now;
+        }
+        h.activity = Some(a);
+        if h.stalled {
+            h.stalled = false;
+            let task = h.task.clone();
+            self.settle(now, &format!("activity again on {task}"));
         }
     }
 
@@ -651,6 +873,7 @@ impl AgentMachine {
         } else if let Some(h) = &self.holding {
             match h.phase {
                 Phase::Assigned => AgentState::Assigned,
+                Phase::Working if h.stalled => AgentState::Stalled,
                 Phase::Working => AgentState::Working,
             }
         } else if self.degraded_until.is_some_and(|d| d > now) {

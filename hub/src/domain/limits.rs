@@ -19,6 +19,8 @@ pub(crate) const MAX_ERROR_BYTES: usize = 8 * 1024;
 /// Longest reason a person gives for rejecting a change, in bytes (the
 /// next attempt's agent reads it in the dossier).
 pub(crate) const MAX_REASON_BYTES: usize = 4096;
+/// Longest log tail an attempt's dossier record keeps, in bytes.
+pub(crate) const MAX_LOG_TAIL_BYTES: usize = 8 * 1024;
 /// Longest summary kept when a result has to be cut down, in bytes.
 const MAX_SUMMARY_BYTES: usize = 8 * 1024;
 
@@ -33,6 +35,19 @@ pub(crate) fn cap_text(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}… ({} bytes cut)", &text[..end], text.len() - end)
+}
+
+/// The end of `text` in at most `max` bytes (a log's tail: the start is
+/// what goes), on a character boundary.
+pub(crate) fn tail_text(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
 }
 
 /// A result small enough to keep: as it is when its JSON fits in

@@ -4,6 +4,7 @@
 //! - [`lanes`]: priority lanes and their order.
 //! - [`matching`]: which idle agent gets which queued task.
 //! - [`retry`]: backoff and dead-lettering.
+//! - [`blame`]: who a failed attempt is on, with the evidence.
 //! - [`fsm`]: one agent's state machine (`AgentMachine`).
 //! - [`validate`]: field rules for submitted tasks and agents.
 //! - [`limits`]: how much of what agents send the hub keeps.
@@ -13,6 +14,7 @@
 //! - [`repo`]: a repository the hub guards, as the rules see it.
 //! - [`rate`]: token buckets (agents' messages, token guesses).
 
+pub(crate) mod blame;
 pub(crate) mod changes;
 pub(crate) mod fsm;
 pub(crate) mod gate;

@@ -22,10 +22,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use agentcom_protocol::{
-    AttemptRecord, AttemptRef, HistoryEntry, NewTask, Task, TaskEvent, TaskKind, TaskResult,
-    TaskStatus, Timestamp,
+    AttemptRecord, AttemptRef, Blame, Candidate, FailClass, HistoryEntry, NewTask, Task, TaskEvent,
+    TaskKind, TaskResult, TaskStatus, Timestamp,
 };
 
+use crate::domain::blame::{self, Blamed, Failure};
 use crate::domain::lanes::{LaneKind, Lanes};
 use crate::domain::limits;
 use crate::domain::matching::{self, IdleAgent};
@@ -99,6 +100,70 @@ pub enum Verdict {
     Duplicate,
     /// Not about the current attempt; nothing changes (beyond a history note).
     Stale(String),
+}
+
+/// What an ended attempt means for the agent that ran it, as the queue
+/// judged it (the agent's machine applies it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Charge {
+    /// Nothing against the agent (completed, blamed on the task, or not
+    /// the current attempt).
+    #[default]
+    None,
+    /// A failure on its breaker. For a task's own failure this stands
+    /// until another agent fails the same task (then it is absolved).
+    Failure,
+    /// Its machine is broken: degraded at once, for the breaker's
+    /// cooldown, with the reason.
+    Environment(String),
+    /// The model provider limits it: given nothing until then, no
+    /// failure counted.
+    HoldUntil(Timestamp, String),
+}
+
+/// The queue's answer to a report: its verdict, what it means for the
+/// reporting agent, and the other agents a failure blamed on the task
+/// absolves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judged {
+    pub verdict: Verdict,
+    pub charge: Charge,
+    /// Agents whose earlier failure of this task no longer counts.
+    pub absolve: Vec<String>,
+}
+
+impl Judged {
+    pub(crate) fn plain(verdict: Verdict) -> Judged {
+        Judged {
+            verdict,
+            charge: Charge::None,
+            absolve: Vec::new(),
+        }
+    }
+}
+
+/// A failed attempt as reported (by its sidecar, or by the hub).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailReport {
+    pub error: String,
+    pub retryable: Retryable,
+    pub class: FailClass,
+    pub retry_after_s: Option<u64>,
+    pub log_tail: Option<String>,
+}
+
+impl FailReport {
+    /// The hub's own finding (a time-out, a stall, a lost attempt): the
+    /// agent's failure, retryable.
+    pub(crate) fn by_hub(error: &str) -> FailReport {
+        FailReport {
+            error: error.to_string(),
+            retryable: Retryable::Yes,
+            class: FailClass::Agent,
+            retry_after_s: None,
+            log_tail: None,
+        }
+    }
 }
 
 /// A task given to an agent by [`QueueCore::claim`].
@@ -201,6 +266,9 @@ pub(crate) struct QueueCore {
     paused_repos: BTreeSet<String>,
 }
 
+/// Most late results a task keeps in `candidates`.
+pub(crate) const MAX_CANDIDATES: usize = 10;
+
 /// Most earlier attempts a task's dossier keeps.
 pub(crate) const DOSSIER_ATTEMPTS: usize = 10;
 
@@ -215,8 +283,15 @@ pub(crate) fn repo_mark(repo: &str) -> String {
 /// dossier and history.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum AttemptEnd {
-    /// The attempt failed (the agent said so, or the hub gave up on it).
-    Failed,
+    /// The attempt failed (the agent said so, or the hub gave up on it),
+    /// blamed as [`blame::judge`] decided.
+    Failed {
+        class: FailClass,
+        blamed: Blamed,
+        log_tail: Option<String>,
+    },
+    /// A person rejected its change.
+    Rejected,
     /// Its change was sent back (conflict, failed check, changes
     /// requested): the task goes again, as after a failure.
     SentBack {
@@ -779,14 +854,66 @@ impl QueueCore {
                     "the attempt had already ended ({})",
                     self.get(&attempt.task_id).expect("exists").status
                 );
-                let detail = format!("{why}; late result: {}", late_summary(&result));
-                self.stale(attempt, agent, "complete", detail, now)
+                self.late_result(attempt, agent, &result, why, now)
             }
-            Check::Stale(why) => {
-                let detail = format!("{why}; late result: {}", late_summary(&result));
-                self.stale(attempt, agent, "complete", detail, now)
-            }
+            Check::Stale(why) => self.late_result(attempt, agent, &result, why, now),
         }
+    }
+
+    /// A `complete` for an attempt that is no longer current: noted, and
+    /// kept in the task's `candidates` when it carries a branch and comes
+    /// from the agent that held that generation.
+    fn late_result(
+        &mut self,
+        attempt: &AttemptRef,
+        agent: &str,
+        result: &TaskResult,
+        why: String,
+        now: Timestamp,
+    ) -> Verdict {
+        let Some(t) = self.get(&attempt.task_id) else {
+            return Verdict::Stale(why);
+        };
+        if t.candidates
+            .iter()
+            .any(|c| c.generation == attempt.generation && c.agent_id == agent)
+        {
+            return Verdict::Duplicate;
+        }
+        let held_it = (t.generation == attempt.generation
+            && t.assigned_to.as_deref() == Some(agent))
+            || t.dossier
+                .attempts
+                .iter()
+                .any(|r| r.generation == attempt.generation && r.agent_id == agent);
+        let result = limits::cap_result(result.clone());
+        let keep = held_it && attempt.generation <= t.generation;
+        let detail = match (&result.branch, keep) {
+            (Some(branch), true) => {
+                let candidate = Candidate {
+                    generation: attempt.generation,
+                    agent_id: agent.to_string(),
+                    branch: branch.clone(),
+                    base: result.base.clone(),
+                    head: result.head.clone(),
+                    summary: result
+                        .summary
+                        .as_deref()
+                        .map(|s| limits::cap_text(s, limits::MAX_DETAIL_BYTES)),
+                    at: now,
+                };
+                let t = self.task_mut(&attempt.task_id);
+                t.candidates.push(candidate);
+                let extra = t.candidates.len().saturating_sub(MAX_CANDIDATES);
+                t.candidates.drain(..extra);
+                format!(
+                    "{why}; late result kept as a candidate (branch {branch}): {}",
+                    late_summary(&result)
+                )
+            }
+            _ => format!("{why}; late result: {}", late_summary(&result)),
+        };
+        self.stale(attempt, agent, "complete", detail, now)
     }
 
     /// The agent's attempt failed. Retryable failures with attempts left
@@ -796,17 +923,29 @@ impl QueueCore {
         &mut self,
         attempt: &AttemptRef,
         agent: &str,
-        error: &str,
-        retryable: Retryable,
+        report: &FailReport,
         now: Timestamp,
-    ) -> Verdict {
-        match self.check(attempt, agent) {
+    ) -> Judged {
+        let error = report.error.as_str();
+        let retryable = report.retryable;
+        let verdict = match self.check(attempt, agent) {
             Check::Current(status) => {
                 if status == TaskStatus::Assigned {
                     self.task_mut(&attempt.task_id).attempts += 1;
                 }
-                self.fail_current(&attempt.task_id, Some(agent), error, retryable, now);
-                Verdict::Applied
+                let blamed = self.blame(&attempt.task_id, agent, report, now);
+                let judged = Judged {
+                    verdict: Verdict::Applied,
+                    charge: blamed.charge.clone(),
+                    absolve: blamed.absolve.clone(),
+                };
+                let ending = AttemptEnd::Failed {
+                    class: report.class,
+                    blamed,
+                    log_tail: report.log_tail.clone(),
+                };
+                self.end_attempt(&attempt.task_id, Some(agent), error, retryable, ending, now);
+                return judged;
             }
             Check::Ended => {
                 let t = self.get(&attempt.task_id).expect("exists");
@@ -834,7 +973,8 @@ impl QueueCore {
                 ),
                 now,
             ),
-        }
+        };
+        Judged::plain(verdict)
     }
 
     /// The hub takes an attempt back from its agent (agent gone, accept
@@ -869,13 +1009,7 @@ impl QueueCore {
                 );
                 self.index(&attempt.task_id);
             }
-            _ => self.fail_current(
-                &attempt.task_id,
-                agent.as_deref(),
-                reason,
-                Retryable::Yes,
-                now,
-            ),
+            _ => self.fail_current(&attempt.task_id, agent.as_deref(), reason, now),
         }
         Verdict::Applied
     }
@@ -945,19 +1079,7 @@ impl QueueCore {
         let agent = self.get(id).and_then(|t| t.assigned_to.clone());
         let error = limits::cap_text(reason, limits::MAX_ERROR_BYTES);
         self.task_mut(id).last_error = Some(error.clone());
-        let decision = if requeue {
-            RetryDecision::RetryAfter(0)
-        } else {
-            RetryDecision::Dead
-        };
-        self.note_attempt(
-            id,
-            agent.as_deref(),
-            &error,
-            &AttemptEnd::Failed,
-            &decision,
-            now,
-        );
+        self.note_attempt(id, agent.as_deref(), &error, &AttemptEnd::Rejected, now);
         let detail = format!(
             "change rejected: {}",
             limits::cap_text(reason, limits::MAX_DETAIL_BYTES)
@@ -1012,32 +1134,41 @@ impl QueueCore {
         agent: Option<&str>,
         error: &str,
         ending: &AttemptEnd,
-        decision: &RetryDecision,
         now: Timestamp,
     ) {
         let generation = self.get(id).map(|t| t.generation).unwrap_or(0);
-        let (outcome, log_tail, branch, head) = match ending {
-            AttemptEnd::Failed => (
-                if *decision == RetryDecision::Dead {
-                    "dead"
-                } else {
-                    "failed"
-                },
-                None,
+        let (outcome, blame, log_tail, branch, head) = match ending {
+            AttemptEnd::Failed {
+                class,
+                blamed,
+                log_tail,
+            } => (
+                blame::outcome(*class),
+                Some(blamed.blame),
+                log_tail
+                    .as_deref()
+                    .map(|l| limits::tail_text(l, limits::MAX_LOG_TAIL_BYTES)),
                 None,
                 None,
             ),
+            AttemptEnd::Rejected => ("rejected", None, None, None, None),
             AttemptEnd::SentBack {
                 log_tail,
                 branch,
                 head,
-            } => ("sent_back", log_tail.clone(), branch.clone(), head.clone()),
+            } => (
+                "sent_back",
+                None,
+                log_tail.clone(),
+                branch.clone(),
+                head.clone(),
+            ),
         };
         let record = AttemptRecord {
             generation,
             agent_id: agent.unwrap_or_default().to_string(),
             outcome: outcome.to_string(),
-            blame: None,
+            blame,
             error: Some(limits::cap_text(error, limits::MAX_DETAIL_BYTES)),
             log_tail,
             branch,
@@ -1048,6 +1179,23 @@ impl QueueCore {
         t.dossier.attempts.push(record);
         let extra = t.dossier.attempts.len().saturating_sub(DOSSIER_ATTEMPTS);
         t.dossier.attempts.drain(..extra);
+    }
+
+    /// Who the failure `report` of `agent`'s current attempt of `id` is on.
+    fn blame(&self, id: &str, agent: &str, report: &FailReport, now: Timestamp) -> Blamed {
+        let t = self.get(id).expect("exists");
+        blame::judge(
+            &Failure {
+                agent,
+                error: &report.error,
+                class: report.class,
+                retryable: report.retryable,
+                retry_after_s: report.retry_after_s,
+            },
+            &t.dossier.attempts,
+            t.free_attempts,
+            now,
+        )
     }
 
     // ----- internals --------------------------------------------------------
@@ -1123,15 +1271,17 @@ impl QueueCore {
         Verdict::Stale(why)
     }
 
-    fn fail_current(
-        &mut self,
-        id: &str,
-        agent: Option<&str>,
-        error: &str,
-        retryable: Retryable,
-        now: Timestamp,
-    ) {
-        self.end_attempt(id, agent, error, retryable, AttemptEnd::Failed, now)
+    /// The hub gave up on the current attempt (lost, not confirmed): the
+    /// agent's fault.
+    fn fail_current(&mut self, id: &str, agent: Option<&str>, error: &str, now: Timestamp) {
+        let report = FailReport::by_hub(error);
+        let blamed = self.blame(id, agent.unwrap_or_default(), &report, now);
+        let ending = AttemptEnd::Failed {
+            class: report.class,
+            blamed,
+            log_tail: None,
+        };
+        self.end_attempt(id, agent, error, Retryable::Yes, ending, now)
     }
 
     /// An attempt ended without success: note it in the dossier, then
@@ -1150,22 +1300,49 @@ impl QueueCore {
             (t.attempts, t.max_retries)
         };
         let error = &limits::cap_text(error, limits::MAX_ERROR_BYTES);
-        let detail_error = limits::cap_text(error, limits::MAX_DETAIL_BYTES);
+        let mut detail_error = limits::cap_text(error, limits::MAX_DETAIL_BYTES);
         self.task_mut(id).last_error = Some(error.to_string());
-        let decision = self.settings.retry.decide(attempts, max_retries, retryable);
-        self.note_attempt(id, agent, error, &ending, &decision, now);
+        let (blame, free, dead, at_once) = match &ending {
+            AttemptEnd::Failed { blamed, .. } => {
+                detail_error = format!("{detail_error} [{}: {}]", blamed.blame, blamed.evidence);
+                (Some(blamed.blame), blamed.free, blamed.dead, blamed.at_once)
+            }
+            _ => (None, false, false, false),
+        };
+        if free {
+            self.task_mut(id).free_attempts += 1;
+        }
+        let free_attempts = self.get(id).map_or(0, |t| t.free_attempts);
+        let decision = if dead {
+            RetryDecision::Dead
+        } else {
+            match self.settings.retry.decide(
+                attempts.saturating_sub(free_attempts),
+                max_retries,
+                retryable,
+            ) {
+                RetryDecision::RetryAfter(_) if at_once => RetryDecision::RetryAfter(0),
+                d => d,
+            }
+        };
+        self.note_attempt(id, agent, error, &ending, now);
         let failed_event = match ending {
-            AttemptEnd::Failed => TaskEvent::Failed,
+            AttemptEnd::Failed { .. } | AttemptEnd::Rejected => TaskEvent::Failed,
             AttemptEnd::SentBack { .. } => TaskEvent::SentBack,
         };
         match decision {
             RetryDecision::RetryAfter(delay_s) => {
                 let not_before = now.plus_secs(delay_s as f64);
                 self.task_mut(id).not_before = Some(not_before);
-                let detail = format!(
-                    "{detail_error} (attempt {attempts} of {}; retry in {delay_s}s)",
-                    max_retries + 1
-                );
+                let detail = if free {
+                    format!("{detail_error} (no retry used; again at once)")
+                } else {
+                    format!(
+                        "{detail_error} (attempt {} of {}; retry in {delay_s}s)",
+                        attempts.saturating_sub(free_attempts),
+                        max_retries + 1
+                    )
+                };
                 self.set_status(
                     id,
                     TaskStatus::Failed,
@@ -1174,6 +1351,7 @@ impl QueueCore {
                     Some(detail),
                     now,
                 );
+                self.blame_last_entry(id, blame);
                 if delay_s == 0 {
                     self.requeue_after_failure(id, now);
                 } else {
@@ -1181,7 +1359,9 @@ impl QueueCore {
                 }
             }
             RetryDecision::Dead => {
-                let why = if retryable == Retryable::Yes {
+                let why = if dead {
+                    "blamed on the task"
+                } else if retryable == Retryable::Yes {
                     "out of retries"
                 } else {
                     "not retryable"
@@ -1195,6 +1375,16 @@ impl QueueCore {
                     Some(detail),
                     now,
                 );
+                self.blame_last_entry(id, blame);
+            }
+        }
+    }
+
+    /// The history entry just recorded for `id` names who is to blame.
+    fn blame_last_entry(&mut self, id: &str, blame: Option<Blame>) {
+        if blame.is_some() {
+            if let Some((_, entry)) = self.pending(id).entries.last_mut() {
+                entry.blame = blame;
             }
         }
     }

@@ -14,6 +14,8 @@ fn settings() -> FsmSettings {
         accept_timeout_ms: 5_000,
         circuit_failures: 3,
         circuit_cooldown_ms: 60_000,
+        stall_ms: 30_000,
+        stall_kill_ms: 60_000,
     }
 }
 
@@ -161,7 +163,7 @@ fn offline_agents_get_nothing() {
 fn heartbeat_timeout_makes_offline_and_releases_at_once() {
     let mut m = connected();
     let r = working(&mut m, "t1", 1, 0);
-    m.heartbeat(SidecarState::Working, Some(r.clone()), t(5_000));
+    m.heartbeat(SidecarState::Working, Some(r.clone()), None, t(5_000));
     assert_eq!(m.next_deadline(), Some(t(15_000)));
     assert!(m.tick(t(14_999)).is_empty());
     let fx = m.tick(t(15_000));
@@ -259,17 +261,18 @@ fn heartbeat_reconciliation() {
     let r = working(&mut m, "t1", 1, 0);
     // Agrees: nothing to do.
     assert!(m
-        .heartbeat(SidecarState::Working, Some(r.clone()), t(100))
+        .heartbeat(SidecarState::Working, Some(r.clone()), None, t(100))
         .is_empty());
     // Works on an attempt the hub never gave it: cancel that one.
     let fx = m.heartbeat(
         SidecarState::Working,
         Some(AttemptRef::new("t1", 0)),
+        None,
         t(200),
     );
     assert_eq!(cancels(&fx), [AttemptRef::new("t1", 0)]);
     // Idle while the hub has it working: the attempt fails as retryable.
-    let fx = m.heartbeat(SidecarState::Idle, None, t(300));
+    let fx = m.heartbeat(SidecarState::Idle, None, None, t(300));
     assert_eq!(releases(&fx)[0].0, r);
     assert_eq!(m.state(), AgentState::Idle);
 }
@@ -279,7 +282,9 @@ fn idle_heartbeat_while_assigned_is_not_a_divergence() {
     // The assign and the heartbeat can cross on the wire.
     let mut m = connected();
     m.assign(&task("t1", 1), t(10)).unwrap();
-    assert!(m.heartbeat(SidecarState::Idle, None, t(11)).is_empty());
+    assert!(m
+        .heartbeat(SidecarState::Idle, None, None, t(11))
+        .is_empty());
     assert_eq!(m.state(), AgentState::Assigned);
 }
 
@@ -287,7 +292,7 @@ fn idle_heartbeat_while_assigned_is_not_a_divergence() {
 fn accept_timeout_releases_counts_a_failure_and_cancels() {
     let mut m = connected();
     m.assign(&task("t1", 1), t(0)).unwrap();
-    m.heartbeat(SidecarState::Idle, None, t(4_000));
+    m.heartbeat(SidecarState::Idle, None, None, t(4_000));
     assert_eq!(m.next_deadline(), Some(t(5_000)));
     let fx = m.tick(t(5_000));
     assert_eq!(
@@ -306,7 +311,7 @@ fn accept_timeout_releases_counts_a_failure_and_cancels() {
 fn task_timeout_fails_and_waits_for_the_sidecar_to_stop() {
     let mut m = connected();
     let r = working(&mut m, "t1", 1, 0); // accepted at 1 ms, timeout 100 s
-    m.heartbeat(SidecarState::Working, Some(r.clone()), t(95_000));
+    m.heartbeat(SidecarState::Working, Some(r.clone()), None, t(95_000));
     let fx = m.tick(t(100_001));
     assert!(fx.contains(&Effect::Fail {
         task: r.clone(),
@@ -320,10 +325,12 @@ fn task_timeout_fails_and_waits_for_the_sidecar_to_stop() {
         "busy until the sidecar confirms"
     );
     // Still working: the cancel is repeated.
-    let fx = m.heartbeat(SidecarState::Working, Some(r.clone()), t(100_100));
+    let fx = m.heartbeat(SidecarState::Working, Some(r.clone()), None, t(100_100));
     assert_eq!(cancels(&fx), std::slice::from_ref(&r));
     // Stopped.
-    assert!(m.heartbeat(SidecarState::Idle, None, t(100_200)).is_empty());
+    assert!(m
+        .heartbeat(SidecarState::Idle, None, None, t(100_200))
+        .is_empty());
     assert_eq!(m.state(), AgentState::Idle);
 }
 
@@ -332,20 +339,30 @@ fn circuit_breaker_degrades_then_recovers_and_success_resets() {
     let mut m = connected();
     for i in 0..2 {
         let r = working(&mut m, &format!("t{i}"), 1, i * 10);
-        m.reported(&r, Ending::Failed, &Verdict::Applied, t(i * 10 + 5));
+        m.reported(
+            &r,
+            Ending::Failed(Charge::Failure),
+            &Verdict::Applied,
+            t(i * 10 + 5),
+        );
     }
     assert_eq!(m.consecutive_failures(), 2);
     assert_eq!(m.state(), AgentState::Idle);
     let r = working(&mut m, "t2", 1, 100);
-    m.reported(&r, Ending::Failed, &Verdict::Applied, t(105));
+    m.reported(
+        &r,
+        Ending::Failed(Charge::Failure),
+        &Verdict::Applied,
+        t(105),
+    );
     assert_eq!(m.state(), AgentState::Degraded);
     assert_eq!(m.info().degraded_until, Some(t(105 + 60_000)));
     assert_eq!(
         m.assign(&task("t3", 1), t(200)),
         Err(NotAvailable(AgentState::Degraded))
     );
-    m.heartbeat(SidecarState::Idle, None, t(59_000));
-    m.heartbeat(SidecarState::Idle, None, t(60_104));
+    m.heartbeat(SidecarState::Idle, None, None, t(59_000));
+    m.heartbeat(SidecarState::Idle, None, None, t(60_104));
     assert_eq!(m.next_deadline(), Some(t(60_105)));
     m.tick(t(60_105));
     assert_eq!(m.state(), AgentState::Idle);
@@ -361,7 +378,7 @@ fn stale_failures_do_not_count() {
     let r = working(&mut m, "t1", 1, 0);
     m.reported(
         &r,
-        Ending::Failed,
+        Ending::Failed(Charge::Failure),
         &Verdict::Stale("generation 2".into()),
         t(10),
     );
@@ -392,7 +409,7 @@ fn operator_cancel_tells_the_sidecar_and_waits() {
     // The sidecar reports the killed runner; not the agent's failure.
     m.reported(
         &r,
-        Ending::Failed,
+        Ending::Failed(Charge::Failure),
         &Verdict::Stale("already cancelled".into()),
         t(5),
     );
@@ -524,4 +541,194 @@ fn hello_repos_become_marks_to_match_on_sanitised_and_bounded() {
     m.connect(2, idle_hello(), t(2));
     assert!(m.info().repos.is_empty());
     assert!(!m.matchable().contains(&repo_mark("app")));
+}
+
+fn activity(bytes: u64) -> Option<Activity> {
+    Some(Activity {
+        runner_alive: true,
+        output_bytes: bytes,
+        last_output_at: None,
+        last_commit_at: None,
+    })
+}
+
+/// Connected, with a heartbeat timeout long enough that only stalls
+/// matter in these tests.
+fn patient() -> AgentMachine {
+    let s = FsmSettings {
+        heartbeat_timeout_ms: 10_000_000,
+        ..settings()
+    };
+    let mut m = AgentMachine::new("a1", vec![], t(0), s, t(0));
+    m.connect(1, idle_hello(), t(0));
+    m
+}
+
+fn beat(m: &mut AgentMachine, r: &AttemptRef, bytes: u64, at: i64) -> Vec<Effect> {
+    m.heartbeat(
+        SidecarState::Working,
+        Some(r.clone()),
+        activity(bytes),
+        t(at),
+    )
+}
+
+#[test]
+fn no_activity_for_stall_s_stalls_and_activity_unstalls() {
+    let mut m = patient();
+    let r = working(&mut m, "t1", 1, 0);
+    // Accepted at 1; the first report is the baseline, not activity.
+    assert!(beat(&mut m, &r, 0, 10_000).is_empty());
+    assert_eq!(m.next_deadline(), Some(t(1 + 30_000)));
+    assert!(m.tick(t(29_000)).is_empty());
+    let fx = m.tick(t(30_001));
+    assert_eq!(
+        fx,
+        [Effect::Stalled {
+            task: r.clone(),
+            idle_s: 30
+        }]
+    );
+    assert_eq!(m.state(), AgentState::Stalled);
+    // Said once per stall, not at every tick.
+    assert!(m.tick(t(31_000)).is_empty());
+    // Output again: working, and the clock starts over.
+    assert!(beat(&mut m, &r, 10, 40_000).is_empty());
+    assert_eq!(m.state(), AgentState::Working);
+    assert_eq!(m.next_deadline(), Some(t(70_000)));
+    let recent: Vec<_> = m.recent().map(|x| x.to).collect();
+    assert!(recent.ends_with(&[
+        AgentState::Working,
+        AgentState::Stalled,
+        AgentState::Working
+    ]));
+}
+
+#[test]
+fn a_stall_past_stall_kill_s_fails_the_attempt_against_the_agent() {
+    let mut m = patient();
+    let r = working(&mut m, "t1", 1, 0);
+    beat(&mut m, &r, 5, 1_000);
+    beat(&mut m, &r, 5, 20_000);
+    m.tick(t(30_001));
+    assert_eq!(m.state(), AgentState::Stalled);
+    beat(&mut m, &r, 5, 50_000);
+    let fx = m.tick(t(60_001));
+    assert!(
+        fx.iter().any(|e| matches!(e, Effect::Fail { task, error, retryable: true } if task == &r && error.contains("stalled"))),
+        "{fx:?}"
+    );
+    assert_eq!(cancels(&fx), std::slice::from_ref(&r));
+    assert_eq!(m.consecutive_failures(), 1);
+    assert!(m.holding().unwrap().cancelling);
+    // Nothing more is due for it while the sidecar stops it.
+    assert!(m.tick(t(90_000)).is_empty());
+}
+
+#[test]
+fn a_sidecar_that_reports_no_activity_never_stalls() {
+    let mut m = patient();
+    let r = working(&mut m, "t1", 1, 0);
+    m.heartbeat(SidecarState::Working, Some(r.clone()), None, t(40_000));
+    assert!(m.tick(t(90_000)).is_empty());
+    assert_eq!(m.state(), AgentState::Working);
+}
+
+#[test]
+fn environment_failure_degrades_at_once_with_the_reason() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0);
+    m.reported(
+        &r,
+        Ending::Failed(Charge::Environment("git fetch failed".into())),
+        &Verdict::Applied,
+        t(10),
+    );
+    assert_eq!(m.state(), AgentState::Degraded);
+    let info = m.info();
+    assert_eq!(info.degraded_until, Some(t(10 + 60_000)));
+    assert_eq!(
+        info.degraded_reason.as_deref(),
+        Some("environment: git fetch failed")
+    );
+    assert_eq!(m.consecutive_failures(), 0);
+}
+
+#[test]
+fn a_rate_limit_holds_back_without_counting_and_ends_by_itself() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0);
+    m.reported(
+        &r,
+        Ending::Failed(Charge::HoldUntil(t(5_000), "retry after 5s".into())),
+        &Verdict::Applied,
+        t(10),
+    );
+    assert_eq!(m.state(), AgentState::Degraded);
+    assert_eq!(m.consecutive_failures(), 0);
+    assert_eq!(
+        m.info().degraded_reason.as_deref(),
+        Some("rate limited: retry after 5s")
+    );
+    m.heartbeat(SidecarState::Idle, None, None, t(4_000));
+    m.tick(t(5_000));
+    assert_eq!(m.state(), AgentState::Idle);
+    assert_eq!(m.info().degraded_reason, None);
+}
+
+#[test]
+fn an_absolved_task_leaves_the_breaker_and_lifts_its_degradation() {
+    let mut m = connected();
+    for (i, id) in ["x", "y", "x"].iter().enumerate() {
+        let at = i as i64 * 10;
+        let r = working(&mut m, id, i as u64 + 1, at);
+        m.reported(
+            &r,
+            Ending::Failed(Charge::Failure),
+            &Verdict::Applied,
+            t(at + 5),
+        );
+    }
+    assert_eq!(m.state(), AgentState::Degraded);
+    m.absolve("x", t(100));
+    assert_eq!(m.consecutive_failures(), 1);
+    assert_eq!(
+        m.state(),
+        AgentState::Idle,
+        "one failure left: not degraded"
+    );
+    m.absolve("nothing", t(101));
+    assert_eq!(m.consecutive_failures(), 1);
+}
+
+#[test]
+fn the_breaker_survives_a_restart_of_the_machine() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0);
+    m.reported(
+        &r,
+        Ending::Failed(Charge::Environment("disk full".into())),
+        &Verdict::Applied,
+        t(10),
+    );
+    let r = working_after_cooldown(&mut m);
+    m.reported(
+        &r,
+        Ending::Failed(Charge::Failure),
+        &Verdict::Applied,
+        t(70_100),
+    );
+    let kept = m.breaker();
+    assert_eq!(kept.failures, ["t2"]);
+    let mut again = machine();
+    again.restore_breaker(kept.clone(), t(70_200));
+    assert_eq!(again.breaker(), kept);
+    assert_eq!(again.info().consecutive_failures, 1);
+}
+
+fn working_after_cooldown(m: &mut AgentMachine) -> AttemptRef {
+    m.heartbeat(SidecarState::Idle, None, None, t(60_000));
+    m.tick(t(60_010));
+    assert_eq!(m.state(), AgentState::Idle);
+    working(m, "t2", 1, 70_000)
 }

@@ -1,7 +1,31 @@
 //! Unit tests of the queue's rules, driven without sockets or a store.
 
 use super::*;
-use agentcom_protocol::Priority;
+use agentcom_protocol::{Blame, FailClass, Priority};
+
+/// A task-class failure reported by `agent` (the verdict only).
+fn fail(
+    q: &mut QueueCore,
+    r: &AttemptRef,
+    agent: &str,
+    error: &str,
+    retryable: Retryable,
+    now: Timestamp,
+) -> Verdict {
+    q.fail(
+        r,
+        agent,
+        &FailReport {
+            error: error.to_string(),
+            retryable,
+            class: FailClass::Task,
+            retry_after_s: None,
+            log_tail: None,
+        },
+        now,
+    )
+    .verdict
+}
 
 fn t(ms: i64) -> Timestamp {
     Timestamp(1_800_000_000_000 + ms)
@@ -213,7 +237,7 @@ fn stale_generation_changes_nothing_but_is_visible() {
         Verdict::Stale(_)
     ));
     assert!(matches!(
-        q.fail(&r1, "a", "x", Retryable::Yes, t(8)),
+        fail(&mut q, &r1, "a", "x", Retryable::Yes, t(8)),
         Verdict::Stale(_)
     ));
 }
@@ -236,7 +260,7 @@ fn failures_follow_backoff_then_dead() {
     q.take_deltas();
     // attempt 1 fails: immediate retry (backoff 0) → queued in the retry lane.
     assert_eq!(
-        q.fail(&r, "a", "boom", Retryable::Yes, t(10)),
+        fail(&mut q, &r, "a", "boom", Retryable::Yes, t(10)),
         Verdict::Applied
     );
     let task = q.get(&r.task_id).unwrap();
@@ -249,7 +273,7 @@ fn failures_follow_backoff_then_dead() {
     let g2 = q.claim(&[agent("a")], t(11))[0].task.generation;
     let r2 = AttemptRef::new(r.task_id.clone(), g2);
     q.accept(&r2, "a", t(12));
-    q.fail(&r2, "a", "boom", Retryable::Yes, t(20));
+    fail(&mut q, &r2, "a", "boom", Retryable::Yes, t(20));
     let task = q.get(&r.task_id).unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.not_before, Some(t(20).plus_secs(30.0)));
@@ -266,7 +290,7 @@ fn failures_follow_backoff_then_dead() {
     let g3 = q.claim(&[agent("a")], t(40_000))[0].task.generation;
     let r3 = AttemptRef::new(r.task_id.clone(), g3);
     q.accept(&r3, "a", t(40_001));
-    q.fail(&r3, "a", "boom", Retryable::Yes, t(40_002));
+    fail(&mut q, &r3, "a", "boom", Retryable::Yes, t(40_002));
     let task = q.get(&r.task_id).unwrap();
     assert_eq!(task.status, TaskStatus::Dead);
     assert_eq!(task.attempts, 3);
@@ -277,7 +301,7 @@ fn failures_follow_backoff_then_dead() {
 fn non_retryable_failure_is_dead_at_once() {
     let mut q = core();
     let r = running(&mut q, "a");
-    q.fail(&r, "a", "bad input", Retryable::No, t(3));
+    fail(&mut q, &r, "a", "bad input", Retryable::No, t(3));
     assert_eq!(q.get(&r.task_id).unwrap().status, TaskStatus::Dead);
 }
 
@@ -285,7 +309,7 @@ fn non_retryable_failure_is_dead_at_once() {
 fn retried_tasks_wait_behind_fresh_ones() {
     let mut q = core();
     let r = running(&mut q, "a");
-    q.fail(&r, "a", "boom", Retryable::Yes, t(3)); // back in normal_retry
+    fail(&mut q, &r, "a", "boom", Retryable::Yes, t(3)); // back in normal_retry
     let fresh = created(q.create(spec("fresh"), t(4)));
     let got = q.claim(&[agent("a")], t(5));
     assert_eq!(got[0].task.id, fresh.id);
@@ -351,7 +375,7 @@ fn cancel_rules() {
 fn retry_revives_with_a_fresh_budget() {
     let mut q = core();
     let r = running(&mut q, "a");
-    q.fail(&r, "a", "bad", Retryable::No, t(3));
+    fail(&mut q, &r, "a", "bad", Retryable::No, t(3));
     assert_eq!(q.get(&r.task_id).unwrap().status, TaskStatus::Dead);
     let revived = q.retry(&r.task_id, t(4)).unwrap();
     assert_eq!((revived.status, revived.attempts), (TaskStatus::Queued, 0));
@@ -369,7 +393,7 @@ fn retry_revives_with_a_fresh_budget() {
 fn history_entries_carry_agent_generation_and_reason() {
     let mut q = core();
     let r = running(&mut q, "a");
-    q.fail(&r, "a", "compile error", Retryable::Yes, t(3));
+    fail(&mut q, &r, "a", "compile error", Retryable::Yes, t(3));
     let changes = q.take_deltas();
     let hist: Vec<&HistoryEntry> = changes
         .iter()
@@ -572,7 +596,7 @@ fn stale_notes_are_capped_and_quote_little() {
     q.take_deltas();
     let huge = "e".repeat(100_000);
     for _ in 0..(MAX_STALE_NOTES + 10) {
-        let v = q.fail(&r, "intruder", &huge, Retryable::Yes, t(5));
+        let v = fail(&mut q, &r, "intruder", &huge, Retryable::Yes, t(5));
         assert!(matches!(v, Verdict::Stale(_)));
     }
     let notes: Vec<HistoryEntry> = q
@@ -585,7 +609,7 @@ fn stale_notes_are_capped_and_quote_little() {
         .iter()
         .all(|h| h.detail.as_deref().unwrap().len() < 2 * limits::MAX_DETAIL_BYTES));
     // The owner's real failure keeps a bounded error.
-    q.fail(&r, "a", &huge, Retryable::Yes, t(6));
+    fail(&mut q, &r, "a", &huge, Retryable::Yes, t(6));
     assert!(
         q.get(&r.task_id)
             .unwrap()
@@ -732,7 +756,7 @@ mod model {
                     }
                     Op::Fail { task, agent, lag, retryable } => {
                         if let Some(r) = attempt(&q, &ids, task, lag) {
-                            q.fail(&r, AGENTS[agent as usize], "x", Retryable::from(retryable), t(now));
+                            fail(&mut q, &r, AGENTS[agent as usize], "x", Retryable::from(retryable), t(now));
                         }
                     }
                     Op::Release { task, lag } => {
@@ -793,4 +817,173 @@ mod model {
             }
         }
     }
+}
+
+fn report(class: FailClass, retry_after_s: Option<u64>) -> FailReport {
+    FailReport {
+        error: format!("{} trouble", class.as_str()),
+        retryable: Retryable::Yes,
+        class,
+        retry_after_s,
+        log_tail: Some("x".repeat(10_000)),
+    }
+}
+
+/// The task `r` is on is claimed by `who` and accepted at `at`.
+fn again(q: &mut QueueCore, r: &AttemptRef, who: &str, at: i64) -> AttemptRef {
+    let a = q.claim(&[agent(who)], t(at));
+    assert_eq!(a.len(), 1, "{who} gets the task again");
+    let next = AttemptRef::new(r.task_id.clone(), a[0].task.generation);
+    assert_eq!(q.accept(&next, who, t(at + 1)), Verdict::Applied);
+    next
+}
+
+#[test]
+fn a_task_failing_on_two_agents_goes_dead_blamed_on_the_task() {
+    let mut q = core();
+    let r = running(&mut q, "a");
+    let j = q.fail(&r, "a", &report(FailClass::Task, None), t(3));
+    assert_eq!((j.charge, j.absolve.len()), (Charge::Failure, 0));
+    assert_eq!(q.get(&r.task_id).unwrap().status, TaskStatus::Queued);
+    let r2 = again(&mut q, &r, "b", 10);
+    q.take_deltas();
+    let j = q.fail(&r2, "b", &report(FailClass::Task, None), t(20));
+    assert_eq!(j.verdict, Verdict::Applied);
+    assert_eq!(j.charge, Charge::None);
+    assert_eq!(j.absolve, ["a", "b"]);
+    let task = q.get(&r.task_id).unwrap();
+    assert_eq!(
+        task.status,
+        TaskStatus::Dead,
+        "retries were left, but the task is to blame"
+    );
+    let records = &task.dossier.attempts;
+    assert_eq!(records[0].blame, Some(Blame::Agent));
+    assert_eq!(records[1].blame, Some(Blame::Task));
+    assert_eq!(
+        records[1].log_tail.as_ref().unwrap().len(),
+        8 * 1024,
+        "log tail capped"
+    );
+    let deltas = q.take_deltas();
+    let dead = deltas[0]
+        .new_history
+        .iter()
+        .map(|(_, h)| h)
+        .find(|h| h.event == TaskEvent::Dead)
+        .expect("a dead entry");
+    assert_eq!(dead.blame, Some(Blame::Task));
+    assert!(
+        dead.detail.as_ref().unwrap().contains("before on a"),
+        "{dead:?}"
+    );
+}
+
+#[test]
+fn environment_failures_and_rate_limits_use_no_retry_and_go_again_at_once() {
+    let mut q = core(); // 2 retries, backoff 0 then 30 s
+    let mut r = running(&mut q, "a");
+    for (i, who) in ["a", "b", "c", "d"].iter().enumerate() {
+        let at = 100 * (i as i64 + 1);
+        if i > 0 {
+            r = again(&mut q, &r, who, at);
+        }
+        let class = if i % 2 == 0 {
+            FailClass::Environment
+        } else {
+            FailClass::RateLimited
+        };
+        let j = q.fail(&r, who, &report(class, Some(30)), t(at + 5));
+        match class {
+            FailClass::Environment => {
+                assert_eq!(j.charge, Charge::Environment("environment trouble".into()))
+            }
+            _ => assert_eq!(
+                j.charge,
+                Charge::HoldUntil(t(at + 5 + 30_000), "retry after 30s".into())
+            ),
+        }
+        let task = q.get(&r.task_id).unwrap();
+        assert_eq!(task.status, TaskStatus::Queued, "again at once, no backoff");
+        assert_eq!(task.free_attempts, i as u32 + 1);
+    }
+    // Four attempts, none counted: a task failure still has its retries.
+    r = again(&mut q, &r, "e", 1_000);
+    q.fail(&r, "e", &report(FailClass::Task, None), t(1_005));
+    let task = q.get(&r.task_id).unwrap();
+    assert_eq!(task.status, TaskStatus::Queued);
+    let outcomes: Vec<&str> = task
+        .dossier
+        .attempts
+        .iter()
+        .map(|a| a.outcome.as_str())
+        .collect();
+    assert!(outcomes.ends_with(&[
+        "rate_limited",
+        "environment_failed",
+        "rate_limited",
+        "failed"
+    ]));
+}
+
+#[test]
+fn a_hub_finding_is_the_agents_fault() {
+    let mut q = core();
+    let r = running(&mut q, "a");
+    assert_eq!(
+        q.release(&r, "agent offline for 90s", t(3)),
+        Verdict::Applied
+    );
+    let task = q.get(&r.task_id).unwrap();
+    let rec = task.dossier.attempts.last().unwrap();
+    assert_eq!(
+        (rec.outcome.as_str(), rec.blame),
+        ("agent_failed", Some(Blame::Agent))
+    );
+}
+
+#[test]
+fn a_superseded_attempts_late_result_with_a_branch_is_kept_as_a_candidate() {
+    let mut q = core();
+    let r1 = running(&mut q, "a");
+    q.release(&r1, "agent a offline", t(3));
+    let r2 = again(&mut q, &r1, "b", 4);
+    let late = TaskResult {
+        summary: Some("done after all".into()),
+        branch: Some("a/job".into()),
+        head: Some("abc".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        q.complete(&r1, "a", late.clone(), t(10)),
+        Verdict::Stale(_)
+    ));
+    let task = q.get(&r1.task_id).unwrap();
+    assert_eq!(task.candidates.len(), 1);
+    let c = &task.candidates[0];
+    assert_eq!(
+        (c.generation, c.agent_id.as_str(), c.branch.as_str()),
+        (1, "a", "a/job")
+    );
+    assert_eq!(
+        task.assigned_to.as_deref(),
+        Some("b"),
+        "the current attempt goes on"
+    );
+    // A resend is a duplicate; another agent cannot plant one.
+    assert_eq!(
+        q.complete(&r1, "a", late.clone(), t(11)),
+        Verdict::Duplicate
+    );
+    assert!(matches!(
+        q.complete(&r1, "intruder", late.clone(), t(12)),
+        Verdict::Stale(_)
+    ));
+    let without_branch = TaskResult::default();
+    assert!(matches!(
+        q.complete(&r1, "a", without_branch, t(13)),
+        Verdict::Duplicate
+    ));
+    assert_eq!(q.get(&r1.task_id).unwrap().candidates.len(), 1);
+    assert_eq!(q.accept(&r2, "b", t(14)), Verdict::Duplicate);
 }
