@@ -267,16 +267,16 @@ impl AgentActor {
             kind,
             source: ReportSource::Sidecar,
         });
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(move |res, act, ctx| {
+        AtomicResponse::new(Box::pin(fut.into_actor(self).then(move |res, act, _| {
             let judged = match res {
                 Ok(Ok(j)) => j,
                 Ok(Err(e)) => {
                     tracing::error!(agent = %act.id(), %attempt, error = %e, "report not recorded; the sidecar will resend it");
-                    return;
+                    return actix::fut::ready(()).boxed_local();
                 }
                 Err(e) => {
                     tracing::error!(agent = %act.id(), %attempt, error = %e, "queue unreachable");
-                    return;
+                    return actix::fut::ready(()).boxed_local();
                 }
             };
             let now = Timestamp::now();
@@ -293,7 +293,24 @@ impl AgentActor {
                 AckOf::Complete => act.machine.reported(&attempt, Ending::Completed, &verdict, now),
                 AckOf::Fail => act.machine.reported(&attempt, Ending::Failed(judged.charge), &verdict, now),
             });
-            act.after(ctx, fx);
+            // A changed failure record is durable before the ack goes out
+            // (and before anyone sees the new state).
+            let breaker = act.machine.breaker();
+            if breaker == act.saved_breaker {
+                return actix::fut::ready(()).into_actor(act).map(move |_, act, ctx| act.after(ctx, fx)).boxed_local();
+            }
+            act.saved_breaker = breaker.clone();
+            let save = act.links.save_breaker.send(SaveBreaker { agent: act.id(), breaker });
+            save.into_actor(act)
+                .map(move |res, act, ctx| {
+                    match res {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(agent = %act.id(), error = %e, "failure record not kept"),
+                        Err(e) => tracing::error!(agent = %act.id(), error = %e, "registry unreachable; failure record not kept"),
+                    }
+                    act.after(ctx, fx);
+                })
+                .boxed_local()
         })))
     }
 }

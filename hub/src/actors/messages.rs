@@ -15,7 +15,9 @@
 //!   agent (`AssignTask`, `Holds`);
 //! - registry → queue (`OutstandingAttempts`, to seed a restarted agent actor);
 //! - agent → queue (`Report`, atomically: the agent handles nothing else
-//!   until the durable answer);
+//!   until the durable answer), then registry (`SaveBreaker`, when the
+//!   report changed the agent's failure record: acknowledged only once
+//!   that is durable too);
 //! - app → registry (`CloseAll`, at shutdown).
 //!
 //! The queue never waits on anyone, so every chain of waits ends there.
@@ -208,9 +210,10 @@ pub struct AbsolveFailures {
     pub task_id: String,
 }
 
-/// An agent's failure record changed: keep it across restarts.
+/// An agent's failure record changed: keep it across restarts; answered
+/// once durable.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), String>")]
 pub struct SaveBreaker {
     pub agent: String,
     pub breaker: Breaker,

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use agentcom_protocol::{AgentInfo, Timestamp};
+use tokio::sync::oneshot;
 
 use crate::actors::agent::{AgentActor, AgentLinks};
 use crate::actors::messages::{
@@ -86,6 +87,8 @@ pub struct RegistryActor {
     records_at_start: Vec<AgentRecord>,
     /// Agents whose failure record changed since it was last written.
     breakers_due: HashSet<String>,
+    /// Told when the next batch of failure records is durable.
+    breaker_waiters: Vec<oneshot::Sender<Result<(), String>>>,
     flushing_breakers: bool,
 }
 
@@ -115,6 +118,7 @@ impl RegistryActor {
             held_at_start: latest_by_agent(held),
             records_at_start: records,
             breakers_due: HashSet::new(),
+            breaker_waiters: Vec::new(),
             flushing_breakers: false,
         }
     }
@@ -142,14 +146,21 @@ impl RegistryActor {
             .into_iter()
             .filter_map(|id| self.agents.get(&id).map(|r| r.record.clone()))
             .collect();
+        let waiters = std::mem::take(&mut self.breaker_waiters);
         let store = self.store.clone();
         let write = actix_rt::task::spawn_blocking(move || store.put_agents(&batch));
         ctx.spawn(write.into_actor(self).map(|res, act, ctx| {
             act.flushing_breakers = false;
-            match res {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "agents' failure records not kept"),
-                Err(e) => tracing::error!(error = %e, "agents' failure records not kept"),
+            let res = match res {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = &res {
+                tracing::error!(error = %e, "agents' failure records not kept");
+            }
+            for w in waiters {
+                let _ = w.send(res.clone());
             }
             act.flush_breakers(ctx);
         }));
@@ -344,14 +355,21 @@ impl Handler<AbsolveFailures> for RegistryActor {
 }
 
 impl Handler<SaveBreaker> for RegistryActor {
-    type Result = ();
-    fn handle(&mut self, msg: SaveBreaker, ctx: &mut Context<Self>) {
+    type Result = ResponseFuture<Result<(), String>>;
+    fn handle(&mut self, msg: SaveBreaker, ctx: &mut Context<Self>) -> Self::Result {
         // A revoked agent's record is gone; nothing to keep.
-        if let Some(r) = self.agents.get_mut(&msg.agent) {
-            r.record.breaker = msg.breaker;
-            self.breakers_due.insert(msg.agent);
-            self.flush_breakers(ctx);
-        }
+        let Some(r) = self.agents.get_mut(&msg.agent) else {
+            return Box::pin(async { Ok(()) });
+        };
+        r.record.breaker = msg.breaker;
+        self.breakers_due.insert(msg.agent);
+        let (tx, rx) = oneshot::channel();
+        self.breaker_waiters.push(tx);
+        self.flush_breakers(ctx);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err("the registry stopped".into()))
+        })
     }
 }
 
