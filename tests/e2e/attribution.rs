@@ -200,3 +200,174 @@ fn a_superseded_attempts_late_result_with_a_branch_is_kept_as_a_candidate() {
     let done = hub.wait_status(&task, "completed", T);
     assert_eq!(done["candidates"].as_array().unwrap().len(), 1);
 }
+
+/// A runner that copies its task file to `<root>/seen-<task>-<generation>`
+/// and succeeds; the title `hold` waits for `<root>/release` first.
+fn healthy_runner(root: &std::path::Path) -> String {
+    format!(
+        r#"cp "$AGENTCOM_TASK_FILE" "{root}/seen-$AGENTCOM_TASK_ID-$AGENTCOM_GENERATION"
+if [ "$(sed -n 's/^  "title": "\(.*\)",$/\1/p' "$AGENTCOM_TASK_FILE")" = hold ]; then
+  while [ ! -f {root}/release ]; do sleep 0.05; done
+fi
+echo '{{"summary":"done"}}' > "$AGENTCOM_RESULT_FILE""#,
+        root = root.display()
+    )
+}
+
+/// Milliseconds from `a` to `b` (RFC 3339 times).
+fn ms(a: &Value, b: &Value) -> i64 {
+    agentcom_tests::hub::millis_between(a.as_str().unwrap(), b.as_str().unwrap())
+}
+
+/// The healthy agent is kept busy (`hold`) so the faulty one gets the
+/// task first; the hold ends once the fault is on record.
+struct Busy {
+    hold: String,
+}
+
+fn keep_busy(hub: &Hub, agent: &str) -> Busy {
+    let hold = id(&hub.submit(json!({ "title": "hold" })));
+    wait_until(T, "the hold to be worked on", || {
+        let t = hub.task(&hold);
+        (t["status"] == "working" && t["assigned_to"] == agent).then_some(())
+    });
+    Busy { hold }
+}
+
+impl Busy {
+    fn release(self, hub: &Hub, root: &std::path::Path) {
+        std::fs::write(root.join("release"), "").unwrap();
+        hub.wait_status(&self.hold, "completed", T);
+    }
+}
+
+#[test]
+fn a_broken_environment_degrades_only_its_agent_and_uses_no_retry() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let hub = Hub::start(r, &fast(&[]));
+    let healthy = Sidecar::start(r, &hub, "healthy", &[], &healthy_runner(r), "");
+    let busy = keep_busy(&hub, "healthy");
+    let broken = Sidecar::start(r, &hub, "broken", &[], "exit 0", "");
+    // Its runner disappears: the sidecar cannot start it.
+    std::fs::remove_file(broken.state_dir().parent().unwrap().join("runner.sh")).unwrap();
+    let task = id(&hub.submit(json!({ "title": "build it", "max_retries": 0 })));
+    let failed = wait_until(T, "the environment failure", || {
+        let t = hub.task(&task);
+        entries(&t, "failed").first().map(|e| (*e).clone())
+    });
+    assert_eq!(failed["agent_id"], "broken");
+    assert_eq!(failed["blame"], "environment", "{failed}");
+    assert!(failed["detail"].as_str().unwrap().contains("no retry used"), "{failed}");
+    let b = hub.agent("broken");
+    assert_eq!(b["state"], "degraded", "{b}");
+    assert!(b["degraded_reason"].as_str().unwrap().starts_with("environment:"), "{b}");
+    busy.release(&hub, r);
+    let done = hub.wait_status(&task, "completed", T);
+    assert_eq!(done["assigned_to"], "healthy");
+    assert_eq!(done["attempts"], 2, "two attempts with max_retries 0: the first was free");
+    assert_eq!(done["free_attempts"], 1);
+    let h = hub.agent("healthy");
+    assert_eq!(h["consecutive_failures"], 0);
+    assert_ne!(h["state"], "degraded");
+    eprintln!(
+        "environment: routed around in {} ms (failure on broken -> completed on healthy, including the hold's release)",
+        ms(&failed["at"], &done["finished_at"])
+    );
+    drop(healthy);
+}
+
+#[test]
+fn a_rate_limited_agent_is_held_back_and_the_task_done_elsewhere() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let hub = Hub::start(r, &fast(&[]));
+    let _healthy = Sidecar::start(r, &hub, "healthy", &[], &healthy_runner(r), "");
+    let busy = keep_busy(&hub, "healthy");
+    let _limited = Sidecar::start(
+        r,
+        &hub,
+        "limited",
+        &[],
+        r#"echo '{"rate_limited": true, "retry_after_s": 120, "error": "429 from the model provider"}' > "$AGENTCOM_RESULT_FILE"; exit 1"#,
+        "",
+    );
+    let task = id(&hub.submit(json!({ "title": "write docs", "max_retries": 0 })));
+    let failed = wait_until(T, "the rate limit", || {
+        let t = hub.task(&task);
+        entries(&t, "failed").first().map(|e| (*e).clone())
+    });
+    assert_eq!(failed["agent_id"], "limited");
+    assert_eq!(failed["blame"], "rate_limit", "{failed}");
+    let l = hub.agent("limited");
+    assert_eq!(l["state"], "degraded", "{l}");
+    assert_eq!(l["consecutive_failures"], 0, "no failure counted: {l}");
+    assert_eq!(l["degraded_reason"], "rate limited: retry after 120s");
+    let held_for = ms(&failed["at"], &l["degraded_until"]);
+    assert!((119_000..=121_000).contains(&held_for), "held for {held_for} ms");
+    busy.release(&hub, r);
+    let done = hub.wait_status(&task, "completed", T);
+    assert_eq!(done["assigned_to"], "healthy");
+    assert_eq!(done["attempts"], 2);
+    eprintln!(
+        "rate limit: routed around in {} ms (rate limited -> completed elsewhere, including the hold's release)",
+        ms(&failed["at"], &done["finished_at"])
+    );
+}
+
+#[test]
+fn a_silent_runner_stalls_and_its_task_completes_elsewhere_with_the_stall_in_its_dossier() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let hub = Hub::start(
+        r,
+        &fast(&[
+            ("AGENTCOM_TIMEOUTS__STALL_S", "2"),
+            ("AGENTCOM_TIMEOUTS__STALL_KILL_S", "4"),
+        ]),
+    );
+    let _healthy = Sidecar::start(r, &hub, "healthy", &[], &healthy_runner(r), "");
+    let busy = keep_busy(&hub, "healthy");
+    // Alive, heart-beating, and doing nothing at all.
+    let _hung = Sidecar::start(r, &hub, "hung", &[], "exec sleep 600", "");
+    let task = id(&hub.submit(json!({ "title": "refactor" })));
+    hub.wait_status(&task, "working", T);
+    let stalled = wait_until(T, "hung to be stalled", || {
+        let a = hub.agent("hung");
+        (a["state"] == "stalled").then_some(a)
+    });
+    let alerts = hub.ok("GET", "/api/alerts", None);
+    assert!(
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "task_stalled" && a["subject"] == task.as_str()),
+        "{alerts}"
+    );
+    assert_eq!(hub.state()["agents"]["stalled"], 1, "stalled in the state counts");
+    let failed = wait_until(T, "the stalled attempt to be failed", || {
+        let t = hub.task(&task);
+        entries(&t, "failed").first().map(|e| (*e).clone())
+    });
+    assert_eq!(failed["agent_id"], "hung");
+    assert_eq!(failed["blame"], "agent");
+    assert!(failed["detail"].as_str().unwrap().contains("stalled"), "{failed}");
+    busy.release(&hub, r);
+    let done = hub.wait_status(&task, "completed", T);
+    assert_eq!(done["assigned_to"], "healthy");
+    // What the next runner saw: the stalled attempt in its dossier.
+    let seen = std::fs::read_to_string(r.join(format!("seen-{task}-{}", done["generation"]))).unwrap();
+    let seen: Value = serde_json::from_str(&seen).unwrap();
+    let records = seen["dossier"]["attempts"].as_array().expect("a dossier");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["agent_id"], "hung");
+    assert_eq!(records[0]["blame"], "agent");
+    assert!(records[0]["error"].as_str().unwrap().contains("stalled"));
+    eprintln!(
+        "stall: stalled after {} ms, routed around in {} ms (stall kill -> completed elsewhere, including the hold's release); the next runner's dossier: {}",
+        ms(&done["history"].as_array().unwrap().iter().find(|h| h["event"] == "accepted").unwrap()["at"], &stalled["state_since"]),
+        ms(&failed["at"], &done["finished_at"]),
+        seen["dossier"]
+    );
+}
