@@ -164,7 +164,8 @@ fn a_superseded_attempts_late_result_with_a_branch_is_kept_as_a_candidate() {
     let again = assignment_while_alive(&mut quick);
     assert_eq!(again["generation"], 2);
     quick.send(json!({ "type": "accept", "task_id": task, "generation": 2 }));
-    quick.send(json!({ "type": "heartbeat", "state": "working", "task_id": task, "generation": 2 }));
+    quick
+        .send(json!({ "type": "heartbeat", "state": "working", "task_id": task, "generation": 2 }));
     // slow comes back with its finished work for generation 1.
     let mut slow = RawSidecar::connect(&hub.ws_url(), &slow_token).unwrap();
     slow.hello("slow");
@@ -258,14 +259,26 @@ fn a_broken_environment_degrades_only_its_agent_and_uses_no_retry() {
     });
     assert_eq!(failed["agent_id"], "broken");
     assert_eq!(failed["blame"], "environment", "{failed}");
-    assert!(failed["detail"].as_str().unwrap().contains("no retry used"), "{failed}");
+    assert!(
+        failed["detail"].as_str().unwrap().contains("no retry used"),
+        "{failed}"
+    );
     let b = hub.agent("broken");
     assert_eq!(b["state"], "degraded", "{b}");
-    assert!(b["degraded_reason"].as_str().unwrap().starts_with("environment:"), "{b}");
+    assert!(
+        b["degraded_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("environment:"),
+        "{b}"
+    );
     busy.release(&hub, r);
     let done = hub.wait_status(&task, "completed", T);
     assert_eq!(done["assigned_to"], "healthy");
-    assert_eq!(done["attempts"], 2, "two attempts with max_retries 0: the first was free");
+    assert_eq!(
+        done["attempts"], 2,
+        "two attempts with max_retries 0: the first was free"
+    );
     assert_eq!(done["free_attempts"], 1);
     let h = hub.agent("healthy");
     assert_eq!(h["consecutive_failures"], 0);
@@ -304,7 +317,10 @@ fn a_rate_limited_agent_is_held_back_and_the_task_done_elsewhere() {
     assert_eq!(l["consecutive_failures"], 0, "no failure counted: {l}");
     assert_eq!(l["degraded_reason"], "rate limited: retry after 120s");
     let held_for = ms(&failed["at"], &l["degraded_until"]);
-    assert!((119_000..=121_000).contains(&held_for), "held for {held_for} ms");
+    assert!(
+        (119_000..=121_000).contains(&held_for),
+        "held for {held_for} ms"
+    );
     busy.release(&hub, r);
     let done = hub.wait_status(&task, "completed", T);
     assert_eq!(done["assigned_to"], "healthy");
@@ -345,19 +361,27 @@ fn a_silent_runner_stalls_and_its_task_completes_elsewhere_with_the_stall_in_its
             .any(|a| a["kind"] == "task_stalled" && a["subject"] == task.as_str()),
         "{alerts}"
     );
-    assert_eq!(hub.state()["agents"]["stalled"], 1, "stalled in the state counts");
+    assert_eq!(
+        hub.state()["agents"]["stalled"],
+        1,
+        "stalled in the state counts"
+    );
     let failed = wait_until(T, "the stalled attempt to be failed", || {
         let t = hub.task(&task);
         entries(&t, "failed").first().map(|e| (*e).clone())
     });
     assert_eq!(failed["agent_id"], "hung");
     assert_eq!(failed["blame"], "agent");
-    assert!(failed["detail"].as_str().unwrap().contains("stalled"), "{failed}");
+    assert!(
+        failed["detail"].as_str().unwrap().contains("stalled"),
+        "{failed}"
+    );
     busy.release(&hub, r);
     let done = hub.wait_status(&task, "completed", T);
     assert_eq!(done["assigned_to"], "healthy");
     // What the next runner saw: the stalled attempt in its dossier.
-    let seen = std::fs::read_to_string(r.join(format!("seen-{task}-{}", done["generation"]))).unwrap();
+    let seen =
+        std::fs::read_to_string(r.join(format!("seen-{task}-{}", done["generation"]))).unwrap();
     let seen: Value = serde_json::from_str(&seen).unwrap();
     let records = seen["dossier"]["attempts"].as_array().expect("a dossier");
     assert_eq!(records.len(), 1);
