@@ -2,7 +2,9 @@
 //! real hub and sidecars.
 //!
 //! Screenshots go to `target/screenshots/` (or `AGENTCOM_SCREENSHOT_DIR`);
-//! `docs/dashboard.png` is a copy of the one this test takes.
+//! `docs/dashboard.png` is a copy of the fleet's picture (`dashboard.png`),
+//! `docs/dashboard-changes.png` of the merge pipeline's
+//! (`dashboard-changes.png`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
