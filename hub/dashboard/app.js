@@ -227,7 +227,13 @@ function keepChange(c) {
   S.changes.set(c.id, c);
   if (S.changes.size > MAX_CHANGES) {
     const old = [...S.changes.values()].sort(byNewest).slice(MAX_CHANGES);
-    for (const o of old) S.changes.delete(o.id);
+    for (const o of old) {
+      S.changes.delete(o.id);
+      S.changeNotes.delete(o.id);
+      S.changeHistory.delete(o.id);
+      S.openLogs.delete(o.id);
+      S.openHistory.delete(o.id);
+    }
   }
   S.changesDirty = true;
 }
@@ -327,6 +333,7 @@ async function decide(action, id, body) {
     keepChange(c);
     schedule();
   } catch (e) {
+    S.changesDirty = true; // the buttons again
     flash(`Could not ${action} change ${id}: ${e.message}`);
   }
 }
@@ -381,6 +388,7 @@ async function openDetail(id) {
     ["created", clock(t.created_at)], ["updated", `${clock(t.updated_at)} (${ago(t.updated_at)})`],
     ["not before", t.not_before ? `${clock(t.not_before)}` : null], ["timeout", `${t.timeout_s}s`],
     ["repo", t.repo], ["last error", t.last_error], ["summary", r.summary], ["branch", r.branch],
+    ["changes", changeLinks(t.id)],
     ["pull request", pr ? el("a", { href: pr, target: "_blank", rel: "noopener noreferrer", text: pr }) : null],
     ["description", t.description || null],
   ];
@@ -394,6 +402,15 @@ async function openDetail(id) {
     el("td", { text: clock(h.at) }), el("td", { text: h.event }),
     el("td", { text: `${h.from || "–"} → ${h.to || "–"}` }), el("td", { text: h.agent_id || "–" }),
     el("td", { text: String(h.generation) }), el("td", { text: h.detail || "" }))));
+}
+
+/** The task's changes the page knows, each a link to its card. */
+function changeLinks(taskId) {
+  const cs = [...S.changes.values()].filter((c) => c.task_id === taskId).sort(byNewest);
+  if (!cs.length) return null;
+  return el("span", {}, ...cs.map((c) => el("button", { class: "link", "data-change": c.id, title: "show the change",
+    onclick: () => { closeDetail(); $(`.change[data-id="${CSS.escape(c.id)}"]`)?.scrollIntoView({ block: "center" }); },
+    text: `${c.id} (${c.status})` })));
 }
 
 function closeDetail() {
@@ -468,7 +485,8 @@ function changeButtons(c) {
   const why = "needs the admin token";
   return [
     el("button", { class: "primary", "data-action": "approve", "data-id": c.id, disabled: can ? null : "disabled",
-      title: can ? "merge it: the change goes to the merge queue" : why, onclick: () => decide("approve", c.id), text: "Approve" }),
+      title: can ? "merge it: the change goes to the merge queue" : why,
+      onclick: (e) => { e.currentTarget.disabled = true; decide("approve", c.id); }, text: "Approve" }),
     el("button", { class: "danger", "data-action": "reject", "data-id": c.id, disabled: can ? null : "disabled",
       title: can ? "say no, with a reason" : why,
       onclick: () => { S.rejecting = { id: c.id, reason: "", requeue: false }; S.changesDirty = true; render(); $(`.change[data-id="${CSS.escape(c.id)}"] .reject-reason`)?.focus(); },
@@ -495,6 +513,7 @@ function rejectForm(c) {
     e.preventDefault();
     const why = draft.reason.trim();
     if (!why) { reason.focus(); return; }
+    for (const b of form.querySelectorAll("button")) b.disabled = true;
     decide("reject", c.id, { reason: why, requeue: draft.requeue });
   });
   return form;

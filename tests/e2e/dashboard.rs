@@ -622,6 +622,17 @@ echo '{"summary":"configured it"}' > "$AGENTCOM_RESULT_FILE""#;
         &format!("!document.querySelector('#alerts [data-subject=\"{ca_id}\"]')"),
         T,
     );
+    // The task's detail names its change.
+    br.eval(&format!(
+        "document.querySelector('tr[data-id=\"{a}\"]').click(); true"
+    ));
+    br.wait_for(
+        &format!(
+            "document.querySelector('#detail-fields [data-change=\"{ca_id}\"]')?.textContent === '{ca_id} (merged)'"
+        ),
+        T,
+    );
+    br.eval("document.querySelector('#detail-close').click(); true");
     // Its history, on demand.
     br.eval(&format!(
         "{}.querySelector('[data-field=\"history\"] summary').click(); true",
