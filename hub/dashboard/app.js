@@ -217,7 +217,7 @@ function onTask(data) {
   const old = S.tasks.get(t.id);
   if (old && old.description && !t.description) t.description = old.description;
   keepTask(t);
-  if (t.repo) S.changesDirty = true; // its change shows its title
+  if (t.repo && !old) S.changesDirty = true; // its change shows its title
   if (S.detailId === t.id) refreshDetailSoon();
   refreshStateSoon();
   schedule();
