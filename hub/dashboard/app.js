@@ -1,10 +1,12 @@
 // AgentCom dashboard. No framework, no build step: the hub serves this file.
 //
 // Data flow: sign in (cookie), load one snapshot (/api/state, /api/agents,
-// /api/tasks), then live on /api/events (EventSource reconnects by itself
-// with Last-Event-ID). Counts move with each event; the snapshot is also
-// refreshed at most once a second for percentiles and throughput. All text
-// from tasks and agents is inserted with textContent, never as HTML.
+// /api/tasks, /api/changes, /api/repos, /api/alerts), then live on
+// /api/events (EventSource reconnects by itself with Last-Event-ID): task,
+// agent, change, repo and alert events. Counts move with each event; the
+// snapshot is also refreshed at most once a second for percentiles and
+// throughput. All text from tasks, agents, changes and alerts is inserted
+// with textContent, never as HTML.
 "use strict";
 
 const MAX_TASKS = 500;
@@ -16,7 +18,11 @@ const OFFLINE_ALERT_MS = seconds("offline_alert_s", 120);
 const UNACCEPTED_ALERT_MS = seconds("unaccepted_alert_s", 10);
 const OLDEST_QUEUED_ALERT_MS = seconds("oldest_queued_alert_s", 60);
 const LANES = ["urgent", "high", "normal", "low"];
-const STATUSES = ["queued", "assigned", "working", "completed", "failed", "dead", "cancelled"];
+const STATUSES = ["queued", "assigned", "working", "in_review", "completed", "failed", "dead", "cancelled"];
+const MAX_CHANGES = 200;
+const FILES_SHOWN = 8;
+// Hub alerts whose condition the page cannot see are shown this long.
+const HUB_ALERT_MS = seconds("hub_alert_s", 600);
 
 const $ = (sel) => document.querySelector(sel);
 const S = {
@@ -33,6 +39,15 @@ const S = {
   detailId: null,
   detailTimer: null,
   events: 0,
+  changes: new Map(),
+  changesDirty: true,
+  repos: new Map(),
+  hubAlerts: [],
+  rejecting: null, // { id, reason, requeue }: the open reject form
+  openLogs: new Set(), // changes whose check log is unfolded
+  openHistory: new Set(), // changes whose history is unfolded
+  changeHistory: new Map(), // change id → its history entries (null: loading)
+  changeNotes: new Map(), // change id → its last transition seen live
 };
 
 // ----- helpers --------------------------------------------------------------
@@ -72,6 +87,7 @@ function safeUrl(u) { return typeof u === "string" && /^https?:\/\//i.test(u) ? 
 function badge(text) { return el("span", { class: `badge ${text}`, text }); }
 function laneOf(t) { return t.attempts > 0 ? `${t.priority}_retry` : t.priority; }
 function isAdmin() { return S.role === "admin"; }
+function short(sha) { return typeof sha === "string" ? sha.slice(0, 10) : "–"; }
 
 async function api(method, path, body) {
   const opts = { method, credentials: "same-origin", headers: {} };
@@ -152,11 +168,14 @@ function keepTask(t) {
 
 async function loadAll() {
   try {
-    const [snap, agents, recent, dead] = await Promise.all([
+    const [snap, agents, recent, dead, changes, repos, alerts] = await Promise.all([
       api("GET", "/api/state"),
       api("GET", "/api/agents"),
       api("GET", `/api/tasks?limit=${ROWS}&fields=result`),
       api("GET", "/api/tasks?status=dead&limit=200&fields=result"),
+      api("GET", `/api/changes?limit=${MAX_CHANGES}`),
+      api("GET", "/api/repos"),
+      api("GET", "/api/alerts?limit=100"),
     ]);
     applySnapshot(snap);
     S.agents = new Map(agents.agents.map((a) => [a.id, a]));
@@ -164,6 +183,10 @@ async function loadAll() {
     S.dead = new Map();
     for (const t of recent.tasks) keepTask(t);
     for (const t of dead.tasks) S.dead.set(t.id, t);
+    S.changes = new Map(changes.changes.map((c) => [c.id, c]));
+    S.repos = new Map(repos.repos.map((r) => [r.name, r]));
+    S.hubAlerts = alerts.alerts;
+    S.changesDirty = true;
     render();
   } catch (e) {
     if (e.status === 401) showSignIn("Your session ended; sign in again.");
@@ -194,8 +217,65 @@ function onTask(data) {
   const old = S.tasks.get(t.id);
   if (old && old.description && !t.description) t.description = old.description;
   keepTask(t);
+  if (t.repo && !old) S.changesDirty = true; // its change shows its title
   if (S.detailId === t.id) refreshDetailSoon();
   refreshStateSoon();
+  schedule();
+}
+
+function keepChange(c) {
+  S.changes.set(c.id, c);
+  if (S.changes.size > MAX_CHANGES) {
+    const old = [...S.changes.values()].sort(byNewest).slice(MAX_CHANGES);
+    for (const o of old) {
+      S.changes.delete(o.id);
+      S.changeNotes.delete(o.id);
+      S.changeHistory.delete(o.id);
+      S.openLogs.delete(o.id);
+      S.openHistory.delete(o.id);
+    }
+  }
+  S.changesDirty = true;
+}
+
+function onChange(data) {
+  const c = data.change;
+  const tr = data.transition;
+  const counts = S.snapshot && S.snapshot.changes;
+  if (counts && tr && tr.from !== tr.to) {
+    if (tr.from) counts[tr.from] = Math.max(0, (counts[tr.from] || 0) - 1);
+    if (tr.to) counts[tr.to] = (counts[tr.to] || 0) + 1;
+  }
+  if (tr) S.changeNotes.set(c.id, tr);
+  S.changeHistory.delete(c.id);
+  keepChange(c);
+  refreshStateSoon();
+  schedule();
+}
+
+async function loadChangeHistory(id) {
+  if (S.changeHistory.has(id)) return;
+  S.changeHistory.set(id, null);
+  try {
+    const c = await api("GET", `/api/changes/${encodeURIComponent(id)}`);
+    S.changeHistory.set(id, c.history || []);
+  } catch (e) {
+    S.changeHistory.delete(id);
+    flash(`Could not load change ${id}: ${e.message}`);
+  }
+  S.changesDirty = true;
+  schedule();
+}
+
+function onRepo(data) {
+  S.repos.set(data.repo.name, data.repo);
+  S.changesDirty = true; // queue positions
+  schedule();
+}
+
+function onAlert(a) {
+  S.hubAlerts.unshift(a);
+  S.hubAlerts.length = Math.min(S.hubAlerts.length, 100);
   schedule();
 }
 
@@ -227,6 +307,9 @@ function connect() {
   es.addEventListener("task", (ev) => { count(ev); onTask(JSON.parse(ev.data)); });
   es.addEventListener("agent", (ev) => { count(ev); onAgent(JSON.parse(ev.data)); });
   es.addEventListener("progress", count);
+  es.addEventListener("change", (ev) => { count(ev); onChange(JSON.parse(ev.data)); });
+  es.addEventListener("repo", (ev) => { count(ev); onRepo(JSON.parse(ev.data)); });
+  es.addEventListener("alert", (ev) => { count(ev); onAlert(JSON.parse(ev.data)); });
   es.addEventListener("resync", () => loadAll());
 }
 
@@ -240,6 +323,18 @@ async function act(action, id) {
     schedule();
   } catch (e) {
     flash(`Could not ${action} ${id}: ${e.message}`);
+  }
+}
+
+async function decide(action, id, body) {
+  try {
+    const c = await api("POST", `/api/changes/${encodeURIComponent(id)}/${action}`, body);
+    if (S.rejecting && S.rejecting.id === id) S.rejecting = null;
+    keepChange(c);
+    schedule();
+  } catch (e) {
+    S.changesDirty = true; // the buttons again
+    flash(`Could not ${action} change ${id}: ${e.message}`);
   }
 }
 
@@ -293,6 +388,7 @@ async function openDetail(id) {
     ["created", clock(t.created_at)], ["updated", `${clock(t.updated_at)} (${ago(t.updated_at)})`],
     ["not before", t.not_before ? `${clock(t.not_before)}` : null], ["timeout", `${t.timeout_s}s`],
     ["repo", t.repo], ["last error", t.last_error], ["summary", r.summary], ["branch", r.branch],
+    ["changes", changeLinks(t.id)],
     ["pull request", pr ? el("a", { href: pr, target: "_blank", rel: "noopener noreferrer", text: pr }) : null],
     ["description", t.description || null],
   ];
@@ -306,6 +402,15 @@ async function openDetail(id) {
     el("td", { text: clock(h.at) }), el("td", { text: h.event }),
     el("td", { text: `${h.from || "–"} → ${h.to || "–"}` }), el("td", { text: h.agent_id || "–" }),
     el("td", { text: String(h.generation) }), el("td", { text: h.detail || "" }))));
+}
+
+/** The task's changes the page knows, each a link to its card. */
+function changeLinks(taskId) {
+  const cs = [...S.changes.values()].filter((c) => c.task_id === taskId).sort(byNewest);
+  if (!cs.length) return null;
+  return el("span", {}, ...cs.map((c) => el("button", { class: "link", "data-change": c.id, title: "show the change",
+    onclick: () => { closeDetail(); $(`.change[data-id="${CSS.escape(c.id)}"]`)?.scrollIntoView({ block: "center" }); },
+    text: `${c.id} (${c.status})` })));
 }
 
 function closeDetail() {
@@ -325,6 +430,8 @@ function render() {
   if (!S.snapshot || $("#app").hidden) return;
   renderTiles();
   renderPipeline();
+  renderRepos();
+  if (S.changesDirty) renderChanges();
   renderLanes();
   renderAgents();
   renderTasks();
@@ -345,8 +452,156 @@ function renderTiles() {
 
 function renderPipeline() {
   for (const st of STATUSES) $(`#count-${st}`).textContent = String(S.snapshot.tasks[st] || 0);
+  $("#count-merged").textContent = String((S.snapshot.changes || {}).merged || 0);
   const f = $("#filter-status").value;
-  for (const stage of document.querySelectorAll(".stage")) stage.classList.toggle("active", stage.dataset.status === f);
+  const cf = $("#filter-change").value;
+  for (const stage of document.querySelectorAll(".stage")) {
+    stage.classList.toggle("active", stage.dataset.status ? stage.dataset.status === f : stage.dataset.changeStatus === cf);
+  }
+}
+
+// ----- repositories and changes ------------------------------------------------------------
+
+function byNewest(a, b) { return (ms(b.created_at) - ms(a.created_at)) || b.id.localeCompare(a.id); }
+
+function renderRepos() {
+  const repos = [...S.repos.values()].sort((a, b) => a.name.localeCompare(b.name));
+  $("#repos-card").hidden = repos.length === 0;
+  $("#repos").replaceChildren(...repos.map((r) => {
+    const queue = (r.queue || []).length;
+    return el("div", { class: `repo ${r.health}`, "data-repo": r.name, "data-health": r.health, "data-paused": String(!!r.merges_paused) },
+      el("div", { class: "name" }, el("span", { text: r.name }), badge(r.health)),
+      el("div", { class: "row", title: r.main_sha || "" , text: `${r.main_branch} @ ${short(r.main_sha)}` }),
+      el("div", { class: `row${r.merges_paused ? " error" : ""}`, "data-field": "merges",
+        text: r.merges_paused ? "merges paused: main fails its check" : "merges running" }),
+      el("div", { class: "row", "data-field": "queue", title: (r.queue || []).join(", "),
+        text: queue ? `merge queue: ${queue}` : "merge queue: empty" }));
+  }));
+}
+
+function changeButtons(c) {
+  if (c.status !== "escalated") return [];
+  const can = isAdmin();
+  const why = "needs the admin token";
+  return [
+    el("button", { class: "primary", "data-action": "approve", "data-id": c.id, disabled: can ? null : "disabled",
+      title: can ? "merge it: the change goes to the merge queue" : why,
+      onclick: (e) => { e.currentTarget.disabled = true; decide("approve", c.id); }, text: "Approve" }),
+    el("button", { class: "danger", "data-action": "reject", "data-id": c.id, disabled: can ? null : "disabled",
+      title: can ? "say no, with a reason" : why,
+      onclick: () => { S.rejecting = { id: c.id, reason: "", requeue: false }; S.changesDirty = true; render(); $(`.change[data-id="${CSS.escape(c.id)}"] .reject-reason`)?.focus(); },
+      text: "Reject…" }),
+  ];
+}
+
+function rejectForm(c) {
+  const draft = S.rejecting;
+  const reason = el("input", { class: "reject-reason", type: "text", required: "required", maxlength: "4000",
+    placeholder: "why (the agent that does it again reads this)", "aria-label": "reason" });
+  reason.value = draft.reason;
+  reason.addEventListener("input", () => { draft.reason = reason.value; });
+  const requeue = el("input", { class: "reject-requeue", type: "checkbox" });
+  requeue.checked = draft.requeue;
+  requeue.addEventListener("change", () => { draft.requeue = requeue.checked; });
+  const form = el("form", { class: "reject-form", "data-id": c.id },
+    reason,
+    el("label", { title: "on: the task is queued again; off: it goes dead" }, requeue, document.createTextNode(" queue the task again")),
+    el("button", { class: "danger", type: "submit", "data-action": "confirm-reject", text: "Reject" }),
+    el("button", { type: "button", class: "link", "data-action": "cancel-reject", text: "Cancel",
+      onclick: () => { S.rejecting = null; S.changesDirty = true; schedule(); } }));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const why = draft.reason.trim();
+    if (!why) { reason.focus(); return; }
+    for (const b of form.querySelectorAll("button")) b.disabled = true;
+    decide("reject", c.id, { reason: why, requeue: draft.requeue });
+  });
+  return form;
+}
+
+function changeCard(c) {
+  const task = S.tasks.get(c.task_id);
+  const n = c.files_changed || (c.files || []).length;
+  const files = c.files || [];
+  const head = el("div", { class: "change-head" },
+    badge(c.status),
+    el("span", { class: "what", title: c.task_id, text: task ? task.title : c.task_id }),
+    el("span", { class: "lines", "data-field": "lines" },
+      el("span", { class: "add", text: `+${c.lines_added || 0}` }), document.createTextNode(" "),
+      el("span", { class: "del", text: `−${c.lines_removed || 0}` })));
+  const meta = el("div", { class: "row muted" },
+    el("span", { class: "chip", title: "branch", "data-field": "branch", text: c.branch }),
+    document.createTextNode(` ${c.repo} · ${c.agent_id} · #${c.generation} · ${short(c.base)} → ${short(c.head)} · ${c.id} · updated ${clock(c.updated_at)}`));
+  const out = [head, meta];
+  const fileList = el("ul", { class: "files" }, ...files.slice(0, FILES_SHOWN).map((f) => el("li", { text: f })));
+  if (n > Math.min(files.length, FILES_SHOWN)) fileList.append(el("li", { class: "muted", text: `… and ${n - Math.min(files.length, FILES_SHOWN)} more` }));
+  out.push(el("div", { class: "row", "data-field": "files", "data-count": String(n) },
+    el("span", { class: "muted", text: `${n} file${n === 1 ? "" : "s"}` }), fileList));
+  if (c.gate) {
+    out.push(el("div", { class: "row gate", "data-field": "gate", "data-decision": c.gate.decision },
+      el("span", { class: "muted", text: "gate " }), badge(c.gate.decision),
+      el("ul", { class: "reasons" }, ...(c.gate.reasons || []).map((r) => el("li", { text: r })))));
+  }
+  if (c.review) {
+    const v = c.review.verdict ? `${c.review.verdict}` : "waiting";
+    out.push(el("div", { class: "row", "data-field": "review",
+      text: `review ${c.review.task_id}${c.review.agent_id ? ` by ${c.review.agent_id}` : ""}: ${v}${c.review.notes ? ` — ${c.review.notes}` : ""}` }));
+  }
+  if (c.check) {
+    const ok = c.check.exit_code === 0;
+    const code = c.check.exit_code === null || c.check.exit_code === undefined ? "no exit code (timed out or did not start)" : `exit ${c.check.exit_code}`;
+    const details = el("details", { class: `check ${ok ? "ok" : "bad"}`, "data-field": "check", "data-exit-code": String(c.check.exit_code) },
+      el("summary", { text: `check: ${code} in ${Number(c.check.duration_s).toFixed(1)} s${c.check.sha ? ` on ${short(c.check.sha)}` : ""}` }),
+      el("pre", { class: "log", text: c.check.log_tail || "(no output)" }));
+    details.open = S.openLogs.has(c.id);
+    details.addEventListener("toggle", () => { if (details.open) S.openLogs.add(c.id); else S.openLogs.delete(c.id); });
+    out.push(details);
+  }
+  const note = S.changeNotes.get(c.id);
+  if (note && note.detail && ["rejected", "sent_back", "superseded"].includes(c.status)) {
+    out.push(el("div", { class: "row note", "data-field": "note", text: `${note.event}: ${note.detail}` }));
+  }
+  if (c.merged_sha) out.push(el("div", { class: "row", "data-field": "merged-sha", title: c.merged_sha, text: `merged as ${short(c.merged_sha)}` }));
+  if (c.status === "merging") {
+    const q = (S.repos.get(c.repo) || {}).queue || [];
+    const at = q.indexOf(c.id);
+    if (at >= 0) out.push(el("div", { class: "row muted", text: at === 0 ? "next in the merge queue" : `position ${at + 1} in the merge queue` }));
+  }
+  const history = el("details", { class: "history", "data-field": "history" }, el("summary", { text: "history" }));
+  const entries = S.changeHistory.get(c.id);
+  if (S.openHistory.has(c.id)) {
+    history.open = true;
+    if (entries === undefined) loadChangeHistory(c.id);
+  }
+  history.append(entries ? el("table", {}, el("tbody", {}, ...entries.map((h) => el("tr", { "data-event": h.event },
+    el("td", { text: clock(h.at) }), el("td", { text: h.event }),
+    el("td", { text: `${h.from || "–"} → ${h.to || "–"}` }), el("td", { text: h.detail || "" })))))
+    : el("p", { class: "muted", text: "loading…" }));
+  history.addEventListener("toggle", () => {
+    if (history.open) { S.openHistory.add(c.id); loadChangeHistory(c.id); } else S.openHistory.delete(c.id);
+  });
+  out.push(history);
+  const buttons = changeButtons(c);
+  if (buttons.length) out.push(el("div", { class: "actions" }, ...buttons));
+  if (S.rejecting && S.rejecting.id === c.id && c.status === "escalated" && isAdmin()) out.push(rejectForm(c));
+  return el("div", { class: `change ${c.status}`, "data-id": c.id, "data-status": c.status, "data-task": c.task_id }, ...out);
+}
+
+function renderChanges() {
+  S.changesDirty = false;
+  const f = $("#filter-change").value;
+  const all = [...S.changes.values()].sort(byNewest);
+  $("#changes-card").hidden = all.length === 0 && S.repos.size === 0;
+  const waiting = all.filter((c) => c.status === "escalated").length;
+  $("#changes-count").textContent = waiting ? `(${waiting} waiting for a person)` : "";
+  const shown = all.filter((c) => !f || c.status === f);
+  // Keep the reason being typed, and where the cursor is.
+  const active = document.activeElement;
+  const typing = active && active.classList.contains("reject-reason") ? [active.selectionStart, active.selectionEnd] : null;
+  $("#changes").replaceChildren(...(shown.length ? shown.map(changeCard)
+    : [el("p", { class: "muted", text: f ? `No ${f} changes.` : "No changes yet: a repository task that commits opens one." })]));
+  const input = typing && S.rejecting && $(`.change[data-id="${CSS.escape(S.rejecting.id)}"] .reject-reason`);
+  if (input) { input.focus(); input.setSelectionRange(...typing); }
 }
 
 function renderLanes() {
@@ -439,6 +694,35 @@ function renderAlerts() {
   if (oldest && now() - oldest > OLDEST_QUEUED_ALERT_MS) {
     alert("warn", "oldest-queued", `The oldest queued task has waited ${dur(now() - oldest)} (${S.snapshot.queue.queued} queued).`);
   }
+  // The hub's own alerts (newest first, one per kind and subject), while
+  // what they say still holds.
+  const seen = new Set();
+  for (const a of S.hubAlerts) {
+    const key = `${a.alert}\u0000${a.subject}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    let show;
+    if (a.alert === "change_escalated") {
+      const c = S.changes.get(a.subject);
+      show = c ? c.status === "escalated" : now() - ms(a.at) < HUB_ALERT_MS;
+    } else if (a.alert === "main_red") {
+      const r = S.repos.get(a.subject);
+      show = r ? r.health === "red" : now() - ms(a.at) < HUB_ALERT_MS;
+    } else if (a.alert === "main_green") {
+      show = false;
+    } else {
+      show = now() - ms(a.at) < HUB_ALERT_MS;
+    }
+    if (!show) continue;
+    const cls = a.alert === "main_red" || a.alert === "task_dead" ? "bad" : "warn";
+    const node = el("div", { class: `alert ${cls}`, "data-kind": a.alert, "data-subject": a.subject, text: `${clock(a.at)} · ${a.message}` });
+    if (a.alert === "change_escalated") {
+      node.classList.add("link");
+      node.title = "show the change";
+      node.addEventListener("click", () => $(`.change[data-id="${CSS.escape(a.subject)}"]`)?.scrollIntoView({ block: "center" }));
+    }
+    out.push(node);
+  }
   $("#alerts").replaceChildren(...out);
 }
 
@@ -450,8 +734,17 @@ async function boot() {
   $("#detail-close").addEventListener("click", closeDetail);
   $("#filter-status").addEventListener("change", schedule);
   $("#filter-text").addEventListener("input", schedule);
+  $("#filter-change").addEventListener("change", () => { S.changesDirty = true; schedule(); });
   for (const stage of document.querySelectorAll(".stage")) {
     stage.addEventListener("click", () => {
+      if (stage.dataset.changeStatus) {
+        const cf = $("#filter-change");
+        cf.value = cf.value === stage.dataset.changeStatus ? "" : stage.dataset.changeStatus;
+        S.changesDirty = true;
+        schedule();
+        if (cf.value) $("#changes-card").scrollIntoView({ block: "start" });
+        return;
+      }
       const f = $("#filter-status");
       f.value = f.value === stage.dataset.status ? "" : stage.dataset.status;
       schedule();

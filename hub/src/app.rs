@@ -78,11 +78,19 @@ pub fn start(settings: Settings) -> Result<Started, String> {
     let change_view = Arc::new(ChangeView::new(live_changes.clone(), change_counts));
     let q = settings.queue_settings();
     let changes = ChangeCore::restore(q.keep_finished, q.keep_finished_ms, live_changes);
-    let repo_view = Arc::new(RepoView::new(
-        repos
-            .values()
-            .map(|r| (r.name.clone(), r.main_branch.clone())),
+    let events = Arc::new(EventBus::new(
+        settings.events.replay,
+        settings.events.replay_bytes,
+        settings.events.client_buffer,
     ));
+    let repo_view = Arc::new(
+        RepoView::new(
+            repos
+                .values()
+                .map(|r| (r.name.clone(), r.main_branch.clone())),
+        )
+        .with_events(events.clone()),
+    );
     let held = core.outstanding(None);
     tracing::info!(
         live = core.len(),
@@ -96,11 +104,6 @@ pub fn start(settings: Settings) -> Result<Started, String> {
     let sessions = Sessions::load(store.clone(), settings.http.session_ttl_s, Timestamp::now())
         .map_err(|e| e.to_string())?;
 
-    let events = Arc::new(EventBus::new(
-        settings.events.replay,
-        settings.events.replay_bytes,
-        settings.events.client_buffer,
-    ));
     let stats = Arc::new(Stats::default());
     let agents = Arc::new(AgentView::default());
     let directory = Arc::new(AgentDirectory::default());

@@ -22,6 +22,7 @@ use agentcom_protocol::{
 use crate::domain::changes::ChangeDelta;
 use crate::domain::lanes::{lane_index, LaneKind, LANE_COUNT};
 use crate::domain::queue::TaskDelta;
+use crate::events::EventBus;
 use crate::store::{Fields, Purged, Store, StoreError};
 
 /// A live task as last made durable, and how many history entries were
@@ -479,9 +480,12 @@ impl ChangeReader {
 /// What `GET /api/repos` shows of each repository, as its owners publish
 /// it (the queue actor: health, paused, merge queue; repository actors:
 /// main's commit).
+/// Each change of an entry goes out on the event bus (`event: repo`,
+/// `{"repo": {…}}`) when one is attached, for the dashboard.
 #[derive(Default)]
 pub(crate) struct RepoView {
     inner: RwLock<BTreeMap<String, RepoInfo>>,
+    events: Option<Arc<EventBus>>,
 }
 
 impl RepoView {
@@ -506,11 +510,22 @@ impl RepoView {
         v
     }
 
-    /// Change one repository's entry.
+    /// Publish every change of an entry on `events`.
+    pub(crate) fn with_events(mut self, events: Arc<EventBus>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Change one repository's entry (and say so, if it changed: under
+    /// the lock, so the events come in the order of the changes;
+    /// publishing never blocks).
     pub(crate) fn update(&self, repo: &str, f: impl FnOnce(&mut RepoInfo)) {
         let mut m = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = m.get_mut(repo) {
-            f(r);
+        let Some(r) = m.get_mut(repo) else { return };
+        let before = r.clone();
+        f(r);
+        if let Some(events) = self.events.as_ref().filter(|_| *r != before) {
+            events.publish("repo", serde_json::json!({ "repo": &*r }));
         }
     }
 
@@ -662,5 +677,26 @@ mod tests {
             changes: vec![],
         }]);
         assert_eq!(view.counts().by_status[&TaskStatus::Cancelled], 0);
+    }
+
+    #[test]
+    fn a_repository_entry_that_changes_goes_out_as_a_repo_event() {
+        let events = Arc::new(EventBus::new(100, 1 << 20, 16));
+        let view =
+            RepoView::new([("app".to_string(), "main".to_string())]).with_events(events.clone());
+        let mut sub = events.subscribe(None).live;
+        view.update("app", |r| r.main_sha = Some("abc".into()));
+        view.update("app", |r| r.main_sha = Some("abc".into())); // no change, no event
+        view.update("nope", |r| r.merges_paused = true); // not guarded
+        view.update("app", |r| r.health = Health::Red);
+        let first = sub.try_recv().unwrap();
+        assert_eq!(first.kind, "repo");
+        let v: serde_json::Value = serde_json::from_str(&first.data).unwrap();
+        assert_eq!(v["repo"]["name"], "app");
+        assert_eq!(v["repo"]["main_sha"], "abc");
+        let second: serde_json::Value =
+            serde_json::from_str(&sub.try_recv().unwrap().data).unwrap();
+        assert_eq!(second["repo"]["health"], "red");
+        assert!(sub.try_recv().is_err());
     }
 }

@@ -2,7 +2,9 @@
 //! real hub and sidecars.
 //!
 //! Screenshots go to `target/screenshots/` (or `AGENTCOM_SCREENSHOT_DIR`);
-//! `docs/dashboard.png` is a copy of the one this test takes.
+//! `docs/dashboard.png` is a copy of the fleet's picture (`dashboard.png`),
+//! `docs/dashboard-changes.png` of the merge pipeline's
+//! (`dashboard-changes.png`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use agentcom_tests::browser::Browser;
 use agentcom_tests::hub::{events, Hub};
+use agentcom_tests::procs::sh;
 use agentcom_tests::sidecar::Sidecar;
 use agentcom_tests::sse::SseClient;
 use agentcom_tests::wait_until;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -373,4 +376,422 @@ fn alerts_name_offline_agents_unaccepted_tasks_and_old_queued_work() {
         &format!("!{}", text("unaccepted").trim_end_matches("?.textContent")),
         T,
     );
+}
+
+/// A bare remote `remote.git` under `r` with one commit on main, and
+/// `work-<agent>`, the agent's clone of it (with a git identity).
+fn remote_and_clone(r: &Path, agent: &str) -> PathBuf {
+    sh(r, "git init -q --bare -b main remote.git && git clone -q remote.git seed 2>/dev/null && cd seed && git config user.email t@t && git config user.name t && echo 1 > f && git add f && git commit -qm one && git push -q origin main");
+    sh(r, &format!("git clone -q remote.git work-{agent} && cd work-{agent} && git config user.email {agent}@t && git config user.name {agent}"));
+    r.join("remote.git")
+}
+
+fn change_of(hub: &Hub, id: &str) -> Value {
+    hub.ok("GET", &format!("/api/changes/{id}"), None)
+}
+
+fn wait_change(hub: &Hub, id: &str, status: &str) -> Value {
+    wait_until(T, &format!("change {id} to be {status}"), || {
+        let c = change_of(hub, id);
+        (c["status"] == status).then_some(c)
+    })
+}
+
+fn card(id: &str) -> String {
+    format!("document.querySelector('.change[data-id=\"{id}\"]')")
+}
+
+/// The merge pipeline on the page: a real hub guards a bare repository
+/// whose gate escalates anything under `deploy/`; a real sidecar's runner
+/// commits there, so two tasks open two escalated changes. A viewer sees
+/// them and cannot decide; the admin approves one (it merges into the
+/// remote's main, its task completes) and rejects the other with a reason
+/// (the change is rejected, its task dead).
+#[test]
+fn the_dashboard_shows_changes_and_repository_health_and_approves_and_rejects() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let remote = remote_and_clone(r, "builder");
+    let toml = format!(
+        r#"[[repos]]
+name = "app"
+url = {:?}
+main_branch = "main"
+poll_s = 1
+check_command = ["sh", "-c", "echo checking $(ls | wc -l) files; test -f f"]
+
+[repos.gate]
+deny_paths = ["deploy/**"]
+"#,
+        remote.display().to_string()
+    );
+    let viewer = "viewer-token-0123456789";
+    let hub = Hub::start_with_config(r, &toml, &[("AGENTCOM_VIEWER_TOKEN", viewer)]);
+    // Two files, four lines, one of them where the gate wants a person.
+    let runner = r#"set -e
+mkdir -p deploy src
+printf 'a\nb\nc\n' > "deploy/$AGENTCOM_TASK_ID.conf"
+echo 'fn main() {}' > "src/$AGENTCOM_TASK_ID.rs"
+git add -A && git commit -qm "work of $AGENTCOM_TASK_ID"
+echo '{"summary":"configured it"}' > "$AGENTCOM_RESULT_FILE""#;
+    let git = format!(
+        "[git]\nrepo = \"app\"\nrepo_dir = {:?}\nremote = \"origin\"\nmain_branch = \"main\"\n",
+        r.join("work-builder").display().to_string()
+    );
+    let _s = Sidecar::start(r, &hub, "builder", &[], runner, &git);
+    let a = hub.submit(json!({ "title": "configure the proxy", "repo": "app" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = hub.submit(json!({ "title": "open the firewall", "repo": "app" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    hub.wait_status(&a, "in_review", T);
+    hub.wait_status(&b, "in_review", T);
+    let escalated = |task: &str| {
+        wait_until(T, &format!("the change of {task} to be escalated"), || {
+            hub.ok("GET", "/api/changes?status=escalated", None)["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["task_id"] == task)
+                .cloned()
+        })
+    };
+    let ca = escalated(&a);
+    let cb = escalated(&b);
+    let (ca_id, cb_id) = (ca["id"].as_str().unwrap(), cb["id"].as_str().unwrap());
+
+    // A viewer sees the changes and cannot decide.
+    let mut br = Browser::launch(r, 1400, 1000);
+    br.goto(&format!("{}/dashboard", hub.url));
+    br.wait_for("!document.querySelector('#sign-in').hidden", T);
+    sign_in(&mut br, viewer);
+    br.wait_for(
+        &format!("{}?.dataset.status === 'escalated'", card(ca_id)),
+        T,
+    );
+    assert_eq!(
+        br.eval(&format!(
+            "{}.querySelector('button[data-action=\"approve\"]').disabled",
+            card(ca_id)
+        )),
+        json!(true),
+        "a viewer cannot approve"
+    );
+    assert_eq!(
+        br.eval(&format!(
+            "{}.querySelector('button[data-action=\"reject\"]').disabled",
+            card(ca_id)
+        )),
+        json!(true),
+        "a viewer cannot reject"
+    );
+    br.eval("document.querySelector('#sign-out').click(); true");
+    br.wait_for("!document.querySelector('#sign-in').hidden", T);
+    sign_in(&mut br, &hub.token);
+
+    // What the panel shows of a change: files, lines, the gate's reasons.
+    br.wait_for(
+        &format!("{}?.dataset.status === 'escalated'", card(cb_id)),
+        T,
+    );
+    let shown = br.eval(&format!(
+        "(c => ({{ files: c.querySelector('[data-field=\"files\"]').dataset.count, \
+                   list: c.querySelector('[data-field=\"files\"]').textContent, \
+                   lines: c.querySelector('[data-field=\"lines\"]').textContent, \
+                   decision: c.querySelector('[data-field=\"gate\"]').dataset.decision, \
+                   gate: c.querySelector('[data-field=\"gate\"]').textContent, \
+                   branch: c.querySelector('[data-field=\"branch\"]').textContent, \
+                   title: c.querySelector('.what').textContent }}))({})",
+        card(ca_id)
+    ));
+    assert_eq!(shown["files"], "2", "{shown}");
+    assert!(
+        shown["list"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("deploy/{a}.conf")),
+        "{shown}"
+    );
+    assert!(
+        shown["list"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("src/{a}.rs")),
+        "{shown}"
+    );
+    assert_eq!(shown["lines"], "+4 −0", "{shown}");
+    assert_eq!(shown["decision"], "escalate", "{shown}");
+    assert!(
+        shown["gate"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("deploy/{a}.conf matches deny_paths deploy/**")),
+        "{shown}"
+    );
+    assert_eq!(shown["branch"], format!("builder/{a}").as_str(), "{shown}");
+    assert_eq!(shown["title"], "configure the proxy", "{shown}");
+    // The pipeline counts them; the repository is green with an empty queue.
+    br.wait_for(
+        "document.querySelector('#count-in_review').textContent === '2'",
+        T,
+    );
+    let main = sh(&remote, "git rev-parse refs/heads/main");
+    br.wait_for(
+        "document.querySelector('.repo[data-repo=\"app\"]')?.dataset.health === 'green'",
+        T,
+    );
+    let repo = br.eval("document.querySelector('.repo[data-repo=\"app\"]').textContent");
+    assert!(
+        repo.as_str()
+            .unwrap()
+            .contains(&format!("main @ {}", &main[..10])),
+        "{repo}"
+    );
+    assert!(
+        repo.as_str().unwrap().contains("merge queue: empty"),
+        "{repo}"
+    );
+    // Each escalation is an alert.
+    for id in [ca_id, cb_id] {
+        let alert = br.wait_for(
+            &format!("document.querySelector('#alerts [data-kind=\"change_escalated\"][data-subject=\"{id}\"]')?.textContent"),
+            T,
+        );
+        assert!(
+            alert.as_str().unwrap().contains("waits for a person"),
+            "{alert}"
+        );
+    }
+    let shot = screenshot_dir();
+    br.screenshot(&shot.join("dashboard-changes.png"));
+
+    // Approve one: it merges into the remote's main, its task completes.
+    br.eval(&format!(
+        "{}.querySelector('button[data-action=\"approve\"]').click(); true",
+        card(ca_id)
+    ));
+    let merged = wait_change(&hub, ca_id, "merged");
+    hub.wait_status(&a, "completed", T);
+    let head = ca["head"].as_str().unwrap();
+    sh(
+        &remote,
+        &format!("git merge-base --is-ancestor {head} refs/heads/main"),
+    );
+    let merged_sha = merged["merged_sha"].as_str().unwrap();
+    assert_eq!(sh(&remote, "git rev-parse refs/heads/main"), merged_sha);
+    br.wait_for(&format!("{}?.dataset.status === 'merged'", card(ca_id)), T);
+    br.wait_for(
+        &format!(
+            "{}.querySelector('[data-field=\"merged-sha\"]')?.textContent === 'merged as {}'",
+            card(ca_id),
+            &merged_sha[..10]
+        ),
+        T,
+    );
+    br.wait_for(
+        "document.querySelector('#count-merged').textContent === '1'",
+        T,
+    );
+    br.wait_for(
+        "document.querySelector('#count-in_review').textContent === '1'",
+        T,
+    );
+    br.wait_for(&format!("{} === 'completed'", row_status(&a)), T);
+    // The check that ran on the merge result, its log folded away.
+    let check = br.eval(&format!(
+        "(d => ({{ code: d.dataset.exitCode, open: d.open, summary: d.querySelector('summary').textContent, log: d.querySelector('pre').textContent }}))({}.querySelector('[data-field=\"check\"]'))",
+        card(ca_id)
+    ));
+    assert_eq!(check["code"], "0", "{check}");
+    assert_eq!(check["open"], false, "{check}");
+    assert!(
+        check["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("check: exit 0 in "),
+        "{check}"
+    );
+    assert!(
+        check["log"].as_str().unwrap().contains("checking"),
+        "{check}"
+    );
+    br.wait_for(
+        &format!("!document.querySelector('#alerts [data-subject=\"{ca_id}\"]')"),
+        T,
+    );
+    // The task's detail names its change.
+    br.eval(&format!(
+        "document.querySelector('tr[data-id=\"{a}\"]').click(); true"
+    ));
+    br.wait_for(
+        &format!(
+            "document.querySelector('#detail-fields [data-change=\"{ca_id}\"]')?.textContent === '{ca_id} (merged)'"
+        ),
+        T,
+    );
+    br.eval("document.querySelector('#detail-close').click(); true");
+    // Its history, on demand.
+    br.eval(&format!(
+        "{}.querySelector('[data-field=\"history\"] summary').click(); true",
+        card(ca_id)
+    ));
+    let seen = br.wait_for(
+        &format!(
+            "(rows => rows.length && rows.map(r => r.dataset.event).join(','))([...{}.querySelectorAll('[data-field=\"history\"] tr[data-event]')])",
+            card(ca_id)
+        ),
+        T,
+    );
+    let seen = seen.as_str().unwrap();
+    assert!(
+        seen.starts_with("opened") && seen.contains("approved") && seen.ends_with("merged"),
+        "{seen}"
+    );
+
+    // Reject the other, with a reason, not queued again: its task is dead.
+    br.eval(&format!(
+        "{}.querySelector('button[data-action=\"reject\"]').click(); true",
+        card(cb_id)
+    ));
+    br.wait_for(
+        &format!(
+            "{}.querySelector('.reject-form .reject-reason')",
+            card(cb_id)
+        ),
+        T,
+    );
+    assert_eq!(
+        br.eval(&format!(
+            "{}.querySelector('.reject-form .reject-requeue').checked",
+            card(cb_id)
+        )),
+        json!(false),
+        "requeue is off unless asked for"
+    );
+    // An empty reason is not sent.
+    br.eval(&format!(
+        "{}.querySelector('.reject-form button[data-action=\"confirm-reject\"]').click(); true",
+        card(cb_id)
+    ));
+    br.wait_for(
+        "document.activeElement?.classList.contains('reject-reason')",
+        T,
+    );
+    assert_eq!(change_of(&hub, cb_id)["status"], "escalated");
+    let reason = "no open firewall <b>without</b> a ticket";
+    br.eval(&format!(
+        "(i => {{ i.value = {reason:?}; i.dispatchEvent(new Event('input')); }})({}.querySelector('.reject-form .reject-reason')); true",
+        card(cb_id)
+    ));
+    br.eval(&format!(
+        "{}.querySelector('.reject-form button[data-action=\"confirm-reject\"]').click(); true",
+        card(cb_id)
+    ));
+    let rejected = wait_change(&hub, cb_id, "rejected");
+    let said = rejected["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["detail"].as_str().unwrap_or_default().contains(reason));
+    assert!(said, "the reason is in the change's history: {rejected}");
+    let task_b = hub.wait_status(&b, "dead", T);
+    assert_eq!(task_b["last_error"], reason, "{task_b}");
+    assert!(
+        events(&task_b).ends_with(&["rejected".to_string()]),
+        "{:?}",
+        events(&task_b)
+    );
+    br.wait_for(
+        &format!("{}?.dataset.status === 'rejected'", card(cb_id)),
+        T,
+    );
+    // The reason is on the card, as text.
+    br.wait_for(
+        &format!(
+            "{}.querySelector('[data-field=\"note\"]')?.textContent === 'rejected: ' + {reason:?}",
+            card(cb_id)
+        ),
+        T,
+    );
+    assert_eq!(
+        br.eval(&format!("!!{}.querySelector('b')", card(cb_id))),
+        json!(false)
+    );
+    br.wait_for(
+        &format!(
+            "!{}.querySelector('.reject-form, button[data-action]')",
+            card(cb_id)
+        ),
+        T,
+    );
+    br.wait_for(
+        &format!("document.querySelector('#dead li[data-id=\"{b}\"]')"),
+        T,
+    );
+    br.wait_for(
+        "!document.querySelector('#alerts [data-kind=\"change_escalated\"]')",
+        T,
+    );
+    br.wait_for(
+        "document.querySelector('#count-in_review').textContent === '0'",
+        T,
+    );
+    // The branch never reached main.
+    let b_head = cb["head"].as_str().unwrap();
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&remote)
+        .args(["merge-base", "--is-ancestor", b_head, "refs/heads/main"])
+        .status()
+        .unwrap();
+    assert!(!out.success(), "the rejected change is not on main");
+
+    // Someone pushes a main that fails its check past the hub: the
+    // repository turns red, its merges pause, the alert says so; a fix
+    // turns it green again and the alert goes away.
+    let repo_card = "document.querySelector('.repo[data-repo=\"app\"]')";
+    sh(r, "cd seed && git pull -q origin main && git rm -q f && git commit -qm 'drop f' && git push -q origin main");
+    br.wait_for(&format!("{repo_card}.dataset.health === 'red'"), T);
+    assert_eq!(
+        br.eval(&format!("{repo_card}.dataset.paused")),
+        json!("true")
+    );
+    assert_eq!(
+        br.eval(&format!(
+            "{repo_card}.querySelector('[data-field=\"merges\"]').textContent"
+        )),
+        json!("merges paused: main fails its check")
+    );
+    let red = br.wait_for(
+        "document.querySelector('#alerts .alert.bad[data-kind=\"main_red\"][data-subject=\"app\"]')?.textContent",
+        T,
+    );
+    assert!(red.as_str().unwrap().contains("main of app"), "{red}");
+    br.eval("window.scrollTo(0, 0); true");
+    br.screenshot(&shot.join("dashboard-changes-decided.png"));
+    sh(
+        r,
+        "cd seed && echo 1 > f && git add f && git commit -qm 'f again' && git push -q origin main",
+    );
+    br.wait_for(&format!("{repo_card}.dataset.health === 'green'"), T);
+    br.wait_for(
+        "!document.querySelector('#alerts [data-kind=\"main_red\"]')",
+        T,
+    );
+
+    // The panels fit a narrow window (a history unfolded).
+    br.viewport(420, 900);
+    br.wait_for(
+        "new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done(window.innerWidth === 420))))",
+        T,
+    );
+    assert_eq!(
+        br.eval("document.documentElement.scrollWidth <= window.innerWidth"),
+        json!(true),
+        "fits a narrow window"
+    );
+    br.screenshot(&shot.join("dashboard-changes-narrow.png"));
 }

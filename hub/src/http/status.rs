@@ -40,6 +40,14 @@ pub(crate) fn snapshot(state: &AppState) -> serde_json::Value {
         .iter()
         .map(|(s, n)| (s.as_str(), *n))
         .collect();
+    // Changes per status (finished ones included): the dashboard's
+    // `in_review` → `merged` stages.
+    let changes: BTreeMap<&str, usize> = state
+        .changes
+        .counts()
+        .into_iter()
+        .map(|(s, n)| (s.as_str(), n))
+        .collect();
     let per_minute = state.stats.completions_per_minute(now, THROUGHPUT_MINUTES);
     let (connections, max_connections) = state.connections.open_and_limit();
     json!({
@@ -55,6 +63,7 @@ pub(crate) fn snapshot(state: &AppState) -> serde_json::Value {
         },
         "tasks": by_status,
         "tasks_total": counts.total,
+        "changes": changes,
         "agents": agents,
         "connected_sidecars": state.agents.connected(),
         "assignment_latency_ms": state.stats.latency_percentiles(),
