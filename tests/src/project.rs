@@ -13,8 +13,12 @@
 //! commits everything with the title as the message. A title with no
 //! step file commits nothing (`no_changes`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
+use crate::hub::Hub;
 use crate::procs::sh;
 
 /// A bare remote with the project on `main`, and its working copies.
@@ -175,4 +179,100 @@ printf '{{"summary":"did %s"}}' "$title" > "$AGENTCOM_RESULT_FILE""#,
     pub fn set_line(n: usize, text: &str) -> String {
         format!("sed -i '{n}s/.*/{text}/' lines.txt")
     }
+
+    // ----- commits of the remote --------------------------------------------
+
+    /// The parents of commit `sha` of the remote, first parent first.
+    pub fn parents(&self, sha: &str) -> Vec<String> {
+        sh(
+            &self.remote(),
+            &format!("git rev-list --parents -n 1 {sha}"),
+        )
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+    }
+
+    /// `path` as commit `sha` of the remote has it.
+    pub fn file_at(&self, sha: &str, path: &str) -> String {
+        sh(&self.remote(), &format!("git show {sha}:{path}"))
+    }
+
+    // ----- flags: where the test and a runner's steps meet --------------------
+    //
+    // A flag is a file under `<root>/flags`. A step waits for one the test
+    // raises (after it made main move, say), or raises one the test waits
+    // for (the runner has branched and is working): real state, never time.
+
+    fn flag_path(&self, name: &str) -> PathBuf {
+        self.root.join("flags").join(name)
+    }
+
+    /// Raise flag `name` (from the test).
+    pub fn raise(&self, name: &str) {
+        std::fs::create_dir_all(self.root.join("flags")).unwrap();
+        std::fs::write(self.flag_path(name), "").unwrap();
+    }
+
+    /// Has flag `name` been raised (by a step or the test)?
+    pub fn raised(&self, name: &str) -> bool {
+        self.flag_path(name).exists()
+    }
+
+    /// A step line raising flag `name`.
+    pub fn raise_step(&self, name: &str) -> String {
+        let flags = self.root.join("flags");
+        format!(
+            "mkdir -p '{}' && touch '{}/{name}'",
+            flags.display(),
+            flags.display()
+        )
+    }
+
+    /// A step line waiting until flag `name` is raised.
+    pub fn await_step(&self, name: &str) -> String {
+        format!(
+            "until [ -e '{}' ]; do sleep 0.02; done",
+            self.flag_path(name).display()
+        )
+    }
+
+    /// A step line that waits until `n` tasks of `group` have reached it
+    /// (each task counted once, whatever its attempt): the first `n` of
+    /// the group then work from the same main.
+    pub fn barrier_step(&self, group: &str, n: usize) -> String {
+        let flags = self.root.join("flags");
+        format!(
+            "{}\nuntil [ $(ls '{}' | grep -c '^{group}\\.') -ge {n} ]; do sleep 0.02; done",
+            self.raise_step(&format!("{group}.$AGENTCOM_TASK_ID")),
+            flags.display()
+        )
+    }
+}
+
+// ----- the hub's changes of the project -----------------------------------------
+
+/// Every change the hub lists, newest first.
+pub fn changes(hub: &Hub) -> Vec<Value> {
+    hub.ok("GET", "/api/changes?limit=1000", None)["changes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// One change with its history.
+pub fn change(hub: &Hub, id: &str) -> Value {
+    hub.ok("GET", &format!("/api/changes/{id}"), None)
+}
+
+/// The changes of each task, oldest first.
+pub fn by_task(changes: &[Value]) -> BTreeMap<String, Vec<Value>> {
+    let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for c in changes.iter().rev() {
+        out.entry(c["task_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(c.clone());
+    }
+    out
 }
