@@ -220,11 +220,12 @@ printf '{{"summary":"did %s"}}' "$title" > "$AGENTCOM_RESULT_FILE""#,
         self.flag_path(name).exists()
     }
 
-    /// A step line raising flag `name`.
+    /// A step line raising flag `name` (it may name shell variables, such
+    /// as `$AGENTCOM_TASK_ID`).
     pub fn raise_step(&self, name: &str) -> String {
         let flags = self.root.join("flags");
         format!(
-            "mkdir -p '{}' && touch '{}/{name}'",
+            "mkdir -p \"{}\" && touch \"{}/{name}\"",
             flags.display(),
             flags.display()
         )
@@ -275,4 +276,55 @@ pub fn by_task(changes: &[Value]) -> BTreeMap<String, Vec<Value>> {
             .push(c.clone());
     }
     out
+}
+
+/// The statuses in which a change is live (at most one per task).
+pub const LIVE: [&str; 4] = ["open", "reviewing", "escalated", "merging"];
+
+/// Panic if a task has more than one live change in `changes` (one
+/// listing of them).
+pub fn assert_one_live_change_per_task(changes: &[Value]) {
+    for (task, cs) in by_task(changes) {
+        let live: Vec<&Value> = cs
+            .iter()
+            .filter(|c| LIVE.contains(&c["status"].as_str().unwrap()))
+            .collect();
+        assert!(
+            live.len() <= 1,
+            "task {task} has {} live changes: {live:?}",
+            live.len()
+        );
+    }
+}
+
+/// When a change (with its history) was live: from its opening to the
+/// first entry that moved it to a status that is not live (None: still
+/// live), in milliseconds since the epoch.
+pub fn live_span(change: &Value) -> (i64, Option<i64>) {
+    let history = change["history"].as_array().expect("a change's history");
+    let opened = crate::hub::parse_ms(history[0]["at"].as_str().unwrap());
+    let ended = history
+        .iter()
+        .find(|e| e["to"].as_str().is_some_and(|to| !LIVE.contains(&to)))
+        .map(|e| crate::hub::parse_ms(e["at"].as_str().unwrap()));
+    (opened, ended)
+}
+
+/// When a change (with its history) was in `merging`: each stint, from
+/// entering to leaving (ms since the epoch).
+pub fn merging_spans(change: &Value) -> Vec<(i64, i64)> {
+    let mut spans = Vec::new();
+    let mut since = None;
+    for e in change["history"].as_array().expect("a change's history") {
+        let at = crate::hub::parse_ms(e["at"].as_str().unwrap());
+        if e["from"] == "merging" && e["to"] != "merging" {
+            if let Some(s) = since.take() {
+                spans.push((s, at));
+            }
+        }
+        if e["to"] == "merging" && since.is_none() {
+            since = Some(at);
+        }
+    }
+    spans
 }
