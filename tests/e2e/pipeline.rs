@@ -233,6 +233,73 @@ fn a_conflicting_change_on_a_stale_base_is_sent_back_then_redone_on_the_new_main
     assert_eq!(project::by_task(&project::changes(&hub))[&id].len(), 2);
 }
 
+#[test]
+fn main_moving_during_the_check_refuses_the_push_and_the_change_merges_again_onto_the_new_main() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Project::new(root.path());
+    let hub = start_hub(&p, "auto_merge = true");
+    let _fleet = start_fleet(&p, &hub, &["ann"]);
+    let initial = p.main();
+    // The change's tree makes its check wait for the test.
+    p.step(
+        "held",
+        &format!(
+            "touch hold-check\n{}",
+            Project::set_line(7, "seven, checked slowly")
+        ),
+    );
+    let id = submit(&hub, json!({"title": "held", "repo": "app"}));
+    wait_until(T, "the check of the merge to be running", || {
+        p.raised("check-held").then_some(())
+    });
+    // The hub's merge commit is being checked; main moves meanwhile.
+    let moved = p.push_to_main(
+        "a person edits line two",
+        &Project::set_line(2, "two, by a person"),
+    );
+    p.raise("check-go");
+
+    let c = wait_change(&hub, &id, "merged");
+    let task = hub.wait_status(&id, "completed", T);
+    let merged = c["merged_sha"].as_str().unwrap();
+    // Merged again, onto the main that moved, and checked again.
+    assert_eq!(p.main_history(), [merged, moved.as_str(), initial.as_str()]);
+    assert_eq!(
+        p.parents(merged),
+        [moved.as_str(), c["head"].as_str().unwrap()]
+    );
+    let lines = p.file_at(merged, "lines.txt");
+    assert!(lines.contains("two, by a person"), "{lines}");
+    assert!(lines.contains("seven, checked slowly"), "{lines}");
+    assert_eq!(c["check"]["sha"], merged, "{c}");
+    // What was checked, in order: main at start, the first merge commit
+    // (passed, but main had moved: never pushed), the person's main, the
+    // second merge commit.
+    let checked = p.checked();
+    let shas: Vec<&str> = checked.iter().map(|(s, _)| s.as_str()).collect();
+    assert!(checked.iter().all(|(_, pass)| *pass), "{checked:?}");
+    assert_eq!(shas.len(), 4, "{checked:?}");
+    assert_eq!(
+        [shas[0], shas[2], shas[3]],
+        [initial.as_str(), moved.as_str(), merged],
+        "{checked:?}"
+    );
+    assert!(
+        !p.main_history().iter().any(|h| h == shas[1]),
+        "{checked:?}"
+    );
+    // Not the change's fault: no send back, one attempt.
+    let c = project::change(&hub, c["id"].as_str().unwrap());
+    let history: Vec<&str> = c["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["opened", "gated", "merged"], "{c}");
+    assert_eq!(task["generation"], 1, "{task}");
+}
+
 /// What a task of the fleet run does, and so how it must end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {

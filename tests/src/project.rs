@@ -6,7 +6,10 @@
 //! The project: `lines.txt` (ten numbered lines) and `check.sh`, which
 //! fails when any tracked file outside it contains the word `BROKEN` and
 //! records every commit it checked, and the verdict, in `<root>/checked` (so a test can
-//! prove main never pointed at a commit whose check failed).
+//! prove main never pointed at a commit whose check failed). A passing
+//! check of a tree holding a file `hold-check` waits for the test: it
+//! raises the flag `check-held` and waits for `check-go` (see the flags
+//! below).
 //!
 //! The runner reads its task's title and runs `<root>/steps/<title>.sh`
 //! in the agent's clone (on the branch the sidecar prepared), then
@@ -34,6 +37,13 @@ if git grep -q BROKEN -- ':!check.sh'; then
   echo "check: found BROKEN in $(git grep -l BROKEN -- ':!check.sh' | tr '\n' ' ')"
   echo "$sha fail" >> "$PIPELINE_TEST_CHECKED"
   exit 1
+fi
+# A tree holding hold-check makes the check wait for the test, until it
+# raised the flag check-go: the check raises check-held and waits.
+flags="$(dirname "$PIPELINE_TEST_CHECKED")/flags"
+if [ -f hold-check ] && [ ! -e "$flags/check-go" ]; then
+  mkdir -p "$flags" && touch "$flags/check-held"
+  until [ -e "$flags/check-go" ]; do sleep 0.02; done
 fi
 echo "check: ok"
 echo "$sha pass" >> "$PIPELINE_TEST_CHECKED"
