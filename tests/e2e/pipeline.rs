@@ -300,6 +300,55 @@ fn main_moving_during_the_check_refuses_the_push_and_the_change_merges_again_ont
     assert_eq!(task["generation"], 1, "{task}");
 }
 
+#[test]
+fn a_change_cannot_be_rejected_nor_its_task_cancelled_while_its_merge_is_under_way() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Project::new(root.path());
+    let hub = start_hub(&p, "auto_merge = true");
+    let _fleet = start_fleet(&p, &hub, &["ann"]);
+    p.step(
+        "contested",
+        &format!(
+            "touch hold-check\n{}",
+            Project::set_line(4, "four, contested")
+        ),
+    );
+    let id = submit(&hub, json!({"title": "contested", "repo": "app"}));
+    wait_until(T, "the check of the merge to be running", || {
+        p.raised("check-held").then_some(())
+    });
+    // The merge commit is being checked and may be pushed any moment: a
+    // person's no would be recorded while main holds the change.
+    let c = wait_change(&hub, &id, "merging");
+    let change_id = c["id"].as_str().unwrap();
+    let (status, body) = hub.call(
+        "POST",
+        &format!("/api/changes/{change_id}/reject"),
+        Some(json!({"reason": "not this", "requeue": false})),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .to_string()
+            .contains("being merged"),
+        "{body}"
+    );
+    let (status, body) = hub.call("POST", &format!("/api/tasks/{id}/cancel"), None);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .to_string()
+            .contains("being merged"),
+        "{body}"
+    );
+    p.raise("check-go");
+
+    let c = wait_change(&hub, &id, "merged");
+    assert_eq!(hub.wait_status(&id, "completed", T)["status"], "completed");
+    assert_eq!(p.main(), c["merged_sha"].as_str().unwrap());
+    assert!(p.main_file("lines.txt").contains("four, contested"));
+}
+
 /// What a task of the fleet run does, and so how it must end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
