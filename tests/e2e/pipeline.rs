@@ -30,13 +30,9 @@ fn wait_change(hub: &Hub, task: &str, status: &str) -> Value {
         T,
         &format!("the change of task {task} to be {status}"),
         || {
-            let list = hub.ok("GET", "/api/changes?limit=1000", None);
-            list["changes"]
-                .as_array()
-                .unwrap()
-                .iter()
+            project::changes(hub)
+                .into_iter()
                 .find(|c| c["task_id"] == task && c["status"] == status)
-                .cloned()
         },
     )
 }
