@@ -6,15 +6,22 @@
 //! The project: `lines.txt` (ten numbered lines) and `check.sh`, which
 //! fails when any tracked file outside it contains the word `BROKEN` and
 //! records every commit it checked, and the verdict, in `<root>/checked` (so a test can
-//! prove main never pointed at a commit whose check failed).
+//! prove main never pointed at a commit whose check failed). A passing
+//! check of a tree holding a file `hold-check` waits for the test: it
+//! raises the flag `check-held` and waits for `check-go` (see the flags
+//! below).
 //!
 //! The runner reads its task's title and runs `<root>/steps/<title>.sh`
 //! in the agent's clone (on the branch the sidecar prepared), then
 //! commits everything with the title as the message. A title with no
 //! step file commits nothing (`no_changes`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
+use crate::hub::Hub;
 use crate::procs::sh;
 
 /// A bare remote with the project on `main`, and its working copies.
@@ -30,6 +37,13 @@ if git grep -q BROKEN -- ':!check.sh'; then
   echo "check: found BROKEN in $(git grep -l BROKEN -- ':!check.sh' | tr '\n' ' ')"
   echo "$sha fail" >> "$PIPELINE_TEST_CHECKED"
   exit 1
+fi
+# A tree holding hold-check makes the check wait for the test, until it
+# raised the flag check-go: the check raises check-held and waits.
+flags="$(dirname "$PIPELINE_TEST_CHECKED")/flags"
+if [ -f hold-check ] && [ ! -e "$flags/check-go" ]; then
+  mkdir -p "$flags" && touch "$flags/check-held"
+  until [ -e "$flags/check-go" ]; do sleep 0.02; done
 fi
 echo "check: ok"
 echo "$sha pass" >> "$PIPELINE_TEST_CHECKED"
@@ -175,4 +189,152 @@ printf '{{"summary":"did %s"}}' "$title" > "$AGENTCOM_RESULT_FILE""#,
     pub fn set_line(n: usize, text: &str) -> String {
         format!("sed -i '{n}s/.*/{text}/' lines.txt")
     }
+
+    // ----- commits of the remote --------------------------------------------
+
+    /// The parents of commit `sha` of the remote, first parent first.
+    pub fn parents(&self, sha: &str) -> Vec<String> {
+        sh(
+            &self.remote(),
+            &format!("git rev-list --parents -n 1 {sha}"),
+        )
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+    }
+
+    /// `path` as commit `sha` of the remote has it.
+    pub fn file_at(&self, sha: &str, path: &str) -> String {
+        sh(&self.remote(), &format!("git show {sha}:{path}"))
+    }
+
+    // ----- flags: where the test and a runner's steps meet --------------------
+    //
+    // A flag is a file under `<root>/flags`. A step waits for one the test
+    // raises (after it made main move, say), or raises one the test waits
+    // for (the runner has branched and is working): real state, never time.
+
+    fn flag_path(&self, name: &str) -> PathBuf {
+        self.root.join("flags").join(name)
+    }
+
+    /// Raise flag `name` (from the test).
+    pub fn raise(&self, name: &str) {
+        std::fs::create_dir_all(self.root.join("flags")).unwrap();
+        std::fs::write(self.flag_path(name), "").unwrap();
+    }
+
+    /// Has flag `name` been raised (by a step or the test)?
+    pub fn raised(&self, name: &str) -> bool {
+        self.flag_path(name).exists()
+    }
+
+    /// A step line raising flag `name` (it may name shell variables, such
+    /// as `$AGENTCOM_TASK_ID`).
+    pub fn raise_step(&self, name: &str) -> String {
+        let flags = self.root.join("flags");
+        format!(
+            "mkdir -p \"{}\" && touch \"{}/{name}\"",
+            flags.display(),
+            flags.display()
+        )
+    }
+
+    /// A step line waiting until flag `name` is raised.
+    pub fn await_step(&self, name: &str) -> String {
+        format!(
+            "until [ -e '{}' ]; do sleep 0.02; done",
+            self.flag_path(name).display()
+        )
+    }
+
+    /// A step line that waits until `n` tasks of `group` have reached it
+    /// (each task counted once, whatever its attempt): the first `n` of
+    /// the group then work from the same main.
+    pub fn barrier_step(&self, group: &str, n: usize) -> String {
+        let flags = self.root.join("flags");
+        format!(
+            "{}\nuntil [ $(ls '{}' | grep -c '^{group}\\.') -ge {n} ]; do sleep 0.02; done",
+            self.raise_step(&format!("{group}.$AGENTCOM_TASK_ID")),
+            flags.display()
+        )
+    }
+}
+
+// ----- the hub's changes of the project -----------------------------------------
+
+/// Every change the hub lists, newest first.
+pub fn changes(hub: &Hub) -> Vec<Value> {
+    hub.ok("GET", "/api/changes?limit=1000", None)["changes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// One change with its history.
+pub fn change(hub: &Hub, id: &str) -> Value {
+    hub.ok("GET", &format!("/api/changes/{id}"), None)
+}
+
+/// The changes of each task, oldest first.
+pub fn by_task(changes: &[Value]) -> BTreeMap<String, Vec<Value>> {
+    let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for c in changes.iter().rev() {
+        out.entry(c["task_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(c.clone());
+    }
+    out
+}
+
+/// The statuses in which a change is live (at most one per task).
+pub const LIVE: [&str; 4] = ["open", "reviewing", "escalated", "merging"];
+
+/// Panic if a task has more than one live change in `changes` (one
+/// listing of them).
+pub fn assert_one_live_change_per_task(changes: &[Value]) {
+    for (task, cs) in by_task(changes) {
+        let live: Vec<&Value> = cs
+            .iter()
+            .filter(|c| LIVE.contains(&c["status"].as_str().unwrap()))
+            .collect();
+        assert!(
+            live.len() <= 1,
+            "task {task} has {} live changes: {live:?}",
+            live.len()
+        );
+    }
+}
+
+/// When a change (with its history) was live: from its opening to the
+/// first entry that moved it to a status that is not live (None: still
+/// live), in milliseconds since the epoch.
+pub fn live_span(change: &Value) -> (i64, Option<i64>) {
+    let history = change["history"].as_array().expect("a change's history");
+    let opened = crate::hub::parse_ms(history[0]["at"].as_str().unwrap());
+    let ended = history
+        .iter()
+        .find(|e| e["to"].as_str().is_some_and(|to| !LIVE.contains(&to)))
+        .map(|e| crate::hub::parse_ms(e["at"].as_str().unwrap()));
+    (opened, ended)
+}
+
+/// When a change (with its history) was in `merging`: each stint, from
+/// entering to leaving (ms since the epoch).
+pub fn merging_spans(change: &Value) -> Vec<(i64, i64)> {
+    let mut spans = Vec::new();
+    let mut since = None;
+    for e in change["history"].as_array().expect("a change's history") {
+        let at = crate::hub::parse_ms(e["at"].as_str().unwrap());
+        if e["from"] == "merging" && e["to"] != "merging" {
+            if let Some(s) = since.take() {
+                spans.push((s, at));
+            }
+        }
+        if e["to"] == "merging" && since.is_none() {
+            since = Some(at);
+        }
+    }
+    spans
 }

@@ -398,6 +398,85 @@ fn cancelling_a_task_in_review_rejects_its_change() {
 }
 
 #[test]
+fn a_change_being_merged_can_be_neither_rejected_nor_its_task_cancelled() {
+    // Its merge commit may already be on its way to main: a person's no
+    // would be recorded while main holds the change.
+    let mut w = World::new(ReviewMode::None, true);
+    let r = w.working("a1");
+    w.p().complete(&r, "a1", World::pushed("h1"), t(3));
+    let id = w.c.live_for_task(&r.task_id).unwrap().id.clone();
+    w.p()
+        .inspected(&id, Ok((vec!["src/a.rs".into()], 1, 0)), t(4))
+        .unwrap();
+    // Queued for merging, not taken yet: a person may still say no…
+    assert!(!w.c.being_merged(&id));
+    // …but not once the repository's merge lane took it.
+    w.c.merge_lane_free("app");
+    w.c.merge_taken(&id);
+    assert!(w.c.being_merged(&id));
+    let refused = w.p().reject(&id, "not this", false, t(5));
+    assert!(
+        matches!(&refused, Err(PipelineError::Change(ChangeError::Conflict(why))) if why.contains("being merged")),
+        "{refused:?}"
+    );
+    let refused = w.p().cancel(&r.task_id, "not needed", t(5));
+    assert!(
+        matches!(&refused, Err(QueueError::Conflict(why)) if why.contains("being merged")),
+        "{refused:?}"
+    );
+    assert_eq!(w.status(&r.task_id), TaskStatus::InReview);
+    assert_eq!(w.c.get(&id).unwrap().status, ChangeStatus::Merging);
+
+    // The lane asks again without reporting (held: main red or moving):
+    // the change waits in the queue and may be rejected again.
+    w.c.merge_lane_free("app");
+    assert!(!w.c.being_merged(&id));
+    w.c.merge_taken(&id);
+    // Its outcome ends the merge: merged, it is no one's to reject.
+    w.p()
+        .merge_done(
+            &id,
+            MergeResult::Merged {
+                sha: "m1".into(),
+                check: None,
+            },
+            t(6),
+        )
+        .unwrap();
+    assert!(!w.c.being_merged(&id));
+    assert_eq!(w.status(&r.task_id), TaskStatus::Completed);
+}
+
+#[test]
+fn a_change_sent_back_by_its_merge_is_no_longer_being_merged() {
+    let mut w = World::new(ReviewMode::None, true);
+    let r = w.working("a1");
+    w.p().complete(&r, "a1", World::pushed("h1"), t(3));
+    let id = w.c.live_for_task(&r.task_id).unwrap().id.clone();
+    w.p()
+        .inspected(&id, Ok((vec!["src/a.rs".into()], 1, 0)), t(4))
+        .unwrap();
+    w.c.merge_lane_free("app");
+    w.c.merge_taken(&id);
+    w.p()
+        .merge_done(
+            &id,
+            MergeResult::Failed {
+                event: "conflict",
+                reasons: "the change conflicts with main in: src/a.rs".into(),
+                check: None,
+            },
+            t(5),
+        )
+        .unwrap();
+    assert!(!w.c.being_merged(&id));
+    // Its task, queued again, can be cancelled.
+    assert_eq!(w.status(&r.task_id), TaskStatus::Queued);
+    w.p().cancel(&r.task_id, "not needed", t(6)).unwrap();
+    assert_eq!(w.status(&r.task_id), TaskStatus::Cancelled);
+}
+
+#[test]
 fn a_red_main_holds_its_tasks_back_until_green() {
     let mut w = World::new(ReviewMode::None, true);
     let fx = w.p().main_checked("app", "bad", false, None);
