@@ -384,13 +384,15 @@ async function openDetail(id) {
   const rows = [
     ["id", t.id], ["status", badge(t.status)], ["priority", t.priority],
     ["agent", t.assigned_to || "–"], ["generation", String(t.generation)],
-    ["attempts", `${t.attempts} of ${t.max_retries + 1}`], ["needs", (t.needed_capabilities || []).join(", ") || "–"],
+    ["attempts", `${t.attempts} of ${t.max_retries + 1}${t.free_attempts ? ` (${t.free_attempts} free: environment or rate limit)` : ""}`], ["needs", (t.needed_capabilities || []).join(", ") || "–"],
     ["created", clock(t.created_at)], ["updated", `${clock(t.updated_at)} (${ago(t.updated_at)})`],
     ["not before", t.not_before ? `${clock(t.not_before)}` : null], ["timeout", `${t.timeout_s}s`],
     ["repo", t.repo], ["last error", t.last_error], ["summary", r.summary], ["branch", r.branch],
     ["changes", changeLinks(t.id)],
     ["pull request", pr ? el("a", { href: pr, target: "_blank", rel: "noopener noreferrer", text: pr }) : null],
     ["description", t.description || null],
+    ["earlier attempts", dossierList(t)],
+    ["candidates", candidateList(t)],
   ];
   for (const [k, v] of rows) {
     if (v === null || v === undefined || v === "") continue;
@@ -398,10 +400,31 @@ async function openDetail(id) {
   }
   $("#detail-actions").replaceChildren(...actionButtons(t));
   const body = $("#detail-history tbody");
-  body.replaceChildren(...(t.history || []).map((h) => el("tr", { "data-event": h.event },
+  body.replaceChildren(...(t.history || []).map((h) => el("tr", { "data-event": h.event, "data-blame": h.blame || "" },
     el("td", { text: clock(h.at) }), el("td", { text: h.event }),
     el("td", { text: `${h.from || "–"} → ${h.to || "–"}` }), el("td", { text: h.agent_id || "–" }),
-    el("td", { text: String(h.generation) }), el("td", { text: h.detail || "" }))));
+    el("td", { text: String(h.generation) }), el("td", {}, ...(h.blame ? [el("span", { class: `blame ${h.blame}`, text: `blame: ${h.blame}` }), " "] : []), h.detail || "")));
+}
+
+/** The task's dossier: how its earlier attempts ended, as the next runner sees it. */
+function dossierList(t) {
+  const records = (t.dossier && t.dossier.attempts) || [];
+  if (!records.length) return null;
+  return el("ol", { class: "dossier", "data-field": "dossier" }, ...records.map((a) => el("li", { "data-blame": a.blame || "" },
+    el("span", { text: `#${a.generation} ${a.agent_id}: ${a.outcome}` }),
+    ...(a.blame ? [" ", el("span", { class: `blame ${a.blame}`, text: `blame: ${a.blame}` })] : []),
+    ...(a.error ? [el("div", { class: "muted", text: a.error })] : []),
+    ...(a.branch ? [el("div", { class: "muted", text: `branch ${a.branch}${a.head ? ` at ${a.head.slice(0, 10)}` : ""}` })] : []),
+    ...(a.log_tail ? [el("details", {}, el("summary", { text: "log tail" }), el("pre", { text: a.log_tail }))] : []))));
+}
+
+/** Late results of superseded attempts, kept rather than dropped. */
+function candidateList(t) {
+  const cs = t.candidates || [];
+  if (!cs.length) return null;
+  return el("ul", { class: "candidates", "data-field": "candidates" }, ...cs.map((c) => el("li", {},
+    el("span", { text: `#${c.generation} ${c.agent_id}: branch ${c.branch}${c.head ? ` at ${c.head.slice(0, 10)}` : ""}` }),
+    ...(c.summary ? [el("div", { class: "muted", text: c.summary })] : []))));
 }
 
 /** The task's changes the page knows, each a link to its card. */
@@ -634,7 +657,8 @@ function renderAgents() {
     rows.push(el("div", { class: "row", text: a.connected ? `heartbeat ${ago(a.last_heartbeat_at)}` : `disconnected${a.last_heartbeat_at ? `, last heartbeat ${ago(a.last_heartbeat_at)}` : ""}` }));
     if (a.consecutive_failures || a.degraded_until) {
       const until = a.degraded_until && ms(a.degraded_until) > now() ? `; degraded until ${clock(a.degraded_until)}` : "";
-      rows.push(el("div", { class: "row error", text: `${a.consecutive_failures} failure(s) in a row${until}` }));
+      const why = a.degraded_reason ? ` (${a.degraded_reason})` : "";
+      rows.push(el("div", { class: "row error", "data-field": "degraded", text: `${a.consecutive_failures} failure(s) in a row${until}${why}` }));
     }
     rows.push(el("div", {}, ...(a.capabilities || []).map((c) => el("span", { class: "chip", text: c }))));
     return el("div", { class: "agent", "data-agent": a.id, "data-state": a.state }, ...rows);
@@ -683,7 +707,8 @@ function renderAlerts() {
   for (const a of S.agents.values()) {
     const since = ms(a.state_since);
     if (a.state === "offline" && now() - since > OFFLINE_ALERT_MS) alert("bad", "offline", `Agent ${a.id} has been offline for ${dur(now() - since)}.`);
-    if (a.state === "degraded") alert("warn", "degraded", `Agent ${a.id} is degraded until ${clock(a.degraded_until)} after ${a.consecutive_failures} failures in a row.`);
+    if (a.state === "degraded") alert("warn", "degraded", `Agent ${a.id} is degraded until ${clock(a.degraded_until)}: ${a.degraded_reason || `${a.consecutive_failures} failures in a row`}.`);
+    if (a.state === "stalled") alert("warn", "stalled", `Agent ${a.id} shows no activity on its task for ${dur(now() - since)}.`);
   }
   for (const t of S.tasks.values()) {
     if (t.status === "assigned" && now() - ms(t.updated_at) > UNACCEPTED_ALERT_MS) {

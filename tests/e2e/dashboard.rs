@@ -795,3 +795,100 @@ echo '{"summary":"configured it"}' > "$AGENTCOM_RESULT_FILE""#;
     );
     br.screenshot(&shot.join("dashboard-changes-narrow.png"));
 }
+
+#[test]
+fn the_dashboard_shows_blame_the_dossier_candidates_and_a_stalled_agent() {
+    use agentcom_tests::raw::RawSidecar;
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(
+        root.path(),
+        &[
+            ("AGENTCOM_TIMEOUTS__STALL_S", "1"),
+            ("AGENTCOM_TIMEOUTS__STALL_KILL_S", "600"),
+            ("AGENTCOM_RETRY__BACKOFF_S", "0"),
+        ],
+    );
+    let a_token = hub.add_agent("ash", &[]);
+    let mut ash = RawSidecar::connect(&hub.ws_url(), &a_token).unwrap();
+    ash.hello("ash");
+    let task = hub.submit(json!({ "title": "flaky thing" }));
+    let tid = task["id"].as_str().unwrap().to_string();
+    // ash fails generation 1 (its own fault, for now) and, later, sends
+    // a result for it with a branch: kept as a candidate.
+    let g1 = ash.recv_type("assign", T).expect("ash gets it");
+    assert_eq!(g1["generation"], 1);
+    ash.send(json!({ "type": "accept", "task_id": tid, "generation": 1 }));
+    ash.send(json!({ "type": "fail", "task_id": tid, "generation": 1,
+        "error": "tests failed", "retryable": true, "log_tail": "FAIL: test_login <b>x</b>" }));
+    ash.recv_type("ack", T).expect("acked");
+    // Generation 2 goes to ash again; it works on it, silently.
+    let g2 = ash.recv_type("assign", T).expect("ash gets it again");
+    assert_eq!(g2["generation"], 2);
+    assert_eq!(
+        g2["task"]["dossier"]["attempts"][0]["blame"], "agent",
+        "{g2}"
+    );
+    ash.send(json!({ "type": "accept", "task_id": tid, "generation": 2 }));
+    ash.send(json!({ "type": "complete", "task_id": tid, "generation": 1,
+        "result": { "summary": "late but done", "branch": "ash/flaky", "head": "0123456789abcdef" } }));
+    let activity = json!({ "runner_alive": true, "output_bytes": 10 });
+    ash.send(json!({ "type": "heartbeat", "state": "working", "task_id": tid, "generation": 2, "activity": activity }));
+
+    let mut b = Browser::launch(root.path(), 1400, 1000);
+    b.goto(&format!("{}/dashboard", hub.url));
+    b.wait_for("!document.querySelector('#sign-in').hidden", T);
+    sign_in(&mut b, &hub.token);
+    // The same activity for stall_s: the agent shows stalled, with an alert.
+    b.wait_for(
+        "document.querySelector('[data-agent=\"ash\"]')?.dataset.state === 'stalled'",
+        T,
+    );
+    ash.send(json!({ "type": "heartbeat", "state": "working", "task_id": tid, "generation": 2, "activity": activity }));
+    b.wait_for(
+        "document.querySelector('#alerts [data-kind=\"stalled\"]')?.textContent.includes('ash')",
+        T,
+    );
+    // The task's page: blame in the history, the dossier, the candidate.
+    b.eval(&format!(
+        "document.querySelector('tr[data-id=\"{tid}\"]').click(); true"
+    ));
+    b.wait_for("!document.querySelector('#task-detail').hidden && !!document.querySelector('#detail-history tr[data-blame=\"agent\"]')", T);
+    let dossier = b.wait_for(
+        "document.querySelector('[data-field=\"dossier\"]')?.textContent",
+        T,
+    );
+    let dossier = dossier.as_str().unwrap();
+    assert!(
+        dossier.contains("#1 ash: failed")
+            && dossier.contains("blame: agent")
+            && dossier.contains("tests failed"),
+        "{dossier}"
+    );
+    assert_eq!(
+        b.eval("document.querySelector('[data-field=\"dossier\"] pre').textContent"),
+        json!("FAIL: test_login <b>x</b>"),
+        "the log tail is text, not markup"
+    );
+    let candidates = b.wait_for(
+        "document.querySelector('[data-field=\"candidates\"]')?.textContent",
+        T,
+    );
+    assert!(
+        candidates
+            .as_str()
+            .unwrap()
+            .contains("#1 ash: branch ash/flaky at 0123456789")
+            && candidates.as_str().unwrap().contains("late but done"),
+        "{candidates}"
+    );
+    b.screenshot(&screenshot_dir().join("dashboard-attribution.png"));
+    // Activity again: working.
+    ash.send(
+        json!({ "type": "heartbeat", "state": "working", "task_id": tid, "generation": 2,
+        "activity": { "runner_alive": true, "output_bytes": 99 } }),
+    );
+    b.wait_for(
+        "document.querySelector('[data-agent=\"ash\"]')?.dataset.state === 'working'",
+        T,
+    );
+}
