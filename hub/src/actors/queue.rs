@@ -712,8 +712,6 @@ impl Handler<Inspected> for QueueActor {
 impl Handler<NextMerge> for QueueActor {
     type Result = Option<MergeJob>;
     fn handle(&mut self, msg: NextMerge, _: &mut Context<Self>) -> Self::Result {
-        // The lane asks only when it is free: its last job has ended.
-        self.changes.merge_lane_free(&msg.repo);
         if self.core.repo_paused(&msg.repo) {
             return None;
         }
@@ -731,16 +729,14 @@ impl Handler<NextMerge> for QueueActor {
             .get(&c.task_id)
             .map(|t| t.title.clone())
             .unwrap_or_default();
-        let job = MergeJob {
+        Some(MergeJob {
             change_id: c.id.clone(),
             task_id: c.task_id.clone(),
             task_title: title,
             agent_id: c.agent_id.clone(),
             branch: c.branch.clone(),
             head: c.head.clone(),
-        };
-        self.changes.merge_taken(&job.change_id);
-        Some(job)
+        })
     }
 }
 

@@ -64,9 +64,6 @@ pub(crate) struct ChangeCore {
     live_by_task: HashMap<String, String>,
     /// Per repository, the changes in its merge queue by when they joined.
     merge_queue: BTreeMap<String, BTreeSet<(i64, String)>>,
-    /// Per repository, the change its merge lane took and has not
-    /// finished: its merge commit may be on its way to main.
-    in_merge: BTreeMap<String, String>,
     /// Finished changes kept in memory, by when they finished.
     finished: VecDeque<(Timestamp, String)>,
     keep_finished: usize,
@@ -81,7 +78,6 @@ impl ChangeCore {
             changes: HashMap::new(),
             live_by_task: HashMap::new(),
             merge_queue: BTreeMap::new(),
-            in_merge: BTreeMap::new(),
             finished: VecDeque::new(),
             keep_finished,
             keep_finished_ms,
@@ -115,6 +111,7 @@ impl ChangeCore {
     }
 
     /// The task's live change, if any.
+    #[cfg(test)]
     pub(crate) fn live_for_task(&self, task_id: &str) -> Option<&Change> {
         self.live_by_task.get(task_id).and_then(|id| self.get(id))
     }
@@ -132,38 +129,6 @@ impl ChangeCore {
     pub(crate) fn next_to_merge(&self, repo: &str) -> Option<&Change> {
         let (_, id) = self.merge_queue.get(repo)?.first()?;
         self.get(id)
-    }
-
-    /// `repo`'s merge lane asks for its next job: whatever it took before
-    /// has ended (reported, or held back to be asked for again).
-    pub(crate) fn merge_lane_free(&mut self, repo: &str) {
-        self.in_merge.remove(repo);
-    }
-
-    /// `repo`'s merge lane took change `id` (merging): until its outcome
-    /// or the lane's next ask, the change may reach main at any moment, so
-    /// a person can neither reject it nor cancel its task.
-    pub(crate) fn merge_taken(&mut self, id: &str) {
-        if let Some(c) = self.get(id).filter(|c| c.status == ChangeStatus::Merging) {
-            self.in_merge.insert(c.repo.clone(), c.id.clone());
-        }
-    }
-
-    /// Is change `id` being merged right now?
-    pub(crate) fn being_merged(&self, id: &str) -> bool {
-        self.get(id)
-            .is_some_and(|c| self.in_merge.get(&c.repo).map(String::as_str) == Some(id))
-    }
-
-    /// Refuse what would end change `id` while its merge is under way.
-    pub(crate) fn expect_not_being_merged(&self, id: &str) -> Result<(), ChangeError> {
-        if self.being_merged(id) {
-            return Err(ChangeError::Conflict(format!(
-                "change {id} is being merged right now (merged onto main, checked, pushed): \
-                 it may already be on main; try again once its merge has ended"
-            )));
-        }
-        Ok(())
     }
 
     /// The merge queue of `repo`, next first.
@@ -427,15 +392,13 @@ impl ChangeCore {
         Ok(())
     }
 
-    /// A person rejects a live change (not while its merge is under way:
-    /// main may already hold it).
+    /// A person rejects a live change.
     pub(crate) fn reject(
         &mut self,
         id: &str,
         reason: &str,
         now: Timestamp,
     ) -> Result<(), ChangeError> {
-        self.expect_not_being_merged(id)?;
         self.expect(
             id,
             &[
@@ -585,9 +548,6 @@ impl ChangeCore {
         }
         if let Some(q) = self.merge_queue.get_mut(&c.repo) {
             q.retain(|(_, id)| id != &c.id);
-        }
-        if c.status != ChangeStatus::Merging && self.in_merge.get(&c.repo) == Some(&c.id) {
-            self.in_merge.remove(&c.repo);
         }
     }
 

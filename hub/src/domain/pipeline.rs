@@ -235,21 +235,13 @@ impl Pipeline<'_> {
         vec![]
     }
 
-    /// An operator cancels a task (and its live change) — not while its
-    /// change is being merged: main may already hold it.
+    /// An operator cancels a task (and its live change).
     pub(crate) fn cancel(
         &mut self,
         task_id: &str,
         reason: &str,
         now: Timestamp,
     ) -> Result<(crate::domain::queue::Cancelled, Vec<Effect>), QueueError> {
-        if let Some(c) = self.changes.live_for_task(task_id) {
-            if let Err(why) = self.changes.expect_not_being_merged(&c.id) {
-                return Err(QueueError::Conflict(format!(
-                    "task {task_id} cannot be cancelled now: {why}"
-                )));
-            }
-        }
         let cancelled = self.queue.cancel(task_id, reason, now)?;
         let fx = self.task_ended(task_id, now);
         Ok((cancelled, fx))
