@@ -416,3 +416,59 @@ fn wait_until_new_change(hub: &Hub, task: &str, old: &str, status: &str) -> Valu
             .find(|c| c["id"] != old && c["status"] == status)
     })
 }
+
+/// A person rejects a change (or cancels its task) while the merge queue
+/// is checking its merge commit, which may be on main any moment: a 409
+/// that changes nothing, and the change merges. (Before the fix the
+/// reject answered 200 `rejected`, the task went dead, and the change
+/// reached main anyway.) Waiting in the queue, not yet handed out, a
+/// change can still be rejected (hub unit test
+/// `a_change_being_merged_is_neither_rejected_nor_cancelled`).
+#[test]
+fn a_change_whose_merge_is_being_checked_cannot_be_rejected() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Project::new(root.path());
+    let hub = start_pipeline_hub(&p, 1, "auto_merge = true", &[]);
+    let _ann = Sidecar::start(
+        p.root(),
+        &hub,
+        "ann",
+        &[],
+        &p.runner(),
+        &p.git_section("ann"),
+    );
+    let first = p.main();
+    agentcom_tests::project::wait_repo(&hub, "app", T, "green", |r| {
+        r["health"] == "green" && r["main_sha"] == first.as_str()
+    });
+    p.hold_check();
+    p.step("line eight", &Project::set_line(8, "eight, kept"));
+    let task = submit_repo_task(&hub, "line eight");
+    p.wait_held_check(T);
+    let c = wait_change_status(&hub, &task, "merging", T);
+    let id = c["id"].as_str().unwrap().to_string();
+    let (s, v) = hub.call(
+        "POST",
+        &format!("/api/changes/{id}/reject"),
+        Some(json!({"reason": "changed my mind", "requeue": false})),
+    );
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"]["code"], "conflict", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("being merged"),
+        "{v}"
+    );
+    let (s, v) = hub.call("POST", &format!("/api/tasks/{task}/cancel"), None);
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(change(&hub, &id)["status"], "merging");
+    assert_eq!(hub.task(&task)["status"], "in_review");
+    p.release_check();
+    let merged = wait_change_status(&hub, &task, "merged", T);
+    assert_eq!(p.main(), merged["merged_sha"].as_str().unwrap());
+    assert!(p.main_file("lines.txt").contains("eight, kept"));
+    hub.wait_status(&task, "completed", T);
+    assert!(!history_events(&change(&hub, &id)).contains(&"rejected".to_string()));
+}

@@ -697,6 +697,9 @@ impl Handler<Inspected> for QueueActor {
 impl Handler<NextMerge> for QueueActor {
     type Result = Option<MergeJob>;
     fn handle(&mut self, msg: NextMerge, _: &mut Context<Self>) -> Self::Result {
+        // The worker asks only when its merge lane is free: its last job
+        // ended (reported or held back).
+        self.changes.merge_handed_out(&msg.repo, None);
         if self.core.repo_paused(&msg.repo) {
             return None;
         }
@@ -714,14 +717,17 @@ impl Handler<NextMerge> for QueueActor {
             .get(&c.task_id)
             .map(|t| t.title.clone())
             .unwrap_or_default();
-        Some(MergeJob {
+        let id = c.id.clone();
+        let job = MergeJob {
             change_id: c.id.clone(),
             task_id: c.task_id.clone(),
             task_title: title,
             agent_id: c.agent_id.clone(),
             branch: c.branch.clone(),
             head: c.head.clone(),
-        })
+        };
+        self.changes.merge_handed_out(&msg.repo, Some(&id));
+        Some(job)
     }
 }
 

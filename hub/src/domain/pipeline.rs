@@ -242,6 +242,10 @@ impl Pipeline<'_> {
         reason: &str,
         now: Timestamp,
     ) -> Result<(crate::domain::queue::Cancelled, Vec<Effect>), QueueError> {
+        // A change being merged may be on main any moment: not now.
+        self.changes
+            .may_end_with_task(task_id)
+            .map_err(|e| QueueError::Conflict(format!("task {task_id}: {e}")))?;
         let cancelled = self.queue.cancel(task_id, reason, now)?;
         let fx = self.task_ended(task_id, now);
         Ok((cancelled, fx))
