@@ -313,3 +313,66 @@ fn a_hub_killed_after_its_push_recognises_the_merge_after_a_restart() {
     wait_green(&hub, &pushed);
     assert_eq!(p.main_history().len(), 2);
 }
+
+/// Main moves under a merge: while the check runs on the merge commit
+/// (onto the old main), someone pushes a broken main. The checked merge
+/// commit is never pushed (the push is a compare-and-swap); the hub merges
+/// again onto the new main, finds it red, and holds the change (not blamed:
+/// it is not sent back) until a fixing push turns main green; then it
+/// merges onto the fixed main.
+#[test]
+fn a_merge_whose_main_moved_is_redone_onto_the_new_main() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Project::new(root.path());
+    let hub = start_pipeline_hub(&p, 1, "auto_merge = true", &[]);
+    let _ann = Sidecar::start(
+        p.root(),
+        &hub,
+        "ann",
+        &[],
+        &p.runner(),
+        &p.git_section("ann"),
+    );
+    let first = p.main();
+    wait_green(&hub, &first);
+
+    p.hold_check();
+    p.step("line two", &Project::set_line(2, "two, merged late"));
+    let task = submit_repo_task(&hub, "line two");
+    let stale = p.wait_held_check(T);
+    let c = wait_change_status(&hub, &task, "merging", T);
+    let id = c["id"].as_str().unwrap().to_string();
+    let head = c["head"].as_str().unwrap().to_string();
+    let broken = p.push_to_main("break main", &Project::set_line(9, "line 9 BROKEN"));
+    p.release_check();
+
+    wait_repo(&hub, "app", T, "red at the pushed main", |r| {
+        r["main_sha"] == broken && r["health"] == "red"
+    });
+    assert!(p.checked().contains(&(stale.clone(), true)));
+    assert!(p.checked().contains(&(broken.clone(), false)));
+    // Held, not blamed: still in the merge queue, its task still in review.
+    let now = change(&hub, &id);
+    assert_eq!(now["status"], "merging", "{now}");
+    assert_eq!(hub.task(&task)["status"], "in_review");
+    assert_eq!(p.main(), broken);
+
+    let fixed = p.push_to_main("fix main", "sed -i 's/ BROKEN//' lines.txt");
+    let merged = wait_change_status(&hub, &task, "merged", T);
+    let sha = merged["merged_sha"].as_str().unwrap().to_string();
+    assert_ne!(
+        sha, stale,
+        "the merge commit checked onto the old main was pushed"
+    );
+    assert_eq!(
+        p.main_history(),
+        [sha.clone(), fixed.clone(), broken, first]
+    );
+    let parents =
+        agentcom_tests::procs::sh(&p.remote(), &format!("git rev-list --parents -n 1 {sha}"));
+    assert_eq!(parents, format!("{sha} {fixed} {head}"));
+    assert_eq!(changes_of(&hub, &task).len(), 1);
+    assert_eq!(merged_events(&change(&hub, &id)), 1);
+    assert_eq!(hub.wait_status(&task, "completed", T)["attempts"], 1);
+    assert_eq!(hub_commits_on_main_passed(&p), 1);
+}
