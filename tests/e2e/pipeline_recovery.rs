@@ -376,3 +376,71 @@ fn a_merge_whose_main_moved_is_redone_onto_the_new_main() {
     assert_eq!(hub.wait_status(&task, "completed", T)["attempts"], 1);
     assert_eq!(hub_commits_on_main_passed(&p), 1);
 }
+
+/// The hub is killed while main is red and restarted: until its first
+/// check of main (held here) says otherwise, main is still red to it — the
+/// repository's new tasks are not assigned and merges stay paused; once a
+/// fixing push is checked green, the task runs and merges. (Before the fix
+/// a restarted hub forgot: `health: unknown`, `merges_paused: false`, and
+/// the task went to an agent to be built on the broken main.)
+#[test]
+fn a_red_main_stays_red_across_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Project::new(root.path());
+    let mut hub = start_pipeline_hub(&p, 1, "auto_merge = true", &[]);
+    let _ann = Sidecar::start(
+        p.root(),
+        &hub,
+        "ann",
+        &[],
+        &p.runner(),
+        &p.git_section("ann"),
+    );
+    let first = p.main();
+    wait_green(&hub, &first);
+    let broken = p.push_to_main("break main", &Project::set_line(7, "line 7 BROKEN"));
+    wait_repo(&hub, "app", T, "red", |r| {
+        r["main_sha"] == broken && r["health"] == "red"
+    });
+
+    hub.kill9();
+    p.hold_check();
+    hub.restart();
+    // The restarted hub re-checks main (held): meanwhile it is not green.
+    assert_eq!(p.wait_held_check(T), broken);
+    let r = repo(&hub, "app");
+    assert_eq!(r["health"], "red", "{r}");
+    assert_eq!(r["main_sha"], broken.as_str(), "{r}");
+    assert_eq!(r["merges_paused"], true, "{r}");
+    // The new hub says so too.
+    assert!(alerts(&hub, "main_red")
+        .iter()
+        .any(|a| a["subject"] == "app"));
+    p.step("line three", &Project::set_line(3, "three, after the fix"));
+    let waiting = submit_repo_task(&hub, "line three");
+    let other = hub.submit(json!({"title": "no repository"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        hub.wait_status(&other, "completed", T)["assigned_to"],
+        "ann"
+    );
+    let w = hub.task(&waiting);
+    assert_eq!(w["status"], "queued", "{w}");
+    assert!(w["assigned_to"].is_null(), "{w}");
+
+    p.release_check();
+    wait_repo(&hub, "app", T, "red again after the check", |r| {
+        r["main_sha"] == broken && r["health"] == "red"
+    });
+    assert!(alerts(&hub, "main_red")
+        .iter()
+        .any(|a| a["subject"] == "app"));
+    assert_eq!(hub.task(&waiting)["status"], "queued");
+    let fixed = p.push_to_main("fix main", "sed -i 's/ BROKEN//' lines.txt");
+    let merged = wait_change_status(&hub, &waiting, "merged", T);
+    let sha = merged["merged_sha"].as_str().unwrap().to_string();
+    assert_eq!(p.main_history(), [sha, fixed, broken, first]);
+    assert_eq!(hub_commits_on_main_passed(&p), 1);
+}

@@ -84,6 +84,8 @@ struct Group {
     changes: Vec<TaskDelta>,
     change_deltas: Vec<ChangeDelta>,
     purge: Option<Purge>,
+    /// Repositories whose main turned red (at a commit) or green again.
+    health: Vec<(String, Option<String>)>,
     /// What to do once this group is durable.
     effects: Vec<Effect>,
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
@@ -94,6 +96,7 @@ impl Group {
         self.changes.is_empty()
             && self.change_deltas.is_empty()
             && self.purge.is_none()
+            && self.health.is_empty()
             && self.effects.is_empty()
             && self.waiters.is_empty()
     }
@@ -190,7 +193,13 @@ impl QueueActor {
 
     /// Effects to carry out once what is staged now is durable.
     fn stage_effects(&mut self, effects: Vec<Effect>) {
-        self.pending.effects.extend(effects);
+        for e in effects {
+            match e {
+                // Written with the group, not after it.
+                Effect::RememberHealth { repo, red_at } => self.pending.health.push((repo, red_at)),
+                e => self.pending.effects.push(e),
+            }
+        }
     }
 
     fn carry_out(&self, effects: Vec<Effect>) {
@@ -222,6 +231,8 @@ impl QueueActor {
                     subject,
                     message,
                 } => self.alerts.raise(kind.as_str(), &subject, &message, now),
+                // Staged into the group itself (see `stage_effects`).
+                Effect::RememberHealth { .. } => {}
             }
         }
     }
@@ -235,6 +246,7 @@ impl QueueActor {
             changes,
             change_deltas,
             purge,
+            health,
             effects,
             waiters,
         } = std::mem::take(&mut self.pending);
@@ -242,11 +254,17 @@ impl QueueActor {
         self.change_view.begin(&change_deltas);
         let store = self.store.clone();
         let work = actix_rt::task::spawn_blocking(move || {
-            let res = if changes.is_empty() && change_deltas.is_empty() && purge.is_none() {
+            let res = if changes.is_empty()
+                && change_deltas.is_empty()
+                && purge.is_none()
+                && health.is_empty()
+            {
                 Ok(vec![])
             } else {
-                store
-                    .write_tasks(&changes, &change_deltas, purge.as_ref())
+                health
+                    .iter()
+                    .try_for_each(|(repo, red_at)| store.put_repo_red(repo, red_at.as_deref()))
+                    .and_then(|()| store.write_tasks(&changes, &change_deltas, purge.as_ref()))
                     .and_then(|purged| store.sync().map(|_| purged))
             };
             (res, changes, change_deltas)

@@ -36,6 +36,14 @@ pub(crate) enum Effect {
     },
     /// A change joined `repo`'s merge queue (or its merges may resume).
     MergeKick { repo: String },
+    /// Remember durably (with the group that records this step) that
+    /// `repo`'s main is red at `red_at`, or no longer red (`None`), so a
+    /// restarted hub keeps its merges and tasks paused until a check of
+    /// main passes.
+    RememberHealth {
+        repo: String,
+        red_at: Option<String>,
+    },
     /// Tell people.
     Alert {
         kind: AlertKind,
@@ -485,18 +493,28 @@ impl Pipeline<'_> {
         let was_paused = self.queue.repo_paused(repo);
         self.queue.set_repo_paused(repo, !green);
         match (was_paused, green) {
-            (false, false) => vec![Effect::Alert {
-                kind: AlertKind::MainRed,
-                subject: repo.to_string(),
-                message: format!(
-                    "main of {repo} ({sha}) fails its check{}: merges are paused and its tasks wait",
-                    check
-                        .and_then(|c| c.exit_code)
-                        .map(|c| format!(" (exit {c})"))
-                        .unwrap_or_default()
-                ),
-            }],
+            (false, false) => vec![
+                Effect::RememberHealth {
+                    repo: repo.to_string(),
+                    red_at: Some(sha.to_string()),
+                },
+                Effect::Alert {
+                    kind: AlertKind::MainRed,
+                    subject: repo.to_string(),
+                    message: format!(
+                        "main of {repo} ({sha}) fails its check{}: merges are paused and its tasks wait",
+                        check
+                            .and_then(|c| c.exit_code)
+                            .map(|c| format!(" (exit {c})"))
+                            .unwrap_or_default()
+                    ),
+                },
+            ],
             (true, true) => vec![
+                Effect::RememberHealth {
+                    repo: repo.to_string(),
+                    red_at: None,
+                },
                 Effect::Alert {
                     kind: AlertKind::MainGreen,
                     subject: repo.to_string(),

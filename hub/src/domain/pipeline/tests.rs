@@ -424,16 +424,19 @@ fn a_change_being_merged_is_neither_rejected_nor_cancelled() {
 fn a_red_main_holds_its_tasks_back_until_green() {
     let mut w = World::new(ReviewMode::None, true);
     let fx = w.p().main_checked("app", "bad", false, None);
-    assert!(matches!(
-        &fx[..],
-        [Effect::Alert {
-            kind: AlertKind::MainRed,
-            ..
-        }]
-    ));
+    assert!(
+        matches!(
+            &fx[..],
+            [Effect::RememberHealth { repo, red_at: Some(sha) }, Effect::Alert {
+                kind: AlertKind::MainRed,
+                ..
+            }] if repo == "app" && sha == "bad"
+        ),
+        "{fx:?}"
+    );
     assert!(
         w.p().main_checked("app", "bad2", false, None).is_empty(),
-        "one alert while red"
+        "one alert while red, nothing new to remember"
     );
     let id = match w
         .q
@@ -459,5 +462,36 @@ fn a_red_main_holds_its_tasks_back_until_green() {
     );
     let fx = w.p().main_checked("app", "fixed", true, None);
     assert!(fx.contains(&Effect::MergeKick { repo: "app".into() }));
+    assert!(fx.contains(&Effect::RememberHealth {
+        repo: "app".into(),
+        red_at: None
+    }));
     assert_eq!(w.q.claim(&[a], t(2))[0].task.id, id);
+    assert!(
+        w.p().main_checked("app", "fixed2", true, None).is_empty(),
+        "green stays green: nothing to remember"
+    );
+}
+
+#[test]
+fn a_restarted_hub_keeps_a_red_main_red_until_a_check_passes() {
+    // What the hub remembered: app's main was red. Restored paused, a
+    // second red check changes nothing (no second alert); a green one
+    // resumes and forgets.
+    let mut w = World::new(ReviewMode::None, true);
+    w.q.set_repo_paused("app", true);
+    assert!(w.p().main_checked("app", "bad", false, None).is_empty());
+    let fx = w.p().main_checked("app", "good", true, None);
+    assert!(fx.contains(&Effect::RememberHealth {
+        repo: "app".into(),
+        red_at: None
+    }));
+    assert!(fx.iter().any(|e| matches!(
+        e,
+        Effect::Alert {
+            kind: AlertKind::MainGreen,
+            ..
+        }
+    )));
+    assert!(!w.q.repo_paused("app"));
 }
