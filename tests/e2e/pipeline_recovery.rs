@@ -261,7 +261,9 @@ fn a_hub_killed_while_the_merge_is_checked_merges_it_once_after_a_restart() {
 /// merge commit but before the hub heard back (a `post-receive` hook holds
 /// the push): main moved, the queue never recorded it. Restarted, the hub
 /// finds the change already on main and records it merged as that
-/// commit; it never merges it a second time.
+/// commit; it never merges it a second time, and until it has looked
+/// nobody can reject the change (before the fix a reject in that window
+/// answered `rejected` and killed the task of a change on main).
 #[test]
 fn a_hub_killed_after_its_push_recognises_the_merge_after_a_restart() {
     let root = tempfile::tempdir().unwrap();
@@ -293,7 +295,20 @@ fn a_hub_killed_after_its_push_recognises_the_merge_after_a_restart() {
 
     hub.kill9();
     p.release_pushes();
+    // The restarted hub first checks main (held here) before it gets to
+    // its merge queue: meanwhile the change, already on main, cannot be
+    // rejected.
+    p.hold_check();
     hub.restart();
+    assert_eq!(p.wait_held_check(T), pushed);
+    let (s, v) = hub.call(
+        "POST",
+        &format!("/api/changes/{id}/reject"),
+        Some(json!({"reason": "too late", "requeue": false})),
+    );
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(change(&hub, &id)["status"], "merging");
+    p.release_check();
 
     let merged = wait_change_status(&hub, &task, "merged", T);
     assert_eq!(merged["merged_sha"], pushed.as_str(), "{merged}");

@@ -110,6 +110,16 @@ impl ChangeCore {
                 },
             );
         }
+        // The first of each merge queue is the one a worker was merging
+        // when the hub stopped, if any: it may be on main already (pushed,
+        // not recorded). Being merged until the worker asks again, which
+        // finds it on main if it is.
+        let heads: Vec<(String, String)> = core
+            .merge_queue
+            .iter()
+            .filter_map(|(repo, q)| Some((repo.clone(), q.first()?.1.clone())))
+            .collect();
+        core.in_flight.extend(heads);
         core
     }
 
