@@ -37,7 +37,8 @@ fn history_events(c: &Value) -> Vec<String> {
 /// idle — and its verdict decides: approve merges, request_changes sends
 /// the task back with the notes (the next attempt sees them and does
 /// better, then it is approved and merged), escalate hands the change to a
-/// person with a `change_escalated` alert.
+/// person with a `change_escalated` alert, and so does a verdict the hub
+/// does not know.
 #[test]
 fn an_agent_reviews_and_its_verdict_decides() {
     let root = tempfile::tempdir().unwrap();
@@ -128,8 +129,12 @@ fi"#,
         "escalate: line 7",
         "echo escalate; echo 'a person should look at line 7'",
     );
+    // --- a verdict the hub does not know: a person decides -------------------
+    p.step("unsure: line 3", &Project::set_line(3, "three, unsure"));
+    p.verdict("unsure: line 3", "echo maybe; echo 'not sure'");
     let redo_task = submit_repo_task(&hub, "redo: line 5");
     let esc_task = submit_repo_task(&hub, "escalate: line 7");
+    let unsure_task = submit_repo_task(&hub, "unsure: line 3");
 
     let second = wait_change_status(&hub, &redo_task, "merged", T);
     let all = changes_of(&hub, &redo_task);
@@ -184,6 +189,16 @@ fi"#,
     );
     assert!(!p.main_file("lines.txt").contains("seven, doubtful"));
 
+    let unsure = wait_change_status(&hub, &unsure_task, "escalated", T);
+    let unsure = change(&hub, unsure["id"].as_str().unwrap());
+    assert!(
+        unsure["history"].to_string().contains("no verdict"),
+        "{unsure}"
+    );
+    assert!(alerts(&hub, "change_escalated")
+        .iter()
+        .any(|a| a["subject"] == unsure["id"]));
+
     // Every review went to rev; ann reviewed nothing.
     let mut reviewed = p.reviewed_by("rev");
     reviewed.sort();
@@ -193,7 +208,8 @@ fi"#,
             "approve: line 2",
             "escalate: line 7",
             "redo: line 5",
-            "redo: line 5"
+            "redo: line 5",
+            "unsure: line 3"
         ]
     );
     for t in hub.tasks(None) {
