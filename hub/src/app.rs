@@ -66,8 +66,17 @@ pub fn start(settings: Settings) -> Result<Started, String> {
     let counts = store.count_by_status().map_err(|e| e.to_string())?;
     let keys = store.load_keys().map_err(|e| e.to_string())?;
     let tasks = Arc::new(TaskView::new(live.clone(), counts));
-    let core = QueueCore::restore(settings.queue_settings(), live, keys);
+    let mut core = QueueCore::restore(settings.queue_settings(), live, keys);
     let repos = Arc::new(settings.repo_configs().map_err(|e| e.to_string())?);
+    // Mains found red before a restart stay red (merges paused, their tasks
+    // held back) until a check of main passes again.
+    let mut red_mains = Vec::new();
+    for name in repos.keys() {
+        if let Some(sha) = store.repo_red(name).map_err(|e| e.to_string())? {
+            core.set_repo_paused(name, true);
+            red_mains.push((name.clone(), sha));
+        }
+    }
     let live_changes: Vec<(Change, u32)> = store
         .load_live_changes()
         .map_err(|e| e.to_string())?
@@ -91,6 +100,13 @@ pub fn start(settings: Settings) -> Result<Started, String> {
         )
         .with_events(events.clone()),
     );
+    for (name, sha) in &red_mains {
+        repo_view.update(name, |r| {
+            r.main_sha = Some(sha.clone());
+            r.health = agentcom_protocol::Health::Red;
+            r.merges_paused = true;
+        });
+    }
     let held = core.outstanding(None);
     tracing::info!(
         live = core.len(),
@@ -142,6 +158,15 @@ pub fn start(settings: Settings) -> Result<Started, String> {
 
     let t = &settings.timeouts;
     let alerts = Arc::new(AlertBus::new(events.clone()));
+    for (name, sha) in &red_mains {
+        tracing::warn!(repo = %name, sha = %sha, "main was red when the hub stopped: merges and its tasks wait for a passing check");
+        alerts.raise(
+            crate::domain::pipeline::AlertKind::MainRed.as_str(),
+            name,
+            &format!("main of {name} was red at {sha} when the hub stopped: merges are paused and its tasks wait until a check of main passes"),
+            Timestamp::now(),
+        );
+    }
     queue_ctx.run(QueueActor::new(
         core,
         changes,

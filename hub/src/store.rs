@@ -207,6 +207,23 @@ impl Store {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
+    /// The commit at which `repo`'s main was last found red, if it has not
+    /// passed a check since.
+    pub(crate) fn repo_red(&self, repo: &str) -> Result<Option<String>, StoreError> {
+        self.meta_get(&format!("repo_red/{repo}"))
+    }
+
+    /// Remember `repo`'s main red at `sha` (`None`: green again). Not
+    /// synced: the group commit that calls it syncs.
+    pub(crate) fn put_repo_red(&self, repo: &str, sha: Option<&str>) -> Result<(), StoreError> {
+        let key = format!("repo_red/{repo}");
+        match sha {
+            Some(sha) => self.meta.insert(key.as_bytes(), sha.as_bytes())?,
+            None => self.meta.remove(key.as_bytes())?,
+        };
+        Ok(())
+    }
+
     pub fn meta_put(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.meta.insert(key.as_bytes(), value.as_bytes())?;
         self.sync()
@@ -281,6 +298,25 @@ mod tests {
         let d = std::env::temp_dir().join(format!("agentcom-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn a_red_main_is_remembered_until_green() {
+        let dir = tmp("repo-red");
+        let s = open_for_test(&dir);
+        assert_eq!(s.repo_red("app").unwrap(), None);
+        s.put_repo_red("app", Some("bad")).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let s = open_for_test(&dir);
+        assert_eq!(s.repo_red("app").unwrap().as_deref(), Some("bad"));
+        assert_eq!(s.repo_red("other").unwrap(), None);
+        s.put_repo_red("app", None).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let s = open_for_test(&dir);
+        assert_eq!(s.repo_red("app").unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -15,33 +15,11 @@ use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
 
-fn start_hub(p: &Project, gate: &str) -> Hub {
-    let (k, v) = p.hub_env();
-    Hub::start_with_config(
-        p.root(),
-        &p.hub_toml(1, gate),
-        &[(k.as_str(), v.as_str()), ("AGENTCOM_RETRY__BACKOFF_S", "0")],
-    )
-}
-
-/// The task's change once it is `status`.
-fn wait_change(hub: &Hub, task: &str, status: &str) -> Value {
-    wait_until(
-        T,
-        &format!("the change of task {task} to be {status}"),
-        || {
-            project::changes(hub)
-                .into_iter()
-                .find(|c| c["task_id"] == task && c["status"] == status)
-        },
-    )
-}
-
 #[test]
 fn a_completed_repository_task_is_merged_after_its_check_passes() {
     let root = tempfile::tempdir().unwrap();
     let p = Project::new(root.path());
-    let hub = start_hub(&p, "auto_merge = true");
+    let hub = project::start_pipeline_hub(&p, 1, "auto_merge = true", &[]);
     let _s = Sidecar::start(
         p.root(),
         &hub,
@@ -55,7 +33,7 @@ fn a_completed_repository_task_is_merged_after_its_check_passes() {
         .as_str()
         .unwrap()
         .to_string();
-    let change = wait_change(&hub, &id, "merged");
+    let change = project::wait_change_status(&hub, &id, "merged", T);
     let task = hub.wait_status(&id, "completed", T);
     assert_eq!(change["files"], json!(["lines.txt"]), "{change}");
     assert_eq!(change["lines_added"], 1);
@@ -98,7 +76,7 @@ fn last_event(change: &Value) -> String {
 fn a_non_conflicting_change_merges_onto_a_main_that_moved_during_its_attempt() {
     let root = tempfile::tempdir().unwrap();
     let p = Project::new(root.path());
-    let hub = start_hub(&p, "auto_merge = true");
+    let hub = project::start_pipeline_hub(&p, 1, "auto_merge = true", &[]);
     let _fleet = start_fleet(&p, &hub, &["ann", "bob"]);
     p.step(
         "slow",
@@ -117,14 +95,14 @@ fn a_non_conflicting_change_merges_onto_a_main_that_moved_during_its_attempt() {
     });
     // Main moves under the slow attempt: another agent's change merges.
     let quick = submit(&hub, json!({"title": "quick", "repo": "app"}));
-    let moved = wait_change(&hub, &quick, "merged")["merged_sha"]
+    let moved = project::wait_change_status(&hub, &quick, "merged", T)["merged_sha"]
         .as_str()
         .unwrap()
         .to_string();
     assert_eq!(p.main(), moved);
     p.raise("slow-go");
 
-    let c = wait_change(&hub, &slow, "merged");
+    let c = project::wait_change_status(&hub, &slow, "merged", T);
     let task = hub.wait_status(&slow, "completed", T);
     assert_eq!(c["base"], base.as_str(), "branched before main moved: {c}");
     let merged = c["merged_sha"].as_str().unwrap();
@@ -148,7 +126,7 @@ fn a_non_conflicting_change_merges_onto_a_main_that_moved_during_its_attempt() {
 fn a_conflicting_change_on_a_stale_base_is_sent_back_then_redone_on_the_new_main() {
     let root = tempfile::tempdir().unwrap();
     let p = Project::new(root.path());
-    let hub = start_hub(&p, "auto_merge = true");
+    let hub = project::start_pipeline_hub(&p, 1, "auto_merge = true", &[]);
     let _fleet = start_fleet(&p, &hub, &["ann"]);
     // The step rewrites line 5 wholesale: a conflict with anyone who
     // changed it since the base; on the new main, it merges.
@@ -173,7 +151,7 @@ fn a_conflicting_change_on_a_stale_base_is_sent_back_then_redone_on_the_new_main
     );
     p.raise("clash-go");
 
-    let first = wait_change(&hub, &id, "sent_back");
+    let first = project::wait_change_status(&hub, &id, "sent_back", T);
     let first = project::change(&hub, first["id"].as_str().unwrap());
     assert_eq!(first["base"], base.as_str());
     assert_eq!(last_event(&first), "conflict", "{first}");
@@ -183,7 +161,7 @@ fn a_conflicting_change_on_a_stale_base_is_sent_back_then_redone_on_the_new_main
         .to_string();
     assert!(why.contains("conflicts with main in: lines.txt"), "{why}");
 
-    let second = wait_change(&hub, &id, "merged");
+    let second = project::wait_change_status(&hub, &id, "merged", T);
     let task = hub.wait_status(&id, "completed", T);
     assert_eq!(
         second["base"],
@@ -233,7 +211,7 @@ fn a_conflicting_change_on_a_stale_base_is_sent_back_then_redone_on_the_new_main
 fn main_moving_during_the_check_refuses_the_push_and_the_change_merges_again_onto_the_new_main() {
     let root = tempfile::tempdir().unwrap();
     let p = Project::new(root.path());
-    let hub = start_hub(&p, "auto_merge = true");
+    let hub = project::start_pipeline_hub(&p, 1, "auto_merge = true", &[]);
     let _fleet = start_fleet(&p, &hub, &["ann"]);
     let initial = p.main();
     // The change's tree makes its check wait for the test.
@@ -255,7 +233,7 @@ fn main_moving_during_the_check_refuses_the_push_and_the_change_merges_again_ont
     );
     p.raise("check-go");
 
-    let c = wait_change(&hub, &id, "merged");
+    let c = project::wait_change_status(&hub, &id, "merged", T);
     let task = hub.wait_status(&id, "completed", T);
     let merged = c["merged_sha"].as_str().unwrap();
     // Merged again, onto the main that moved, and checked again.
@@ -300,7 +278,7 @@ fn main_moving_during_the_check_refuses_the_push_and_the_change_merges_again_ont
 fn a_change_cannot_be_rejected_nor_its_task_cancelled_while_its_merge_is_under_way() {
     let root = tempfile::tempdir().unwrap();
     let p = Project::new(root.path());
-    let hub = start_hub(&p, "auto_merge = true");
+    let hub = project::start_pipeline_hub(&p, 1, "auto_merge = true", &[]);
     let _fleet = start_fleet(&p, &hub, &["ann"]);
     p.step(
         "contested",
@@ -315,7 +293,7 @@ fn a_change_cannot_be_rejected_nor_its_task_cancelled_while_its_merge_is_under_w
     });
     // The merge commit is being checked and may be pushed any moment: a
     // person's no would be recorded while main holds the change.
-    let c = wait_change(&hub, &id, "merging");
+    let c = project::wait_change_status(&hub, &id, "merging", T);
     let change_id = c["id"].as_str().unwrap();
     let (status, body) = hub.call(
         "POST",
@@ -339,7 +317,7 @@ fn a_change_cannot_be_rejected_nor_its_task_cancelled_while_its_merge_is_under_w
     );
     p.raise("check-go");
 
-    let c = wait_change(&hub, &id, "merged");
+    let c = project::wait_change_status(&hub, &id, "merged", T);
     assert_eq!(hub.wait_status(&id, "completed", T)["status"], "completed");
     assert_eq!(p.main(), c["merged_sha"].as_str().unwrap());
     assert!(p.main_file("lines.txt").contains("four, contested"));
@@ -384,7 +362,7 @@ fn median_max(mut ms: Vec<i64>) -> (i64, i64) {
 fn a_fleet_of_three_agents_merges_twenty_tasks_through_the_queue() {
     let root = tempfile::tempdir().unwrap();
     let p = Project::new(root.path());
-    let hub = start_hub(&p, "auto_merge = true\ndeny_paths = [\"deploy/**\"]");
+    let hub = project::start_pipeline_hub(&p, 1, "auto_merge = true\ndeny_paths = [\"deploy/**\"]", &[]);
     let agents = ["ann", "bob", "cat"];
     let _fleet = start_fleet(&p, &hub, &agents);
     let initial = p.main();

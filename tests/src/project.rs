@@ -18,11 +18,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::hub::Hub;
 use crate::procs::sh;
+use crate::wait_until;
 
 /// A bare remote with the project on `main`, and its working copies.
 pub struct Project {
@@ -33,6 +35,12 @@ pub struct Project {
 const CHECK: &str = r#"#!/bin/sh
 # Fails when a tracked file (other than this one) contains BROKEN.
 sha=$(git rev-parse HEAD)
+# A test may hold the check: while the file $PIPELINE_TEST_HOLD exists it
+# says so in $PIPELINE_TEST_HOLD.started and waits (no such file: no wait).
+if [ -n "$PIPELINE_TEST_HOLD" ] && [ -e "$PIPELINE_TEST_HOLD" ]; then
+  echo "$sha" >> "$PIPELINE_TEST_HOLD.started"
+  while [ -e "$PIPELINE_TEST_HOLD" ]; do sleep 0.05; done
+fi
 if git grep -q BROKEN -- ':!check.sh'; then
   echo "check: found BROKEN in $(git grep -l BROKEN -- ':!check.sh' | tr '\n' ' ')"
   echo "$sha fail" >> "$PIPELINE_TEST_CHECKED"
@@ -337,4 +345,254 @@ pub fn merging_spans(change: &Value) -> Vec<(i64, i64)> {
         }
     }
     spans
+}
+
+// ----- holding the hub at chosen points, and reading the pipeline ---------
+
+impl Project {
+    /// The file whose existence holds every check that starts meanwhile
+    /// (see the check script): `hold_check` creates it, `release_check`
+    /// removes it.
+    pub fn check_hold_file(&self) -> PathBuf {
+        self.root.join("check-hold")
+    }
+
+    /// The hub's environment for the check: [`Project::hub_env`] and the
+    /// check's hold file.
+    pub fn hub_envs(&self) -> Vec<(String, String)> {
+        vec![
+            self.hub_env(),
+            (
+                "PIPELINE_TEST_HOLD".into(),
+                self.check_hold_file().display().to_string(),
+            ),
+        ]
+    }
+
+    /// From now on every check that starts waits until
+    /// [`Project::release_check`] (the hub needs [`Project::hub_envs`]).
+    pub fn hold_check(&self) {
+        std::fs::write(self.check_hold_file(), "").unwrap();
+    }
+
+    pub fn release_check(&self) {
+        let _ = std::fs::remove_file(self.check_hold_file());
+    }
+
+    /// The commits whose check started while held, in order.
+    pub fn held_checks(&self) -> Vec<String> {
+        let started = self.root.join("check-hold.started");
+        std::fs::read_to_string(started)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Wait until a held check runs; the commit it checks.
+    pub fn wait_held_check(&self, timeout: Duration) -> String {
+        wait_until(timeout, "a check to start while held", || {
+            self.held_checks().last().cloned()
+        })
+    }
+
+    fn push_hold_file(&self) -> PathBuf {
+        self.root.join("push-hold")
+    }
+
+    /// From now on a push that moves the remote's main is held *after*
+    /// the remote took it (a `post-receive` hook waits while the hold
+    /// exists): main has moved, the pusher has not heard yet.
+    pub fn hold_pushes_to_main(&self) {
+        let hold = self.push_hold_file();
+        let hook = self.remote().join("hooks").join("post-receive");
+        crate::sidecar::script(
+            &hook,
+            &format!(
+                r#"hold={hold:?}
+moved=$(grep ' refs/heads/main$' || true)
+if [ -n "$moved" ] && [ -e "$hold" ]; then
+  echo "$moved" >> "$hold.started"
+  while [ -e "$hold" ]; do sleep 0.05; done
+fi"#,
+                hold = hold.display().to_string()
+            ),
+        );
+        std::fs::write(hold, "").unwrap();
+    }
+
+    pub fn release_pushes(&self) {
+        let _ = std::fs::remove_file(self.push_hold_file());
+    }
+
+    /// Wait until a push to main is held after the remote took it; the
+    /// commit main moved to.
+    pub fn wait_held_push(&self, timeout: Duration) -> String {
+        let started = self.root.join("push-hold.started");
+        wait_until(timeout, "a push to main to be held", || {
+            let text = std::fs::read_to_string(&started).ok()?;
+            let line = text.lines().last()?;
+            line.split(' ').nth(1).map(str::to_string)
+        })
+    }
+
+    /// The commits on main (all of its history) whose parents include
+    /// `sha`.
+    pub fn main_children_of(&self, sha: &str) -> Vec<String> {
+        sh(&self.remote(), "git rev-list --parents refs/heads/main")
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split(' ');
+                let commit = it.next()?;
+                it.any(|p| p == sha).then(|| commit.to_string())
+            })
+            .collect()
+    }
+
+    /// The merge commits on main whose message names `change_id`.
+    pub fn merges_of_change(&self, change_id: &str) -> Vec<String> {
+        sh(
+            &self.remote(),
+            &format!("git rev-list --merges --grep='Merge change {change_id}' refs/heads/main"),
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
+    }
+
+    /// The author's email of commit `sha` on the remote.
+    pub fn author_of(&self, sha: &str) -> String {
+        sh(&self.remote(), &format!("git log -1 --format=%ae {sha}"))
+    }
+
+    /// `path` as commit `sha` has it.
+    pub fn file_at(&self, sha: &str, path: &str) -> String {
+        sh(&self.remote(), &format!("git show {sha}:{path}"))
+    }
+
+    /// A reviewer's runner: it records each review task's title in
+    /// `<root>/reviews-<agent>` and answers with the verdict and notes
+    /// that `<root>/verdicts/<task title>.sh` prints as two lines (run
+    /// with `$HEAD` the change's head and `$REMOTE` the bare remote; no
+    /// script: approve).
+    pub fn reviewer_runner(&self, agent: &str) -> String {
+        format!(
+            r#"set -e
+title=$(sed -n 's/^  "title": "Review: \(.*\)",$/\1/p' "$AGENTCOM_TASK_FILE")
+echo "$title" >> {log:?}
+HEAD=$(grep -o '"head": "[0-9a-f]*"' "$AGENTCOM_TASK_FILE" | head -n 1 | cut -d'"' -f4)
+REMOTE={remote:?}
+export HEAD REMOTE
+script={verdicts:?}/"$title.sh"
+if [ -f "$script" ]; then
+  out=$(sh -e "$script")
+  verdict=$(echo "$out" | sed -n 1p)
+  notes=$(echo "$out" | sed -n 2p)
+else
+  verdict=approve
+  notes="fine by me"
+fi
+printf '{{"verdict":"%s","notes":"%s"}}' "$verdict" "$notes" > "$AGENTCOM_RESULT_FILE""#,
+            log = self
+                .root
+                .join(format!("reviews-{agent}"))
+                .display()
+                .to_string(),
+            remote = self.remote().display().to_string(),
+            verdicts = self.root.join("verdicts").display().to_string(),
+        )
+    }
+
+    /// How the reviewer judges the change of the task titled `title`: an
+    /// `sh` body printing the verdict, then the notes (see
+    /// [`Project::reviewer_runner`]).
+    pub fn verdict(&self, title: &str, body: &str) {
+        let dir = self.root.join("verdicts");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{title}.sh")), body).unwrap();
+    }
+
+    /// The titles agent `agent` reviewed, in order.
+    pub fn reviewed_by(&self, agent: &str) -> Vec<String> {
+        std::fs::read_to_string(self.root.join(format!("reviews-{agent}")))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A hub guarding the project as repository `app`: main watched every
+/// `poll_s`, the `[repos.gate]` lines in `gate`, the check's environment
+/// ([`Project::hub_envs`]), retries without backoff, and `env` on top.
+pub fn start_pipeline_hub(p: &Project, poll_s: u64, gate: &str, env: &[(&str, &str)]) -> Hub {
+    let mut all: Vec<(String, String)> = p.hub_envs();
+    all.push(("AGENTCOM_RETRY__BACKOFF_S".into(), "0".into()));
+    all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let refs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Hub::start_with_config(p.root(), &p.hub_toml(poll_s, gate), &refs)
+}
+
+/// Every change of a task, newest first.
+pub fn changes_of(hub: &Hub, task: &str) -> Vec<Value> {
+    changes(hub)
+        .into_iter()
+        .filter(|c| c["task_id"] == task)
+        .collect()
+}
+
+/// Wait until the task has a change in `status`; that change.
+pub fn wait_change_status(hub: &Hub, task: &str, status: &str, timeout: Duration) -> Value {
+    wait_until(
+        timeout,
+        &format!("a change of task {task} to be {status}"),
+        || {
+            changes_of(hub, task)
+                .into_iter()
+                .find(|c| c["status"] == status)
+        },
+    )
+}
+
+/// Repository `name` as `GET /api/repos` shows it.
+pub fn repo(hub: &Hub, name: &str) -> Value {
+    hub.ok("GET", "/api/repos", None)["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no repository {name} in /api/repos"))
+}
+
+/// Wait until repository `name` satisfies `what`; how it looks then.
+pub fn wait_repo(
+    hub: &Hub,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_until(timeout, &format!("repository {name}: {what}"), || {
+        Some(repo(hub, name)).filter(&ok)
+    })
+}
+
+/// The alerts of `kind` (newest first).
+pub fn alerts(hub: &Hub, kind: &str) -> Vec<Value> {
+    hub.ok("GET", "/api/alerts?limit=1000", None)["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["alert"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// The id of a created task.
+pub fn submit_repo_task(hub: &Hub, title: &str) -> String {
+    hub.submit(serde_json::json!({"title": title, "repo": "app"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }

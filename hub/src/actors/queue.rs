@@ -89,6 +89,8 @@ struct Group {
     changes: Vec<TaskDelta>,
     change_deltas: Vec<ChangeDelta>,
     purge: Option<Purge>,
+    /// Repositories whose main turned red (at a commit) or green again.
+    health: Vec<(String, Option<String>)>,
     /// What to do once this group is durable.
     effects: Vec<Effect>,
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
@@ -99,6 +101,7 @@ impl Group {
         self.changes.is_empty()
             && self.change_deltas.is_empty()
             && self.purge.is_none()
+            && self.health.is_empty()
             && self.effects.is_empty()
             && self.waiters.is_empty()
     }
@@ -195,7 +198,13 @@ impl QueueActor {
 
     /// Effects to carry out once what is staged now is durable.
     fn stage_effects(&mut self, effects: Vec<Effect>) {
-        self.pending.effects.extend(effects);
+        for e in effects {
+            match e {
+                // Written with the group, not after it.
+                Effect::RememberHealth { repo, red_at } => self.pending.health.push((repo, red_at)),
+                e => self.pending.effects.push(e),
+            }
+        }
     }
 
     fn carry_out(&self, effects: Vec<Effect>) {
@@ -227,6 +236,8 @@ impl QueueActor {
                     subject,
                     message,
                 } => self.alerts.raise(kind.as_str(), &subject, &message, now),
+                // Staged into the group itself (see `stage_effects`).
+                Effect::RememberHealth { .. } => {}
             }
         }
     }
@@ -240,6 +251,7 @@ impl QueueActor {
             changes,
             change_deltas,
             purge,
+            health,
             effects,
             waiters,
         } = std::mem::take(&mut self.pending);
@@ -247,11 +259,17 @@ impl QueueActor {
         self.change_view.begin(&change_deltas);
         let store = self.store.clone();
         let work = actix_rt::task::spawn_blocking(move || {
-            let res = if changes.is_empty() && change_deltas.is_empty() && purge.is_none() {
+            let res = if changes.is_empty()
+                && change_deltas.is_empty()
+                && purge.is_none()
+                && health.is_empty()
+            {
                 Ok(vec![])
             } else {
-                store
-                    .write_tasks(&changes, &change_deltas, purge.as_ref())
+                health
+                    .iter()
+                    .try_for_each(|(repo, red_at)| store.put_repo_red(repo, red_at.as_deref()))
+                    .and_then(|()| store.write_tasks(&changes, &change_deltas, purge.as_ref()))
                     .and_then(|purged| store.sync().map(|_| purged))
             };
             (res, changes, change_deltas)
@@ -712,6 +730,9 @@ impl Handler<Inspected> for QueueActor {
 impl Handler<NextMerge> for QueueActor {
     type Result = Option<MergeJob>;
     fn handle(&mut self, msg: NextMerge, _: &mut Context<Self>) -> Self::Result {
+        // The worker asks only when its merge lane is free: its last job
+        // ended (reported or held back).
+        self.changes.merge_handed_out(&msg.repo, None);
         if self.core.repo_paused(&msg.repo) {
             return None;
         }
@@ -729,14 +750,17 @@ impl Handler<NextMerge> for QueueActor {
             .get(&c.task_id)
             .map(|t| t.title.clone())
             .unwrap_or_default();
-        Some(MergeJob {
+        let id = c.id.clone();
+        let job = MergeJob {
             change_id: c.id.clone(),
             task_id: c.task_id.clone(),
             task_title: title,
             agent_id: c.agent_id.clone(),
             branch: c.branch.clone(),
             head: c.head.clone(),
-        })
+        };
+        self.changes.merge_handed_out(&msg.repo, Some(&id));
+        Some(job)
     }
 }
 

@@ -64,6 +64,12 @@ pub(crate) struct ChangeCore {
     live_by_task: HashMap<String, String>,
     /// Per repository, the changes in its merge queue by when they joined.
     merge_queue: BTreeMap<String, BTreeSet<(i64, String)>>,
+    /// Per repository, the change its merge worker is merging right now:
+    /// handed out, its outcome not reported yet. Such a change may reach
+    /// main at any moment, so nobody may reject it (or cancel its task)
+    /// meanwhile. Not durable: after a restart nothing is being merged
+    /// and the worker asks again.
+    in_flight: BTreeMap<String, String>,
     /// Finished changes kept in memory, by when they finished.
     finished: VecDeque<(Timestamp, String)>,
     keep_finished: usize,
@@ -78,6 +84,7 @@ impl ChangeCore {
             changes: HashMap::new(),
             live_by_task: HashMap::new(),
             merge_queue: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
             finished: VecDeque::new(),
             keep_finished,
             keep_finished_ms,
@@ -103,6 +110,16 @@ impl ChangeCore {
                 },
             );
         }
+        // The first of each merge queue is the one a worker was merging
+        // when the hub stopped, if any: it may be on main already (pushed,
+        // not recorded). Being merged until the worker asks again, which
+        // finds it on main if it is.
+        let heads: Vec<(String, String)> = core
+            .merge_queue
+            .iter()
+            .filter_map(|(repo, q)| Some((repo.clone(), q.first()?.1.clone())))
+            .collect();
+        core.in_flight.extend(heads);
         core
     }
 
@@ -129,6 +146,42 @@ impl ChangeCore {
     pub(crate) fn next_to_merge(&self, repo: &str) -> Option<&Change> {
         let (_, id) = self.merge_queue.get(repo)?.first()?;
         self.get(id)
+    }
+
+    /// The merge worker of `repo` asks for its next job, so it merges
+    /// nothing now (its last job was reported or held back); `handed_out`
+    /// is the change it gets, merged from now until its outcome is in or
+    /// the worker asks again.
+    pub(crate) fn merge_handed_out(&mut self, repo: &str, handed_out: Option<&str>) {
+        match handed_out {
+            Some(id) => self.in_flight.insert(repo.to_string(), id.to_string()),
+            None => self.in_flight.remove(repo),
+        };
+    }
+
+    /// A merge worker is merging this change right now: it may be on main
+    /// at any moment.
+    pub(crate) fn being_merged(&self, id: &str) -> bool {
+        self.in_flight.values().any(|v| v == id)
+    }
+
+    /// Refuse to end a change a merge worker is merging right now.
+    fn not_being_merged(&self, id: &str, what: &str) -> Result<(), ChangeError> {
+        if self.being_merged(id) {
+            return Err(ChangeError::Conflict(format!(
+                "change {id} is being merged right now (its merge commit is checked and pushed to main); it cannot be {what} until that ends: try again once it is merged or sent back"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the live change of a task, if any, may end now (the task is
+    /// cancelled): not while it is being merged.
+    pub(crate) fn may_end_with_task(&self, task_id: &str) -> Result<(), ChangeError> {
+        match self.live_by_task.get(task_id) {
+            Some(id) => self.not_being_merged(id, "dropped with its task"),
+            None => Ok(()),
+        }
     }
 
     /// The merge queue of `repo`, next first.
@@ -408,6 +461,7 @@ impl ChangeCore {
                 ChangeStatus::Merging,
             ],
         )?;
+        self.not_being_merged(id, "rejected")?;
         self.finish(
             id,
             ChangeStatus::Rejected,
@@ -543,6 +597,9 @@ impl ChangeCore {
     }
 
     fn unindex(&mut self, c: &Change) {
+        if c.status != ChangeStatus::Merging {
+            self.in_flight.retain(|_, id| id != &c.id);
+        }
         if self.live_by_task.get(&c.task_id) == Some(&c.id) && !c.status.is_live() {
             self.live_by_task.remove(&c.task_id);
         }

@@ -36,6 +36,14 @@ pub(crate) enum Effect {
     },
     /// A change joined `repo`'s merge queue (or its merges may resume).
     MergeKick { repo: String },
+    /// Remember durably (with the group that records this step) that
+    /// `repo`'s main is red at `red_at`, or no longer red (`None`), so a
+    /// restarted hub keeps its merges and tasks paused until a check of
+    /// main passes.
+    RememberHealth {
+        repo: String,
+        red_at: Option<String>,
+    },
     /// Tell people.
     Alert {
         kind: AlertKind,
@@ -242,6 +250,10 @@ impl Pipeline<'_> {
         reason: &str,
         now: Timestamp,
     ) -> Result<(crate::domain::queue::Cancelled, Vec<Effect>), QueueError> {
+        // A change being merged may be on main any moment: not now.
+        self.changes
+            .may_end_with_task(task_id)
+            .map_err(|e| QueueError::Conflict(format!("task {task_id}: {e}")))?;
         let cancelled = self.queue.cancel(task_id, reason, now)?;
         let fx = self.task_ended(task_id, now);
         Ok((cancelled, fx))
@@ -481,18 +493,28 @@ impl Pipeline<'_> {
         let was_paused = self.queue.repo_paused(repo);
         self.queue.set_repo_paused(repo, !green);
         match (was_paused, green) {
-            (false, false) => vec![Effect::Alert {
-                kind: AlertKind::MainRed,
-                subject: repo.to_string(),
-                message: format!(
-                    "main of {repo} ({sha}) fails its check{}: merges are paused and its tasks wait",
-                    check
-                        .and_then(|c| c.exit_code)
-                        .map(|c| format!(" (exit {c})"))
-                        .unwrap_or_default()
-                ),
-            }],
+            (false, false) => vec![
+                Effect::RememberHealth {
+                    repo: repo.to_string(),
+                    red_at: Some(sha.to_string()),
+                },
+                Effect::Alert {
+                    kind: AlertKind::MainRed,
+                    subject: repo.to_string(),
+                    message: format!(
+                        "main of {repo} ({sha}) fails its check{}: merges are paused and its tasks wait",
+                        check
+                            .and_then(|c| c.exit_code)
+                            .map(|c| format!(" (exit {c})"))
+                            .unwrap_or_default()
+                    ),
+                },
+            ],
             (true, true) => vec![
+                Effect::RememberHealth {
+                    repo: repo.to_string(),
+                    red_at: None,
+                },
                 Effect::Alert {
                     kind: AlertKind::MainGreen,
                     subject: repo.to_string(),

@@ -230,3 +230,53 @@ fn a_cancelled_task_takes_its_live_change_with_it() {
     assert_eq!(c.get(&id).unwrap().status, ChangeStatus::Rejected);
     assert_eq!(c.task_ended("t1", "again", t(3)), None);
 }
+
+#[test]
+fn after_a_restart_the_first_of_each_merge_queue_may_be_on_main_already() {
+    let mut c = core();
+    let mut merging = vec![];
+    for (i, task_id) in ["t1", "t2"].iter().enumerate() {
+        let id = c
+            .open(&task(task_id, 1), "a1", "b", "b0", "h", t(i as i64 * 10))
+            .change
+            .id;
+        c.judged(
+            &id,
+            vec![],
+            0,
+            0,
+            gate(GateDecision::AutoMerge),
+            t(i as i64 * 10 + 1),
+        )
+        .unwrap();
+        merging.push(id);
+    }
+    let escalated = c
+        .open(&task("t3", 1), "a1", "b", "b0", "h", t(30))
+        .change
+        .id;
+    c.judged(
+        &escalated,
+        vec![],
+        0,
+        0,
+        gate(GateDecision::Escalate),
+        t(31),
+    )
+    .unwrap();
+    let live: Vec<(Change, u32)> = c.live().map(|ch| (ch.clone(), 3)).collect();
+    // The hub restarts: the worker may have pushed the first one before
+    // it died; nobody may reject it until the worker has looked.
+    let mut c = ChangeCore::restore(2, 60_000, live);
+    assert!(c.being_merged(&merging[0]));
+    assert!(!c.being_merged(&merging[1]));
+    assert!(matches!(
+        c.reject(&merging[0], "no", t(40)),
+        Err(ChangeError::Conflict(m)) if m.contains("being merged")
+    ));
+    c.reject(&merging[1], "no", t(41)).unwrap();
+    c.reject(&escalated, "no", t(42)).unwrap();
+    // The worker asks again: it is handed out (and found on main, or merged).
+    c.merge_handed_out("app", None);
+    c.reject(&merging[0], "no", t(43)).unwrap();
+}

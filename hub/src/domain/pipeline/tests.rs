@@ -398,19 +398,77 @@ fn cancelling_a_task_in_review_rejects_its_change() {
 }
 
 #[test]
+fn a_change_being_merged_is_neither_rejected_nor_cancelled() {
+    let mut w = World::new(ReviewMode::None, true);
+    let r = w.working("a1");
+    w.p().complete(&r, "a1", World::pushed("h1"), t(3));
+    let id = w.c.live_for_task(&r.task_id).unwrap().id.clone();
+    w.p()
+        .inspected(&id, Ok((vec!["a".into()], 1, 0)), t(4))
+        .unwrap();
+    // Waiting in the merge queue, not handed out: a person may still say no.
+    assert!(!w.c.being_merged(&id));
+    // The worker takes it: its merge commit may reach main any moment.
+    w.c.merge_handed_out("app", Some(&id));
+    assert!(w.c.being_merged(&id));
+    let err = w.p().reject(&id, "no", false, t(5)).unwrap_err();
+    assert!(
+        matches!(&err, PipelineError::Change(ChangeError::Conflict(m)) if m.contains("being merged")),
+        "{err:?}"
+    );
+    let err = w.p().cancel(&r.task_id, "no", t(5)).unwrap_err();
+    assert!(
+        matches!(&err, QueueError::Conflict(m) if m.contains("being merged")),
+        "{err:?}"
+    );
+    assert_eq!(w.c.get(&id).unwrap().status, ChangeStatus::Merging);
+    assert_eq!(w.status(&r.task_id), TaskStatus::InReview);
+    // The worker asks again (its job was held back, main being red): the
+    // change waits in the queue again and may be rejected.
+    w.c.merge_handed_out("app", None);
+    w.p().reject(&id, "no after all", false, t(6)).unwrap();
+    assert_eq!(w.c.get(&id).unwrap().status, ChangeStatus::Rejected);
+    assert_eq!(w.status(&r.task_id), TaskStatus::Dead);
+
+    // Its outcome reported: no longer being merged.
+    let r = w.working("a1");
+    w.p().complete(&r, "a1", World::pushed("h2"), t(7));
+    let id = w.c.live_for_task(&r.task_id).unwrap().id.clone();
+    w.p()
+        .inspected(&id, Ok((vec!["a".into()], 1, 0)), t(8))
+        .unwrap();
+    w.c.merge_handed_out("app", Some(&id));
+    w.p()
+        .merge_done(
+            &id,
+            MergeResult::Failed {
+                event: "conflict",
+                reasons: "conflicts".into(),
+                check: None,
+            },
+            t(9),
+        )
+        .unwrap();
+    assert!(!w.c.being_merged(&id));
+}
+
+#[test]
 fn a_red_main_holds_its_tasks_back_until_green() {
     let mut w = World::new(ReviewMode::None, true);
     let fx = w.p().main_checked("app", "bad", false, None);
-    assert!(matches!(
-        &fx[..],
-        [Effect::Alert {
-            kind: AlertKind::MainRed,
-            ..
-        }]
-    ));
+    assert!(
+        matches!(
+            &fx[..],
+            [Effect::RememberHealth { repo, red_at: Some(sha) }, Effect::Alert {
+                kind: AlertKind::MainRed,
+                ..
+            }] if repo == "app" && sha == "bad"
+        ),
+        "{fx:?}"
+    );
     assert!(
         w.p().main_checked("app", "bad2", false, None).is_empty(),
-        "one alert while red"
+        "one alert while red, nothing new to remember"
     );
     let id = match w
         .q
@@ -436,5 +494,36 @@ fn a_red_main_holds_its_tasks_back_until_green() {
     );
     let fx = w.p().main_checked("app", "fixed", true, None);
     assert!(fx.contains(&Effect::MergeKick { repo: "app".into() }));
+    assert!(fx.contains(&Effect::RememberHealth {
+        repo: "app".into(),
+        red_at: None
+    }));
     assert_eq!(w.q.claim(&[a], t(2))[0].task.id, id);
+    assert!(
+        w.p().main_checked("app", "fixed2", true, None).is_empty(),
+        "green stays green: nothing to remember"
+    );
+}
+
+#[test]
+fn a_restarted_hub_keeps_a_red_main_red_until_a_check_passes() {
+    // What the hub remembered: app's main was red. Restored paused, a
+    // second red check changes nothing (no second alert); a green one
+    // resumes and forgets.
+    let mut w = World::new(ReviewMode::None, true);
+    w.q.set_repo_paused("app", true);
+    assert!(w.p().main_checked("app", "bad", false, None).is_empty());
+    let fx = w.p().main_checked("app", "good", true, None);
+    assert!(fx.contains(&Effect::RememberHealth {
+        repo: "app".into(),
+        red_at: None
+    }));
+    assert!(fx.iter().any(|e| matches!(
+        e,
+        Effect::Alert {
+            kind: AlertKind::MainGreen,
+            ..
+        }
+    )));
+    assert!(!w.q.repo_paused("app"));
 }
