@@ -183,6 +183,39 @@ pub fn push_task(cfg: &Git, branch: &str, base: &str) -> Result<Pushed, String> 
     Ok(Pushed { head, commits })
 }
 
+/// When the last commit on `branch` was made (its committer time), if the
+/// branch has moved from `base`; `None` while it still is `base`.
+pub fn last_commit(
+    cfg: &Git,
+    branch: &str,
+    base: &str,
+) -> Result<Option<agentcom_protocol::Timestamp>, String> {
+    let repo = cfg.repo_dir.as_path();
+    let line = git(
+        repo,
+        &[
+            "log",
+            "-1",
+            "--format=%H %ct",
+            &format!("refs/heads/{branch}"),
+            "--",
+        ],
+    )?;
+    let (head, secs) = line
+        .split_once(' ')
+        .ok_or_else(|| format!("git log said {line:?}"))?;
+    if head == base {
+        return Ok(None);
+    }
+    let secs: i64 = secs
+        .trim()
+        .parse()
+        .map_err(|e| format!("git log said {line:?}: {e}"))?;
+    Ok(Some(agentcom_protocol::Timestamp::from_millis(
+        secs.saturating_mul(1000),
+    )))
+}
+
 /// `git push <remote> refs/heads/B:refs/heads/B`, leased on
 /// `refs/remotes/<remote>/B` (absent: the remote must not have B).
 fn push_leased(cfg: &Git, branch: &str) -> Result<(), String> {
@@ -573,6 +606,21 @@ mod tests {
             err,
             "the task branch loash/T1 no longer exists in the clone"
         );
+        std::fs::remove_dir_all(root).ok();
+    }
+
+    #[test]
+    fn the_last_commit_is_seen_once_the_branch_moves_from_its_base() {
+        let (root, _seed, cfg) = repos("last-commit");
+        let p = start_task(&cfg, "loash", "T1").unwrap();
+        assert_eq!(last_commit(&cfg, &p.branch, &p.base), Ok(None));
+        sh(
+            &cfg.repo_dir,
+            "echo w > g && git add g && GIT_COMMITTER_DATE='2030-01-02T03:04:05Z' git commit -qm work",
+        );
+        let at = last_commit(&cfg, &p.branch, &p.base).unwrap().unwrap();
+        assert_eq!(at.to_rfc3339(), "2030-01-02T03:04:05.000Z");
+        assert!(last_commit(&cfg, "loash/none", &p.base).is_err());
         std::fs::remove_dir_all(root).ok();
     }
 
