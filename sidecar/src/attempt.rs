@@ -64,7 +64,7 @@ use serde_json::Value;
 
 use crate::config::Mode;
 use crate::control::{Reply, Request};
-use crate::git::{Prepared, Pushed};
+use crate::git::{Prepared, PushFailed, Pushed};
 use crate::report::{self, fail_msg, failure, RateLimits, Retry};
 use crate::runner::Outcome;
 use crate::store::Current;
@@ -275,10 +275,14 @@ impl AttemptMachine {
                     });
                 }
                 tracing::warn!(task = %c.attempt, "the runner died with the last run of the sidecar; reporting a retryable failure");
-                let fail = fail_msg(
+                // The agent's session died with the sidecar.
+                let fail = failure(
                     &c.attempt,
                     "the runner died when the sidecar stopped unexpectedly".into(),
                     Retry::Retryable,
+                    FailClass::Agent,
+                    None,
+                    None,
                 );
                 m.outbox.push(fail.clone());
                 fx.push(Effect::PushOutbox(fail));
@@ -512,7 +516,7 @@ impl AttemptMachine {
     pub(crate) fn pushed(
         &mut self,
         attempt: &AttemptRef,
-        outcome: Result<Pushed, String>,
+        outcome: Result<Pushed, PushFailed>,
     ) -> Vec<Effect> {
         let Some(p) = self.pushing.take_if(|p| &p.attempt == attempt) else {
             tracing::info!(task = %attempt, ?outcome, "the push of an attempt already reported ended; ignored");
@@ -540,10 +544,21 @@ impl AttemptMachine {
             }
             Err(e) => {
                 tracing::warn!(task = %attempt, branch = %p.branch.branch, error = %e, "pushing the branch failed");
-                report::environment_failure(
-                    attempt,
-                    format!("pushing the task branch {} failed: {e}", p.branch.branch),
-                )
+                let error = format!("pushing the task branch {} failed: {e}", p.branch.branch);
+                if e.branch_gone {
+                    // The runner deleted its branch: its doing, not the machine's.
+                    let tail = error.clone();
+                    failure(
+                        attempt,
+                        error,
+                        Retry::Retryable,
+                        FailClass::Task,
+                        None,
+                        Some(tail),
+                    )
+                } else {
+                    report::environment_failure(attempt, error)
+                }
             }
         };
         self.finish(msg)

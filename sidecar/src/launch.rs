@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::SidecarConfig;
-use crate::git::{Prepared, Pushed};
+use crate::git::{Prepared, PushFailed, Pushed};
 use crate::report::read_result;
 use crate::runner::{self, Outcome, RunSpec};
 use crate::store::{fresh_private_file, write_atomic, Current, StateDir, RUNNER_LOG};
@@ -49,7 +49,7 @@ pub(crate) enum RunnerEvent {
     /// The push asked for with [`push`] ended.
     Pushed {
         attempt: AttemptRef,
-        outcome: Result<Pushed, String>,
+        outcome: Result<Pushed, PushFailed>,
     },
     /// What [`probe_commit`] found: when the last commit on the
     /// attempt's branch beyond its base was made.
@@ -144,12 +144,12 @@ pub(crate) fn push(
     let git_lock = git_lock.clone();
     actix_rt::spawn(async move {
         let outcome = match git {
-            None => Err("this sidecar has no [git] section".to_string()),
+            None => Err("this sidecar has no [git] section".into()),
             Some(git) => {
                 let _one_at_a_time = git_lock.lock().await;
                 actix_rt::task::spawn_blocking(move || crate::git::push_task(&git, &branch, &base))
                     .await
-                    .unwrap_or_else(|e| Err(format!("the git push crashed: {e}")))
+                    .unwrap_or_else(|e| Err(format!("the git push crashed: {e}").into()))
             }
         };
         let _ = events.send(RunnerEvent::Pushed { attempt, outcome });

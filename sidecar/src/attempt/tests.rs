@@ -881,7 +881,7 @@ fn push_of(a: &AttemptRef) -> Effect {
 
 /// A push that went through: `commits` beyond the base, head `feed`
 /// (none: the base, and nothing pushed).
-fn push_ok(commits: u64) -> Result<Pushed, String> {
+fn push_ok(commits: u64) -> Result<Pushed, PushFailed> {
     let head = if commits == 0 { BASE } else { "feed" };
     Ok(Pushed {
         head: head.into(),
@@ -1248,6 +1248,25 @@ fn recovery_replaces_a_report_too_large_to_send_and_forgets_an_invalid_attempt()
 #[test]
 fn recovery_reports_an_attempt_without_a_result_as_a_retryable_failure() {
     let died = "the runner died when the sidecar stopped unexpectedly";
+    // The agent's session died with the sidecar: the agent's failure.
+    let died_fail = match fail("t2", 3, died) {
+        SidecarMsg::Fail {
+            task_id,
+            generation,
+            error,
+            retryable,
+            ..
+        } => SidecarMsg::Fail {
+            task_id,
+            generation,
+            error,
+            retryable,
+            class: FailClass::Agent,
+            retry_after_s: None,
+            log_tail: None,
+        },
+        other => panic!("{other:?}"),
+    };
     let (m, plan) = AttemptMachine::recover(
         settings(Mode::Exec),
         Some(held("t2", 3, Some(4242))),
@@ -1260,12 +1279,12 @@ fn recovery_reports_an_attempt_without_a_result_as_a_retryable_failure() {
                 pgid: 4242,
                 task_id: "t2".into()
             },
-            Effect::PushOutbox(fail("t2", 3, died)),
+            Effect::PushOutbox(died_fail.clone()),
             Effect::ClearCurrent,
         ]
     );
     assert!(m.current().is_none());
-    assert_eq!(m.outbox(), [complete("t1", 1), fail("t2", 3, died)]);
+    assert_eq!(m.outbox(), [complete("t1", 1), died_fail]);
     // A runner that never started left no group to kill.
     let (_, plan) =
         AttemptMachine::recover(settings(Mode::Exec), Some(held("t2", 3, None)), vec![]);
@@ -1338,6 +1357,26 @@ fn a_failed_push_is_the_environments_failure_with_gits_words_as_its_tail() {
             FailClass::Environment,
             None,
             Some("pushing the task branch a1/t1 failed: git push failed: fatal: unable to access")
+        )
+    );
+}
+
+#[test]
+fn a_branch_the_runner_deleted_is_the_tasks_failure_not_the_machines() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running_repo(&mut m, "t1", 1);
+    m.runner_done(&a, exited(0), None);
+    let gone = PushFailed {
+        message: "the task branch a1/t1 no longer exists in the clone".into(),
+        branch_gone: true,
+    };
+    let report = pushed(&m.pushed(&a, Err(gone)));
+    assert_eq!(class_of(&report).0, FailClass::Task);
+    assert_eq!(
+        fail_error(&report),
+        (
+            "pushing the task branch a1/t1 failed: the task branch a1/t1 no longer exists in the clone",
+            true
         )
     );
 }
