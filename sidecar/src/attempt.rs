@@ -45,6 +45,19 @@
 //!   meanwhile fails the attempt at once and the push's outcome is
 //!   ignored.
 //!
+//! - **Every failure says whose it is** (`fail.class`, see
+//!   `report.rs`): `environment` for what the sidecar itself saw fail
+//!   (the runner could not be started or its files written, git could
+//!   not fetch, prepare or push), `rate_limited` with `retry_after_s` when
+//!   the runner says so, `agent` for a woken agent that never reported or
+//!   a runner that died with the sidecar, `task` otherwise; with the end of
+//!   the runner's output as `log_tail`.
+//! - **Heartbeats say what the runner does** while an attempt is held
+//!   (`activity`): the daemon looks ([`AttemptMachine::probe`]) and feeds
+//!   what it saw back ([`AttemptMachine::output_seen`],
+//!   [`AttemptMachine::commit_seen`]); the machine decides when the output
+//!   last moved, and counts the runner alive only while it runs.
+//!
 //! Effects that are followed by a completion call ([`Effect::SaveCurrent`],
 //! [`Effect::PushOutbox`], [`Effect::RemoveFromOutbox`],
 //! [`Effect::StartRunner`]) must have it fed back before anything else

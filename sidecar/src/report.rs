@@ -3,7 +3,10 @@
 //!
 //! It owns the result file's reading rules (size limit, JSON or plain
 //! text), the rule that a report must fit in one frame once encoded
-//! ([`sendable`]), and the wording of every failure the sidecar reports. It must
+//! ([`sendable`]), the wording of every failure the sidecar reports, and
+//! its class: `rate_limited` when the runner says so ([`rate_limited`]),
+//! `environment` for what the sidecar itself saw fail, `task` otherwise,
+//! with the runner's last 8 KiB of output as `log_tail`. It must
 //! never decide *when* an attempt ends or what happens to the report
 //! afterwards (that is the attempt machine's), and [`report_for`] must stay
 //! pure: only [`read_result`] touches the disk.
