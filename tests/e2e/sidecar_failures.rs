@@ -84,6 +84,30 @@ fn a_missing_runner_is_an_environment_failure() {
     );
 }
 
+/// The attempt's folder cannot be made (a file is in its way, as a full
+/// or broken disk would refuse it): the machine's failure, and the runner
+/// never runs.
+#[test]
+fn a_task_folder_that_cannot_be_written_is_an_environment_failure() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let fake = FakeHub::start();
+    let ran = r.join("ran");
+    let runner = format!("touch {}", ran.display());
+    let (s, mut conn) = start(r, &fake, "exec", &runner, "", 30);
+    let tasks = s.state_dir().join("tasks");
+    std::fs::create_dir_all(&tasks).unwrap();
+    std::fs::write(tasks.join("t1-1"), "in the way").unwrap();
+    let fail = report_of(&mut conn, &assign_json("t1", 1), "fail");
+    assert_eq!(fail["class"], "environment", "{fail}");
+    let error = fail["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("cannot create ") && error.contains("t1-1"),
+        "{error}"
+    );
+    assert!(!ran.exists(), "the runner never ran");
+}
+
 /// Write the runner script with `mode` bits.
 fn write_runner(dir: &Path, body: &str, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
