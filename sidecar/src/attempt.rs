@@ -45,6 +45,19 @@
 //!   meanwhile fails the attempt at once and the push's outcome is
 //!   ignored.
 //!
+//! - **Every failure says whose it is** (`fail.class`, see
+//!   `report.rs`): `environment` for what the sidecar itself saw fail
+//!   (the runner could not be started or its files written, git could
+//!   not fetch, prepare or push), `rate_limited` with `retry_after_s` when
+//!   the runner says so, `agent` for a woken agent that never reported or
+//!   a runner that died with the sidecar, `task` otherwise; with the end of
+//!   the runner's output as `log_tail`.
+//! - **Heartbeats say what the runner does** while an attempt is held
+//!   (`activity`): the daemon looks ([`AttemptMachine::probe`]) and feeds
+//!   what it saw back ([`AttemptMachine::output_seen`],
+//!   [`AttemptMachine::commit_seen`]); the machine decides when the output
+//!   last moved, and counts the runner alive only while it runs.
+//!
 //! Effects that are followed by a completion call ([`Effect::SaveCurrent`],
 //! [`Effect::PushOutbox`], [`Effect::RemoveFromOutbox`],
 //! [`Effect::StartRunner`]) must have it fed back before anything else
@@ -57,14 +70,15 @@
 //! from the missing [`AttemptMachine::runner_launched`].
 
 use agentcom_protocol::{
-    AckOf, AttemptRef, SidecarMsg, SidecarState, Task, TaskResult, Timestamp, PROTOCOL_VERSION,
+    AckOf, Activity, AttemptRef, FailClass, SidecarMsg, SidecarState, Task, TaskResult, Timestamp,
+    PROTOCOL_VERSION,
 };
 use serde_json::Value;
 
 use crate::config::Mode;
 use crate::control::{Reply, Request};
-use crate::git::{Prepared, Pushed};
-use crate::report::{self, fail_msg, Retry};
+use crate::git::{Prepared, PushFailed, Pushed};
+use crate::report::{self, fail_msg, failure, RateLimits, Retry};
 use crate::runner::Outcome;
 use crate::store::Current;
 use crate::validate;
@@ -80,6 +94,27 @@ pub(crate) struct AttemptSettings {
     pub(crate) runner_timeout_s: u64,
     /// The repositories this sidecar has a clone of (`[git] repo`).
     pub(crate) repos: Vec<String>,
+    /// How a rate-limited runner is told (`[runner]`).
+    pub(crate) rate_limits: RateLimits,
+}
+
+/// What the daemon should look at, at a heartbeat tick, to tell the hub
+/// what the held attempt's runner is doing (see
+/// [`AttemptMachine::output_seen`], [`AttemptMachine::commit_seen`]).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Probe {
+    pub(crate) attempt: AttemptRef,
+    /// The runner's process group, once it runs.
+    pub(crate) pgid: Option<i32>,
+    /// The attempt's branch, with `[git]`.
+    pub(crate) branch: Option<Prepared>,
+}
+
+/// What was last seen of the held attempt's runner.
+#[derive(Clone, Debug, PartialEq)]
+struct Seen {
+    attempt: AttemptRef,
+    activity: Activity,
 }
 
 /// What the daemon must do, in order.
@@ -183,6 +218,8 @@ pub(crate) struct AttemptMachine {
     unsaved: Option<SidecarMsg>,
     link: Link,
     awaiting: Option<Awaiting>,
+    /// What was last seen of the held attempt's runner, for heartbeats.
+    seen: Option<Seen>,
 }
 
 impl AttemptMachine {
@@ -229,6 +266,7 @@ impl AttemptMachine {
             unsaved: None,
             link: Link::Down,
             awaiting: None,
+            seen: None,
         };
         if let Some(c) = current {
             if let Err(e) = validate::task_id(&c.attempt.task_id) {
@@ -250,10 +288,14 @@ impl AttemptMachine {
                     });
                 }
                 tracing::warn!(task = %c.attempt, "the runner died with the last run of the sidecar; reporting a retryable failure");
-                let fail = fail_msg(
+                // The agent's session died with the sidecar.
+                let fail = failure(
                     &c.attempt,
                     "the runner died when the sidecar stopped unexpectedly".into(),
                     Retry::Retryable,
+                    FailClass::Agent,
+                    None,
+                    None,
                 );
                 m.outbox.push(fail.clone());
                 fx.push(Effect::PushOutbox(fail));
@@ -466,7 +508,8 @@ impl AttemptMachine {
             tracing::info!(task = %attempt, ?outcome, "the runner ended while the branch is pushed");
             return vec![];
         }
-        let succeeded = matches!(outcome, Outcome::Exited { code: Some(0), .. });
+        let limits = self.settings.rate_limits;
+        let succeeded = report::succeeded(&outcome, result.as_ref(), limits);
         if self.settings.mode == Mode::Wake && succeeded {
             tracing::info!(task = %attempt, "agent woken; waiting for it to report");
             return vec![];
@@ -474,7 +517,7 @@ impl AttemptMachine {
         if succeeded && self.is_repo_task() {
             return self.push(attempt.clone(), report::result_from(result));
         }
-        self.finish(report::report_for(attempt, outcome, result))
+        self.finish(report::report_for(attempt, outcome, result, limits))
     }
 
     /// The push asked for by [`Effect::Push`] ended: `Ok` with what was
@@ -486,7 +529,7 @@ impl AttemptMachine {
     pub(crate) fn pushed(
         &mut self,
         attempt: &AttemptRef,
-        outcome: Result<Pushed, String>,
+        outcome: Result<Pushed, PushFailed>,
     ) -> Vec<Effect> {
         let Some(p) = self.pushing.take_if(|p| &p.attempt == attempt) else {
             tracing::info!(task = %attempt, ?outcome, "the push of an attempt already reported ended; ignored");
@@ -514,11 +557,21 @@ impl AttemptMachine {
             }
             Err(e) => {
                 tracing::warn!(task = %attempt, branch = %p.branch.branch, error = %e, "pushing the branch failed");
-                fail_msg(
-                    attempt,
-                    format!("pushing the task branch {} failed: {e}", p.branch.branch),
-                    Retry::Retryable,
-                )
+                let error = format!("pushing the task branch {} failed: {e}", p.branch.branch);
+                if e.branch_gone {
+                    // The runner deleted its branch: its doing, not the machine's.
+                    let tail = error.clone();
+                    failure(
+                        attempt,
+                        error,
+                        Retry::Retryable,
+                        FailClass::Task,
+                        None,
+                        Some(tail),
+                    )
+                } else {
+                    report::environment_failure(attempt, error)
+                }
             }
         };
         self.finish(msg)
@@ -603,8 +656,27 @@ impl AttemptMachine {
                         },
                     },
                     Request::Fail {
-                        error, retryable, ..
-                    } => fail_msg(&t, error, Retry::from_retryable(retryable)),
+                        error,
+                        retryable,
+                        class,
+                        retry_after_s,
+                        log_tail,
+                        ..
+                    } => {
+                        if let Err(message) = validate::fail_report(class, retry_after_s) {
+                            return (Reply { ok: false, message }, vec![]);
+                        }
+                        let wait = (class == FailClass::RateLimited)
+                            .then(|| retry_after_s.unwrap_or(self.settings.rate_limits.default_s));
+                        failure(
+                            &t,
+                            error,
+                            Retry::from_retryable(retryable),
+                            class,
+                            wait,
+                            log_tail,
+                        )
+                    }
                     Request::Status => unreachable!("matched above"),
                 };
                 let mut fx: Vec<Effect> = self
@@ -629,6 +701,78 @@ impl AttemptMachine {
         }
     }
 
+    // ----- what the runner is doing ------------------------------------------------
+
+    /// What to look at for the next heartbeat, if an attempt is held: its
+    /// runner's process group and log, and its branch.
+    pub(crate) fn probe(&self) -> Option<Probe> {
+        let c = self.current.as_ref()?;
+        Some(Probe {
+            attempt: c.attempt.clone(),
+            pgid: c.runner_pgid,
+            branch: c.branch.clone(),
+        })
+    }
+
+    /// The held attempt's runner as seen now: whether its process group
+    /// has a live process, how large its log is and when the file was
+    /// last modified. `last_output_at` moves only when the size changed
+    /// (to the file's modification time, else `now`), so it says when the
+    /// runner last wrote, as the sidecar saw it.
+    pub(crate) fn output_seen(
+        &mut self,
+        attempt: &AttemptRef,
+        runner_alive: bool,
+        output_bytes: u64,
+        modified: Option<Timestamp>,
+        now: Timestamp,
+    ) {
+        if !self.holds(attempt) {
+            return;
+        }
+        let seen = self.seen_mut(attempt);
+        let a = &mut seen.activity;
+        a.runner_alive = runner_alive;
+        if output_bytes != a.output_bytes || (a.last_output_at.is_none() && output_bytes > 0) {
+            a.last_output_at = Some(modified.unwrap_or(now));
+        }
+        a.output_bytes = output_bytes;
+    }
+
+    /// When the last commit on the held attempt's branch was made (`None`:
+    /// no commit beyond its base).
+    pub(crate) fn commit_seen(&mut self, attempt: &AttemptRef, at: Option<Timestamp>) {
+        if self.holds(attempt) {
+            self.seen_mut(attempt).activity.last_commit_at = at;
+        }
+    }
+
+    /// The activity of the held attempt for a heartbeat: what was last
+    /// seen, with the runner alive only while the machine knows it runs.
+    fn activity(&self, c: &Current) -> Activity {
+        let mut a = self
+            .seen
+            .as_ref()
+            .filter(|s| s.attempt == c.attempt)
+            .map(|s| s.activity.clone())
+            .unwrap_or_else(|| Activity {
+                runner_alive: true,
+                ..Activity::default()
+            });
+        a.runner_alive &= self.runner == RunnerState::Running;
+        a
+    }
+
+    fn seen_mut(&mut self, attempt: &AttemptRef) -> &mut Seen {
+        if self.seen.as_ref().is_none_or(|s| &s.attempt != attempt) {
+            self.seen = Some(Seen {
+                attempt: attempt.clone(),
+                activity: Activity::default(),
+            });
+        }
+        self.seen.as_mut().expect("just set")
+    }
+
     // ----- time and shutdown --------------------------------------------------------
 
     /// The heartbeat timer fired: try again to save a report that could
@@ -646,10 +790,14 @@ impl AttemptMachine {
             return vec![];
         }
         let limit = self.wake_limit_s(c);
-        let msg = fail_msg(
+        // The agent's session is gone or stuck: the agent's failure.
+        let msg = failure(
             &c.attempt,
             format!("the woken agent did not report within {limit}s"),
             Retry::Retryable,
+            FailClass::Agent,
+            None,
+            None,
         );
         self.finish(msg)
     }
@@ -686,6 +834,7 @@ impl AttemptMachine {
                     Ok(()) => {
                         tracing::info!(task = %c.attempt, title = %c.body.title, "assignment accepted");
                         self.current = Some(c.clone());
+                        self.seen = None;
                         self.runner = RunnerState::NotRunning;
                         let mut fx = self.send(accept(&c.attempt));
                         fx.push(Effect::StartRunner(c));
@@ -731,6 +880,7 @@ impl AttemptMachine {
         }
         self.outbox.push(msg.clone());
         self.current = None;
+        self.seen = None;
         self.runner = RunnerState::NotRunning;
         tracing::info!(task = ?msg.attempt_ref(), kind = msg.kind(), "attempt finished");
         let mut fx = vec![Effect::ClearCurrent];
@@ -788,10 +938,9 @@ impl AttemptMachine {
     fn push(&mut self, attempt: AttemptRef, result: TaskResult) -> Vec<Effect> {
         let Some(branch) = self.current.as_ref().and_then(|c| c.branch.clone()) else {
             tracing::error!(task = %attempt, "a repository task succeeded without a prepared branch");
-            return self.finish(fail_msg(
+            return self.finish(report::environment_failure(
                 &attempt,
                 "the task's git branch was never prepared, so there is nothing to push".into(),
-                Retry::Retryable,
             ));
         };
         tracing::info!(task = %attempt, branch = %branch.branch, "the runner succeeded; pushing its branch");
@@ -889,7 +1038,7 @@ impl AttemptMachine {
                 state: SidecarState::Working,
                 task_id: Some(c.attempt.task_id.clone()),
                 generation: Some(c.attempt.generation),
-                activity: None,
+                activity: Some(self.activity(c)),
             },
             None => SidecarMsg::Heartbeat {
                 state: SidecarState::Idle,

@@ -46,10 +46,22 @@ pub(crate) struct Runner {
     pub(crate) command: Vec<String>,
     #[serde(default = "default_timeout")]
     pub(crate) timeout_s: u64,
+    /// The exit code by which the runner says the model provider limits
+    /// it (`fail.class = "rate_limited"`); unset: none does.
+    #[serde(default)]
+    pub(crate) rate_limit_exit_code: Option<i32>,
+    /// How long a rate-limited agent waits when its runner names no
+    /// `retry_after_s`, in seconds.
+    #[serde(default = "default_rate_limit_s")]
+    pub(crate) rate_limit_default_s: u64,
 }
 
 fn default_timeout() -> u64 {
     3600
+}
+
+fn default_rate_limit_s() -> u64 {
+    60
 }
 
 /// `[git]`: the agent's clone. With it every task gets a branch
@@ -132,6 +144,15 @@ impl SidecarConfig {
         if self.runner.timeout_s == 0 {
             return Err("runner.timeout_s must be at least 1".into());
         }
+        if let Some(code) = self.runner.rate_limit_exit_code {
+            if !(1..=255).contains(&code) {
+                return Err(format!(
+                    "runner.rate_limit_exit_code must be an exit code from 1 to 255, not {code}"
+                ));
+            }
+        }
+        crate::validate::retry_after_s(self.runner.rate_limit_default_s)
+            .map_err(|e| format!("runner.rate_limit_default_s: {e}"))?;
         Ok(())
     }
 
@@ -207,6 +228,40 @@ main_branch = "main"
         assert_eq!(git.repo.as_deref(), Some("app"));
         assert_eq!(git.remote, "origin");
         assert_eq!(c.reconnect.initial_ms, 500);
+        assert_eq!(c.runner.rate_limit_exit_code, Some(75));
+        assert_eq!(c.runner.rate_limit_default_s, 60);
+    }
+
+    #[test]
+    fn rate_limit_settings_are_checked() {
+        let base = "hub_url = \"ws://x\"\nagent_id = \"a\"\ntoken = \"t\"\nstate_dir = \"/tmp\"\n[runner]\nmode = \"exec\"\ncommand = [\"x\"]\n";
+        let p = write("rl-default", base);
+        let c = SidecarConfig::load(&p).unwrap();
+        assert_eq!(c.runner.rate_limit_exit_code, None);
+        assert_eq!(c.runner.rate_limit_default_s, 60);
+        for (name, extra, said) in [
+            (
+                "rl-zero",
+                "rate_limit_exit_code = 0\n",
+                "from 1 to 255, not 0",
+            ),
+            (
+                "rl-big",
+                "rate_limit_exit_code = 256\n",
+                "from 1 to 255, not 256",
+            ),
+            (
+                "rl-long",
+                "rate_limit_default_s = 86401\n",
+                "runner.rate_limit_default_s: retry_after_s must be at most 86400",
+            ),
+        ] {
+            let p = write(name, &format!("{base}{extra}"));
+            let err = SidecarConfig::load(&p).unwrap_err();
+            assert!(err.contains(said), "{name}: {err}");
+            std::fs::remove_file(p).ok();
+        }
+        std::fs::remove_file(p).ok();
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use agentcom_protocol::FailClass;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -29,6 +30,17 @@ pub enum Request {
         error: String,
         #[serde(default = "yes")]
         retryable: bool,
+        /// What kind of failure (`task` when absent).
+        #[serde(default)]
+        class: FailClass,
+        /// With `rate_limited`: when to try again (at most a day; the
+        /// sidecar's `runner.rate_limit_default_s` when absent).
+        #[serde(default)]
+        retry_after_s: Option<u64>,
+        /// The end of the agent's output, for the next attempt (at most
+        /// 8 KiB is kept).
+        #[serde(default)]
+        log_tail: Option<String>,
     },
     Status,
 }
@@ -41,6 +53,23 @@ fn yes() -> bool {
 pub struct Reply {
     pub ok: bool,
     pub message: String,
+}
+
+/// The failure class named `name`, for `agentcom-sidecar fail --class`.
+pub fn fail_class(name: &str) -> Result<FailClass, String> {
+    crate::validate::fail_class(name)
+}
+
+/// Whether a `fail` request's class and `retry_after_s` go together (the
+/// daemon checks again).
+pub fn check_fail(class: FailClass, retry_after_s: Option<u64>) -> Result<(), String> {
+    crate::validate::fail_report(class, retry_after_s)
+}
+
+/// The end of the file at `path` (at most 8 KiB), for `fail --log-file`.
+pub fn log_tail(path: &Path) -> Result<String, String> {
+    std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(crate::runner::tail(path, crate::runner::MAX_LOG_TAIL))
 }
 
 /// A request and where its reply goes.

@@ -25,6 +25,7 @@ use crate::connection::{Connection, RawFrame, Received};
 use crate::control;
 use crate::launch::{self, GitLock, RunnerEvent, RunnerHandle};
 use crate::recovery;
+use crate::report::RateLimits;
 use crate::runner;
 use crate::store::StateDir;
 use crate::validate;
@@ -58,6 +59,8 @@ pub struct Daemon {
     backoff: Backoff,
     heartbeat_every: Duration,
     silence_limit: Duration,
+    /// A look for the branch's last commit is under way (one at a time).
+    commit_probe_busy: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 impl Daemon {
@@ -78,6 +81,10 @@ impl Daemon {
             mode: cfg.runner.mode,
             runner_timeout_s: cfg.runner.timeout_s,
             repos,
+            rate_limits: RateLimits {
+                exit_code: cfg.runner.rate_limit_exit_code,
+                default_s: cfg.runner.rate_limit_default_s,
+            },
         };
         let machine = recovery::recover(&mut state, settings)?;
         let (runner_tx, runner_rx) = mpsc::unbounded_channel();
@@ -101,6 +108,7 @@ impl Daemon {
             backoff,
             heartbeat_every: Duration::from_secs(30),
             silence_limit: Duration::from_secs(90),
+            commit_probe_busy: Default::default(),
         })
     }
 
@@ -219,6 +227,7 @@ impl Daemon {
                     }
                     let fx = self.machine.tick(Timestamp::now());
                     self.carry_out(fx, Some(&mut conn)).await;
+                    self.observe_runner();
                     let fx = self.machine.heartbeat_due();
                     self.carry_out(fx, Some(&mut conn)).await;
                     if !conn.is_broken() {
@@ -295,8 +304,42 @@ impl Daemon {
                 self.machine.runner_done(&attempt, outcome, result)
             }
             RunnerEvent::Pushed { attempt, outcome } => self.machine.pushed(&attempt, outcome),
+            RunnerEvent::CommitSeen { attempt, at } => {
+                self.machine.commit_seen(&attempt, at);
+                vec![]
+            }
         };
         self.carry_out(fx, conn).await;
+    }
+
+    /// Before a heartbeat: what the held attempt's runner is doing. Its
+    /// process group and log are looked at here (a signal 0 and a stat);
+    /// its branch's last commit off the loop, answered by the next
+    /// heartbeat.
+    fn observe_runner(&mut self) {
+        let Some(probe) = self.machine.probe() else {
+            return;
+        };
+        let alive = probe.pgid.is_some_and(runner::group_alive);
+        let log = std::fs::metadata(self.state.runner_log(&probe.attempt)).ok();
+        let bytes = log.as_ref().map_or(0, |m| m.len());
+        let modified = log
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| Timestamp::from_millis(d.as_millis() as i64));
+        self.machine
+            .output_seen(&probe.attempt, alive, bytes, modified, Timestamp::now());
+        if let Some(branch) = probe.branch {
+            if !self.commit_probe_busy.get() {
+                launch::probe_commit(
+                    &self.cfg,
+                    probe.attempt,
+                    branch,
+                    self.commit_probe_busy.clone(),
+                    self.runner_tx.clone(),
+                );
+            }
+        }
     }
 
     async fn on_control(&mut self, (req, reply): control::Incoming, conn: Option<&mut Connection>) {

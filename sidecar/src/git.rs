@@ -44,6 +44,37 @@ pub struct Pushed {
     pub commits: u64,
 }
 
+/// Why `push_task` did not push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushFailed {
+    /// What went wrong, with git's words.
+    pub message: String,
+    /// The runner removed the task branch from the clone: the task's
+    /// doing (another machine would fare no better), not the machine's.
+    pub branch_gone: bool,
+}
+
+impl From<String> for PushFailed {
+    fn from(message: String) -> Self {
+        PushFailed {
+            message,
+            branch_gone: false,
+        }
+    }
+}
+
+impl From<&str> for PushFailed {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
+impl std::fmt::Display for PushFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// The first line after the shebang of the hook the sidecar installs: a
 /// `pre-push` file without it is someone else's and is left alone.
 const HOOK_MARK: &str = "# agentcom-sidecar pre-push hook";
@@ -161,18 +192,20 @@ pub fn start_task(cfg: &Git, agent_id: &str, task_id: &str) -> Result<Prepared, 
 /// remote-tracking ref (what the fetch before the runner found, or what a
 /// push of this clone put there since): an earlier attempt's push of the
 /// same branch is replaced, a branch someone else moved is not.
-pub fn push_task(cfg: &Git, branch: &str, base: &str) -> Result<Pushed, String> {
+pub fn push_task(cfg: &Git, branch: &str, base: &str) -> Result<Pushed, PushFailed> {
     let repo = cfg.repo_dir.as_path();
     if base.is_empty() || !base.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("the base {base:?} is not a commit id"));
+        return Err(format!("the base {base:?} is not a commit id").into());
     }
     let local = format!("refs/heads/{branch}");
-    let head = commit_of(repo, &local)?
-        .ok_or_else(|| format!("the task branch {branch} no longer exists in the clone"))?;
+    let head = commit_of(repo, &local)?.ok_or_else(|| PushFailed {
+        message: format!("the task branch {branch} no longer exists in the clone"),
+        branch_gone: true,
+    })?;
     let commits = git(repo, &["rev-list", "--count", &format!("{base}..{head}")])?;
     let commits: u64 = commits
         .parse()
-        .map_err(|e| format!("git rev-list --count said {commits:?}: {e}"))?;
+        .map_err(|e| PushFailed::from(format!("git rev-list --count said {commits:?}: {e}")))?;
     if commits == 0 {
         return Ok(Pushed {
             head: base.to_string(),
@@ -181,6 +214,39 @@ pub fn push_task(cfg: &Git, branch: &str, base: &str) -> Result<Pushed, String> 
     }
     push_leased(cfg, branch)?;
     Ok(Pushed { head, commits })
+}
+
+/// When the last commit on `branch` was made (its committer time), if the
+/// branch has moved from `base`; `None` while it still is `base`.
+pub fn last_commit(
+    cfg: &Git,
+    branch: &str,
+    base: &str,
+) -> Result<Option<agentcom_protocol::Timestamp>, String> {
+    let repo = cfg.repo_dir.as_path();
+    let line = git(
+        repo,
+        &[
+            "log",
+            "-1",
+            "--format=%H %ct",
+            &format!("refs/heads/{branch}"),
+            "--",
+        ],
+    )?;
+    let (head, secs) = line
+        .split_once(' ')
+        .ok_or_else(|| format!("git log said {line:?}"))?;
+    if head == base {
+        return Ok(None);
+    }
+    let secs: i64 = secs
+        .trim()
+        .parse()
+        .map_err(|e| format!("git log said {line:?}: {e}"))?;
+    Ok(Some(agentcom_protocol::Timestamp::from_millis(
+        secs.saturating_mul(1000),
+    )))
 }
 
 /// `git push <remote> refs/heads/B:refs/heads/B`, leased on
@@ -555,7 +621,8 @@ mod tests {
             "echo mine > g && git add g && git commit -qm mine",
         );
         let err = push_task(&cfg, &p.branch, &p.base).unwrap_err();
-        assert!(err.contains("stale info"), "{err}");
+        assert!(err.message.contains("stale info"), "{err}");
+        assert!(!err.branch_gone);
         assert_eq!(remote_branch(&root, "loash/T1"), theirs);
         std::fs::remove_dir_all(root).ok();
     }
@@ -571,8 +638,26 @@ mod tests {
         let err = push_task(&cfg, &p.branch, &p.base).unwrap_err();
         assert_eq!(
             err,
-            "the task branch loash/T1 no longer exists in the clone"
+            PushFailed {
+                message: "the task branch loash/T1 no longer exists in the clone".into(),
+                branch_gone: true
+            }
         );
+        std::fs::remove_dir_all(root).ok();
+    }
+
+    #[test]
+    fn the_last_commit_is_seen_once_the_branch_moves_from_its_base() {
+        let (root, _seed, cfg) = repos("last-commit");
+        let p = start_task(&cfg, "loash", "T1").unwrap();
+        assert_eq!(last_commit(&cfg, &p.branch, &p.base), Ok(None));
+        sh(
+            &cfg.repo_dir,
+            "echo w > g && git add g && GIT_COMMITTER_DATE='2030-01-02T03:04:05Z' git commit -qm work",
+        );
+        let at = last_commit(&cfg, &p.branch, &p.base).unwrap().unwrap();
+        assert_eq!(at.to_rfc3339(), "2030-01-02T03:04:05.000Z");
+        assert!(last_commit(&cfg, "loash/none", &p.base).is_err());
         std::fs::remove_dir_all(root).ok();
     }
 

@@ -18,15 +18,15 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use agentcom_protocol::AttemptRef;
+use agentcom_protocol::{AttemptRef, Timestamp};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::SidecarConfig;
-use crate::git::{Prepared, Pushed};
+use crate::git::{Prepared, PushFailed, Pushed};
 use crate::report::read_result;
 use crate::runner::{self, Outcome, RunSpec};
-use crate::store::{fresh_private_file, write_atomic, Current, StateDir};
+use crate::store::{fresh_private_file, write_atomic, Current, StateDir, RUNNER_LOG};
 
 /// Taken around every git command of the sidecar's clone, so that they
 /// run one at a time.
@@ -49,7 +49,13 @@ pub(crate) enum RunnerEvent {
     /// The push asked for with [`push`] ended.
     Pushed {
         attempt: AttemptRef,
-        outcome: Result<Pushed, String>,
+        outcome: Result<Pushed, PushFailed>,
+    },
+    /// What [`probe_commit`] found: when the last commit on the
+    /// attempt's branch beyond its base was made.
+    CommitSeen {
+        attempt: AttemptRef,
+        at: Option<Timestamp>,
     },
 }
 
@@ -138,16 +144,57 @@ pub(crate) fn push(
     let git_lock = git_lock.clone();
     actix_rt::spawn(async move {
         let outcome = match git {
-            None => Err("this sidecar has no [git] section".to_string()),
+            None => Err("this sidecar has no [git] section".into()),
             Some(git) => {
                 let _one_at_a_time = git_lock.lock().await;
                 actix_rt::task::spawn_blocking(move || crate::git::push_task(&git, &branch, &base))
                     .await
-                    .unwrap_or_else(|e| Err(format!("the git push crashed: {e}")))
+                    .unwrap_or_else(|e| Err(format!("the git push crashed: {e}").into()))
             }
         };
         let _ = events.send(RunnerEvent::Pushed { attempt, outcome });
     });
+}
+
+/// Look, off the loop, for the last commit on `branch` beyond `base` (see
+/// [`crate::git::last_commit`]); the answer comes back as
+/// [`RunnerEvent::CommitSeen`] and `busy` is cleared. A probe that fails
+/// (git missing, the branch gone) is only logged: nothing is reported.
+/// It takes no [`GitLock`]: it only reads, and must not wait behind a
+/// long push.
+pub(crate) fn probe_commit(
+    cfg: &SidecarConfig,
+    attempt: AttemptRef,
+    branch: Prepared,
+    busy: Rc<std::cell::Cell<bool>>,
+    events: mpsc::UnboundedSender<RunnerEvent>,
+) {
+    let Some(git) = cfg.git.clone() else {
+        return;
+    };
+    busy.set(true);
+    actix_rt::spawn(async move {
+        let found = actix_rt::task::spawn_blocking(move || {
+            crate::git::last_commit(&git, &branch.branch, &branch.base)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the git probe crashed: {e}")));
+        busy.set(false);
+        match found {
+            Ok(at) => {
+                let _ = events.send(RunnerEvent::CommitSeen { attempt, at });
+            }
+            Err(e) => {
+                tracing::debug!(task = %attempt, error = %e, "cannot see the branch's last commit")
+            }
+        }
+    });
+}
+
+/// What the task file (`AGENTCOM_TASK_FILE`) holds: the whole task as
+/// the hub sent it, `dossier.attempts` included.
+fn task_file_text(body: &agentcom_protocol::Task) -> Vec<u8> {
+    serde_json::to_vec_pretty(body).expect("serialises")
 }
 
 /// Write the task file, prepare the branch, run the runner.
@@ -162,10 +209,7 @@ async fn run(
     stop: oneshot::Receiver<String>,
     events: &mpsc::UnboundedSender<RunnerEvent>,
 ) -> Outcome {
-    if let Err(e) = write_atomic(
-        &task_file,
-        &serde_json::to_vec_pretty(&c.body).expect("serialises"),
-    ) {
+    if let Err(e) = write_atomic(&task_file, &task_file_text(&c.body)) {
         return Outcome::SpawnFailed(e);
     }
     let mut env = BTreeMap::from([
@@ -211,7 +255,7 @@ async fn run(
         command: cfg.runner.command.clone(),
         env,
         cwd,
-        log: dir.join("runner.log"),
+        log: dir.join(RUNNER_LOG),
         timeout,
     };
     let attempt = c.attempt.clone();
@@ -224,4 +268,29 @@ async fn run(
         });
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_task_file_holds_the_dossier_intact() {
+        let mut body = serde_json::to_value(crate::testing::task("t1", 3)).unwrap();
+        let dossier = serde_json::json!({"attempts": [
+            {"generation": 1, "agent_id": "a1", "outcome": "failed", "blame": "environment",
+             "error": "git fetch failed", "log_tail": "fatal: unable to access\n€", "branch": null,
+             "head": null, "at": "2026-01-01T00:00:01.000Z"},
+            {"generation": 2, "agent_id": "a2", "outcome": "failed", "blame": "task",
+             "error": "tests failed", "log_tail": "FAILED: 3", "branch": "a2/t1",
+             "head": "abc123", "at": "2026-01-01T00:00:02.000Z"}
+        ]});
+        body["dossier"] = dossier.clone();
+        body["attempts"] = serde_json::json!(2);
+        let task: agentcom_protocol::Task = serde_json::from_value(body).unwrap();
+        let file: Value = serde_json::from_slice(&task_file_text(&task)).unwrap();
+        assert_eq!(file["dossier"], dossier);
+        assert_eq!(file["attempts"], 2, "the count, beside dossier.attempts");
+        assert_eq!(file["dossier"]["attempts"][1]["log_tail"], "FAILED: 3");
+    }
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agentcom_protocol::FailClass;
 use agentcom_sidecar::config::SidecarConfig;
 use agentcom_sidecar::control::{self, Request};
 use agentcom_sidecar::daemon::Daemon;
@@ -48,6 +49,19 @@ enum Cmd {
         /// The failure will not go away on a retry.
         #[arg(long)]
         not_retryable: bool,
+        /// What kind of failure: task (the default), environment (this
+        /// machine: git, disk, tools), agent (the agent's session) or
+        /// rate_limited (the model provider limits the agent).
+        #[arg(long, default_value = "task", value_parser = control::fail_class)]
+        class: FailClass,
+        /// With --class rate_limited: seconds to wait before the agent gets
+        /// work again (at most 86400; runner.rate_limit_default_s if unset).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+        retry_after_s: Option<u64>,
+        /// A file whose end (at most 8 KiB) goes with the report as its
+        /// log tail, for the next attempt to read.
+        #[arg(long)]
+        log_file: Option<PathBuf>,
     },
     /// What the running daemon is doing.
     Status,
@@ -110,14 +124,24 @@ fn main() -> ExitCode {
             task,
             error,
             not_retryable,
-        } => ask(
-            &cfg,
-            Request::Fail {
-                task_id: task,
-                error,
-                retryable: !not_retryable,
-            },
-        ),
+            class,
+            retry_after_s,
+            log_file,
+        } => control::check_fail(class, retry_after_s)
+            .and_then(|()| log_file.as_deref().map(control::log_tail).transpose())
+            .and_then(|log_tail| {
+                ask(
+                    &cfg,
+                    Request::Fail {
+                        task_id: task,
+                        error,
+                        retryable: !not_retryable,
+                        class,
+                        retry_after_s,
+                        log_tail,
+                    },
+                )
+            }),
         Cmd::Status => ask(&cfg, Request::Status),
         Cmd::Git { cmd } => {
             let Some(git) = cfg.git.clone() else {

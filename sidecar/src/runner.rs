@@ -33,18 +33,19 @@ pub(crate) struct RunSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Outcome {
     /// The command exited with this code (None: killed by a signal).
-    Exited {
-        code: Option<i32>,
-        log_tail: String,
-    },
-    TimedOut {
-        after: Duration,
-    },
-    Cancelled {
-        reason: String,
-    },
+    Exited { code: Option<i32>, log_tail: String },
+    /// Its time was up; its group was stopped.
+    TimedOut { after: Duration, log_tail: String },
+    /// It was told to stop; its group was stopped.
+    Cancelled { reason: String, log_tail: String },
+    /// It could not be started (or its files could not be written): the
+    /// machine's fault, not the task's.
     SpawnFailed(String),
 }
+
+/// The most of the runner's output a report carries (`fail.log_tail`):
+/// its last 8 KiB.
+pub(crate) const MAX_LOG_TAIL: usize = 8 * 1024;
 
 /// Run `spec`; `started` receives the process group id once it runs.
 pub(crate) async fn run(
@@ -92,17 +93,20 @@ pub(crate) async fn run(
             // Anything the runner left behind in its group goes too.
             kill_group(pgid, Signal::SIGKILL);
             match status {
-                Ok(s) => Outcome::Exited { code: s.code(), log_tail: tail(&spec.log, 2000) },
+                Ok(s) => Outcome::Exited { code: s.code(), log_tail: tail(&spec.log, MAX_LOG_TAIL) },
                 Err(e) => Outcome::Exited { code: None, log_tail: format!("waiting for the runner failed: {e}") },
             }
         }
         _ = tokio::time::sleep(spec.timeout) => {
             stop_group(pgid, &mut child).await;
-            Outcome::TimedOut { after: spec.timeout }
+            Outcome::TimedOut { after: spec.timeout, log_tail: tail(&spec.log, MAX_LOG_TAIL) }
         }
         reason = cancel => {
             stop_group(pgid, &mut child).await;
-            Outcome::Cancelled { reason: reason.unwrap_or_else(|_| "the sidecar stopped".into()) }
+            Outcome::Cancelled {
+                reason: reason.unwrap_or_else(|_| "the sidecar stopped".into()),
+                log_tail: tail(&spec.log, MAX_LOG_TAIL),
+            }
         }
     }
 }
@@ -133,6 +137,12 @@ async fn stop_group(pgid: i32, child: &mut tokio::process::Child) {
         let _ = child.wait().await;
     }
     kill_group(pgid, Signal::SIGKILL);
+}
+
+/// Whether process group `pgid` still has a process in it (signal 0:
+/// nothing is sent).
+pub(crate) fn group_alive(pgid: i32) -> bool {
+    pgid > 1 && killpg(Pid::from_raw(pgid), None).is_ok()
 }
 
 /// Signal a whole process group (no-op for 0 or a group that is gone).
@@ -186,16 +196,48 @@ fn process_group(pid: i32) -> Option<i32> {
     rest.split_whitespace().nth(2)?.parse().ok()
 }
 
-/// The last `max` bytes of a file, as text.
-pub(crate) fn tail(path: &Path, max: u64) -> String {
+/// The end of a file as text: at most `max` bytes (see [`tail_of`]).
+pub(crate) fn tail(path: &Path, max: usize) -> String {
     let Ok(mut f) = std::fs::File::open(path) else {
         return String::new();
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max as u64)));
     let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).trim().to_string()
+    let _ = f.take(max as u64).read_to_end(&mut buf);
+    tail_of(&buf, max)
+}
+
+/// The end of `bytes` as text of at most `max` bytes, trimmed: invalid
+/// UTF-8 (a character cut by the start of the window, binary output)
+/// becomes U+FFFD, and the text is then cut at a character boundary so
+/// that it never exceeds `max` bytes.
+pub(crate) fn tail_of(bytes: &[u8], max: usize) -> String {
+    let mut window = &bytes[bytes.len().saturating_sub(max)..];
+    if window.len() < bytes.len() {
+        // The window may start inside a character: skip its rest.
+        let cut = window
+            .iter()
+            .take(3)
+            .take_while(|b| *b & 0xC0 == 0x80)
+            .count();
+        window = &window[cut..];
+    }
+    let text = String::from_utf8_lossy(window);
+    last_bytes(text.trim(), max).to_string()
+}
+
+/// The longest end of `s` of at most `max` bytes that starts on a
+/// character boundary.
+pub(crate) fn last_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
 }
 
 #[cfg(test)]
@@ -284,7 +326,8 @@ mod tests {
         assert_eq!(
             out,
             Outcome::Cancelled {
-                reason: "operator".into()
+                reason: "operator".into(),
+                log_tail: String::new(),
             }
         );
     }
@@ -312,6 +355,54 @@ mod tests {
             .map(|s| s.contains(") Z"))
             .unwrap_or(true);
         assert!(gone, "the orphan {orphan} survived");
+    }
+
+    #[test]
+    fn a_log_tail_is_at_most_8_kib_and_cut_at_a_character_boundary() {
+        // 3000 three-byte characters: 9000 bytes; the window starts mid-character.
+        let text = "€".repeat(3000);
+        let t = tail_of(text.as_bytes(), MAX_LOG_TAIL);
+        assert!(t.len() <= MAX_LOG_TAIL, "{}", t.len());
+        assert_eq!(t.len(), 8190, "whole characters only");
+        assert!(t.chars().all(|c| c == '€'));
+        // Binary output: every invalid byte becomes a 3-byte U+FFFD, and
+        // the text is still cut to 8 KiB.
+        let binary = vec![0xFFu8; 20_000];
+        let t = tail_of(&binary, MAX_LOG_TAIL);
+        assert!(
+            t.len() <= MAX_LOG_TAIL && t.len() > MAX_LOG_TAIL - 3,
+            "{}",
+            t.len()
+        );
+        // Short output is kept whole (trimmed).
+        assert_eq!(tail_of(b"  ok\n", MAX_LOG_TAIL), "ok");
+        assert_eq!(last_bytes("aé", 2), "é");
+        assert_eq!(last_bytes("aé", 1), "");
+        // From a file larger than the window.
+        let d = dir("tail");
+        let log = d.join("big.log");
+        let mut big = "x".repeat(20_000);
+        big.push_str("THE END");
+        std::fs::write(&log, &big).unwrap();
+        let t = tail(&log, MAX_LOG_TAIL);
+        assert_eq!(t.len(), MAX_LOG_TAIL);
+        assert!(t.ends_with("THE END"));
+        assert_eq!(tail(&d.join("missing.log"), MAX_LOG_TAIL), "");
+    }
+
+    #[test]
+    fn a_group_is_alive_while_a_process_is_in_it() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id() as i32;
+        assert!(group_alive(pgid));
+        kill_group(pgid, Signal::SIGKILL);
+        child.wait().unwrap();
+        assert!(!group_alive(pgid));
+        assert!(!group_alive(0) && !group_alive(1));
     }
 
     #[test]

@@ -23,6 +23,9 @@ use atomic_write_file::AtomicWriteFile;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+/// The runner log's name in a task folder.
+pub(crate) const RUNNER_LOG: &str = "runner.log";
+
 /// The attempt the sidecar holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Current {
@@ -222,12 +225,20 @@ impl StateDir {
 
     /// The working folder of one attempt (task file, result file, log).
     pub(crate) fn task_dir(&self, task: &AttemptRef) -> Result<PathBuf, String> {
-        let d = self
-            .root
-            .join("tasks")
-            .join(format!("{}-{}", task.task_id, task.generation));
+        let d = self.task_dir_path(task);
         private_dir(&d)?;
         Ok(d)
+    }
+
+    /// The runner log of `task` (in its task folder; not created here).
+    pub(crate) fn runner_log(&self, task: &AttemptRef) -> PathBuf {
+        self.task_dir_path(task).join(RUNNER_LOG)
+    }
+
+    fn task_dir_path(&self, task: &AttemptRef) -> PathBuf {
+        self.root
+            .join("tasks")
+            .join(format!("{}-{}", task.task_id, task.generation))
     }
 }
 

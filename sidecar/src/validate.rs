@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use agentcom_protocol::{AttemptRef, Task};
+use agentcom_protocol::{AttemptRef, FailClass, Task};
 
 /// The longest task id the sidecar takes.
 pub(crate) const MAX_TASK_ID_LEN: usize = 128;
@@ -125,6 +125,57 @@ pub(crate) fn heartbeat(interval_s: u64, timeout_s: Option<u64>) -> Heartbeat {
     Heartbeat {
         every: Duration::from_secs(every),
         silence_limit: Duration::from_secs(silence),
+    }
+}
+
+/// The longest wait a rate-limited failure may ask for (a day).
+pub(crate) const MAX_RETRY_AFTER_S: u64 = 86_400;
+
+/// Whether `s` may be a `retry_after_s`: at most [`MAX_RETRY_AFTER_S`].
+pub(crate) fn retry_after_s(s: u64) -> Result<u64, String> {
+    if s <= MAX_RETRY_AFTER_S {
+        Ok(s)
+    } else {
+        Err(format!(
+            "retry_after_s must be at most {MAX_RETRY_AFTER_S} (a day), not {s}"
+        ))
+    }
+}
+
+/// Every failure class, in the order the help lists them.
+pub(crate) const FAIL_CLASSES: [FailClass; 4] = [
+    FailClass::Task,
+    FailClass::Environment,
+    FailClass::Agent,
+    FailClass::RateLimited,
+];
+
+/// The failure class named `name` (`task`, `environment`, `agent`,
+/// `rate_limited`).
+pub(crate) fn fail_class(name: &str) -> Result<FailClass, String> {
+    FAIL_CLASSES
+        .into_iter()
+        .find(|c| c.as_str() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = FAIL_CLASSES.iter().map(|c| c.as_str()).collect();
+            format!(
+                "unknown failure class {}: it is one of {}",
+                shown(name, 32),
+                names.join(", ")
+            )
+        })
+}
+
+/// Whether a woken agent's `fail` is consistent: `retry_after_s` only
+/// with `rate_limited`, and at most [`MAX_RETRY_AFTER_S`].
+pub(crate) fn fail_report(class: FailClass, retry_after: Option<u64>) -> Result<(), String> {
+    match retry_after {
+        None => Ok(()),
+        Some(_) if class != FailClass::RateLimited => Err(format!(
+            "retry_after_s goes only with class rate_limited, not {}",
+            class.as_str()
+        )),
+        Some(s) => retry_after_s(s).map(drop),
     }
 }
 
@@ -245,6 +296,35 @@ mod tests {
             let err = repo_name(bad).unwrap_err();
             assert!(err.starts_with("invalid repository name"), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn failure_classes_and_retry_delays_are_checked() {
+        for c in FAIL_CLASSES {
+            assert_eq!(fail_class(c.as_str()), Ok(c));
+        }
+        let err = fail_class("rate-limited").unwrap_err();
+        assert_eq!(
+            err,
+            "unknown failure class \"rate-limited\": it is one of task, environment, agent, rate_limited"
+        );
+        assert!(fail_class("").is_err() && fail_class("Task").is_err());
+        assert_eq!(retry_after_s(0), Ok(0));
+        assert_eq!(retry_after_s(86_400), Ok(86_400));
+        assert_eq!(
+            retry_after_s(86_401).unwrap_err(),
+            "retry_after_s must be at most 86400 (a day), not 86401"
+        );
+        assert_eq!(fail_report(FailClass::RateLimited, Some(30)), Ok(()));
+        assert_eq!(fail_report(FailClass::RateLimited, None), Ok(()));
+        assert_eq!(fail_report(FailClass::Environment, None), Ok(()));
+        assert!(fail_report(FailClass::RateLimited, Some(u64::MAX))
+            .unwrap_err()
+            .contains("at most 86400"));
+        assert_eq!(
+            fail_report(FailClass::Task, Some(5)).unwrap_err(),
+            "retry_after_s goes only with class rate_limited, not task"
+        );
     }
 
     #[test]

@@ -362,7 +362,12 @@ fn median_max(mut ms: Vec<i64>) -> (i64, i64) {
 fn a_fleet_of_three_agents_merges_twenty_tasks_through_the_queue() {
     let root = tempfile::tempdir().unwrap();
     let p = Project::new(root.path());
-    let hub = project::start_pipeline_hub(&p, 1, "auto_merge = true\ndeny_paths = [\"deploy/**\"]", &[]);
+    let hub = project::start_pipeline_hub(
+        &p,
+        1,
+        "auto_merge = true\ndeny_paths = [\"deploy/**\"]",
+        &[],
+    );
     let agents = ["ann", "bob", "cat"];
     let _fleet = start_fleet(&p, &hub, &agents);
     let initial = p.main();

@@ -465,11 +465,6 @@ fi"#,
         sh(&self.remote(), &format!("git log -1 --format=%ae {sha}"))
     }
 
-    /// `path` as commit `sha` has it.
-    pub fn file_at(&self, sha: &str, path: &str) -> String {
-        sh(&self.remote(), &format!("git show {sha}:{path}"))
-    }
-
     /// A reviewer's runner: it records each review task's title in
     /// `<root>/reviews-<agent>` and answers with the verdict and notes
     /// that `<root>/verdicts/<task title>.sh` prints as two lines (run

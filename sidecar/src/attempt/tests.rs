@@ -17,6 +17,10 @@ fn settings(mode: Mode) -> AttemptSettings {
         mode,
         runner_timeout_s: 3600,
         repos: vec!["app".into()],
+        rate_limits: RateLimits {
+            exit_code: Some(75),
+            default_s: 60,
+        },
     }
 }
 
@@ -133,12 +137,26 @@ fn idle_heartbeat() -> SidecarMsg {
     }
 }
 
+/// A running runner not looked at yet.
+fn alive() -> Activity {
+    Activity {
+        runner_alive: true,
+        ..Activity::default()
+    }
+}
+
+/// The heartbeat of a sidecar working on `a` whose runner is not running
+/// and was never seen write anything.
 fn working_heartbeat(a: &AttemptRef) -> SidecarMsg {
+    working_heartbeat_with(a, Activity::default())
+}
+
+fn working_heartbeat_with(a: &AttemptRef, activity: Activity) -> SidecarMsg {
     SidecarMsg::Heartbeat {
         state: SidecarState::Working,
         task_id: Some(a.task_id.clone()),
         generation: Some(a.generation),
-        activity: None,
+        activity: Some(activity),
     }
 }
 
@@ -507,10 +525,13 @@ fn after_welcome_the_held_accept_then_the_outbox_oldest_first_then_a_heartbeat()
             },
             complete("t1", 1),
             fail("t2", 4, "boom"),
-            working_heartbeat(&a),
+            working_heartbeat_with(&a, alive()),
         ]
     );
-    assert_eq!(m.heartbeat_due(), [Effect::Send(working_heartbeat(&a))]);
+    assert_eq!(
+        m.heartbeat_due(),
+        [Effect::Send(working_heartbeat_with(&a, alive()))]
+    );
 }
 
 #[test]
@@ -550,6 +571,7 @@ fn a_cancel_stops_the_running_runner_and_its_end_is_the_report() {
         &a,
         Outcome::Cancelled {
             reason: "operator".into(),
+            log_tail: String::new(),
         },
         None,
     ));
@@ -584,7 +606,14 @@ fn a_second_cancel_while_the_runner_stops_fails_the_attempt_at_once() {
     m.outbox_pushed(Ok(()));
     // The stopped runner's end comes later and changes nothing.
     assert!(m
-        .runner_done(&a, Outcome::Cancelled { reason: "x".into() }, None)
+        .runner_done(
+            &a,
+            Outcome::Cancelled {
+                reason: "x".into(),
+                log_tail: String::new(),
+            },
+            None
+        )
         .is_empty());
     assert_eq!(m.outbox().len(), 1);
 }
@@ -683,6 +712,9 @@ fn wake_mode_a_report_while_the_wake_command_runs_stops_it() {
         task_id: "t1".into(),
         error: "bad spec".into(),
         retryable: false,
+        class: FailClass::Task,
+        retry_after_s: None,
+        log_tail: None,
     });
     assert!(reply.ok);
     assert_eq!(names(&fx), ["stop runner", "push fail"]);
@@ -728,6 +760,9 @@ fn control_requests_about_another_task_are_refused_and_status_says_what_is_held(
         task_id: "t2".into(),
         error: "x".into(),
         retryable: true,
+        class: FailClass::Task,
+        retry_after_s: None,
+        log_tail: None,
     });
     assert!(fx.is_empty());
     assert_eq!(
@@ -846,7 +881,7 @@ fn push_of(a: &AttemptRef) -> Effect {
 
 /// A push that went through: `commits` beyond the base, head `feed`
 /// (none: the base, and nothing pushed).
-fn push_ok(commits: u64) -> Result<Pushed, String> {
+fn push_ok(commits: u64) -> Result<Pushed, PushFailed> {
     let head = if commits == 0 { BASE } else { "feed" };
     Ok(Pushed {
         head: head.into(),
@@ -1067,6 +1102,7 @@ fn wake_mode_a_complete_while_the_wake_command_runs_stops_it_and_pushes() {
         &a,
         Outcome::Cancelled {
             reason: "the agent reported".into(),
+            log_tail: String::new(),
         },
         None,
     );
@@ -1085,6 +1121,9 @@ fn wake_mode_a_fail_from_the_agent_pushes_nothing() {
         task_id: "t1".into(),
         error: "stuck".into(),
         retryable: true,
+        class: FailClass::Task,
+        retry_after_s: None,
+        log_tail: None,
     });
     assert!(reply.ok);
     assert_eq!(fail_error(&pushed(&fx)), ("stuck", true));
@@ -1209,6 +1248,25 @@ fn recovery_replaces_a_report_too_large_to_send_and_forgets_an_invalid_attempt()
 #[test]
 fn recovery_reports_an_attempt_without_a_result_as_a_retryable_failure() {
     let died = "the runner died when the sidecar stopped unexpectedly";
+    // The agent's session died with the sidecar: the agent's failure.
+    let died_fail = match fail("t2", 3, died) {
+        SidecarMsg::Fail {
+            task_id,
+            generation,
+            error,
+            retryable,
+            ..
+        } => SidecarMsg::Fail {
+            task_id,
+            generation,
+            error,
+            retryable,
+            class: FailClass::Agent,
+            retry_after_s: None,
+            log_tail: None,
+        },
+        other => panic!("{other:?}"),
+    };
     let (m, plan) = AttemptMachine::recover(
         settings(Mode::Exec),
         Some(held("t2", 3, Some(4242))),
@@ -1221,14 +1279,281 @@ fn recovery_reports_an_attempt_without_a_result_as_a_retryable_failure() {
                 pgid: 4242,
                 task_id: "t2".into()
             },
-            Effect::PushOutbox(fail("t2", 3, died)),
+            Effect::PushOutbox(died_fail.clone()),
             Effect::ClearCurrent,
         ]
     );
     assert!(m.current().is_none());
-    assert_eq!(m.outbox(), [complete("t1", 1), fail("t2", 3, died)]);
+    assert_eq!(m.outbox(), [complete("t1", 1), died_fail]);
     // A runner that never started left no group to kill.
     let (_, plan) =
         AttemptMachine::recover(settings(Mode::Exec), Some(held("t2", 3, None)), vec![]);
     assert_eq!(names(&plan), ["push fail", "clear current"]);
+}
+
+// ----- failure classes -------------------------------------------------------------------
+
+/// The class, retry_after_s and log tail of a `fail`.
+fn class_of(msg: &SidecarMsg) -> (FailClass, Option<u64>, Option<&str>) {
+    match msg {
+        SidecarMsg::Fail {
+            class,
+            retry_after_s,
+            log_tail,
+            ..
+        } => (*class, *retry_after_s, log_tail.as_deref()),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn exited_saying(code: i32, log_tail: &str) -> Outcome {
+    Outcome::Exited {
+        code: Some(code),
+        log_tail: log_tail.into(),
+    }
+}
+
+#[test]
+fn a_failing_runner_is_the_tasks_failure_with_its_log_tail() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t1", 1, 0);
+    let report = pushed(&m.runner_done(&a, exited_saying(1, "error: it broke"), None));
+    assert_eq!(
+        class_of(&report),
+        (FailClass::Task, None, Some("error: it broke"))
+    );
+}
+
+#[test]
+fn a_runner_that_cannot_be_started_is_the_environments_failure() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t1", 1, 0);
+    let why = "cannot start \"/opt/agent\": Permission denied (os error 13)";
+    let report = pushed(&m.runner_done(&a, Outcome::SpawnFailed(why.into()), None));
+    assert_eq!(class_of(&report), (FailClass::Environment, None, Some(why)));
+    assert_eq!(fail_error(&report), (why, true));
+    // So is a branch that could not be prepared, or a disk that is full.
+    let mut m = online_idle(Mode::Exec);
+    let a = running_repo(&mut m, "t2", 1);
+    let why = "preparing the git branch failed: git fetch --prune origin failed: fatal: '/gone/remote.git' does not appear to be a git repository";
+    let report = pushed(&m.runner_done(&a, Outcome::SpawnFailed(why.into()), None));
+    assert_eq!(class_of(&report), (FailClass::Environment, None, Some(why)));
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t3", 1, 0);
+    let why = "cannot write tasks/t3-1/task.json: No space left on device (os error 28)";
+    let report = pushed(&m.runner_done(&a, Outcome::SpawnFailed(why.into()), None));
+    assert_eq!(class_of(&report).0, FailClass::Environment);
+}
+
+#[test]
+fn a_failed_push_is_the_environments_failure_with_gits_words_as_its_tail() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running_repo(&mut m, "t1", 1);
+    m.runner_done(&a, exited(0), None);
+    let report = pushed(&m.pushed(&a, Err("git push failed: fatal: unable to access".into())));
+    assert_eq!(
+        class_of(&report),
+        (
+            FailClass::Environment,
+            None,
+            Some("pushing the task branch a1/t1 failed: git push failed: fatal: unable to access")
+        )
+    );
+}
+
+#[test]
+fn a_branch_the_runner_deleted_is_the_tasks_failure_not_the_machines() {
+    let mut m = online_idle(Mode::Exec);
+    let a = running_repo(&mut m, "t1", 1);
+    m.runner_done(&a, exited(0), None);
+    let gone = PushFailed {
+        message: "the task branch a1/t1 no longer exists in the clone".into(),
+        branch_gone: true,
+    };
+    let report = pushed(&m.pushed(&a, Err(gone)));
+    assert_eq!(class_of(&report).0, FailClass::Task);
+    assert_eq!(
+        fail_error(&report),
+        (
+            "pushing the task branch a1/t1 failed: the task branch a1/t1 no longer exists in the clone",
+            true
+        )
+    );
+}
+
+#[test]
+fn a_rate_limited_runner_is_reported_rate_limited_with_its_wait() {
+    // By its exit code (75 in these settings): the default wait.
+    let mut m = online_idle(Mode::Exec);
+    let a = running(&mut m, "t1", 1, 0);
+    let report = pushed(&m.runner_done(&a, exited_saying(75, "429 Too Many Requests"), None));
+    assert_eq!(
+        class_of(&report),
+        (
+            FailClass::RateLimited,
+            Some(60),
+            Some("429 Too Many Requests")
+        )
+    );
+    // By its result file, even with exit 0 on a repository task: nothing
+    // is pushed, the wait is the runner's.
+    let mut m = online_idle(Mode::Exec);
+    let a = running_repo(&mut m, "t2", 1);
+    let file = serde_json::json!({"rate_limited": true, "retry_after_s": 300});
+    let report = pushed(&m.runner_done(&a, exited(0), Some(file)));
+    assert!(!m.is_pushing());
+    assert_eq!(class_of(&report), (FailClass::RateLimited, Some(300), None));
+    // In wake mode, a wake command that says so is the report.
+    let mut m = online_idle(Mode::Wake);
+    let a = running(&mut m, "t3", 1, 0);
+    let file = serde_json::json!({"rate_limited": true});
+    let report = pushed(&m.runner_done(&a, exited(0), Some(file)));
+    assert_eq!(class_of(&report).1, Some(60));
+}
+
+fn agent_fail(class: FailClass, retry_after_s: Option<u64>, log_tail: Option<&str>) -> Request {
+    Request::Fail {
+        task_id: "t1".into(),
+        error: "no luck".into(),
+        retryable: true,
+        class,
+        retry_after_s,
+        log_tail: log_tail.map(str::to_string),
+    }
+}
+
+#[test]
+fn wake_mode_the_agent_names_the_class_and_the_wait_and_bad_ones_are_refused() {
+    let mut m = online_idle(Mode::Wake);
+    let a = running(&mut m, "t1", 1, 0);
+    m.runner_done(&a, exited(0), None);
+    for (req, said) in [
+        (
+            agent_fail(FailClass::Task, Some(30), None),
+            "retry_after_s goes only with class rate_limited, not task",
+        ),
+        (
+            agent_fail(FailClass::RateLimited, Some(86_401), None),
+            "retry_after_s must be at most 86400 (a day), not 86401",
+        ),
+    ] {
+        let (reply, fx) = m.control(req);
+        assert_eq!(
+            reply,
+            Reply {
+                ok: false,
+                message: said.into()
+            }
+        );
+        assert!(fx.is_empty());
+        assert_eq!(m.current().map(|c| &c.attempt), Some(&a), "still held");
+    }
+    let (reply, fx) = m.control(agent_fail(FailClass::RateLimited, None, Some("slow down")));
+    assert!(reply.ok, "{reply:?}");
+    assert_eq!(
+        class_of(&pushed(&fx)),
+        (FailClass::RateLimited, Some(60), Some("slow down")),
+        "the default wait"
+    );
+
+    let mut m = online_idle(Mode::Wake);
+    let a = running(&mut m, "t1", 1, 0);
+    m.runner_done(&a, exited(0), None);
+    let (_, fx) = m.control(agent_fail(FailClass::RateLimited, Some(900), None));
+    assert_eq!(
+        class_of(&pushed(&fx)),
+        (FailClass::RateLimited, Some(900), None)
+    );
+
+    let mut m = online_idle(Mode::Wake);
+    let a = running(&mut m, "t1", 1, 0);
+    m.runner_done(&a, exited(0), None);
+    let long = "x".repeat(20_000);
+    let (_, fx) = m.control(agent_fail(FailClass::Environment, None, Some(&long)));
+    let report = pushed(&fx);
+    let (class, wait, tail) = class_of(&report);
+    assert_eq!((class, wait), (FailClass::Environment, None));
+    assert_eq!(tail.unwrap().len(), 8 * 1024, "cut to 8 KiB");
+}
+
+#[test]
+fn wake_mode_an_agent_that_never_reports_is_the_agents_failure() {
+    let mut m = online_idle(Mode::Wake);
+    let a = running(&mut m, "t1", 1, 0);
+    m.runner_done(&a, exited(0), None);
+    let report = pushed(&m.tick(t(200_000)));
+    assert_eq!(class_of(&report), (FailClass::Agent, None, None));
+}
+
+// ----- activity in heartbeats ---------------------------------------------------------
+
+fn heartbeat_activity(m: &AttemptMachine) -> Option<Activity> {
+    match m.heartbeat_due().as_slice() {
+        [Effect::Send(SidecarMsg::Heartbeat { activity, .. })] => activity.clone(),
+        other => panic!("{:?}", names(other)),
+    }
+}
+
+#[test]
+fn heartbeats_say_what_the_runner_is_doing() {
+    let mut m = online_idle(Mode::Exec);
+    assert_eq!(heartbeat_activity(&m), None, "idle: no activity");
+    assert_eq!(m.probe(), None);
+    let a = running_with(&mut m, repo_task("t1", 1), Some(branch_of("t1")));
+    assert_eq!(
+        m.probe(),
+        Some(Probe {
+            attempt: a.clone(),
+            pgid: Some(4242),
+            branch: Some(branch_of("t1")),
+        })
+    );
+    // Nothing written yet.
+    m.output_seen(&a, true, 0, Some(t(5)), t(10));
+    assert_eq!(heartbeat_activity(&m), Some(alive()));
+    // It writes: the size and the file's time.
+    m.output_seen(&a, true, 120, Some(t(20)), t(30));
+    let seen = heartbeat_activity(&m).unwrap();
+    assert_eq!(
+        (seen.runner_alive, seen.output_bytes, seen.last_output_at),
+        (true, 120, Some(t(20)))
+    );
+    // Unchanged size: the time stays, whatever the file's time says.
+    m.output_seen(&a, true, 120, Some(t(40)), t(50));
+    assert_eq!(heartbeat_activity(&m).unwrap().last_output_at, Some(t(20)));
+    // Grown, without a file time: when the sidecar saw it.
+    m.output_seen(&a, true, 300, None, t(60));
+    let seen = heartbeat_activity(&m).unwrap();
+    assert_eq!((seen.output_bytes, seen.last_output_at), (300, Some(t(60))));
+    // A commit on its branch.
+    m.commit_seen(&a, Some(t(55)));
+    assert_eq!(heartbeat_activity(&m).unwrap().last_commit_at, Some(t(55)));
+    // Reports about another attempt change nothing.
+    m.output_seen(&r("other", 1), true, 9_999, None, t(70));
+    m.commit_seen(&r("other", 1), None);
+    let seen = heartbeat_activity(&m).unwrap();
+    assert_eq!((seen.output_bytes, seen.last_commit_at), (300, Some(t(55))));
+    // Its group gone: not alive.
+    m.output_seen(&a, false, 300, None, t(80));
+    assert!(!heartbeat_activity(&m).unwrap().runner_alive);
+}
+
+#[test]
+fn the_runner_is_not_alive_once_it_ended_and_a_new_attempt_starts_afresh() {
+    let mut m = online_idle(Mode::Wake);
+    let a = running(&mut m, "t1", 1, 0);
+    m.output_seen(&a, true, 50, Some(t(1)), t(2));
+    // The wake command exited; the last look (alive) is stale.
+    m.runner_done(&a, exited(0), None);
+    let seen = heartbeat_activity(&m).unwrap();
+    assert!(!seen.runner_alive);
+    assert_eq!(seen.output_bytes, 50);
+    let (_, fx) = m.control(bare_complete("t1"));
+    m.outbox_pushed(Ok(()));
+    assert!(!fx.is_empty());
+    assert_eq!(heartbeat_activity(&m), None);
+    let b = running(&mut m, "t2", 1, 0);
+    assert_eq!(heartbeat_activity(&m), Some(alive()));
+    m.output_seen(&b, true, 0, None, t(3));
+    assert_eq!(heartbeat_activity(&m).unwrap().output_bytes, 0);
 }
