@@ -403,7 +403,7 @@ async function openDetail(id) {
   body.replaceChildren(...(t.history || []).map((h) => el("tr", { "data-event": h.event, "data-blame": h.blame || "" },
     el("td", { text: clock(h.at) }), el("td", { text: h.event }),
     el("td", { text: `${h.from || "–"} → ${h.to || "–"}` }), el("td", { text: h.agent_id || "–" }),
-    el("td", { text: String(h.generation) }), el("td", {}, ...(h.blame ? [el("span", { class: `blame ${h.blame}`, text: `blame: ${h.blame}` }), " "] : []), h.detail || "")));
+    el("td", { text: String(h.generation) }), el("td", {}, ...(h.blame ? [el("span", { class: `blame ${h.blame}`, text: `blame: ${h.blame}` }), " "] : []), h.detail || ""))));
 }
 
 /** The task's dossier: how its earlier attempts ended, as the next runner sees it. */

@@ -263,8 +263,7 @@ fn a_broken_environment_degrades_only_its_agent_and_uses_no_retry() {
         failed["detail"].as_str().unwrap().contains("no retry used"),
         "{failed}"
     );
-    let b = hub.agent("broken");
-    assert_eq!(b["state"], "degraded", "{b}");
+    let b = hub.wait_agent("broken", "degraded", T);
     assert!(
         b["degraded_reason"]
             .as_str()
@@ -312,8 +311,7 @@ fn a_rate_limited_agent_is_held_back_and_the_task_done_elsewhere() {
     });
     assert_eq!(failed["agent_id"], "limited");
     assert_eq!(failed["blame"], "rate_limit", "{failed}");
-    let l = hub.agent("limited");
-    assert_eq!(l["state"], "degraded", "{l}");
+    let l = hub.wait_agent("limited", "degraded", T);
     assert_eq!(l["consecutive_failures"], 0, "no failure counted: {l}");
     assert_eq!(l["degraded_reason"], "rate limited: retry after 120s");
     let held_for = ms(&failed["at"], &l["degraded_until"]);
