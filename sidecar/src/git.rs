@@ -136,6 +136,9 @@ fn commit_of(repo: &Path, reference: &str) -> Result<Option<String>, String> {
     }
 }
 
+/// How often the sidecar fetches main when it moved during the fetch.
+const MAIN_FETCH_ATTEMPTS: u32 = 5;
+
 /// Fetch main, prove it is current, branch from it, guard the pushes.
 pub fn start_task(cfg: &Git, agent_id: &str, task_id: &str) -> Result<Prepared, String> {
     crate::validate::agent_id(agent_id)?;
@@ -144,25 +147,34 @@ pub fn start_task(cfg: &Git, agent_id: &str, task_id: &str) -> Result<Prepared, 
     let (remote, main) = (cfg.remote.as_str(), cfg.main_branch.as_str());
     let tracking = format!("refs/remotes/{remote}/{main}");
     // This agent's branches too: their remote-tracking refs are the lease
-    // of the push after the runner (see `push_task`).
-    git(
-        repo,
-        &[
-            "fetch",
-            "--prune",
-            remote,
-            &format!("+refs/heads/{main}:{tracking}"),
-            &format!("+refs/heads/{agent_id}/*:refs/remotes/{remote}/{agent_id}/*"),
-        ],
-    )?;
-    let fetched = git(repo, &["rev-parse", &tracking])?;
-    let listed = git(repo, &["ls-remote", remote, &format!("refs/heads/{main}")])?;
-    let remote_sha = listed.split_whitespace().next().unwrap_or_default();
-    if remote_sha != fetched {
-        return Err(format!(
-            "{remote}/{main} moved while fetching (fetched {fetched}, remote now {remote_sha}); not branching from a stale main"
-        ));
-    }
+    // of the push after the runner (see `push_task`). Main may move
+    // between the fetch and the check that it is current (the hub merges
+    // all the time): fetch again, a few times, before giving up.
+    let mut attempt = 0;
+    let fetched = loop {
+        git(
+            repo,
+            &[
+                "fetch",
+                "--prune",
+                remote,
+                &format!("+refs/heads/{main}:{tracking}"),
+                &format!("+refs/heads/{agent_id}/*:refs/remotes/{remote}/{agent_id}/*"),
+            ],
+        )?;
+        let fetched = git(repo, &["rev-parse", &tracking])?;
+        let listed = git(repo, &["ls-remote", remote, &format!("refs/heads/{main}")])?;
+        let remote_sha = listed.split_whitespace().next().unwrap_or_default();
+        if remote_sha == fetched {
+            break fetched;
+        }
+        attempt += 1;
+        if attempt >= MAIN_FETCH_ATTEMPTS {
+            return Err(format!(
+                "{remote}/{main} kept moving while fetching ({MAIN_FETCH_ATTEMPTS} times; last fetched {fetched}, remote now {remote_sha}); not branching from a stale main"
+            ));
+        }
+    };
     let dirty = git(repo, &["status", "--porcelain"])?;
     if !dirty.is_empty() {
         return Err(format!(
