@@ -180,18 +180,28 @@ printf '{{"summary":"pushed","branch":"%s"}}' "$AGENTCOM_BRANCH" > "$AGENTCOM_RE
         .unwrap()
         .contains(&branch));
 
-    // A dirty work tree is refused before the agent runs.
+    // A dirty work tree is refused before the agent runs: the machine's
+    // fault, not the task's — no retry used, the agent degraded with the
+    // reason, the task waiting for a healthy agent.
     std::fs::write(r.join("work/stray.txt"), "uncommitted").unwrap();
     let t2 = hub.submit(
         json!({ "title": "on a dirty tree", "needed_capabilities": ["git"], "max_retries": 0 }),
     );
-    let dead = hub.wait_status(t2["id"].as_str().unwrap(), "dead", T);
+    let agent = hub.wait_agent("gitter", "degraded", T);
+    let reason = agent["degraded_reason"].as_str().unwrap();
     assert!(
-        dead["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("uncommitted changes"),
-        "{}",
-        dead["last_error"]
+        reason.starts_with("environment:") && reason.contains("uncommitted changes"),
+        "{agent}"
     );
+    let t2 = hub.task(t2["id"].as_str().unwrap());
+    assert_eq!(t2["status"], "queued", "{t2}");
+    assert_eq!(t2["free_attempts"], 1);
+    let failed = &t2["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["event"] == "failed")
+        .unwrap()
+        .clone();
+    assert_eq!(failed["blame"], "environment", "{t2}");
 }

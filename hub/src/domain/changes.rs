@@ -431,10 +431,10 @@ impl ChangeCore {
         Ok(to)
     }
 
-    /// A person approves an escalated change (or one in review): into the
-    /// merge queue.
+    /// A person approves an escalated change: into the merge queue. (A
+    /// change under review waits for its reviewer, or a person rejects it.)
     pub(crate) fn approve(&mut self, id: &str, now: Timestamp) -> Result<(), ChangeError> {
-        self.expect(id, &[ChangeStatus::Escalated, ChangeStatus::Reviewing])?;
+        self.expect(id, &[ChangeStatus::Escalated])?;
         self.set_status(
             id,
             ChangeStatus::Merging,

@@ -280,3 +280,14 @@ fn after_a_restart_the_first_of_each_merge_queue_may_be_on_main_already() {
     c.merge_handed_out("app", None);
     c.reject(&merging[0], "no", t(43)).unwrap();
 }
+
+#[test]
+fn only_an_escalated_change_can_be_approved() {
+    let mut c = core();
+    let id = c
+        .open(&task("t9", 1), "a1", "a1/t9", "b0", "h9", t(1))
+        .change
+        .id;
+    assert!(c.approve(&id, t(2)).is_err());
+    assert_eq!(c.get(&id).unwrap().status, ChangeStatus::Open);
+}
