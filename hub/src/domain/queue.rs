@@ -1574,3 +1574,31 @@ enum Check {
 
 #[cfg(test)]
 mod tests;
+
+/// Helpers for the domain's tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use agentcom_protocol::{AttemptRef, FailClass, Timestamp};
+
+    use super::{FailReport, QueueCore, Verdict};
+    use crate::domain::retry::Retryable;
+
+    /// A task-class failure reported by `agent` (the verdict only).
+    pub(crate) fn fail_as_task(
+        q: &mut QueueCore,
+        r: &AttemptRef,
+        agent: &str,
+        error: &str,
+        retryable: Retryable,
+        now: Timestamp,
+    ) -> Verdict {
+        let report = FailReport {
+            error: error.to_string(),
+            retryable,
+            class: FailClass::Task,
+            retry_after_s: None,
+            log_tail: None,
+        };
+        q.fail(r, agent, &report, now).verdict
+    }
+}

@@ -4,33 +4,9 @@
 use super::*;
 use crate::domain::gate::{GateConfig, ReviewMode};
 use crate::domain::matching::IdleAgent;
-use crate::domain::queue::{Created, FailReport, QueueSettings};
+use crate::domain::queue::testing::fail_as_task;
+use crate::domain::queue::{Created, QueueSettings};
 use crate::domain::retry::{RetryPolicy, Retryable};
-use agentcom_protocol::FailClass;
-
-/// A task-class failure reported by `agent` (the verdict only).
-fn fail(
-    q: &mut QueueCore,
-    r: &AttemptRef,
-    agent: &str,
-    error: &str,
-    retryable: Retryable,
-    now: Timestamp,
-) -> Verdict {
-    q.fail(
-        r,
-        agent,
-        &FailReport {
-            error: error.to_string(),
-            retryable,
-            class: FailClass::Task,
-            retry_after_s: None,
-            log_tail: None,
-        },
-        now,
-    )
-    .verdict
-}
 
 fn t(ms: i64) -> Timestamp {
     Timestamp(1_800_000_000_000 + ms)
@@ -367,7 +343,7 @@ fn a_review_that_dies_hands_the_change_to_a_person() {
         .unwrap();
     let review_id = w.c.get(&id).unwrap().review.clone().unwrap().task_id;
     let rr = w.retake(&review_id, "reviewer");
-    fail(
+    fail_as_task(
         &mut w.q,
         &rr,
         "reviewer",

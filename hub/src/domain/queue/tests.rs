@@ -1,31 +1,8 @@
 //! Unit tests of the queue's rules, driven without sockets or a store.
 
 use super::*;
+use crate::domain::queue::testing::fail_as_task;
 use agentcom_protocol::{Blame, FailClass, Priority};
-
-/// A task-class failure reported by `agent` (the verdict only).
-fn fail(
-    q: &mut QueueCore,
-    r: &AttemptRef,
-    agent: &str,
-    error: &str,
-    retryable: Retryable,
-    now: Timestamp,
-) -> Verdict {
-    q.fail(
-        r,
-        agent,
-        &FailReport {
-            error: error.to_string(),
-            retryable,
-            class: FailClass::Task,
-            retry_after_s: None,
-            log_tail: None,
-        },
-        now,
-    )
-    .verdict
-}
 
 fn t(ms: i64) -> Timestamp {
     Timestamp(1_800_000_000_000 + ms)
@@ -237,7 +214,7 @@ fn stale_generation_changes_nothing_but_is_visible() {
         Verdict::Stale(_)
     ));
     assert!(matches!(
-        fail(&mut q, &r1, "a", "x", Retryable::Yes, t(8)),
+        fail_as_task(&mut q, &r1, "a", "x", Retryable::Yes, t(8)),
         Verdict::Stale(_)
     ));
 }
@@ -260,7 +237,7 @@ fn failures_follow_backoff_then_dead() {
     q.take_deltas();
     // attempt 1 fails: immediate retry (backoff 0) → queued in the retry lane.
     assert_eq!(
-        fail(&mut q, &r, "a", "boom", Retryable::Yes, t(10)),
+        fail_as_task(&mut q, &r, "a", "boom", Retryable::Yes, t(10)),
         Verdict::Applied
     );
     let task = q.get(&r.task_id).unwrap();
@@ -273,7 +250,7 @@ fn failures_follow_backoff_then_dead() {
     let g2 = q.claim(&[agent("a")], t(11))[0].task.generation;
     let r2 = AttemptRef::new(r.task_id.clone(), g2);
     q.accept(&r2, "a", t(12));
-    fail(&mut q, &r2, "a", "boom", Retryable::Yes, t(20));
+    fail_as_task(&mut q, &r2, "a", "boom", Retryable::Yes, t(20));
     let task = q.get(&r.task_id).unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.not_before, Some(t(20).plus_secs(30.0)));
@@ -290,7 +267,7 @@ fn failures_follow_backoff_then_dead() {
     let g3 = q.claim(&[agent("a")], t(40_000))[0].task.generation;
     let r3 = AttemptRef::new(r.task_id.clone(), g3);
     q.accept(&r3, "a", t(40_001));
-    fail(&mut q, &r3, "a", "boom", Retryable::Yes, t(40_002));
+    fail_as_task(&mut q, &r3, "a", "boom", Retryable::Yes, t(40_002));
     let task = q.get(&r.task_id).unwrap();
     assert_eq!(task.status, TaskStatus::Dead);
     assert_eq!(task.attempts, 3);
@@ -301,7 +278,7 @@ fn failures_follow_backoff_then_dead() {
 fn non_retryable_failure_is_dead_at_once() {
     let mut q = core();
     let r = running(&mut q, "a");
-    fail(&mut q, &r, "a", "bad input", Retryable::No, t(3));
+    fail_as_task(&mut q, &r, "a", "bad input", Retryable::No, t(3));
     assert_eq!(q.get(&r.task_id).unwrap().status, TaskStatus::Dead);
 }
 
@@ -309,7 +286,7 @@ fn non_retryable_failure_is_dead_at_once() {
 fn retried_tasks_wait_behind_fresh_ones() {
     let mut q = core();
     let r = running(&mut q, "a");
-    fail(&mut q, &r, "a", "boom", Retryable::Yes, t(3)); // back in normal_retry
+    fail_as_task(&mut q, &r, "a", "boom", Retryable::Yes, t(3)); // back in normal_retry
     let fresh = created(q.create(spec("fresh"), t(4)));
     let got = q.claim(&[agent("a")], t(5));
     assert_eq!(got[0].task.id, fresh.id);
@@ -375,7 +352,7 @@ fn cancel_rules() {
 fn retry_revives_with_a_fresh_budget() {
     let mut q = core();
     let r = running(&mut q, "a");
-    fail(&mut q, &r, "a", "bad", Retryable::No, t(3));
+    fail_as_task(&mut q, &r, "a", "bad", Retryable::No, t(3));
     assert_eq!(q.get(&r.task_id).unwrap().status, TaskStatus::Dead);
     let revived = q.retry(&r.task_id, t(4)).unwrap();
     assert_eq!((revived.status, revived.attempts), (TaskStatus::Queued, 0));
@@ -393,7 +370,7 @@ fn retry_revives_with_a_fresh_budget() {
 fn history_entries_carry_agent_generation_and_reason() {
     let mut q = core();
     let r = running(&mut q, "a");
-    fail(&mut q, &r, "a", "compile error", Retryable::Yes, t(3));
+    fail_as_task(&mut q, &r, "a", "compile error", Retryable::Yes, t(3));
     let changes = q.take_deltas();
     let hist: Vec<&HistoryEntry> = changes
         .iter()
@@ -596,7 +573,7 @@ fn stale_notes_are_capped_and_quote_little() {
     q.take_deltas();
     let huge = "e".repeat(100_000);
     for _ in 0..(MAX_STALE_NOTES + 10) {
-        let v = fail(&mut q, &r, "intruder", &huge, Retryable::Yes, t(5));
+        let v = fail_as_task(&mut q, &r, "intruder", &huge, Retryable::Yes, t(5));
         assert!(matches!(v, Verdict::Stale(_)));
     }
     let notes: Vec<HistoryEntry> = q
@@ -609,7 +586,7 @@ fn stale_notes_are_capped_and_quote_little() {
         .iter()
         .all(|h| h.detail.as_deref().unwrap().len() < 2 * limits::MAX_DETAIL_BYTES));
     // The owner's real failure keeps a bounded error.
-    fail(&mut q, &r, "a", &huge, Retryable::Yes, t(6));
+    fail_as_task(&mut q, &r, "a", &huge, Retryable::Yes, t(6));
     assert!(
         q.get(&r.task_id)
             .unwrap()
@@ -756,7 +733,7 @@ mod model {
                     }
                     Op::Fail { task, agent, lag, retryable } => {
                         if let Some(r) = attempt(&q, &ids, task, lag) {
-                            fail(&mut q, &r, AGENTS[agent as usize], "x", Retryable::from(retryable), t(now));
+                            fail_as_task(&mut q, &r, AGENTS[agent as usize], "x", Retryable::from(retryable), t(now));
                         }
                     }
                     Op::Release { task, lag } => {
