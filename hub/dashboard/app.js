@@ -682,7 +682,8 @@ function renderTasks() {
     if (r.branch) links.append(el("span", { class: "chip", title: "branch", text: r.branch }));
     rows.push(el("tr", { "data-id": t.id, "data-status": t.status, onclick: () => openDetail(t.id) },
       el("td", { class: "title" }, document.createTextNode(t.title), el("small", { text: t.id })),
-      el("td", {}, badge(t.status)), el("td", { text: t.priority }),
+      el("td", {}, badge(t.status), ...(t.status === "queued" && t.not_before ? [el("small", { class: "waits", "data-field": "waits", text: `waits until ${clock(t.not_before)}` })] : [])),
+      el("td", { text: t.priority }),
       el("td", { text: t.assigned_to || "–" }), el("td", { text: String(t.generation) }),
       el("td", { text: ago(t.updated_at) }), links));
     if (rows.length >= ROWS) break;

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::change::TaskKind;
 use crate::model::{AgentInfo, Priority, Task};
+use crate::Timestamp;
 
 /// Longest task title, in characters.
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -59,6 +60,10 @@ pub struct NewTask {
     /// `task` (default) or `review`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<TaskKind>,
+    /// Not before then (RFC 3339): the task waits, `queued` with
+    /// `not_before`, and joins its lane when the time comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<Timestamp>,
 }
 
 /// Body of `POST /api/agents`.

@@ -203,12 +203,15 @@ pub enum TaskEvent {
     Released,
     /// A report about an attempt that is no longer current, ignored.
     StaleReport,
+    /// Its `run_at` came: it joins its lane.
+    Due,
 }
 
 impl TaskEvent {
     /// Every event, in the order of a task's usual life.
-    pub const ALL: [TaskEvent; 14] = [
+    pub const ALL: [TaskEvent; 15] = [
         TaskEvent::Created,
+        TaskEvent::Due,
         TaskEvent::Assigned,
         TaskEvent::Accepted,
         TaskEvent::InReview,
@@ -241,6 +244,7 @@ impl TaskEvent {
             TaskEvent::InReview => "in_review",
             TaskEvent::SentBack => "sent_back",
             TaskEvent::Rejected => "rejected",
+            TaskEvent::Due => "due",
         }
     }
 }

@@ -357,6 +357,7 @@ impl QueueActor {
                         self.stats.retries.inc();
                     }
                     TaskEvent::Accepted
+                    | TaskEvent::Due
                     | TaskEvent::InReview
                     | TaskEvent::SentBack
                     | TaskEvent::Rejected

@@ -437,7 +437,7 @@ impl QueueCore {
             .collect()
     }
 
-    /// When the earliest backoff ends, if any task waits one out.
+    /// When the earliest backoff or `run_at` ends, if any task waits.
     pub(crate) fn next_due(&self) -> Option<Timestamp> {
         self.delayed.first().map(|(t, _)| Timestamp(*t))
     }
@@ -561,6 +561,8 @@ impl QueueCore {
         now: Timestamp,
     ) -> Result<Created, QueueError> {
         let id = self.new_id(now);
+        // A time already past is now.
+        let waits_until = spec.run_at.filter(|at| *at > now);
         let mut needed = spec.needed_capabilities.unwrap_or_default();
         needed.sort();
         needed.dedup();
@@ -586,7 +588,7 @@ impl QueueCore {
             updated_at: now,
             queued_at: Some(now),
             started_at: None,
-            not_before: None,
+            not_before: waits_until,
             finished_at: None,
             kind: spec.kind.unwrap_or_default(),
             dossier: Default::default(),
@@ -635,7 +637,7 @@ impl QueueCore {
             None,
             Some(TaskStatus::Queued),
             None,
-            None,
+            waits_until.map(|at| format!("waits until {at} (run_at)")),
             now,
         );
         self.index(&id);
@@ -768,7 +770,8 @@ impl QueueCore {
         out
     }
 
-    /// Move failed tasks whose backoff has ended back into their lane.
+    /// Move failed tasks whose backoff has ended, and scheduled tasks
+    /// whose `run_at` came, into their lane.
     pub(crate) fn promote_due(&mut self, now: Timestamp) -> usize {
         let due: Vec<String> = self
             .delayed
@@ -777,7 +780,26 @@ impl QueueCore {
             .map(|(_, id)| id.clone())
             .collect();
         for id in &due {
-            self.requeue_after_failure(id, now);
+            if self.get(id).map(|t| t.status) == Some(TaskStatus::Queued) {
+                self.unindex(id);
+                {
+                    let t = self.task_mut(id);
+                    t.not_before = None;
+                    t.queued_at = Some(now);
+                }
+                self.record(
+                    id,
+                    TaskEvent::Due,
+                    Some(TaskStatus::Queued),
+                    Some(TaskStatus::Queued),
+                    None,
+                    Some("run_at reached".into()),
+                    now,
+                );
+                self.index(id);
+            } else {
+                self.requeue_after_failure(id, now);
+            }
         }
         due.len()
     }
@@ -1411,6 +1433,10 @@ impl QueueCore {
     fn index(&mut self, id: &str) {
         let t = &self.tasks[id].task;
         match t.status {
+            TaskStatus::Queued if t.not_before.is_some() => {
+                let at = t.not_before.expect("some").0;
+                self.delayed.insert((at, id.to_string()));
+            }
             TaskStatus::Queued => {
                 let at = t.queued_at.unwrap_or(t.created_at).0;
                 let mut needs = t.needed_capabilities.clone();

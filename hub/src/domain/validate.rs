@@ -2,7 +2,9 @@
 //! capability names. Pure checks that answer which field is wrong and why;
 //! the HTTP layer turns a failure into a 422.
 
-use agentcom_protocol::{NewTask, MAX_DESCRIPTION_BYTES, MAX_METADATA_BYTES, MAX_TITLE_CHARS};
+use agentcom_protocol::{
+    NewTask, Timestamp, MAX_DESCRIPTION_BYTES, MAX_METADATA_BYTES, MAX_TITLE_CHARS,
+};
 
 /// A field out of range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +84,18 @@ pub(crate) fn new_task(t: &NewTask) -> Result<(), FieldError> {
         .is_some_and(|r| r.is_empty() || r.len() > 1000)
     {
         return err("repo", "must be 1 to 1000 characters");
+    }
+    Ok(())
+}
+
+/// The longest a task may be scheduled ahead (`run_at`).
+pub(crate) const MAX_RUN_AT_AHEAD_MS: i64 = 366 * 24 * 3600 * 1000;
+
+/// `run_at` at most [`MAX_RUN_AT_AHEAD_MS`] after `now` (a time already
+/// past means now).
+pub(crate) fn run_at(at: Timestamp, now: Timestamp) -> Result<(), FieldError> {
+    if at.0 - now.0 > MAX_RUN_AT_AHEAD_MS {
+        return err("run_at", "must be at most 366 days ahead");
     }
     Ok(())
 }

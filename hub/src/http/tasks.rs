@@ -1,7 +1,7 @@
 //! `/api/tasks`: create, list, show (with history), cancel, retry.
 
 use actix_web::{web, HttpResponse};
-use agentcom_protocol::{NewTask, Task, TaskStatus};
+use agentcom_protocol::{NewTask, Task, TaskStatus, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -21,6 +21,9 @@ pub(crate) async fn create(
 ) -> Result<HttpResponse, HttpError> {
     let spec: NewTask = body::json(payload, &state).await?;
     validate::new_task(&spec)?;
+    if let Some(at) = spec.run_at {
+        validate::run_at(at, Timestamp::now())?;
+    }
     if let Some(repo) = &spec.repo {
         if !state.settings.repos.iter().any(|r| &r.name == repo) {
             let known: Vec<&str> = state

@@ -964,3 +964,38 @@ fn a_superseded_attempts_late_result_with_a_branch_is_kept_as_a_candidate() {
     assert_eq!(q.get(&r1.task_id).unwrap().candidates.len(), 1);
     assert_eq!(q.accept(&r2, "b", t(14)), Verdict::Duplicate);
 }
+
+#[test]
+fn a_task_with_run_at_waits_then_joins_its_lane_when_due() {
+    let mut q = core();
+    let mut s = spec("later");
+    s.run_at = Some(t(10_000));
+    let task = created(q.create(s, t(0)));
+    assert_eq!(task.status, TaskStatus::Queued);
+    assert_eq!(task.not_before, Some(t(10_000)));
+    assert_eq!(q.next_due(), Some(t(10_000)));
+    assert!(
+        q.claim(&[agent("a")], t(9_999)).is_empty(),
+        "not before its time"
+    );
+    assert_eq!(q.promote_due(t(9_999)), 0);
+    q.take_deltas();
+    assert_eq!(q.promote_due(t(10_000)), 1);
+    let deltas = q.take_deltas();
+    assert_eq!(events(&q, &deltas, &task.id), ["due"]);
+    let due = q.get(&task.id).unwrap();
+    assert_eq!((due.status, due.not_before), (TaskStatus::Queued, None));
+    let a = q.claim(&[agent("a")], t(10_001));
+    assert_eq!(a.len(), 1);
+    // A time already past is now; a restart keeps a waiting task waiting.
+    let mut past = spec("past");
+    past.run_at = Some(t(5));
+    let past = created(q.create(past, t(20_000)));
+    assert_eq!(past.not_before, None);
+    let mut s = spec("after a restart");
+    s.run_at = Some(t(50_000));
+    let waiting = created(q.create(s, t(20_000)));
+    let live: Vec<(Task, u32)> = vec![(q.get(&waiting.id).unwrap().clone(), 1)];
+    let back = QueueCore::restore(q.settings().clone(), live, vec![]);
+    assert_eq!(back.next_due(), Some(t(50_000)));
+}
