@@ -96,6 +96,9 @@ pub(crate) struct AttemptSettings {
     pub(crate) repos: Vec<String>,
     /// How a rate-limited runner is told (`[runner]`).
     pub(crate) rate_limits: RateLimits,
+    /// Wake mode: `runner.cancel_command` is set, so a cancel reaches the
+    /// woken agent through it.
+    pub(crate) cancel_command: bool,
 }
 
 /// What the daemon should look at, at a heartbeat tick, to tell the hub
@@ -140,6 +143,12 @@ pub(crate) enum Effect {
     StartRunner(Current),
     /// Tell the runner of this attempt to stop.
     StopRunner { attempt: AttemptRef, reason: String },
+    /// Wake mode: run `runner.cancel_command` for this attempt (in the
+    /// runner's environment), off the loop, so the woken agent stops.
+    CancelWoken {
+        current: Box<Current>,
+        reason: String,
+    },
     /// Publish the attempt's branch, off the loop (nothing to push when it
     /// has no commit beyond `base`); its outcome comes later as
     /// [`AttemptMachine::pushed`].
@@ -432,14 +441,30 @@ impl AttemptMachine {
             return fx;
         }
         tracing::info!(task = %attempt, %reason, "cancel: stopping the runner");
+        // The woken agent outlives its wake command: tell it too.
+        let woken: Vec<Effect> = match &self.current {
+            Some(c)
+                if self.settings.mode == Mode::Wake
+                    && self.settings.cancel_command
+                    && self.unsaved.is_none() =>
+            {
+                vec![Effect::CancelWoken {
+                    current: Box::new(c.clone()),
+                    reason: reason.clone(),
+                }]
+            }
+            _ => vec![],
+        };
+        let mut fx = woken;
         match self.stop_runner(&attempt, reason.clone()) {
-            Some(stop) => vec![stop],
-            None => self.finish(fail_msg(
+            Some(stop) => fx.push(stop),
+            None => fx.extend(self.finish(fail_msg(
                 &attempt,
                 format!("cancelled: {reason}"),
                 Retry::Retryable,
-            )),
+            ))),
         }
+        fx
     }
 
     /// The hub durably recorded a report: delete it from the outbox.

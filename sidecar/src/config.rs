@@ -54,6 +54,11 @@ pub(crate) struct Runner {
     /// `retry_after_s`, in seconds.
     #[serde(default = "default_rate_limit_s")]
     pub(crate) rate_limit_default_s: u64,
+    /// Wake mode: run when the hub cancels an attempt (in the runner's
+    /// environment, with `AGENTCOM_CANCEL_REASON`), so the woken agent
+    /// stops; empty: only the wake command's process group is stopped.
+    #[serde(default)]
+    pub(crate) cancel_command: Vec<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -140,6 +145,14 @@ impl SidecarConfig {
         }
         if self.runner.command.is_empty() {
             return Err("runner.command must name a program".into());
+        }
+        if self
+            .runner
+            .cancel_command
+            .first()
+            .is_some_and(|p| p.is_empty())
+        {
+            return Err("runner.cancel_command must name a program (or be left out)".into());
         }
         if self.runner.timeout_s == 0 {
             return Err("runner.timeout_s must be at least 1".into());

@@ -85,6 +85,7 @@ impl Daemon {
                 exit_code: cfg.runner.rate_limit_exit_code,
                 default_s: cfg.runner.rate_limit_default_s,
             },
+            cancel_command: !cfg.runner.cancel_command.is_empty(),
         };
         let machine = recovery::recover(&mut state, settings)?;
         let (runner_tx, runner_rx) = mpsc::unbounded_channel();
@@ -395,6 +396,10 @@ impl Daemon {
                         self.runner_tx.clone(),
                     ));
                     self.machine.runner_launched(&attempt)
+                }
+                Effect::CancelWoken { current, reason } => {
+                    launch::cancel_woken(&self.cfg, &self.state, &current, reason);
+                    continue;
                 }
                 Effect::StopRunner { attempt, reason } => {
                     if let Some(h) = self.runner.take_if(|h| h.attempt() == &attempt) {

@@ -110,17 +110,7 @@ pub(crate) fn launch(
     let cfg = cfg.clone();
     let git_lock = git_lock.clone();
     actix_rt::spawn(async move {
-        let outcome = run(
-            &cfg,
-            &git_lock,
-            &c,
-            dir,
-            task_file,
-            &result_file,
-            stop_rx,
-            &events,
-        )
-        .await;
+        let outcome = run(&cfg, &git_lock, &c, dir, task_file, stop_rx, &events).await;
         let _ = events.send(RunnerEvent::Done {
             attempt: c.attempt.clone(),
             outcome,
@@ -191,6 +181,73 @@ pub(crate) fn probe_commit(
     });
 }
 
+/// How long `runner.cancel_command` may run.
+const CANCEL_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Run `runner.cancel_command` for the attempt of `c`, off the loop, in
+/// the runner's environment (and `AGENTCOM_CANCEL_REASON`), its output
+/// appended to `cancel.log` in the attempt's folder. Its outcome is only
+/// logged: the attempt's own report does not wait for it.
+pub(crate) fn cancel_woken(cfg: &SidecarConfig, state: &StateDir, c: &Current, reason: String) {
+    let dir = match state.task_dir(&c.attempt) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(task = %c.attempt, error = %e, "cannot run the cancel command");
+            return;
+        }
+    };
+    let mut env = runner_env(cfg, c, &dir);
+    env.insert("AGENTCOM_CANCEL_REASON".into(), reason);
+    let mut cwd = dir.clone();
+    if let (Some(git), Some(p)) = (&cfg.git, &c.branch) {
+        env.insert("AGENTCOM_BRANCH".into(), p.branch.clone());
+        env.insert(
+            "AGENTCOM_REPO_DIR".into(),
+            git.repo_dir.display().to_string(),
+        );
+        cwd = git.repo_dir.clone();
+    }
+    let spec = RunSpec {
+        command: cfg.runner.cancel_command.clone(),
+        env,
+        cwd,
+        log: dir.join("cancel.log"),
+        timeout: CANCEL_COMMAND_TIMEOUT,
+    };
+    let attempt = c.attempt.clone();
+    actix_rt::spawn(async move {
+        let (_keep, never) = oneshot::channel::<String>();
+        match runner::run(spec, never, |_| {}).await {
+            Outcome::Exited { code: Some(0), .. } => {
+                tracing::info!(task = %attempt, "the cancel command ran")
+            }
+            other => {
+                tracing::warn!(task = %attempt, outcome = ?other, "the cancel command did not succeed")
+            }
+        }
+    });
+}
+
+/// The environment every command of an attempt gets.
+fn runner_env(cfg: &SidecarConfig, c: &Current, dir: &std::path::Path) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("AGENTCOM_TASK_ID".to_string(), c.attempt.task_id.clone()),
+        (
+            "AGENTCOM_GENERATION".to_string(),
+            c.attempt.generation.to_string(),
+        ),
+        (
+            "AGENTCOM_TASK_FILE".to_string(),
+            dir.join("task.json").display().to_string(),
+        ),
+        (
+            "AGENTCOM_RESULT_FILE".to_string(),
+            dir.join("result.json").display().to_string(),
+        ),
+        ("AGENTCOM_AGENT_ID".to_string(), cfg.agent_id.clone()),
+    ])
+}
+
 /// What the task file (`AGENTCOM_TASK_FILE`) holds: the whole task as
 /// the hub sent it, `dossier.attempts` included.
 fn task_file_text(body: &agentcom_protocol::Task) -> Vec<u8> {
@@ -205,29 +262,13 @@ async fn run(
     c: &Current,
     dir: PathBuf,
     task_file: PathBuf,
-    result_file: &std::path::Path,
     stop: oneshot::Receiver<String>,
     events: &mpsc::UnboundedSender<RunnerEvent>,
 ) -> Outcome {
     if let Err(e) = write_atomic(&task_file, &task_file_text(&c.body)) {
         return Outcome::SpawnFailed(e);
     }
-    let mut env = BTreeMap::from([
-        ("AGENTCOM_TASK_ID".to_string(), c.attempt.task_id.clone()),
-        (
-            "AGENTCOM_GENERATION".to_string(),
-            c.attempt.generation.to_string(),
-        ),
-        (
-            "AGENTCOM_TASK_FILE".to_string(),
-            task_file.display().to_string(),
-        ),
-        (
-            "AGENTCOM_RESULT_FILE".to_string(),
-            result_file.display().to_string(),
-        ),
-        ("AGENTCOM_AGENT_ID".to_string(), cfg.agent_id.clone()),
-    ]);
+    let mut env = runner_env(cfg, c, &dir);
     let mut cwd = dir.clone();
     let mut branch = None;
     if let Some(git) = cfg.git.clone() {

@@ -205,3 +205,47 @@ printf '{{"summary":"pushed","branch":"%s"}}' "$AGENTCOM_BRANCH" > "$AGENTCOM_RE
         .clone();
     assert_eq!(failed["blame"], "environment", "{t2}");
 }
+
+/// Whether process `pid` exists (signal 0).
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+#[test]
+fn wake_mode_a_cancel_stops_the_woken_agent_through_the_cancel_command() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let hub = Hub::start(r, &[]);
+    // The woken "agent" detaches from the wake command (its own session),
+    // so it outlives it, as a real agent does; it records its pid.
+    let wake = format!(
+        r#"setsid sh -c 'echo $$ > {r}/agent-$AGENTCOM_TASK_ID.pid; exec sleep 600' </dev/null >/dev/null 2>&1 &
+while [ ! -s {r}/agent-$AGENTCOM_TASK_ID.pid ]; do sleep 0.05; done"#,
+        r = r.display()
+    );
+    let cancel = format!(
+        r#"cancel_command = ["sh", "-c", "echo \"$AGENTCOM_CANCEL_REASON\" > {r}/cancel-reason; kill $(cat {r}/agent-$AGENTCOM_TASK_ID.pid)"]"#,
+        r = r.display()
+    );
+    let token = hub.add_agent("sleeper", &[]);
+    let _s = Sidecar::start_with_token(r, &hub, "sleeper", &token, &[], "wake", &wake, &cancel);
+    hub.wait_agent("sleeper", "idle", T);
+    let id = hub.submit(json!({ "title": "a long job" }))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    hub.wait_status(&id, "working", T);
+    let pid_file = r.join(format!("agent-{id}.pid"));
+    let pid: i32 = wait_until(T, "the woken agent to start", || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    assert!(alive(pid), "the woken agent runs");
+    hub.ok("POST", &format!("/api/tasks/{id}/cancel"), None);
+    wait_until(T, "the woken agent to be stopped", || {
+        (!alive(pid)).then_some(())
+    });
+    assert_eq!(hub.task(&id)["status"], "cancelled");
+    let reason = std::fs::read_to_string(r.join("cancel-reason")).unwrap();
+    assert!(!reason.trim().is_empty(), "the reason is passed on");
+    hub.wait_agent("sleeper", "idle", T);
+}

@@ -21,6 +21,7 @@ fn settings(mode: Mode) -> AttemptSettings {
             exit_code: Some(75),
             default_s: 60,
         },
+        cancel_command: false,
     }
 }
 
@@ -95,6 +96,7 @@ fn names(fx: &[Effect]) -> Vec<String> {
             Effect::RemoveFromOutbox { kind, .. } => format!("remove {kind}"),
             Effect::StartRunner(_) => "start runner".into(),
             Effect::StopRunner { .. } => "stop runner".into(),
+            Effect::CancelWoken { .. } => "cancel woken".into(),
             Effect::Push { .. } => "push branch".into(),
             Effect::KillLeftover { .. } => "kill leftover".into(),
             Effect::ReplaceInOutbox { new, .. } => format!("replace with {}", new.kind()),
@@ -1556,4 +1558,36 @@ fn the_runner_is_not_alive_once_it_ended_and_a_new_attempt_starts_afresh() {
     assert_eq!(heartbeat_activity(&m), Some(alive()));
     m.output_seen(&b, true, 0, None, t(3));
     assert_eq!(heartbeat_activity(&m).unwrap().output_bytes, 0);
+}
+
+#[test]
+fn wake_mode_a_cancel_runs_the_cancel_command_for_the_woken_agent() {
+    let mut s = settings(Mode::Wake);
+    s.cancel_command = true;
+    let (mut m, _) = AttemptMachine::recover(s, None, vec![]);
+    online(&mut m);
+    let a = running(&mut m, "t1", 1, 0);
+    // The wake command exited; the woken agent works on.
+    assert!(m.runner_done(&a, exited(0), None).is_empty());
+    let fx = m.cancel(a.clone(), Some("operator".into()));
+    assert_eq!(names(&fx)[0], "cancel woken");
+    match &fx[0] {
+        Effect::CancelWoken { current, reason } => {
+            assert_eq!(
+                (current.attempt.clone(), reason.as_str()),
+                (a.clone(), "operator")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        names(&fx).contains(&"push fail".to_string()),
+        "{:?}",
+        names(&fx)
+    );
+    // Without a cancel command only the wake command's group is stopped.
+    let mut m = online_idle(Mode::Wake);
+    let a = running(&mut m, "t2", 1, 0);
+    assert!(m.runner_done(&a, exited(0), None).is_empty());
+    assert!(!names(&m.cancel(a, None)).contains(&"cancel woken".to_string()));
 }
