@@ -398,6 +398,15 @@ async function openDetail(id) {
     if (v === null || v === undefined || v === "") continue;
     fields.append(el("dt", { text: k }), el("dd", {}, typeof v === "string" ? document.createTextNode(v) : v));
   }
+  if (t.status === "queued" || t.status === "failed") {
+    try {
+      const why = await api("GET", `/api/tasks/${encodeURIComponent(id)}/explain`);
+      if (S.detailId === id && why.reasons.length) {
+        fields.append(el("dt", { text: "why it waits" }),
+          el("dd", {}, el("ul", { class: "why", "data-field": "why" }, ...why.reasons.map((r) => el("li", { text: r })))));
+      }
+    } catch (e) { /* the rest of the page stands */ }
+  }
   $("#detail-actions").replaceChildren(...actionButtons(t));
   const body = $("#detail-history tbody");
   body.replaceChildren(...(t.history || []).map((h) => el("tr", { "data-event": h.event, "data-blame": h.blame || "" },

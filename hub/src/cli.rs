@@ -58,6 +58,9 @@ pub enum TaskCmd {
     Retry {
         id: String,
     },
+    Why {
+        id: String,
+    },
 }
 
 struct Client {
@@ -307,6 +310,15 @@ pub async fn task(conn: Conn, cmd: TaskCmd) -> Result<(), String> {
                 .call("POST", &format!("/api/tasks/{id}/retry"), None)
                 .await?;
             println!("{} {}", t.id, t.status);
+        }
+        TaskCmd::Why { id } => {
+            let why: Value = c
+                .call("GET", &format!("/api/tasks/{id}/explain"), None)
+                .await?;
+            println!("{} is {}.", id, why["status"].as_str().unwrap_or("?"));
+            for r in why["reasons"].as_array().into_iter().flatten() {
+                println!("- {}", r.as_str().unwrap_or_default());
+            }
         }
     }
     Ok(())

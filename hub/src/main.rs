@@ -129,6 +129,10 @@ enum TaskArgs {
     Cancel { id: String },
     /// Requeue a dead, failed or cancelled task.
     Retry { id: String },
+    /// Why a task is not running, in sentences.
+    ///
+    /// Example: agentcom-hub task why 01J9Z3K8Q4B5N6M7P8R9S0T1V2
+    Why { id: String },
 }
 
 fn init_logs(default: &str) {
@@ -199,6 +203,7 @@ fn main() -> ExitCode {
                 TaskArgs::Show { id } => TaskCmd::Show { id },
                 TaskArgs::Cancel { id } => TaskCmd::Cancel { id },
                 TaskArgs::Retry { id } => TaskCmd::Retry { id },
+                TaskArgs::Why { id } => TaskCmd::Why { id },
             };
             actix_rt::System::new().block_on(cli::task(conn.into(), cmd))
         }

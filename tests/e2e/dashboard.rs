@@ -347,7 +347,7 @@ fn alerts_name_offline_agents_unaccepted_tasks_and_old_queued_work() {
     inert
         .recv_type("assign", T)
         .expect("assigned, never accepted");
-    hub.submit(json!({ "title": "needs a GPU", "needed_capabilities": ["gpu"] }));
+    let gpu = hub.submit(json!({ "title": "needs a GPU", "needed_capabilities": ["gpu"] }));
 
     let mut b = Browser::launch(root.path(), 1400, 1000);
     // Thresholds shortened through the URL (defaults: 120 s, 10 s, 60 s).
@@ -370,6 +370,22 @@ fn alerts_name_offline_agents_unaccepted_tasks_and_old_queued_work() {
     );
     let oldest = b.wait_for(&text("oldest-queued"), T);
     assert!(oldest.as_str().unwrap().contains("1 queued"), "{oldest}");
+    // The task's page says why it waits.
+    let gid = gpu["id"].as_str().unwrap();
+    b.eval(&format!(
+        "document.querySelector('tr[data-id=\"{gid}\"]').click(); true"
+    ));
+    let why = b.wait_for(
+        "document.querySelector('[data-field=\"why\"]')?.textContent",
+        T,
+    );
+    assert!(
+        why.as_str()
+            .unwrap()
+            .contains("No agent has capability gpu."),
+        "{why}"
+    );
+    b.eval("document.querySelector('#detail-close').click(); true");
     // Once it is accepted, that alert goes away.
     inert.send(json!({ "type": "accept", "task_id": stuck["id"], "generation": 1 }));
     b.wait_for(

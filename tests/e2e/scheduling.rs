@@ -95,3 +95,91 @@ fn a_task_with_run_at_waits_and_is_assigned_when_its_time_comes() {
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("run_at"), "{body}");
 }
+
+/// Run the admin CLI against `hub`; its output.
+fn cli(hub: &Hub, args: &[&str]) -> String {
+    let out = std::process::Command::new(agentcom_tests::procs::bin("agentcom-hub"))
+        .args(args)
+        .args(["--hub", &hub.url, "--data-dir"])
+        .arg(hub.dir.join("data"))
+        .env_remove("AGENTCOM_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn reasons(hub: &Hub, id: &str) -> Vec<String> {
+    let why = hub.ok("GET", &format!("/api/tasks/{id}/explain"), None);
+    why["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn explain_names_what_holds_a_task() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let hub = Hub::start(r, &[]);
+    hub.add_agent("gone", &["gpu"]); // never connects
+    let _busy = Sidecar::start(
+        r,
+        &hub,
+        "busy",
+        &["rust"],
+        &format!(
+            "while [ ! -f {}/release ]; do sleep 0.05; done",
+            r.display()
+        ),
+        "",
+    );
+    hub.wait_agent("busy", "idle", T);
+    let first = hub.submit(json!({ "title": "first", "needed_capabilities": ["rust"] }))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    hub.wait_status(&first, "working", T);
+    assert_eq!(
+        reasons(&hub, &first),
+        ["It is working on agent busy (attempt 1)."]
+    );
+
+    let second = hub.submit(json!({ "title": "second", "needed_capabilities": ["rust"] }))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let why = reasons(&hub, &second);
+    assert_eq!(
+        why,
+        [
+            format!("Agent busy is busy with task {first}."),
+            "In the normal lane, 0 tasks wait ahead of it, and 0 in lanes served before.".into()
+        ]
+    );
+    let gpu = hub.submit(json!({ "title": "render", "needed_capabilities": ["gpu"] }))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let why = reasons(&hub, &gpu);
+    assert!(why[0].starts_with("Agent gone is offline"), "{why:?}");
+    let cuda = hub.submit(json!({ "title": "train", "needed_capabilities": ["cuda"] }))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(reasons(&hub, &cuda)[0], "No agent has capability cuda.");
+    // The CLI says the same.
+    let out = cli(&hub, &["task", "why", &cuda]);
+    assert!(out.contains(&format!("{cuda} is queued.")), "{out}");
+    assert!(out.contains("- No agent has capability cuda."), "{out}");
+    let (status, _) = hub.call("GET", "/api/tasks/NOPE/explain", None);
+    assert_eq!(status, 404);
+    std::fs::write(r.join("release"), "").unwrap();
+    hub.wait_status(&second, "completed", T);
+}

@@ -9,7 +9,8 @@
 //!
 //! Who waits on whom (only these `send().await`s exist, so no cycle of
 //! waiting can form; everything else is `do_send`):
-//! - HTTP → queue (`CreateTask`, `CancelTask`, `RetryTask`), registry
+//! - HTTP → queue (`CreateTask`, `CancelTask`, `RetryTask`, `ExplainFacts`,
+//!   `ApproveChange`, `RejectChange`), registry
 //!   (`AddAgent`, `RevokeAgent`, `Lookup`);
 //! - scheduler → queue (`Claim`, `OutstandingAttempts`), registry (`Lookup`),
 //!   agent (`AssignTask`, `Holds`);
@@ -28,6 +29,7 @@ use actix::prelude::*;
 use agentcom_protocol::{AgentInfo, AgentState, AttemptRef, HubMsg, NewTask, SidecarMsg, Task};
 
 use crate::domain::changes::ChangeError;
+use crate::domain::explain::QueueFacts;
 use crate::domain::fsm::{Breaker, HelloFacts};
 use crate::domain::matching::IdleAgent;
 use crate::domain::pipeline::PipelineError;
@@ -93,6 +95,14 @@ pub struct CreateTask(pub NewTask);
 pub struct CancelTask {
     pub id: String,
     pub reason: String,
+}
+
+/// What the queue knows of a task's wait (its place in the lanes, its
+/// repository's red main), for `explain`.
+#[derive(Message)]
+#[rtype(result = "QueueFacts")]
+pub(crate) struct ExplainFacts {
+    pub id: String,
 }
 
 /// An operator revives a dead, failed or cancelled task.

@@ -33,8 +33,8 @@ use tokio::sync::oneshot;
 use std::collections::BTreeMap;
 
 use crate::actors::messages::{
-    AbsolveFailures, ApproveChange, CancelTask, Claim, CommandError, CreateTask, Inspect,
-    Inspected, Kick, MainChecked, MainHealth, MainSeen, MergeDone, MergeJob, MergeKick,
+    AbsolveFailures, ApproveChange, CancelTask, Claim, CommandError, CreateTask, ExplainFacts,
+    Inspect, Inspected, Kick, MainChecked, MainHealth, MainSeen, MergeDone, MergeJob, MergeKick,
     MergeOutcome, NextMerge, OutstandingAttempts, PromoteDue, RejectChange, Release, Report,
     ReportKind, ReportSource, RetryTask, StopAttempt,
 };
@@ -574,6 +574,13 @@ impl Handler<CreateTask> for QueueActor {
             .create(msg.0, Timestamp::now())
             .map_err(CommandError::from);
         after_durable(self.commit(ctx), created)
+    }
+}
+
+impl Handler<ExplainFacts> for QueueActor {
+    type Result = MessageResult<ExplainFacts>;
+    fn handle(&mut self, msg: ExplainFacts, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.facts(&msg.id))
     }
 }
 

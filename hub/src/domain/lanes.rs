@@ -64,6 +64,14 @@ pub(crate) fn needs_key(needed: &[String]) -> Needs {
     set.into_iter().cloned().collect()
 }
 
+/// Where a queued task waits (see [`Lanes::place`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Place {
+    pub lane: usize,
+    pub ahead_in_lane: usize,
+    pub in_earlier_lanes: usize,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Lane {
     groups: BTreeMap<Needs, BTreeSet<LaneKey>>,
@@ -121,6 +129,24 @@ impl Lanes {
         }
         l.len -= 1;
         true
+    }
+
+    /// Where a queued task waits: its lane, how many tasks wait ahead of it
+    /// in that lane (any capabilities) and in the lanes served before it.
+    pub(crate) fn place(&self, id: &str) -> Option<Place> {
+        let (lane, _, queued_at) = self.position.get(id)?;
+        let key = (*queued_at, id.to_string());
+        let ahead_in_lane = self.lanes[*lane]
+            .groups
+            .values()
+            .map(|g| g.range(..key.clone()).count())
+            .sum();
+        let in_earlier_lanes = self.lanes[..*lane].iter().map(|l| l.len).sum();
+        Some(Place {
+            lane: *lane,
+            ahead_in_lane,
+            in_earlier_lanes,
+        })
     }
 
     /// The lanes in service order.

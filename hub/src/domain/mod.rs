@@ -5,6 +5,7 @@
 //! - [`matching`]: which idle agent gets which queued task.
 //! - [`retry`]: backoff and dead-lettering.
 //! - [`blame`]: who a failed attempt is on, with the evidence.
+//! - [`explain`]: why a task is not running, in sentences.
 //! - [`fsm`]: one agent's state machine (`AgentMachine`).
 //! - [`validate`]: field rules for submitted tasks and agents.
 //! - [`limits`]: how much of what agents send the hub keeps.
@@ -16,6 +17,7 @@
 
 pub(crate) mod blame;
 pub(crate) mod changes;
+pub(crate) mod explain;
 pub(crate) mod fsm;
 pub(crate) mod gate;
 pub(crate) mod lanes;

@@ -27,6 +27,7 @@ use agentcom_protocol::{
 };
 
 use crate::domain::blame::{self, Blamed, Failure};
+use crate::domain::explain::QueueFacts;
 use crate::domain::lanes::{LaneKind, Lanes};
 use crate::domain::limits;
 use crate::domain::matching::{self, IdleAgent};
@@ -330,6 +331,17 @@ impl QueueCore {
     /// Whether a repository's tasks are held back.
     pub(crate) fn repo_paused(&self, repo: &str) -> bool {
         self.paused_repos.contains(repo)
+    }
+
+    /// What the queue knows of task `id`'s wait (for explain).
+    pub(crate) fn facts(&self, id: &str) -> QueueFacts {
+        QueueFacts {
+            place: self.lanes.place(id),
+            repo_red: self
+                .get(id)
+                .and_then(|t| t.repo.as_deref())
+                .is_some_and(|r| self.repo_paused(r)),
+        }
     }
 
     /// Rebuild from the stored live tasks (each with its history length)

@@ -79,6 +79,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             .route("/tasks", web::get().to(tasks::list))
             .route("/tasks/{id}", web::get().to(tasks::show))
             .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
+            .route("/tasks/{id}/explain", web::get().to(tasks::explain))
             .route("/tasks/{id}/retry", web::post().to(tasks::retry))
             .route("/changes", web::get().to(changes::list))
             .route("/changes/{id}", web::get().to(changes::show))

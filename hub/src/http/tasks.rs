@@ -5,7 +5,8 @@ use agentcom_protocol::{NewTask, Task, TaskStatus, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::actors::messages::{CancelTask, CreateTask, RetryTask};
+use crate::actors::messages::{CancelTask, CreateTask, ExplainFacts, RetryTask};
+use crate::domain::explain;
 use crate::domain::queue::Created;
 use crate::domain::validate;
 use crate::http::auth::{Admin, Reader};
@@ -204,6 +205,28 @@ pub(crate) async fn show(
     let mut v = serde_json::to_value(&task).expect("tasks serialise");
     v["history_next_cursor"] = json!(next);
     Ok(HttpResponse::Ok().json(v))
+}
+
+/// `GET /api/tasks/{id}/explain`: why the task is not running, in
+/// sentences.
+pub(crate) async fn explain(
+    _: Reader,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let id = id.into_inner();
+    let wanted = id.clone();
+    let found = read(&state, move |r| {
+        Ok(r.task(&wanted, Fields::ALL)?.map(|(t, _)| t))
+    })
+    .await?;
+    let Some(task) = found else {
+        return Err(HttpError::not_found(format!("no task {id}")));
+    };
+    let facts = state.queue.send(ExplainFacts { id: id.clone() }).await?;
+    let agents = state.agents.all();
+    let reasons = explain::explain(&task, &facts, &agents, Timestamp::now());
+    Ok(HttpResponse::Ok().json(json!({ "id": id, "status": task.status, "reasons": reasons })))
 }
 
 pub(crate) async fn cancel(

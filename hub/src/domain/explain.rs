@@ -1,0 +1,223 @@
+//! Explain: why a task is not running, in sentences that name what holds
+//! it — its status, its time (`run_at`, a backoff), its repository's red
+//! main, the capabilities no agent has, the agents that have them and why
+//! each cannot take it now (offline, busy, degraded, stalled, its author),
+//! and its place in the lanes.
+//!
+//! Pure: it reads a task, what the queue knows of it ([`QueueFacts`]) and
+//! the agents as the hub sees them; no I/O, no clock (time passed in).
+
+use agentcom_protocol::{AgentInfo, AgentState, Task, TaskStatus, Timestamp};
+
+use crate::domain::lanes::{lane_name, Place};
+
+/// What the queue knows of a task beyond the task itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct QueueFacts {
+    /// Where it waits, when queued in a lane.
+    pub place: Option<Place>,
+    /// Its repository's main is red: its tasks are held.
+    pub repo_red: bool,
+}
+
+/// Why `task` is where it is, in sentences (the first says what it is
+/// doing; the rest, for a queued task, what holds it).
+pub(crate) fn explain(
+    task: &Task,
+    facts: &QueueFacts,
+    agents: &[AgentInfo],
+    now: Timestamp,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    match task.status {
+        TaskStatus::Queued => {}
+        TaskStatus::Assigned | TaskStatus::Working => {
+            out.push(format!(
+                "It is {} on agent {} (attempt {}).",
+                task.status,
+                task.assigned_to.as_deref().unwrap_or("?"),
+                task.generation
+            ));
+            return out;
+        }
+        TaskStatus::InReview => {
+            out.push(
+                "It is in review: its change must merge (see GET /api/changes?status= for it)."
+                    .into(),
+            );
+            return out;
+        }
+        TaskStatus::Failed => {
+            out.push(format!(
+                "Its last attempt failed ({}); it waits out its backoff until {}.",
+                task.last_error.as_deref().unwrap_or("no error given"),
+                task.not_before.map_or("now".into(), |t| t.to_string())
+            ));
+            return out;
+        }
+        TaskStatus::Completed | TaskStatus::Dead | TaskStatus::Cancelled => {
+            out.push(format!(
+                "It is {}{}; nothing will run it unless it is retried.",
+                task.status,
+                task.last_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+            return out;
+        }
+    }
+    if let Some(at) = task.not_before.filter(|at| *at > now) {
+        out.push(format!(
+            "It waits until {at} (run_at), {} from now.",
+            duration(at.0 - now.0)
+        ));
+    }
+    if let Some(repo) = &task.repo {
+        if facts.repo_red {
+            out.push(format!(
+                "Repository {repo}'s main fails its check: its tasks wait until a check of main passes."
+            ));
+        }
+    }
+    let able = agents_able(task, agents, &mut out);
+    if !able.is_empty() {
+        let free: Vec<&AgentInfo> = able
+            .iter()
+            .copied()
+            .filter(|a| a.state == AgentState::Idle)
+            .collect();
+        for a in &able {
+            out.push(why_not(a, now));
+        }
+        if !free.is_empty() && out.iter().all(|r| !r.starts_with("It waits")) && !facts.repo_red {
+            out.push(format!(
+                "Agent{} {} can take it: it goes at the next match, in its turn.",
+                if free.len() == 1 { "" } else { "s" },
+                names(&free)
+            ));
+        }
+    }
+    if let Some(p) = facts.place {
+        out.push(format!(
+            "In the {} lane, {} task{} wait{} ahead of it, and {} in lanes served before.",
+            lane_name(p.lane),
+            p.ahead_in_lane,
+            if p.ahead_in_lane == 1 { "" } else { "s" },
+            if p.ahead_in_lane == 1 { "s" } else { "" },
+            p.in_earlier_lanes
+        ));
+    }
+    out
+}
+
+/// The agents that could ever take `task` (capabilities, repository, not
+/// excluded); says so when there are none.
+fn agents_able<'a>(
+    task: &Task,
+    agents: &'a [AgentInfo],
+    out: &mut Vec<String>,
+) -> Vec<&'a AgentInfo> {
+    let has = |a: &AgentInfo| {
+        task.needed_capabilities
+            .iter()
+            .all(|c| a.capabilities.contains(c))
+            && task.repo.as_ref().is_none_or(|r| a.repos.contains(r))
+    };
+    let able: Vec<&AgentInfo> = agents.iter().filter(|a| has(a)).collect();
+    if able.is_empty() {
+        let before = out.len();
+        let missing: Vec<&String> = task
+            .needed_capabilities
+            .iter()
+            .filter(|c| !agents.iter().any(|a| a.capabilities.contains(c)))
+            .collect();
+        if !missing.is_empty() {
+            out.push(format!(
+                "No agent has capability {}.",
+                missing
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if let Some(repo) = &task.repo {
+            if !agents.iter().any(|a| a.repos.contains(repo)) {
+                out.push(format!(
+                    "No connected agent has a clone of repository {repo} (its sidecar's [git] repo)."
+                ));
+            }
+        }
+        if out.len() == before {
+            out.push(format!(
+                "No agent has all of {} together.",
+                task.needed_capabilities.join(", ")
+            ));
+        }
+        return able;
+    }
+    let (excluded, able): (Vec<&AgentInfo>, Vec<&AgentInfo>) = able
+        .into_iter()
+        .partition(|a| task.exclude_agents.contains(&a.id));
+    for a in excluded {
+        out.push(format!(
+            "Agent {} is never given it (the author of the change it reviews).",
+            a.id
+        ));
+    }
+    if able.is_empty() {
+        out.push("No other agent can take it.".into());
+    }
+    able
+}
+
+/// Why an able agent does not have it now.
+fn why_not(a: &AgentInfo, now: Timestamp) -> String {
+    let since = duration(now.0 - a.state_since.0);
+    match a.state {
+        AgentState::Offline => format!("Agent {} is offline (for {since}).", a.id),
+        AgentState::Assigned | AgentState::Working => format!(
+            "Agent {} is busy with task {}.",
+            a.id,
+            a.current_task
+                .as_ref()
+                .map_or("?".to_string(), |t| t.task_id.clone())
+        ),
+        AgentState::Stalled => format!(
+            "Agent {} is stalled on task {} (no activity for {since}).",
+            a.id,
+            a.current_task
+                .as_ref()
+                .map_or("?".to_string(), |t| t.task_id.clone())
+        ),
+        AgentState::Degraded => format!(
+            "Agent {} is degraded until {} ({}).",
+            a.id,
+            a.degraded_until.map_or("?".to_string(), |t| t.to_string()),
+            a.degraded_reason.as_deref().unwrap_or("too many failures")
+        ),
+        AgentState::Idle => format!("Agent {} is idle.", a.id),
+    }
+}
+
+fn names(agents: &[&AgentInfo]) -> String {
+    agents
+        .iter()
+        .map(|a| a.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `ms` in words: `45s`, `3m 20s`, `2h 5m`.
+fn duration(ms: i64) -> String {
+    let s = (ms.max(0) + 999) / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,150 @@
+//! Unit tests of explain: the sentences for each thing that holds a task.
+
+use super::*;
+use agentcom_protocol::{AttemptRef, Priority};
+
+fn t(ms: i64) -> Timestamp {
+    Timestamp(1_800_000_000_000 + ms)
+}
+
+fn task(needs: &[&str]) -> Task {
+    let mut t: Task = serde_json::from_value(serde_json::json!({
+        "id": "T1", "title": "x", "priority": "normal", "max_retries": 3, "timeout_s": 60,
+        "status": "queued", "generation": 0, "attempts": 0, "assigned_to": null,
+        "created_at": "2027-01-15T08:00:00Z", "updated_at": "2027-01-15T08:00:00Z",
+        "not_before": null, "result": null, "last_error": null
+    }))
+    .unwrap();
+    t.needed_capabilities = needs.iter().map(|s| s.to_string()).collect();
+    t.priority = Priority::Normal;
+    t
+}
+
+fn agent(id: &str, caps: &[&str], state: AgentState) -> AgentInfo {
+    AgentInfo {
+        id: id.into(),
+        state,
+        capabilities: caps.iter().map(|s| s.to_string()).collect(),
+        repos: vec![],
+        connected: state != AgentState::Offline,
+        current_task: matches!(state, AgentState::Working | AgentState::Stalled)
+            .then(|| AttemptRef::new("OTHER", 1)),
+        last_heartbeat_at: None,
+        consecutive_failures: 0,
+        degraded_until: (state == AgentState::Degraded).then(|| t(60_000)),
+        degraded_reason: (state == AgentState::Degraded).then(|| "environment: disk full".into()),
+        state_since: t(-120_000),
+        created_at: t(-1_000_000),
+        sidecar_version: None,
+        recent: vec![],
+    }
+}
+
+#[test]
+fn a_capability_nobody_has_is_named() {
+    let r = explain(
+        &task(&["gpu", "rust"]),
+        &QueueFacts::default(),
+        &[agent("a", &["rust"], AgentState::Idle)],
+        t(0),
+    );
+    assert_eq!(r, ["No agent has capability gpu."]);
+}
+
+#[test]
+fn each_able_agent_says_why_it_does_not_have_it() {
+    let agents = [
+        agent("off", &["rust"], AgentState::Offline),
+        agent("busy", &["rust"], AgentState::Working),
+        agent("sick", &["rust", "go"], AgentState::Degraded),
+        agent("other", &["python"], AgentState::Idle),
+    ];
+    let facts = QueueFacts {
+        place: Some(Place {
+            lane: 4,
+            ahead_in_lane: 2,
+            in_earlier_lanes: 1,
+        }),
+        repo_red: false,
+    };
+    let r = explain(&task(&["rust"]), &facts, &agents, t(0));
+    assert_eq!(
+        r,
+        [
+            "Agent off is offline (for 2m 0s).".to_string(),
+            "Agent busy is busy with task OTHER.".into(),
+            format!(
+                "Agent sick is degraded until {} (environment: disk full).",
+                t(60_000)
+            ),
+            "In the normal lane, 2 tasks wait ahead of it, and 1 in lanes served before.".into(),
+        ]
+    );
+}
+
+#[test]
+fn an_idle_able_agent_means_it_goes_at_the_next_match() {
+    let r = explain(
+        &task(&[]),
+        &QueueFacts::default(),
+        &[agent("ready", &[], AgentState::Idle)],
+        t(0),
+    );
+    assert_eq!(
+        r,
+        [
+            "Agent ready is idle.",
+            "Agent ready can take it: it goes at the next match, in its turn."
+        ]
+    );
+}
+
+#[test]
+fn time_red_main_review_author_and_other_statuses() {
+    let mut waiting = task(&[]);
+    waiting.not_before = Some(t(90_000));
+    let r = explain(&waiting, &QueueFacts::default(), &[], t(0));
+    assert_eq!(
+        r[0],
+        format!("It waits until {} (run_at), 1m 30s from now.", t(90_000))
+    );
+
+    let mut repo = task(&[]);
+    repo.repo = Some("app".into());
+    let r = explain(
+        &repo,
+        &QueueFacts {
+            place: None,
+            repo_red: true,
+        },
+        &[],
+        t(0),
+    );
+    assert!(r[0].contains("app's main fails its check"), "{r:?}");
+    assert!(r[1].contains("clone of repository app"), "{r:?}");
+
+    let mut review = task(&["review"]);
+    review.exclude_agents = vec!["author".into()];
+    let r = explain(
+        &review,
+        &QueueFacts::default(),
+        &[agent("author", &["review"], AgentState::Idle)],
+        t(0),
+    );
+    assert_eq!(
+        r,
+        [
+            "Agent author is never given it (the author of the change it reviews).",
+            "No other agent can take it."
+        ]
+    );
+
+    let mut working = task(&[]);
+    working.status = TaskStatus::Working;
+    working.assigned_to = Some("w".into());
+    working.generation = 2;
+    assert_eq!(
+        explain(&working, &QueueFacts::default(), &[], t(0)),
+        ["It is working on agent w (attempt 2)."]
+    );
+}
