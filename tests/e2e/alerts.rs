@@ -1,0 +1,224 @@
+//! Alerts reach a real webhook receiver (an HTTP server this test runs):
+//! `task_dead` and `agent_offline` each exactly once per occurrence, and
+//! an alert raised while the receiver was down, or answering 500, arrives
+//! once it answers 2xx.
+
+use std::time::Duration;
+
+use agentcom_tests::hub::Hub;
+use agentcom_tests::procs::free_port;
+use agentcom_tests::raw::RawSidecar;
+use agentcom_tests::wait_until;
+use agentcom_tests::webhook::Receiver;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(30);
+
+fn config(url: &str, offline_after_s: u64) -> String {
+    format!(
+        "[alerts]\noffline_after_s = {offline_after_s}\n\n[[alerts.webhooks]]\nurl = \"{url}\"\n"
+    )
+}
+
+fn fast(heartbeat_timeout_s: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        (
+            "AGENTCOM_TIMEOUTS__HEARTBEAT_TIMEOUT_S",
+            heartbeat_timeout_s,
+        ),
+        ("AGENTCOM_TIMEOUTS__SWEEP_INTERVAL_S", "1"),
+        ("AGENTCOM_RETRY__BACKOFF_S", "0"),
+    ]
+}
+
+/// A task with no retries that `ws` (agent `agent`) fails as not
+/// retryable: it goes dead. Its id.
+fn kill_a_task(hub: &Hub, ws: &mut RawSidecar, title: &str) -> String {
+    let t = hub.submit(json!({ "title": title, "max_retries": 0 }));
+    let id = t["id"].as_str().unwrap().to_string();
+    let assign = ws.recv_type("assign", T).expect("an assignment");
+    assert_eq!(assign["task_id"], id.as_str());
+    let g = assign["generation"].clone();
+    ws.send(json!({ "type": "accept", "task_id": id, "generation": g }));
+    ws.send(json!({ "type": "fail", "task_id": id, "generation": g,
+        "error": format!("{title}: compile error in main.rs"), "retryable": false }));
+    ws.recv_type("ack", T).expect("the failure is acknowledged");
+    hub.wait_status(&id, "dead", T);
+    id
+}
+
+/// One sample of `/metrics`, by its full name with labels.
+fn metric(hub: &Hub, name: &str) -> f64 {
+    let mut resp = hub
+        .http()
+        .get(format!("{}/metrics", hub.url))
+        .call()
+        .unwrap();
+    let text = resp.body_mut().read_to_string().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+fn alerts_of(hub: &Hub, kind: &str, subject: &str) -> usize {
+    hub.ok("GET", "/api/alerts", None)["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["alert"] == kind && a["subject"] == subject)
+        .count()
+}
+
+#[test]
+fn task_dead_and_agent_offline_reach_the_webhook_once_each() {
+    let root = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start();
+    let hub = Hub::start_with_config(root.path(), &config(&receiver.url(), 1), &fast("3"));
+    // Known but never connected since the hub started: no alert for it.
+    hub.add_agent("never", &[]);
+    let token = hub.add_agent("a", &[]);
+    let mut ws = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    ws.hello("a");
+
+    let dead = kill_a_task(&hub, &mut ws, "first");
+    let got = wait_until(T, "task_dead at the webhook", || {
+        receiver.alerts("task_dead", Some(&dead)).into_iter().next()
+    });
+    let message = got["message"].as_str().unwrap();
+    assert!(
+        message.contains("first: compile error in main.rs"),
+        "the last error is in the message: {got}"
+    );
+    assert!(got["at"].is_string(), "{got}");
+    assert_eq!(
+        got.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["alert", "at", "message", "subject"]
+    );
+
+    // The agent goes away: offline for longer than offline_after_s (1 s).
+    drop(ws);
+    hub.wait_agent("a", "offline", T);
+    let offline = wait_until(T, "agent_offline at the webhook", || {
+        receiver
+            .alerts("agent_offline", Some("a"))
+            .into_iter()
+            .next()
+    });
+    assert!(
+        offline["message"].as_str().unwrap().contains("offline"),
+        "{offline}"
+    );
+
+    // A later alert, delivered after anything raised before it (one
+    // webhook's alerts arrive in order): by then a duplicate would be in.
+    let token_b = hub.add_agent("b", &[]);
+    let mut wb = RawSidecar::connect(&hub.ws_url(), &token_b).unwrap();
+    wb.hello("b");
+    let fence = kill_a_task(&hub, &mut wb, "fence");
+    wait_until(T, "the fence at the webhook", || {
+        (!receiver.alerts("task_dead", Some(&fence)).is_empty()).then_some(())
+    });
+    assert_eq!(receiver.alerts("task_dead", Some(&dead)).len(), 1);
+    assert_eq!(receiver.alerts("agent_offline", Some("a")).len(), 1);
+    assert!(
+        receiver.alerts("agent_offline", Some("never")).is_empty(),
+        "an agent never connected since the start raises nothing: {:?}",
+        receiver.bodies()
+    );
+    // (b sends no heartbeats: its own agent_offline may follow; not counted.)
+    let order: Vec<Value> = receiver
+        .bodies()
+        .iter()
+        .filter(|b| b["subject"] != "b")
+        .map(|b| json!([b["alert"], b["subject"]]))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            json!(["task_dead", dead]),
+            json!(["agent_offline", "a"]),
+            json!(["task_dead", fence])
+        ],
+        "in the order raised"
+    );
+    assert_eq!(alerts_of(&hub, "agent_offline", "a"), 1);
+    assert_eq!(
+        metric(&hub, "agentcom_alerts_total{alert=\"task_dead\"}"),
+        2.0
+    );
+    assert_eq!(
+        metric(&hub, "agentcom_alerts_total{alert=\"agent_offline\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &hub,
+            "agentcom_webhook_deliveries_total{result=\"delivered\"}"
+        ),
+        3.0
+    );
+}
+
+#[test]
+fn an_alert_raised_while_the_receiver_is_down_arrives_once_it_is_up() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port(); // nothing listens there yet
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let hub = Hub::start_with_config(root.path(), &config(&url, 120), &fast("30"));
+    let token = hub.add_agent("a", &[]);
+    let mut ws = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    ws.hello("a");
+    let dead = kill_a_task(&hub, &mut ws, "while down");
+    wait_until(T, "a failed try to be retried", || {
+        (metric(
+            &hub,
+            "agentcom_webhook_deliveries_total{result=\"retried\"}",
+        ) >= 1.0)
+            .then_some(())
+    });
+    assert_eq!(alerts_of(&hub, "task_dead", &dead), 1, "raised meanwhile");
+
+    let receiver = Receiver::start_on(port, 0);
+    wait_until(T, "the alert once the receiver is up", || {
+        (!receiver.alerts("task_dead", Some(&dead)).is_empty()).then_some(())
+    });
+    let fence = kill_a_task(&hub, &mut ws, "fence");
+    wait_until(T, "the fence", || {
+        (!receiver.alerts("task_dead", Some(&fence)).is_empty()).then_some(())
+    });
+    assert_eq!(receiver.alerts("task_dead", Some(&dead)).len(), 1);
+    assert_eq!(receiver.bodies().len(), 2, "{:?}", receiver.bodies());
+    let log = hub.log();
+    assert!(log.contains("alert not delivered; retrying"), "{log}");
+}
+
+#[test]
+fn a_receiver_answering_500_gets_the_alert_again_until_it_takes_it() {
+    let root = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start_on(0, 2);
+    let hub = Hub::start_with_config(root.path(), &config(&receiver.url(), 120), &fast("30"));
+    let token = hub.add_agent("a", &[]);
+    let mut ws = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    ws.hello("a");
+    let dead = kill_a_task(&hub, &mut ws, "refused twice");
+    wait_until(T, "the alert after two 500s", || {
+        (!receiver.alerts("task_dead", Some(&dead)).is_empty()).then_some(())
+    });
+    assert_eq!(receiver.requests(), 3, "two refused, one taken");
+    assert_eq!(receiver.bodies().len(), 1);
+    assert_eq!(
+        metric(
+            &hub,
+            "agentcom_webhook_deliveries_total{result=\"retried\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &hub,
+            "agentcom_webhook_deliveries_total{result=\"delivered\"}"
+        ),
+        1.0
+    );
+    assert!(hub.log().contains("answered 500"), "{}", hub.log());
+}
