@@ -222,3 +222,54 @@ fn a_receiver_answering_500_gets_the_alert_again_until_it_takes_it() {
     );
     assert!(hub.log().contains("answered 500"), "{}", hub.log());
 }
+
+#[test]
+fn task_stalled_reaches_the_webhook_once_per_stall() {
+    let root = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start();
+    let mut env = fast("30");
+    env.extend([
+        ("AGENTCOM_TIMEOUTS__STALL_S", "1"),
+        ("AGENTCOM_TIMEOUTS__STALL_KILL_S", "600"),
+    ]);
+    let hub = Hub::start_with_config(root.path(), &config(&receiver.url(), 120), &env);
+    let token = hub.add_agent("a", &[]);
+    let mut ws = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    ws.hello("a");
+    let t = hub.submit(json!({ "title": "hangs" }));
+    let id = t["id"].as_str().unwrap().to_string();
+    let assign = ws.recv_type("assign", T).expect("an assignment");
+    let g = assign["generation"].clone();
+    ws.send(json!({ "type": "accept", "task_id": id, "generation": g }));
+    hub.wait_status(&id, "working", T);
+    // Alive, heart-beating, and its activity never changes.
+    let activity = json!({ "runner_alive": true, "output_bytes": 10 });
+    ws.send(
+        json!({ "type": "heartbeat", "state": "working", "task_id": id,
+        "generation": g, "activity": activity }),
+    );
+    hub.wait_agent("a", "stalled", T);
+    let got = wait_until(T, "task_stalled at the webhook", || {
+        receiver
+            .alerts("task_stalled", Some(&id))
+            .into_iter()
+            .next()
+    });
+    assert!(
+        got["message"].as_str().unwrap().contains("no activity"),
+        "{got}"
+    );
+    // Still stalled, still heart-beating: no second alert for the same stall.
+    ws.send(
+        json!({ "type": "heartbeat", "state": "working", "task_id": id,
+        "generation": g, "activity": activity }),
+    );
+    let token_b = hub.add_agent("b", &[]);
+    let mut wb = RawSidecar::connect(&hub.ws_url(), &token_b).unwrap();
+    wb.hello("b");
+    let fence = kill_a_task(&hub, &mut wb, "fence");
+    wait_until(T, "the fence", || {
+        (!receiver.alerts("task_dead", Some(&fence)).is_empty()).then_some(())
+    });
+    assert_eq!(receiver.alerts("task_stalled", Some(&id)).len(), 1);
+}
