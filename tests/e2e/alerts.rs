@@ -1,13 +1,16 @@
 //! Alerts reach a real webhook receiver (an HTTP server this test runs):
 //! `task_dead` and `agent_offline` each exactly once per occurrence, and
 //! an alert raised while the receiver was down, or answering 500, arrives
-//! once it answers 2xx.
+//! once it answers 2xx. `task_stalled`, `change_escalated`, `main_red`
+//! and `main_green` reach it too, once each, in the order raised.
 
 use std::time::Duration;
 
 use agentcom_tests::hub::Hub;
 use agentcom_tests::procs::free_port;
+use agentcom_tests::project::{submit_repo_task, wait_change_status, wait_repo, Project};
 use agentcom_tests::raw::RawSidecar;
+use agentcom_tests::sidecar::Sidecar;
 use agentcom_tests::wait_until;
 use agentcom_tests::webhook::Receiver;
 use serde_json::{json, Value};
@@ -272,4 +275,70 @@ fn task_stalled_reaches_the_webhook_once_per_stall() {
         (!receiver.alerts("task_dead", Some(&fence)).is_empty()).then_some(())
     });
     assert_eq!(receiver.alerts("task_stalled", Some(&id)).len(), 1);
+}
+
+#[test]
+fn pipeline_alerts_reach_the_webhook_once_each_in_order() {
+    let root = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start();
+    let p = Project::new(root.path());
+    let mut env: Vec<(String, String)> = p.hub_envs();
+    env.push(("AGENTCOM_RETRY__BACKOFF_S".into(), "0".into()));
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let toml = format!(
+        "{}\n{}",
+        p.hub_toml(1, "auto_merge = true\ndeny_paths = [\"held/**\"]"),
+        config(&receiver.url(), 120)
+    );
+    let hub = Hub::start_with_config(p.root(), &toml, &refs);
+    let _ann = Sidecar::start(
+        p.root(),
+        &hub,
+        "ann",
+        &[],
+        &p.runner(),
+        &p.git_section("ann"),
+    );
+    let first = p.main();
+    wait_repo(&hub, "app", T, "green", |r| {
+        r["health"] == "green" && r["main_sha"] == first
+    });
+
+    // A change waiting for a person.
+    p.step("held change", "mkdir -p held && echo held > held/file");
+    let held_task = submit_repo_task(&hub, "held change");
+    let held = wait_change_status(&hub, &held_task, "escalated", T);
+    let held_id = held["id"].as_str().unwrap().to_string();
+    wait_until(T, "change_escalated at the webhook", || {
+        (!receiver
+            .alerts("change_escalated", Some(&held_id))
+            .is_empty())
+        .then_some(())
+    });
+
+    // Main broken by a push that bypassed the hub, then fixed.
+    let broken = p.push_to_main("break main", &Project::set_line(7, "line 7 BROKEN"));
+    let red = wait_until(T, "main_red at the webhook", || {
+        receiver.alerts("main_red", Some("app")).into_iter().next()
+    });
+    assert!(red["message"].as_str().unwrap().contains(&broken), "{red}");
+    p.push_to_main("fix main", "sed -i 's/ BROKEN//' lines.txt");
+    wait_until(T, "main_green at the webhook", || {
+        (!receiver.alerts("main_green", Some("app")).is_empty()).then_some(())
+    });
+    let order: Vec<Value> = receiver
+        .bodies()
+        .iter()
+        .filter(|b| b["alert"] != "agent_offline")
+        .map(|b| json!([b["alert"], b["subject"]]))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            json!(["change_escalated", held_id]),
+            json!(["main_red", "app"]),
+            json!(["main_green", "app"])
+        ],
+        "once each, in the order raised"
+    );
 }
