@@ -2,7 +2,8 @@
 //! `task_dead` and `agent_offline` each exactly once per occurrence, and
 //! an alert raised while the receiver was down, or answering 500, arrives
 //! once it answers 2xx. `task_stalled`, `change_escalated`, `main_red`
-//! and `main_green` reach it too, once each, in the order raised.
+//! and `main_green` reach it too, once each, in the order raised; an
+//! `https://` webhook is reached over TLS.
 
 use std::time::Duration;
 
@@ -13,6 +14,10 @@ use agentcom_tests::raw::RawSidecar;
 use agentcom_tests::sidecar::Sidecar;
 use agentcom_tests::wait_until;
 use agentcom_tests::webhook::Receiver;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(30);
@@ -341,4 +346,60 @@ fn pipeline_alerts_reach_the_webhook_once_each_in_order() {
         ],
         "once each, in the order raised"
     );
+}
+
+/// A CA (`ca.pem`) and a certificate for 127.0.0.1 signed by it
+/// (`server.crt`, `server.key`) in `dir`.
+fn pki(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "AgentCom test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = server.signed_by(&key, &ca).unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    [
+        write("ca.pem", ca.pem()),
+        write("server.crt", cert.pem()),
+        write("server.key", key.serialize_pem()),
+    ]
+}
+
+/// The receiving end is another hub serving HTTPS (its API answers the
+/// tokenless POST 401): the alerting hub, trusting the test CA as a system
+/// root (`SSL_CERT_FILE`), completes the TLS handshake and gets that answer.
+#[test]
+fn an_https_webhook_is_reached_over_tls() {
+    let root = tempfile::tempdir().unwrap();
+    let [ca, cert, key] = pki(&root.path().join("pki"));
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let receiving = Hub::start_with(
+        &root.path().join("receiving"),
+        &[
+            ("AGENTCOM_TLS__CERT_FILE", &cert),
+            ("AGENTCOM_TLS__KEY_FILE", &key),
+        ],
+        Some(&ca),
+    );
+    let url = format!("https://127.0.0.1:{}/api/tasks", receiving.port);
+    let ca = ca.display().to_string();
+    let mut env = fast("30");
+    env.push(("SSL_CERT_FILE", &ca));
+    let hub = Hub::start_with_config(&root.path().join("alerting"), &config(&url, 120), &env);
+    let token = hub.add_agent("a", &[]);
+    let mut ws = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    ws.hello("a");
+    kill_a_task(&hub, &mut ws, "over tls");
+    wait_until(T, "the receiving hub's answer over TLS", || {
+        hub.log().contains("answered 401").then_some(())
+    });
 }
