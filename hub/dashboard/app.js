@@ -745,6 +745,9 @@ function renderAlerts() {
       show = r ? r.health === "red" : now() - ms(a.at) < HUB_ALERT_MS;
     } else if (a.alert === "main_green") {
       show = false;
+    } else if (a.alert === "agent_offline") {
+      const ag = S.agents.get(a.subject);
+      show = ag ? !ag.connected : now() - ms(a.at) < HUB_ALERT_MS;
     } else {
       show = now() - ms(a.at) < HUB_ALERT_MS;
     }

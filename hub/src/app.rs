@@ -157,11 +157,16 @@ pub fn start(settings: Settings) -> Result<Started, String> {
     }
 
     let t = &settings.timeouts;
-    let alerts = Arc::new(AlertBus::new(events.clone()));
+    let alerts = Arc::new(AlertBus::new(
+        events.clone(),
+        stats.clone(),
+        &settings.alerts.webhook_urls(),
+    ));
+    alerts.start_webhooks();
     for (name, sha) in &red_mains {
         tracing::warn!(repo = %name, sha = %sha, "main was red when the hub stopped: merges and its tasks wait for a passing check");
         alerts.raise(
-            crate::domain::pipeline::AlertKind::MainRed.as_str(),
+            crate::domain::alert::AlertKind::MainRed,
             name,
             &format!("main of {name} was red at {sha} when the hub stopped: merges are paused and its tasks wait until a check of main passes"),
             Timestamp::now(),

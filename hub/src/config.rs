@@ -44,6 +44,31 @@ pub struct Settings {
     /// The repositories the hub guards (`[[repos]]`).
     #[serde(default)]
     pub repos: Vec<RepoSettings>,
+    pub alerts: AlertSettings,
+}
+
+/// `[alerts]`: who is told, and when an agent counts as gone.
+#[derive(Clone, Debug, Deserialize)]
+pub struct AlertSettings {
+    /// `[[alerts.webhooks]]`: each gets every alert POSTed as JSON.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSettings>,
+    /// An agent offline this long raises `agent_offline` (once per
+    /// offline period).
+    pub offline_after_s: u64,
+}
+
+impl AlertSettings {
+    pub(crate) fn webhook_urls(&self) -> Vec<String> {
+        self.webhooks.iter().map(|w| w.url.clone()).collect()
+    }
+}
+
+/// One `[[alerts.webhooks]]` table.
+#[derive(Clone, Debug, Deserialize)]
+pub struct WebhookSettings {
+    /// `http://…` or `https://…` (the system's root certificates).
+    pub url: String,
 }
 
 /// One `[[repos]]` table, as written.
@@ -268,7 +293,8 @@ impl Settings {
             .set_default("limits.agent_messages_per_s", 50)?
             .set_default("limits.agent_messages_burst", 200)?
             .set_default("limits.sign_in_per_minute", 10)?
-            .set_default("limits.sign_in_burst", 10)?;
+            .set_default("limits.sign_in_burst", 10)?
+            .set_default("alerts.offline_after_s", 120)?;
         if let Some(f) = file {
             b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
         }
@@ -344,6 +370,7 @@ impl Settings {
                 self.limits.sign_in_per_minute.into(),
             ),
             ("limits.sign_in_burst", self.limits.sign_in_burst.into()),
+            ("alerts.offline_after_s", self.alerts.offline_after_s),
         ] {
             if v == 0 {
                 return invalid(key, "must be at least 1".into());
@@ -390,6 +417,18 @@ impl Settings {
                 return invalid(
                     key,
                     format!("must be at least {MIN_TOKEN_CHARS} characters"),
+                );
+            }
+        }
+        for w in &self.alerts.webhooks {
+            let rest = w
+                .url
+                .strip_prefix("http://")
+                .or_else(|| w.url.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+                return invalid(
+                    "alerts.webhooks",
+                    format!("url {:?} is not an http:// or https:// URL", w.url),
                 );
             }
         }
@@ -495,6 +534,7 @@ impl Settings {
             circuit_cooldown_ms: self.circuit.cooldown_s as i64 * 1000,
             stall_ms: self.timeouts.stall_s as i64 * 1000,
             stall_kill_ms: self.timeouts.stall_kill_s as i64 * 1000,
+            offline_alert_ms: self.alerts.offline_after_s as i64 * 1000,
         }
     }
 }
@@ -690,6 +730,30 @@ mod tests {
         assert_eq!(s.http.body_timeout_s, 2);
         assert_eq!(s.limits.agent_messages_burst, 7);
         assert_eq!(s.timeouts.hello_timeout_s, 3);
+    }
+
+    #[test]
+    fn alert_settings_default_and_check_their_urls() {
+        let s = Settings::load_with_env(None, &Overrides::default(), env(&[])).unwrap();
+        assert_eq!(s.alerts.offline_after_s, 120);
+        assert!(s.alerts.webhooks.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hub.toml");
+        std::fs::write(
+            &file,
+            "[alerts]\noffline_after_s = 5\n[[alerts.webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\n[[alerts.webhooks]]\nurl = \"https://example.com/x\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_with_env(Some(&file), &Overrides::default(), env(&[])).unwrap();
+        assert_eq!(s.alerts.offline_after_s, 5);
+        assert_eq!(
+            s.alerts.webhook_urls(),
+            vec!["http://127.0.0.1:9/hook", "https://example.com/x"]
+        );
+        std::fs::write(&file, "[[alerts.webhooks]]\nurl = \"ftp://x\"\n").unwrap();
+        let err =
+            Settings::load_with_env(Some(&file), &Overrides::default(), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("alerts.webhooks"), "{err}");
     }
 
     #[test]

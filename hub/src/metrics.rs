@@ -174,6 +174,12 @@ pub(crate) fn render(src: Sources<'_>) -> String {
         "Changes sent back to be done again (conflict, failed check, changes requested)",
         stats.changes_sent_back.clone(),
     );
+    reg.register("alerts", "Alerts raised, by kind", stats.alerts.clone());
+    reg.register(
+        "webhook_deliveries",
+        "Alert webhook tries: delivered (2xx), retried (failed, tried again), dropped (given up or pushed out of a full queue)",
+        stats.webhook_deliveries.clone(),
+    );
     reg.register(
         "stale_messages",
         "Sidecar reports about an attempt that is not current",
@@ -305,6 +311,8 @@ mod tests {
             "agentcom_change_merge_time_seconds_bucket{le=\"4.0\"} 1",
             "agentcom_repo_main_red{repo=\"app\"} 1",
             "agentcom_merge_queue_depth{repo=\"app\"} 2",
+            "agentcom_alerts_total{alert=\"agent_offline\"} 0",
+            "agentcom_webhook_deliveries_total{result=\"dropped\"} 0",
             "# EOF",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");

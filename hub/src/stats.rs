@@ -27,6 +27,24 @@ pub struct Direction {
     pub direction: &'static str,
 }
 
+/// `alert="task_dead"`, … (every kind listed from the start).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabel {
+    pub alert: &'static str,
+}
+
+/// `result="delivered"`, `"retried"` or `"dropped"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryResult {
+    pub result: &'static str,
+}
+
+pub(crate) const DELIVERED: DeliveryResult = DeliveryResult {
+    result: "delivered",
+};
+pub(crate) const RETRIED: DeliveryResult = DeliveryResult { result: "retried" };
+pub(crate) const DROPPED: DeliveryResult = DeliveryResult { result: "dropped" };
+
 pub struct Stats {
     pub tasks_created: Counter,
     pub tasks_completed: Counter,
@@ -57,6 +75,11 @@ pub struct Stats {
     pub task_duration: Histogram,
     /// A change opened → merged into main, seconds.
     pub change_merge_time: Histogram,
+    /// Alerts raised, by kind.
+    pub alerts: Family<AlertLabel, Counter>,
+    /// Webhook tries: delivered (2xx), retried (failed, tried again),
+    /// dropped (given up, or pushed out of a full queue).
+    pub webhook_deliveries: Family<DeliveryResult, Counter>,
     latencies_ms: Mutex<VecDeque<i64>>,
     completions: Mutex<VecDeque<Timestamp>>,
 }
@@ -85,6 +108,8 @@ impl Default for Stats {
             task_duration: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             // 0.25 s … ~2.3 h
             change_merge_time: Histogram::new(exponential_buckets(0.25, 2.0, 16)),
+            alerts: Family::default(),
+            webhook_deliveries: Family::default(),
             latencies_ms: Mutex::new(VecDeque::new()),
             completions: Mutex::new(VecDeque::new()),
         };
@@ -92,6 +117,12 @@ impl Default for Stats {
         for d in [&IN, &OUT] {
             drop(s.ws_messages.get_or_create(d));
             drop(s.ws_bytes.get_or_create(d));
+        }
+        for k in crate::domain::alert::AlertKind::ALL {
+            drop(s.alerts.get_or_create(&AlertLabel { alert: k.as_str() }));
+        }
+        for r in [&DELIVERED, &RETRIED, &DROPPED] {
+            drop(s.webhook_deliveries.get_or_create(r));
         }
         s
     }

@@ -12,6 +12,7 @@
 //! - [`sse`]: a client for the hub's Server-Sent Events.
 //! - [`wire`]: raw HTTP over a socket (half-sent requests, exact headers).
 //! - [`browser`]: headless Chromium over the DevTools protocol.
+//! - [`webhook`]: an HTTP receiver for the hub's alert webhooks.
 //! - [`wait_until`]: polling with a deadline.
 
 pub mod browser;
@@ -22,6 +23,7 @@ pub mod project;
 pub mod raw;
 pub mod sidecar;
 pub mod sse;
+pub mod webhook;
 pub mod wire;
 
 use std::time::{Duration, Instant};

@@ -39,6 +39,7 @@ use crate::actors::messages::{
     ReportSource, Revoke, SaveBreaker, Shutdown,
 };
 use crate::alerts::AlertBus;
+use crate::domain::alert::AlertKind;
 use crate::domain::fsm::{AgentMachine, Breaker, Effect, Ending};
 use crate::domain::matching::IdleAgent;
 use crate::domain::queue::FailReport;
@@ -164,13 +165,22 @@ impl AgentActor {
                 source: ReportSource::Hub,
             }),
             Effect::Stalled { task, idle_s } => self.links.alerts.raise(
-                "task_stalled",
+                AlertKind::TaskStalled,
                 &task.task_id,
                 &format!(
                     "agent {} shows no activity on task {} (generation {}) for {idle_s}s",
                     self.machine.id(),
                     task.task_id,
                     task.generation
+                ),
+                Timestamp::now(),
+            ),
+            Effect::Offline { since, offline_s } => self.links.alerts.raise(
+                AlertKind::AgentOffline,
+                self.machine.id(),
+                &format!(
+                    "agent {} has been offline for {offline_s}s (since {since})",
+                    self.machine.id()
                 ),
                 Timestamp::now(),
             ),

@@ -14,7 +14,8 @@
 //! and [`ChangeView`] the API reads, the event bus, the stats, and the
 //! scheduler (a `Kick` when a task became queued); and it carries out the
 //! pipeline's effects of that group (measure a change, wake a merge queue,
-//! raise an alert) — never before they are durable. It also answers the
+//! raise an alert, `task_dead` for a task that went dead) — never before
+//! they are durable. It also answers the
 //! repository actors (the next change to merge, its outcome). A store
 //! write that fails is fatal: memory and disk no longer agree, so the hub
 //! exits and recovers from the store.
@@ -39,6 +40,7 @@ use crate::actors::messages::{
     ReportKind, ReportSource, RetryTask, StopAttempt,
 };
 use crate::alerts::AlertBus;
+use crate::domain::alert;
 use crate::domain::changes::{ChangeCore, ChangeDelta};
 use crate::domain::pipeline::{Effect, MergeResult, Pipeline};
 use crate::domain::queue::{
@@ -235,7 +237,7 @@ impl QueueActor {
                     kind,
                     subject,
                     message,
-                } => self.alerts.raise(kind.as_str(), &subject, &message, now),
+                } => self.alerts.raise(kind, &subject, &message, now),
                 // Staged into the group itself (see `stage_effects`).
                 Effect::RememberHealth { .. } => {}
             }
@@ -323,6 +325,10 @@ impl QueueActor {
             return;
         }
         self.view.apply_deltas(changes);
+        let now = Timestamp::now();
+        for a in alert::dead_tasks(changes) {
+            self.alerts.raise(a.kind, &a.subject, &a.message, now);
+        }
         let mut kick = false;
         for c in changes {
             let t = &c.task;

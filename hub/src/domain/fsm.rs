@@ -14,6 +14,8 @@
 //! is what the hub keeps of it across restarts. A working attempt whose
 //! reported activity does not change for `stall_ms` turns it `stalled`;
 //! after `stall_kill_ms` the attempt is failed against it and cancelled.
+//! Offline for `offline_alert_ms` after a connection this hub saw end, it
+//! says so once (`Effect::Offline`), until it connects again.
 //!
 //! Events come in as method calls with the current time; what the hub must
 //! do about them comes out as [`Effect`]s (frames to send, attempts to
@@ -45,6 +47,9 @@ pub struct FsmSettings {
     pub stall_ms: i64,
     /// ... and after this long it is failed and cancelled.
     pub stall_kill_ms: i64,
+    /// Offline this long (after a connection this hub saw end): alert
+    /// `agent_offline`, once per offline period.
+    pub offline_alert_ms: i64,
 }
 
 impl Default for FsmSettings {
@@ -56,6 +61,7 @@ impl Default for FsmSettings {
             circuit_cooldown_ms: 300_000,
             stall_ms: 900_000,
             stall_kill_ms: 1_800_000,
+            offline_alert_ms: 120_000,
         }
     }
 }
@@ -138,6 +144,9 @@ pub(crate) enum Effect {
     CloseConnection { conn: u64, reason: String },
     /// The attempt stalled: tell people (`task_stalled`).
     Stalled { task: AttemptRef, idle_s: i64 },
+    /// Offline for `offline_alert_ms` since `since`: tell people
+    /// (`agent_offline`).
+    Offline { since: Timestamp, offline_s: i64 },
 }
 
 /// How the sidecar says an attempt ended (a failure with what the queue
@@ -207,6 +216,9 @@ pub(crate) struct AgentMachine {
     last_heartbeat: Option<Timestamp>,
     /// While offline with an attempt held: when it is given up.
     offline_deadline: Option<Timestamp>,
+    /// While offline: when it went offline and when that is worth an
+    /// `agent_offline` alert (taken when raised: once per offline period).
+    offline_alert: Option<(Timestamp, Timestamp)>,
     /// The task of each failure in the current run, oldest first.
     failures: VecDeque<String>,
     degraded_until: Option<Timestamp>,
@@ -236,6 +248,7 @@ impl AgentMachine {
             holding: None,
             last_heartbeat: None,
             offline_deadline: None,
+            offline_alert: None,
             failures: VecDeque::new(),
             degraded_until: None,
             degraded_reason: None,
@@ -270,6 +283,8 @@ impl AgentMachine {
             stalled: false,
         });
         self.offline_deadline = Some(now.plus_millis(self.settings.heartbeat_timeout_ms));
+        // It was working when the hub stopped: it is expected back.
+        self.arm_offline_alert(now);
     }
 
     pub(crate) fn id(&self) -> &str {
@@ -370,8 +385,11 @@ impl AgentMachine {
                 self.last_heartbeat
                     .map(|h| h.plus_millis(self.settings.heartbeat_timeout_ms)),
             );
-        } else if self.holding.is_some() {
-            consider(self.offline_deadline);
+        } else {
+            if self.holding.is_some() {
+                consider(self.offline_deadline);
+            }
+            consider(self.offline_alert.map(|(_, at)| at));
         }
         if let Some(h) = &self.holding {
             if !h.cancelling {
@@ -403,6 +421,7 @@ impl AgentMachine {
         }
         self.last_heartbeat = Some(now);
         self.offline_deadline = None;
+        self.offline_alert = None;
         self.sidecar_version = Some(hello.sidecar_version.clone());
         self.repos = sane_repos(&hello.repos);
         let sidecar_has = hello.current_task.clone();
@@ -440,6 +459,7 @@ impl AgentMachine {
         if self.holding.is_some() {
             self.offline_deadline = Some(now.plus_millis(self.settings.heartbeat_timeout_ms));
         }
+        self.arm_offline_alert(now);
         self.settle(now, "connection closed");
         vec![]
     }
@@ -685,6 +705,7 @@ impl AgentMachine {
                     reason: reason.clone(),
                 });
                 self.conn = None;
+                self.arm_offline_alert(now);
                 fx.extend(self.give_up(&reason, now));
                 self.settle(now, &reason);
             }
@@ -693,6 +714,17 @@ impl AgentMachine {
             let reason = format!("agent offline for {}s", hb_timeout / 1000);
             fx.extend(self.give_up(&reason, now));
             self.settle(now, &reason);
+        }
+        if self.conn.is_none() {
+            if let Some((since, at)) = self.offline_alert {
+                if at <= now {
+                    self.offline_alert = None;
+                    fx.push(Effect::Offline {
+                        since,
+                        offline_s: now.millis_since(since) / 1000,
+                    });
+                }
+            }
         }
         if let Some(h) = self.holding.clone() {
             if !h.cancelling && h.phase == Phase::Working && h.activity.is_some() {
@@ -765,6 +797,7 @@ impl AgentMachine {
     /// The agent was revoked: close its session and give back its attempt.
     pub(crate) fn revoke(&mut self, now: Timestamp) -> Vec<Effect> {
         let mut fx = Vec::new();
+        self.offline_alert = None;
         if let Some(conn) = self.conn.take() {
             fx.push(Effect::CloseConnection {
                 conn,
@@ -782,6 +815,16 @@ impl AgentMachine {
     }
 
     // ----- internals ----------------------------------------------------------
+
+    /// It went offline at `now`: alert if it stays away `offline_alert_ms`.
+    /// Only a connection this hub saw end (or an attempt held across a
+    /// restart) arms it, so agents that never connected since the hub
+    /// started raise nothing at every start.
+    fn arm_offline_alert(&mut self, now: Timestamp) {
+        if self.settings.offline_alert_ms > 0 && self.offline_alert.is_none() {
+            self.offline_alert = Some((now, now.plus_millis(self.settings.offline_alert_ms)));
+        }
+    }
 
     /// Give up the held attempt: release it, and count the loss as the
     /// agent's failure unless the attempt was already being cancelled.

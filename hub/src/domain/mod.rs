@@ -14,7 +14,10 @@
 //! - [`pipeline`]: tasks and changes moving together (review, merge, send back).
 //! - [`repo`]: a repository the hub guards, as the rules see it.
 //! - [`rate`]: token buckets (agents' messages, token guesses).
+//! - [`alert`]: every alert kind, which changes raise `task_dead`, webhook
+//!   delivery rules (backoff, bounded outbox).
 
+pub(crate) mod alert;
 pub(crate) mod blame;
 pub(crate) mod changes;
 pub(crate) mod explain;

@@ -52,23 +52,8 @@ pub(crate) enum Effect {
     },
 }
 
-/// Alerts the pipeline raises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AlertKind {
-    ChangeEscalated,
-    MainRed,
-    MainGreen,
-}
-
-impl AlertKind {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            AlertKind::ChangeEscalated => "change_escalated",
-            AlertKind::MainRed => "main_red",
-            AlertKind::MainGreen => "main_green",
-        }
-    }
-}
+/// Alerts the pipeline raises are among all the hub's ([`AlertKind`]).
+pub(crate) use crate::domain::alert::AlertKind;
 
 /// Why a pipeline command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

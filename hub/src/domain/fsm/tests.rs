@@ -16,6 +16,7 @@ fn settings() -> FsmSettings {
         circuit_cooldown_ms: 60_000,
         stall_ms: 30_000,
         stall_kill_ms: 60_000,
+        offline_alert_ms: 120_000,
     }
 }
 
@@ -731,4 +732,76 @@ fn working_after_cooldown(m: &mut AgentMachine) -> AttemptRef {
     m.tick(t(60_010));
     assert_eq!(m.state(), AgentState::Idle);
     working(m, "t2", 1, 70_000)
+}
+
+fn offline_alerts(fx: &[Effect]) -> Vec<(Timestamp, i64)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Offline { since, offline_s } => Some((*since, *offline_s)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn offline_alert_once_per_offline_period() {
+    let mut m = connected();
+    m.disconnect(1, t(1_000));
+    assert_eq!(m.next_deadline(), Some(t(121_000)));
+    assert!(offline_alerts(&m.tick(t(120_999))).is_empty());
+    assert_eq!(offline_alerts(&m.tick(t(121_000))), [(t(1_000), 120)]);
+    assert_eq!(
+        m.next_deadline(),
+        None,
+        "raised once, nothing more to wait for"
+    );
+    assert!(offline_alerts(&m.tick(t(500_000))).is_empty());
+    // Back, then gone again: a new period, a new alert.
+    m.connect(2, idle_hello(), t(600_000));
+    m.disconnect(2, t(601_000));
+    assert_eq!(offline_alerts(&m.tick(t(721_000))), [(t(601_000), 120)]);
+}
+
+#[test]
+fn coming_back_in_time_raises_nothing() {
+    let mut m = connected();
+    m.disconnect(1, t(1_000));
+    m.connect(2, idle_hello(), t(60_000));
+    assert_eq!(m.next_deadline(), Some(t(70_000)), "only the heartbeat");
+    m.heartbeat(SidecarState::Idle, None, None, t(65_000));
+    assert!(offline_alerts(&m.tick(t(121_000))).is_empty());
+}
+
+#[test]
+fn a_heartbeat_timeout_starts_the_offline_period_too() {
+    let mut m = connected();
+    let fx = m.tick(t(10_000));
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::CloseConnection { .. })));
+    assert_eq!(offline_alerts(&m.tick(t(130_000))), [(t(10_000), 120)]);
+}
+
+#[test]
+fn never_connected_since_start_raises_no_offline_alert() {
+    let mut m = machine();
+    assert_eq!(m.next_deadline(), None);
+    assert!(offline_alerts(&m.tick(t(10_000_000))).is_empty());
+    // Revoked while away: nothing either.
+    let mut m = connected();
+    m.disconnect(1, t(1_000));
+    m.revoke(t(2_000));
+    assert!(offline_alerts(&m.tick(t(500_000))).is_empty());
+}
+
+#[test]
+fn an_agent_holding_work_across_a_restart_is_expected_back() {
+    let mut m = machine();
+    let r = AttemptRef {
+        task_id: "t1".into(),
+        generation: 1,
+    };
+    m.seed_holding(&held(&r, TaskStatus::Working, 0), t(0));
+    let fx = m.tick(t(120_000));
+    assert_eq!(offline_alerts(&fx), [(t(0), 120)]);
 }
