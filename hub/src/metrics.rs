@@ -138,6 +138,27 @@ pub(crate) fn render(src: Sources<'_>) -> String {
         "Sidecars with an open WebSocket",
         connected,
     );
+    let paused = Gauge::<i64>::default();
+    paused.set(agents.paused() as i64);
+    reg.register(
+        "agents_paused",
+        "Agents an operator paused (they take no new task)",
+        paused,
+    );
+    let paused_lanes = tasks.paused_lanes();
+    let lanes_paused = Family::<LaneLabel, Gauge>::default();
+    for p in agentcom_protocol::Priority::ALL {
+        lanes_paused
+            .get_or_create(&LaneLabel {
+                lane: p.as_str().to_string(),
+            })
+            .set(i64::from(paused_lanes.contains(&p)));
+    }
+    reg.register(
+        "lanes_paused",
+        "1 while an operator has paused the priority (its tasks stay queued)",
+        lanes_paused,
+    );
 
     reg.register(
         "tasks_created",
@@ -284,9 +305,11 @@ mod tests {
         });
         stats.changes_merged.inc();
         stats.change_merge_time.observe(3.0);
+        let tasks = TaskView::default();
+        tasks.set_paused_lanes(vec![agentcom_protocol::Priority::High]);
         let text = render(Sources {
             stats: &stats,
-            tasks: &TaskView::default(),
+            tasks: &tasks,
             changes: &ChangeView::default(),
             repos: &repos,
             agents: &AgentView::default(),
@@ -305,6 +328,9 @@ mod tests {
             "agentcom_change_merge_time_seconds_bucket{le=\"4.0\"} 1",
             "agentcom_repo_main_red{repo=\"app\"} 1",
             "agentcom_merge_queue_depth{repo=\"app\"} 2",
+            "agentcom_agents_paused 0",
+            "agentcom_lanes_paused{lane=\"high\"} 1",
+            "agentcom_lanes_paused{lane=\"low\"} 0",
             "# EOF",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");

@@ -987,3 +987,37 @@ fn a_superseded_attempts_late_result_with_a_branch_is_kept_as_a_candidate() {
     assert_eq!(q.get(&r1.task_id).unwrap().candidates.len(), 1);
     assert_eq!(q.accept(&r2, "b", t(14)), Verdict::Duplicate);
 }
+
+#[test]
+fn a_paused_lane_holds_its_tasks_while_other_lanes_flow() {
+    let mut q = core();
+    let urgent = created(q.create(spec_with("urgent", Priority::Urgent, &[]), t(0)));
+    let low = created(q.create(spec_with("low", Priority::Low, &[]), t(1)));
+    assert!(q.set_lane_paused(Priority::Urgent, true));
+    assert!(!q.set_lane_paused(Priority::Urgent, true), "idempotent");
+    assert_eq!(q.paused_lanes(), [Priority::Urgent]);
+    let got = q.claim(&[agent("a"), agent("b")], t(2));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].task.id, low.id);
+    assert_eq!(q.get(&urgent.id).unwrap().status, TaskStatus::Queued);
+    assert!(q.set_lane_paused(Priority::Urgent, false));
+    assert!(q.paused_lanes().is_empty());
+    let got = q.claim(&[agent("b")], t(3));
+    assert_eq!(got[0].task.id, urgent.id);
+}
+
+#[test]
+fn a_paused_lane_holds_its_retried_tasks_too() {
+    let mut q = core();
+    let r = running(&mut q, "a");
+    assert!(matches!(
+        fail(&mut q, &r, "a", "boom", Retryable::Yes, t(5)),
+        Verdict::Applied
+    ));
+    q.promote_due(t(10));
+    assert_eq!(q.get(&r.task_id).unwrap().status, TaskStatus::Queued);
+    q.set_lane_paused(Priority::Normal, true);
+    assert!(q.claim(&[agent("b")], t(11)).is_empty());
+    q.set_lane_paused(Priority::Normal, false);
+    assert_eq!(q.claim(&[agent("b")], t(12))[0].task.id, r.task_id);
+}
