@@ -230,3 +230,89 @@ fn pauses_set_by_the_cli_survive_a_hub_kill_9() {
     assert_eq!(paused_lanes(&hub), json!([]));
     assert_eq!(hub.agent("a1")["paused"], false);
 }
+
+fn sign_in(b: &mut agentcom_tests::browser::Browser, token: &str) {
+    b.eval(&format!(
+        "document.querySelector('#token').value = {token:?}; document.querySelector('#sign-in-form').requestSubmit(); true"
+    ));
+    b.wait_for("!document.querySelector('#app').hidden && document.querySelector('#live-status').classList.contains('on')", T);
+}
+
+#[test]
+fn the_dashboard_pauses_and_resumes_an_agent_and_a_lane() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let hub = Hub::start(r, &fast());
+    let _s = Sidecar::start(r, &hub, "a1", &[], &runner(r), "");
+    hub.wait_agent("a1", "idle", T);
+
+    let mut b = agentcom_tests::browser::Browser::launch(r, 1400, 1000);
+    b.goto(&format!("{}/dashboard", hub.url));
+    b.wait_for("!document.querySelector('#sign-in').hidden", T);
+    sign_in(&mut b, &hub.token);
+    let agent = "document.querySelector('[data-agent=\"a1\"]')";
+    let lane = "document.querySelector('[data-lane-control=\"low\"]')";
+    b.wait_for(&format!("{agent}?.dataset.state === 'idle'"), T);
+
+    b.eval(&format!(
+        "{agent}.querySelector('button[data-action=\"pause\"]').click(); true"
+    ));
+    b.wait_for(&format!("{agent}.dataset.paused === 'true' && !!{agent}.querySelector('button[data-action=\"resume\"]')"), T);
+    assert_eq!(hub.agent("a1")["paused"], true);
+    b.eval(&format!(
+        "{lane}.querySelector('button[data-action=\"pause\"]').click(); true"
+    ));
+    b.wait_for(
+        &format!("!!{lane}.querySelector('button[data-action=\"resume\"]')"),
+        T,
+    );
+    assert_eq!(paused_lanes(&hub), json!(["low"]));
+
+    // A change made elsewhere shows up live (the event bus).
+    hub.ok("POST", "/api/lanes/urgent/pause", None);
+    b.wait_for(
+        "!!document.querySelector('[data-lane-control=\"urgent\"] button[data-action=\"resume\"]')",
+        T,
+    );
+
+    // A viewer sees them and cannot press them.
+    b.eval("document.querySelector('#sign-out').click(); true");
+    b.wait_for("!document.querySelector('#sign-in').hidden", T);
+    sign_in(&mut b, VIEWER);
+    b.wait_for(
+        &format!("!!{agent}?.querySelector('button[data-action=\"resume\"]')"),
+        T,
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "{agent}.querySelector('button[data-action=\"resume\"]').disabled"
+        )),
+        json!(true)
+    );
+    assert_eq!(
+        b.eval(&format!("{lane}.querySelector('button').disabled")),
+        json!(true)
+    );
+    b.eval("document.querySelector('#sign-out').click(); true");
+    b.wait_for("!document.querySelector('#sign-in').hidden", T);
+
+    // The admin resumes both from the page.
+    sign_in(&mut b, &hub.token);
+    b.wait_for(
+        &format!("!!{agent}?.querySelector('button[data-action=\"resume\"]')"),
+        T,
+    );
+    b.eval(&format!(
+        "{agent}.querySelector('button[data-action=\"resume\"]').click(); true"
+    ));
+    b.wait_for(&format!("{agent}.dataset.paused === 'false'"), T);
+    b.eval(&format!(
+        "{lane}.querySelector('button[data-action=\"resume\"]').click(); true"
+    ));
+    b.wait_for(
+        &format!("!!{lane}.querySelector('button[data-action=\"pause\"]')"),
+        T,
+    );
+    assert_eq!(hub.agent("a1")["paused"], false);
+    assert_eq!(paused_lanes(&hub), json!(["urgent"]));
+}
