@@ -376,4 +376,26 @@ mod tests {
         assert_eq!(s.load_sessions().unwrap(), vec![("h2".into(), session)]);
         std::fs::remove_dir_all(dir).ok();
     }
+
+    #[test]
+    fn paused_lanes_round_trip_and_an_old_agent_record_is_not_paused() {
+        let dir = tmp("lanes");
+        let s = open_for_test(&dir);
+        assert!(s.paused_lanes().unwrap().is_empty());
+        s.put_paused_lanes(&[Priority::Urgent, Priority::Low])
+            .unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let s = open_for_test(&dir);
+        assert_eq!(s.paused_lanes().unwrap(), [Priority::Urgent, Priority::Low]);
+        s.put_paused_lanes(&[]).unwrap();
+        assert!(s.paused_lanes().unwrap().is_empty());
+        // A record written before `paused` existed.
+        let old: AgentRecord = serde_json::from_str(
+            r#"{"id":"a","capabilities":[],"token_sha256":"h","created_at":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert!(!old.paused);
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
