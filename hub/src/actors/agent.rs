@@ -2,7 +2,8 @@
 //! [`AgentMachine`].
 //!
 //! It turns messages (a connection opening, its hello, heartbeats and reports, the
-//! scheduler's assignments, an operator's cancel, its own deadline timer)
+//! scheduler's assignments, an operator's cancel or pause, its own deadline
+//! timer)
 //! into machine events, carries out the effects (frames to its connection,
 //! releases and failures to the queue, connections to close), and after
 //! each event publishes the agent to the [`AgentView`], the event bus (on a

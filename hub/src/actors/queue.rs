@@ -15,7 +15,8 @@
 //! scheduler (a `Kick` when a task became queued); and it carries out the
 //! pipeline's effects of that group (measure a change, wake a merge queue,
 //! raise an alert) — never before they are durable. It also answers the
-//! repository actors (the next change to merge, its outcome). A store
+//! repository actors (the next change to merge, its outcome). An operator's
+//! paused lanes are written with a group (a meta key) like a red main. A store
 //! write that fails is fatal: memory and disk no longer agree, so the hub
 //! exits and recovers from the store.
 //!

@@ -8,7 +8,8 @@
 //! generations), and replaces an actor whose mailbox has died (a panic in a
 //! handler), seeding the new one from the queue again.
 //!
-//! Its store writes (an agent added or revoked, each made durable) run on a
+//! Its store writes (an agent added or revoked, each made durable; failure
+//! records and operator pauses, batched, answered once durable) run on a
 //! blocking thread, never on the thread the hub's actors share. It never
 //! touches tasks: it forwards an operator's cancel to the right agent and
 //! nothing more.

@@ -2,7 +2,9 @@
 //!
 //! It holds what the hub knows of one agent: whether its sidecar is
 //! connected (and through which connection), the attempt it holds (assigned or
-//! working), its heartbeat and failure record, and its recent transitions.
+//! working), its heartbeat and failure record, whether an operator paused
+//! it (it then wants no work — [`AgentMachine::wants_work`] is the one place
+//! that decides — but its state stays derived), and its recent transitions.
 //! Its state (offline, idle, assigned, working, stalled, degraded) is
 //! *derived* from those facts, so every transition is the consequence of an
 //! event and is logged with the event's reason.

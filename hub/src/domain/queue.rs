@@ -1,7 +1,8 @@
 //! `QueueCore`: every task and every rule about how a task moves.
 //!
 //! It owns the live tasks (queued, assigned, working, failed), the priority
-//! lanes, the backoff schedule of failed tasks, the idempotency keys, and
+//! lanes (and which priorities an operator paused: `claim` passes them
+//! over, as it does a red repository's tasks), the backoff schedule of failed tasks, the idempotency keys, and
 //! the rules that decide whether a report from an agent is about the
 //! current attempt (task id, owner and generation all match) or stale.
 //! Each mutation records the task's new state and its new history entries
