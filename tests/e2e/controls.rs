@@ -9,6 +9,7 @@ use std::time::Duration;
 use agentcom_tests::hub::Hub;
 use agentcom_tests::procs::bin;
 use agentcom_tests::sidecar::Sidecar;
+use agentcom_tests::sse::SseClient;
 use agentcom_tests::wait_until;
 use serde_json::{json, Value};
 
@@ -60,6 +61,21 @@ fn paused_lanes(hub: &Hub) -> Value {
     hub.state()["paused_lanes"].clone()
 }
 
+/// The first event named `name` whose data satisfies `want` (among the
+/// next 500).
+fn sse_find(sse: &mut SseClient, name: &str, want: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..500 {
+        let e = sse.next().expect("the event stream ended");
+        if e.event == name {
+            let data: Value = serde_json::from_str(&e.data).unwrap();
+            if want(&data) {
+                return data;
+            }
+        }
+    }
+    panic!("no {name} event as wanted");
+}
+
 fn metrics(hub: &Hub) -> String {
     hub.http()
         .get(format!("{}/metrics", hub.url))
@@ -86,6 +102,7 @@ fn a_drained_agent_finishes_its_task_and_takes_no_other() {
     let drained = held["assigned_to"].as_str().unwrap().to_string();
     let other = if drained == "a1" { "a2" } else { "a1" };
 
+    let mut sse = SseClient::connect(&hub, None);
     // Viewers may not; unknown agents are 404; pausing twice is fine.
     let path = format!("/api/agents/{drained}/pause");
     let (status, _) = hub.raw("POST", &path, Some(VIEWER), None);
@@ -101,6 +118,10 @@ fn a_drained_agent_finishes_its_task_and_takes_no_other() {
         (a["paused"] == true).then_some(a)
     });
     assert_eq!(a["state"], "working", "its state stays derived: {a}");
+    // The event bus says so (the dashboard updates live).
+    sse_find(&mut sse, "agent", |d| {
+        d["agent"]["id"] == drained.as_str() && d["agent"]["paused"] == true
+    });
     assert!(metrics(&hub).contains("agentcom_agents_paused 1"));
 
     // Queued work goes to the other agent while the drained one works on.
@@ -155,6 +176,7 @@ fn a_paused_lane_holds_its_tasks_while_other_lanes_flow() {
     let hub = Hub::start(r, &fast());
     let _s = Sidecar::start(r, &hub, "a1", &[], &runner(r), "");
     hub.wait_agent("a1", "idle", T);
+    let mut sse = SseClient::connect(&hub, None);
 
     let (status, _) = hub.raw("POST", "/api/lanes/urgent/pause", Some(VIEWER), None);
     assert_eq!(status, 403);
@@ -165,6 +187,9 @@ fn a_paused_lane_holds_its_tasks_while_other_lanes_flow() {
         assert_eq!(v["paused_lanes"], json!(["urgent"]), "{v}");
     }
     assert_eq!(paused_lanes(&hub), json!(["urgent"]));
+    sse_find(&mut sse, "lanes", |d| {
+        d["paused_lanes"] == json!(["urgent"])
+    });
     assert!(metrics(&hub).contains("agentcom_lanes_paused{lane=\"urgent\"} 1"));
 
     let urgent: Vec<String> = (0..2)
