@@ -310,6 +310,7 @@ function connect() {
   es.addEventListener("change", (ev) => { count(ev); onChange(JSON.parse(ev.data)); });
   es.addEventListener("repo", (ev) => { count(ev); onRepo(JSON.parse(ev.data)); });
   es.addEventListener("alert", (ev) => { count(ev); onAlert(JSON.parse(ev.data)); });
+  es.addEventListener("lanes", (ev) => { count(ev); S.snapshot.paused_lanes = JSON.parse(ev.data).paused_lanes || []; schedule(); });
   es.addEventListener("resync", () => loadAll());
 }
 
@@ -324,6 +325,33 @@ async function act(action, id) {
   } catch (e) {
     flash(`Could not ${action} ${id}: ${e.message}`);
   }
+}
+
+// Pause (drain) or resume an agent, or a priority lane: `kind` is
+// "agents" or "lanes". The event bus brings the new state back.
+async function control(kind, id, action) {
+  try {
+    const r = await api("POST", `/api/${kind}/${encodeURIComponent(id)}/${action}`);
+    if (kind === "lanes") S.snapshot.paused_lanes = r.paused_lanes || [];
+    else {
+      const a = S.agents.get(id);
+      if (a) a.paused = r.paused;
+    }
+    schedule();
+  } catch (e) {
+    flash(`Could not ${action} ${kind === "lanes" ? "lane" : "agent"} ${id}: ${e.message}`);
+  }
+}
+
+function pauseButton(kind, id, paused) {
+  const can = isAdmin();
+  const action = paused ? "resume" : "pause";
+  const what = kind === "lanes"
+    ? (paused ? "assign this lane's tasks again" : "hold this lane's tasks in the queue; other lanes flow")
+    : (paused ? "offer this agent work again" : "drain: it finishes its current task and takes no other");
+  return el("button", { class: "link pause", type: "button", "data-action": action, "data-id": id,
+    disabled: can ? null : "disabled", title: can ? what : "needs the admin token",
+    onclick: (e) => { e.stopPropagation(); control(kind, id, action); }, text: paused ? "Resume" : "Pause" });
 }
 
 async function decide(action, id, body) {
@@ -639,15 +667,19 @@ function renderChanges() {
 function renderLanes() {
   const depth = S.snapshot.queue.depth;
   const max = Math.max(1, ...LANES.map((l) => (depth[l] || 0) + (depth[`${l}_retry`] || 0)));
+  const pausedLanes = S.snapshot.paused_lanes || [];
   const out = [];
   for (const l of LANES) {
     const fresh = depth[l] || 0;
     const retry = depth[`${l}_retry`] || 0;
-    out.push(el("span", { text: l }));
+    const paused = pausedLanes.includes(l);
+    out.push(el("span", { class: paused ? "paused" : null, "data-lane-name": l, title: paused ? "paused: its tasks stay queued" : null,
+      text: paused ? `${l} ⏸` : l }));
     out.push(el("div", { class: "bar", title: `${fresh} new, ${retry} retrying` },
       el("span", { class: "fresh", style: { width: `${(100 * fresh) / max}%` } }),
       el("span", { class: "retry", style: { width: `${(100 * retry) / max}%` } })));
     out.push(el("span", { "data-lane": l, text: retry ? `${fresh}+${retry}` : String(fresh) }));
+    out.push(el("span", { "data-lane-control": l }, pauseButton("lanes", l, paused)));
   }
   $("#lanes").replaceChildren(...out);
 }
@@ -656,7 +688,8 @@ function renderAgents() {
   const cards = [...S.agents.values()].sort((a, b) => a.id.localeCompare(b.id)).map((a) => {
     const cur = a.current_task;
     const task = cur && S.tasks.get(cur.task_id);
-    const rows = [el("div", { class: "name" }, el("span", { text: a.id }), badge(a.state))];
+    const rows = [el("div", { class: "name" }, el("span", { text: a.id }),
+      el("span", {}, ...(a.paused ? [el("span", { class: "badge paused", "data-field": "paused", title: "paused: it takes no new task", text: "paused" })] : []), badge(a.state)))];
     if (cur) {
       rows.push(el("div", { class: "row", title: cur.task_id,
         text: `${a.state === "assigned" ? "assigned" : "working on"} ${task ? task.title : cur.task_id} #${cur.generation} · ${dur(now() - ms(a.state_since))}` }));
@@ -670,7 +703,8 @@ function renderAgents() {
       rows.push(el("div", { class: "row error", "data-field": "degraded", text: `${a.consecutive_failures} failure(s) in a row${until}${why}` }));
     }
     rows.push(el("div", {}, ...(a.capabilities || []).map((c) => el("span", { class: "chip", text: c }))));
-    return el("div", { class: "agent", "data-agent": a.id, "data-state": a.state }, ...rows);
+    rows.push(el("div", { class: "row controls" }, pauseButton("agents", a.id, !!a.paused)));
+    return el("div", { class: "agent", "data-agent": a.id, "data-state": a.state, "data-paused": a.paused ? "true" : "false" }, ...rows);
   });
   $("#agents").replaceChildren(...(cards.length ? cards : [el("p", { class: "muted", text: "No agents yet: agentcom-hub agent add NAME" })]));
 }

@@ -77,6 +77,12 @@ pub fn start(settings: Settings) -> Result<Started, String> {
             red_mains.push((name.clone(), sha));
         }
     }
+    // Lanes an operator paused stay paused.
+    let paused_lanes = store.paused_lanes().map_err(|e| e.to_string())?;
+    for p in &paused_lanes {
+        core.set_lane_paused(*p, true);
+    }
+    tasks.set_paused_lanes(paused_lanes);
     let live_changes: Vec<(Change, u32)> = store
         .load_live_changes()
         .map_err(|e| e.to_string())?

@@ -1,5 +1,5 @@
-//! The admin subcommands: `agent add|list|revoke`, `task
-//! submit|list|show|cancel|retry`. Each is one HTTP call to a running hub
+//! The admin subcommands: `agent add|list|revoke|pause|resume`, `task
+//! submit|list|show|cancel|retry`, `lane pause|resume`. Each is one HTTP call to a running hub
 //! with the admin token (from `AGENTCOM_ADMIN_TOKEN` or
 //! `<data_dir>/admin.token`), printing a human answer (or JSON). An
 //! `https://` hub is trusted through the system's roots, or exactly the
@@ -39,6 +39,17 @@ pub enum AgentCmd {
     Revoke {
         name: String,
     },
+    /// Pause (drain) or resume.
+    Pause {
+        name: String,
+        paused: bool,
+    },
+}
+
+/// Pause or resume a priority lane.
+pub struct LaneCmd {
+    pub priority: Priority,
+    pub paused: bool,
 }
 
 pub enum TaskCmd {
@@ -227,6 +238,11 @@ pub async fn agent(conn: Conn, cmd: AgentCmd) -> Result<(), String> {
                 "AGENT", "STATE", "CONNECTED", "TASK"
             );
             for a in list.agents {
+                let state = if a.paused {
+                    format!("{},paused", a.state)
+                } else {
+                    a.state.to_string()
+                };
                 let task = a
                     .current_task
                     .map(|t| t.to_string())
@@ -234,7 +250,7 @@ pub async fn agent(conn: Conn, cmd: AgentCmd) -> Result<(), String> {
                 println!(
                     "{:<20} {:<9} {:<10} {:<32} {}",
                     a.id,
-                    a.state,
+                    state,
                     a.connected,
                     task,
                     a.capabilities.join(",")
@@ -247,7 +263,51 @@ pub async fn agent(conn: Conn, cmd: AgentCmd) -> Result<(), String> {
                 .await?;
             println!("revoked {name}");
         }
+        AgentCmd::Pause { name, paused } => {
+            let verb = if paused { "pause" } else { "resume" };
+            let answer: Value = c
+                .call("POST", &format!("/api/agents/{name}/{verb}"), None)
+                .await?;
+            if conn.json {
+                print_json(&answer);
+            } else if paused {
+                println!("paused {name}: it finishes its current task and takes no other");
+            } else {
+                println!("resumed {name}");
+            }
+        }
     }
+    Ok(())
+}
+
+pub async fn lane(conn: Conn, cmd: LaneCmd) -> Result<(), String> {
+    let c = Client::new(&conn)?;
+    let verb = if cmd.paused { "pause" } else { "resume" };
+    let answer: Value = c
+        .call(
+            "POST",
+            &format!("/api/lanes/{}/{verb}", cmd.priority.as_str()),
+            None,
+        )
+        .await?;
+    if conn.json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let paused: Vec<&str> = answer["paused_lanes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    println!(
+        "{}d lane {}; paused lanes: {}",
+        verb,
+        cmd.priority.as_str(),
+        if paused.is_empty() {
+            "none".to_string()
+        } else {
+            paused.join(", ")
+        }
+    );
     Ok(())
 }
 

@@ -1,10 +1,10 @@
-//! `agentcom-hub`: `serve` runs the hub; `agent …` and `task …` are admin
+//! `agentcom-hub`: `serve` runs the hub; `agent …`, `task …` and `lane …` are admin
 //! commands against a running hub.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agentcom_hub::cli::{self, AgentCmd, Conn, TaskCmd};
+use agentcom_hub::cli::{self, AgentCmd, Conn, LaneCmd, TaskCmd};
 use agentcom_hub::config::{Overrides, Settings};
 use agentcom_protocol::NewTask;
 use clap::{Args, Parser, Subcommand};
@@ -43,6 +43,17 @@ enum Cmd {
         conn: ConnArgs,
         #[command(subcommand)]
         cmd: TaskArgs,
+    },
+    /// Pause or resume a priority lane on a running hub.
+    #[command(after_help = "Examples:
+  agentcom-hub lane pause urgent     # urgent tasks stay queued; other lanes flow
+  agentcom-hub lane resume urgent    # urgent tasks are assigned again
+  curl -s -H \"Authorization: Bearer $AGENTCOM_ADMIN_TOKEN\" http://127.0.0.1:4000/api/state | jq .paused_lanes")]
+    Lane {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: LaneArgs,
     },
 }
 
@@ -92,6 +103,37 @@ enum AgentArgs {
     List,
     /// Revoke an agent's token and drop its connection.
     Revoke { name: String },
+    /// Pause (drain) an agent: it finishes the task it has and takes no
+    /// other until resumed. Kept across hub restarts.
+    #[command(after_help = "Examples:
+  agentcom-hub agent pause build-01    # take build-01 out for maintenance
+  agentcom-hub agent list              # its STATE shows e.g. working,paused until it drained
+  agentcom-hub agent resume build-01   # give it work again")]
+    Pause { name: String },
+    /// Resume a paused agent: it is offered work again.
+    #[command(after_help = "Example:
+  agentcom-hub agent resume build-01")]
+    Resume { name: String },
+}
+
+#[derive(Subcommand)]
+enum LaneArgs {
+    /// Pause a priority lane (urgent, high, normal or low): its tasks,
+    /// retries included, stay queued while the other lanes flow. Kept
+    /// across hub restarts.
+    #[command(after_help = "Example:
+  agentcom-hub lane pause low")]
+    Pause {
+        #[arg(value_parser = cli::parse_priority)]
+        priority: agentcom_protocol::Priority,
+    },
+    /// Resume a paused priority lane.
+    #[command(after_help = "Example:
+  agentcom-hub lane resume low")]
+    Resume {
+        #[arg(value_parser = cli::parse_priority)]
+        priority: agentcom_protocol::Priority,
+    },
 }
 
 #[derive(Subcommand)]
@@ -171,6 +213,11 @@ fn main() -> ExitCode {
                 },
                 AgentArgs::List => AgentCmd::List,
                 AgentArgs::Revoke { name } => AgentCmd::Revoke { name },
+                AgentArgs::Pause { name } => AgentCmd::Pause { name, paused: true },
+                AgentArgs::Resume { name } => AgentCmd::Pause {
+                    name,
+                    paused: false,
+                },
             };
             actix_rt::System::new().block_on(cli::agent(conn.into(), cmd))
         }
@@ -206,6 +253,20 @@ fn main() -> ExitCode {
                 TaskArgs::Why { id } => TaskCmd::Why { id },
             };
             actix_rt::System::new().block_on(cli::task(conn.into(), cmd))
+        }
+        Cmd::Lane { conn, cmd } => {
+            init_logs("warn");
+            let cmd = match cmd {
+                LaneArgs::Pause { priority } => LaneCmd {
+                    priority,
+                    paused: true,
+                },
+                LaneArgs::Resume { priority } => LaneCmd {
+                    priority,
+                    paused: false,
+                },
+            };
+            actix_rt::System::new().block_on(cli::lane(conn.into(), cmd))
         }
     };
     match result {

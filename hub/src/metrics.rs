@@ -138,6 +138,27 @@ pub(crate) fn render(src: Sources<'_>) -> String {
         "Sidecars with an open WebSocket",
         connected,
     );
+    let paused = Gauge::<i64>::default();
+    paused.set(agents.paused() as i64);
+    reg.register(
+        "agents_paused",
+        "Agents an operator paused (they take no new task)",
+        paused,
+    );
+    let paused_lanes = tasks.paused_lanes();
+    let lanes_paused = Family::<LaneLabel, Gauge>::default();
+    for p in agentcom_protocol::Priority::ALL {
+        lanes_paused
+            .get_or_create(&LaneLabel {
+                lane: p.as_str().to_string(),
+            })
+            .set(i64::from(paused_lanes.contains(&p)));
+    }
+    reg.register(
+        "lanes_paused",
+        "1 while an operator has paused the priority (its tasks stay queued)",
+        lanes_paused,
+    );
 
     reg.register(
         "tasks_created",
@@ -290,9 +311,11 @@ mod tests {
         });
         stats.changes_merged.inc();
         stats.change_merge_time.observe(3.0);
+        let tasks = TaskView::default();
+        tasks.set_paused_lanes(vec![agentcom_protocol::Priority::High]);
         let text = render(Sources {
             stats: &stats,
-            tasks: &TaskView::default(),
+            tasks: &tasks,
             changes: &ChangeView::default(),
             repos: &repos,
             agents: &AgentView::default(),
@@ -313,6 +336,9 @@ mod tests {
             "agentcom_merge_queue_depth{repo=\"app\"} 2",
             "agentcom_alerts_total{alert=\"agent_offline\"} 0",
             "agentcom_webhook_deliveries_total{result=\"dropped\"} 0",
+            "agentcom_agents_paused 0",
+            "agentcom_lanes_paused{lane=\"high\"} 1",
+            "agentcom_lanes_paused{lane=\"low\"} 0",
             "# EOF",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");

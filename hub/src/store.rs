@@ -6,7 +6,8 @@
 //!   every change (in [`changes`]), so that a task and its change are
 //!   written in one atomic batch.
 //! - `agents`: `<id>` → the agent record (capabilities, SHA-256 of its token).
-//! - `meta`: hub-wide values (the admin token's hash, the store format).
+//! - `meta`: hub-wide values (the admin token's hash, the store format, a
+//!   red main's commit, the paused lanes).
 //! - `sessions`: SHA-256 of a dashboard session id → its record (the hash
 //!   of the token it was opened with, its expiry); never the id itself.
 //!
@@ -28,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use agentcom_protocol::Timestamp;
+use agentcom_protocol::{Priority, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::fsm::Breaker;
@@ -58,6 +59,9 @@ pub struct AgentRecord {
     /// Its failure record (kept across restarts).
     #[serde(default)]
     pub breaker: Breaker,
+    /// Paused by an operator (kept across restarts).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// A dashboard session as stored, under the SHA-256 of its id.
@@ -224,6 +228,23 @@ impl Store {
         Ok(())
     }
 
+    /// The priorities an operator paused.
+    pub(crate) fn paused_lanes(&self) -> Result<Vec<Priority>, StoreError> {
+        Ok(self
+            .meta_get("paused_lanes")?
+            .map(|v| v.split(',').filter_map(Priority::parse).collect())
+            .unwrap_or_default())
+    }
+
+    /// Remember the paused priorities. Not synced: the group commit that
+    /// calls it syncs.
+    pub(crate) fn put_paused_lanes(&self, lanes: &[Priority]) -> Result<(), StoreError> {
+        let value: Vec<&str> = lanes.iter().map(|p| p.as_str()).collect();
+        self.meta
+            .insert(b"paused_lanes", value.join(",").as_bytes())?;
+        Ok(())
+    }
+
     pub fn meta_put(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.meta.insert(key.as_bytes(), value.as_bytes())?;
         self.sync()
@@ -334,6 +355,7 @@ mod tests {
                 degraded_reason: Some("environment: disk full".into()),
                 degraded_by: Some(crate::domain::fsm::DegradedBy::Environment),
             },
+            paused: true,
         };
         s.put_agent(&a).unwrap();
         s.meta_put("k", "v").unwrap();
@@ -352,6 +374,28 @@ mod tests {
         s.put_session("h2", &session).unwrap();
         s.delete_sessions(&["h1".into()]).unwrap();
         assert_eq!(s.load_sessions().unwrap(), vec![("h2".into(), session)]);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn paused_lanes_round_trip_and_an_old_agent_record_is_not_paused() {
+        let dir = tmp("lanes");
+        let s = open_for_test(&dir);
+        assert!(s.paused_lanes().unwrap().is_empty());
+        s.put_paused_lanes(&[Priority::Urgent, Priority::Low])
+            .unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let s = open_for_test(&dir);
+        assert_eq!(s.paused_lanes().unwrap(), [Priority::Urgent, Priority::Low]);
+        s.put_paused_lanes(&[]).unwrap();
+        assert!(s.paused_lanes().unwrap().is_empty());
+        // A record written before `paused` existed.
+        let old: AgentRecord = serde_json::from_str(
+            r#"{"id":"a","capabilities":[],"token_sha256":"h","created_at":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert!(!old.paused);
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use agentcom_protocol::{
-    AgentInfo, AgentState, Change, ChangeStatus, Health, RepoInfo, Task, TaskStatus, Timestamp,
+    AgentInfo, AgentState, Change, ChangeStatus, Health, Priority, RepoInfo, Task, TaskStatus,
+    Timestamp,
 };
 
 use crate::domain::changes::ChangeDelta;
@@ -49,6 +50,8 @@ struct TaskIndex {
     in_flight: HashSet<String>,
     /// Of those, the tasks being created.
     in_flight_new: HashSet<String>,
+    /// Priorities an operator paused (durably).
+    paused_lanes: Vec<Priority>,
 }
 
 /// Counts for `/api/state` and `/metrics`.
@@ -193,6 +196,16 @@ impl TaskView {
             None
         };
         (out, next)
+    }
+
+    /// The priorities whose lanes are paused, as last made durable.
+    pub(crate) fn paused_lanes(&self) -> Vec<Priority> {
+        self.read().paused_lanes.clone()
+    }
+
+    /// The paused priorities are now (durably) these.
+    pub(crate) fn set_paused_lanes(&self, lanes: Vec<Priority>) {
+        self.write().paused_lanes = lanes;
     }
 
     pub(crate) fn counts(&self) -> TaskCounts {
@@ -585,6 +598,16 @@ impl AgentView {
             *out.entry(a.state).or_default() += 1;
         }
         out
+    }
+
+    /// How many agents an operator paused.
+    pub fn paused(&self) -> usize {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|a| a.paused)
+            .count()
     }
 
     pub fn connected(&self) -> usize {

@@ -558,6 +558,10 @@ pub struct AgentInfo {
     /// Recent transitions, newest last.
     #[serde(default)]
     pub recent: Vec<AgentTransition>,
+    /// Paused by an operator: it gets no new task (its current one runs
+    /// on). Its `state` stays as derived.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! [`AgentMachine`].
 //!
 //! It turns messages (a connection opening, its hello, heartbeats and reports, the
-//! scheduler's assignments, an operator's cancel, its own deadline timer)
+//! scheduler's assignments, an operator's cancel or pause, its own deadline
+//! timer)
 //! into machine events, carries out the effects (frames to its connection,
 //! releases and failures to the queue, connections to close), and after
 //! each event publishes the agent to the [`AgentView`], the event bus (on a
@@ -36,7 +37,7 @@ use serde_json::json;
 use crate::actors::messages::{
     Absolve, AgentBusy, AgentHandle, AgentIdle, AssignTask, Attach, CancelAttempt, CloseConn,
     ConnId, ConnLink, Connect, Disconnect, FromSidecar, Holds, Push, Release, Report, ReportKind,
-    ReportSource, Revoke, SaveBreaker, Shutdown,
+    ReportSource, Revoke, SaveBreaker, SetPaused, Shutdown,
 };
 use crate::alerts::AlertBus;
 use crate::domain::alert::AlertKind;
@@ -85,7 +86,8 @@ pub(crate) struct AgentActor {
     links: Arc<AgentLinks>,
     conns: HashMap<ConnId, ConnLink>,
     timer: Option<SpawnHandle>,
-    published: Option<AgentState>,
+    /// The state and paused flag last published on the event bus.
+    published: Option<(AgentState, bool)>,
     idle_announced: bool,
     retired: bool,
     /// The failure record as last sent to be kept.
@@ -205,14 +207,15 @@ impl AgentActor {
         let info = self.machine.info();
         let state = info.state;
         self.links.view.publish(info.clone());
-        if self.published != Some(state) {
-            self.published = Some(state);
+        let shown = (state, info.paused);
+        if self.published != Some(shown) {
+            self.published = Some(shown);
             let transition = self.machine.recent().last().cloned();
             self.links
                 .events
                 .publish("agent", json!({ "agent": info, "transition": transition }));
         }
-        let idle = state == AgentState::Idle;
+        let idle = self.machine.wants_work();
         if idle && !self.idle_announced {
             self.links.idle.do_send(AgentIdle {
                 agent: IdleAgent {
@@ -497,6 +500,16 @@ impl Handler<AssignTask> for AgentActor {
             // Not idle: the scheduler already learnt that (AgentBusy).
             Err(e) => Err(e.0),
         }
+    }
+}
+
+impl Handler<SetPaused> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetPaused, ctx: &mut Context<Self>) {
+        if self.machine.set_paused(msg.paused) {
+            tracing::info!(agent = %self.id(), paused = msg.paused, "agent paused or resumed by an operator");
+        }
+        self.after(ctx, vec![]);
     }
 }
 

@@ -10,8 +10,8 @@
 //! Who waits on whom (only these `send().await`s exist, so no cycle of
 //! waiting can form; everything else is `do_send`):
 //! - HTTP → queue (`CreateTask`, `CancelTask`, `RetryTask`, `ExplainFacts`,
-//!   `ApproveChange`, `RejectChange`), registry
-//!   (`AddAgent`, `RevokeAgent`, `Lookup`);
+//!   `ApproveChange`, `RejectChange`, `PauseLane`), registry (`AddAgent`,
+//!   `RevokeAgent`, `PauseAgent`, `Lookup`);
 //! - scheduler → queue (`Claim`, `OutstandingAttempts`), registry (`Lookup`),
 //!   agent (`AssignTask`, `Holds`);
 //! - registry → queue (`OutstandingAttempts`, to seed a restarted agent actor);
@@ -119,6 +119,15 @@ pub struct Claim {
     pub agents: Vec<IdleAgent>,
 }
 
+/// An operator pauses or resumes a priority lane (its fresh and retry
+/// lanes); answered once that is durable.
+#[derive(Message)]
+#[rtype(result = "Result<(), CommandError>")]
+pub struct PauseLane {
+    pub priority: agentcom_protocol::Priority,
+    pub paused: bool,
+}
+
 /// What an agent (or the hub on its behalf) says about an attempt.
 #[derive(Debug, Clone)]
 pub enum ReportKind {
@@ -193,6 +202,15 @@ pub struct AddAgent {
 #[rtype(result = "Result<(), RegistryError>")]
 pub struct RevokeAgent {
     pub id: String,
+}
+
+/// An operator pauses (drains) or resumes an agent; answered once its
+/// record says so durably.
+#[derive(Message)]
+#[rtype(result = "Result<(), RegistryError>")]
+pub struct PauseAgent {
+    pub id: String,
+    pub paused: bool,
 }
 
 /// The running actor of an agent, if the agent exists.
@@ -310,6 +328,13 @@ pub(crate) struct CancelAttempt {
 #[rtype(result = "bool")]
 pub struct Holds {
     pub attempt: AttemptRef,
+}
+
+/// An operator paused or resumed the agent (already durable).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetPaused {
+    pub paused: bool,
 }
 
 /// The agent was revoked: close, release, stop.

@@ -15,8 +15,9 @@
 //! scheduler (a `Kick` when a task became queued); and it carries out the
 //! pipeline's effects of that group (measure a change, wake a merge queue,
 //! raise an alert, `task_dead` for a task that went dead) — never before
-//! they are durable. It also answers the
-//! repository actors (the next change to merge, its outcome). A store
+//! they are durable. It also answers the repository actors (the next
+//! change to merge, its outcome). An operator's paused lanes are written
+//! with a group (a meta key) like a red main. A store
 //! write that fails is fatal: memory and disk no longer agree, so the hub
 //! exits and recovers from the store.
 //!
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use agentcom_protocol::{ChangeStatus, Task, TaskEvent, TaskStatus, Timestamp};
+use agentcom_protocol::{ChangeStatus, Priority, Task, TaskEvent, TaskStatus, Timestamp};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -36,8 +37,8 @@ use std::collections::BTreeMap;
 use crate::actors::messages::{
     AbsolveFailures, ApproveChange, CancelTask, Claim, CommandError, CreateTask, ExplainFacts,
     Inspect, Inspected, Kick, MainChecked, MainHealth, MainSeen, MergeDone, MergeJob, MergeKick,
-    MergeOutcome, NextMerge, OutstandingAttempts, PromoteDue, RejectChange, Release, Report,
-    ReportKind, ReportSource, RetryTask, StopAttempt,
+    MergeOutcome, NextMerge, OutstandingAttempts, PauseLane, PromoteDue, RejectChange, Release,
+    Report, ReportKind, ReportSource, RetryTask, StopAttempt,
 };
 use crate::alerts::AlertBus;
 use crate::domain::alert;
@@ -93,6 +94,8 @@ struct Group {
     purge: Option<Purge>,
     /// Repositories whose main turned red (at a commit) or green again.
     health: Vec<(String, Option<String>)>,
+    /// The paused priorities, when an operator changed them.
+    lanes: Option<Vec<Priority>>,
     /// What to do once this group is durable.
     effects: Vec<Effect>,
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
@@ -104,6 +107,7 @@ impl Group {
             && self.change_deltas.is_empty()
             && self.purge.is_none()
             && self.health.is_empty()
+            && self.lanes.is_none()
             && self.effects.is_empty()
             && self.waiters.is_empty()
     }
@@ -254,6 +258,7 @@ impl QueueActor {
             change_deltas,
             purge,
             health,
+            lanes,
             effects,
             waiters,
         } = std::mem::take(&mut self.pending);
@@ -265,21 +270,26 @@ impl QueueActor {
                 && change_deltas.is_empty()
                 && purge.is_none()
                 && health.is_empty()
+                && lanes.is_none()
             {
                 Ok(vec![])
             } else {
                 health
                     .iter()
                     .try_for_each(|(repo, red_at)| store.put_repo_red(repo, red_at.as_deref()))
+                    .and_then(|()| match &lanes {
+                        Some(l) => store.put_paused_lanes(l),
+                        None => Ok(()),
+                    })
                     .and_then(|()| store.write_tasks(&changes, &change_deltas, purge.as_ref()))
                     .and_then(|purged| store.sync().map(|_| purged))
             };
-            (res, changes, change_deltas)
+            (res, changes, change_deltas, lanes)
         });
         ctx.spawn(work.into_actor(self).map(move |joined, act, ctx| {
             act.syncing = false;
             match joined {
-                Ok((Ok(purged), changes, change_deltas)) => {
+                Ok((Ok(purged), changes, change_deltas, lanes)) => {
                     if !changes.is_empty() || !change_deltas.is_empty() || !purged.is_empty() {
                         act.stats.store_syncs.inc();
                         act.stats
@@ -292,6 +302,9 @@ impl QueueActor {
                     act.core.durable(&changes, now);
                     act.changes.durable(&change_deltas, now);
                     act.carry_out(effects);
+                    if let Some(lanes) = lanes {
+                        act.lanes_durable(lanes);
+                    }
                     if !purged.is_empty() {
                         act.view.purged(&purged);
                         let statuses: Vec<_> = purged
@@ -313,10 +326,21 @@ impl QueueActor {
                     act.schedule_promotion(ctx);
                     act.sync_next(ctx);
                 }
-                Ok((Err(e), _, _)) => fatal(&e.to_string(), waiters),
+                Ok((Err(e), _, _, _)) => fatal(&e.to_string(), waiters),
                 Err(e) => fatal(&format!("sync thread failed: {e}"), waiters),
             }
         }));
+    }
+
+    /// The paused priorities are durably `lanes`: tell the view, the
+    /// event bus, and the scheduler (a resumed lane may have a match).
+    fn lanes_durable(&self, lanes: Vec<Priority>) {
+        let names: Vec<&str> = lanes.iter().map(|p| p.as_str()).collect();
+        tracing::info!(paused = ?names, "paused lanes kept");
+        self.events
+            .publish("lanes", json!({ "paused_lanes": names }));
+        self.view.set_paused_lanes(lanes);
+        self.links.kick.do_send(Kick);
     }
 
     /// Tell the world about durable changes.
@@ -642,6 +666,25 @@ impl Handler<RetryTask> for QueueActor {
             },
             ctx,
         )
+    }
+}
+
+impl Handler<PauseLane> for QueueActor {
+    type Result = ResponseFuture<Result<(), CommandError>>;
+    fn handle(&mut self, msg: PauseLane, ctx: &mut Context<Self>) -> Self::Result {
+        // Idempotent: an unchanged set is still answered after what was
+        // staged before it is durable.
+        if self.core.set_lane_paused(msg.priority, msg.paused) {
+            self.pending.lanes = Some(self.core.paused_lanes());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pending.waiters.push(tx);
+        self.sync_next(ctx);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err("the queue stopped".into()))
+                .map_err(CommandError::Unavailable)
+        })
     }
 }
 

@@ -8,7 +8,8 @@
 //! generations), and replaces an actor whose mailbox has died (a panic in a
 //! handler), seeding the new one from the queue again.
 //!
-//! Its store writes (an agent added or revoked, each made durable) run on a
+//! Its store writes (an agent added or revoked, each made durable; failure
+//! records and operator pauses, batched, answered once durable) run on a
 //! blocking thread, never on the thread the hub's actors share. It never
 //! touches tasks: it forwards an operator's cancel to the right agent and
 //! nothing more.
@@ -24,7 +25,8 @@ use tokio::sync::oneshot;
 use crate::actors::agent::{AgentActor, AgentLinks};
 use crate::actors::messages::{
     Absolve, AbsolveFailures, AddAgent, AgentHandle, CancelAttempt, CloseAll, Lookup,
-    OutstandingAttempts, RegistryError, Revoke, RevokeAgent, SaveBreaker, Shutdown, StopAttempt,
+    OutstandingAttempts, PauseAgent, RegistryError, Revoke, RevokeAgent, SaveBreaker, SetPaused,
+    Shutdown, StopAttempt,
 };
 use crate::auth::{generate_token, hash_token};
 use crate::domain::fsm::{AgentMachine, FsmSettings};
@@ -85,7 +87,8 @@ pub struct RegistryActor {
     /// What the agents held at start, by agent (taken as their actors start).
     held_at_start: HashMap<String, Outstanding>,
     records_at_start: Vec<AgentRecord>,
-    /// Agents whose failure record changed since it was last written.
+    /// Agents whose record (failure record, paused) changed since it was
+    /// last written.
     breakers_due: HashSet<String>,
     /// Told when the next batch of failure records is durable.
     breaker_waiters: Vec<oneshot::Sender<Result<(), String>>>,
@@ -132,6 +135,7 @@ impl RegistryActor {
             now,
         );
         m.restore_breaker(record.breaker.clone(), now);
+        m.set_paused(record.paused);
         m
     }
 
@@ -272,6 +276,7 @@ impl Handler<AddAgent> for RegistryActor {
             token_sha256: hash_token(&token),
             created_at: Timestamp::now(),
             breaker: Default::default(),
+            paused: false,
         };
         let store = self.store.clone();
         let to_write = record.clone();
@@ -370,6 +375,34 @@ impl Handler<SaveBreaker> for RegistryActor {
             rx.await
                 .unwrap_or_else(|_| Err("the registry stopped".into()))
         })
+    }
+}
+
+impl Handler<PauseAgent> for RegistryActor {
+    type Result = ResponseActFuture<Self, Result<(), RegistryError>>;
+    fn handle(&mut self, msg: PauseAgent, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(r) = self.agents.get_mut(&msg.id) else {
+            return Box::pin(actix::fut::ready(Err(RegistryError::NotFound(msg.id))));
+        };
+        // Written in the same batches as the failure records, so a batch
+        // never lands an older record over a newer one.
+        r.record.paused = msg.paused;
+        self.breakers_due.insert(msg.id.clone());
+        let (tx, rx) = oneshot::channel();
+        self.breaker_waiters.push(tx);
+        self.flush_breakers(ctx);
+        let PauseAgent { id, paused } = msg;
+        Box::pin(rx.into_actor(self).map(move |res, act, _| {
+            let res = res.unwrap_or_else(|_| Err("the registry stopped".into()));
+            res.map_err(RegistryError::Store)?;
+            // Durable: now the agent's actor may act on it (revoked
+            // meanwhile: nothing to tell).
+            if let Some(r) = act.agents.get(&id) {
+                r.addr.do_send(SetPaused { paused });
+            }
+            tracing::info!(agent = %id, paused, "agent pause kept");
+            Ok(())
+        }))
     }
 }
 

@@ -93,7 +93,7 @@ impl SchedulerActor {
                         actix::spawn(async move {
                             let refused = match agent.send(AssignTask { task: a.task }).await {
                                 Ok(Ok(())) => None,
-                                Ok(Err(state)) => Some(format!("agent {agent_id} became {state} before the push")),
+                                Ok(Err(state)) => Some(format!("agent {agent_id} could no longer take it before the push ({state}, or paused)")),
                                 Err(_) => Some(format!("agent {agent_id} is not running")),
                             };
                             if let Some(reason) = refused {

@@ -1,8 +1,8 @@
 //! Explain: why a task is not running, in sentences that name what holds
-//! it — its status, its time (`run_at`, a backoff), its repository's red
-//! main, the capabilities no agent has, the agents that have them and why
-//! each cannot take it now (offline, busy, degraded, stalled, its author),
-//! and its place in the lanes.
+//! it — its status, its time (`run_at`, a backoff), a paused lane, its
+//! repository's red main, the capabilities no agent has, the agents that
+//! have them and why each cannot take it now (offline, busy, degraded,
+//! stalled, paused, its author), and its place in the lanes.
 //!
 //! Pure: it reads a task, what the queue knows of it ([`QueueFacts`]) and
 //! the agents as the hub sees them; no I/O, no clock (time passed in).
@@ -18,6 +18,8 @@ pub(crate) struct QueueFacts {
     pub place: Option<Place>,
     /// Its repository's main is red: its tasks are held.
     pub repo_red: bool,
+    /// An operator paused its priority's lane.
+    pub lane_paused: bool,
 }
 
 /// Why `task` is where it is, in sentences (the first says what it is
@@ -73,6 +75,13 @@ pub(crate) fn explain(
             duration(at.0 - now.0)
         ));
     }
+    if facts.lane_paused {
+        out.push(format!(
+            "The {} lane is paused by an operator (POST /api/lanes/{}/resume).",
+            task.priority.as_str(),
+            task.priority.as_str()
+        ));
+    }
     if let Some(repo) = &task.repo {
         if facts.repo_red {
             out.push(format!(
@@ -85,12 +94,14 @@ pub(crate) fn explain(
         let free: Vec<&AgentInfo> = able
             .iter()
             .copied()
-            .filter(|a| a.state == AgentState::Idle)
+            .filter(|a| a.state == AgentState::Idle && !a.paused)
             .collect();
         for a in &able {
             out.push(why_not(a, now));
         }
-        if !free.is_empty() && out.iter().all(|r| !r.starts_with("It waits")) && !facts.repo_red {
+        let held =
+            facts.repo_red || facts.lane_paused || out.iter().any(|r| r.starts_with("It waits"));
+        if !free.is_empty() && !held {
             out.push(format!(
                 "Agent{} {} can take it: it goes at the next match, in its turn.",
                 if free.len() == 1 { "" } else { "s" },
@@ -175,6 +186,12 @@ fn agents_able<'a>(
 /// Why an able agent does not have it now.
 fn why_not(a: &AgentInfo, now: Timestamp) -> String {
     let since = duration(now.0 - a.state_since.0);
+    if a.paused && matches!(a.state, AgentState::Idle) {
+        return format!(
+            "Agent {} is paused by an operator (draining: it takes no new task).",
+            a.id
+        );
+    }
     match a.state {
         AgentState::Offline => format!("Agent {} is offline (for {since}).", a.id),
         AgentState::Assigned | AgentState::Working => format!(

@@ -2,7 +2,9 @@
 //!
 //! It holds what the hub knows of one agent: whether its sidecar is
 //! connected (and through which connection), the attempt it holds (assigned or
-//! working), its heartbeat and failure record, and its recent transitions.
+//! working), its heartbeat and failure record, whether an operator paused
+//! it (it then wants no work — [`AgentMachine::wants_work`] is the one place
+//! that decides — but its state stays derived), and its recent transitions.
 //! Its state (offline, idle, assigned, working, stalled, degraded) is
 //! *derived* from those facts, so every transition is the consequence of an
 //! event and is logged with the event's reason.
@@ -226,6 +228,8 @@ pub(crate) struct AgentMachine {
     degraded_by: Option<DegradedBy>,
     sidecar_version: Option<String>,
     recent: VecDeque<AgentTransition>,
+    /// Paused by an operator: offered no new attempt (drain).
+    paused: bool,
 }
 
 impl AgentMachine {
@@ -255,6 +259,7 @@ impl AgentMachine {
             degraded_by: None,
             sidecar_version: None,
             recent: VecDeque::new(),
+            paused: false,
         }
     }
 
@@ -369,7 +374,21 @@ impl AgentMachine {
             created_at: self.created_at,
             sidecar_version: self.sidecar_version.clone(),
             recent: self.recent.iter().cloned().collect(),
+            paused: self.paused,
         }
+    }
+
+    /// Pause (drain) or resume the agent. A paused agent keeps the attempt
+    /// it holds and takes no other; its derived state is unchanged. True
+    /// if that changed anything.
+    pub(crate) fn set_paused(&mut self, paused: bool) -> bool {
+        std::mem::replace(&mut self.paused, paused) != paused
+    }
+
+    /// Whether the scheduler may offer it work: idle and not paused. The
+    /// one place that decides it.
+    pub(crate) fn wants_work(&self) -> bool {
+        self.state == AgentState::Idle && self.holding.is_none() && !self.paused
     }
 
     /// The next moment [`AgentMachine::tick`] has something to do.
@@ -518,7 +537,7 @@ impl AgentMachine {
         task: &Task,
         now: Timestamp,
     ) -> Result<Vec<Effect>, NotAvailable> {
-        if self.state != AgentState::Idle || self.holding.is_some() {
+        if !self.wants_work() {
             return Err(NotAvailable(self.state));
         }
         let r = AttemptRef::new(task.id.clone(), task.generation);

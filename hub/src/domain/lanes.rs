@@ -48,9 +48,14 @@ pub(crate) fn lane_index(priority: Priority, kind: LaneKind) -> usize {
     priority.rank() * 2 + usize::from(kind == LaneKind::Retry)
 }
 
+/// The priority a lane serves.
+pub(crate) fn lane_priority(index: usize) -> Priority {
+    Priority::ALL[index / 2]
+}
+
 /// Human name of a lane, e.g. `normal` or `normal_retry`.
 pub(crate) fn lane_name(index: usize) -> String {
-    let p = Priority::ALL[index / 2];
+    let p = lane_priority(index);
     if index % 2 == 1 {
         format!("{}_retry", p.as_str())
     } else {

@@ -41,14 +41,15 @@ struct Cursor<'a> {
 }
 
 /// Pairs of (task id, agent id) to assign now. `open` may close a whole
-/// capability group (a red repository's tasks go to nobody); `eligible`
+/// capability group of a lane, by lane index and needs (a red
+/// repository's tasks, a paused lane's, go to nobody); `eligible`
 /// may refuse a particular pairing beyond capabilities (a review task is
 /// never given to its change's author). A task passed over never blocks
 /// those behind it.
 pub(crate) fn plan(
     lanes: &Lanes,
     agents: &[IdleAgent],
-    open: impl Fn(&Needs) -> bool,
+    open: impl Fn(usize, &Needs) -> bool,
     eligible: impl Fn(&str, &IdleAgent) -> bool,
 ) -> Vec<(String, String)> {
     let mut free: Vec<&IdleAgent> = agents.iter().collect();
@@ -58,13 +59,13 @@ pub(crate) fn plan(
             .then_with(|| a.id.cmp(&b.id))
     });
     let mut out = Vec::new();
-    for (_, lane) in lanes.in_order() {
+    for (index, lane) in lanes.in_order() {
         if free.is_empty() {
             break;
         }
         let mut groups: Vec<Cursor> = lane
             .groups()
-            .filter(|(needs, _)| open(needs))
+            .filter(|(needs, _)| open(index, needs))
             .map(|(needs, fifo)| Cursor {
                 needs,
                 keys: fifo.iter().peekable(),
@@ -116,7 +117,7 @@ mod tests {
             IdleAgent::new("longest", &[], 10),
         ];
         assert_eq!(
-            plan(&l, &agents, |_| true, |_, _| true),
+            plan(&l, &agents, |_, _| true, |_, _| true),
             [("t1".to_string(), "longest".to_string())]
         );
     }
@@ -136,7 +137,7 @@ mod tests {
             IdleAgent::new("b", &["git", "python", "rust"], 2),
         ];
         assert_eq!(
-            plan(&l, &agents, |_| true, |_, _| true),
+            plan(&l, &agents, |_, _| true, |_, _| true),
             [("needs-py".to_string(), "b".to_string())]
         );
     }
@@ -149,7 +150,7 @@ mod tests {
         l.push("plain2", Priority::Low, LaneKind::Fresh, &[], 3);
         let agents = [IdleAgent::new("a", &[], 1), IdleAgent::new("b", &[], 2)];
         assert_eq!(
-            plan(&l, &agents, |_| true, |_, _| true),
+            plan(&l, &agents, |_, _| true, |_, _| true),
             [
                 ("plain1".to_string(), "a".to_string()),
                 ("plain2".to_string(), "b".to_string())
@@ -165,11 +166,11 @@ mod tests {
         l.push("normal", Priority::Normal, LaneKind::Fresh, &[], 3);
         l.push("urgent", Priority::Urgent, LaneKind::Fresh, &[], 4);
         let one = [IdleAgent::new("a", &[], 1)];
-        assert_eq!(plan(&l, &one, |_| true, |_, _| true)[0].0, "urgent");
+        assert_eq!(plan(&l, &one, |_, _| true, |_, _| true)[0].0, "urgent");
         let many: Vec<IdleAgent> = (0..4)
             .map(|i| IdleAgent::new(&format!("a{i}"), &[], i))
             .collect();
-        let order: Vec<String> = plan(&l, &many, |_| true, |_, _| true)
+        let order: Vec<String> = plan(&l, &many, |_, _| true, |_, _| true)
             .into_iter()
             .map(|(t, _)| t)
             .collect();
@@ -195,12 +196,15 @@ mod tests {
             20,
         );
         let agents = [IdleAgent::new("r", &["rust"], 1)];
-        assert_eq!(plan(&l, &agents, |_| true, |_, _| true)[0].0, "any-early");
+        assert_eq!(
+            plan(&l, &agents, |_, _| true, |_, _| true)[0].0,
+            "any-early"
+        );
         let two = [
             IdleAgent::new("r", &["rust"], 1),
             IdleAgent::new("s", &["rust"], 2),
         ];
-        let got: Vec<String> = plan(&l, &two, |_| true, |_, _| true)
+        let got: Vec<String> = plan(&l, &two, |_, _| true, |_, _| true)
             .into_iter()
             .map(|(t, _)| t)
             .collect();
@@ -226,7 +230,7 @@ mod tests {
             IdleAgent::new("generalist", &["python"], 5),
             IdleAgent::new("other", &["python"], 9),
         ];
-        let got = plan(&l, &agents, |_| true, |_, _| true);
+        let got = plan(&l, &agents, |_, _| true, |_, _| true);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0], ("plain".to_string(), "generalist".to_string()));
         assert_eq!(got[1], ("py".to_string(), "other".to_string()));
@@ -235,9 +239,9 @@ mod tests {
     #[test]
     fn no_agents_or_no_tasks_plans_nothing() {
         let mut l = Lanes::default();
-        assert!(plan(&l, &[IdleAgent::new("a", &[], 1)], |_| true, |_, _| true).is_empty());
+        assert!(plan(&l, &[IdleAgent::new("a", &[], 1)], |_, _| true, |_, _| true).is_empty());
         l.push("t", Priority::Normal, LaneKind::Fresh, &[], 1);
-        assert!(plan(&l, &[], |_| true, |_, _| true).is_empty());
+        assert!(plan(&l, &[], |_, _| true, |_, _| true).is_empty());
     }
 
     #[test]
@@ -249,7 +253,7 @@ mod tests {
         let got = plan(
             &l,
             &agents,
-            |_| true,
+            |_, _| true,
             |task, agent| !(task == "review-of-a" && agent.id == "a"),
         );
         assert_eq!(got, [("next".to_string(), "a".to_string())]);
@@ -283,7 +287,7 @@ mod tests {
         let got = plan(
             &l,
             &agents,
-            |needs| !needs.contains(&"@repo red".to_string()),
+            |_, needs| !needs.contains(&"@repo red".to_string()),
             |_, _| true,
         );
         assert_eq!(got, [("green".to_string(), "a".to_string())]);
@@ -309,7 +313,7 @@ mod tests {
         let got = plan(
             &l,
             &agents,
-            |_| true,
+            |_, _| true,
             |task, agent| !(task.starts_with("review") && agent.id == "author"),
         );
         assert_eq!(
@@ -319,5 +323,20 @@ mod tests {
                 ("last".to_string(), "author".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn a_closed_lane_is_skipped_and_lower_lanes_still_served() {
+        let mut l = Lanes::default();
+        l.push("urgent", Priority::Urgent, LaneKind::Fresh, &[], 1);
+        l.push("urgent-retry", Priority::Urgent, LaneKind::Retry, &[], 2);
+        l.push("low", Priority::Low, LaneKind::Fresh, &[], 3);
+        let agents = [IdleAgent::new("a", &[], 0), IdleAgent::new("b", &[], 1)];
+        let urgent = [
+            crate::domain::lanes::lane_index(Priority::Urgent, LaneKind::Fresh),
+            crate::domain::lanes::lane_index(Priority::Urgent, LaneKind::Retry),
+        ];
+        let got = plan(&l, &agents, |lane, _| !urgent.contains(&lane), |_, _| true);
+        assert_eq!(got, [("low".to_string(), "a".to_string())]);
     }
 }

@@ -1,7 +1,8 @@
 //! `QueueCore`: every task and every rule about how a task moves.
 //!
 //! It owns the live tasks (queued, assigned, working, failed), the priority
-//! lanes, the backoff schedule of failed tasks, the idempotency keys, and
+//! lanes (and which priorities an operator paused: `claim` passes them
+//! over, as it does a red repository's tasks), the backoff schedule of failed tasks, the idempotency keys, and
 //! the rules that decide whether a report from an agent is about the
 //! current attempt (task id, owner and generation all match) or stale.
 //! Each mutation records the task's new state and its new history entries
@@ -22,13 +23,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use agentcom_protocol::{
-    AttemptRecord, AttemptRef, Blame, Candidate, FailClass, HistoryEntry, NewTask, Task, TaskEvent,
-    TaskKind, TaskResult, TaskStatus, Timestamp,
+    AttemptRecord, AttemptRef, Blame, Candidate, FailClass, HistoryEntry, NewTask, Priority, Task,
+    TaskEvent, TaskKind, TaskResult, TaskStatus, Timestamp,
 };
 
 use crate::domain::blame::{self, Blamed, Failure};
 use crate::domain::explain::QueueFacts;
-use crate::domain::lanes::{LaneKind, Lanes};
+use crate::domain::lanes::{lane_priority, LaneKind, Lanes};
 use crate::domain::limits;
 use crate::domain::matching::{self, IdleAgent};
 use crate::domain::retry::{RetryDecision, RetryPolicy, Retryable};
@@ -265,6 +266,9 @@ pub(crate) struct QueueCore {
     dirty: BTreeMap<String, Pending>,
     /// Repositories whose main is red: their tasks are not assigned.
     paused_repos: BTreeSet<String>,
+    /// Priorities an operator paused: their tasks (fresh and retry) stay
+    /// queued.
+    paused_lanes: BTreeSet<Priority>,
 }
 
 /// Most late results a task keeps in `candidates`.
@@ -315,7 +319,23 @@ impl QueueCore {
             ids: ulid::Generator::new(),
             dirty: BTreeMap::new(),
             paused_repos: BTreeSet::new(),
+            paused_lanes: BTreeSet::new(),
         }
+    }
+
+    /// Pause or resume assigning the tasks of a priority (both its fresh
+    /// and its retry lane). True if that changed anything.
+    pub(crate) fn set_lane_paused(&mut self, priority: Priority, paused: bool) -> bool {
+        if paused {
+            self.paused_lanes.insert(priority)
+        } else {
+            self.paused_lanes.remove(&priority)
+        }
+    }
+
+    /// The priorities whose tasks are held back, in service order.
+    pub(crate) fn paused_lanes(&self) -> Vec<Priority> {
+        self.paused_lanes.iter().copied().collect()
     }
 
     /// Pause or resume assigning the tasks of a repository (main red or
@@ -337,6 +357,9 @@ impl QueueCore {
     pub(crate) fn facts(&self, id: &str) -> QueueFacts {
         QueueFacts {
             place: self.lanes.place(id),
+            lane_paused: self
+                .get(id)
+                .is_some_and(|t| self.paused_lanes.contains(&t.priority)),
             repo_red: self
                 .get(id)
                 .and_then(|t| t.repo.as_deref())
@@ -747,10 +770,14 @@ impl QueueCore {
         let tasks = &self.tasks;
         let paused = &self.paused_repos;
         let paused: Vec<String> = paused.iter().map(|r| repo_mark(r)).collect();
+        let lanes_paused = &self.paused_lanes;
         let pairs = matching::plan(
             &self.lanes,
             agents,
-            |needs| !needs.iter().any(|n| paused.contains(n)),
+            |lane, needs| {
+                !lanes_paused.contains(&lane_priority(lane))
+                    && !needs.iter().any(|n| paused.contains(n))
+            },
             |task_id, agent| {
                 tasks
                     .get(task_id)

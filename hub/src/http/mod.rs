@@ -7,6 +7,7 @@
 //! - [`tasks`] — `/api/tasks…`
 //! - [`changes`] — `/api/changes…`, `/api/repos`, `/api/alerts`
 //! - [`agents`] — `/api/agents…`
+//! - [`controls`] — pause and resume an agent or a lane
 //! - [`status`] — `/api/state`, `/healthz`, `/metrics`
 //! - [`events`] — `/api/events` (Server-Sent Events)
 //! - [`session`], [`dashboard`] — the dashboard's sign-in and its files
@@ -18,6 +19,7 @@ pub(crate) mod agents;
 pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod changes;
+pub(crate) mod controls;
 pub(crate) mod dashboard;
 pub(crate) mod error;
 pub(crate) mod events;
@@ -91,6 +93,19 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             .route("/agents", web::post().to(agents::create))
             .route("/agents/{id}", web::get().to(agents::show))
             .route("/agents/{id}", web::delete().to(agents::revoke))
+            .route("/agents/{id}/pause", web::post().to(controls::pause_agent))
+            .route(
+                "/agents/{id}/resume",
+                web::post().to(controls::resume_agent),
+            )
+            .route(
+                "/lanes/{priority}/pause",
+                web::post().to(controls::pause_lane),
+            )
+            .route(
+                "/lanes/{priority}/resume",
+                web::post().to(controls::resume_lane),
+            )
             .route("/state", web::get().to(status::state))
             .route("/events", web::get().to(events::stream))
             .route("/session", web::post().to(session::sign_in))

@@ -48,6 +48,12 @@ pub(crate) fn snapshot(state: &AppState) -> serde_json::Value {
         .into_iter()
         .map(|(s, n)| (s.as_str(), n))
         .collect();
+    let paused_lanes: Vec<&str> = state
+        .tasks
+        .paused_lanes()
+        .iter()
+        .map(|p| p.as_str())
+        .collect();
     let per_minute = state.stats.completions_per_minute(now, THROUGHPUT_MINUTES);
     let (connections, max_connections) = state.connections.open_and_limit();
     json!({
@@ -61,6 +67,7 @@ pub(crate) fn snapshot(state: &AppState) -> serde_json::Value {
             "oldest_queued_at": counts.oldest_queued_at,
             "oldest_queued_age_s": counts.oldest_queued_at.map(|t| now.millis_since(t) as f64 / 1000.0),
         },
+        "paused_lanes": paused_lanes,
         "tasks": by_status,
         "tasks_total": counts.total,
         "changes": changes,

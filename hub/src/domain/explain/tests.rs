@@ -37,6 +37,7 @@ fn agent(id: &str, caps: &[&str], state: AgentState) -> AgentInfo {
         created_at: t(-1_000_000),
         sidecar_version: None,
         recent: vec![],
+        paused: false,
     }
 }
 
@@ -65,7 +66,7 @@ fn each_able_agent_says_why_it_does_not_have_it() {
             ahead_in_lane: 2,
             in_earlier_lanes: 1,
         }),
-        repo_red: false,
+        ..Default::default()
     };
     let r = explain(&task(&["rust"]), &facts, &agents, t(0));
     assert_eq!(
@@ -114,8 +115,8 @@ fn time_red_main_review_author_and_other_statuses() {
     let r = explain(
         &repo,
         &QueueFacts {
-            place: None,
             repo_red: true,
+            ..Default::default()
         },
         &[],
         t(0),
@@ -146,5 +147,27 @@ fn time_red_main_review_author_and_other_statuses() {
     assert_eq!(
         explain(&working, &QueueFacts::default(), &[], t(0)),
         ["It is working on agent w (attempt 2)."]
+    );
+}
+
+#[test]
+fn a_paused_lane_and_a_paused_agent_are_named() {
+    let mut paused = agent("resting", &[], AgentState::Idle);
+    paused.paused = true;
+    let r = explain(
+        &task(&[]),
+        &QueueFacts {
+            lane_paused: true,
+            ..Default::default()
+        },
+        &[paused],
+        t(0),
+    );
+    assert_eq!(
+        r,
+        [
+            "The normal lane is paused by an operator (POST /api/lanes/normal/resume).",
+            "Agent resting is paused by an operator (draining: it takes no new task)."
+        ]
     );
 }

@@ -805,3 +805,40 @@ fn an_agent_holding_work_across_a_restart_is_expected_back() {
     let fx = m.tick(t(120_000));
     assert_eq!(offline_alerts(&fx), [(t(0), 120)]);
 }
+
+#[test]
+fn a_paused_agent_drains_its_attempt_and_takes_no_other() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 10);
+    assert!(m.set_paused(true));
+    assert!(!m.set_paused(true), "pausing twice changes nothing");
+    assert!(m.info().paused);
+    // The attempt it holds runs on.
+    assert_eq!(m.state(), AgentState::Working);
+    m.reported(&r, Ending::Completed, &Verdict::Applied, t(20));
+    // Its state stays derived; it is just not offered work.
+    assert_eq!(m.state(), AgentState::Idle);
+    assert!(!m.wants_work());
+    assert_eq!(
+        m.assign(&task("t2", 1), t(21)),
+        Err(NotAvailable(AgentState::Idle))
+    );
+    assert!(m.set_paused(false));
+    assert!(m.wants_work() && !m.info().paused);
+    m.assign(&task("t2", 1), t(22)).unwrap();
+    assert_eq!(m.state(), AgentState::Assigned);
+}
+
+#[test]
+fn only_an_idle_unpaused_agent_wants_work() {
+    let mut m = machine();
+    assert!(!m.wants_work(), "offline");
+    let mut m2 = connected();
+    assert!(m2.wants_work());
+    working(&mut m2, "t1", 1, 1);
+    assert!(!m2.wants_work(), "working");
+    m.set_paused(true);
+    m.connect(1, idle_hello(), t(5));
+    assert_eq!(m.state(), AgentState::Idle);
+    assert!(!m.wants_work(), "paused before it connected");
+}

@@ -999,3 +999,37 @@ fn a_task_with_run_at_waits_then_joins_its_lane_when_due() {
     let back = QueueCore::restore(q.settings().clone(), live, vec![]);
     assert_eq!(back.next_due(), Some(t(50_000)));
 }
+
+#[test]
+fn a_paused_lane_holds_its_tasks_while_other_lanes_flow() {
+    let mut q = core();
+    let urgent = created(q.create(spec_with("urgent", Priority::Urgent, &[]), t(0)));
+    let low = created(q.create(spec_with("low", Priority::Low, &[]), t(1)));
+    assert!(q.set_lane_paused(Priority::Urgent, true));
+    assert!(!q.set_lane_paused(Priority::Urgent, true), "idempotent");
+    assert_eq!(q.paused_lanes(), [Priority::Urgent]);
+    let got = q.claim(&[agent("a"), agent("b")], t(2));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].task.id, low.id);
+    assert_eq!(q.get(&urgent.id).unwrap().status, TaskStatus::Queued);
+    assert!(q.set_lane_paused(Priority::Urgent, false));
+    assert!(q.paused_lanes().is_empty());
+    let got = q.claim(&[agent("b")], t(3));
+    assert_eq!(got[0].task.id, urgent.id);
+}
+
+#[test]
+fn a_paused_lane_holds_its_retried_tasks_too() {
+    let mut q = core();
+    let r = running(&mut q, "a");
+    assert!(matches!(
+        fail_as_task(&mut q, &r, "a", "boom", Retryable::Yes, t(5)),
+        Verdict::Applied
+    ));
+    q.promote_due(t(10));
+    assert_eq!(q.get(&r.task_id).unwrap().status, TaskStatus::Queued);
+    q.set_lane_paused(Priority::Normal, true);
+    assert!(q.claim(&[agent("b")], t(11)).is_empty());
+    q.set_lane_paused(Priority::Normal, false);
+    assert_eq!(q.claim(&[agent("b")], t(12))[0].task.id, r.task_id);
+}
