@@ -280,6 +280,33 @@ pub async fn agent(conn: Conn, cmd: AgentCmd) -> Result<(), String> {
     Ok(())
 }
 
+/// `agentcom-hub alerts`: the hub's recent alerts, newest first.
+pub async fn alerts(conn: Conn, limit: usize) -> Result<(), String> {
+    let c = Client::new(&conn)?;
+    let answer: Value = c
+        .call("GET", &format!("/api/alerts?limit={limit}"), None)
+        .await?;
+    if conn.json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let list = answer["alerts"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no alerts");
+    }
+    for a in list {
+        let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+        println!(
+            "{}  {:<16} {}  {}",
+            s("at"),
+            s("alert"),
+            s("subject"),
+            s("message")
+        );
+    }
+    Ok(())
+}
+
 pub async fn lane(conn: Conn, cmd: LaneCmd) -> Result<(), String> {
     let c = Client::new(&conn)?;
     let verb = if cmd.paused { "pause" } else { "resume" };

@@ -55,6 +55,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LaneArgs,
     },
+    /// Recent alerts of a running hub, newest first.
+    #[command(after_help = "Examples:
+  agentcom-hub alerts                # the last 20: when, what, about what, why
+  agentcom-hub alerts --limit 100 --json")]
+    Alerts {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Args)]
@@ -157,6 +167,12 @@ enum TaskArgs {
         max_retries: Option<u32>,
         #[arg(long)]
         timeout_s: Option<u64>,
+        /// Not before then (RFC 3339, e.g. 2026-12-01T09:00:00Z).
+        #[arg(long, value_parser = agentcom_protocol::Timestamp::parse)]
+        run_at: Option<agentcom_protocol::Timestamp>,
+        /// Only for an agent with at least this context window.
+        #[arg(long)]
+        context_budget_tokens: Option<u64>,
     },
     /// List tasks, newest first.
     List {
@@ -233,6 +249,8 @@ fn main() -> ExitCode {
                     idempotency_key,
                     max_retries,
                     timeout_s,
+                    run_at,
+                    context_budget_tokens,
                 } => TaskCmd::Submit {
                     spec: NewTask {
                         title,
@@ -243,6 +261,8 @@ fn main() -> ExitCode {
                         idempotency_key,
                         max_retries,
                         timeout_s,
+                        run_at,
+                        context_budget_tokens,
                         ..Default::default()
                     },
                 },
@@ -267,6 +287,10 @@ fn main() -> ExitCode {
                 },
             };
             actix_rt::System::new().block_on(cli::lane(conn.into(), cmd))
+        }
+        Cmd::Alerts { conn, limit } => {
+            init_logs("warn");
+            actix_rt::System::new().block_on(cli::alerts(conn.into(), limit))
         }
     };
     match result {

@@ -174,6 +174,17 @@ fn explain_names_what_holds_a_task() {
         .unwrap()
         .to_string();
     assert_eq!(reasons(&hub, &cuda)[0], "No agent has capability cuda.");
+    // The CLI submits scheduled tasks and says the same as the API.
+    let later = agentcom_protocol::Timestamp::now()
+        .plus_millis(3_600_000)
+        .to_string();
+    let submitted = cli(
+        &hub,
+        &["task", "submit", "--title", "nightly", "--run-at", &later],
+    );
+    let nightly = submitted.split_whitespace().next().unwrap().to_string();
+    assert_eq!(hub.task(&nightly)["not_before"], later.as_str());
+    assert!(reasons(&hub, &nightly)[0].starts_with(&format!("It waits until {later}")));
     // The CLI says the same.
     let out = cli(&hub, &["task", "why", &cuda]);
     assert!(out.contains(&format!("{cuda} is queued.")), "{out}");
