@@ -19,7 +19,6 @@
 
 use agentcom_protocol::{AttemptRecord, Blame, FailClass, Timestamp};
 
-use crate::domain::queue::Charge;
 use crate::domain::retry::Retryable;
 
 /// Attempts of one task that may go without using its retry budget
@@ -31,6 +30,25 @@ pub(crate) const DEFAULT_RETRY_AFTER_S: u64 = 60;
 
 /// The longest a rate limit holds an agent back.
 pub(crate) const MAX_RETRY_AFTER_S: u64 = 86_400;
+
+/// What an ended attempt means for the agent that ran it, as blame
+/// judged it (the agent's machine applies it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Charge {
+    /// Nothing against the agent (completed, blamed on the task, or not
+    /// the current attempt).
+    #[default]
+    None,
+    /// A failure on its breaker. For a task's own failure this stands
+    /// until another agent fails the same task (then it is absolved).
+    Failure,
+    /// Its machine is broken: degraded at once, for the breaker's
+    /// cooldown, with the reason.
+    Environment(String),
+    /// The model provider limits it: given nothing until then, no
+    /// failure counted.
+    HoldUntil(Timestamp, String),
+}
 
 /// A failed attempt, as the agent (or the hub) reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]

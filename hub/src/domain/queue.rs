@@ -27,7 +27,7 @@ use agentcom_protocol::{
     TaskEvent, TaskKind, TaskResult, TaskStatus, Timestamp,
 };
 
-use crate::domain::blame::{self, Blamed, Failure};
+use crate::domain::blame::{self, Blamed, Charge, Failure};
 use crate::domain::explain::QueueFacts;
 use crate::domain::lanes::{lane_priority, LaneKind, Lanes};
 use crate::domain::limits;
@@ -102,25 +102,6 @@ pub enum Verdict {
     Duplicate,
     /// Not about the current attempt; nothing changes (beyond a history note).
     Stale(String),
-}
-
-/// What an ended attempt means for the agent that ran it, as the queue
-/// judged it (the agent's machine applies it).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Charge {
-    /// Nothing against the agent (completed, blamed on the task, or not
-    /// the current attempt).
-    #[default]
-    None,
-    /// A failure on its breaker. For a task's own failure this stands
-    /// until another agent fails the same task (then it is absolved).
-    Failure,
-    /// Its machine is broken: degraded at once, for the breaker's
-    /// cooldown, with the reason.
-    Environment(String),
-    /// The model provider limits it: given nothing until then, no
-    /// failure counted.
-    HoldUntil(Timestamp, String),
 }
 
 /// The queue's answer to a report: its verdict, what it means for the
