@@ -53,6 +53,7 @@ echo '{"summary":"done"}' > "$AGENTCOM_RESULT_FILE""#;
         .iter()
         .map(|a| Sidecar::start(root.path(), &hub, a, &[], runner, ""))
         .collect();
+    let started = std::time::Instant::now();
     let impossible: Vec<String> = (0..2)
         .map(|i| id(&hub.submit(json!({ "title": format!("impossible {i}"), "max_retries": 5 }))))
         .collect();
@@ -80,6 +81,10 @@ echo '{"summary":"done"}' > "$AGENTCOM_RESULT_FILE""#;
         let records = dead["dossier"]["attempts"].as_array().unwrap();
         assert_eq!(records.last().unwrap()["blame"], "task");
     }
+    eprintln!(
+        "always failing: both impossible tasks dead (blamed on the task) and the 4 others done {} ms after submission",
+        started.elapsed().as_millis()
+    );
     // The failures were absolved: no agent is degraded or counts them.
     for a in agents {
         let info = wait_until(T, &format!("{a} to count no failure"), || {

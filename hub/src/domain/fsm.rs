@@ -33,8 +33,8 @@ use agentcom_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::domain::limits::MAX_PROGRESS_NOTE_BYTES;
 use crate::domain::blame::Charge;
+use crate::domain::limits::MAX_PROGRESS_NOTE_BYTES;
 use crate::domain::queue::{repo_mark, Outstanding, Verdict};
 use crate::domain::repo::valid_name;
 
