@@ -166,18 +166,7 @@ fn task_dead_and_agent_offline_reach_the_webhook_once_each() {
         3.0
     );
     // The admin CLI lists them too, newest first.
-    let out = std::process::Command::new(agentcom_tests::procs::bin("agentcom-hub"))
-        .args(["alerts", "--hub", &hub.url, "--data-dir"])
-        .arg(hub.dir.join("data"))
-        .env_remove("AGENTCOM_ADMIN_TOKEN")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = String::from_utf8(out.stdout).unwrap();
+    let out = hub.cli(&["alerts"]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert!(

@@ -259,21 +259,7 @@ fn agents_tokens_are_shown_once_and_revoke_drops_the_connection() {
 fn admin_cli_adds_agents_and_manages_tasks() {
     let root = tempfile::tempdir().unwrap();
     let hub = Hub::start(root.path(), &[]);
-    let cli = |args: &[&str]| {
-        let out = Command::new(bin("agentcom-hub"))
-            .args(args)
-            .args(["--hub", &hub.url, "--data-dir"])
-            .arg(hub.dir.join("data"))
-            .env_remove("AGENTCOM_ADMIN_TOKEN")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| hub.cli(args);
     let config = cli(&[
         "agent",
         "add",

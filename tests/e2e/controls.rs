@@ -3,11 +3,9 @@
 //! kept across a hub `kill -9`; viewers may not use them.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use agentcom_tests::hub::Hub;
-use agentcom_tests::procs::bin;
 use agentcom_tests::sidecar::Sidecar;
 use agentcom_tests::sse::SseClient;
 use agentcom_tests::wait_until;
@@ -38,23 +36,6 @@ fi
 echo '{{"summary":"done"}}' > "$AGENTCOM_RESULT_FILE""#,
         root = root.display()
     )
-}
-
-/// Run the admin CLI against `hub`; its stdout (it must succeed).
-fn cli(hub: &Hub, args: &[&str]) -> String {
-    let out = Command::new(bin("agentcom-hub"))
-        .args(args)
-        .args(["--hub", &hub.url, "--data-dir"])
-        .arg(hub.dir.join("data"))
-        .env_remove("AGENTCOM_ADMIN_TOKEN")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn paused_lanes(hub: &Hub) -> Value {
@@ -222,12 +203,12 @@ fn pauses_set_by_the_cli_survive_a_hub_kill_9() {
     let _s = Sidecar::start(r, &hub, "a1", &[], &runner(r), "");
     hub.wait_agent("a1", "idle", T);
 
-    let out = cli(&hub, &["agent", "pause", "a1"]);
+    let out = hub.cli(&["agent", "pause", "a1"]);
     assert!(out.contains("paused a1"), "{out}");
-    let out = cli(&hub, &["lane", "pause", "low"]);
+    let out = hub.cli(&["lane", "pause", "low"]);
     assert!(out.contains("paused lane low"), "{out}");
     assert!(out.contains("paused lanes: low"), "{out}");
-    let list = cli(&hub, &["agent", "list"]);
+    let list = hub.cli(&["agent", "list"]);
     assert!(list.contains("idle,paused"), "{list}");
 
     // Both were durable when the CLI was answered.
@@ -240,12 +221,12 @@ fn pauses_set_by_the_cli_survive_a_hub_kill_9() {
     let low = id(&hub.submit(json!({ "title": "low", "priority": "low" })));
     let normal = id(&hub.submit(json!({ "title": "normal" })));
     assert_eq!(hub.task(&normal)["status"], "queued");
-    let out = cli(&hub, &["agent", "resume", "a1"]);
+    let out = hub.cli(&["agent", "resume", "a1"]);
     assert!(out.contains("resumed a1"), "{out}");
     // The agent works again, but not on the paused lane.
     hub.wait_status(&normal, "completed", T);
     assert_eq!(hub.task(&low)["status"], "queued");
-    let out = cli(&hub, &["lane", "resume", "low"]);
+    let out = hub.cli(&["lane", "resume", "low"]);
     assert!(out.contains("paused lanes: none"), "{out}");
     hub.wait_status(&low, "completed", T);
 

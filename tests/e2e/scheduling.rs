@@ -96,23 +96,6 @@ fn a_task_with_run_at_waits_and_is_assigned_when_its_time_comes() {
     assert!(body.to_string().contains("run_at"), "{body}");
 }
 
-/// Run the admin CLI against `hub`; its output.
-fn cli(hub: &Hub, args: &[&str]) -> String {
-    let out = std::process::Command::new(agentcom_tests::procs::bin("agentcom-hub"))
-        .args(args)
-        .args(["--hub", &hub.url, "--data-dir"])
-        .arg(hub.dir.join("data"))
-        .env_remove("AGENTCOM_ADMIN_TOKEN")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn reasons(hub: &Hub, id: &str) -> Vec<String> {
     let why = hub.ok("GET", &format!("/api/tasks/{id}/explain"), None);
     why["reasons"]
@@ -178,15 +161,12 @@ fn explain_names_what_holds_a_task() {
     let later = agentcom_protocol::Timestamp::now()
         .plus_millis(3_600_000)
         .to_string();
-    let submitted = cli(
-        &hub,
-        &["task", "submit", "--title", "nightly", "--run-at", &later],
-    );
+    let submitted = hub.cli(&["task", "submit", "--title", "nightly", "--run-at", &later]);
     let nightly = submitted.split_whitespace().next().unwrap().to_string();
     assert_eq!(hub.task(&nightly)["not_before"], later.as_str());
     assert!(reasons(&hub, &nightly)[0].starts_with(&format!("It waits until {later}")));
     // The CLI says the same.
-    let out = cli(&hub, &["task", "why", &cuda]);
+    let out = hub.cli(&["task", "why", &cuda]);
     assert!(out.contains(&format!("{cuda} is queued.")), "{out}");
     assert!(out.contains("- No agent has capability cuda."), "{out}");
     let (status, _) = hub.call("GET", "/api/tasks/NOPE/explain", None);

@@ -237,6 +237,24 @@ impl Hub {
     }
 
     /// Like [`Hub::call`] but the status must be 2xx.
+    /// Run the admin CLI (`agentcom-hub ARGS --hub URL --data-dir DIR`,
+    /// the admin token read from the data dir); its stdout. It must succeed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(crate::procs::bin("agentcom-hub"))
+            .args(args)
+            .args(["--hub", &self.url, "--data-dir"])
+            .arg(self.dir.join("data"))
+            .env_remove("AGENTCOM_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     pub fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (status, v) = self.call(method, path, body);
         assert!(
