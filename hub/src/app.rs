@@ -325,6 +325,14 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         }
         None => None,
     };
+    // Take the address before anything is started or written (the admin
+    // token, the store): a busy port is one clear line, nothing else.
+    let listener = std::net::TcpListener::bind(&listen).map_err(|e| {
+        format!(
+            "cannot listen on {listen}: {e}. Another process (another hub?) may hold it: \
+             stop it, or choose another address with --listen or AGENTCOM_LISTEN"
+        )
+    })?;
     let http_settings = settings.http.clone();
     let Started {
         state,
@@ -364,8 +372,8 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     .disable_signals()
     .shutdown_timeout(5);
     let (server, scheme) = match tls {
-        Some(config) => (server.bind_rustls_0_23(&listen, config), "https"),
-        None => (server.bind(&listen), "http"),
+        Some(config) => (server.listen_rustls_0_23(listener, config), "https"),
+        None => (server.listen(listener), "http"),
     };
     let server = server.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     for addr in server.addrs() {

@@ -218,3 +218,30 @@ fn urgent_runs_before_earlier_low_tasks_while_the_agent_is_busy() {
         "completed"
     );
 }
+
+#[test]
+fn a_busy_port_stops_the_hub_with_one_clear_line_and_nothing_written() {
+    let root = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = root.path().join("data");
+    let out = std::process::Command::new(agentcom_tests::procs::bin("agentcom-hub"))
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(&data)
+        .env_remove("AGENTCOM_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&format!("cannot listen on {addr}")) && errors[0].contains("--listen"),
+        "{stderr}"
+    );
+    assert!(
+        !data.join("admin.token").exists(),
+        "no token written for a hub that never ran"
+    );
+}
