@@ -907,7 +907,7 @@ impl AttemptMachine {
         self.current = None;
         self.seen = None;
         self.runner = RunnerState::NotRunning;
-        tracing::info!(task = ?msg.attempt_ref(), kind = msg.kind(), "attempt finished");
+        tracing::info!(task = %msg.attempt_ref().map_or("?".to_string(), |a| a.to_string()), kind = msg.kind(), "attempt finished");
         let mut fx = vec![Effect::ClearCurrent];
         if self.link != Link::Down {
             fx.push(Effect::Send(msg));
@@ -947,7 +947,7 @@ impl AttemptMachine {
         let msg = match self.unsaved.take() {
             Some(first) => {
                 if first != msg {
-                    tracing::info!(task = ?first.attempt_ref(), "the attempt already ended; its first report stands");
+                    tracing::info!(task = %first.attempt_ref().map_or("?".to_string(), |a| a.to_string()), "the attempt already ended; its first report stands");
                 }
                 first
             }

@@ -369,7 +369,7 @@ impl Handler<Connect> for AgentActor {
             hub_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         }));
         self.conns.insert(msg.conn, msg.link);
-        tracing::info!(agent = %self.id(), conn = msg.conn, current = ?msg.hello.current_task, pending = msg.hello.pending_results.len(), "sidecar hello");
+        tracing::info!(agent = %self.id(), conn = msg.conn, current = %msg.hello.current_task.as_ref().map_or("none".to_string(), |a| a.to_string()), pending = msg.hello.pending_results.len(), "sidecar hello");
         let claimed: BTreeSet<&String> = msg.hello.capabilities.iter().collect();
         let registered: BTreeSet<&String> = self.machine.capabilities().iter().collect();
         if claimed != registered {

@@ -505,7 +505,7 @@ impl AgentMachine {
                     }
                 }
                 _ => {
-                    tracing::warn!(agent = %self.id, sidecar = %t, hub = ?self.holding.as_ref().map(|h| h.task.to_string()),
+                    tracing::warn!(agent = %self.id, sidecar = %t, hub = %self.holding.as_ref().map_or("nothing".to_string(), |h| h.task.to_string()),
                         "divergence: the sidecar works on an attempt the hub did not give it; cancelling it");
                     fx.push(cancel(&t, "the hub does not assign this attempt to you"))
                 }
