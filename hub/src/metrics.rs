@@ -32,6 +32,11 @@ struct RepoLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentLabel {
+    agent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -145,6 +150,29 @@ pub(crate) fn render(src: Sources<'_>) -> String {
         "Agents an operator paused (they take no new task)",
         paused,
     );
+    // One series per agent that spent something (agents are bounded by
+    // the registry).
+    let tokens = Family::<AgentLabel, prometheus_client::metrics::counter::Counter>::default();
+    let cost = Family::<
+        AgentLabel,
+        prometheus_client::metrics::counter::Counter<f64, std::sync::atomic::AtomicU64>,
+    >::default();
+    for (agent, spent) in tasks.usage_totals() {
+        let label = AgentLabel { agent };
+        tokens.get_or_create(&label).inc_by(spent.tokens);
+        cost.get_or_create(&label).inc_by(spent.cost_usd);
+    }
+    reg.register(
+        "tokens",
+        "Tokens agents said their results used (tokens_used), since the hub started",
+        tokens,
+    );
+    reg.register(
+        "cost_usd",
+        "Dollars agents said their results cost (cost_usd), since the hub started",
+        cost,
+    );
+
     let paused_lanes = tasks.paused_lanes();
     let lanes_paused = Family::<LaneLabel, Gauge>::default();
     for p in agentcom_protocol::Priority::ALL {

@@ -610,7 +610,7 @@ impl Handler<CreateTask> for QueueActor {
 impl Handler<ExplainFacts> for QueueActor {
     type Result = MessageResult<ExplainFacts>;
     fn handle(&mut self, msg: ExplainFacts, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.core.facts(&msg.id))
+        MessageResult(self.core.facts(&msg.id, Timestamp::now()))
     }
 }
 
@@ -707,6 +707,7 @@ impl Handler<Report> for QueueActor {
                     .pipeline()
                     .complete(&msg.attempt, &msg.agent, result, now);
                 self.stage_effects(fx);
+                self.view.set_usage(self.core.usage_state().clone());
                 Judged::plain(v)
             }
             ReportKind::Fail(report) => {

@@ -17,6 +17,8 @@ pub struct IdleAgent {
     pub id: String,
     pub capabilities: BTreeSet<String>,
     pub idle_since: Timestamp,
+    /// The model's context window its sidecar reports, in tokens.
+    pub context_window_tokens: Option<u64>,
 }
 
 impl IdleAgent {
@@ -25,7 +27,20 @@ impl IdleAgent {
             id: id.to_string(),
             capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
             idle_since: Timestamp(idle_since),
+            context_window_tokens: None,
         }
+    }
+
+    /// With a context window of `tokens`.
+    pub fn with_window(mut self, tokens: u64) -> Self {
+        self.context_window_tokens = Some(tokens);
+        self
+    }
+
+    /// Whether a task with this context budget fits the agent's window
+    /// (an agent that reports no window takes only tasks without one).
+    pub fn fits(&self, budget: Option<u64>) -> bool {
+        budget.is_none_or(|b| self.context_window_tokens.is_some_and(|w| w >= b))
     }
 
     /// Whether this agent has every needed capability.
