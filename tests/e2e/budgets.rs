@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use agentcom_tests::browser::Browser;
 use agentcom_tests::hub::Hub;
 use agentcom_tests::sidecar::Sidecar;
 use agentcom_tests::wait_until;
@@ -138,6 +139,23 @@ fn an_agent_over_its_daily_tokens_is_skipped_while_another_takes_the_work() {
     assert!(
         metrics.contains("agentcom_cost_usd_total{agent=\"spender\"} 0.25"),
         "{metrics}"
+    );
+
+    // The dashboard's agent card shows the day's spending and the window.
+    let mut b = Browser::launch(r, 1200, 900);
+    b.goto(&format!("{}/dashboard", hub.url));
+    b.wait_for("!document.querySelector('#sign-in').hidden", T);
+    b.eval(&format!(
+        "document.querySelector('#token').value = {:?}; document.querySelector('#sign-in-form').requestSubmit(); true",
+        hub.token
+    ));
+    let text = b.wait_for(
+        "(t => t && t.includes('today 1,000 tokens · $0.25') && t)(document.querySelector('[data-agent=\"spender\"] [data-field=\"usage\"]')?.textContent)",
+        T,
+    );
+    assert!(
+        text.as_str().unwrap().contains("no context window said"),
+        "{text}"
     );
 
     hub.wait_agent("spender", "idle", T);
