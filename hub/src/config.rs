@@ -684,6 +684,14 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_example_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/hub.example.toml");
+        let s = Settings::load_with_env(Some(&p), &Overrides::default(), env(&[])).unwrap();
+        assert_eq!(s.budgets.agent_daily_tokens, 0);
+        assert_eq!(s.scheduler.max_concurrent, 0);
+    }
+
+    #[test]
     fn single_value_backoff_from_env() {
         let s = Settings::load_with_env(
             None,
