@@ -341,6 +341,16 @@ mod tests {
         stats.change_merge_time.observe(3.0);
         let tasks = TaskView::default();
         tasks.set_paused_lanes(vec![agentcom_protocol::Priority::High]);
+        let mut usage = crate::domain::usage::Usage::default();
+        usage.record(
+            "a1",
+            crate::domain::usage::Spent {
+                tokens: 1200,
+                cost_usd: 0.5,
+            },
+            agentcom_protocol::Timestamp::now(),
+        );
+        tasks.set_usage(usage);
         let text = render(Sources {
             stats: &stats,
             tasks: &tasks,
@@ -366,6 +376,9 @@ mod tests {
             "agentcom_webhook_deliveries_total{result=\"dropped\"} 0",
             "agentcom_agents_paused 0",
             "agentcom_lanes_paused{lane=\"high\"} 1",
+            "# TYPE agentcom_tokens counter",
+            "agentcom_tokens_total{agent=\"a1\"} 1200",
+            "agentcom_cost_usd_total{agent=\"a1\"} 0.5",
             "agentcom_lanes_paused{lane=\"low\"} 0",
             "# EOF",
         ] {
