@@ -124,6 +124,19 @@ mod tests {
     }
 
     #[test]
+    fn a_budget_fits_only_a_window_at_least_that() {
+        let small = IdleAgent::new("s", &[], 0).with_window(32_000);
+        let unsaid = IdleAgent::new("u", &[], 0);
+        assert!(small.fits(None) && unsaid.fits(None), "no budget: anyone");
+        assert!(small.fits(Some(32_000)));
+        assert!(!small.fits(Some(32_001)));
+        assert!(
+            !unsaid.fits(Some(1)),
+            "no window said: only tasks without a budget"
+        );
+    }
+
+    #[test]
     fn longest_idle_capable_agent_gets_the_first_task() {
         let mut l = Lanes::default();
         l.push("t1", Priority::Normal, LaneKind::Fresh, &[], 1);
