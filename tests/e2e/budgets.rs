@@ -178,7 +178,15 @@ fn an_agent_over_its_daily_tokens_is_skipped_while_another_takes_the_work() {
 fn the_fleet_cap_holds_under_load() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    let hub = Hub::start(r, &fast(&[("AGENTCOM_SCHEDULER__MAX_CONCURRENT", "2")]));
+    // A sweep every minute: a finished task must free its place at once,
+    // not at the next sweep.
+    let hub = Hub::start(
+        r,
+        &[
+            ("AGENTCOM_SCHEDULER__MAX_CONCURRENT", "2"),
+            ("AGENTCOM_TIMEOUTS__SWEEP_INTERVAL_S", "60"),
+        ],
+    );
     let run = runner(r, 10, 0.0);
     let _s: Vec<Sidecar> = (0..4)
         .map(|i| Sidecar::start(r, &hub, &format!("a{i}"), &[], &run, ""))

@@ -405,6 +405,14 @@ impl QueueActor {
                     .publish("task", json!({ "task": summary, "transition": h }));
             }
             kick |= t.status == TaskStatus::Queued;
+            // Under a fleet cap, a task that stopped being out frees a
+            // place: match now rather than at the next sweep.
+            let out = |s: Option<TaskStatus>| {
+                matches!(s, Some(TaskStatus::Assigned | TaskStatus::Working))
+            };
+            kick |= self.core.settings().max_concurrent > 0
+                && out(c.previous_status)
+                && !out(Some(t.status));
         }
         if kick {
             self.links.kick.do_send(Kick);

@@ -478,7 +478,6 @@ impl QueueCore {
         self.tasks.contains_key(id)
     }
 
-    #[cfg(test)]
     pub(crate) fn settings(&self) -> &QueueSettings {
         &self.settings
     }
