@@ -215,6 +215,11 @@ impl TaskView {
         self.write().usage = usage;
     }
 
+    /// The day's usage as stored (to tell whether it changed).
+    pub(crate) fn usage_today_json(&self) -> String {
+        self.read().usage.today_json()
+    }
+
     /// What agents spent on the UTC day of `now`.
     pub(crate) fn usage(&self, now: Timestamp) -> crate::domain::usage::UsageView {
         self.read().usage.view(now)

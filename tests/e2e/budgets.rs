@@ -102,7 +102,7 @@ fn a_big_context_task_waits_for_a_big_context_agent() {
 fn an_agent_over_its_daily_tokens_is_skipped_while_another_takes_the_work() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    let hub = Hub::start(
+    let mut hub = Hub::start(
         r,
         &fast(&[("AGENTCOM_BUDGETS__AGENT_DAILY_TOKENS", "1000")]),
     );
@@ -168,6 +168,20 @@ fn an_agent_over_its_daily_tokens_is_skipped_while_another_takes_the_work() {
     });
     assert_eq!(hub.task(&second)["status"], "queued");
     assert_eq!(hub.agent("spender")["state"], "idle");
+
+    // The day's usage is kept across a hub kill -9: spender stays held.
+    hub.kill9();
+    hub.restart();
+    let usage = hub.state()["usage"].clone();
+    assert_eq!(usage["agents"]["spender"]["tokens"], 1000, "{usage}");
+    hub.wait_agent("spender", "idle", T);
+    wait_until(T, "explain naming the spent budget after a restart", || {
+        reasons(&hub, &second)
+            .iter()
+            .any(|s| s.starts_with("Agent spender spent its daily tokens (1000 of 1000)"))
+            .then_some(())
+    });
+    assert_eq!(hub.task(&second)["status"], "queued");
 
     let _fresh = Sidecar::start(r, &hub, "fresh", &[], &run, "");
     let done = hub.wait_status(&second, "completed", T);

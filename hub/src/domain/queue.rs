@@ -338,6 +338,11 @@ impl QueueCore {
         }
     }
 
+    /// What agents spent is this (the day's, stored, after a restart).
+    pub(crate) fn set_usage(&mut self, usage: Usage) {
+        self.usage = usage;
+    }
+
     /// What agents spent, per agent and UTC day (see [`Usage`]).
     pub(crate) fn usage_state(&self) -> &Usage {
         &self.usage

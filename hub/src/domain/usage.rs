@@ -4,19 +4,21 @@
 //! (the `/metrics` counters).
 //!
 //! It lives in the queue, which sees every result and decides every claim.
-//! Kept in memory only: after a restart the day starts again from zero.
+//! The day's sums are stored (as [`Usage::today_json`]) with the result
+//! that changed them, so a restart keeps them; the totals are counters and
+//! start again at zero.
 //! Pure: time is passed in. Agents are bounded by the registry, so the maps
 //! are too.
 
 use std::collections::BTreeMap;
 
 use agentcom_protocol::{TaskResult, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 const DAY_MS: i64 = 86_400_000;
 
 /// Tokens and dollars.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Spent {
     pub tokens: u64,
     pub cost_usd: f64,
@@ -119,6 +121,30 @@ impl Usage {
         }
     }
 
+    /// The current day's sums, to store (`{"day", "agents"}`, the day in
+    /// days since the epoch).
+    pub(crate) fn today_json(&self) -> String {
+        serde_json::json!({ "day": self.day, "agents": self.today }).to_string()
+    }
+
+    /// Back from [`Usage::today_json`] after a restart (the totals start
+    /// at zero, as counters do); anything unreadable is an empty day.
+    pub(crate) fn restore(json: &str) -> Usage {
+        #[derive(Deserialize)]
+        struct Stored {
+            day: i64,
+            agents: BTreeMap<String, Spent>,
+        }
+        match serde_json::from_str::<Stored>(json) {
+            Ok(s) => Usage {
+                day: s.day,
+                today: s.agents,
+                total: BTreeMap::new(),
+            },
+            Err(_) => Usage::default(),
+        }
+    }
+
     /// Since the hub started, per agent (the `/metrics` counters).
     pub(crate) fn totals(&self) -> &BTreeMap<String, Spent> {
         &self.total
@@ -173,6 +199,17 @@ mod tests {
         assert!(!u.over("a1", 0, at(3, 3)), "0 is no limit");
         assert!(!u.over("a1", 100, at(4, 0)), "until the next UTC day");
         assert!(!u.over("a2", 100, at(3, 3)));
+    }
+
+    #[test]
+    fn the_day_survives_a_restart_through_its_json() {
+        let mut u = Usage::default();
+        u.record("a1", spent(40, 0.5), at(7, 0));
+        let back = Usage::restore(&u.today_json());
+        assert_eq!(back.tokens_today("a1", at(7, 9)), 40);
+        assert_eq!(back.view(at(7, 9)).agents["a1"], spent(40, 0.5));
+        assert!(back.totals().is_empty(), "counters start again");
+        assert_eq!(Usage::restore("garbage").tokens_today("a1", at(7, 9)), 0);
     }
 
     #[test]
