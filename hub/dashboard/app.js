@@ -702,6 +702,11 @@ function renderAgents() {
       const why = a.degraded_reason ? ` (${a.degraded_reason})` : "";
       rows.push(el("div", { class: "row error", "data-field": "degraded", text: `${a.consecutive_failures} failure(s) in a row${until}${why}` }));
     }
+    const usage = S.snapshot && S.snapshot.usage;
+    const spent = usage && usage.agents && usage.agents[a.id];
+    const ctxWindow = a.context_window_tokens ? ` · context ${a.context_window_tokens.toLocaleString()} tokens` : " · no context window said";
+    rows.push(el("div", { class: "row", "data-field": "usage", title: usage ? `UTC day ${usage.day}` : null,
+      text: `today ${(spent ? spent.tokens : 0).toLocaleString()} tokens · $${(spent ? spent.cost_usd : 0).toFixed(2)}${ctxWindow}` }));
     rows.push(el("div", {}, ...(a.capabilities || []).map((c) => el("span", { class: "chip", text: c }))));
     rows.push(el("div", { class: "row controls" }, pauseButton("agents", a.id, !!a.paused)));
     return el("div", { class: "agent", "data-agent": a.id, "data-state": a.state, "data-paused": a.paused ? "true" : "false" }, ...rows);

@@ -83,6 +83,12 @@ pub fn start(settings: Settings) -> Result<Started, String> {
         core.set_lane_paused(*p, true);
     }
     tasks.set_paused_lanes(paused_lanes);
+    // The day's usage per agent (the daily token budgets) is kept.
+    if let Some(json) = store.usage().map_err(|e| e.to_string())? {
+        let usage = crate::domain::usage::Usage::restore(&json);
+        core.set_usage(usage.clone());
+        tasks.set_usage(usage);
+    }
     let live_changes: Vec<(Change, u32)> = store
         .load_live_changes()
         .map_err(|e| e.to_string())?

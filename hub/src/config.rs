@@ -45,6 +45,27 @@ pub struct Settings {
     #[serde(default)]
     pub repos: Vec<RepoSettings>,
     pub alerts: AlertSettings,
+    #[serde(default)]
+    pub budgets: BudgetSettings,
+    #[serde(default)]
+    pub scheduler: SchedulerSettings,
+}
+
+/// `[budgets]`: what an agent may spend.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct BudgetSettings {
+    /// Tokens an agent may spend per UTC day (its results' `tokens_used`);
+    /// past it, it gets no new task until the next day. 0: no limit.
+    #[serde(default)]
+    pub agent_daily_tokens: u64,
+}
+
+/// `[scheduler]`: fleet-wide limits on assigning.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SchedulerSettings {
+    /// Most tasks out at once (assigned or working) across the fleet. 0: no cap.
+    #[serde(default)]
+    pub max_concurrent: usize,
 }
 
 /// `[alerts]`: who is told, and when an agent counts as gone.
@@ -522,6 +543,8 @@ impl Settings {
             // Finished tasks stay in memory at most an hour, and never
             // longer than they are kept at all.
             keep_finished_ms: self.retention.finished_ms().min(3_600_000),
+            max_concurrent: self.scheduler.max_concurrent,
+            agent_daily_tokens: self.budgets.agent_daily_tokens,
             ..QueueSettings::default()
         }
     }
@@ -640,6 +663,32 @@ mod tests {
         assert_eq!(s.retry.backoff_s, vec![0, 1, 1]);
         assert_eq!(s.admin_token.as_deref(), Some("0123456789abcdef0123"));
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn budgets_and_the_fleet_cap_default_to_none_and_reach_the_queue() {
+        let s = Settings::load_with_env(None, &Overrides::default(), env(&[])).unwrap();
+        assert_eq!(s.queue_settings().max_concurrent, 0);
+        assert_eq!(s.queue_settings().agent_daily_tokens, 0);
+        let s = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[
+                ("AGENTCOM_SCHEDULER__MAX_CONCURRENT", "2"),
+                ("AGENTCOM_BUDGETS__AGENT_DAILY_TOKENS", "50000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.queue_settings().max_concurrent, 2);
+        assert_eq!(s.queue_settings().agent_daily_tokens, 50_000);
+    }
+
+    #[test]
+    fn the_deploy_example_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/hub.example.toml");
+        let s = Settings::load_with_env(Some(&p), &Overrides::default(), env(&[])).unwrap();
+        assert_eq!(s.budgets.agent_daily_tokens, 0);
+        assert_eq!(s.scheduler.max_concurrent, 0);
     }
 
     #[test]

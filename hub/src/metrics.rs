@@ -32,6 +32,11 @@ struct RepoLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentLabel {
+    agent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -145,6 +150,29 @@ pub(crate) fn render(src: Sources<'_>) -> String {
         "Agents an operator paused (they take no new task)",
         paused,
     );
+    // One series per agent that spent something (agents are bounded by
+    // the registry).
+    let tokens = Family::<AgentLabel, prometheus_client::metrics::counter::Counter>::default();
+    let cost = Family::<
+        AgentLabel,
+        prometheus_client::metrics::counter::Counter<f64, std::sync::atomic::AtomicU64>,
+    >::default();
+    for (agent, spent) in tasks.usage_totals() {
+        let label = AgentLabel { agent };
+        tokens.get_or_create(&label).inc_by(spent.tokens);
+        cost.get_or_create(&label).inc_by(spent.cost_usd);
+    }
+    reg.register(
+        "tokens",
+        "Tokens agents said their results used (tokens_used), since the hub started",
+        tokens,
+    );
+    reg.register(
+        "cost_usd",
+        "Dollars agents said their results cost (cost_usd), since the hub started",
+        cost,
+    );
+
     let paused_lanes = tasks.paused_lanes();
     let lanes_paused = Family::<LaneLabel, Gauge>::default();
     for p in agentcom_protocol::Priority::ALL {
@@ -313,6 +341,16 @@ mod tests {
         stats.change_merge_time.observe(3.0);
         let tasks = TaskView::default();
         tasks.set_paused_lanes(vec![agentcom_protocol::Priority::High]);
+        let mut usage = crate::domain::usage::Usage::default();
+        usage.record(
+            "a1",
+            crate::domain::usage::Spent {
+                tokens: 1200,
+                cost_usd: 0.5,
+            },
+            agentcom_protocol::Timestamp::now(),
+        );
+        tasks.set_usage(usage);
         let text = render(Sources {
             stats: &stats,
             tasks: &tasks,
@@ -338,6 +376,9 @@ mod tests {
             "agentcom_webhook_deliveries_total{result=\"dropped\"} 0",
             "agentcom_agents_paused 0",
             "agentcom_lanes_paused{lane=\"high\"} 1",
+            "# TYPE agentcom_tokens counter",
+            "agentcom_tokens_total{agent=\"a1\"} 1200",
+            "agentcom_cost_usd_total{agent=\"a1\"} 0.5",
             "agentcom_lanes_paused{lane=\"low\"} 0",
             "# EOF",
         ] {

@@ -245,6 +245,19 @@ impl Store {
         Ok(())
     }
 
+    /// The current day's usage per agent, as [`crate::domain::usage::Usage::today_json`]
+    /// wrote it (none yet: empty).
+    pub(crate) fn usage(&self) -> Result<Option<String>, StoreError> {
+        self.meta_get("usage_today")
+    }
+
+    /// Remember the day's usage. Not synced: the group commit that calls it
+    /// syncs.
+    pub(crate) fn put_usage(&self, json: &str) -> Result<(), StoreError> {
+        self.meta.insert(b"usage_today", json.as_bytes())?;
+        Ok(())
+    }
+
     pub fn meta_put(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.meta.insert(key.as_bytes(), value.as_bytes())?;
         self.sync()

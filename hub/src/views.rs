@@ -52,6 +52,8 @@ struct TaskIndex {
     in_flight_new: HashSet<String>,
     /// Priorities an operator paused (durably).
     paused_lanes: Vec<Priority>,
+    /// What agents spent (a copy of the queue's, after each result).
+    usage: crate::domain::usage::Usage,
 }
 
 /// Counts for `/api/state` and `/metrics`.
@@ -206,6 +208,26 @@ impl TaskView {
     /// The paused priorities are now (durably) these.
     pub(crate) fn set_paused_lanes(&self, lanes: Vec<Priority>) {
         self.write().paused_lanes = lanes;
+    }
+
+    /// What agents spent is now this.
+    pub(crate) fn set_usage(&self, usage: crate::domain::usage::Usage) {
+        self.write().usage = usage;
+    }
+
+    /// The day's usage as stored (to tell whether it changed).
+    pub(crate) fn usage_today_json(&self) -> String {
+        self.read().usage.today_json()
+    }
+
+    /// What agents spent on the UTC day of `now`.
+    pub(crate) fn usage(&self, now: Timestamp) -> crate::domain::usage::UsageView {
+        self.read().usage.view(now)
+    }
+
+    /// What agents spent since the hub started, per agent.
+    pub(crate) fn usage_totals(&self) -> BTreeMap<String, crate::domain::usage::Spent> {
+        self.read().usage.totals().clone()
     }
 
     pub(crate) fn counts(&self) -> TaskCounts {

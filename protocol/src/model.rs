@@ -562,6 +562,9 @@ pub struct AgentInfo {
     /// on). Its `state` stays as derived.
     #[serde(default)]
     pub paused: bool,
+    /// The context window its sidecar said in its last `hello`, in tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window_tokens: Option<u64>,
 }
 
 #[cfg(test)]

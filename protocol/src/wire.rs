@@ -94,6 +94,12 @@ pub enum SidecarMsg {
         /// agent that has it.
         #[serde(default)]
         repos: Vec<String>,
+        /// The model's context window, in tokens (`context_window_tokens`
+        /// in the sidecar's config); a task with `context_budget_tokens`
+        /// goes only to an agent whose window is at least that. None: the
+        /// agent takes only tasks without a budget.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context_window_tokens: Option<u64>,
     },
     /// Sent every `heartbeat_interval_s`: the sidecar is alive, and this is
     /// what it really does.
@@ -375,6 +381,7 @@ mod tests {
                 sidecar_version: "0.1.0".into(),
                 pending_results: vec![AttemptRef::new("u", 1)],
                 repos: vec!["app".into()],
+                context_window_tokens: Some(200_000),
             },
             SidecarMsg::Heartbeat {
                 state: SidecarState::Idle,

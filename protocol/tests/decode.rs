@@ -151,6 +151,7 @@ fn valid_sidecar_msg() -> impl Strategy<Value = SidecarMsg> {
                 sidecar_version: "x".into(),
                 pending_results: vec![],
                 repos: vec![],
+                context_window_tokens: None,
             }),
     ]
 }

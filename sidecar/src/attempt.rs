@@ -94,6 +94,8 @@ pub(crate) struct AttemptSettings {
     pub(crate) runner_timeout_s: u64,
     /// The repositories this sidecar has a clone of (`[git] repo`).
     pub(crate) repos: Vec<String>,
+    /// The model's context window (`context_window_tokens`), said in `hello`.
+    pub(crate) context_window_tokens: Option<u64>,
     /// How a rate-limited runner is told (`[runner]`).
     pub(crate) rate_limits: RateLimits,
     /// Wake mode: `runner.cancel_command` is set, so a cancel reaches the
@@ -1054,6 +1056,7 @@ impl AttemptMachine {
             sidecar_version: self.settings.sidecar_version.clone(),
             pending_results: self.outbox.iter().filter_map(|m| m.attempt_ref()).collect(),
             repos: self.settings.repos.clone(),
+            context_window_tokens: self.settings.context_window_tokens,
         }
     }
 

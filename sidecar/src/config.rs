@@ -21,6 +21,11 @@ pub struct SidecarConfig {
     pub(crate) token_file: Option<PathBuf>,
     #[serde(default)]
     pub(crate) capabilities: Vec<String>,
+    /// The model's context window, in tokens, said in `hello`: a task
+    /// with a `context_budget_tokens` larger than this never comes here.
+    /// Unset: only tasks without a budget come.
+    #[serde(default)]
+    pub(crate) context_window_tokens: Option<u64>,
     pub(crate) state_dir: PathBuf,
     pub(crate) runner: Runner,
     #[serde(default)]
@@ -243,6 +248,7 @@ main_branch = "main"
         assert_eq!(c.reconnect.initial_ms, 500);
         assert_eq!(c.runner.rate_limit_exit_code, Some(75));
         assert_eq!(c.runner.rate_limit_default_s, 60);
+        assert_eq!(c.context_window_tokens, Some(200_000));
     }
 
     #[test]
@@ -252,6 +258,7 @@ main_branch = "main"
         let c = SidecarConfig::load(&p).unwrap();
         assert_eq!(c.runner.rate_limit_exit_code, None);
         assert_eq!(c.runner.rate_limit_default_s, 60);
+        assert_eq!(c.context_window_tokens, None);
         for (name, extra, said) in [
             (
                 "rl-zero",

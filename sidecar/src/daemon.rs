@@ -81,6 +81,7 @@ impl Daemon {
             mode: cfg.runner.mode,
             runner_timeout_s: cfg.runner.timeout_s,
             repos,
+            context_window_tokens: cfg.context_window_tokens,
             rate_limits: RateLimits {
                 exit_code: cfg.runner.rate_limit_exit_code,
                 default_s: cfg.runner.rate_limit_default_s,

@@ -64,6 +64,20 @@ impl Sidecar {
         Self::start_with_token(root, hub, id, &token, capabilities, "exec", runner, extra)
     }
 
+    /// As [`Sidecar::start`], with `top` (lines of top-level keys, such as
+    /// `context_window_tokens = 200000`) written before the first table.
+    pub fn start_with_top(
+        root: &Path,
+        hub: &Hub,
+        id: &str,
+        capabilities: &[&str],
+        runner: &str,
+        top: &str,
+    ) -> Sidecar {
+        let token = hub.add_agent(id, capabilities);
+        Self::launch(root, hub, id, &token, capabilities, "exec", runner, top, "")
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn start_with_token(
         root: &Path,
@@ -73,6 +87,21 @@ impl Sidecar {
         capabilities: &[&str],
         mode: &str,
         runner: &str,
+        extra: &str,
+    ) -> Sidecar {
+        Self::launch(root, hub, id, token, capabilities, mode, runner, "", extra)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        root: &Path,
+        hub: &impl HubAddress,
+        id: &str,
+        token: &str,
+        capabilities: &[&str],
+        mode: &str,
+        runner: &str,
+        top: &str,
         extra: &str,
     ) -> Sidecar {
         let dir = root.join(format!("sidecar-{id}"));
@@ -88,7 +117,7 @@ impl Sidecar {
         std::fs::write(
             &config,
             format!(
-                "hub_url = {:?}\nagent_id = {id:?}\ntoken = {token:?}\ncapabilities = [{}]\nstate_dir = {:?}\n{ca_line}\n[reconnect]\ninitial_ms = 100\nmax_s = 1\n\n[runner]\nmode = {mode:?}\ncommand = [{:?}]\ntimeout_s = 3600\n{extra}\n",
+                "hub_url = {:?}\nagent_id = {id:?}\ntoken = {token:?}\ncapabilities = [{}]\nstate_dir = {:?}\n{ca_line}{top}\n[reconnect]\ninitial_ms = 100\nmax_s = 1\n\n[runner]\nmode = {mode:?}\ncommand = [{:?}]\ntimeout_s = 3600\n{extra}\n",
                 hub.ws_url(),
                 caps.join(", "),
                 dir.join("state").display().to_string(),

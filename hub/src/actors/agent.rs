@@ -222,6 +222,7 @@ impl AgentActor {
                     id: self.id(),
                     capabilities: self.machine.matchable(),
                     idle_since: self.machine.state_since(),
+                    context_window_tokens: self.machine.context_window_tokens(),
                 },
                 assign: ctx.address().recipient(),
             });

@@ -180,6 +180,7 @@ impl ConnectionActor {
                 sidecar_version,
                 pending_results,
                 repos,
+                context_window_tokens,
                 ..
             } => {
                 if protocol_version != PROTOCOL_VERSION {
@@ -209,6 +210,7 @@ impl ConnectionActor {
                     hello: HelloFacts {
                         capabilities,
                         repos,
+                        context_window_tokens,
                         current_task,
                         pending_results,
                         sidecar_version,

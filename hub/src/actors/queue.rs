@@ -96,6 +96,8 @@ struct Group {
     health: Vec<(String, Option<String>)>,
     /// The paused priorities, when an operator changed them.
     lanes: Option<Vec<Priority>>,
+    /// The day's usage per agent (JSON), when a result changed it.
+    usage: Option<String>,
     /// What to do once this group is durable.
     effects: Vec<Effect>,
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
@@ -108,6 +110,7 @@ impl Group {
             && self.purge.is_none()
             && self.health.is_empty()
             && self.lanes.is_none()
+            && self.usage.is_none()
             && self.effects.is_empty()
             && self.waiters.is_empty()
     }
@@ -248,6 +251,11 @@ impl QueueActor {
         }
     }
 
+    /// Whether a result changed what agents spent (the view has an older copy).
+    fn view_usage_differs(&self) -> bool {
+        self.view.usage_today_json() != self.core.usage_state().today_json()
+    }
+
     fn sync_next(&mut self, ctx: &mut Context<Self>) {
         if self.syncing || self.pending.is_empty() {
             return;
@@ -259,6 +267,7 @@ impl QueueActor {
             purge,
             health,
             lanes,
+            usage,
             effects,
             waiters,
         } = std::mem::take(&mut self.pending);
@@ -271,6 +280,7 @@ impl QueueActor {
                 && purge.is_none()
                 && health.is_empty()
                 && lanes.is_none()
+                && usage.is_none()
             {
                 Ok(vec![])
             } else {
@@ -279,6 +289,10 @@ impl QueueActor {
                     .try_for_each(|(repo, red_at)| store.put_repo_red(repo, red_at.as_deref()))
                     .and_then(|()| match &lanes {
                         Some(l) => store.put_paused_lanes(l),
+                        None => Ok(()),
+                    })
+                    .and_then(|()| match &usage {
+                        Some(u) => store.put_usage(u),
                         None => Ok(()),
                     })
                     .and_then(|()| store.write_tasks(&changes, &change_deltas, purge.as_ref()))
@@ -405,6 +419,14 @@ impl QueueActor {
                     .publish("task", json!({ "task": summary, "transition": h }));
             }
             kick |= t.status == TaskStatus::Queued;
+            // Under a fleet cap, a task that stopped being out frees a
+            // place: match now rather than at the next sweep.
+            let out = |s: Option<TaskStatus>| {
+                matches!(s, Some(TaskStatus::Assigned | TaskStatus::Working))
+            };
+            kick |= self.core.settings().max_concurrent > 0
+                && out(c.previous_status)
+                && !out(Some(t.status));
         }
         if kick {
             self.links.kick.do_send(Kick);
@@ -610,7 +632,7 @@ impl Handler<CreateTask> for QueueActor {
 impl Handler<ExplainFacts> for QueueActor {
     type Result = MessageResult<ExplainFacts>;
     fn handle(&mut self, msg: ExplainFacts, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.core.facts(&msg.id))
+        MessageResult(self.core.facts(&msg.id, Timestamp::now()))
     }
 }
 
@@ -707,6 +729,10 @@ impl Handler<Report> for QueueActor {
                     .pipeline()
                     .complete(&msg.attempt, &msg.agent, result, now);
                 self.stage_effects(fx);
+                if self.view_usage_differs() {
+                    self.view.set_usage(self.core.usage_state().clone());
+                    self.pending.usage = Some(self.core.usage_state().today_json());
+                }
                 Judged::plain(v)
             }
             ReportKind::Fail(report) => {

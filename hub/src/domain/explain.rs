@@ -20,6 +20,12 @@ pub(crate) struct QueueFacts {
     pub repo_red: bool,
     /// An operator paused its priority's lane.
     pub lane_paused: bool,
+    /// `scheduler.max_concurrent` is reached: (the cap, the tasks out).
+    pub fleet_cap: Option<(usize, usize)>,
+    /// `budgets.agent_daily_tokens` (0: none).
+    pub daily_tokens: u64,
+    /// Tokens each agent spent today.
+    pub spent_today: std::collections::BTreeMap<String, u64>,
 }
 
 /// Why `task` is where it is, in sentences (the first says what it is
@@ -89,18 +95,36 @@ pub(crate) fn explain(
             ));
         }
     }
+    if let Some((cap, n)) = facts.fleet_cap {
+        out.push(format!(
+            "The fleet cap (scheduler.max_concurrent = {cap}) is reached: {n} tasks are out."
+        ));
+    }
     let able = agents_able(task, agents, &mut out);
     if !able.is_empty() {
+        let spent = |a: &AgentInfo| facts.spent_today.get(&a.id).copied().unwrap_or(0);
+        let over = |a: &AgentInfo| facts.daily_tokens > 0 && spent(a) >= facts.daily_tokens;
         let free: Vec<&AgentInfo> = able
             .iter()
             .copied()
-            .filter(|a| a.state == AgentState::Idle && !a.paused)
+            .filter(|a| a.state == AgentState::Idle && !a.paused && !over(a))
             .collect();
         for a in &able {
-            out.push(why_not(a, now));
+            if over(a) {
+                out.push(format!(
+                    "Agent {} spent its daily tokens ({} of {}); it gets work again the next UTC day.",
+                    a.id,
+                    spent(a),
+                    facts.daily_tokens
+                ));
+            } else {
+                out.push(why_not(a, now));
+            }
         }
-        let held =
-            facts.repo_red || facts.lane_paused || out.iter().any(|r| r.starts_with("It waits"));
+        let held = facts.repo_red
+            || facts.lane_paused
+            || facts.fleet_cap.is_some()
+            || out.iter().any(|r| r.starts_with("It waits"));
         if !free.is_empty() && !held {
             out.push(format!(
                 "Agent{} {} can take it: it goes at the next match, in its turn.",
@@ -176,6 +200,25 @@ fn agents_able<'a>(
             "Agent {} is never given it (the author of the change it reviews).",
             a.id
         ));
+    }
+    let (small, able): (Vec<&AgentInfo>, Vec<&AgentInfo>) =
+        able.into_iter()
+            .partition(|a| match task.context_budget_tokens {
+                Some(b) => a.context_window_tokens.is_none_or(|w| w < b),
+                None => false,
+            });
+    for a in small {
+        let budget = task.context_budget_tokens.unwrap_or(0);
+        out.push(match a.context_window_tokens {
+            Some(w) => format!(
+                "Agent {}'s context window ({w} tokens) is smaller than the task's budget ({budget}).",
+                a.id
+            ),
+            None => format!(
+                "Agent {} reports no context window (context_window_tokens in its sidecar's config), so it takes only tasks without a budget; this one's is {budget}.",
+                a.id
+            ),
+        });
     }
     if able.is_empty() {
         out.push("No other agent can take it.".into());

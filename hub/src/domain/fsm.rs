@@ -199,6 +199,8 @@ pub struct HelloFacts {
     pub capabilities: Vec<String>,
     /// The repositories the sidecar has a clone of.
     pub repos: Vec<String>,
+    /// The model's context window the sidecar reports, in tokens.
+    pub context_window_tokens: Option<u64>,
     pub current_task: Option<AttemptRef>,
     pub pending_results: Vec<AttemptRef>,
     pub sidecar_version: String,
@@ -210,6 +212,8 @@ pub(crate) struct AgentMachine {
     capabilities: Vec<String>,
     /// What the sidecar's last `hello` said it has a clone of.
     repos: Vec<String>,
+    /// What the sidecar's last `hello` said its context window is.
+    context_window_tokens: Option<u64>,
     created_at: Timestamp,
     settings: FsmSettings,
     state: AgentState,
@@ -245,6 +249,7 @@ impl AgentMachine {
             id: id.to_string(),
             capabilities,
             repos: Vec::new(),
+            context_window_tokens: None,
             created_at,
             settings,
             state: AgentState::Offline,
@@ -359,6 +364,11 @@ impl AgentMachine {
         self.recent.iter()
     }
 
+    /// The context window the sidecar's last `hello` reported.
+    pub(crate) fn context_window_tokens(&self) -> Option<u64> {
+        self.context_window_tokens
+    }
+
     pub(crate) fn info(&self) -> AgentInfo {
         AgentInfo {
             id: self.id.clone(),
@@ -376,6 +386,7 @@ impl AgentMachine {
             sidecar_version: self.sidecar_version.clone(),
             recent: self.recent.iter().cloned().collect(),
             paused: self.paused,
+            context_window_tokens: self.context_window_tokens,
         }
     }
 
@@ -444,6 +455,7 @@ impl AgentMachine {
         self.offline_alert = None;
         self.sidecar_version = Some(hello.sidecar_version.clone());
         self.repos = sane_repos(&hello.repos);
+        self.context_window_tokens = hello.context_window_tokens;
         let sidecar_has = hello.current_task.clone();
         match (self.holding.clone(), sidecar_has) {
             (Some(h), Some(c)) if h.task == c => {

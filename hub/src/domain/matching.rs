@@ -17,6 +17,8 @@ pub struct IdleAgent {
     pub id: String,
     pub capabilities: BTreeSet<String>,
     pub idle_since: Timestamp,
+    /// The model's context window its sidecar reports, in tokens.
+    pub context_window_tokens: Option<u64>,
 }
 
 impl IdleAgent {
@@ -25,7 +27,20 @@ impl IdleAgent {
             id: id.to_string(),
             capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
             idle_since: Timestamp(idle_since),
+            context_window_tokens: None,
         }
+    }
+
+    /// With a context window of `tokens`.
+    pub fn with_window(mut self, tokens: u64) -> Self {
+        self.context_window_tokens = Some(tokens);
+        self
+    }
+
+    /// Whether a task with this context budget fits the agent's window
+    /// (an agent that reports no window takes only tasks without one).
+    pub fn fits(&self, budget: Option<u64>) -> bool {
+        budget.is_none_or(|b| self.context_window_tokens.is_some_and(|w| w >= b))
     }
 
     /// Whether this agent has every needed capability.
@@ -106,6 +121,19 @@ mod tests {
 
     fn caps(c: &[&str]) -> Vec<String> {
         c.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_budget_fits_only_a_window_at_least_that() {
+        let small = IdleAgent::new("s", &[], 0).with_window(32_000);
+        let unsaid = IdleAgent::new("u", &[], 0);
+        assert!(small.fits(None) && unsaid.fits(None), "no budget: anyone");
+        assert!(small.fits(Some(32_000)));
+        assert!(!small.fits(Some(32_001)));
+        assert!(
+            !unsaid.fits(Some(1)),
+            "no window said: only tasks without a budget"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`pipeline`]: tasks and changes moving together (review, merge, send back).
 //! - [`repo`]: a repository the hub guards, as the rules see it.
 //! - [`rate`]: token buckets (agents' messages, token guesses).
+//! - [`usage`]: tokens and dollars spent, per agent and UTC day.
 //! - [`alert`]: every alert kind, which changes raise `task_dead`, webhook
 //!   delivery rules (backoff, bounded outbox).
 
@@ -31,4 +32,5 @@ pub(crate) mod queue;
 pub(crate) mod rate;
 pub(crate) mod repo;
 pub(crate) mod retry;
+pub(crate) mod usage;
 pub(crate) mod validate;

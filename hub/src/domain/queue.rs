@@ -33,6 +33,7 @@ use crate::domain::lanes::{lane_priority, LaneKind, Lanes};
 use crate::domain::limits;
 use crate::domain::matching::{self, IdleAgent};
 use crate::domain::retry::{RetryDecision, RetryPolicy, Retryable};
+use crate::domain::usage::{self, Usage};
 
 /// Defaults and policy the queue applies.
 #[derive(Clone, Debug)]
@@ -46,6 +47,12 @@ pub struct QueueSettings {
     pub keep_finished_ms: i64,
     /// How long an idempotency key is remembered after its task finished.
     pub idempotency_ms: i64,
+    /// `scheduler.max_concurrent`: most tasks out at once (assigned or
+    /// working) across the fleet; 0 is no cap.
+    pub max_concurrent: usize,
+    /// `budgets.agent_daily_tokens`: an agent that spent this many tokens
+    /// on the current UTC day gets no new task until the next; 0 is none.
+    pub agent_daily_tokens: u64,
 }
 
 impl Default for QueueSettings {
@@ -57,6 +64,8 @@ impl Default for QueueSettings {
             keep_finished: 10_000,
             keep_finished_ms: 3_600_000,
             idempotency_ms: 24 * 3_600_000,
+            max_concurrent: 0,
+            agent_daily_tokens: 0,
         }
     }
 }
@@ -250,6 +259,10 @@ pub(crate) struct QueueCore {
     /// Priorities an operator paused: their tasks (fresh and retry) stay
     /// queued.
     paused_lanes: BTreeSet<Priority>,
+    /// The tasks out (assigned or working), for the fleet cap.
+    out: BTreeSet<String>,
+    /// Tokens and dollars spent per agent (see [`Usage`]).
+    usage: Usage,
 }
 
 /// Most late results a task keeps in `candidates`.
@@ -301,7 +314,25 @@ impl QueueCore {
             dirty: BTreeMap::new(),
             paused_repos: BTreeSet::new(),
             paused_lanes: BTreeSet::new(),
+            out: BTreeSet::new(),
+            usage: Usage::default(),
         }
+    }
+
+    /// What agents spent is this (the day's, stored, after a restart).
+    pub(crate) fn set_usage(&mut self, usage: Usage) {
+        self.usage = usage;
+    }
+
+    /// What agents spent, per agent and UTC day (see [`Usage`]).
+    pub(crate) fn usage_state(&self) -> &Usage {
+        &self.usage
+    }
+
+    /// How many tasks are out (assigned or working).
+    #[cfg(test)]
+    pub(crate) fn out_count(&self) -> usize {
+        self.out.len()
     }
 
     /// Pause or resume assigning the tasks of a priority (both its fresh
@@ -335,8 +366,20 @@ impl QueueCore {
     }
 
     /// What the queue knows of task `id`'s wait (for explain).
-    pub(crate) fn facts(&self, id: &str) -> QueueFacts {
+    pub(crate) fn facts(&self, id: &str, now: Timestamp) -> QueueFacts {
+        let limit = self.settings.agent_daily_tokens;
         QueueFacts {
+            fleet_cap: (self.settings.max_concurrent > 0
+                && self.out.len() >= self.settings.max_concurrent)
+                .then_some((self.settings.max_concurrent, self.out.len())),
+            daily_tokens: limit,
+            spent_today: self
+                .usage
+                .view(now)
+                .agents
+                .into_iter()
+                .map(|(a, s)| (a, s.tokens))
+                .collect(),
             place: self.lanes.place(id),
             lane_paused: self
                 .get(id)
@@ -358,6 +401,9 @@ impl QueueCore {
         let mut core = QueueCore::new(settings);
         for (task, history_len) in live {
             let id = task.id.clone();
+            if matches!(task.status, TaskStatus::Assigned | TaskStatus::Working) {
+                core.out.insert(id.clone());
+            }
             core.tasks
                 .insert(id.clone(), Entry::full(task, history_len));
             core.index(&id);
@@ -418,7 +464,6 @@ impl QueueCore {
         self.tasks.contains_key(id)
     }
 
-    #[cfg(test)]
     pub(crate) fn settings(&self) -> &QueueSettings {
         &self.settings
     }
@@ -747,7 +792,26 @@ impl QueueCore {
 
     /// Assign queued tasks to idle agents (see [`matching::plan`]). Each
     /// assignment increments the task's generation.
+    /// An agent that spent its day's tokens gets nothing; a task with a
+    /// context budget goes only to an agent whose window holds it; no more
+    /// than `max_concurrent` tasks are out at once.
     pub(crate) fn claim(&mut self, agents: &[IdleAgent], now: Timestamp) -> Vec<Assignment> {
+        let cap = self.settings.max_concurrent;
+        if cap > 0 && self.out.len() >= cap {
+            return Vec::new();
+        }
+        let limit = self.settings.agent_daily_tokens;
+        let within: Vec<IdleAgent>;
+        let agents = if limit > 0 {
+            within = agents
+                .iter()
+                .filter(|a| !self.usage.over(&a.id, limit, now))
+                .cloned()
+                .collect();
+            &within[..]
+        } else {
+            agents
+        };
         let tasks = &self.tasks;
         let paused = &self.paused_repos;
         let paused: Vec<String> = paused.iter().map(|r| repo_mark(r)).collect();
@@ -760,11 +824,19 @@ impl QueueCore {
                     && !needs.iter().any(|n| paused.contains(n))
             },
             |task_id, agent| {
-                tasks
-                    .get(task_id)
-                    .is_some_and(|e| !e.task.exclude_agents.contains(&agent.id))
+                tasks.get(task_id).is_some_and(|e| {
+                    !e.task.exclude_agents.contains(&agent.id)
+                        && agent.fits(e.task.context_budget_tokens)
+                })
             },
         );
+        let room = if cap > 0 {
+            cap - self.out.len()
+        } else {
+            usize::MAX
+        };
+        let mut pairs = pairs;
+        pairs.truncate(room);
         let mut out = Vec::with_capacity(pairs.len());
         for (task_id, agent_id) in pairs {
             self.lanes.remove(&task_id);
@@ -861,6 +933,7 @@ impl QueueCore {
         match self.check(attempt, agent) {
             Check::Current(status) => {
                 let result = limits::cap_result(result);
+                let spent = usage::spent_by(&result);
                 let summary = result
                     .summary
                     .as_deref()
@@ -874,6 +947,7 @@ impl QueueCore {
                     }
                     t.result = Some(result);
                 }
+                self.usage.record(agent, spent, now);
                 self.pending(&attempt.task_id).write_result = true;
                 let (to, event) = if review {
                     (TaskStatus::InReview, TaskEvent::InReview)
@@ -1500,6 +1574,11 @@ impl QueueCore {
             if to.is_terminal() {
                 t.finished_at = Some(now);
             }
+        }
+        if matches!(to, TaskStatus::Assigned | TaskStatus::Working) {
+            self.out.insert(id.to_string());
+        } else {
+            self.out.remove(id);
         }
         self.record(id, event, from, Some(to), agent, detail, now);
     }

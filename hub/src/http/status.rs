@@ -68,6 +68,7 @@ pub(crate) fn snapshot(state: &AppState) -> serde_json::Value {
             "oldest_queued_age_s": counts.oldest_queued_at.map(|t| now.millis_since(t) as f64 / 1000.0),
         },
         "paused_lanes": paused_lanes,
+        "usage": state.tasks.usage(now),
         "tasks": by_status,
         "tasks_total": counts.total,
         "changes": changes,

@@ -17,6 +17,7 @@ fn settings(mode: Mode) -> AttemptSettings {
         mode,
         runner_timeout_s: 3600,
         repos: vec!["app".into()],
+        context_window_tokens: Some(128_000),
         rate_limits: RateLimits {
             exit_code: Some(75),
             default_s: 60,
@@ -1186,6 +1187,18 @@ fn hello_names_the_repositories_of_this_sidecar() {
     let mut m = idle(Mode::Exec);
     match sent(&m.connected()).as_slice() {
         [SidecarMsg::Hello { repos, .. }] => assert_eq!(*repos, ["app"]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn hello_tells_the_context_window() {
+    let mut m = idle(Mode::Exec);
+    match sent(&m.connected()).as_slice() {
+        [SidecarMsg::Hello {
+            context_window_tokens,
+            ..
+        }] => assert_eq!(*context_window_tokens, Some(128_000)),
         other => panic!("{other:?}"),
     }
 }

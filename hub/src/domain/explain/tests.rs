@@ -38,6 +38,7 @@ fn agent(id: &str, caps: &[&str], state: AgentState) -> AgentInfo {
         sidecar_version: None,
         recent: vec![],
         paused: false,
+        context_window_tokens: None,
     }
 }
 
@@ -169,5 +170,67 @@ fn a_paused_lane_and_a_paused_agent_are_named() {
             "The normal lane is paused by an operator (POST /api/lanes/normal/resume).",
             "Agent resting is paused by an operator (draining: it takes no new task)."
         ]
+    );
+}
+
+#[test]
+fn a_window_too_small_or_unsaid_is_named() {
+    let mut task = task(&[]);
+    task.context_budget_tokens = Some(100_000);
+    let mut small = agent("small", &[], AgentState::Idle);
+    small.context_window_tokens = Some(32_000);
+    let unsaid = agent("unsaid", &[], AgentState::Idle);
+    let mut big = agent("big", &[], AgentState::Working);
+    big.context_window_tokens = Some(200_000);
+    let r = explain(&task, &QueueFacts::default(), &[small, unsaid, big], t(0));
+    assert!(
+        r.contains(&"Agent small's context window (32000 tokens) is smaller than the task's budget (100000).".to_string()),
+        "{r:?}"
+    );
+    assert!(
+        r.iter()
+            .any(|s| s.starts_with("Agent unsaid reports no context window")),
+        "{r:?}"
+    );
+    assert!(
+        r.iter().any(|s| s.starts_with("Agent big is busy")),
+        "{r:?}"
+    );
+    assert!(!r.iter().any(|s| s.contains("can take it")), "{r:?}");
+}
+
+#[test]
+fn an_agent_over_its_daily_tokens_and_the_fleet_cap_are_named() {
+    let task = task(&[]);
+    let facts = QueueFacts {
+        daily_tokens: 1_000,
+        spent_today: [("a1".to_string(), 1_200)].into(),
+        fleet_cap: Some((2, 2)),
+        ..QueueFacts::default()
+    };
+    let r = explain(
+        &task,
+        &facts,
+        &[
+            agent("a1", &[], AgentState::Idle),
+            agent("a2", &[], AgentState::Idle),
+        ],
+        t(0),
+    );
+    assert!(
+        r.iter()
+            .any(|s| s.starts_with("Agent a1 spent its daily tokens (1200 of 1000)")),
+        "{r:?}"
+    );
+    assert!(
+        r.contains(
+            &"The fleet cap (scheduler.max_concurrent = 2) is reached: 2 tasks are out."
+                .to_string()
+        ),
+        "{r:?}"
+    );
+    assert!(
+        !r.iter().any(|s| s.contains("can take it")),
+        "held by the cap: {r:?}"
     );
 }

@@ -842,3 +842,22 @@ fn only_an_idle_unpaused_agent_wants_work() {
     assert_eq!(m.state(), AgentState::Idle);
     assert!(!m.wants_work(), "paused before it connected");
 }
+
+#[test]
+fn hello_context_window_is_kept_until_the_next_hello() {
+    let mut m = machine();
+    let hello = HelloFacts {
+        context_window_tokens: Some(200_000),
+        ..idle_hello()
+    };
+    m.connect(1, hello, t(0));
+    assert_eq!(m.info().context_window_tokens, Some(200_000));
+    assert_eq!(m.context_window_tokens(), Some(200_000));
+    m.disconnect(1, t(1));
+    m.connect(2, idle_hello(), t(2));
+    assert_eq!(
+        m.info().context_window_tokens,
+        None,
+        "a sidecar that says none"
+    );
+}

@@ -34,6 +34,7 @@ fn core() -> QueueCore {
         keep_finished: 2,
         keep_finished_ms: 60_000,
         idempotency_ms: 120_000,
+        ..QueueSettings::default()
     })
 }
 
@@ -1032,4 +1033,105 @@ fn a_paused_lane_holds_its_retried_tasks_too() {
     assert!(q.claim(&[agent("b")], t(11)).is_empty());
     q.set_lane_paused(Priority::Normal, false);
     assert_eq!(q.claim(&[agent("b")], t(12))[0].task.id, r.task_id);
+}
+
+// ----- context windows, daily tokens, the fleet cap ---------------------------------------
+
+fn budgeted(q: &mut QueueCore, title: &str, budget: u64) -> Task {
+    created(q.create(
+        NewTask {
+            title: title.into(),
+            context_budget_tokens: Some(budget),
+            ..Default::default()
+        },
+        t(0),
+    ))
+}
+
+#[test]
+fn a_budgeted_task_goes_only_to_an_agent_whose_window_holds_it() {
+    let mut q = core();
+    let big = budgeted(&mut q, "big", 100_000);
+    let small = created(q.create(spec("small"), t(1)));
+    // The small agent (and one that reports no window) pass the big task
+    // over, and it does not block the one behind it.
+    let got = q.claim(
+        &[
+            IdleAgent::new("small", &[], 0).with_window(32_000),
+            IdleAgent::new("unsaid", &[], 5),
+        ],
+        t(2),
+    );
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].task.id.as_str(), got[0].agent_id.as_str()),
+        (small.id.as_str(), "small")
+    );
+    assert!(q
+        .claim(&[IdleAgent::new("unsaid", &[], 5)], t(3))
+        .is_empty());
+    assert_eq!(q.get(&big.id).unwrap().status, TaskStatus::Queued);
+    // A window exactly the budget is enough.
+    let got = q.claim(&[IdleAgent::new("big", &[], 9).with_window(100_000)], t(4));
+    assert_eq!(got[0].task.id, big.id);
+}
+
+#[test]
+fn an_agent_that_spent_its_days_tokens_gets_nothing_until_the_next_utc_day() {
+    let mut q = QueueCore::new(QueueSettings {
+        agent_daily_tokens: 1_000,
+        ..QueueSettings::default()
+    });
+    let first = created(q.create(spec("first"), t(0)));
+    let a = q.claim(&[agent("a")], t(1));
+    let r = AttemptRef::new(first.id, a[0].task.generation);
+    let result: TaskResult =
+        serde_json::from_str(r#"{"tokens_used": 1000, "cost_usd": 0.5}"#).unwrap();
+    assert_eq!(q.complete(&r, "a", result, t(2)), Verdict::Applied);
+    let view = q.usage_state().view(t(3));
+    assert_eq!(view.agents["a"].tokens, 1_000);
+    assert_eq!(view.agents["a"].cost_usd, 0.5);
+    let second = created(q.create(spec("second"), t(3)));
+    assert!(q.claim(&[agent("a")], t(4)).is_empty(), "a is over");
+    assert_eq!(q.facts(&second.id, t(4)).spent_today["a"], 1_000);
+    let got = q.claim(&[agent("a"), agent("b")], t(5));
+    assert_eq!(got[0].agent_id, "b", "another agent takes the work");
+    // The next UTC day, a works again.
+    let third = created(q.create(spec("third"), t(6)));
+    let tomorrow = Timestamp((t(0).0 / 86_400_000 + 1) * 86_400_000);
+    let got = q.claim(&[agent("a")], tomorrow);
+    assert_eq!(got[0].task.id, third.id);
+}
+
+#[test]
+fn the_fleet_cap_bounds_the_tasks_out_at_once() {
+    let mut q = QueueCore::new(QueueSettings {
+        max_concurrent: 2,
+        ..QueueSettings::default()
+    });
+    let ids: Vec<String> = (0..5)
+        .map(|i| created(q.create(spec(&format!("t{i}")), t(i))).id)
+        .collect();
+    let agents: Vec<IdleAgent> = (0..4)
+        .map(|i| IdleAgent::new(&format!("a{i}"), &[], i))
+        .collect();
+    let got = q.claim(&agents, t(10));
+    assert_eq!(got.len(), 2);
+    assert_eq!(q.out_count(), 2);
+    assert!(
+        q.claim(&agents[2..], t(11)).is_empty(),
+        "the cap is reached"
+    );
+    let facts = q.facts(&ids[4], t(11));
+    assert_eq!(facts.fleet_cap, Some((2, 2)));
+    // Working still counts; completing frees a place.
+    let r = AttemptRef::new(got[0].task.id.clone(), got[0].task.generation);
+    assert_eq!(q.accept(&r, &got[0].agent_id, t(12)), Verdict::Applied);
+    assert!(q.claim(&agents[2..], t(13)).is_empty());
+    assert_eq!(
+        q.complete(&r, &got[0].agent_id, TaskResult::default(), t(14)),
+        Verdict::Applied
+    );
+    assert_eq!(q.claim(&agents[2..], t(15)).len(), 1);
+    assert_eq!(q.out_count(), 2);
 }
