@@ -11,7 +11,6 @@ use agentcom_tests::hub::Hub;
 use agentcom_tests::procs::free_port;
 use agentcom_tests::project::{submit_repo_task, wait_change_status, wait_repo, Project};
 use agentcom_tests::raw::RawSidecar;
-use agentcom_tests::sidecar::Sidecar;
 use agentcom_tests::wait_until;
 use agentcom_tests::webhook::Receiver;
 use rcgen::{
@@ -308,14 +307,7 @@ fn pipeline_alerts_reach_the_webhook_once_each_in_order() {
         config(&receiver.url(), 120)
     );
     let hub = Hub::start_with_config(p.root(), &toml, &refs);
-    let _ann = Sidecar::start(
-        p.root(),
-        &hub,
-        "ann",
-        &[],
-        &p.runner(),
-        &p.git_section("ann"),
-    );
+    let _ann = p.agent(&hub, "ann", &[]);
     let first = p.main();
     wait_repo(&hub, "app", T, "green", |r| {
         r["health"] == "green" && r["main_sha"] == first

@@ -20,14 +20,7 @@ fn a_completed_repository_task_is_merged_after_its_check_passes() {
     let root = tempfile::tempdir().unwrap();
     let p = Project::new(root.path());
     let hub = project::start_pipeline_hub(&p, 1, "auto_merge = true", &[]);
-    let _s = Sidecar::start(
-        p.root(),
-        &hub,
-        "ann",
-        &[],
-        &p.runner(),
-        &p.git_section("ann"),
-    );
+    let _s = p.agent(&hub, "ann", &[]);
     p.step("line three", &Project::set_line(3, "three, by ann"));
     let id = hub.submit(json!({"title": "line three", "repo": "app"}))["id"]
         .as_str()
@@ -49,10 +42,7 @@ fn a_completed_repository_task_is_merged_after_its_check_passes() {
 /// Start a sidecar for each agent, each with its own clone, and wait until
 /// all are idle.
 fn start_fleet(p: &Project, hub: &Hub, agents: &[&str]) -> Vec<Sidecar> {
-    let fleet = agents
-        .iter()
-        .map(|a| Sidecar::start(p.root(), hub, a, &[], &p.runner(), &p.git_section(a)))
-        .collect();
+    let fleet = agents.iter().map(|a| p.agent(hub, a, &[])).collect();
     for a in agents {
         hub.wait_agent(a, "idle", T);
     }

@@ -13,7 +13,6 @@ use agentcom_tests::project::{
     alerts, change, changes_of, repo, start_pipeline_hub, submit_repo_task, wait_change_status,
     wait_repo, Project,
 };
-use agentcom_tests::sidecar::Sidecar;
 use agentcom_tests::wait_until;
 use serde_json::{json, Value};
 
@@ -68,14 +67,7 @@ fn a_red_main_pauses_merges_and_tasks_until_it_is_green_again() {
     let root = tempfile::tempdir().unwrap();
     let p = Project::new(root.path());
     let hub = start_pipeline_hub(&p, 1, "auto_merge = true\ndeny_paths = [\"held/**\"]", &[]);
-    let _ann = Sidecar::start(
-        p.root(),
-        &hub,
-        "ann",
-        &[],
-        &p.runner(),
-        &p.git_section("ann"),
-    );
+    let _ann = p.agent(&hub, "ann", &[]);
     let first = p.main();
     wait_green(&hub, &first);
 
@@ -201,14 +193,7 @@ fn a_hub_killed_while_the_merge_is_checked_merges_it_once_after_a_restart() {
     let root = tempfile::tempdir().unwrap();
     let p = Project::new(root.path());
     let mut hub = start_pipeline_hub(&p, 1, "auto_merge = true", &[]);
-    let _ann = Sidecar::start(
-        p.root(),
-        &hub,
-        "ann",
-        &[],
-        &p.runner(),
-        &p.git_section("ann"),
-    );
+    let _ann = p.agent(&hub, "ann", &[]);
     let first = p.main();
     wait_green(&hub, &first);
 
@@ -269,14 +254,7 @@ fn a_hub_killed_after_its_push_recognises_the_merge_after_a_restart() {
     let root = tempfile::tempdir().unwrap();
     let p = Project::new(root.path());
     let mut hub = start_pipeline_hub(&p, 1, "auto_merge = false", &[]);
-    let _ann = Sidecar::start(
-        p.root(),
-        &hub,
-        "ann",
-        &[],
-        &p.runner(),
-        &p.git_section("ann"),
-    );
+    let _ann = p.agent(&hub, "ann", &[]);
     let first = p.main();
     wait_green(&hub, &first);
     p.step("line five", &Project::set_line(5, "five, pushed once"));
@@ -340,14 +318,7 @@ fn a_merge_whose_main_moved_is_redone_onto_the_new_main() {
     let root = tempfile::tempdir().unwrap();
     let p = Project::new(root.path());
     let hub = start_pipeline_hub(&p, 1, "auto_merge = true", &[]);
-    let _ann = Sidecar::start(
-        p.root(),
-        &hub,
-        "ann",
-        &[],
-        &p.runner(),
-        &p.git_section("ann"),
-    );
+    let _ann = p.agent(&hub, "ann", &[]);
     let first = p.main();
     wait_green(&hub, &first);
 
@@ -403,14 +374,7 @@ fn a_red_main_stays_red_across_a_restart() {
     let root = tempfile::tempdir().unwrap();
     let p = Project::new(root.path());
     let mut hub = start_pipeline_hub(&p, 1, "auto_merge = true", &[]);
-    let _ann = Sidecar::start(
-        p.root(),
-        &hub,
-        "ann",
-        &[],
-        &p.runner(),
-        &p.git_section("ann"),
-    );
+    let _ann = p.agent(&hub, "ann", &[]);
     let first = p.main();
     wait_green(&hub, &first);
     let broken = p.push_to_main("break main", &Project::set_line(7, "line 7 BROKEN"));

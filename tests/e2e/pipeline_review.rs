@@ -50,14 +50,7 @@ fn an_agent_reviews_and_its_verdict_decides() {
         &[],
     );
     // The author can review too: it must still never review its own change.
-    let _ann = Sidecar::start(
-        p.root(),
-        &hub,
-        "ann",
-        &["review"],
-        &p.runner(),
-        &p.git_section("ann"),
-    );
+    let _ann = p.agent(&hub, "ann", &["review"]);
 
     // --- approve ------------------------------------------------------------
     p.step("approve: line 2", &Project::set_line(2, "two, approved"));
@@ -236,14 +229,7 @@ fn a_person_approves_and_rejects_over_the_api() {
         "auto_merge = false",
         &[("AGENTCOM_VIEWER_TOKEN", viewer)],
     );
-    let _ann = Sidecar::start(
-        p.root(),
-        &hub,
-        "ann",
-        &[],
-        &p.runner(),
-        &p.git_section("ann"),
-    );
+    let _ann = p.agent(&hub, "ann", &[]);
     p.step("take it", &Project::set_line(2, "two, taken"));
     p.step("drop it", &Project::set_line(4, "four, dropped"));
     p.step("again", "n=$(ls ../again-* 2>/dev/null | wc -l); touch ../again-$n; sed -i \"6s/.*/six, try $n/\" lines.txt");
@@ -445,14 +431,7 @@ fn a_change_whose_merge_is_being_checked_cannot_be_rejected() {
     let root = tempfile::tempdir().unwrap();
     let p = Project::new(root.path());
     let hub = start_pipeline_hub(&p, 1, "auto_merge = true", &[]);
-    let _ann = Sidecar::start(
-        p.root(),
-        &hub,
-        "ann",
-        &[],
-        &p.runner(),
-        &p.git_section("ann"),
-    );
+    let _ann = p.agent(&hub, "ann", &[]);
     let first = p.main();
     agentcom_tests::project::wait_repo(&hub, "app", T, "green", |r| {
         r["health"] == "green" && r["main_sha"] == first.as_str()

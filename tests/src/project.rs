@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::hub::Hub;
 use crate::procs::sh;
+use crate::sidecar::Sidecar;
 use crate::wait_until;
 
 /// A bare remote with the project on `main`, and its working copies.
@@ -149,6 +150,19 @@ impl Project {
         format!(
             "[git]\nrepo = \"app\"\nrepo_dir = {:?}\nremote = \"origin\"\nmain_branch = \"main\"\n",
             dir.display().to_string()
+        )
+    }
+
+    /// A real sidecar for agent `id` (added to `hub` with `capabilities`)
+    /// working on its own clone of this project with [`Project::runner`].
+    pub fn agent(&self, hub: &Hub, id: &str, capabilities: &[&str]) -> Sidecar {
+        Sidecar::start(
+            &self.root,
+            hub,
+            id,
+            capabilities,
+            &self.runner(),
+            &self.git_section(id),
         )
     }
 

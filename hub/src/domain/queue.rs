@@ -1703,7 +1703,7 @@ mod tests;
 /// Helpers for the domain's tests.
 #[cfg(test)]
 pub(crate) mod testing {
-    use agentcom_protocol::{AttemptRef, FailClass, Timestamp};
+    use agentcom_protocol::{AttemptRef, FailClass, Priority, Task, TaskStatus, Timestamp};
 
     use super::{FailReport, QueueCore, Verdict};
     use crate::domain::retry::Retryable;
@@ -1725,5 +1725,41 @@ pub(crate) mod testing {
             log_tail: None,
         };
         q.fail(r, agent, &report, now).verdict
+    }
+
+    /// Task `id` assigned to agent `a1` at `generation` (its other fields
+    /// plain), for tests of the rules that take a task as it is.
+    pub(crate) fn task(id: &str, generation: u64) -> Task {
+        Task {
+            id: id.into(),
+            title: "x".into(),
+            description: String::new(),
+            priority: Priority::Normal,
+            needed_capabilities: vec![],
+            repo: None,
+            idempotency_key: None,
+            max_retries: 3,
+            timeout_s: 100,
+            context_budget_tokens: None,
+            metadata: None,
+            status: TaskStatus::Assigned,
+            generation,
+            attempts: 0,
+            assigned_to: Some("a1".into()),
+            created_at: Timestamp(1_800_000_000_000),
+            updated_at: Timestamp(1_800_000_000_000),
+            queued_at: None,
+            started_at: None,
+            not_before: None,
+            finished_at: None,
+            kind: Default::default(),
+            dossier: Default::default(),
+            exclude_agents: Vec::new(),
+            free_attempts: 0,
+            candidates: Vec::new(),
+            result: None,
+            last_error: None,
+            history: None,
+        }
     }
 }

@@ -10,7 +10,7 @@ use crate::actors::messages::{ApproveChange, RejectChange};
 use crate::domain::limits::MAX_REASON_BYTES;
 use crate::http::auth::{Admin, Reader};
 use crate::http::error::HttpError;
-use crate::http::tasks::number;
+use crate::http::query::{number, off_thread, one_of};
 use crate::http::{body, AppState};
 use crate::store::StoreError;
 use crate::views::ChangeReader;
@@ -28,10 +28,7 @@ async fn read<T: Send + 'static>(
         view: state.changes.clone(),
         store: state.store.clone(),
     };
-    web::block(move || f(&reader))
-        .await
-        .map_err(|e| HttpError::unavailable(e.to_string()))?
-        .map_err(|e| HttpError::unavailable(format!("the store failed: {e}")))
+    off_thread(reader, f).await
 }
 
 #[derive(Deserialize)]
@@ -46,15 +43,12 @@ pub(crate) async fn list(
     state: web::Data<AppState>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, HttpError> {
-    let status = match q.status.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(ChangeStatus::parse(s).ok_or_else(|| {
-            HttpError::invalid(format!(
-                "status: {s:?} is not one of {}",
-                ChangeStatus::ALL.map(|s| s.as_str()).join(", ")
-            ))
-        })?),
-    };
+    let status = one_of(
+        "status",
+        q.status.as_deref(),
+        ChangeStatus::parse,
+        &ChangeStatus::ALL.map(|s| s.as_str()),
+    )?;
     let repo = q.repo.clone().filter(|r| !r.is_empty());
     if let Some(r) = &repo {
         if !state.settings.repos.iter().any(|c| &c.name == r) {

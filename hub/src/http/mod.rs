@@ -24,6 +24,7 @@ pub(crate) mod dashboard;
 pub(crate) mod error;
 pub(crate) mod events;
 pub(crate) mod limits;
+pub(crate) mod query;
 pub(crate) mod session;
 pub(crate) mod status;
 pub(crate) mod tasks;

@@ -11,6 +11,7 @@ use crate::domain::queue::Created;
 use crate::domain::validate;
 use crate::http::auth::{Admin, Reader};
 use crate::http::error::HttpError;
+use crate::http::query::{number, off_thread, one_of};
 use crate::http::{body, AppState};
 use crate::store::{Fields, StoreError};
 use crate::views::TaskReader;
@@ -63,10 +64,7 @@ async fn read<T: Send + 'static>(
         view: state.tasks.clone(),
         store: state.store.clone(),
     };
-    web::block(move || f(&reader))
-        .await
-        .map_err(|e| HttpError::unavailable(e.to_string()))?
-        .map_err(|e| HttpError::unavailable(format!("the store failed: {e}")))
+    off_thread(reader, f).await
 }
 
 /// `fields=description,metadata,result`: the heavy fields a list includes.
@@ -106,28 +104,6 @@ fn shown(task: &Task, fields: Fields) -> serde_json::Value {
     v
 }
 
-pub(crate) fn number<T>(
-    name: &str,
-    value: Option<&str>,
-    default: T,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<T, HttpError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display,
-{
-    match value {
-        None | Some("") => Ok(default),
-        Some(v) => match v.parse::<T>() {
-            Ok(n) if range.contains(&n) => Ok(n),
-            _ => Err(HttpError::invalid(format!(
-                "{name}: {v:?} must be a number from {} to {}",
-                range.start(),
-                range.end()
-            ))),
-        },
-    }
-}
-
 #[derive(Deserialize)]
 pub(crate) struct ListQuery {
     status: Option<String>,
@@ -141,15 +117,12 @@ pub(crate) async fn list(
     state: web::Data<AppState>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, HttpError> {
-    let status = match q.status.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
-            HttpError::invalid(format!(
-                "status: {s:?} is not one of {}",
-                TaskStatus::ALL.map(|s| s.as_str()).join(", ")
-            ))
-        })?),
-    };
+    let status = one_of(
+        "status",
+        q.status.as_deref(),
+        TaskStatus::parse,
+        &TaskStatus::ALL.map(|s| s.as_str()),
+    )?;
     let limit = number("limit", q.limit.as_deref(), 100usize, 1..=1000)?;
     let fields = parse_fields(q.fields.as_deref())?;
     let cursor = q.cursor.clone().filter(|c| !c.is_empty());

@@ -1,43 +1,21 @@
 //! Unit tests of the change rules, driven without git, actors or a store.
 
 use super::*;
-use agentcom_protocol::{Priority, TaskStatus};
+use crate::domain::queue::testing;
+use agentcom_protocol::TaskStatus;
 
 fn t(ms: i64) -> Timestamp {
     Timestamp(1_800_000_000_000 + ms)
 }
 
+/// A task on repository `app` in review (its attempt completed with a
+/// change).
 fn task(id: &str, generation: u64) -> Task {
     Task {
-        id: id.into(),
-        title: "x".into(),
-        description: String::new(),
-        priority: Priority::Normal,
-        needed_capabilities: vec![],
         repo: Some("app".into()),
-        idempotency_key: None,
-        max_retries: 3,
-        timeout_s: 100,
-        context_budget_tokens: None,
-        metadata: None,
         status: TaskStatus::InReview,
-        generation,
         attempts: 1,
-        assigned_to: Some("a1".into()),
-        created_at: t(0),
-        updated_at: t(0),
-        queued_at: None,
-        started_at: None,
-        not_before: None,
-        finished_at: None,
-        kind: Default::default(),
-        dossier: Default::default(),
-        exclude_agents: Vec::new(),
-        free_attempts: 0,
-        candidates: Vec::new(),
-        result: None,
-        last_error: None,
-        history: None,
+        ..testing::task(id, generation)
     }
 }
 

@@ -1,23 +1,21 @@
 //! Unit tests of explain: the sentences for each thing that holds a task.
 
 use super::*;
-use agentcom_protocol::{AttemptRef, Priority};
+use crate::domain::queue::testing;
+use agentcom_protocol::AttemptRef;
 
 fn t(ms: i64) -> Timestamp {
     Timestamp(1_800_000_000_000 + ms)
 }
 
 fn task(needs: &[&str]) -> Task {
-    let mut t: Task = serde_json::from_value(serde_json::json!({
-        "id": "T1", "title": "x", "priority": "normal", "max_retries": 3, "timeout_s": 60,
-        "status": "queued", "generation": 0, "attempts": 0, "assigned_to": null,
-        "created_at": "2027-01-15T08:00:00Z", "updated_at": "2027-01-15T08:00:00Z",
-        "not_before": null, "result": null, "last_error": null
-    }))
-    .unwrap();
-    t.needed_capabilities = needs.iter().map(|s| s.to_string()).collect();
-    t.priority = Priority::Normal;
-    t
+    Task {
+        needed_capabilities: needs.iter().map(|s| s.to_string()).collect(),
+        status: TaskStatus::Queued,
+        generation: 0,
+        assigned_to: None,
+        ..testing::task("T1", 0)
+    }
 }
 
 fn agent(id: &str, caps: &[&str], state: AgentState) -> AgentInfo {

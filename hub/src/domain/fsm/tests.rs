@@ -2,7 +2,8 @@
 //! events and explicit times, no actors or sockets.
 
 use super::*;
-use agentcom_protocol::{Priority, TaskStatus};
+use crate::domain::queue::testing::task;
+use agentcom_protocol::TaskStatus;
 
 fn t(ms: i64) -> Timestamp {
     Timestamp(1_800_000_000_000 + ms)
@@ -22,40 +23,6 @@ fn settings() -> FsmSettings {
 
 fn machine() -> AgentMachine {
     AgentMachine::new("a1", vec!["rust".into()], t(0), settings(), t(0))
-}
-
-fn task(id: &str, generation: u64) -> Task {
-    Task {
-        id: id.into(),
-        title: "x".into(),
-        description: String::new(),
-        priority: Priority::Normal,
-        needed_capabilities: vec![],
-        repo: None,
-        idempotency_key: None,
-        max_retries: 3,
-        timeout_s: 100,
-        context_budget_tokens: None,
-        metadata: None,
-        status: TaskStatus::Assigned,
-        generation,
-        attempts: 0,
-        assigned_to: Some("a1".into()),
-        created_at: t(0),
-        updated_at: t(0),
-        queued_at: None,
-        started_at: None,
-        not_before: None,
-        finished_at: None,
-        kind: Default::default(),
-        dossier: Default::default(),
-        exclude_agents: Vec::new(),
-        free_attempts: 0,
-        candidates: Vec::new(),
-        result: None,
-        last_error: None,
-        history: None,
-    }
 }
 
 fn held(r: &AttemptRef, status: TaskStatus, since: i64) -> Outstanding {

@@ -57,23 +57,25 @@ impl World {
         }
     }
 
-    /// Submit a task on `app` and have `agent` take it: working.
-    fn working(&mut self, agent: &str) -> AttemptRef {
-        let id = match self
-            .q
-            .create(
-                NewTask {
-                    title: "fix it".into(),
-                    repo: Some("app".into()),
-                    ..Default::default()
-                },
-                t(0),
-            )
-            .unwrap()
-        {
+    /// Submit a task titled `title` on `app`: its id.
+    fn submit(&mut self, title: &str) -> String {
+        let created = self.q.create(
+            NewTask {
+                title: title.into(),
+                repo: Some("app".into()),
+                ..Default::default()
+            },
+            t(0),
+        );
+        match created.unwrap() {
             Created::New(t) => t.id,
             Created::Existing(id) => id,
-        };
+        }
+    }
+
+    /// Submit a task on `app` and have `agent` take it: working.
+    fn working(&mut self, agent: &str) -> AttemptRef {
+        let id = self.submit("fix it");
         self.retake(&id, agent)
     }
 
@@ -446,21 +448,7 @@ fn a_red_main_holds_its_tasks_back_until_green() {
         w.p().main_checked("app", "bad2", false, None).is_empty(),
         "one alert while red, nothing new to remember"
     );
-    let id = match w
-        .q
-        .create(
-            NewTask {
-                title: "x".into(),
-                repo: Some("app".into()),
-                ..Default::default()
-            },
-            t(0),
-        )
-        .unwrap()
-    {
-        Created::New(t) => t.id,
-        Created::Existing(id) => id,
-    };
+    let id = w.submit("x");
     let mut a = IdleAgent::new("a1", &[], 0);
     a.capabilities
         .insert(crate::domain::queue::repo_mark("app"));
