@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::change::TaskKind;
-use crate::model::{AgentInfo, Priority, Task};
+use crate::model::{AgentInfo, AgentState, Priority, Task, TaskResult, TaskStatus};
 use crate::Timestamp;
 
 /// Longest task title, in characters.
@@ -57,9 +57,12 @@ pub struct NewTask {
     /// Any JSON object the submitter wants kept with the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
-    /// `task` (default) or `review`.
+    /// `task` (default) or `review` (`verify` is the hub's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<TaskKind>,
+    /// Only this agent is given the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_agent: Option<String>,
     /// Not before then (RFC 3339): the task waits, `queued` with
     /// `not_before`, and joins its lane when the time comes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +91,48 @@ pub struct AgentCreated {
     pub capabilities: Vec<String>,
     /// The agent as `GET /api/agents/{id}` shows it.
     pub agent: AgentInfo,
+}
+
+/// Answer to `POST /api/agents/enroll` (body [`NewAgent`], the
+/// enrollment token as the bearer): the agent's token, shown only here,
+/// and the verification task the hub queued for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Enrolled {
+    /// The new agent's name.
+    pub id: String,
+    /// The agent's token for `/ws`; the hub keeps only its hash.
+    pub token: String,
+    /// The capabilities registered for the agent.
+    pub capabilities: Vec<String>,
+    /// The task (kind `verify`, for this agent only) whose completion
+    /// proves the agent's sidecar is connected and passes its self-test.
+    pub verification_task: String,
+}
+
+/// Answer to `GET /api/agents/{id}/verification` (the enrollment token,
+/// or any reader's): how the agent's verification task stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    /// The agent.
+    pub agent_id: String,
+    /// Its verification task.
+    pub task_id: String,
+    /// The task's status (`completed`: verified).
+    pub status: TaskStatus,
+    /// The agent's state on the hub.
+    pub agent_state: AgentState,
+    /// Whether its sidecar is connected.
+    pub connected: bool,
+    /// Why the agent is degraded, if it is (a failing self-test, say).
+    #[serde(default)]
+    pub degraded_reason: Option<String>,
+    /// The verification's result, once completed (the self-test's
+    /// summary).
+    #[serde(default)]
+    pub result: Option<TaskResult>,
+    /// The task's last error, if an attempt failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// Answer to `GET /api/tasks`.

@@ -18,6 +18,9 @@ pub enum TaskKind {
     /// Review another agent's change (`metadata.change_id`); its result
     /// holds `verdict` and `notes`.
     Review,
+    /// The hub's check of a newly enrolled agent (`for_agent` names it):
+    /// the sidecar answers it with its self-test, no runner runs.
+    Verify,
 }
 
 impl TaskKind {

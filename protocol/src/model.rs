@@ -410,6 +410,10 @@ pub struct Task {
     /// Agents this task is never given to (a review's author).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_agents: Vec<String>,
+    /// The only agent this task is given to (an enrolled agent's
+    /// verification task, or a submitter's choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_agent: Option<String>,
     /// Attempts that used no retry (blamed on the environment or a rate
     /// limit): the retry budget counts `attempts` minus these.
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -65,6 +65,32 @@ pub struct Activity {
     pub last_commit_at: Option<Timestamp>,
 }
 
+/// One failing check of the sidecar's self-test (`agentcom-sidecar
+/// selftest`, repeated by the daemon every `selftest_interval_s`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckFailure {
+    /// Which check: `hub`, `token`, `runner`, `git_remote`, `state_dir`,
+    /// `disk`.
+    pub check: String,
+    /// What it found and how to fix it, in words.
+    pub detail: String,
+}
+
+/// What the sidecar's last self-test found, in `hello` and heartbeats.
+/// The hub degrades an agent whose self-test fails, with the failures as
+/// the reason, until one passes again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfTestStatus {
+    /// Every check passed.
+    pub ok: bool,
+    /// The checks that failed (empty when `ok`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<CheckFailure>,
+    /// When it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+}
+
 /// Messages from a sidecar to the hub.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -100,6 +126,15 @@ pub enum SidecarMsg {
         /// agent takes only tasks without a budget.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         context_window_tokens: Option<u64>,
+        /// A random id the sidecar keeps in its state dir: the same
+        /// installation reconnecting replaces its own earlier connection,
+        /// while another sidecar saying the same agent is refused
+        /// (`error agent_in_use`) as long as this one is connected.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance_id: Option<String>,
+        /// The sidecar's last self-test, if it ran one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        selftest: Option<SelfTestStatus>,
     },
     /// Sent every `heartbeat_interval_s`: the sidecar is alive, and this is
     /// what it really does.
@@ -115,6 +150,9 @@ pub enum SidecarMsg {
         /// What the runner has been doing, when working.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         activity: Option<Activity>,
+        /// The sidecar's last self-test, if it ran one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        selftest: Option<SelfTestStatus>,
     },
     /// The sidecar took the assignment and is starting it.
     Accept {
@@ -362,6 +400,7 @@ mod tests {
             kind: Default::default(),
             dossier: Default::default(),
             exclude_agents: Vec::new(),
+            for_agent: None,
             free_attempts: 0,
             candidates: Vec::new(),
             result: None,
@@ -382,12 +421,15 @@ mod tests {
                 pending_results: vec![AttemptRef::new("u", 1)],
                 repos: vec!["app".into()],
                 context_window_tokens: Some(200_000),
+                instance_id: None,
+                selftest: None,
             },
             SidecarMsg::Heartbeat {
                 state: SidecarState::Idle,
                 task_id: None,
                 generation: None,
                 activity: None,
+                selftest: None,
             },
             SidecarMsg::Accept {
                 task_id: "t".into(),
@@ -493,6 +535,7 @@ mod tests {
                 task_id: Some("t".into()),
                 generation: Some(4),
                 activity: None,
+                selftest: None,
             }
         );
         let ack = r#"{"type":"ack","task_id":"t","generation":4,"of":"complete"}"#;

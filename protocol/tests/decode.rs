@@ -135,6 +135,7 @@ fn valid_sidecar_msg() -> impl Strategy<Value = SidecarMsg> {
                 task_id: t.as_ref().map(|(i, _)| i.clone()),
                 generation: t.map(|(_, g)| g),
                 activity: None,
+                selftest: None,
             }
         }),
         (
@@ -152,6 +153,8 @@ fn valid_sidecar_msg() -> impl Strategy<Value = SidecarMsg> {
                 pending_results: vec![],
                 repos: vec![],
                 context_window_tokens: None,
+                instance_id: None,
+                selftest: None,
             }),
     ]
 }

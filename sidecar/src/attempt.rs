@@ -1057,6 +1057,8 @@ impl AttemptMachine {
             pending_results: self.outbox.iter().filter_map(|m| m.attempt_ref()).collect(),
             repos: self.settings.repos.clone(),
             context_window_tokens: self.settings.context_window_tokens,
+            instance_id: None,
+            selftest: None,
         }
     }
 
@@ -1067,12 +1069,14 @@ impl AttemptMachine {
                 task_id: Some(c.attempt.task_id.clone()),
                 generation: Some(c.attempt.generation),
                 activity: Some(self.activity(c)),
+                selftest: None,
             },
             None => SidecarMsg::Heartbeat {
                 state: SidecarState::Idle,
                 task_id: None,
                 generation: None,
                 activity: None,
+                selftest: None,
             },
         }
     }

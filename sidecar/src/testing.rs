@@ -30,6 +30,7 @@ pub(crate) fn task(id: &str, generation: u64) -> Task {
         kind: Default::default(),
         dossier: Default::default(),
         exclude_agents: Vec::new(),
+        for_agent: None,
         free_attempts: 0,
         candidates: Vec::new(),
         result: None,

@@ -406,6 +406,7 @@ impl Handler<FromSidecar> for AgentActor {
                 task_id,
                 generation,
                 activity,
+                ..
             } => {
                 let attempt = match (state, task_id, generation) {
                     (SidecarState::Working, Some(id), Some(g)) => Some(AttemptRef::new(id, g)),

@@ -137,6 +137,7 @@ fn idle_heartbeat() -> SidecarMsg {
         task_id: None,
         generation: None,
         activity: None,
+        selftest: None,
     }
 }
 
@@ -160,6 +161,7 @@ fn working_heartbeat_with(a: &AttemptRef, activity: Activity) -> SidecarMsg {
         task_id: Some(a.task_id.clone()),
         generation: Some(a.generation),
         activity: Some(activity),
+        selftest: None,
     }
 }
 
