@@ -2,36 +2,58 @@
 # Install what the test suite needs on a fresh machine, check formatting
 # and lints (rustfmt; clippy with warnings as errors), build, and run every
 # test: unit tests, and the end-to-end tests that start the real binaries
-# (tests/e2e), including the dashboard in a real headless Chromium. Safe to
-# run again: it installs only what is missing.
+# (tests/e2e), including the dashboard in a real headless Chromium.
+#
+# It says what it installs and why, installs only what is missing (safe to
+# run again), and never touches the system's Python: the one Python package
+# the tests need goes into a private virtual environment under target/.
+# The test run prints one line per test binary and a total; the full
+# output is kept in target/test-output.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 
-need_apt=()
-command -v git >/dev/null 2>&1 || need_apt+=(git)
-command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
-[ -x "${AGENTCOM_CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
+# Debian packages, each for a reason.
+need_apt=() why=()
+want() { need_apt+=("$1"); why+=("  $1: $2"); }
+command -v git >/dev/null 2>&1 || want git "the sidecar's branches and the hub's merge queue run real git"
+command -v python3 >/dev/null 2>&1 || want python3 "the metrics test parses /metrics with Prometheus' official Python parsers"
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || want python3-venv "a private environment for that parser (the system's Python is left alone)"
+[ -x "${AGENTCOM_CHROMIUM:-/usr/bin/chromium}" ] || want chromium "the dashboard tests drive a real headless browser"
+command -v systemd-analyze >/dev/null 2>&1 || want systemd "'agentcom-sidecar join' writes systemd units; the tests check them with systemd-analyze verify"
+command -v npm >/dev/null 2>&1 || want npm "pm2 (from the npm registry) restarts a joined sidecar for real in a test"
 if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "==> installing ${need_apt[*]} (Debian packages)"
+  echo "==> installing Debian packages:"
+  printf '%s\n' "${why[@]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# The official Prometheus parsers, to check /metrics in a test.
-if ! python3 -c 'import prometheus_client' 2>/dev/null; then
-  echo "==> installing the prometheus-client Python package"
-  python3 -m pip install --quiet --disable-pip-version-check prometheus-client 2>/dev/null \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages prometheus-client
+# The official Prometheus parsers, in a private virtual environment.
+VENV=target/test-venv
+if ! "$VENV/bin/python3" -c 'import prometheus_client' >/dev/null 2>&1; then
+  echo "==> installing prometheus-client (PyPI) into $VENV: the metrics test parses /metrics with it"
+  python3 -m venv "$VENV"
+  "$VENV/bin/python3" -m pip install --quiet --disable-pip-version-check prometheus-client
 fi
+export PATH="$PWD/$VENV/bin:$PATH"
+
+# pm2, the process manager 'agentcom-sidecar join --install pm2' uses, in a
+# private folder (not installed globally).
+TOOLS=target/test-tools
+if [ ! -x "$TOOLS/node_modules/.bin/pm2" ]; then
+  echo "==> installing pm2 (npm registry) into $TOOLS: a test has it restart a joined sidecar"
+  npm install --silent --no-audit --no-fund --prefix "$TOOLS" pm2@7 >/dev/null
+fi
+export PATH="$PWD/$TOOLS/node_modules/.bin:$PATH"
 
 # rustfmt and clippy, for the checks below (rustup's minimal profile lacks them).
 for pair in fmt:rustfmt clippy:clippy; do
   subcommand=${pair%%:*} component=${pair#*:}
   if ! cargo "$subcommand" --version >/dev/null 2>&1; then
-    echo "==> installing the $component component (rustup)"
+    echo "==> installing the $component component (rustup): the formatting and lint checks"
     rustup component add "$component"
   fi
 done
@@ -45,7 +67,39 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "==> cargo build (debug binaries for the end-to-end tests)"
 cargo build --workspace --bins --quiet
 
-echo "==> cargo test"
+echo "==> cargo test (one line per test binary; full output in target/test-output.log)"
 start=$(date +%s)
-AGENTCOM_SKIP_BUILD=1 cargo test --workspace --quiet -- "$@"
+log=target/test-output.log
+set +e
+AGENTCOM_SKIP_BUILD=1 cargo test --workspace --no-fail-fast -- "$@" 2>&1 | tee "$log" | awk '
+  /^     Running / {
+    path = $2; deps = $NF
+    gsub(/[()]/, "", deps); sub(/^.*\//, "", deps); sub(/-[0-9a-f]+$/, "", deps)
+    name = path; sub(/^.*\//, "", name); sub(/\.rs$/, "", name)
+    if (path ~ /^unittests/) { name = deps " (unit)" }
+    else if (path ~ /^e2e\//) { name = "e2e " name }
+    else { name = name " (integration)" }
+    next
+  }
+  /^test .* FAILED$/ { print "    FAILED: " $2; next }
+  /^failures:$/ { infail = 1 }
+  infail { print "    " $0 }
+  /^test result:/ {
+    infail = 0
+    passed = $4; failed = $6; ignored = $8
+    t = $NF
+    total += passed; bad += failed
+    printf "  %-34s %4d passed%s%s  (%s)\n", name, passed, (failed > 0 ? ", " failed " FAILED" : ""), (ignored > 0 ? ", " ignored " ignored" : ""), t
+    name = ""
+    next
+  }
+  /^error(\[|:)/ { print }
+  END { printf "  %-34s %4d passed, %d failed\n", "total", total, bad }
+'
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ]; then
+  echo "==> tests FAILED after $(( $(date +%s) - start ))s (exit $status); the full output is in $log"
+  exit "$status"
+fi
 echo "==> all tests passed in $(( $(date +%s) - start ))s"

@@ -30,6 +30,7 @@ mod launch;
 mod recovery;
 mod report;
 mod runner;
+pub mod service;
 mod store;
 #[cfg(test)]
 mod testing;
