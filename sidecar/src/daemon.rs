@@ -27,7 +27,7 @@ use crate::launch::{self, GitLock, RunnerEvent, RunnerHandle};
 use crate::recovery;
 use crate::report::RateLimits;
 use crate::runner;
-use crate::store::StateDir;
+use crate::store::{OpenError, StateDir};
 use crate::validate;
 
 enum Event {
@@ -73,7 +73,10 @@ impl Daemon {
             validate::repo_name(repo).map_err(|e| format!("[git] repo: {e}"))?;
         }
         let tls = crate::connection::Tls::load(&cfg.hub_url, cfg.ca_file.as_deref())?;
-        let mut state = StateDir::open(&cfg.state_dir)?;
+        let mut state = StateDir::open(&cfg.state_dir).map_err(|e| match e {
+            OpenError::Unusable(e) => format!("{e}: {}", cfg.state_dir_fix()),
+            OpenError::InUse(e) => e,
+        })?;
         let settings = AttemptSettings {
             agent_id: cfg.agent_id.clone(),
             capabilities: cfg.capabilities.clone(),

@@ -57,6 +57,24 @@ impl OutboxEntry {
     }
 }
 
+/// Why [`StateDir::open`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    /// The dir, a folder in it or its lock cannot be created or opened
+    /// (what went wrong, naming the path).
+    Unusable(String),
+    /// Another sidecar runs with it (its lock is taken).
+    InUse(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Unusable(m) | OpenError::InUse(m) => f.write_str(m),
+        }
+    }
+}
+
 pub(crate) struct StateDir {
     root: PathBuf,
     next_seq: u64,
@@ -66,9 +84,9 @@ pub(crate) struct StateDir {
 
 impl StateDir {
     /// Open (creating) the state dir and take its lock.
-    pub(crate) fn open(root: &Path) -> Result<StateDir, String> {
+    pub(crate) fn open(root: &Path) -> Result<StateDir, OpenError> {
         for d in [root.to_path_buf(), root.join("outbox"), root.join("tasks")] {
-            private_dir(&d)?;
+            private_dir(&d).map_err(OpenError::Unusable)?;
         }
         let lock_path = root.join("sidecar.lock");
         let lock = OpenOptions::new()
@@ -77,12 +95,14 @@ impl StateDir {
             .write(true)
             .mode(0o600)
             .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+            .map_err(|e| {
+                OpenError::Unusable(format!("cannot open {}: {e}", lock_path.display()))
+            })?;
         let lock = Flock::lock(lock, FlockArg::LockExclusiveNonblock).map_err(|_| {
-            format!(
+            OpenError::InUse(format!(
                 "another sidecar is running with state_dir {}",
                 root.display()
-            )
+            ))
         })?;
         let mut s = StateDir {
             root: root.to_path_buf(),
@@ -507,10 +527,10 @@ mod tests {
     fn one_daemon_per_state_dir() {
         let dir = tmp("lock");
         let _a = StateDir::open(&dir).unwrap();
-        assert!(StateDir::open(&dir)
-            .err()
-            .unwrap()
-            .contains("another sidecar"));
+        match StateDir::open(&dir) {
+            Err(OpenError::InUse(e)) => assert!(e.contains("another sidecar"), "{e}"),
+            other => panic!("{:?}", other.err()),
+        }
         drop(_a);
         fs::remove_dir_all(dir).ok();
     }
