@@ -356,7 +356,7 @@ impl AttemptMachine {
             fx.push(Effect::Send(accept(&c.attempt)));
         }
         for msg in &self.outbox {
-            tracing::info!(task = ?msg.attempt_ref(), kind = msg.kind(), "resending an unacknowledged report");
+            tracing::info!(task = %report_task(msg), kind = msg.kind(), "resending an unacknowledged report");
             fx.push(Effect::Send(msg.clone()));
         }
         fx.push(Effect::Send(self.heartbeat()));
@@ -527,12 +527,12 @@ impl AttemptMachine {
         result: Option<Value>,
     ) -> Vec<Effect> {
         if !self.holds(attempt) {
-            tracing::info!(task = %attempt, ?outcome, "runner of an attempt already reported ended");
+            tracing::info!(task = %attempt, %outcome, "runner of an attempt already reported ended");
             return vec![];
         }
         self.runner = RunnerState::NotRunning;
         if self.pushing.is_some() {
-            tracing::info!(task = %attempt, ?outcome, "the runner ended while the branch is pushed");
+            tracing::info!(task = %attempt, %outcome, "the runner ended while the branch is pushed");
             return vec![];
         }
         let limits = self.settings.rate_limits;
@@ -559,7 +559,11 @@ impl AttemptMachine {
         outcome: Result<Pushed, PushFailed>,
     ) -> Vec<Effect> {
         let Some(p) = self.pushing.take_if(|p| &p.attempt == attempt) else {
-            tracing::info!(task = %attempt, ?outcome, "the push of an attempt already reported ended; ignored");
+            let outcome = match &outcome {
+                Ok(p) => format!("pushed {} ({} commits)", p.head, p.commits),
+                Err(e) => format!("failed: {e}"),
+            };
+            tracing::info!(task = %attempt, %outcome, "the push of an attempt already reported ended; ignored");
             return vec![];
         };
         let msg = match outcome {
@@ -807,7 +811,7 @@ impl AttemptMachine {
     /// in time (retryable). Then call [`AttemptMachine::heartbeat_due`].
     pub(crate) fn tick(&mut self, now: Timestamp) -> Vec<Effect> {
         if let Some(msg) = self.unsaved.clone() {
-            tracing::info!(task = ?msg.attempt_ref(), "trying again to save the report");
+            tracing::info!(task = %report_task(&msg), "trying again to save the report");
             return self.finish(msg);
         }
         let (Some(deadline), Some(c)) = (self.wake_deadline(), &self.current) else {
@@ -898,7 +902,7 @@ impl AttemptMachine {
         };
         if let Err(e) = result {
             tracing::error!(
-                task = ?msg.attempt_ref(),
+                task = %report_task(&msg),
                 error = %e,
                 "cannot save the report to the outbox; it is not sent, the attempt stays held, and saving is tried again at the next heartbeat"
             );
@@ -909,7 +913,7 @@ impl AttemptMachine {
         self.current = None;
         self.seen = None;
         self.runner = RunnerState::NotRunning;
-        tracing::info!(task = %msg.attempt_ref().map_or("?".to_string(), |a| a.to_string()), kind = msg.kind(), "attempt finished");
+        tracing::info!(task = %report_task(&msg), kind = msg.kind(), "attempt finished");
         let mut fx = vec![Effect::ClearCurrent];
         if self.link != Link::Down {
             fx.push(Effect::Send(msg));
@@ -949,7 +953,7 @@ impl AttemptMachine {
         let msg = match self.unsaved.take() {
             Some(first) => {
                 if first != msg {
-                    tracing::info!(task = %first.attempt_ref().map_or("?".to_string(), |a| a.to_string()), "the attempt already ended; its first report stands");
+                    tracing::info!(task = %report_task(&first), "the attempt already ended; its first report stands");
                 }
                 first
             }
@@ -1038,7 +1042,20 @@ impl AttemptMachine {
     }
 
     fn unexpected(&self, what: &str, awaiting: Option<Awaiting>) -> Vec<Effect> {
-        tracing::error!(?awaiting, "{what} without the effect it answers; ignored");
+        let awaiting = match awaiting {
+            None => "nothing".to_string(),
+            Some(Awaiting::AssignmentSaved(c)) => format!("the save of assignment {}", c.attempt),
+            Some(Awaiting::PgidSaved { attempt, .. }) => {
+                format!("the save of {attempt}'s runner group")
+            }
+            Some(Awaiting::ReportPushed(msg)) => {
+                format!("the save of {}'s {}", report_task(&msg), msg.kind())
+            }
+            Some(Awaiting::ReportRemoved { attempt, kind }) => {
+                format!("the removal of {attempt}'s {kind}")
+            }
+        };
+        tracing::error!(%awaiting, "{what} without the effect it answers; ignored");
         vec![]
     }
 
@@ -1087,6 +1104,12 @@ fn accept(attempt: &AttemptRef) -> SidecarMsg {
         task_id: attempt.task_id.clone(),
         generation: attempt.generation,
     }
+}
+
+/// The attempt a report is about, for the log (`task#generation`).
+fn report_task(msg: &SidecarMsg) -> String {
+    msg.attempt_ref()
+        .map_or_else(|| "?".to_string(), |a| a.to_string())
 }
 
 /// The task a `complete`/`fail` request names.
