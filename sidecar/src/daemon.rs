@@ -21,10 +21,11 @@ use tokio::time::Instant;
 use crate::attempt::{AttemptMachine, AttemptSettings, Effect};
 use crate::backoff::Backoff;
 use crate::config::SidecarConfig;
-use crate::connection::{Connection, RawFrame, Received};
+use crate::connection::{Connection, OpenFailed, RawFrame, Received};
 use crate::control;
 use crate::launch::{self, GitLock, RunnerEvent, RunnerHandle};
 use crate::recovery;
+use crate::refusal;
 use crate::report::RateLimits;
 use crate::runner;
 use crate::store::{OpenError, StateDir};
@@ -41,6 +42,8 @@ enum Event {
 /// Why a connection ended.
 enum ConnectionEnded {
     Lost,
+    /// The hub refused this sidecar for good (`refusal.rs`).
+    Refused,
     Stop,
 }
 
@@ -140,18 +143,37 @@ impl Daemon {
                 c = Connection::open(&self.cfg.hub_url, &self.token, &self.tls) => c,
                 _ = stop_rx.recv() => return self.shutdown(None).await,
             };
-            match conn {
-                Ok(conn) => {
-                    if let ConnectionEnded::Stop = self.serve_connection(conn, &mut stop_rx).await {
-                        return Ok(());
+            let refused = match conn {
+                Ok(conn) => match self.serve_connection(conn, &mut stop_rx).await {
+                    ConnectionEnded::Stop => return Ok(()),
+                    ConnectionEnded::Lost => false,
+                    ConnectionEnded::Refused => true,
+                },
+                Err(OpenFailed::Status(status)) => {
+                    let r = refusal::upgrade_refused(status, &self.cfg.hub_url, &self.cfg.agent_id);
+                    if r.permanent {
+                        tracing::error!(error = %r.message, "cannot connect to the hub");
+                    } else {
+                        tracing::warn!(error = %r.message, "cannot connect to the hub");
                     }
+                    r.permanent
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot connect to the hub"),
-            }
-            let delay = self.backoff.next_delay(rand::random::<f64>());
+                Err(OpenFailed::Other(e)) => {
+                    tracing::warn!(error = %e, "cannot connect to the hub");
+                    false
+                }
+            };
+            // A permanent refusal waits about the longest delay at once.
+            let draw = rand::random::<f64>();
+            let delay = if refused {
+                self.backoff.refused_delay(draw)
+            } else {
+                self.backoff.next_delay(draw)
+            };
             tracing::info!(
                 delay_ms = delay.as_millis() as u64,
                 failures = self.backoff.failures(),
+                refused,
                 "reconnecting after a pause"
             );
             let until = Instant::now() + delay;
@@ -180,6 +202,7 @@ impl Daemon {
     ) -> ConnectionEnded {
         tracing::info!("connected to the hub; saying hello");
         let mut welcomed_at: Option<Instant> = None;
+        let mut refused = false;
         let fx = self.machine.connected();
         self.carry_out(fx, Some(&mut conn)).await;
         let mut tick =
@@ -218,6 +241,18 @@ impl Daemon {
                         let fx = self.machine.welcomed();
                         self.carry_out(fx, Some(&mut conn)).await;
                     }
+                    Received::Msg(HubMsg::Error { code, message }) => {
+                        let message = validate::shown(&message, 300);
+                        let refusal = refusal::hub_error(&code, &message, &self.cfg.agent_id);
+                        let code = validate::shown(&code, 64);
+                        match refusal {
+                            Some(r) if r.permanent => {
+                                tracing::error!(%code, error = %r.message, "the hub refused this sidecar");
+                                refused = true;
+                            }
+                            _ => tracing::warn!(%code, %message, "the hub reported an error"),
+                        }
+                    }
                     Received::Msg(msg) => self.on_hub(msg, &mut conn).await,
                     Received::Nothing => {}
                     Received::Ended => break ConnectionEnded::Lost,
@@ -250,7 +285,10 @@ impl Daemon {
         self.machine.disconnected();
         self.backoff
             .connection_ended(welcomed_at.map(|at| at.elapsed()));
-        ended
+        match ended {
+            ConnectionEnded::Lost if refused => ConnectionEnded::Refused,
+            other => other,
+        }
     }
 
     async fn on_hub(&mut self, msg: HubMsg, conn: &mut Connection) {
@@ -277,11 +315,8 @@ impl Daemon {
                 generation,
                 of,
             } => self.machine.ack(AttemptRef::new(task_id, generation), of),
-            HubMsg::Error { code, message } => {
-                let (code, message) = (validate::shown(&code, 64), validate::shown(&message, 300));
-                tracing::warn!(%code, %message, "the hub reported an error");
-                vec![]
-            }
+            // Handled by the connection's loop (some end it).
+            HubMsg::Error { .. } => vec![],
         };
         self.carry_out(fx, Some(conn)).await;
     }

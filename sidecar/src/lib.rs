@@ -8,6 +8,7 @@
 //!
 //! - `attempt`: the attempt's rules as a pure state machine.
 //! - `connection`: the WebSocket to the hub. `backoff`: reconnect delays.
+//!   `refusal`: what the hub's refusals mean, and which are permanent.
 //! - `launch`: preparing and starting the runner, and pushing its branch,
 //!   off the loop;
 //!   `runner`: running the agent's command in its own process group.
@@ -28,6 +29,7 @@ mod frame_limit;
 pub mod git;
 mod launch;
 mod recovery;
+mod refusal;
 mod report;
 mod runner;
 mod store;
