@@ -101,6 +101,8 @@ pub(crate) struct AttemptSettings {
     /// Wake mode: `runner.cancel_command` is set, so a cancel reaches the
     /// woken agent through it.
     pub(crate) cancel_command: bool,
+    /// This installation's id (kept in the state dir), said in `hello`.
+    pub(crate) instance_id: Option<String>,
 }
 
 /// What the daemon should look at, at a heartbeat tick, to tell the hub
@@ -1074,7 +1076,7 @@ impl AttemptMachine {
             pending_results: self.outbox.iter().filter_map(|m| m.attempt_ref()).collect(),
             repos: self.settings.repos.clone(),
             context_window_tokens: self.settings.context_window_tokens,
-            instance_id: None,
+            instance_id: self.settings.instance_id.clone(),
             selftest: None,
         }
     }

@@ -80,6 +80,9 @@ impl Daemon {
             OpenError::Unusable(e) => format!("{e}: {}", cfg.state_dir_fix()),
             OpenError::InUse(e) => e,
         })?;
+        let instance_id = state
+            .instance_id()
+            .map_err(|e| format!("{e}: {}", cfg.state_dir_fix()))?;
         let settings = AttemptSettings {
             agent_id: cfg.agent_id.clone(),
             capabilities: cfg.capabilities.clone(),
@@ -93,6 +96,7 @@ impl Daemon {
                 default_s: cfg.runner.rate_limit_default_s,
             },
             cancel_command: !cfg.runner.cancel_command.is_empty(),
+            instance_id: Some(instance_id),
         };
         let machine = recovery::recover(&mut state, settings)?;
         let (runner_tx, runner_rx) = mpsc::unbounded_channel();

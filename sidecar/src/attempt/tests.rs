@@ -23,6 +23,7 @@ fn settings(mode: Mode) -> AttemptSettings {
             default_s: 60,
         },
         cancel_command: false,
+        instance_id: Some("0123456789abcdef0123456789abcdef".into()),
     }
 }
 
@@ -1202,6 +1203,21 @@ fn hello_tells_the_context_window() {
             ..
         }] => assert_eq!(*context_window_tokens, Some(128_000)),
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_hello_says_the_instance_id() {
+    let mut m = idle(Mode::Exec);
+    for _ in 0..2 {
+        match sent(&m.connected()).as_slice() {
+            [SidecarMsg::Hello { instance_id, .. }] => assert_eq!(
+                instance_id.as_deref(),
+                Some("0123456789abcdef0123456789abcdef")
+            ),
+            other => panic!("{other:?}"),
+        }
+        m.disconnected();
     }
 }
 
