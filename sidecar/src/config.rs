@@ -267,6 +267,32 @@ pub(crate) fn ws_address(url: &str) -> Option<String> {
         .then(|| format!("{scheme}://{authority}/ws"))
 }
 
+/// The `host[:port]` a ws:// or wss:// `url` connects to, with the
+/// scheme's port (80, 443) when it names none. None if it is not such a
+/// URL.
+pub(crate) fn host_port(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let port = match scheme {
+        "ws" => 80,
+        "wss" => 443,
+        _ => return None,
+    };
+    let authority = authority(rest);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.is_empty() {
+        return None;
+    }
+    // A port follows the last ':' that is not inside an IPv6 literal.
+    let has_port = host
+        .rsplit_once(':')
+        .is_some_and(|(before, _)| !before.starts_with('[') || before.ends_with(']'));
+    Some(if has_port {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
 /// The authority part of what follows `scheme://`.
 fn authority(rest: &str) -> &str {
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -453,7 +479,15 @@ main_branch = "main"
 
     #[test]
     fn host_and_port_of_a_hub_url() {
-        // HOST_PORT_TESTS
+        assert_eq!(
+            host_port("ws://127.0.0.1:4000/ws").as_deref(),
+            Some("127.0.0.1:4000")
+        );
+        assert_eq!(host_port("ws://hub/ws").as_deref(), Some("hub:80"));
+        assert_eq!(host_port("wss://hub/ws").as_deref(), Some("hub:443"));
+        assert_eq!(host_port("wss://[::1]/ws").as_deref(), Some("[::1]:443"));
+        assert_eq!(host_port("ws://[::1]:9/ws").as_deref(), Some("[::1]:9"));
+        assert_eq!(host_port("http://hub/ws"), None);
         assert_eq!(ws_address("ws://h:1").as_deref(), Some("ws://h:1/ws"));
         assert_eq!(ws_address("http://h:1"), None);
     }

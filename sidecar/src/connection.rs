@@ -218,6 +218,27 @@ impl Connection {
             .await;
     }
 
+    /// End a connection that was only a test (`selftest`): a normal
+    /// Close, then the hub's answering Close (or `within` at most).
+    pub(crate) async fn close_politely(mut self, within: Duration) {
+        if self
+            .framed
+            .send(Message::Close(Some(CloseCode::Normal.into())))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = tokio::time::timeout(within, async {
+            while let Some(Ok(frame)) = self.framed.next().await {
+                if matches!(frame, Frame::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
     async fn write(&mut self, msg: Message) -> Result<(), ()> {
         if self.broken {
             return Err(());

@@ -154,7 +154,12 @@ impl Daemon {
                     ConnectionEnded::Refused => true,
                 },
                 Err(OpenFailed::Status(status)) => {
-                    let r = refusal::upgrade_refused(status, &self.cfg.hub_url, &self.cfg.agent_id);
+                    let r = refusal::upgrade_refused(
+                        status,
+                        &self.cfg.hub_url,
+                        &self.cfg.agent_id,
+                        &self.cfg.path,
+                    );
                     if r.permanent {
                         tracing::error!(error = %r.message, "cannot connect to the hub");
                     } else {

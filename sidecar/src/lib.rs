@@ -2,9 +2,10 @@
 //!
 //! Public, for the `agentcom-sidecar` binary: [`daemon`] (the event loop),
 //! [`config`] (`sidecar.toml`), [`control`] (the local socket a woken agent
-//! reports through) and [`git`] (branch from freshly fetched main, the
-//! pre-push hook, the leased push of a task branch; status). Inside the
-//! crate:
+//! reports through), [`git`] (branch from freshly fetched main, the
+//! pre-push hook, the leased push of a task branch; status), and the
+//! self-test: [`selftest`] (its rules and wording) and [`probe`] (looking
+//! at the machine). Inside the crate:
 //!
 //! - `attempt`: the attempt's rules as a pure state machine.
 //! - `connection`: the WebSocket to the hub. `backoff`: reconnect delays.
@@ -28,10 +29,12 @@ pub mod daemon;
 mod frame_limit;
 pub mod git;
 mod launch;
+pub mod probe;
 mod recovery;
 mod refusal;
 mod report;
 mod runner;
+pub mod selftest;
 mod store;
 #[cfg(test)]
 mod testing;

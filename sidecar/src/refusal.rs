@@ -11,6 +11,8 @@
 //! `selftest` shows the same words for its `token` check. Pure: it never
 //! touches a socket, sleeps, reads the clock or decides when to reconnect.
 
+use std::path::Path;
+
 use crate::config::ws_address;
 
 /// A refusal by the hub, in words.
@@ -24,8 +26,14 @@ pub(crate) struct Refusal {
 }
 
 /// The hub at `hub_url` answered the WebSocket upgrade of agent
-/// `agent_id` with `status`.
-pub(crate) fn upgrade_refused(status: u16, hub_url: &str, agent_id: &str) -> Refusal {
+/// `agent_id` (configured in the file `config`) with `status`.
+pub(crate) fn upgrade_refused(
+    status: u16,
+    hub_url: &str,
+    agent_id: &str,
+    config: &Path,
+) -> Refusal {
+    let config = config.display();
     let permanent = |message: String| Refusal {
         permanent: true,
         message,
@@ -33,7 +41,7 @@ pub(crate) fn upgrade_refused(status: u16, hub_url: &str, agent_id: &str) -> Ref
     match status {
         401 => permanent(format!(
             "the hub refused this agent's token (401): it is wrong, or agent {agent_id} was revoked; \
-             fix token or token_file in the sidecar's config, or get a new token \
+             fix token or token_file in {config}, or get a new token \
              (agentcom-hub agent add {agent_id}, or agentcom-sidecar join)"
         )),
         403 => permanent(format!(
@@ -47,7 +55,7 @@ pub(crate) fn upgrade_refused(status: u16, hub_url: &str, agent_id: &str) -> Ref
                 format!("a redirect, {status}")
             };
             let fix = match ws_address(hub_url) {
-                Some(right) if right != hub_url => format!("set hub_url to {right}"),
+                Some(right) if right != hub_url => format!("set hub_url in {config} to {right}"),
                 _ => format!(
                     "hub_url must be the hub's /ws address: is something other than the hub (a proxy?) answering at {hub_url}?"
                 ),
@@ -118,26 +126,34 @@ mod tests {
 
     #[test]
     fn a_wrong_token_is_permanent_and_names_the_fix() {
-        let r = upgrade_refused(401, URL, "loash");
+        let r = upgrade_refused(401, URL, "loash", Path::new("/etc/s.toml"));
         assert!(r.permanent);
         for said in [
             "401",
-            "token or token_file",
+            "token or token_file in /etc/s.toml",
             "agentcom-hub agent add loash",
             "agentcom-sidecar join",
             "revoked",
         ] {
             assert!(r.message.contains(said), "{said}: {}", r.message);
         }
-        let r = upgrade_refused(403, URL, "loash");
+        let r = upgrade_refused(403, URL, "loash", Path::new("/etc/s.toml"));
         assert!(r.permanent && r.message.contains("403 forbidden"), "{r:?}");
     }
 
     #[test]
     fn no_websocket_at_the_address_names_the_right_one() {
         for (status, url, said) in [
-            (404, "ws://h:4000/", "set hub_url to ws://h:4000/ws"),
-            (302, "ws://h:4000", "set hub_url to ws://h:4000/ws"),
+            (
+                404,
+                "ws://h:4000/",
+                "set hub_url in /etc/s.toml to ws://h:4000/ws",
+            ),
+            (
+                302,
+                "ws://h:4000",
+                "set hub_url in /etc/s.toml to ws://h:4000/ws",
+            ),
             (308, "wss://h/x", "a redirect, 308"),
             (
                 404,
@@ -145,7 +161,7 @@ mod tests {
                 "is something other than the hub (a proxy?) answering",
             ),
         ] {
-            let r = upgrade_refused(status, url, "a");
+            let r = upgrade_refused(status, url, "a", Path::new("/etc/s.toml"));
             assert!(r.permanent, "{status}");
             assert!(r.message.contains(said), "{status} {url}: {}", r.message);
             assert!(
@@ -159,7 +175,7 @@ mod tests {
     #[test]
     fn other_answers_are_transient() {
         for status in [500, 502, 503, 429, 400] {
-            let r = upgrade_refused(status, URL, "a");
+            let r = upgrade_refused(status, URL, "a", Path::new("/etc/s.toml"));
             assert!(!r.permanent, "{status}");
             assert!(r.message.contains(&status.to_string()), "{}", r.message);
         }
