@@ -52,6 +52,18 @@
 //!   the runner says so, `agent` for a woken agent that never reported or
 //!   a runner that died with the sidecar, `task` otherwise; with the end of
 //!   the runner's output as `log_tail`.
+//! - **A verification task runs no runner.** An assignment of kind
+//!   `verify` is persisted and accepted like any other, but no branch is
+//!   prepared and no runner starts: the machine asks for
+//!   [`Effect::RunSelfTest`], and [`AttemptMachine::selftest_done`] makes
+//!   the report: `complete` with the checks (`selftest`) and a summary, or
+//!   a retryable `environment` failure naming the failing checks and their
+//!   fixes. The same order holds: saved before `accept`, in the outbox
+//!   before it is cleared.
+//! - **Hub and heartbeats know the last self-test.** The machine keeps the
+//!   last local self-test's status ([`AttemptMachine::selftest_done`]) and
+//!   says it in `hello` and every heartbeat; when its findings change, a
+//!   heartbeat goes at once (once welcomed).
 //! - **Heartbeats say what the runner does** while an attempt is held
 //!   (`activity`): the daemon looks ([`AttemptMachine::probe`]) and feeds
 //!   what it saw back ([`AttemptMachine::output_seen`],
@@ -70,8 +82,8 @@
 //! from the missing [`AttemptMachine::runner_launched`].
 
 use agentcom_protocol::{
-    AckOf, Activity, AttemptRef, FailClass, SidecarMsg, SidecarState, Task, TaskResult, Timestamp,
-    PROTOCOL_VERSION,
+    AckOf, Activity, AttemptRef, FailClass, SelfTestStatus, SidecarMsg, SidecarState, Task,
+    TaskKind, TaskResult, Timestamp, PROTOCOL_VERSION,
 };
 use serde_json::Value;
 
@@ -80,6 +92,7 @@ use crate::control::{Reply, Request};
 use crate::git::{Prepared, PushFailed, Pushed};
 use crate::report::{self, fail_msg, failure, RateLimits, Retry};
 use crate::runner::Outcome;
+use crate::selftest::{self, Report};
 use crate::store::Current;
 use crate::validate;
 
@@ -161,6 +174,9 @@ pub(crate) enum Effect {
         branch: String,
         base: String,
     },
+    /// Run the local self-test for this verification attempt, off the
+    /// loop; its report comes later as [`AttemptMachine::selftest_done`].
+    RunSelfTest(AttemptRef),
     /// Start-up only: kill what is left of a runner group that outlived
     /// the last run.
     KillLeftover { pgid: i32, task_id: String },
@@ -233,6 +249,8 @@ pub(crate) struct AttemptMachine {
     awaiting: Option<Awaiting>,
     /// What was last seen of the held attempt's runner, for heartbeats.
     seen: Option<Seen>,
+    /// The last local self-test's findings, for `hello` and heartbeats.
+    selftest: Option<SelfTestStatus>,
 }
 
 impl AttemptMachine {
@@ -280,6 +298,7 @@ impl AttemptMachine {
             link: Link::Down,
             awaiting: None,
             seen: None,
+            selftest: None,
         };
         if let Some(c) = current {
             if let Err(e) = validate::task_id(&c.attempt.task_id) {
@@ -300,16 +319,25 @@ impl AttemptMachine {
                         task_id: c.attempt.task_id.clone(),
                     });
                 }
-                tracing::warn!(task = %c.attempt, "the runner died with the last run of the sidecar; reporting a retryable failure");
-                // The agent's session died with the sidecar.
-                let fail = failure(
-                    &c.attempt,
-                    "the runner died when the sidecar stopped unexpectedly".into(),
-                    Retry::Retryable,
-                    FailClass::Agent,
-                    None,
-                    None,
-                );
+                let fail = if c.body.kind == TaskKind::Verify {
+                    tracing::warn!(task = %c.attempt, "the last run of the sidecar stopped during a verification task's self-test; reporting a retryable failure");
+                    report::environment_failure(
+                        &c.attempt,
+                        "the sidecar stopped before the self-test of this verification task ended"
+                            .into(),
+                    )
+                } else {
+                    tracing::warn!(task = %c.attempt, "the runner died with the last run of the sidecar; reporting a retryable failure");
+                    // The agent's session died with the sidecar.
+                    failure(
+                        &c.attempt,
+                        "the runner died when the sidecar stopped unexpectedly".into(),
+                        Retry::Retryable,
+                        FailClass::Agent,
+                        None,
+                        None,
+                    )
+                };
                 m.outbox.push(fail.clone());
                 fx.push(Effect::PushOutbox(fail));
             }
@@ -324,6 +352,7 @@ impl AttemptMachine {
         if self.settings.mode != Mode::Wake
             || self.runner == RunnerState::Running
             || self.pushing.is_some()
+            || self.is_verify_task()
         {
             return None;
         }
@@ -629,6 +658,14 @@ impl AttemptMachine {
                 (Reply { ok: true, message }, vec![])
             }
             (req @ (Request::Complete { .. } | Request::Fail { .. }), Some(t))
+                if request_task(&req) == t.task_id && self.is_verify_task() =>
+            {
+                let message = format!(
+                    "{t} is a verification task: the sidecar answers it with its self-test"
+                );
+                (Reply { ok: false, message }, vec![])
+            }
+            (req @ (Request::Complete { .. } | Request::Fail { .. }), Some(t))
                 if request_task(&req) == t.task_id && self.unsaved.is_some() =>
             {
                 let message = format!("{t} already ended; its report waits to be saved");
@@ -806,6 +843,81 @@ impl AttemptMachine {
         self.seen.as_mut().expect("just set")
     }
 
+    // ----- the self-test ---------------------------------------------------------------
+
+    /// A local self-test ended at `now` (`Err`: it could not run), run for
+    /// the verification attempt `for_attempt` or on the timer. Its
+    /// findings are kept for `hello` and heartbeats; changed ones are
+    /// logged (each failure at ERROR, with its fix) and, once welcomed,
+    /// sent at once in a heartbeat. A verification attempt still held is
+    /// reported: `complete` with every check, or a retryable
+    /// `environment` failure naming the failing ones.
+    pub(crate) fn selftest_done(
+        &mut self,
+        for_attempt: Option<&AttemptRef>,
+        report: Result<Report, String>,
+        now: Timestamp,
+    ) -> Vec<Effect> {
+        let changed = match &report {
+            Ok(r) => self.keep_selftest(r.status(now)),
+            Err(e) => {
+                tracing::error!(error = %e, "the self-test could not run");
+                false
+            }
+        };
+        let verifying = for_attempt.filter(|a| self.holds(a) && self.is_verify_task());
+        if let Some(attempt) = verifying {
+            let msg = match &report {
+                Ok(r) if r.ok() => {
+                    let mut extra = serde_json::Map::new();
+                    extra.insert("selftest".into(), r.checks_json());
+                    tracing::info!(task = %attempt, checks = r.results.len(), "verification task: the self-test passed");
+                    SidecarMsg::Complete {
+                        task_id: attempt.task_id.clone(),
+                        generation: attempt.generation,
+                        result: TaskResult {
+                            summary: Some(format!("self-test passed: {} checks", r.results.len())),
+                            extra,
+                            ..Default::default()
+                        },
+                    }
+                }
+                Ok(r) => report::environment_failure(
+                    attempt,
+                    format!("self-test failed: {}", r.failures_line()),
+                ),
+                Err(e) => report::environment_failure(
+                    attempt,
+                    format!("the self-test could not run: {e}"),
+                ),
+            };
+            // The report's heartbeat carries the new findings.
+            return self.finish(msg);
+        }
+        if changed && self.link == Link::Welcomed {
+            vec![Effect::Send(self.heartbeat())]
+        } else {
+            vec![]
+        }
+    }
+
+    /// Keep `status` as the last self-test's; whether its findings differ
+    /// from the last ones (logged if so).
+    fn keep_selftest(&mut self, status: SelfTestStatus) -> bool {
+        let first = self.selftest.is_none();
+        let changed = !selftest::same_findings(self.selftest.as_ref(), &status);
+        if changed || first {
+            for f in &status.failures {
+                tracing::error!(check = %f.check, problem = %f.detail, "self-test failed");
+            }
+            if status.ok {
+                tracing::info!("self-test passed");
+            }
+        }
+        self.selftest = Some(status);
+        changed
+    }
+
     // ----- time and shutdown --------------------------------------------------------
 
     /// The heartbeat timer fired: try again to save a report that could
@@ -870,7 +982,12 @@ impl AttemptMachine {
                         self.seen = None;
                         self.runner = RunnerState::NotRunning;
                         let mut fx = self.send(accept(&c.attempt));
-                        fx.push(Effect::StartRunner(c));
+                        if c.body.kind == TaskKind::Verify {
+                            tracing::info!(task = %c.attempt, "a verification task: running the self-test, no runner");
+                            fx.push(Effect::RunSelfTest(c.attempt));
+                        } else {
+                            fx.push(Effect::StartRunner(c));
+                        }
                         fx
                     }
                     Err(e) => {
@@ -995,6 +1112,14 @@ impl AttemptMachine {
         self.current.as_ref().is_some_and(|c| c.body.repo.is_some())
     }
 
+    /// Whether the held attempt is a verification task (answered by the
+    /// self-test, no runner).
+    fn is_verify_task(&self) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|c| c.body.kind == TaskKind::Verify)
+    }
+
     /// Whether this sidecar can work on `body`'s repository, if it names
     /// one.
     fn has_repo(&self, body: &Task) -> Result<(), String> {
@@ -1077,7 +1202,7 @@ impl AttemptMachine {
             repos: self.settings.repos.clone(),
             context_window_tokens: self.settings.context_window_tokens,
             instance_id: self.settings.instance_id.clone(),
-            selftest: None,
+            selftest: self.selftest.clone(),
         }
     }
 
@@ -1088,14 +1213,14 @@ impl AttemptMachine {
                 task_id: Some(c.attempt.task_id.clone()),
                 generation: Some(c.attempt.generation),
                 activity: Some(self.activity(c)),
-                selftest: None,
+                selftest: self.selftest.clone(),
             },
             None => SidecarMsg::Heartbeat {
                 state: SidecarState::Idle,
                 task_id: None,
                 generation: None,
                 activity: None,
-                selftest: None,
+                selftest: self.selftest.clone(),
             },
         }
     }
