@@ -77,7 +77,7 @@ async fn reach(target: &str) -> Result<(), String> {
 async fn upgrade(cfg: &SidecarConfig) -> TokenSeen {
     let token = match cfg.token() {
         Ok(t) => t,
-        Err(e) => return TokenSeen::NoAnswer(e),
+        Err(e) => return TokenSeen::NoToken(e),
     };
     let tls = match Tls::load(&cfg.hub_url, cfg.ca_file.as_deref()) {
         Ok(t) => t,

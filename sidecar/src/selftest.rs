@@ -190,6 +190,8 @@ pub(crate) enum TokenSeen {
     NoAnswer(String),
     /// Not tried: the hub cannot be reached at all.
     NotTried,
+    /// Not tried: the token cannot be read (`token_file`), in words.
+    NoToken(String),
 }
 
 /// `token`: the upgrade with the agent's token.
@@ -210,6 +212,13 @@ pub(crate) fn token(cfg: &SidecarConfig, seen: TokenSeen) -> CheckResult {
         TokenSeen::NotTried => failed(
             Check::Token,
             "not checked: the hub cannot be reached (see hub)".into(),
+        ),
+        TokenSeen::NoToken(e) => failed(
+            Check::Token,
+            format!(
+                "{e}: make token_file readable by this user, or set token in {}",
+                cfg.path.display()
+            ),
         ),
     }
 }
@@ -636,6 +645,18 @@ mod tests {
         );
         let r = token(&c, TokenSeen::NotTried);
         assert!(!r.ok && r.detail.contains("see hub"));
+        let r = token(
+            &c,
+            TokenSeen::NoToken("cannot read token_file /t: denied".into()),
+        );
+        assert!(!r.ok, "{}", r.detail);
+        assert_eq!(
+            r.detail,
+            format!(
+                "cannot read token_file /t: denied: make token_file readable by this user, or set token in {}",
+                c.path.display()
+            )
+        );
         let r = token(&c, TokenSeen::Refused(404));
         assert!(
             r.detail.contains("no WebSocket at ws://127.0.0.1:4000/ws"),
