@@ -52,6 +52,18 @@
 //!   the runner says so, `agent` for a woken agent that never reported or
 //!   a runner that died with the sidecar, `task` otherwise; with the end of
 //!   the runner's output as `log_tail`.
+//! - **A verification task runs no runner.** An assignment of kind
+//!   `verify` is persisted and accepted like any other, but no branch is
+//!   prepared and no runner starts: the machine asks for
+//!   [`Effect::RunSelfTest`], and [`AttemptMachine::selftest_done`] makes
+//!   the report: `complete` with the checks (`selftest`) and a summary, or
+//!   a retryable `environment` failure naming the failing checks and their
+//!   fixes. The same order holds: saved before `accept`, in the outbox
+//!   before it is cleared.
+//! - **Hub and heartbeats know the last self-test.** The machine keeps the
+//!   last local self-test's status ([`AttemptMachine::selftest_done`]) and
+//!   says it in `hello` and every heartbeat; when its findings change, a
+//!   heartbeat goes at once (once welcomed).
 //! - **Heartbeats say what the runner does** while an attempt is held
 //!   (`activity`): the daemon looks ([`AttemptMachine::probe`]) and feeds
 //!   what it saw back ([`AttemptMachine::output_seen`],
@@ -70,8 +82,8 @@
 //! from the missing [`AttemptMachine::runner_launched`].
 
 use agentcom_protocol::{
-    AckOf, Activity, AttemptRef, FailClass, SidecarMsg, SidecarState, Task, TaskResult, Timestamp,
-    PROTOCOL_VERSION,
+    AckOf, Activity, AttemptRef, FailClass, SelfTestStatus, SidecarMsg, SidecarState, Task,
+    TaskKind, TaskResult, Timestamp, PROTOCOL_VERSION,
 };
 use serde_json::Value;
 
@@ -80,6 +92,7 @@ use crate::control::{Reply, Request};
 use crate::git::{Prepared, PushFailed, Pushed};
 use crate::report::{self, fail_msg, failure, RateLimits, Retry};
 use crate::runner::Outcome;
+use crate::selftest::{self, Report};
 use crate::store::Current;
 use crate::validate;
 
@@ -101,6 +114,8 @@ pub(crate) struct AttemptSettings {
     /// Wake mode: `runner.cancel_command` is set, so a cancel reaches the
     /// woken agent through it.
     pub(crate) cancel_command: bool,
+    /// This installation's id (kept in the state dir), said in `hello`.
+    pub(crate) instance_id: Option<String>,
 }
 
 /// What the daemon should look at, at a heartbeat tick, to tell the hub
@@ -159,6 +174,9 @@ pub(crate) enum Effect {
         branch: String,
         base: String,
     },
+    /// Run the local self-test for this verification attempt, off the
+    /// loop; its report comes later as [`AttemptMachine::selftest_done`].
+    RunSelfTest(AttemptRef),
     /// Start-up only: kill what is left of a runner group that outlived
     /// the last run.
     KillLeftover { pgid: i32, task_id: String },
@@ -231,6 +249,8 @@ pub(crate) struct AttemptMachine {
     awaiting: Option<Awaiting>,
     /// What was last seen of the held attempt's runner, for heartbeats.
     seen: Option<Seen>,
+    /// The last local self-test's findings, for `hello` and heartbeats.
+    selftest: Option<SelfTestStatus>,
 }
 
 impl AttemptMachine {
@@ -278,6 +298,7 @@ impl AttemptMachine {
             link: Link::Down,
             awaiting: None,
             seen: None,
+            selftest: None,
         };
         if let Some(c) = current {
             if let Err(e) = validate::task_id(&c.attempt.task_id) {
@@ -298,16 +319,25 @@ impl AttemptMachine {
                         task_id: c.attempt.task_id.clone(),
                     });
                 }
-                tracing::warn!(task = %c.attempt, "the runner died with the last run of the sidecar; reporting a retryable failure");
-                // The agent's session died with the sidecar.
-                let fail = failure(
-                    &c.attempt,
-                    "the runner died when the sidecar stopped unexpectedly".into(),
-                    Retry::Retryable,
-                    FailClass::Agent,
-                    None,
-                    None,
-                );
+                let fail = if c.body.kind == TaskKind::Verify {
+                    tracing::warn!(task = %c.attempt, "the last run of the sidecar stopped during a verification task's self-test; reporting a retryable failure");
+                    report::environment_failure(
+                        &c.attempt,
+                        "the sidecar stopped before the self-test of this verification task ended"
+                            .into(),
+                    )
+                } else {
+                    tracing::warn!(task = %c.attempt, "the runner died with the last run of the sidecar; reporting a retryable failure");
+                    // The agent's session died with the sidecar.
+                    failure(
+                        &c.attempt,
+                        "the runner died when the sidecar stopped unexpectedly".into(),
+                        Retry::Retryable,
+                        FailClass::Agent,
+                        None,
+                        None,
+                    )
+                };
                 m.outbox.push(fail.clone());
                 fx.push(Effect::PushOutbox(fail));
             }
@@ -322,6 +352,7 @@ impl AttemptMachine {
         if self.settings.mode != Mode::Wake
             || self.runner == RunnerState::Running
             || self.pushing.is_some()
+            || self.is_verify_task()
         {
             return None;
         }
@@ -356,7 +387,7 @@ impl AttemptMachine {
             fx.push(Effect::Send(accept(&c.attempt)));
         }
         for msg in &self.outbox {
-            tracing::info!(task = ?msg.attempt_ref(), kind = msg.kind(), "resending an unacknowledged report");
+            tracing::info!(task = %report_task(msg), kind = msg.kind(), "resending an unacknowledged report");
             fx.push(Effect::Send(msg.clone()));
         }
         fx.push(Effect::Send(self.heartbeat()));
@@ -527,12 +558,12 @@ impl AttemptMachine {
         result: Option<Value>,
     ) -> Vec<Effect> {
         if !self.holds(attempt) {
-            tracing::info!(task = %attempt, ?outcome, "runner of an attempt already reported ended");
+            tracing::info!(task = %attempt, %outcome, "runner of an attempt already reported ended");
             return vec![];
         }
         self.runner = RunnerState::NotRunning;
         if self.pushing.is_some() {
-            tracing::info!(task = %attempt, ?outcome, "the runner ended while the branch is pushed");
+            tracing::info!(task = %attempt, %outcome, "the runner ended while the branch is pushed");
             return vec![];
         }
         let limits = self.settings.rate_limits;
@@ -559,7 +590,11 @@ impl AttemptMachine {
         outcome: Result<Pushed, PushFailed>,
     ) -> Vec<Effect> {
         let Some(p) = self.pushing.take_if(|p| &p.attempt == attempt) else {
-            tracing::info!(task = %attempt, ?outcome, "the push of an attempt already reported ended; ignored");
+            let outcome = match &outcome {
+                Ok(p) => format!("pushed {} ({} commits)", p.head, p.commits),
+                Err(e) => format!("failed: {e}"),
+            };
+            tracing::info!(task = %attempt, %outcome, "the push of an attempt already reported ended; ignored");
             return vec![];
         };
         let msg = match outcome {
@@ -621,6 +656,14 @@ impl AttemptMachine {
                     None => format!("idle; {waiting} report(s) waiting for the hub"),
                 };
                 (Reply { ok: true, message }, vec![])
+            }
+            (req @ (Request::Complete { .. } | Request::Fail { .. }), Some(t))
+                if request_task(&req) == t.task_id && self.is_verify_task() =>
+            {
+                let message = format!(
+                    "{t} is a verification task: the sidecar answers it with its self-test"
+                );
+                (Reply { ok: false, message }, vec![])
             }
             (req @ (Request::Complete { .. } | Request::Fail { .. }), Some(t))
                 if request_task(&req) == t.task_id && self.unsaved.is_some() =>
@@ -800,6 +843,81 @@ impl AttemptMachine {
         self.seen.as_mut().expect("just set")
     }
 
+    // ----- the self-test ---------------------------------------------------------------
+
+    /// A local self-test ended at `now` (`Err`: it could not run), run for
+    /// the verification attempt `for_attempt` or on the timer. Its
+    /// findings are kept for `hello` and heartbeats; changed ones are
+    /// logged (each failure at ERROR, with its fix) and, once welcomed,
+    /// sent at once in a heartbeat. A verification attempt still held is
+    /// reported: `complete` with every check, or a retryable
+    /// `environment` failure naming the failing ones.
+    pub(crate) fn selftest_done(
+        &mut self,
+        for_attempt: Option<&AttemptRef>,
+        report: Result<Report, String>,
+        now: Timestamp,
+    ) -> Vec<Effect> {
+        let changed = match &report {
+            Ok(r) => self.keep_selftest(r.status(now)),
+            Err(e) => {
+                tracing::error!(error = %e, "the self-test could not run");
+                false
+            }
+        };
+        let verifying = for_attempt.filter(|a| self.holds(a) && self.is_verify_task());
+        if let Some(attempt) = verifying {
+            let msg = match &report {
+                Ok(r) if r.ok() => {
+                    let mut extra = serde_json::Map::new();
+                    extra.insert("selftest".into(), r.checks_json());
+                    tracing::info!(task = %attempt, checks = r.results.len(), "verification task: the self-test passed");
+                    SidecarMsg::Complete {
+                        task_id: attempt.task_id.clone(),
+                        generation: attempt.generation,
+                        result: TaskResult {
+                            summary: Some(format!("self-test passed: {} checks", r.results.len())),
+                            extra,
+                            ..Default::default()
+                        },
+                    }
+                }
+                Ok(r) => report::environment_failure(
+                    attempt,
+                    format!("self-test failed: {}", r.failures_line()),
+                ),
+                Err(e) => report::environment_failure(
+                    attempt,
+                    format!("the self-test could not run: {e}"),
+                ),
+            };
+            // The report's heartbeat carries the new findings.
+            return self.finish(msg);
+        }
+        if changed && self.link == Link::Welcomed {
+            vec![Effect::Send(self.heartbeat())]
+        } else {
+            vec![]
+        }
+    }
+
+    /// Keep `status` as the last self-test's; whether its findings differ
+    /// from the last ones (logged if so).
+    fn keep_selftest(&mut self, status: SelfTestStatus) -> bool {
+        let first = self.selftest.is_none();
+        let changed = !selftest::same_findings(self.selftest.as_ref(), &status);
+        if changed || first {
+            for f in &status.failures {
+                tracing::error!(check = %f.check, problem = %f.detail, "self-test failed");
+            }
+            if status.ok {
+                tracing::info!("self-test passed");
+            }
+        }
+        self.selftest = Some(status);
+        changed
+    }
+
     // ----- time and shutdown --------------------------------------------------------
 
     /// The heartbeat timer fired: try again to save a report that could
@@ -807,7 +925,7 @@ impl AttemptMachine {
     /// in time (retryable). Then call [`AttemptMachine::heartbeat_due`].
     pub(crate) fn tick(&mut self, now: Timestamp) -> Vec<Effect> {
         if let Some(msg) = self.unsaved.clone() {
-            tracing::info!(task = ?msg.attempt_ref(), "trying again to save the report");
+            tracing::info!(task = %report_task(&msg), "trying again to save the report");
             return self.finish(msg);
         }
         let (Some(deadline), Some(c)) = (self.wake_deadline(), &self.current) else {
@@ -864,7 +982,12 @@ impl AttemptMachine {
                         self.seen = None;
                         self.runner = RunnerState::NotRunning;
                         let mut fx = self.send(accept(&c.attempt));
-                        fx.push(Effect::StartRunner(c));
+                        if c.body.kind == TaskKind::Verify {
+                            tracing::info!(task = %c.attempt, "a verification task: running the self-test, no runner");
+                            fx.push(Effect::RunSelfTest(c.attempt));
+                        } else {
+                            fx.push(Effect::StartRunner(c));
+                        }
                         fx
                     }
                     Err(e) => {
@@ -898,7 +1021,7 @@ impl AttemptMachine {
         };
         if let Err(e) = result {
             tracing::error!(
-                task = ?msg.attempt_ref(),
+                task = %report_task(&msg),
                 error = %e,
                 "cannot save the report to the outbox; it is not sent, the attempt stays held, and saving is tried again at the next heartbeat"
             );
@@ -909,7 +1032,7 @@ impl AttemptMachine {
         self.current = None;
         self.seen = None;
         self.runner = RunnerState::NotRunning;
-        tracing::info!(task = %msg.attempt_ref().map_or("?".to_string(), |a| a.to_string()), kind = msg.kind(), "attempt finished");
+        tracing::info!(task = %report_task(&msg), kind = msg.kind(), "attempt finished");
         let mut fx = vec![Effect::ClearCurrent];
         if self.link != Link::Down {
             fx.push(Effect::Send(msg));
@@ -949,7 +1072,7 @@ impl AttemptMachine {
         let msg = match self.unsaved.take() {
             Some(first) => {
                 if first != msg {
-                    tracing::info!(task = %first.attempt_ref().map_or("?".to_string(), |a| a.to_string()), "the attempt already ended; its first report stands");
+                    tracing::info!(task = %report_task(&first), "the attempt already ended; its first report stands");
                 }
                 first
             }
@@ -987,6 +1110,14 @@ impl AttemptMachine {
     /// sidecar has: [`AttemptMachine::assign`] saw to that).
     fn is_repo_task(&self) -> bool {
         self.current.as_ref().is_some_and(|c| c.body.repo.is_some())
+    }
+
+    /// Whether the held attempt is a verification task (answered by the
+    /// self-test, no runner).
+    fn is_verify_task(&self) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|c| c.body.kind == TaskKind::Verify)
     }
 
     /// Whether this sidecar can work on `body`'s repository, if it names
@@ -1038,7 +1169,20 @@ impl AttemptMachine {
     }
 
     fn unexpected(&self, what: &str, awaiting: Option<Awaiting>) -> Vec<Effect> {
-        tracing::error!(?awaiting, "{what} without the effect it answers; ignored");
+        let awaiting = match awaiting {
+            None => "nothing".to_string(),
+            Some(Awaiting::AssignmentSaved(c)) => format!("the save of assignment {}", c.attempt),
+            Some(Awaiting::PgidSaved { attempt, .. }) => {
+                format!("the save of {attempt}'s runner group")
+            }
+            Some(Awaiting::ReportPushed(msg)) => {
+                format!("the save of {}'s {}", report_task(&msg), msg.kind())
+            }
+            Some(Awaiting::ReportRemoved { attempt, kind }) => {
+                format!("the removal of {attempt}'s {kind}")
+            }
+        };
+        tracing::error!(%awaiting, "{what} without the effect it answers; ignored");
         vec![]
     }
 
@@ -1057,8 +1201,8 @@ impl AttemptMachine {
             pending_results: self.outbox.iter().filter_map(|m| m.attempt_ref()).collect(),
             repos: self.settings.repos.clone(),
             context_window_tokens: self.settings.context_window_tokens,
-            instance_id: None,
-            selftest: None,
+            instance_id: self.settings.instance_id.clone(),
+            selftest: self.selftest.clone(),
         }
     }
 
@@ -1069,14 +1213,14 @@ impl AttemptMachine {
                 task_id: Some(c.attempt.task_id.clone()),
                 generation: Some(c.attempt.generation),
                 activity: Some(self.activity(c)),
-                selftest: None,
+                selftest: self.selftest.clone(),
             },
             None => SidecarMsg::Heartbeat {
                 state: SidecarState::Idle,
                 task_id: None,
                 generation: None,
                 activity: None,
-                selftest: None,
+                selftest: self.selftest.clone(),
             },
         }
     }
@@ -1087,6 +1231,12 @@ fn accept(attempt: &AttemptRef) -> SidecarMsg {
         task_id: attempt.task_id.clone(),
         generation: attempt.generation,
     }
+}
+
+/// The attempt a report is about, for the log (`task#generation`).
+fn report_task(msg: &SidecarMsg) -> String {
+    msg.attempt_ref()
+        .map_or_else(|| "?".to_string(), |a| a.to_string())
 }
 
 /// The task a `complete`/`fail` request names.

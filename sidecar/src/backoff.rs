@@ -7,6 +7,8 @@
 //! for [`PROVEN_AFTER`] after `welcome` resets the count: one the hub
 //! closes right after `welcome` (say, because of what the sidecar sends
 //! then) keeps the delay growing instead of retrying at once forever.
+//! A refusal that cannot go away by itself (a wrong token, see
+//! `refusal.rs`) waits about the cap at once: [`Backoff::refused_delay`].
 //! Pure: it never sleeps, reads the clock or draws random numbers itself;
 //! the caller supplies the draw and how long the connection lasted.
 
@@ -41,6 +43,16 @@ impl Backoff {
     /// Delay before the next attempt, given a uniform draw in [0, 1).
     pub(crate) fn next_delay(&mut self, draw: f64) -> Duration {
         let d = self.ceiling().mul_f64(draw.clamp(0.0, 1.0));
+        self.failures = self.failures.saturating_add(1);
+        d
+    }
+
+    /// Delay before the next attempt after a permanent refusal (see
+    /// `refusal.rs`): the cap, less a jitter of at most a quarter of it
+    /// (`draw` uniform in [0, 1)), so refused sidecars still spread out.
+    /// It counts as a failure like any other.
+    pub(crate) fn refused_delay(&mut self, draw: f64) -> Duration {
+        let d = self.cap.mul_f64(1.0 - 0.25 * draw.clamp(0.0, 1.0));
         self.failures = self.failures.saturating_add(1);
         d
     }
@@ -110,6 +122,17 @@ mod tests {
         b.connection_ended(Some(PROVEN_AFTER));
         assert_eq!(b.failures(), 0);
         assert_eq!(b.ceiling(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_permanent_refusal_waits_about_the_cap_at_once() {
+        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        assert_eq!(b.refused_delay(0.0), Duration::from_secs(30));
+        assert_eq!(b.refused_delay(1.0), Duration::from_millis(22_500));
+        assert_eq!(b.refused_delay(0.5), Duration::from_millis(26_250));
+        assert_eq!(b.failures(), 3);
+        // A transient failure afterwards goes on from the grown count.
+        assert_eq!(b.ceiling(), Duration::from_secs(4));
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The sidecar's settings file (`sidecar.toml`), as in the contract, with
-//! optional extras (`ca_file`, `[reconnect]`). Reading and checking only: it never
-//! acts on a setting.
+//! optional extras (`ca_file`, `[reconnect]`, `selftest_interval_s`), and
+//! the defaults that depend on the machine (`state_dir`: see
+//! [`default_state_dir`]). Reading and checking only: it never acts on a
+//! setting (it creates no directory and opens no socket).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -26,7 +29,19 @@ pub struct SidecarConfig {
     /// Unset: only tasks without a budget come.
     #[serde(default)]
     pub(crate) context_window_tokens: Option<u64>,
+    /// `state_dir` as written; unset: [`default_state_dir`].
+    #[serde(default, rename = "state_dir")]
+    state_dir_setting: Option<PathBuf>,
+    /// The state dir in use: `state_dir`, or the default (set by
+    /// [`SidecarConfig::load`]).
+    #[serde(skip)]
     pub(crate) state_dir: PathBuf,
+    /// The file these settings came from (for messages that name it).
+    #[serde(skip)]
+    pub(crate) path: PathBuf,
+    /// How often the daemon repeats its local self-test, in seconds.
+    #[serde(default = "default_selftest_interval_s")]
+    pub(crate) selftest_interval_s: u64,
     pub(crate) runner: Runner,
     #[serde(default)]
     pub git: Option<Git>,
@@ -64,6 +79,10 @@ pub(crate) struct Runner {
     /// stops; empty: only the wake command's process group is stopped.
     #[serde(default)]
     pub(crate) cancel_command: Vec<String>,
+}
+
+fn default_selftest_interval_s() -> u64 {
+    300
 }
 
 fn default_timeout() -> u64 {
@@ -129,22 +148,27 @@ impl SidecarConfig {
     pub fn load(path: &Path) -> Result<SidecarConfig, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let cfg: SidecarConfig = config::Config::builder()
+        let mut cfg: SidecarConfig = config::Config::builder()
             .add_source(config::File::from_str(&text, config::FileFormat::Toml))
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| format!("{}: {e}", path.display()))?;
         cfg.check()?;
+        cfg.path = path.to_path_buf();
+        cfg.state_dir = match &cfg.state_dir_setting {
+            Some(dir) if dir.as_os_str().is_empty() => {
+                return Err("state_dir must name a directory (or be left out)".into())
+            }
+            Some(dir) => dir.clone(),
+            None => default_state_dir(&cfg.agent_id)
+                .map_err(|e| format!("{e}: set state_dir in {}", path.display()))?,
+        };
         Ok(cfg)
     }
 
     fn check(&self) -> Result<(), String> {
-        if !(self.hub_url.starts_with("ws://") || self.hub_url.starts_with("wss://")) {
-            return Err(format!(
-                "hub_url must start with ws:// or wss://, not {:?}",
-                self.hub_url
-            ));
-        }
+        check_hub_url(&self.hub_url)?;
+        crate::validate::agent_id(&self.agent_id)?;
         if self.token.is_none() && self.token_file.is_none() {
             return Err("set token or token_file".into());
         }
@@ -171,7 +195,18 @@ impl SidecarConfig {
         }
         crate::validate::retry_after_s(self.runner.rate_limit_default_s)
             .map_err(|e| format!("runner.rate_limit_default_s: {e}"))?;
+        if self.selftest_interval_s == 0 {
+            return Err("selftest_interval_s must be at least 1".into());
+        }
         Ok(())
+    }
+
+    /// What to do when the state dir cannot be used, in words.
+    pub(crate) fn state_dir_fix(&self) -> String {
+        format!(
+            "set state_dir in {} to a directory this user can write",
+            self.path.display()
+        )
     }
 
     /// The agent token, from `token` or `token_file`.
@@ -187,6 +222,117 @@ impl SidecarConfig {
 
     pub fn control_socket(&self) -> PathBuf {
         self.state_dir.join("control.sock")
+    }
+}
+
+/// Whether `url` is a hub's WebSocket address, `ws://host[:port]/ws` or
+/// `wss://…/ws`; if not, the error says why and names the address to
+/// write instead.
+pub(crate) fn check_hub_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "hub_url must start with ws:// or wss://, not {url:?}"
+        ));
+    };
+    if scheme != "ws" && scheme != "wss" {
+        let hint = match scheme {
+            "http" => " (for a hub at http://…, use ws://…/ws)",
+            "https" => " (for a hub at https://…, use wss://…/ws)",
+            _ => "",
+        };
+        return Err(format!(
+            "hub_url must start with ws:// or wss://, not {url:?}{hint}"
+        ));
+    }
+    let authority = authority(rest);
+    if authority.is_empty() {
+        return Err(format!("hub_url {url:?} names no host"));
+    }
+    if &rest[authority.len()..] != "/ws" {
+        return Err(format!(
+            "hub_url must be the hub's WebSocket address, ending in /ws: write {:?}, not {url:?}",
+            ws_address(url).expect("a ws:// or wss:// URL with a host")
+        ));
+    }
+    Ok(())
+}
+
+/// `url` with its path (and anything after it) replaced by `/ws`: the
+/// address a hub at its scheme and host answers sidecars on. None if it is
+/// not a `ws://` or `wss://` URL with a host.
+pub(crate) fn ws_address(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = authority(rest);
+    ((scheme == "ws" || scheme == "wss") && !authority.is_empty())
+        .then(|| format!("{scheme}://{authority}/ws"))
+}
+
+/// The `host[:port]` a ws:// or wss:// `url` connects to, with the
+/// scheme's port (80, 443) when it names none. None if it is not such a
+/// URL.
+pub(crate) fn host_port(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let port = match scheme {
+        "ws" => 80,
+        "wss" => 443,
+        _ => return None,
+    };
+    let authority = authority(rest);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.is_empty() {
+        return None;
+    }
+    // A port follows the last ':' that is not inside an IPv6 literal.
+    let has_port = host
+        .rsplit_once(':')
+        .is_some_and(|(before, _)| !before.starts_with('[') || before.ends_with(']'));
+    Some(if has_port {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+/// The authority part of what follows `scheme://`.
+fn authority(rest: &str) -> &str {
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// The state dir when `state_dir` is unset: `/var/lib/agentcom/<agent_id>`
+/// for root; otherwise `$XDG_STATE_HOME/agentcom/<agent_id>`, else
+/// `$HOME/.local/state/agentcom/<agent_id>`. `agent_id` must be valid
+/// (it becomes a path's last part). Err when there is no `HOME` to put it
+/// under.
+pub fn default_state_dir(agent_id: &str) -> Result<PathBuf, String> {
+    crate::validate::agent_id(agent_id)?;
+    state_dir_for(
+        agent_id,
+        nix::unistd::geteuid().is_root(),
+        std::env::var_os("XDG_STATE_HOME"),
+        std::env::var_os("HOME"),
+    )
+}
+
+/// [`default_state_dir`] for a user who is root or not, with these
+/// `XDG_STATE_HOME` and `HOME`. A relative or empty `XDG_STATE_HOME` is
+/// ignored (the XDG rule), and so is a relative `HOME`.
+fn state_dir_for(
+    agent_id: &str,
+    root: bool,
+    xdg_state_home: Option<OsString>,
+    home: Option<OsString>,
+) -> Result<PathBuf, String> {
+    if root {
+        return Ok(Path::new("/var/lib/agentcom").join(agent_id));
+    }
+    let absolute = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(state) = absolute(xdg_state_home) {
+        return Ok(state.join("agentcom").join(agent_id));
+    }
+    match absolute(home) {
+        Some(home) => Ok(home.join(".local/state/agentcom").join(agent_id)),
+        None => Err("no default state_dir: neither XDG_STATE_HOME nor HOME is set".into()),
     }
 }
 
@@ -253,7 +399,7 @@ main_branch = "main"
 
     #[test]
     fn rate_limit_settings_are_checked() {
-        let base = "hub_url = \"ws://x\"\nagent_id = \"a\"\ntoken = \"t\"\nstate_dir = \"/tmp\"\n[runner]\nmode = \"exec\"\ncommand = [\"x\"]\n";
+        let base = "hub_url = \"ws://x/ws\"\nagent_id = \"a\"\ntoken = \"t\"\nstate_dir = \"/tmp\"\n[runner]\nmode = \"exec\"\ncommand = [\"x\"]\n";
         let p = write("rl-default", base);
         let c = SidecarConfig::load(&p).unwrap();
         assert_eq!(c.runner.rate_limit_exit_code, None);
@@ -288,10 +434,120 @@ main_branch = "main"
     fn mistakes_are_named() {
         let p = write("bad", "hub_url = \"http://x\"\nagent_id = \"a\"\ntoken = \"t\"\nstate_dir = \"/tmp\"\n[runner]\nmode = \"exec\"\ncommand = [\"x\"]\n");
         assert!(SidecarConfig::load(&p).unwrap_err().contains("ws://"));
-        let p2 = write("typo", "hub_url = \"ws://x\"\nagent_id = \"a\"\ntoken = \"t\"\nstate_dir = \"/tmp\"\ncapabilites = []\n[runner]\nmode = \"exec\"\ncommand = [\"x\"]\n");
+        let p2 = write("typo", "hub_url = \"ws://x/ws\"\nagent_id = \"a\"\ntoken = \"t\"\nstate_dir = \"/tmp\"\ncapabilites = []\n[runner]\nmode = \"exec\"\ncommand = [\"x\"]\n");
         assert!(SidecarConfig::load(&p2)
             .unwrap_err()
             .contains("capabilites"));
+        std::fs::remove_file(p).ok();
+        std::fs::remove_file(p2).ok();
+    }
+
+    const REST: &str =
+        "agent_id = \"a\"\ntoken = \"t\"\nstate_dir = \"/tmp\"\n[runner]\nmode = \"exec\"\ncommand = [\"x\"]\n";
+
+    #[test]
+    fn a_hub_url_that_is_not_the_websocket_address_is_refused_with_the_right_one() {
+        for (name, url, fix) in [
+            ("no-path", "ws://127.0.0.1:4000", "ws://127.0.0.1:4000/ws"),
+            ("slash", "ws://host:4000/", "ws://host:4000/ws"),
+            (
+                "dash",
+                "wss://hub.example.org/dashboard",
+                "wss://hub.example.org/ws",
+            ),
+            ("trailing", "ws://h:1/ws/", "ws://h:1/ws"),
+            ("query", "ws://h:1/ws?x=1", "ws://h:1/ws"),
+        ] {
+            let p = write(
+                &format!("url-{name}"),
+                &format!("hub_url = {url:?}\n{REST}"),
+            );
+            let err = SidecarConfig::load(&p).unwrap_err();
+            assert!(err.contains(&format!("write {fix:?}")), "{url}: {err}");
+            assert!(err.contains("ending in /ws"), "{url}: {err}");
+            std::fs::remove_file(p).ok();
+        }
+        let p = write("url-https", &format!("hub_url = \"https://h/ws\"\n{REST}"));
+        let err = SidecarConfig::load(&p).unwrap_err();
+        assert!(err.contains("use wss://…/ws"), "{err}");
+        assert!(check_hub_url("ws:///ws")
+            .unwrap_err()
+            .contains("names no host"));
+        assert_eq!(check_hub_url("ws://[::1]:4000/ws"), Ok(()));
+        std::fs::remove_file(p).ok();
+    }
+
+    #[test]
+    fn host_and_port_of_a_hub_url() {
+        assert_eq!(
+            host_port("ws://127.0.0.1:4000/ws").as_deref(),
+            Some("127.0.0.1:4000")
+        );
+        assert_eq!(host_port("ws://hub/ws").as_deref(), Some("hub:80"));
+        assert_eq!(host_port("wss://hub/ws").as_deref(), Some("hub:443"));
+        assert_eq!(host_port("wss://[::1]/ws").as_deref(), Some("[::1]:443"));
+        assert_eq!(host_port("ws://[::1]:9/ws").as_deref(), Some("[::1]:9"));
+        assert_eq!(host_port("http://hub/ws"), None);
+        assert_eq!(ws_address("ws://h:1").as_deref(), Some("ws://h:1/ws"));
+        assert_eq!(ws_address("http://h:1"), None);
+    }
+
+    #[test]
+    fn the_default_state_dir_is_roots_or_the_users() {
+        let os = |s: &str| Some(OsString::from(s));
+        assert_eq!(
+            state_dir_for("loash", true, os("/x"), os("/home/a")).unwrap(),
+            Path::new("/var/lib/agentcom/loash")
+        );
+        assert_eq!(
+            state_dir_for("loash", false, os("/xdg"), os("/home/a")).unwrap(),
+            Path::new("/xdg/agentcom/loash")
+        );
+        for xdg in [None, os(""), os("relative")] {
+            assert_eq!(
+                state_dir_for("loash", false, xdg, os("/home/a")).unwrap(),
+                Path::new("/home/a/.local/state/agentcom/loash")
+            );
+        }
+        assert!(state_dir_for("loash", false, None, None)
+            .unwrap_err()
+            .contains("neither XDG_STATE_HOME nor HOME"));
+        assert!(
+            default_state_dir("../x").is_err(),
+            "the agent id is a path's last part"
+        );
+    }
+
+    #[test]
+    fn state_dir_and_selftest_interval_may_be_left_out() {
+        let text = "hub_url = \"ws://x/ws\"\nagent_id = \"a1\"\ntoken = \"t\"\n[runner]\nmode = \"exec\"\ncommand = [\"x\"]\n";
+        let p = write("defaults", text);
+        let c = SidecarConfig::load(&p).unwrap();
+        assert_eq!(c.state_dir, default_state_dir("a1").unwrap());
+        assert!(
+            c.state_dir.ends_with("agentcom/a1"),
+            "{}",
+            c.state_dir.display()
+        );
+        assert_eq!(c.selftest_interval_s, 300);
+        assert_eq!(c.path, p);
+        assert!(c
+            .state_dir_fix()
+            .contains(&format!("set state_dir in {}", p.display())));
+        let p2 = write("interval", &format!("selftest_interval_s = 0\n{text}"));
+        assert!(SidecarConfig::load(&p2)
+            .unwrap_err()
+            .contains("selftest_interval_s must be at least 1"));
+        std::fs::write(
+            &p2,
+            format!("selftest_interval_s = 7\nstate_dir = \"/s\"\n{text}"),
+        )
+        .unwrap();
+        let c = SidecarConfig::load(&p2).unwrap();
+        assert_eq!(
+            (c.selftest_interval_s, c.state_dir.as_path()),
+            (7, Path::new("/s"))
+        );
         std::fs::remove_file(p).ok();
         std::fs::remove_file(p2).ok();
     }

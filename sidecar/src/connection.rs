@@ -31,6 +31,25 @@ use crate::frame_limit::FrameLimit;
 /// What [`Connection::next_frame`] yields.
 pub(crate) type RawFrame = Option<Result<Frame, WsProtocolError>>;
 
+/// Why [`Connection::open`] failed.
+#[derive(Debug)]
+pub(crate) enum OpenFailed {
+    /// The hub answered the upgrade with this status, not 101 (see
+    /// `refusal.rs` for what each means).
+    Status(u16),
+    /// No answer: the network, TLS, a timeout (in words).
+    Other(String),
+}
+
+impl std::fmt::Display for OpenFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenFailed::Status(s) => write!(f, "the hub answered {s}"),
+            OpenFailed::Other(e) => f.write_str(e),
+        }
+    }
+}
+
 /// What a frame from the hub meant.
 pub(crate) enum Received {
     /// A message for the sidecar.
@@ -72,7 +91,7 @@ impl Tls {
 
 impl Connection {
     /// Open the WebSocket at `url` with the agent's token.
-    pub(crate) async fn open(url: &str, token: &str, tls: &Tls) -> Result<Connection, String> {
+    pub(crate) async fn open(url: &str, token: &str, tls: &Tls) -> Result<Connection, OpenFailed> {
         let mut connector = awc::Connector::new();
         if let Some(config) = &tls.0 {
             connector = connector.rustls_0_23(config.clone());
@@ -88,19 +107,17 @@ impl Connection {
             .connect()
             .await
             .map_err(|e| match e {
-                WsClientError::InvalidResponseStatus(s) if s.as_u16() == 401 => {
-                    "the hub refused this agent's token (401): check token/token_file, or whether the agent was revoked".to_string()
-                }
+                WsClientError::InvalidResponseStatus(s) => OpenFailed::Status(s.as_u16()),
                 WsClientError::SendRequest(SendRequestError::Connect(ConnectError::Io(io))) => {
-                    match agentcom_tls::handshake_failure(&io) {
+                    OpenFailed::Other(match agentcom_tls::handshake_failure(&io) {
                         Some(f @ HandshakeFailure::Untrusted(_)) => format!(
                             "{f}; set ca_file in the sidecar's config to the PEM file of the CA that signed it"
                         ),
                         Some(f) => f.to_string(),
                         None => io.to_string(),
-                    }
+                    })
                 }
-                other => other.to_string(),
+                other => OpenFailed::Other(other.to_string()),
             })?;
         Ok(Connection {
             framed: framed.into_map_codec(|c| FrameLimit::new(c, MAX_FRAME_BYTES)),
@@ -156,7 +173,11 @@ impl Connection {
                 Err(()) => Received::Ended,
             },
             Frame::Close(reason) => {
-                tracing::info!(?reason, "the hub closed the connection");
+                let reason = crate::refusal::closed(
+                    reason.as_ref().map(|r| r.code.into()),
+                    reason.as_ref().and_then(|r| r.description.as_deref()),
+                );
+                tracing::info!(%reason, "the hub closed the connection");
                 let _ = self.framed.send(Message::Close(None)).await;
                 Received::Ended
             }
@@ -195,6 +216,27 @@ impl Connection {
             .framed
             .send(Message::Close(Some(CloseCode::Away.into())))
             .await;
+    }
+
+    /// End a connection that was only a test (`selftest`): a normal
+    /// Close, then the hub's answering Close (or `within` at most).
+    pub(crate) async fn close_politely(mut self, within: Duration) {
+        if self
+            .framed
+            .send(Message::Close(Some(CloseCode::Normal.into())))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = tokio::time::timeout(within, async {
+            while let Some(Ok(frame)) = self.framed.next().await {
+                if matches!(frame, Frame::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     async fn write(&mut self, msg: Message) -> Result<(), ()> {

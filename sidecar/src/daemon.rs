@@ -3,9 +3,13 @@
 //!
 //! It owns the loop and the things that are not rules: the connection to
 //! the hub (reconnecting after a capped, full-jitter exponential pause,
-//! reset only by a connection that proved itself, see `backoff.rs`),
-//! the heartbeat timer, the channels from the runner and the control
-//! socket, the runner's stop handle, and carrying out the
+//! reset only by a connection that proved itself, see `backoff.rs`; about
+//! the longest pause after a permanent refusal, logged at ERROR with its
+//! fix, see `refusal.rs`), the heartbeat timer, the local self-test (at
+//! start, every `selftest_interval_s` and for a verification task; off
+//! the loop, one at a time, see `probe.rs`), the channels from the
+//! runner and the control socket, the runner's stop handle, and carrying
+//! out the
 //! [`AttemptMachine`]'s effects against the state dir, the connection and
 //! the runner, feeding their outcomes back. It must never decide what
 //! happens to an attempt (the machine does, see `attempt.rs`), and never
@@ -21,13 +25,16 @@ use tokio::time::Instant;
 use crate::attempt::{AttemptMachine, AttemptSettings, Effect};
 use crate::backoff::Backoff;
 use crate::config::SidecarConfig;
-use crate::connection::{Connection, RawFrame, Received};
+use crate::connection::{Connection, OpenFailed, RawFrame, Received};
 use crate::control;
 use crate::launch::{self, GitLock, RunnerEvent, RunnerHandle};
+use crate::probe;
 use crate::recovery;
+use crate::refusal;
 use crate::report::RateLimits;
 use crate::runner;
-use crate::store::StateDir;
+use crate::selftest::Report;
+use crate::store::{OpenError, StateDir};
 use crate::validate;
 
 enum Event {
@@ -35,12 +42,25 @@ enum Event {
     Tick,
     Runner(RunnerEvent),
     Control(control::Incoming),
+    /// A self-test run ended.
+    SelfTest(SelfTestDone),
+    /// Time for the periodic self-test.
+    SelfTestDue,
     Stop,
+}
+
+/// A self-test run's report (`Err`: it could not run), and the
+/// verification attempt it ran for, if any.
+struct SelfTestDone {
+    for_attempt: Option<AttemptRef>,
+    report: Result<Report, String>,
 }
 
 /// Why a connection ended.
 enum ConnectionEnded {
     Lost,
+    /// The hub refused this sidecar for good (`refusal.rs`).
+    Refused,
     Stop,
 }
 
@@ -61,6 +81,14 @@ pub struct Daemon {
     silence_limit: Duration,
     /// A look for the branch's last commit is under way (one at a time).
     commit_probe_busy: std::rc::Rc<std::cell::Cell<bool>>,
+    selftest_tx: mpsc::UnboundedSender<SelfTestDone>,
+    selftest_rx: mpsc::UnboundedReceiver<SelfTestDone>,
+    /// A self-test runs (one at a time).
+    selftest_running: bool,
+    /// A verification attempt whose self-test waits for the one running.
+    selftest_waiting: Option<AttemptRef>,
+    /// When the periodic self-test is due.
+    selftest_timer: tokio::time::Interval,
 }
 
 impl Daemon {
@@ -73,7 +101,13 @@ impl Daemon {
             validate::repo_name(repo).map_err(|e| format!("[git] repo: {e}"))?;
         }
         let tls = crate::connection::Tls::load(&cfg.hub_url, cfg.ca_file.as_deref())?;
-        let mut state = StateDir::open(&cfg.state_dir)?;
+        let mut state = StateDir::open(&cfg.state_dir).map_err(|e| match e {
+            OpenError::Unusable(e) => format!("{e}: {}", cfg.state_dir_fix()),
+            OpenError::InUse(e) => e,
+        })?;
+        let instance_id = state
+            .instance_id()
+            .map_err(|e| format!("{e}: {}", cfg.state_dir_fix()))?;
         let settings = AttemptSettings {
             agent_id: cfg.agent_id.clone(),
             capabilities: cfg.capabilities.clone(),
@@ -87,10 +121,15 @@ impl Daemon {
                 default_s: cfg.runner.rate_limit_default_s,
             },
             cancel_command: !cfg.runner.cancel_command.is_empty(),
+            instance_id: Some(instance_id),
         };
         let machine = recovery::recover(&mut state, settings)?;
         let (runner_tx, runner_rx) = mpsc::unbounded_channel();
         let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (selftest_tx, selftest_rx) = mpsc::unbounded_channel();
+        let every = Duration::from_secs(cfg.selftest_interval_s.max(1));
+        let mut selftest_timer = tokio::time::interval_at(Instant::now() + every, every);
+        selftest_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let backoff = Backoff::new(
             Duration::from_millis(cfg.reconnect.initial_ms.max(1)),
             Duration::from_secs(cfg.reconnect.max_s.max(1)),
@@ -111,6 +150,11 @@ impl Daemon {
             heartbeat_every: Duration::from_secs(30),
             silence_limit: Duration::from_secs(90),
             commit_probe_busy: Default::default(),
+            selftest_tx,
+            selftest_rx,
+            selftest_running: false,
+            selftest_waiting: None,
+            selftest_timer,
         })
     }
 
@@ -132,23 +176,50 @@ impl Daemon {
             let _ = stop_tx.send(());
         });
         tracing::info!(agent = %self.cfg.agent_id, hub = %self.cfg.hub_url, state_dir = %self.state.root().display(), "sidecar started");
+        // The first self-test: a missing runner is caught before any task
+        // burns an attempt.
+        self.start_selftest(None);
         loop {
             let conn = tokio::select! {
                 c = Connection::open(&self.cfg.hub_url, &self.token, &self.tls) => c,
                 _ = stop_rx.recv() => return self.shutdown(None).await,
             };
-            match conn {
-                Ok(conn) => {
-                    if let ConnectionEnded::Stop = self.serve_connection(conn, &mut stop_rx).await {
-                        return Ok(());
+            let refused = match conn {
+                Ok(conn) => match self.serve_connection(conn, &mut stop_rx).await {
+                    ConnectionEnded::Stop => return Ok(()),
+                    ConnectionEnded::Lost => false,
+                    ConnectionEnded::Refused => true,
+                },
+                Err(OpenFailed::Status(status)) => {
+                    let r = refusal::upgrade_refused(
+                        status,
+                        &self.cfg.hub_url,
+                        &self.cfg.agent_id,
+                        &self.cfg.path,
+                    );
+                    if r.permanent {
+                        tracing::error!(error = %r.message, "cannot connect to the hub");
+                    } else {
+                        tracing::warn!(error = %r.message, "cannot connect to the hub");
                     }
+                    r.permanent
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot connect to the hub"),
-            }
-            let delay = self.backoff.next_delay(rand::random::<f64>());
+                Err(OpenFailed::Other(e)) => {
+                    tracing::warn!(error = %e, "cannot connect to the hub");
+                    false
+                }
+            };
+            // A permanent refusal waits about the longest delay at once.
+            let draw = rand::random::<f64>();
+            let delay = if refused {
+                self.backoff.refused_delay(draw)
+            } else {
+                self.backoff.next_delay(draw)
+            };
             tracing::info!(
                 delay_ms = delay.as_millis() as u64,
                 failures = self.backoff.failures(),
+                refused,
                 "reconnecting after a pause"
             );
             let until = Instant::now() + delay;
@@ -157,11 +228,15 @@ impl Daemon {
                     _ = tokio::time::sleep_until(until) => break,
                     Some(r) = self.runner_rx.recv() => Event::Runner(r),
                     Some(c) = self.control_rx.recv() => Event::Control(c),
+                    Some(d) = self.selftest_rx.recv() => Event::SelfTest(d),
+                    _ = self.selftest_timer.tick() => Event::SelfTestDue,
                     _ = stop_rx.recv() => Event::Stop,
                 };
                 match ev {
                     Event::Runner(r) => self.on_runner(r, None).await,
                     Event::Control(c) => self.on_control(c, None).await,
+                    Event::SelfTest(d) => self.on_selftest(d, None).await,
+                    Event::SelfTestDue => self.start_selftest(None),
                     Event::Stop => return self.shutdown(None).await,
                     Event::Frame(_) | Event::Tick => {}
                 }
@@ -176,7 +251,12 @@ impl Daemon {
         stop_rx: &mut mpsc::UnboundedReceiver<()>,
     ) -> ConnectionEnded {
         tracing::info!("connected to the hub; saying hello");
+        // A self-test that ended while connecting goes in the hello.
+        while let Ok(d) = self.selftest_rx.try_recv() {
+            self.on_selftest(d, None).await;
+        }
         let mut welcomed_at: Option<Instant> = None;
+        let mut refused = false;
         let fx = self.machine.connected();
         self.carry_out(fx, Some(&mut conn)).await;
         let mut tick =
@@ -190,6 +270,8 @@ impl Daemon {
                 _ = tick.tick() => Event::Tick,
                 Some(r) = self.runner_rx.recv() => Event::Runner(r),
                 Some(c) = self.control_rx.recv() => Event::Control(c),
+                Some(d) = self.selftest_rx.recv() => Event::SelfTest(d),
+                _ = self.selftest_timer.tick() => Event::SelfTestDue,
                 _ = stop_rx.recv() => Event::Stop,
             };
             match ev {
@@ -215,6 +297,18 @@ impl Daemon {
                         let fx = self.machine.welcomed();
                         self.carry_out(fx, Some(&mut conn)).await;
                     }
+                    Received::Msg(HubMsg::Error { code, message }) => {
+                        let message = validate::shown(&message, 300);
+                        let refusal = refusal::hub_error(&code, &message, &self.cfg.agent_id);
+                        let code = validate::shown(&code, 64);
+                        match refusal {
+                            Some(r) if r.permanent => {
+                                tracing::error!(%code, error = %r.message, "the hub refused this sidecar");
+                                refused = true;
+                            }
+                            _ => tracing::warn!(%code, %message, "the hub reported an error"),
+                        }
+                    }
                     Received::Msg(msg) => self.on_hub(msg, &mut conn).await,
                     Received::Nothing => {}
                     Received::Ended => break ConnectionEnded::Lost,
@@ -238,6 +332,8 @@ impl Daemon {
                 }
                 Event::Runner(r) => self.on_runner(r, Some(&mut conn)).await,
                 Event::Control(c) => self.on_control(c, Some(&mut conn)).await,
+                Event::SelfTest(d) => self.on_selftest(d, Some(&mut conn)).await,
+                Event::SelfTestDue => self.start_selftest(None),
                 Event::Stop => {
                     let _ = self.shutdown(Some(&mut conn)).await;
                     break ConnectionEnded::Stop;
@@ -247,7 +343,10 @@ impl Daemon {
         self.machine.disconnected();
         self.backoff
             .connection_ended(welcomed_at.map(|at| at.elapsed()));
-        ended
+        match ended {
+            ConnectionEnded::Lost if refused => ConnectionEnded::Refused,
+            other => other,
+        }
     }
 
     async fn on_hub(&mut self, msg: HubMsg, conn: &mut Connection) {
@@ -274,11 +373,8 @@ impl Daemon {
                 generation,
                 of,
             } => self.machine.ack(AttemptRef::new(task_id, generation), of),
-            HubMsg::Error { code, message } => {
-                let (code, message) = (validate::shown(&code, 64), validate::shown(&message, 300));
-                tracing::warn!(%code, %message, "the hub reported an error");
-                vec![]
-            }
+            // Handled by the connection's loop (some end it).
+            HubMsg::Error { .. } => vec![],
         };
         self.carry_out(fx, Some(conn)).await;
     }
@@ -341,6 +437,41 @@ impl Daemon {
                     self.runner_tx.clone(),
                 );
             }
+        }
+    }
+
+    /// Run the local self-test off the loop (for a verification attempt,
+    /// or on the timer), unless one runs: then a verification attempt's
+    /// waits for it to end, and a periodic one is skipped.
+    fn start_selftest(&mut self, for_attempt: Option<AttemptRef>) {
+        if self.selftest_running {
+            if for_attempt.is_some() {
+                self.selftest_waiting = for_attempt;
+            }
+            return;
+        }
+        self.selftest_running = true;
+        let cfg = self.cfg.clone();
+        let done = self.selftest_tx.clone();
+        actix_rt::spawn(async move {
+            let report = actix_rt::task::spawn_blocking(move || probe::local(&cfg))
+                .await
+                .map_err(|e| format!("the self-test crashed: {e}"));
+            let _ = done.send(SelfTestDone {
+                for_attempt,
+                report,
+            });
+        });
+    }
+
+    async fn on_selftest(&mut self, done: SelfTestDone, conn: Option<&mut Connection>) {
+        self.selftest_running = false;
+        let fx =
+            self.machine
+                .selftest_done(done.for_attempt.as_ref(), done.report, Timestamp::now());
+        self.carry_out(fx, conn).await;
+        if let Some(waiting) = self.selftest_waiting.take() {
+            self.start_selftest(Some(waiting));
         }
     }
 
@@ -425,6 +556,10 @@ impl Daemon {
                 }
                 Effect::KillLeftover { pgid, task_id } => {
                     recovery::kill_leftover(pgid, &task_id);
+                    continue;
+                }
+                Effect::RunSelfTest(attempt) => {
+                    self.start_selftest(Some(attempt));
                     continue;
                 }
                 Effect::ReplaceInOutbox { old, new } => {

@@ -398,16 +398,7 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    fn sh(dir: &Path, script: &str) {
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "{script}");
-    }
+    use crate::testing::sh;
 
     /// A bare "remote" with one commit on main, and a clone of it.
     fn repos(name: &str) -> (PathBuf, PathBuf, Git) {

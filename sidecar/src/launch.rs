@@ -222,7 +222,7 @@ pub(crate) fn cancel_woken(cfg: &SidecarConfig, state: &StateDir, c: &Current, r
                 tracing::info!(task = %attempt, "the cancel command ran")
             }
             other => {
-                tracing::warn!(task = %attempt, outcome = ?other, "the cancel command did not succeed")
+                tracing::warn!(task = %attempt, outcome = %other, "the cancel command did not succeed")
             }
         }
     });

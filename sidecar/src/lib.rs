@@ -2,12 +2,15 @@
 //!
 //! Public, for the `agentcom-sidecar` binary: [`daemon`] (the event loop),
 //! [`config`] (`sidecar.toml`), [`control`] (the local socket a woken agent
-//! reports through) and [`git`] (branch from freshly fetched main, the
-//! pre-push hook, the leased push of a task branch; status). Inside the
-//! crate:
+//! reports through), [`git`] (branch from freshly fetched main, the
+//! pre-push hook, the leased push of a task branch; status), and the
+//! self-test: [`selftest`] (its rules and wording) and [`probe`] (looking
+//! at the machine); [`service`] (the systemd unit or pm2 app `join`
+//! installs). Inside the crate:
 //!
 //! - `attempt`: the attempt's rules as a pure state machine.
 //! - `connection`: the WebSocket to the hub. `backoff`: reconnect delays.
+//!   `refusal`: what the hub's refusals mean, and which are permanent.
 //! - `launch`: preparing and starting the runner, and pushing its branch,
 //!   off the loop;
 //!   `runner`: running the agent's command in its own process group.
@@ -27,9 +30,12 @@ pub mod daemon;
 mod frame_limit;
 pub mod git;
 mod launch;
+pub mod probe;
 mod recovery;
+mod refusal;
 mod report;
 mod runner;
+pub mod selftest;
 pub mod service;
 mod store;
 #[cfg(test)]

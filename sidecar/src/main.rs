@@ -1,5 +1,6 @@
 //! `agentcom-sidecar`: `run` is the daemon; `complete`, `fail` and
-//! `status` talk to a running daemon; `git …` is the branch workflow.
+//! `status` talk to a running daemon; `selftest` checks this machine and
+//! the hub; `git …` is the branch workflow.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +66,11 @@ enum Cmd {
     },
     /// What the running daemon is doing.
     Status,
+    /// Check that this sidecar can work: the hub is reachable, it takes
+    /// the token, the runner can be run, the git remote answers, the
+    /// state dir is writable, the disk has room. A table; exit 0 when all
+    /// pass, else 1.
+    Selftest,
     /// The git workflow.
     Git {
         #[command(subcommand)]
@@ -143,6 +149,16 @@ fn main() -> ExitCode {
                 )
             }),
         Cmd::Status => ask(&cfg, Request::Status),
+        Cmd::Selftest => {
+            let report = actix_rt::System::new()
+                .block_on(async { agentcom_sidecar::probe::full(&cfg).await });
+            print!("{}", report.table());
+            return if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
         Cmd::Git { cmd } => {
             let Some(git) = cfg.git.clone() else {
                 eprintln!("error: {} has no [git] section", cli.config.display());

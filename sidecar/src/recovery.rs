@@ -29,7 +29,7 @@ pub(crate) fn recover(
             }
             Effect::ClearCurrent => state.clear_current()?,
             Effect::ReplaceInOutbox { old, new } => state.replace_in_outbox(&old, new)?,
-            other => return Err(format!("recovery cannot carry out {other:?}")),
+            _ => return Err("recovery planned a step it cannot carry out (a bug)".into()),
         }
     }
     Ok(machine)

@@ -43,6 +43,19 @@ pub(crate) enum Outcome {
     SpawnFailed(String),
 }
 
+/// How the runner ended, in words for the log (without its output).
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Exited { code: Some(c), .. } => write!(f, "exited with code {c}"),
+            Outcome::Exited { code: None, .. } => f.write_str("killed by a signal"),
+            Outcome::TimedOut { after, .. } => write!(f, "timed out after {}s", after.as_secs()),
+            Outcome::Cancelled { reason, .. } => write!(f, "stopped: {reason}"),
+            Outcome::SpawnFailed(e) => write!(f, "could not start: {e}"),
+        }
+    }
+}
+
 /// The most of the runner's output a report carries (`fail.log_tail`):
 /// its last 8 KiB.
 pub(crate) const MAX_LOG_TAIL: usize = 8 * 1024;

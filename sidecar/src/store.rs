@@ -6,6 +6,9 @@
 //!   hub's `ack` for it; resent after every reconnect, oldest first.
 //! - `tasks/<task>-<gen>/`: the task file, the result file, the runner log.
 //! - `sidecar.lock`: an exclusive lock, so two daemons never share a state dir.
+//! - `instance_id`: this installation's random id, made once, said in
+//!   every `hello` (a copy of the config with another state dir is another
+//!   installation).
 //!
 //! Every write is atomic ([`write_atomic`]): a temp file, fsync, rename,
 //! fsync of the directory. Everything is private to the sidecar's user:
@@ -57,6 +60,24 @@ impl OutboxEntry {
     }
 }
 
+/// Why [`StateDir::open`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    /// The dir, a folder in it or its lock cannot be created or opened
+    /// (what went wrong, naming the path).
+    Unusable(String),
+    /// Another sidecar runs with it (its lock is taken).
+    InUse(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Unusable(m) | OpenError::InUse(m) => f.write_str(m),
+        }
+    }
+}
+
 pub(crate) struct StateDir {
     root: PathBuf,
     next_seq: u64,
@@ -66,9 +87,9 @@ pub(crate) struct StateDir {
 
 impl StateDir {
     /// Open (creating) the state dir and take its lock.
-    pub(crate) fn open(root: &Path) -> Result<StateDir, String> {
+    pub(crate) fn open(root: &Path) -> Result<StateDir, OpenError> {
         for d in [root.to_path_buf(), root.join("outbox"), root.join("tasks")] {
-            private_dir(&d)?;
+            private_dir(&d).map_err(OpenError::Unusable)?;
         }
         let lock_path = root.join("sidecar.lock");
         let lock = OpenOptions::new()
@@ -77,12 +98,14 @@ impl StateDir {
             .write(true)
             .mode(0o600)
             .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+            .map_err(|e| {
+                OpenError::Unusable(format!("cannot open {}: {e}", lock_path.display()))
+            })?;
         let lock = Flock::lock(lock, FlockArg::LockExclusiveNonblock).map_err(|_| {
-            format!(
+            OpenError::InUse(format!(
                 "another sidecar is running with state_dir {}",
                 root.display()
-            )
+            ))
         })?;
         let mut s = StateDir {
             root: root.to_path_buf(),
@@ -105,6 +128,29 @@ impl StateDir {
 
     pub(crate) fn root(&self) -> &Path {
         &self.root
+    }
+
+    // ----- this installation ---------------------------------------------------------
+
+    /// This installation's id: `instance_id` as kept, or, the first time
+    /// (or if the file holds anything else), 16 random bytes in hex,
+    /// written first.
+    pub(crate) fn instance_id(&self) -> Result<String, String> {
+        let path = self.root.join("instance_id");
+        match fs::read_to_string(&path) {
+            Ok(text) if is_instance_id(text.trim()) => return Ok(text.trim().to_string()),
+            Ok(_) => {
+                tracing::warn!(file = %path.display(), "instance_id holds no id; making a new one")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        }
+        let id: String = rand::random::<[u8; 16]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        write_atomic(&path, format!("{id}\n").as_bytes())?;
+        Ok(id)
     }
 
     // ----- current attempt -------------------------------------------------------
@@ -240,6 +286,14 @@ impl StateDir {
             .join("tasks")
             .join(format!("{}-{}", task.task_id, task.generation))
     }
+}
+
+/// Whether `s` is an id [`StateDir::instance_id`] makes: 32 lowercase hex
+/// digits.
+fn is_instance_id(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Create `dir` (and its parents) if need be, and make it 0700.
@@ -504,13 +558,40 @@ mod tests {
     }
 
     #[test]
+    fn the_instance_id_is_made_once_and_kept_per_state_dir() {
+        let dir = tmp("instance");
+        let other = tmp("instance-other");
+        let s = StateDir::open(&dir).unwrap();
+        let id = s.instance_id().unwrap();
+        assert!(is_instance_id(&id), "{id}");
+        assert_eq!(s.instance_id().unwrap(), id);
+        assert_eq!(mode(&dir.join("instance_id")), 0o600);
+        drop(s);
+        let s = StateDir::open(&dir).unwrap();
+        assert_eq!(s.instance_id().unwrap(), id, "kept across a restart");
+        let o = StateDir::open(&other).unwrap();
+        assert_ne!(
+            o.instance_id().unwrap(),
+            id,
+            "another state dir, another id"
+        );
+        // A file that holds no id is replaced.
+        fs::write(dir.join("instance_id"), "garbage").unwrap();
+        let new = s.instance_id().unwrap();
+        assert!(is_instance_id(&new) && new != id, "{new}");
+        drop((s, o));
+        fs::remove_dir_all(dir).ok();
+        fs::remove_dir_all(other).ok();
+    }
+
+    #[test]
     fn one_daemon_per_state_dir() {
         let dir = tmp("lock");
         let _a = StateDir::open(&dir).unwrap();
-        assert!(StateDir::open(&dir)
-            .err()
-            .unwrap()
-            .contains("another sidecar"));
+        match StateDir::open(&dir) {
+            Err(OpenError::InUse(e)) => assert!(e.contains("another sidecar"), "{e}"),
+            other => panic!("{:?}", other.err()),
+        }
         drop(_a);
         fs::remove_dir_all(dir).ok();
     }

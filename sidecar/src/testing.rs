@@ -1,7 +1,22 @@
 //! Fixtures shared by the crate's unit tests. Test-only: never compiled
 //! into the daemon.
 
+use std::path::Path;
+use std::process::Command;
+
 use agentcom_protocol::{Priority, Task, TaskStatus, Timestamp};
+
+/// Run `script` with `sh -c` in `dir`; it must succeed.
+pub(crate) fn sh(dir: &Path, script: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "{script}");
+}
 
 /// Task `id` as assigned to agent `a1` in `generation`, 100 s to run.
 pub(crate) fn task(id: &str, generation: u64) -> Task {

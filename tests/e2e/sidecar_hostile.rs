@@ -1314,10 +1314,17 @@ impl<'a> Driver<'a> {
         let state = self.sidecar.state_dir();
         for e in std::fs::read_dir(&state).unwrap().flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            // An atomic write in progress shows as `.current.json.<random>`.
-            let in_progress = name.starts_with(".current.json.");
-            let expected = ["outbox", "tasks", "sidecar.lock", "control.sock"]
-                .contains(&name.as_str())
+            // An atomic write in progress shows as `.current.json.<random>`;
+            // the self-test's probe file as `.selftest-<pid>-<random>`.
+            let in_progress = name.starts_with(".current.json.") || name.starts_with(".selftest-");
+            let expected = [
+                "outbox",
+                "tasks",
+                "sidecar.lock",
+                "control.sock",
+                "instance_id",
+            ]
+            .contains(&name.as_str())
                 || in_progress
                 || (busy && name == "current.json");
             assert!(expected, "unexpected {name} in the state dir after {after}");

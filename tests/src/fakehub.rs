@@ -60,8 +60,9 @@ impl FakeHub {
         format!("ws://127.0.0.1:{}/ws", self.port)
     }
 
-    /// The next sidecar connection within `timeout`, upgraded.
-    pub fn accept(&self, timeout: Duration) -> Option<FakeConn> {
+    /// The next TCP connection within `timeout`, blocking, with a 5 s read
+    /// timeout.
+    fn next_stream(&self, timeout: Duration) -> Option<TcpStream> {
         let deadline = Instant::now() + timeout;
         let stream = loop {
             match self.listener.accept() {
@@ -79,6 +80,38 @@ impl FakeHub {
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
+        Some(stream)
+    }
+
+    /// Answer the next connection's upgrade request with `status_line`
+    /// (such as `404 Not Found`) and `headers` (each `Name: value`), not
+    /// 101, and close it. False if no connection came within `timeout`.
+    pub fn refuse(&self, status_line: &str, headers: &[&str], timeout: Duration) -> bool {
+        let Some(mut stream) = self.next_stream(timeout) else {
+            return false;
+        };
+        let mut request = Vec::new();
+        let mut byte = [0u8; 1];
+        while !request.ends_with(b"\r\n\r\n") {
+            match std::io::Read::read(&mut stream, &mut byte) {
+                Ok(1) => request.push(byte[0]),
+                _ => break,
+            }
+        }
+        let mut answer = format!("HTTP/1.1 {status_line}\r\n");
+        for h in headers {
+            answer.push_str(h);
+            answer.push_str("\r\n");
+        }
+        answer.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = stream.write_all(answer.as_bytes());
+        let _ = stream.shutdown(Shutdown::Both);
+        true
+    }
+
+    /// The next sidecar connection within `timeout`, upgraded.
+    pub fn accept(&self, timeout: Duration) -> Option<FakeConn> {
+        let stream = self.next_stream(timeout)?;
         stream.set_nodelay(true).ok();
         let mut authorization = None;
         // The callback's signature is tungstenite's (its error is a whole

@@ -104,6 +104,26 @@ impl Sidecar {
         top: &str,
         extra: &str,
     ) -> Sidecar {
+        let mut s = Self::prepare(root, hub, id, token, capabilities, mode, runner, top, extra);
+        s.restart();
+        s
+    }
+
+    /// As [`Sidecar::start_with_token`], with `top` (top-level keys), but
+    /// not started: its config and runner script written (start it with
+    /// [`Sidecar::restart`], or run [`Sidecar::selftest`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare(
+        root: &Path,
+        hub: &impl HubAddress,
+        id: &str,
+        token: &str,
+        capabilities: &[&str],
+        mode: &str,
+        runner: &str,
+        top: &str,
+        extra: &str,
+    ) -> Sidecar {
         let dir = root.join(format!("sidecar-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         let runner = script(&dir.join("runner.sh"), runner);
@@ -125,17 +145,31 @@ impl Sidecar {
             ),
         )
         .unwrap();
-        let mut s = Sidecar {
+        Sidecar {
             id: id.to_string(),
-            dir,
+            dir: dir.clone(),
             config,
             proc: Proc {
                 child: None,
-                log: PathBuf::new(),
+                log: dir.join("sidecar.log"),
             },
-        };
-        s.restart();
-        s
+        }
+    }
+
+    /// `agentcom-sidecar selftest --config <its config>`: its exit code,
+    /// what it printed (stdout), and what it said on stderr.
+    pub fn selftest(&self) -> (Option<i32>, String, String) {
+        let out = Command::new(bin("agentcom-sidecar"))
+            .arg("selftest")
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .expect("run agentcom-sidecar selftest");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Its `state_dir`.

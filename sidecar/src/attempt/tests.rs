@@ -23,6 +23,7 @@ fn settings(mode: Mode) -> AttemptSettings {
             default_s: 60,
         },
         cancel_command: false,
+        instance_id: Some("0123456789abcdef0123456789abcdef".into()),
     }
 }
 
@@ -100,6 +101,7 @@ fn names(fx: &[Effect]) -> Vec<String> {
             Effect::CancelWoken { .. } => "cancel woken".into(),
             Effect::Push { .. } => "push branch".into(),
             Effect::KillLeftover { .. } => "kill leftover".into(),
+            Effect::RunSelfTest(_) => "run selftest".into(),
             Effect::ReplaceInOutbox { new, .. } => format!("replace with {}", new.kind()),
         })
         .collect()
@@ -1205,6 +1207,21 @@ fn hello_tells_the_context_window() {
     }
 }
 
+#[test]
+fn every_hello_says_the_instance_id() {
+    let mut m = idle(Mode::Exec);
+    for _ in 0..2 {
+        match sent(&m.connected()).as_slice() {
+            [SidecarMsg::Hello { instance_id, .. }] => assert_eq!(
+                instance_id.as_deref(),
+                Some("0123456789abcdef0123456789abcdef")
+            ),
+            other => panic!("{other:?}"),
+        }
+        m.disconnected();
+    }
+}
+
 // ----- recovery ------------------------------------------------------------------------------
 
 fn held(id: &str, generation: u64, pgid: Option<i32>) -> Current {
@@ -1605,4 +1622,262 @@ fn wake_mode_a_cancel_runs_the_cancel_command_for_the_woken_agent() {
     let a = running(&mut m, "t2", 1, 0);
     assert!(m.runner_done(&a, exited(0), None).is_empty());
     assert!(!names(&m.cancel(a, None)).contains(&"cancel woken".to_string()));
+}
+
+// ----- the self-test and verification tasks ----------------------------------------------
+
+use crate::selftest::{Check, CheckResult, Report};
+
+fn check(check: Check, ok: bool, detail: &str) -> CheckResult {
+    CheckResult {
+        check,
+        ok,
+        detail: detail.into(),
+    }
+}
+
+/// Every local check passing.
+fn passing() -> Report {
+    Report {
+        results: vec![
+            check(Check::Runner, true, "/bin/run is executable"),
+            check(Check::StateDir, true, "/s is writable"),
+            check(Check::Disk, true, "9.0 GiB free (40%) for state_dir"),
+        ],
+    }
+}
+
+/// The runner missing, the rest passing.
+fn no_runner() -> Report {
+    let mut r = passing();
+    r.results[0] = check(
+        Check::Runner,
+        false,
+        "runner.command[0] /bin/run does not exist: install the runner there",
+    );
+    r
+}
+
+fn verify_task(id: &str, generation: u64) -> Task {
+    Task {
+        kind: TaskKind::Verify,
+        ..task(id, generation)
+    }
+}
+
+fn hello_selftest(m: &mut AttemptMachine) -> Option<SelfTestStatus> {
+    match sent(&m.connected()).as_slice() {
+        [SidecarMsg::Hello { selftest, .. }] => selftest.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn heartbeat_selftest(msg: &SidecarMsg) -> Option<SelfTestStatus> {
+    match msg {
+        SidecarMsg::Heartbeat { selftest, .. } => selftest.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_last_selftest_goes_in_hello_and_every_heartbeat_failures_only() {
+    let mut m = idle(Mode::Exec);
+    assert_eq!(hello_selftest(&mut m), None, "none ran yet");
+    m.disconnected();
+    assert!(
+        m.selftest_done(None, Ok(no_runner()), t(5)).is_empty(),
+        "offline: nothing sent"
+    );
+    let status = hello_selftest(&mut m).expect("the status in hello");
+    assert!(!status.ok);
+    assert_eq!(status.at, Some(t(5)));
+    assert_eq!(status.failures.len(), 1);
+    assert_eq!(status.failures[0].check, "runner");
+    assert!(status.failures[0].detail.contains("install the runner"));
+    m.welcomed();
+    let hb = sent(&m.heartbeat_due());
+    assert_eq!(heartbeat_selftest(&hb[0]), Some(status.clone()));
+    // Working: the heartbeat carries it too.
+    let a = running(&mut m, "t1", 1, 0);
+    let hb = sent(&m.heartbeat_due());
+    assert_eq!(heartbeat_selftest(&hb[0]), Some(status));
+    let _ = a;
+}
+
+#[test]
+fn a_change_of_findings_sends_a_heartbeat_at_once_and_the_same_ones_do_not() {
+    let mut m = online_idle(Mode::Exec);
+    // Nothing yet counts as passing: a first pass is no news.
+    assert!(m.selftest_done(None, Ok(passing()), t(1)).is_empty());
+    // Failing now: the hub learns at once.
+    let fx = m.selftest_done(None, Ok(no_runner()), t(2));
+    assert_eq!(names(&fx), ["send heartbeat"]);
+    let status = heartbeat_selftest(&sent(&fx)[0]).unwrap();
+    assert!(!status.ok && status.at == Some(t(2)));
+    // The same failure later: only the periodic heartbeats say it.
+    assert!(m.selftest_done(None, Ok(no_runner()), t(3)).is_empty());
+    let hb = sent(&m.heartbeat_due());
+    assert_eq!(heartbeat_selftest(&hb[0]).unwrap().at, Some(t(3)));
+    // Another failure: news again.
+    let mut other = no_runner();
+    other.results[2] = check(Check::Disk, false, "only 10 MiB free");
+    assert_eq!(
+        names(&m.selftest_done(None, Ok(other), t(4))),
+        ["send heartbeat"]
+    );
+    // Passing again: news.
+    let fx = m.selftest_done(None, Ok(passing()), t(5));
+    let status = heartbeat_selftest(&sent(&fx)[0]).unwrap();
+    assert!(status.ok && status.failures.is_empty());
+    // A run that could not run changes nothing.
+    assert!(m
+        .selftest_done(None, Err("crashed".into()), t(6))
+        .is_empty());
+    assert_eq!(
+        heartbeat_selftest(&sent(&m.heartbeat_due())[0]).unwrap().at,
+        Some(t(5))
+    );
+}
+
+#[test]
+fn before_welcome_a_change_waits_for_the_heartbeat_after_welcome() {
+    let mut m = idle(Mode::Exec);
+    m.connected();
+    assert!(m.selftest_done(None, Ok(no_runner()), t(1)).is_empty());
+    let fx = m.welcomed();
+    assert_eq!(names(&fx), ["send heartbeat"]);
+    assert!(!heartbeat_selftest(&sent(&fx)[0]).unwrap().ok);
+}
+
+#[test]
+fn a_verification_task_is_persisted_then_accepted_then_answered_by_the_selftest_not_a_runner() {
+    let mut m = online_idle(Mode::Exec);
+    let a = r("v1", 1);
+    let fx = m.assign(a.clone(), verify_task("v1", 1), t(0));
+    assert_eq!(names(&fx), ["save current"], "persisted before accept");
+    assert!(m.current().is_none());
+    let fx = m.current_saved(Ok(()));
+    assert_eq!(names(&fx), ["send accept", "run selftest"]);
+    assert_eq!(fx[1], Effect::RunSelfTest(a.clone()));
+    assert_eq!(m.runner(), RunnerState::NotRunning, "no runner");
+    assert!(m.current().is_some());
+    // Heartbeats meanwhile say working on it.
+    assert_eq!(
+        sent(&m.heartbeat_due()),
+        [working_heartbeat_with(&a, Activity::default())]
+    );
+    // The report is in the outbox before the attempt is cleared.
+    let report = pushed(&m.selftest_done(Some(&a), Ok(passing()), t(9)));
+    assert!(
+        m.current().is_some(),
+        "held until the outbox has its report"
+    );
+    match &report {
+        SidecarMsg::Complete { result, .. } => {
+            assert_eq!(
+                result.summary.as_deref(),
+                Some("self-test passed: 3 checks")
+            );
+            assert!(result.branch.is_none() && result.head.is_none());
+            let checks = &result.extra["selftest"];
+            assert_eq!(checks.as_array().unwrap().len(), 3);
+            assert_eq!(checks[0]["check"], "runner");
+            assert_eq!(checks[0]["ok"], true);
+            assert_eq!(checks[0]["detail"], "/bin/run is executable");
+            assert_eq!(checks[2]["check"], "disk");
+        }
+        other => panic!("{other:?}"),
+    }
+    let fx = m.outbox_pushed(Ok(()));
+    assert_eq!(
+        names(&fx),
+        ["clear current", "send complete", "send heartbeat"]
+    );
+    assert!(m.current().is_none());
+    assert_eq!(m.outbox(), [report]);
+    // The heartbeat after it carries the findings.
+    assert!(heartbeat_selftest(&sent(&fx)[1]).unwrap().ok);
+}
+
+#[test]
+fn a_verification_task_with_a_failing_check_fails_retryably_as_the_environments() {
+    let mut m = online_idle(Mode::Wake);
+    let a = r("v1", 1);
+    m.assign(a.clone(), verify_task("v1", 1), t(0));
+    assert_eq!(
+        names(&m.current_saved(Ok(()))),
+        ["send accept", "run selftest"]
+    );
+    assert_eq!(m.wake_deadline(), None, "no woken agent to wait for");
+    assert!(m.tick(t(1_000_000_000)).is_empty());
+    // A woken agent's report does not answer it.
+    let (reply, fx) = m.control(bare_complete("v1"));
+    assert!(
+        !reply.ok && reply.message.contains("verification task"),
+        "{}",
+        reply.message
+    );
+    assert!(fx.is_empty());
+    let report = pushed(&m.selftest_done(Some(&a), Ok(no_runner()), t(2)));
+    let (class, wait, tail) = class_of(&report);
+    assert_eq!((class, wait), (FailClass::Environment, None));
+    let (error, retryable) = fail_error(&report);
+    assert!(retryable);
+    assert_eq!(
+        error,
+        "self-test failed: runner: runner.command[0] /bin/run does not exist: install the runner there"
+    );
+    assert_eq!(tail, Some(error));
+    // A self-test that could not run fails it the same way.
+    m.outbox_pushed(Ok(()));
+    let b = r("v2", 1);
+    m.assign(b.clone(), verify_task("v2", 1), t(3));
+    m.current_saved(Ok(()));
+    let report = pushed(&m.selftest_done(Some(&b), Err("it crashed".into()), t(4)));
+    assert_eq!(class_of(&report).0, FailClass::Environment);
+    assert_eq!(
+        fail_error(&report),
+        ("the self-test could not run: it crashed", true)
+    );
+}
+
+#[test]
+fn a_cancelled_verification_fails_at_once_and_its_late_selftest_only_updates_the_status() {
+    let mut m = online_idle(Mode::Exec);
+    let a = r("v1", 1);
+    m.assign(a.clone(), verify_task("v1", 1), t(0));
+    m.current_saved(Ok(()));
+    let report = pushed(&m.cancel(a.clone(), Some("operator".into())));
+    assert_eq!(fail_error(&report), ("cancelled: operator", true));
+    m.outbox_pushed(Ok(()));
+    let fx = m.selftest_done(Some(&a), Ok(no_runner()), t(1));
+    assert_eq!(
+        names(&fx),
+        ["send heartbeat"],
+        "only the news of the findings"
+    );
+    assert_eq!(m.outbox().len(), 1);
+    // A periodic self-test while a verification runs does not answer it.
+    let b = r("v2", 1);
+    m.assign(b.clone(), verify_task("v2", 1), t(2));
+    m.current_saved(Ok(()));
+    assert!(m.selftest_done(None, Ok(no_runner()), t(3)).is_empty());
+    assert!(m.current().is_some(), "still waiting for its own run");
+}
+
+#[test]
+fn recovery_reports_a_verification_the_sidecar_died_in_as_the_environments() {
+    let mut held = held("v1", 1, None);
+    held.body.kind = TaskKind::Verify;
+    let (m, plan) = AttemptMachine::recover(settings(Mode::Exec), Some(held), vec![]);
+    assert_eq!(names(&plan), ["push fail", "clear current"]);
+    let (class, _, _) = class_of(&m.outbox()[0]);
+    assert_eq!(class, FailClass::Environment);
+    assert_eq!(
+        fail_error(&m.outbox()[0]),
+        (
+            "the sidecar stopped before the self-test of this verification task ended",
+            true
+        )
+    );
 }
