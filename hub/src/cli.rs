@@ -54,7 +54,7 @@ pub struct LaneCmd {
 
 pub enum TaskCmd {
     Submit {
-        spec: NewTask,
+        spec: Box<NewTask>,
     },
     List {
         status: Option<String>,

@@ -252,7 +252,7 @@ fn main() -> ExitCode {
                     run_at,
                     context_budget_tokens,
                 } => TaskCmd::Submit {
-                    spec: NewTask {
+                    spec: Box::new(NewTask {
                         title,
                         description,
                         priority,
@@ -264,7 +264,7 @@ fn main() -> ExitCode {
                         run_at,
                         context_budget_tokens,
                         ..Default::default()
-                    },
+                    }),
                 },
                 TaskArgs::List { status, limit } => TaskCmd::List { status, limit },
                 TaskArgs::Show { id } => TaskCmd::Show { id },

@@ -41,6 +41,7 @@ use crate::actors::messages::{
     AgentHandle, Attach, CloseConn, ConnId, ConnLink, Connect, Disconnect, FromSidecar, Push,
 };
 use crate::domain::fsm::HelloFacts;
+use crate::domain::limits;
 use crate::domain::rate::{Admit, MessageLimit};
 use crate::stats::Stats;
 
@@ -181,6 +182,8 @@ impl ConnectionActor {
                 pending_results,
                 repos,
                 context_window_tokens,
+                instance_id,
+                selftest,
                 ..
             } => {
                 if protocol_version != PROTOCOL_VERSION {
@@ -214,6 +217,8 @@ impl ConnectionActor {
                         current_task,
                         pending_results,
                         sidecar_version,
+                        instance_id: limits::instance_id(instance_id.as_deref()),
+                        selftest,
                     },
                 });
             }
