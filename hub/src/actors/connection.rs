@@ -297,7 +297,14 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ConnectionActor
             }
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(reason)) => {
-                tracing::info!(agent = %self.agent_id, conn = self.id, ?reason, "sidecar closed the connection");
+                let reason = reason.map_or("none given".to_string(), |r| {
+                    let code = u16::from(r.code);
+                    match r.description {
+                        Some(d) => format!("{code} {d}"),
+                        None => code.to_string(),
+                    }
+                });
+                tracing::info!(agent = %self.agent_id, conn = self.id, %reason, "sidecar closed the connection");
                 self.close(ctx, CloseCode::Normal, "bye");
             }
             Err(ProtocolError::Overflow) => {
