@@ -125,6 +125,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             .route("/session", web::get().to(session::whoami))
             .route("/session", web::delete().to(session::sign_out)),
     )
+    .route("/", web::get().to(dashboard::root))
     .route("/healthz", web::get().to(status::healthz))
     .route("/metrics", web::get().to(status::metrics))
     .route("/dashboard", web::get().to(dashboard::index))
