@@ -134,7 +134,21 @@ async function signedIn(role) {
 
 async function signIn(ev) {
   ev.preventDefault();
-  const token = $("#token").value.trim();
+  await signInWith($("#token").value.trim());
+}
+
+// The token of a sign-in link (/dashboard#token=…), taken out of the
+// address bar at once: a fragment never reaches the hub, and once replaced
+// it stays out of the history too.
+function tokenFromLink() {
+  if (!location.hash) return null;
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (token === null) return null;
+  history.replaceState(null, "", location.pathname + location.search);
+  return token.trim();
+}
+
+async function signInWith(token) {
   try {
     const me = await api("POST", "/api/session", { token });
     $("#token").value = "";
@@ -838,6 +852,11 @@ async function boot() {
       refreshStateSoon();
     } catch (_) { /* the event stream reports trouble */ }
   }, 5000);
+  const linked = tokenFromLink();
+  if (linked) {
+    await signInWith(linked);
+    return;
+  }
   try {
     const me = await api("GET", "/api/session");
     await signedIn(me.role);

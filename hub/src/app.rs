@@ -362,6 +362,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
             "the open-file limit caps http.max_connections; raise LimitNOFILE (ulimit -n) to serve more"
         );
     }
+    let (admin_at, enroll_at) = (state.auth.admin_at.clone(), state.auth.enroll_at.clone());
     let slots = state.connections.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -385,6 +386,11 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     for addr in server.addrs() {
         tracing::info!("listening on {scheme}://{addr}");
     }
+    if let Some(addr) = server.addrs().first() {
+        tracing::info!("dashboard: {}", dashboard_url(scheme, *addr));
+    }
+    tracing::info!("admin token: {admin_at}");
+    tracing::info!("enrollment token: {enroll_at}");
     let server = server.run();
     let handle = server.handle();
     let serving = actix_rt::spawn(server);
@@ -402,6 +408,20 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     Ok(())
 }
 
+/// The dashboard's address as a person on this machine opens it (a hub
+/// listening on every address is reached on the loopback one).
+fn dashboard_url(scheme: &str, addr: std::net::SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!(
+        "{scheme}://{}/dashboard",
+        std::net::SocketAddr::new(ip, addr.port())
+    )
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -409,5 +429,17 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_dashboard_url_is_one_a_browser_here_opens() {
+        let url = |a: &str| super::dashboard_url("http", a.parse().unwrap());
+        assert_eq!(url("127.0.0.1:4000"), "http://127.0.0.1:4000/dashboard");
+        assert_eq!(url("0.0.0.0:4000"), "http://127.0.0.1:4000/dashboard");
+        assert_eq!(url("[::]:4000"), "http://[::1]:4000/dashboard");
+        assert_eq!(url("10.1.2.3:80"), "http://10.1.2.3:80/dashboard");
     }
 }

@@ -2,9 +2,13 @@
 //!
 //! Tokens are 256 random bits, shown once; the hub keeps only their
 //! SHA-256 (a slow hash buys nothing for random tokens of this size). This
-//! module holds the admin and viewer hashes and answers "which role does
-//! this token have"; agent tokens are resolved by the registry's
-//! [`crate::actors::registry::AgentDirectory`]. It must never log a token.
+//! module holds the admin, viewer and enrollment hashes and answers "which
+//! role does this token have" and "is this the enrollment token" (which
+//! has no role: it only enrolls agents); agent tokens are resolved by the
+//! registry's [`crate::actors::registry::AgentDirectory`]. The admin and
+//! enrollment tokens are the settings' or, unset, generated on the first
+//! start (hash in the store, token in a 0600 file). It must never log a
+//! token.
 
 use std::path::{Path, PathBuf};
 
@@ -42,21 +46,54 @@ pub(crate) fn same_hash(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// The admin and viewer token hashes.
+/// The admin, viewer and enrollment token hashes, and where the admin
+/// and enrollment tokens are (in words, for the start-up log).
 #[derive(Clone, Debug)]
 pub struct Auth {
     admin_sha256: String,
     viewer_sha256: Option<String>,
+    enroll_sha256: Option<String>,
+    /// Where the admin token is: its file, or the setting.
+    pub admin_at: String,
+    /// Where the enrollment token is.
+    pub enroll_at: String,
 }
 
 const ADMIN_HASH_KEY: &str = "admin_token_sha256";
+const ENROLL_HASH_KEY: &str = "enroll_token_sha256";
+
+/// One token the hub sets up at start: its setting, its hash's key in the
+/// store, its file.
+struct TokenSpec<'a> {
+    setting: &'static str,
+    configured: Option<&'a str>,
+    meta_key: &'static str,
+    file: PathBuf,
+    kind: &'static str,
+}
 
 impl Auth {
     pub fn new(admin_sha256: String, viewer_sha256: Option<String>) -> Self {
         Auth {
             admin_sha256,
             viewer_sha256,
+            enroll_sha256: None,
+            admin_at: "set by admin_token".into(),
+            enroll_at: "none".into(),
         }
+    }
+
+    /// With this enrollment token hash.
+    pub fn with_enroll(mut self, enroll_sha256: String) -> Self {
+        self.enroll_sha256 = Some(enroll_sha256);
+        self
+    }
+
+    /// Whether `token` is the enrollment token (compared in constant time).
+    pub fn is_enroll(&self, token: &str) -> bool {
+        self.enroll_sha256
+            .as_deref()
+            .is_some_and(|e| same_hash(&hash_token(token), e))
     }
 
     /// The role of a presented token, if any.
@@ -81,36 +118,77 @@ impl Auth {
         }
     }
 
-    /// Set up admin access at start: the configured token, or the one
-    /// generated on the first start (its hash in the store, the token in
-    /// `<data_dir>/admin.token`, mode 0600).
+    /// Set up access at start: the admin and enrollment tokens are the
+    /// configured ones, or the ones generated on the first start (each
+    /// hash in the store, the tokens in `<data_dir>/admin.token` and
+    /// `<data_dir>/enroll.token`, mode 0600).
     pub fn initialise(settings: &Settings, store: &Store) -> Result<Auth, AuthSetupError> {
         let viewer = settings.viewer_token.as_deref().map(hash_token);
-        if let Some(token) = &settings.admin_token {
-            tracing::info!("admin token: taken from the settings");
-            return Ok(Auth::new(hash_token(token), viewer));
-        }
-        let path = token_file(&settings.data_dir);
-        if let Some(stored) = store.meta_get(ADMIN_HASH_KEY)? {
-            match std::fs::read_to_string(&path) {
-                Ok(tok) if same_hash(&hash_token(&tok), &stored) => {
-                    tracing::info!(path = %path.display(), "admin token: in the token file");
-                    return Ok(Auth::new(stored, viewer));
-                }
-                Ok(_) => {
-                    tracing::warn!(path = %path.display(), "admin token file does not match the store; generating a new admin token")
-                }
-                Err(_) => {
-                    tracing::warn!(path = %path.display(), "admin token file is missing; generating a new admin token")
-                }
+        let (admin, admin_at) = set_up(
+            TokenSpec {
+                setting: "admin_token",
+                configured: settings.admin_token.as_deref(),
+                meta_key: ADMIN_HASH_KEY,
+                file: token_file(&settings.data_dir),
+                kind: "admin",
+            },
+            store,
+        )?;
+        let (enroll, enroll_at) = set_up(
+            TokenSpec {
+                setting: "enroll_token",
+                configured: settings.enroll_token.as_deref(),
+                meta_key: ENROLL_HASH_KEY,
+                file: enroll_token_file(&settings.data_dir),
+                kind: "enroll",
+            },
+            store,
+        )?;
+        Ok(Auth {
+            admin_at,
+            enroll_at,
+            ..Auth::new(admin, viewer).with_enroll(enroll)
+        })
+    }
+}
+
+/// One token's hash and where it is, in words: the setting's, the one in
+/// its file, or a new one generated into its file (hash in the store).
+fn set_up(t: TokenSpec, store: &Store) -> Result<(String, String), AuthSetupError> {
+    if let Some(token) = t.configured {
+        return Ok((hash_token(token), format!("set by {}", t.setting)));
+    }
+    let path = &t.file;
+    if let Some(stored) = store.meta_get(t.meta_key)? {
+        match std::fs::read_to_string(path) {
+            Ok(tok) if same_hash(&hash_token(&tok), &stored) => {
+                return Ok((stored, path.display().to_string()));
+            }
+            Ok(_) => {
+                tracing::warn!(
+                    "{} token file {} does not match the store; generating a new {} token",
+                    t.kind,
+                    path.display(),
+                    t.kind
+                )
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "{} token file {} is missing; generating a new {} token",
+                    t.kind,
+                    path.display(),
+                    t.kind
+                )
             }
         }
-        let token = generate_token("admin");
-        write_secret(&path, &token)?;
-        store.meta_put(ADMIN_HASH_KEY, &hash_token(&token))?;
-        tracing::info!(path = %path.display(), "admin token: generated on first start and written to the token file");
-        Ok(Auth::new(hash_token(&token), viewer))
     }
+    let token = generate_token(t.kind);
+    write_secret(path, &token)?;
+    store.meta_put(t.meta_key, &hash_token(&token))?;
+    Ok((
+        hash_token(&token),
+        format!("{} (generated now)", path.display()),
+    ))
 }
 
 /// Where the generated admin token lives.
@@ -118,11 +196,16 @@ pub(crate) fn token_file(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.token")
 }
 
+/// Where the generated enrollment token lives.
+pub(crate) fn enroll_token_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("enroll.token")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot write the admin token file: {0}")]
+    #[error("cannot write a token file: {0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -199,12 +282,73 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+        let enroll_path = enroll_token_file(&dir);
+        let enroll = std::fs::read_to_string(&enroll_path).unwrap();
+        assert!(enroll.starts_with("acm_enroll_"));
+        assert!(auth.is_enroll(&enroll) && !auth.is_enroll(&token));
+        assert_eq!(
+            auth.role_of(&enroll),
+            None,
+            "the enrollment token has no role"
+        );
+        assert_eq!(
+            std::fs::metadata(&enroll_path)
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        assert!(
+            auth.admin_at.ends_with("admin.token (generated now)"),
+            "{}",
+            auth.admin_at
+        );
         let again = Auth::initialise(&settings, &store).unwrap();
         assert_eq!(
             again.role_of(&token),
             Some(Role::Admin),
             "same token on the next start"
         );
+        assert!(
+            again.is_enroll(&enroll),
+            "same enrollment token on the next start"
+        );
+        assert_eq!(again.enroll_at, enroll_path.display().to_string());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn configured_tokens_are_used_and_said_so() {
+        let dir = std::env::temp_dir().join(format!("agentcom-auth-set-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let settings = Settings::load_with_env(
+            None,
+            &crate::config::Overrides {
+                listen: None,
+                data_dir: Some(dir.clone()),
+            },
+            Some(vec![
+                (
+                    "AGENTCOM_ADMIN_TOKEN".into(),
+                    "admin-0123456789abcdef".into(),
+                ),
+                (
+                    "AGENTCOM_ENROLL_TOKEN".into(),
+                    "enroll-0123456789abcdef".into(),
+                ),
+            ]),
+        )
+        .unwrap();
+        let store = Store::open(&dir, 16).unwrap();
+        let auth = Auth::initialise(&settings, &store).unwrap();
+        assert!(auth.is_enroll("enroll-0123456789abcdef"));
+        assert_eq!(auth.role_of("admin-0123456789abcdef"), Some(Role::Admin));
+        assert_eq!(
+            (auth.admin_at.as_str(), auth.enroll_at.as_str()),
+            ("set by admin_token", "set by enroll_token")
+        );
+        assert!(!enroll_token_file(&dir).exists() && !token_file(&dir).exists());
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -31,6 +31,10 @@ pub struct Settings {
     /// A read-only token for dashboards and scripts (optional).
     #[serde(default)]
     pub viewer_token: Option<String>,
+    /// The token that enrolls agents (`POST /api/agents/enroll`); unset,
+    /// one is generated on the first start into `<data_dir>/enroll.token`.
+    #[serde(default)]
+    pub enroll_token: Option<String>,
     pub timeouts: Timeouts,
     pub retry: Retry,
     pub circuit: Circuit,
@@ -430,6 +434,7 @@ impl Settings {
         for (key, token) in [
             ("admin_token", &self.admin_token),
             ("viewer_token", &self.viewer_token),
+            ("enroll_token", &self.enroll_token),
         ] {
             if token
                 .as_deref()
@@ -457,6 +462,14 @@ impl Settings {
             return invalid(
                 "viewer_token",
                 "must differ from admin_token (it would only read)".into(),
+            );
+        }
+        if self.enroll_token.is_some()
+            && (self.enroll_token == self.admin_token || self.enroll_token == self.viewer_token)
+        {
+            return invalid(
+                "enroll_token",
+                "must differ from admin_token and viewer_token (it only enrolls agents)".into(),
             );
         }
         Ok(())
@@ -689,6 +702,7 @@ mod tests {
         let s = Settings::load_with_env(Some(&p), &Overrides::default(), env(&[])).unwrap();
         assert_eq!(s.budgets.agent_daily_tokens, 0);
         assert_eq!(s.scheduler.max_concurrent, 0);
+        assert!(s.enroll_token.is_none());
     }
 
     #[test]
@@ -745,6 +759,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("http.body_timeout_s"), "{err}");
+        let err = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("AGENTCOM_ENROLL_TOKEN", "short")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("enroll_token"), "{err}");
+        let same = "0123456789abcdef0123";
+        let err = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[
+                ("AGENTCOM_ENROLL_TOKEN", same),
+                ("AGENTCOM_ADMIN_TOKEN", same),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("enroll_token"), "{err}");
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub struct AgentRecord {
     /// Paused by an operator (kept across restarts).
     #[serde(default)]
     pub paused: bool,
+    /// Its verification task, queued when it was enrolled
+    /// (`POST /api/agents/enroll`); none for an agent added by an admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_task: Option<String>,
 }
 
 /// A dashboard session as stored, under the SHA-256 of its id.
@@ -369,6 +373,7 @@ mod tests {
                 degraded_by: Some(crate::domain::fsm::DegradedBy::Environment),
             },
             paused: true,
+            verification_task: Some("T1".into()),
         };
         s.put_agent(&a).unwrap();
         s.meta_put("k", "v").unwrap();

@@ -908,3 +908,32 @@ fn the_dashboard_shows_blame_the_dossier_candidates_and_a_stalled_agent() {
         T,
     );
 }
+
+#[test]
+fn a_sign_in_link_signs_in_and_leaves_no_token_in_the_address() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(root.path(), &[]);
+    let mut b = Browser::launch(root.path(), 1000, 800);
+    b.goto(&format!("{}/dashboard#token={}", hub.url, hub.token));
+    b.wait_for("!document.querySelector('#app').hidden && document.querySelector('#live-status').classList.contains('on')", T);
+    assert_eq!(
+        b.eval("document.querySelector('#role').textContent"),
+        json!("admin")
+    );
+    assert_eq!(
+        b.eval("location.href"),
+        json!(format!("{}/dashboard", hub.url)),
+        "the token is gone from the address bar"
+    );
+    b.eval("document.querySelector('#sign-out').click(); true");
+    b.wait_for("!document.querySelector('#sign-in').hidden", T);
+    // A link through `/` (307 to the dashboard, the fragment kept by the
+    // browser) with a wrong token: the form says so, the address is clean.
+    b.goto(&format!("{}/#token=acm_admin_wrong", hub.url));
+    b.wait_for("!document.querySelector('#sign-in-error').hidden", T);
+    assert_eq!(
+        b.eval("location.href"),
+        json!(format!("{}/dashboard", hub.url))
+    );
+    assert!(!hub.log().contains(&hub.token), "no token in the hub's log");
+}

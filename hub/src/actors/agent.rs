@@ -191,6 +191,18 @@ impl AgentActor {
                     link.close.do_send(CloseConn { reason });
                 }
             }
+            Effect::Refuse {
+                conn,
+                code,
+                message,
+            } => {
+                if let Some(link) = self.conns.remove(&conn) {
+                    link.push.do_send(Push(HubMsg::error(code, message)));
+                    link.close.do_send(CloseConn {
+                        reason: code.to_string(),
+                    });
+                }
+            }
         }
     }
 
@@ -363,21 +375,31 @@ impl Handler<Connect> for AgentActor {
         if self.turned_away(&msg.link) {
             return;
         }
-        msg.link.push.do_send(Push(HubMsg::Welcome {
-            protocol_version: agentcom_protocol::PROTOCOL_VERSION,
-            heartbeat_interval_s: self.links.heartbeat_interval_s,
-            heartbeat_timeout_s: Some(self.links.heartbeat_timeout_s),
-            hub_version: Some(env!("CARGO_PKG_VERSION").to_string()),
-        }));
+        let link = msg.link.clone();
         self.conns.insert(msg.conn, msg.link);
-        tracing::info!(agent = %self.id(), conn = msg.conn, current = %msg.hello.current_task.as_ref().map_or("none".to_string(), |a| a.to_string()), pending = msg.hello.pending_results.len(), "sidecar hello");
+        tracing::info!(agent = %self.id(), conn = msg.conn,
+            current = %msg.hello.current_task.as_ref().map_or("none".to_string(), |a| a.to_string()),
+            pending = msg.hello.pending_results.len(),
+            instance = msg.hello.instance_id.as_deref().unwrap_or("none"),
+            selftest = match &msg.hello.selftest { None => "not said", Some(s) if s.ok => "passes", Some(_) => "fails" },
+            "sidecar hello");
         let claimed: BTreeSet<&String> = msg.hello.capabilities.iter().collect();
         let registered: BTreeSet<&String> = self.machine.capabilities().iter().collect();
-        if claimed != registered {
-            tracing::warn!(agent = %self.id(), sidecar = ?claimed, registered = ?registered,
-                "the sidecar's capabilities differ from the agent's registered ones; scheduling uses the registered ones");
-        }
+        let differ = (claimed != registered).then(|| (joined(claimed), joined(registered)));
         let fx = self.machine.connect(msg.conn, msg.hello, Timestamp::now());
+        if self.machine.conn() == Some(msg.conn) {
+            // Accepted: welcome first, then whatever the hello called for.
+            link.push.do_send(Push(HubMsg::Welcome {
+                protocol_version: agentcom_protocol::PROTOCOL_VERSION,
+                heartbeat_interval_s: self.links.heartbeat_interval_s,
+                heartbeat_timeout_s: Some(self.links.heartbeat_timeout_s),
+                hub_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            }));
+            if let Some((claimed, registered)) = differ {
+                tracing::warn!(agent = %self.id(), sidecar = %claimed, registered = %registered,
+                    "the sidecar's capabilities differ from the agent's registered ones; scheduling uses the registered ones");
+            }
+        }
         self.after(ctx, fx);
     }
 }
@@ -406,13 +428,15 @@ impl Handler<FromSidecar> for AgentActor {
                 task_id,
                 generation,
                 activity,
-                ..
+                selftest,
             } => {
                 let attempt = match (state, task_id, generation) {
                     (SidecarState::Working, Some(id), Some(g)) => Some(AttemptRef::new(id, g)),
                     _ => None,
                 };
-                let fx = self.machine.heartbeat(state, attempt, activity, now);
+                let fx = self
+                    .machine
+                    .heartbeat(state, attempt, activity, selftest.as_ref(), now);
                 self.after(ctx, fx);
                 done()
             }
@@ -566,4 +590,16 @@ impl Handler<Shutdown> for AgentActor {
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
         self.close_all("hub shutting down");
     }
+}
+
+/// A set of names as words: comma-joined, or `none`.
+fn joined(names: BTreeSet<&String>) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
+    names
+        .into_iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

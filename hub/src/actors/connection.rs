@@ -41,6 +41,7 @@ use crate::actors::messages::{
     AgentHandle, Attach, CloseConn, ConnId, ConnLink, Connect, Disconnect, FromSidecar, Push,
 };
 use crate::domain::fsm::HelloFacts;
+use crate::domain::limits;
 use crate::domain::rate::{Admit, MessageLimit};
 use crate::stats::Stats;
 
@@ -181,6 +182,8 @@ impl ConnectionActor {
                 pending_results,
                 repos,
                 context_window_tokens,
+                instance_id,
+                selftest,
                 ..
             } => {
                 if protocol_version != PROTOCOL_VERSION {
@@ -214,6 +217,8 @@ impl ConnectionActor {
                         current_task,
                         pending_results,
                         sidecar_version,
+                        instance_id: limits::instance_id(instance_id.as_deref()),
+                        selftest,
                     },
                 });
             }
@@ -292,7 +297,14 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ConnectionActor
             }
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(reason)) => {
-                tracing::info!(agent = %self.agent_id, conn = self.id, ?reason, "sidecar closed the connection");
+                let reason = reason.map_or("none given".to_string(), |r| {
+                    let code = u16::from(r.code);
+                    match r.description {
+                        Some(d) => format!("{code} {d}"),
+                        None => code.to_string(),
+                    }
+                });
+                tracing::info!(agent = %self.agent_id, conn = self.id, %reason, "sidecar closed the connection");
                 self.close(ctx, CloseCode::Normal, "bye");
             }
             Err(ProtocolError::Overflow) => {

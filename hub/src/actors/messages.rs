@@ -11,7 +11,8 @@
 //! waiting can form; everything else is `do_send`):
 //! - HTTP → queue (`CreateTask`, `CancelTask`, `RetryTask`, `ExplainFacts`,
 //!   `ApproveChange`, `RejectChange`, `PauseLane`), registry (`AddAgent`,
-//!   `RevokeAgent`, `PauseAgent`, `Lookup`);
+//!   `RevokeAgent`, `PauseAgent`, `SetVerification`, `VerificationOf`,
+//!   `Lookup`);
 //! - scheduler → queue (`Claim`, `OutstandingAttempts`), registry (`Lookup`),
 //!   agent (`AssignTask`, `Holds`);
 //! - registry → queue (`OutstandingAttempts`, to seed a restarted agent actor);
@@ -211,6 +212,23 @@ pub struct RevokeAgent {
 pub struct PauseAgent {
     pub id: String,
     pub paused: bool,
+}
+
+/// An enrolled agent's verification task was queued: keep its id with
+/// the agent; answered once durable.
+#[derive(Message)]
+#[rtype(result = "Result<(), RegistryError>")]
+pub struct SetVerification {
+    pub id: String,
+    pub task_id: String,
+}
+
+/// The agent's verification task, if it was enrolled (`NotFound` for no
+/// such agent).
+#[derive(Message)]
+#[rtype(result = "Result<Option<String>, RegistryError>")]
+pub struct VerificationOf {
+    pub id: String,
 }
 
 /// The running actor of an agent, if the agent exists.

@@ -350,7 +350,7 @@ impl QueueActor {
     /// event bus, and the scheduler (a resumed lane may have a match).
     fn lanes_durable(&self, lanes: Vec<Priority>) {
         let names: Vec<&str> = lanes.iter().map(|p| p.as_str()).collect();
-        tracing::info!(paused = ?names, "paused lanes kept");
+        tracing::info!(paused = %if names.is_empty() { "none".to_string() } else { names.join(", ") }, "paused lanes kept");
         self.events
             .publish("lanes", json!({ "paused_lanes": names }));
         self.view.set_paused_lanes(lanes);

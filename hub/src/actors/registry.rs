@@ -9,7 +9,8 @@
 //! handler), seeding the new one from the queue again.
 //!
 //! Its store writes (an agent added or revoked, each made durable; failure
-//! records and operator pauses, batched, answered once durable) run on a
+//! records, operator pauses and an enrolled agent's verification task,
+//! batched, answered once durable) run on a
 //! blocking thread, never on the thread the hub's actors share. It never
 //! touches tasks: it forwards an operator's cancel to the right agent and
 //! nothing more.
@@ -26,7 +27,7 @@ use crate::actors::agent::{AgentActor, AgentLinks};
 use crate::actors::messages::{
     Absolve, AbsolveFailures, AddAgent, AgentHandle, CancelAttempt, CloseAll, Lookup,
     OutstandingAttempts, PauseAgent, RegistryError, Revoke, RevokeAgent, SaveBreaker, SetPaused,
-    Shutdown, StopAttempt,
+    SetVerification, Shutdown, StopAttempt, VerificationOf,
 };
 use crate::auth::{generate_token, hash_token};
 use crate::domain::fsm::{AgentMachine, FsmSettings};
@@ -277,6 +278,7 @@ impl Handler<AddAgent> for RegistryActor {
             created_at: Timestamp::now(),
             breaker: Default::default(),
             paused: false,
+            verification_task: None,
         };
         let store = self.store.clone();
         let to_write = record.clone();
@@ -291,7 +293,7 @@ impl Handler<AddAgent> for RegistryActor {
             act.directory
                 .insert(record.token_sha256.clone(), record.id.clone());
             let info = act.machine(&record, record.created_at).info();
-            tracing::info!(agent = %record.id, capabilities = ?record.capabilities, "agent added");
+            tracing::info!(agent = %record.id, capabilities = %record.capabilities.join(", "), "agent added");
             act.spawn_agent(record, None, None);
             Ok((info, token))
         }))
@@ -403,6 +405,38 @@ impl Handler<PauseAgent> for RegistryActor {
             tracing::info!(agent = %id, paused, "agent pause kept");
             Ok(())
         }))
+    }
+}
+
+impl Handler<SetVerification> for RegistryActor {
+    type Result = ResponseActFuture<Self, Result<(), RegistryError>>;
+    fn handle(&mut self, msg: SetVerification, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(r) = self.agents.get_mut(&msg.id) else {
+            return Box::pin(actix::fut::ready(Err(RegistryError::NotFound(msg.id))));
+        };
+        // In the same batches as the failure records and pauses.
+        r.record.verification_task = Some(msg.task_id.clone());
+        self.breakers_due.insert(msg.id.clone());
+        let (tx, rx) = oneshot::channel();
+        self.breaker_waiters.push(tx);
+        self.flush_breakers(ctx);
+        let SetVerification { id, task_id } = msg;
+        Box::pin(rx.into_actor(self).map(move |res, _, _| {
+            let res = res.unwrap_or_else(|_| Err("the registry stopped".into()));
+            res.map_err(RegistryError::Store)?;
+            tracing::info!(agent = %id, task = %task_id, "verification task kept with the agent");
+            Ok(())
+        }))
+    }
+}
+
+impl Handler<VerificationOf> for RegistryActor {
+    type Result = Result<Option<String>, RegistryError>;
+    fn handle(&mut self, msg: VerificationOf, _: &mut Context<Self>) -> Self::Result {
+        self.agents
+            .get(&msg.id)
+            .map(|r| r.record.verification_task.clone())
+            .ok_or(RegistryError::NotFound(msg.id))
     }
 }
 

@@ -47,6 +47,14 @@ use crate::check;
 use crate::domain::repo::RepoConfig;
 use crate::git::{self, GitError, MergeResult, PushResult, Scratch};
 
+/// A check's exit code in words.
+fn exit_words(code: Option<i32>) -> String {
+    code.map_or(
+        "none (killed at its timeout, or it could not start)".to_string(),
+        |c| c.to_string(),
+    )
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -227,7 +235,7 @@ impl Work {
         let run = self.check(sha)?;
         let verdict = match run {
             Some(run) if !check::passed(Some(&run)) => {
-                tracing::warn!(repo = %self.name(), sha, exit_code = ?run.exit_code, "main is red: its check failed");
+                tracing::warn!(repo = %self.name(), sha, exit_code = %exit_words(run.exit_code), "main is red: its check failed");
                 health.mark_red(sha);
                 MainHealth::Red { check: run }
             }
@@ -623,8 +631,14 @@ impl RepoActor {
             MergeOutcome::Merged { sha, .. } => {
                 tracing::info!(repo = %self.work.cfg.name, change = %job.change_id, sha, "merged")
             }
-            other => {
-                tracing::info!(repo = %self.work.cfg.name, change = %job.change_id, outcome = ?other, "not merged")
+            MergeOutcome::Conflict { paths } => {
+                tracing::info!(repo = %self.work.cfg.name, change = %job.change_id, outcome = "conflict", paths = %paths.join(", "), "not merged")
+            }
+            MergeOutcome::CheckFailed { check } => {
+                tracing::info!(repo = %self.work.cfg.name, change = %job.change_id, outcome = "check failed", exit_code = %exit_words(check.exit_code), "not merged")
+            }
+            MergeOutcome::Unmergeable { reason } => {
+                tracing::info!(repo = %self.work.cfg.name, change = %job.change_id, outcome = "unmergeable", reason = %reason, "not merged")
             }
         }
         let done = self.links.done.send(MergeDone {

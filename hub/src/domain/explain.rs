@@ -1,8 +1,10 @@
 //! Explain: why a task is not running, in sentences that name what holds
 //! it — its status, its time (`run_at`, a backoff), a paused lane, its
-//! repository's red main, the capabilities no agent has, the agents that
-//! have them and why each cannot take it now (offline, busy, degraded,
-//! stalled, paused, its author), and its place in the lanes.
+//! repository's red main, the capabilities no agent has, the one agent it
+//! is pinned to (`for_agent`), the agents that have them and why each
+//! cannot take it now (offline, busy, degraded — by its breaker or a
+//! failing self-test —, stalled, paused, its author), and its place in the
+//! lanes.
 //!
 //! Pure: it reads a task, what the queue knows of it ([`QueueFacts`]) and
 //! the agents as the hub sees them; no I/O, no clock (time passed in).
@@ -10,6 +12,7 @@
 use agentcom_protocol::{AgentInfo, AgentState, Task, TaskStatus, Timestamp};
 
 use crate::domain::lanes::{lane_name, Place};
+use crate::domain::limits::SELFTEST_FAILING;
 
 /// What the queue knows of a task beyond the task itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -146,8 +149,8 @@ pub(crate) fn explain(
     out
 }
 
-/// The agents that could ever take `task` (capabilities, repository, not
-/// excluded); says so when there are none.
+/// The agents that could ever take `task` (the one it is pinned to,
+/// capabilities, repository, not excluded); says so when there are none.
 fn agents_able<'a>(
     task: &Task,
     agents: &'a [AgentInfo],
@@ -159,7 +162,30 @@ fn agents_able<'a>(
             .all(|c| a.capabilities.contains(c))
             && task.repo.as_ref().is_none_or(|r| a.repos.contains(r))
     };
-    let able: Vec<&AgentInfo> = agents.iter().filter(|a| has(a)).collect();
+    let agents: Vec<&AgentInfo> = match &task.for_agent {
+        None => agents.iter().collect(),
+        Some(only) => {
+            let Some(a) = agents.iter().find(|a| &a.id == only) else {
+                out.push(format!(
+                    "Only agent {only} may take it, and there is no agent {only} (revoked?)."
+                ));
+                return Vec::new();
+            };
+            if !has(a) {
+                out.push(format!(
+                    "Only agent {only} may take it, and it lacks what the task needs ({}).",
+                    needs_of(task)
+                ));
+                return Vec::new();
+            }
+            out.push(format!(
+                "Only agent {only} may take it (for_agent); no other agent is given it."
+            ));
+            vec![a]
+        }
+    };
+    let agents = &agents[..];
+    let able: Vec<&AgentInfo> = agents.iter().copied().filter(|a| has(a)).collect();
     if able.is_empty() {
         let before = out.len();
         let missing: Vec<&String> = task
@@ -251,14 +277,34 @@ fn why_not(a: &AgentInfo, now: Timestamp) -> String {
                 .as_ref()
                 .map_or("?".to_string(), |t| t.task_id.clone())
         ),
-        AgentState::Degraded => format!(
-            "Agent {} is degraded until {} ({}).",
-            a.id,
-            a.degraded_until.map_or("?".to_string(), |t| t.to_string()),
-            a.degraded_reason.as_deref().unwrap_or("too many failures")
-        ),
+        AgentState::Degraded => {
+            let reason = a.degraded_reason.as_deref().unwrap_or("too many failures");
+            match reason
+                .strip_prefix(SELFTEST_FAILING)
+                .map(|r| r.trim_start_matches(':').trim())
+            {
+                Some(failures) => format!(
+                    "Agent {} is degraded: its sidecar's self-test fails ({failures}); it takes work again once a self-test passes.",
+                    a.id
+                ),
+                None => format!(
+                    "Agent {} is degraded until {} ({reason}).",
+                    a.id,
+                    a.degraded_until.map_or("?".to_string(), |t| t.to_string()),
+                ),
+            }
+        }
         AgentState::Idle => format!("Agent {} is idle.", a.id),
     }
+}
+
+/// What a task needs, in words.
+fn needs_of(task: &Task) -> String {
+    let mut needs: Vec<String> = task.needed_capabilities.clone();
+    if let Some(repo) = &task.repo {
+        needs.push(format!("a clone of repository {repo}"));
+    }
+    needs.join(", ")
 }
 
 fn names(agents: &[&AgentInfo]) -> String {

@@ -19,6 +19,15 @@
 //! Offline for `offline_alert_ms` after a connection this hub saw end, it
 //! says so once (`Effect::Offline`), until it connects again.
 //!
+//! One sidecar per agent: a `hello` from another installation (another
+//! `instance_id`) while the agent's current connection is alive is refused
+//! (`agent_in_use`; the current sidecar hears `agent_in_use_elsewhere`)
+//! and changes nothing else; the same installation reconnecting, or a
+//! sidecar that says no instance id, replaces the current connection. A
+//! sidecar whose self-test fails (`hello`/heartbeat `selftest`) makes the
+//! agent degraded, with the failures as the reason, until it reports a
+//! passing one: not on the breaker, not kept across restarts.
+//!
 //! Events come in as method calls with the current time; what the hub must
 //! do about them comes out as [`Effect`]s (frames to send, attempts to
 //! release or fail, a connection to close). It must never do I/O, read the
@@ -28,13 +37,13 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use agentcom_protocol::{
-    Activity, AgentInfo, AgentState, AgentTransition, AttemptRef, HubMsg, SidecarState, Task,
-    TaskStatus, Timestamp,
+    Activity, AgentInfo, AgentState, AgentTransition, AttemptRef, HubMsg, SelfTestStatus,
+    SidecarState, Task, TaskStatus, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::domain::blame::Charge;
-use crate::domain::limits::MAX_PROGRESS_NOTE_BYTES;
+use crate::domain::limits::{self, MAX_PROGRESS_NOTE_BYTES};
 use crate::domain::queue::{repo_mark, Outstanding, Verdict};
 use crate::domain::repo::valid_name;
 
@@ -145,6 +154,13 @@ pub(crate) enum Effect {
     },
     /// Close this connection.
     CloseConnection { conn: u64, reason: String },
+    /// Refuse connection `conn` (not the agent's current one): send it an
+    /// `error` frame of `code` and `message`, then close it.
+    Refuse {
+        conn: u64,
+        code: &'static str,
+        message: String,
+    },
     /// The attempt stalled: tell people (`task_stalled`).
     Stalled { task: AttemptRef, idle_s: i64 },
     /// Offline for `offline_alert_ms` since `since`: tell people
@@ -204,6 +220,11 @@ pub struct HelloFacts {
     pub current_task: Option<AttemptRef>,
     pub pending_results: Vec<AttemptRef>,
     pub sidecar_version: String,
+    /// The sidecar installation's id (bounded by
+    /// [`limits::instance_id`]); none from older sidecars.
+    pub instance_id: Option<String>,
+    /// Its last self-test, if it said one.
+    pub selftest: Option<SelfTestStatus>,
 }
 
 #[derive(Clone, Debug)]
@@ -219,6 +240,10 @@ pub(crate) struct AgentMachine {
     state: AgentState,
     state_since: Timestamp,
     conn: Option<u64>,
+    /// The instance id the current connection's sidecar said, and when
+    /// it connected (meaningful while `conn` is some).
+    conn_instance: Option<String>,
+    conn_since: Timestamp,
     holding: Option<Holding>,
     last_heartbeat: Option<Timestamp>,
     /// While offline with an attempt held: when it is given up.
@@ -231,6 +256,9 @@ pub(crate) struct AgentMachine {
     degraded_until: Option<Timestamp>,
     degraded_reason: Option<String>,
     degraded_by: Option<DegradedBy>,
+    /// Its sidecar's self-test fails: the reason (degraded until a
+    /// passing one is reported; never on the breaker).
+    selftest_failing: Option<String>,
     sidecar_version: Option<String>,
     recent: VecDeque<AgentTransition>,
     /// Paused by an operator: offered no new attempt (drain).
@@ -255,6 +283,8 @@ impl AgentMachine {
             state: AgentState::Offline,
             state_since: now,
             conn: None,
+            conn_instance: None,
+            conn_since: now,
             holding: None,
             last_heartbeat: None,
             offline_deadline: None,
@@ -263,6 +293,7 @@ impl AgentMachine {
             degraded_until: None,
             degraded_reason: None,
             degraded_by: None,
+            selftest_failing: None,
             sidecar_version: None,
             recent: VecDeque::new(),
             paused: false,
@@ -380,7 +411,7 @@ impl AgentMachine {
             last_heartbeat_at: self.last_heartbeat,
             consecutive_failures: self.failures.len() as u32,
             degraded_until: self.degraded_until,
-            degraded_reason: self.degraded_reason.clone(),
+            degraded_reason: self.shown_degraded_reason(),
             state_since: self.state_since,
             created_at: self.created_at,
             sidecar_version: self.sidecar_version.clone(),
@@ -439,9 +470,19 @@ impl AgentMachine {
 
     // ----- events -------------------------------------------------------------
 
-    /// A sidecar said `hello` on connection `conn`.
+    /// A sidecar said `hello` on connection `conn`. Another installation
+    /// of a sidecar for an agent whose connection is alive is refused
+    /// ([`Effect::Refuse`]) and changes nothing else.
     pub(crate) fn connect(&mut self, conn: u64, hello: HelloFacts, now: Timestamp) -> Vec<Effect> {
+        if let Some(refused) = self.refuse_second_sidecar(conn, &hello, now) {
+            return refused;
+        }
         let mut fx = Vec::new();
+        self.conn_instance = hello.instance_id.clone();
+        self.conn_since = now;
+        if let Some(status) = &hello.selftest {
+            self.selftest_failing = limits::selftest_reason(status);
+        }
         if let Some(old) = self.conn.replace(conn) {
             if old != conn {
                 fx.push(Effect::CloseConnection {
@@ -478,8 +519,57 @@ impl AgentMachine {
             (None, Some(c)) => fx.push(cancel(&c, "the hub does not assign this attempt to you")),
             (None, None) => {}
         }
-        self.settle(now, "sidecar connected");
+        let reason = match &self.selftest_failing {
+            Some(failing) => format!("sidecar connected; {failing}"),
+            None => "sidecar connected".to_string(),
+        };
+        self.settle(now, &reason);
         fx
+    }
+
+    /// The refusal of a `hello` on `conn` when the agent's current
+    /// connection is alive and its sidecar is another installation (both
+    /// said an instance id, and they differ); `None` to let it replace
+    /// the current one.
+    fn refuse_second_sidecar(
+        &self,
+        conn: u64,
+        hello: &HelloFacts,
+        now: Timestamp,
+    ) -> Option<Vec<Effect>> {
+        let current = self.conn.filter(|c| *c != conn)?;
+        let alive = self
+            .last_heartbeat
+            .is_some_and(|h| h.plus_millis(self.settings.heartbeat_timeout_ms) > now);
+        let (Some(theirs), Some(ours)) = (&hello.instance_id, &self.conn_instance) else {
+            return None;
+        };
+        if !alive || theirs == ours {
+            return None;
+        }
+        let id = &self.id;
+        tracing::warn!(agent = %id, conn, current, instance = %theirs, connected = %ours,
+            "a second sidecar tried to connect as this agent; refused (the connected one stays)");
+        Some(vec![
+            Effect::Refuse {
+                conn,
+                code: "agent_in_use",
+                message: format!(
+                    "agent {id} is already connected from another sidecar since {since}; \
+                     two sidecars must not share one agent: give each machine its own agent \
+                     (e.g. `agentcom-sidecar join --id OTHER`), or stop the other one",
+                    since = self.conn_since
+                ),
+            },
+            Effect::Send(HubMsg::error(
+                "agent_in_use_elsewhere",
+                format!(
+                    "another sidecar (instance {theirs}) tried to connect as agent {id} at {now} \
+                     and was refused; this connection stays. Two sidecars must not share one \
+                     agent's token: give the other machine its own agent"
+                ),
+            )),
+        ])
     }
 
     /// Connection `conn` closed. The close of a replaced connection is ignored.
@@ -498,15 +588,25 @@ impl AgentMachine {
 
     /// A heartbeat carrying the sidecar's real state; divergences are
     /// resolved here.
+    /// A self-test status, when said, replaces the last one.
     pub(crate) fn heartbeat(
         &mut self,
         state: SidecarState,
         task: Option<AttemptRef>,
         activity: Option<Activity>,
+        selftest: Option<&SelfTestStatus>,
         now: Timestamp,
     ) -> Vec<Effect> {
         self.last_heartbeat = Some(now);
         let mut fx = Vec::new();
+        if let Some(status) = selftest {
+            self.selftest_failing = limits::selftest_reason(status);
+            let reason = match &self.selftest_failing {
+                Some(failing) => failing.clone(),
+                None => "self-test passes".to_string(),
+            };
+            self.settle(now, &reason);
+        }
         match (state, task) {
             (SidecarState::Working, Some(t)) => match &self.holding {
                 Some(h) if h.task == t => {
@@ -916,6 +1016,16 @@ impl AgentMachine {
         self.degraded_reason = Some(reason);
     }
 
+    /// Why it is degraded, as shown: a failing self-test first, then
+    /// what its breaker says.
+    fn shown_degraded_reason(&self) -> Option<String> {
+        match (&self.selftest_failing, &self.degraded_reason) {
+            (Some(s), Some(b)) => Some(format!("{s}; also {b}")),
+            (Some(s), None) => Some(s.clone()),
+            (None, b) => b.clone(),
+        }
+    }
+
     fn undegrade(&mut self) {
         self.degraded_until = None;
         self.degraded_by = None;
@@ -951,7 +1061,7 @@ impl AgentMachine {
                 Phase::Working if h.stalled => AgentState::Stalled,
                 Phase::Working => AgentState::Working,
             }
-        } else if self.degraded_until.is_some_and(|d| d > now) {
+        } else if self.selftest_failing.is_some() || self.degraded_until.is_some_and(|d| d > now) {
             AgentState::Degraded
         } else {
             AgentState::Idle

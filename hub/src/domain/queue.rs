@@ -792,7 +792,9 @@ impl QueueCore {
     // ----- scheduling -----------------------------------------------------
 
     /// Assign queued tasks to idle agents (see [`matching::plan`]). Each
-    /// assignment increments the task's generation.
+    /// assignment increments the task's generation. A task for one agent
+    /// (`for_agent`) goes to that agent only, never holding up the tasks
+    /// behind it.
     /// An agent that spent its day's tokens gets nothing; a task with a
     /// context budget goes only to an agent whose window holds it; no more
     /// than `max_concurrent` tasks are out at once.
@@ -827,6 +829,10 @@ impl QueueCore {
             |task_id, agent| {
                 tasks.get(task_id).is_some_and(|e| {
                     !e.task.exclude_agents.contains(&agent.id)
+                        && e.task
+                            .for_agent
+                            .as_ref()
+                            .is_none_or(|only| only == &agent.id)
                         && agent.fits(e.task.context_budget_tokens)
                 })
             },
@@ -1675,7 +1681,7 @@ fn late_summary(result: &TaskResult) -> String {
 /// of the same create from another task reusing its idempotency key.
 pub(crate) fn spec_digest(t: &Task) -> String {
     use sha2::{Digest, Sha256};
-    let spec = serde_json::json!([
+    let mut spec = serde_json::json!([
         t.title,
         t.description,
         t.priority,
@@ -1686,6 +1692,11 @@ pub(crate) fn spec_digest(t: &Task) -> String {
         t.context_budget_tokens,
         t.metadata,
     ]);
+    // Only when set, so the digests kept before `for_agent` existed
+    // still match a repeat of their create.
+    if let (Some(only), Some(parts)) = (&t.for_agent, spec.as_array_mut()) {
+        parts.push(serde_json::json!({ "for_agent": only }));
+    }
     hex::encode(Sha256::digest(spec.to_string().as_bytes()))
 }
 

@@ -1,9 +1,10 @@
-//! Field rules for what operators submit: task bodies, agent ids and
-//! capability names. Pure checks that answer which field is wrong and why;
+//! Field rules for what operators submit: task bodies (a `verify` task is
+//! the hub's own, never submitted; `for_agent` names an agent by a valid
+//! id), agent ids and capability names. Pure checks that answer which field is wrong and why;
 //! the HTTP layer turns a failure into a 422.
 
 use agentcom_protocol::{
-    NewTask, Timestamp, MAX_DESCRIPTION_BYTES, MAX_METADATA_BYTES, MAX_TITLE_CHARS,
+    NewTask, TaskKind, Timestamp, MAX_DESCRIPTION_BYTES, MAX_METADATA_BYTES, MAX_TITLE_CHARS,
 };
 
 /// A field out of range.
@@ -84,6 +85,18 @@ pub(crate) fn new_task(t: &NewTask) -> Result<(), FieldError> {
         .is_some_and(|r| r.is_empty() || r.len() > 1000)
     {
         return err("repo", "must be 1 to 1000 characters");
+    }
+    if t.kind == Some(TaskKind::Verify) {
+        return err(
+            "kind",
+            "verify tasks are the hub's own, queued at enrollment (POST /api/agents/enroll)",
+        );
+    }
+    if let Some(only) = &t.for_agent {
+        agent_id(only).map_err(|e| FieldError {
+            field: "for_agent".into(),
+            message: e.message,
+        })?;
     }
     Ok(())
 }
@@ -239,6 +252,34 @@ mod tests {
             ..task("t")
         };
         assert_eq!(new_task(&caps).unwrap_err().field, "needed_capabilities");
+    }
+
+    #[test]
+    fn verify_is_never_submitted_and_for_agent_is_an_agent_id() {
+        let verify = NewTask {
+            kind: Some(TaskKind::Verify),
+            ..task("t")
+        };
+        let e = new_task(&verify).unwrap_err();
+        assert_eq!(e.field, "kind");
+        assert!(e.message.contains("the hub's own"), "{}", e.message);
+        let review = NewTask {
+            kind: Some(TaskKind::Review),
+            ..task("t")
+        };
+        assert!(new_task(&review).is_ok());
+        let pinned = |id: &str| NewTask {
+            for_agent: Some(id.into()),
+            ..task("t")
+        };
+        assert!(new_task(&pinned("loash")).is_ok());
+        for bad in ["", "Loash", "a/b", &"a".repeat(65)] {
+            assert_eq!(
+                new_task(&pinned(bad)).unwrap_err().field,
+                "for_agent",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! resolved to a role. Admin for writes; admin or viewer for reads.
 //!
 //! Handlers say what they need by taking an extractor, first in their
-//! argument list so it runs before any other: [`Admin`] or [`Reader`]. A
-//! request without the right credential never reaches the handler's body.
+//! argument list so it runs before any other: [`Admin`], [`Reader`],
+//! [`Enroller`] (the enrollment token as a bearer, or the admin) or
+//! [`EnrollerOrReader`]. The enrollment token has no role: it opens only
+//! the enrollment routes. A request without the right credential never
+//! reaches the handler's body.
 //!
 //! The cookie is an ambient credential (the browser adds it by itself), so
 //! a request that changes state with it must come from the hub's own page:
@@ -150,6 +153,11 @@ fn role(req: &HttpRequest, state: &AppState) -> Result<Role, HttpError> {
                     "agent tokens only open the sidecar WebSocket (/ws)",
                 ));
             }
+            if state.auth.is_enroll(&token) {
+                return Err(HttpError::forbidden(
+                    "the enrollment token only enrolls agents (POST /api/agents/enroll) and follows their verification (GET /api/agents/{id}/verification)",
+                ));
+            }
             state.guesses.failed(ip, now);
             Err(HttpError::unauthorized("invalid token"))
         }
@@ -183,6 +191,63 @@ impl FromRequest for Reader {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(state(req).and_then(|s| role(req, s)).map(Reader))
+    }
+}
+
+/// Whether the request's bearer is the enrollment token; a token check
+/// like any other (refused with 429 while the address has no guesses
+/// left; a wrong token is counted by the role check that follows).
+fn enroll_bearer(req: &HttpRequest, state: &AppState) -> Result<bool, HttpError> {
+    let Some(Credential::Bearer(token)) = credential(req) else {
+        return Ok(false);
+    };
+    state.guesses.check(client_ip(req), Timestamp::now())?;
+    Ok(state.auth.is_enroll(&token))
+}
+
+/// A caller that may enroll agents: the enrollment token (as a bearer),
+/// or the admin.
+pub(crate) struct Enroller;
+
+impl FromRequest for Enroller {
+    type Error = HttpError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(state(req).and_then(|s| {
+            if enroll_bearer(req, s)? {
+                return Ok(Enroller);
+            }
+            if credential(req).is_none() {
+                return Err(HttpError::unauthorized(
+                    "missing token: send Authorization: Bearer <the hub's enrollment token> (in <data_dir>/enroll.token on the hub, or its enroll_token setting)",
+                ));
+            }
+            match role(req, s)? {
+                Role::Admin => Ok(Enroller),
+                Role::Viewer => Err(HttpError::forbidden(
+                    "this token may only read; enrolling an agent needs the enrollment token",
+                )),
+            }
+        }))
+    }
+}
+
+/// A caller that may follow an enrollment: the enrollment token, or any
+/// reader.
+pub(crate) struct EnrollerOrReader;
+
+impl FromRequest for EnrollerOrReader {
+    type Error = HttpError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(state(req).and_then(|s| {
+            if enroll_bearer(req, s)? {
+                return Ok(EnrollerOrReader);
+            }
+            role(req, s).map(|_| EnrollerOrReader)
+        }))
     }
 }
 

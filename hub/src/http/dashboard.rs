@@ -1,6 +1,8 @@
 //! `/dashboard`: the live dashboard, served from files compiled into the
 //! binary (no build step, nothing to install). The page signs in through
-//! `/api/session` and then lives on `/api/events`.
+//! `/api/session` (from its form, or a sign-in link
+//! `/dashboard#token=…`, whose fragment never reaches the hub) and then
+//! lives on `/api/events`. `/` sends a browser to it.
 
 use actix_web::HttpResponse;
 
@@ -19,6 +21,13 @@ fn file(content_type: &str, body: &'static str) -> HttpResponse {
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .insert_header(("Cache-Control", "no-cache"))
         .body(body)
+}
+
+/// `/`: 307 to the dashboard.
+pub(crate) async fn root() -> HttpResponse {
+    HttpResponse::TemporaryRedirect()
+        .insert_header(("Location", "/dashboard"))
+        .finish()
 }
 
 pub(crate) async fn index() -> HttpResponse {

@@ -6,7 +6,8 @@
 //!
 //! - [`tasks`] — `/api/tasks…`
 //! - [`changes`] — `/api/changes…`, `/api/repos`, `/api/alerts`
-//! - [`agents`] — `/api/agents…`
+//! - [`agents`] — `/api/agents…` (with `/api/agents/enroll` and an agent's
+//!   `verification`)
 //! - [`controls`] — pause and resume an agent or a lane
 //! - [`status`] — `/api/state`, `/healthz`, `/metrics`
 //! - [`events`] — `/api/events` (Server-Sent Events)
@@ -92,8 +93,19 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             .route("/alerts", web::get().to(changes::alerts))
             .route("/agents", web::get().to(agents::list))
             .route("/agents", web::post().to(agents::create))
+            // Before `/agents/{id}`, guarded by its method at the resource
+            // so a GET of an agent named `enroll` still finds it.
+            .service(
+                web::resource("/agents/enroll")
+                    .guard(actix_web::guard::Post())
+                    .route(web::post().to(agents::enroll)),
+            )
             .route("/agents/{id}", web::get().to(agents::show))
             .route("/agents/{id}", web::delete().to(agents::revoke))
+            .route(
+                "/agents/{id}/verification",
+                web::get().to(agents::verification),
+            )
             .route("/agents/{id}/pause", web::post().to(controls::pause_agent))
             .route(
                 "/agents/{id}/resume",
@@ -113,6 +125,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             .route("/session", web::get().to(session::whoami))
             .route("/session", web::delete().to(session::sign_out)),
     )
+    .route("/", web::get().to(dashboard::root))
     .route("/healthz", web::get().to(status::healthz))
     .route("/metrics", web::get().to(status::metrics))
     .route("/dashboard", web::get().to(dashboard::index))

@@ -232,3 +232,60 @@ fn an_agent_over_its_daily_tokens_and_the_fleet_cap_are_named() {
         "held by the cap: {r:?}"
     );
 }
+
+#[test]
+fn a_task_for_one_agent_names_it_and_only_it() {
+    let mut pinned = task(&[]);
+    pinned.for_agent = Some("new".into());
+    let others = [
+        agent("new", &[], AgentState::Offline),
+        agent("old", &[], AgentState::Idle),
+    ];
+    let r = explain(&pinned, &QueueFacts::default(), &others, t(0));
+    assert_eq!(
+        r,
+        [
+            "Only agent new may take it (for_agent); no other agent is given it.",
+            "Agent new is offline (for 2m 0s).",
+        ],
+        "the idle agent old is not offered as able"
+    );
+
+    let busy = [agent("new", &[], AgentState::Working)];
+    let r = explain(&pinned, &QueueFacts::default(), &busy, t(0));
+    assert_eq!(r[1], "Agent new is busy with task OTHER.");
+
+    let idle = [agent("new", &[], AgentState::Idle)];
+    let r = explain(&pinned, &QueueFacts::default(), &idle, t(0));
+    assert_eq!(
+        r[2],
+        "Agent new can take it: it goes at the next match, in its turn."
+    );
+
+    let r = explain(&pinned, &QueueFacts::default(), &others[1..], t(0));
+    assert_eq!(
+        r,
+        ["Only agent new may take it, and there is no agent new (revoked?)."]
+    );
+
+    let mut needy = task(&["gpu"]);
+    needy.for_agent = Some("old".into());
+    let r = explain(&needy, &QueueFacts::default(), &others, t(0));
+    assert_eq!(
+        r,
+        ["Only agent old may take it, and it lacks what the task needs (gpu)."]
+    );
+}
+
+#[test]
+fn an_agent_whose_selftest_fails_is_named_with_the_failures() {
+    let mut sick = agent("sick", &[], AgentState::Degraded);
+    sick.degraded_until = None;
+    sick.degraded_reason =
+        Some("self-test failing: runner: not executable; disk: 12 MB free".into());
+    let r = explain(&task(&[]), &QueueFacts::default(), &[sick], t(0));
+    assert_eq!(
+        r,
+        ["Agent sick is degraded: its sidecar's self-test fails (runner: not executable; disk: 12 MB free); it takes work again once a self-test passes."]
+    );
+}

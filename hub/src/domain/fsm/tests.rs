@@ -131,7 +131,7 @@ fn offline_agents_get_nothing() {
 fn heartbeat_timeout_makes_offline_and_releases_at_once() {
     let mut m = connected();
     let r = working(&mut m, "t1", 1, 0);
-    m.heartbeat(SidecarState::Working, Some(r.clone()), None, t(5_000));
+    m.heartbeat(SidecarState::Working, Some(r.clone()), None, None, t(5_000));
     assert_eq!(m.next_deadline(), Some(t(15_000)));
     assert!(m.tick(t(14_999)).is_empty());
     let fx = m.tick(t(15_000));
@@ -229,18 +229,19 @@ fn heartbeat_reconciliation() {
     let r = working(&mut m, "t1", 1, 0);
     // Agrees: nothing to do.
     assert!(m
-        .heartbeat(SidecarState::Working, Some(r.clone()), None, t(100))
+        .heartbeat(SidecarState::Working, Some(r.clone()), None, None, t(100))
         .is_empty());
     // Works on an attempt the hub never gave it: cancel that one.
     let fx = m.heartbeat(
         SidecarState::Working,
         Some(AttemptRef::new("t1", 0)),
         None,
+        None,
         t(200),
     );
     assert_eq!(cancels(&fx), [AttemptRef::new("t1", 0)]);
     // Idle while the hub has it working: the attempt fails as retryable.
-    let fx = m.heartbeat(SidecarState::Idle, None, None, t(300));
+    let fx = m.heartbeat(SidecarState::Idle, None, None, None, t(300));
     assert_eq!(releases(&fx)[0].0, r);
     assert_eq!(m.state(), AgentState::Idle);
 }
@@ -251,7 +252,7 @@ fn idle_heartbeat_while_assigned_is_not_a_divergence() {
     let mut m = connected();
     m.assign(&task("t1", 1), t(10)).unwrap();
     assert!(m
-        .heartbeat(SidecarState::Idle, None, None, t(11))
+        .heartbeat(SidecarState::Idle, None, None, None, t(11))
         .is_empty());
     assert_eq!(m.state(), AgentState::Assigned);
 }
@@ -260,7 +261,7 @@ fn idle_heartbeat_while_assigned_is_not_a_divergence() {
 fn accept_timeout_releases_counts_a_failure_and_cancels() {
     let mut m = connected();
     m.assign(&task("t1", 1), t(0)).unwrap();
-    m.heartbeat(SidecarState::Idle, None, None, t(4_000));
+    m.heartbeat(SidecarState::Idle, None, None, None, t(4_000));
     assert_eq!(m.next_deadline(), Some(t(5_000)));
     let fx = m.tick(t(5_000));
     assert_eq!(
@@ -279,7 +280,13 @@ fn accept_timeout_releases_counts_a_failure_and_cancels() {
 fn task_timeout_fails_and_waits_for_the_sidecar_to_stop() {
     let mut m = connected();
     let r = working(&mut m, "t1", 1, 0); // accepted at 1 ms, timeout 100 s
-    m.heartbeat(SidecarState::Working, Some(r.clone()), None, t(95_000));
+    m.heartbeat(
+        SidecarState::Working,
+        Some(r.clone()),
+        None,
+        None,
+        t(95_000),
+    );
     let fx = m.tick(t(100_001));
     assert!(fx.contains(&Effect::Fail {
         task: r.clone(),
@@ -293,11 +300,17 @@ fn task_timeout_fails_and_waits_for_the_sidecar_to_stop() {
         "busy until the sidecar confirms"
     );
     // Still working: the cancel is repeated.
-    let fx = m.heartbeat(SidecarState::Working, Some(r.clone()), None, t(100_100));
+    let fx = m.heartbeat(
+        SidecarState::Working,
+        Some(r.clone()),
+        None,
+        None,
+        t(100_100),
+    );
     assert_eq!(cancels(&fx), std::slice::from_ref(&r));
     // Stopped.
     assert!(m
-        .heartbeat(SidecarState::Idle, None, None, t(100_200))
+        .heartbeat(SidecarState::Idle, None, None, None, t(100_200))
         .is_empty());
     assert_eq!(m.state(), AgentState::Idle);
 }
@@ -329,8 +342,8 @@ fn circuit_breaker_degrades_then_recovers_and_success_resets() {
         m.assign(&task("t3", 1), t(200)),
         Err(NotAvailable(AgentState::Degraded))
     );
-    m.heartbeat(SidecarState::Idle, None, None, t(59_000));
-    m.heartbeat(SidecarState::Idle, None, None, t(60_104));
+    m.heartbeat(SidecarState::Idle, None, None, None, t(59_000));
+    m.heartbeat(SidecarState::Idle, None, None, None, t(60_104));
     assert_eq!(m.next_deadline(), Some(t(60_105)));
     m.tick(t(60_105));
     assert_eq!(m.state(), AgentState::Idle);
@@ -537,6 +550,7 @@ fn beat(m: &mut AgentMachine, r: &AttemptRef, bytes: u64, at: i64) -> Vec<Effect
         SidecarState::Working,
         Some(r.clone()),
         activity(bytes),
+        None,
         t(at),
     )
 }
@@ -597,7 +611,13 @@ fn a_stall_past_stall_kill_s_fails_the_attempt_against_the_agent() {
 fn a_sidecar_that_reports_no_activity_never_stalls() {
     let mut m = patient();
     let r = working(&mut m, "t1", 1, 0);
-    m.heartbeat(SidecarState::Working, Some(r.clone()), None, t(40_000));
+    m.heartbeat(
+        SidecarState::Working,
+        Some(r.clone()),
+        None,
+        None,
+        t(40_000),
+    );
     assert!(m.tick(t(90_000)).is_empty());
     assert_eq!(m.state(), AgentState::Working);
 }
@@ -638,7 +658,7 @@ fn a_rate_limit_holds_back_without_counting_and_ends_by_itself() {
         m.info().degraded_reason.as_deref(),
         Some("rate limited: retry after 5s")
     );
-    m.heartbeat(SidecarState::Idle, None, None, t(4_000));
+    m.heartbeat(SidecarState::Idle, None, None, None, t(4_000));
     m.tick(t(5_000));
     assert_eq!(m.state(), AgentState::Idle);
     assert_eq!(m.info().degraded_reason, None);
@@ -695,7 +715,7 @@ fn the_breaker_survives_a_restart_of_the_machine() {
 }
 
 fn working_after_cooldown(m: &mut AgentMachine) -> AttemptRef {
-    m.heartbeat(SidecarState::Idle, None, None, t(60_000));
+    m.heartbeat(SidecarState::Idle, None, None, None, t(60_000));
     m.tick(t(60_010));
     assert_eq!(m.state(), AgentState::Idle);
     working(m, "t2", 1, 70_000)
@@ -735,7 +755,7 @@ fn coming_back_in_time_raises_nothing() {
     m.disconnect(1, t(1_000));
     m.connect(2, idle_hello(), t(60_000));
     assert_eq!(m.next_deadline(), Some(t(70_000)), "only the heartbeat");
-    m.heartbeat(SidecarState::Idle, None, None, t(65_000));
+    m.heartbeat(SidecarState::Idle, None, None, None, t(65_000));
     assert!(offline_alerts(&m.tick(t(121_000))).is_empty());
 }
 
@@ -827,4 +847,281 @@ fn hello_context_window_is_kept_until_the_next_hello() {
         None,
         "a sidecar that says none"
     );
+}
+
+fn hello_from(instance: Option<&str>) -> HelloFacts {
+    HelloFacts {
+        instance_id: instance.map(str::to_string),
+        ..idle_hello()
+    }
+}
+
+fn refusals(fx: &[Effect]) -> Vec<(u64, &'static str, String)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Refuse {
+                conn,
+                code,
+                message,
+            } => Some((*conn, *code, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn errors_sent(fx: &[Effect]) -> Vec<(String, String)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Send(HubMsg::Error { code, message }) => Some((code.clone(), message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failing(checks: &[(&str, &str)]) -> SelfTestStatus {
+    SelfTestStatus {
+        ok: false,
+        failures: checks
+            .iter()
+            .map(|(c, d)| agentcom_protocol::CheckFailure {
+                check: c.to_string(),
+                detail: d.to_string(),
+            })
+            .collect(),
+        at: None,
+    }
+}
+
+fn passing() -> SelfTestStatus {
+    SelfTestStatus {
+        ok: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_second_sidecar_is_refused_while_the_first_is_connected() {
+    let mut m = machine();
+    assert!(m.connect(1, hello_from(Some("inst-a")), t(0)).is_empty());
+    let r = working(&mut m, "t1", 1, 10);
+    let before = m.info();
+    let intruder = HelloFacts {
+        selftest: Some(failing(&[("disk", "full")])),
+        ..hello_from(Some("inst-b"))
+    };
+    let fx = m.connect(2, intruder, t(5_000));
+    let refused = refusals(&fx);
+    assert_eq!(refused.len(), 1, "{fx:?}");
+    let (conn, code, message) = &refused[0];
+    assert_eq!((*conn, *code), (2, "agent_in_use"));
+    assert!(
+        message.contains(&format!(
+            "agent a1 is already connected from another sidecar since {}",
+            t(0)
+        )) && message.contains("agentcom-sidecar join --id OTHER"),
+        "{message}"
+    );
+    let told = errors_sent(&fx);
+    assert_eq!(told.len(), 1, "the connected sidecar is told: {fx:?}");
+    assert_eq!(told[0].0, "agent_in_use_elsewhere");
+    assert!(told[0].1.contains("inst-b"), "{}", told[0].1);
+    assert_eq!(fx.len(), 2, "nothing else: {fx:?}");
+    // Nothing about the agent changed: its connection, its attempt, its
+    // state (the intruder's failing self-test is not taken either).
+    assert_eq!(m.conn(), Some(1));
+    assert_eq!(m.holding().unwrap().task, r);
+    assert_eq!(m.info(), before);
+    // The refused connection closing changes nothing either.
+    assert!(m.disconnect(2, t(5_001)).is_empty());
+    assert_eq!(m.state(), AgentState::Working);
+}
+
+#[test]
+fn the_same_installation_reconnecting_replaces_its_connection() {
+    let mut m = machine();
+    m.connect(1, hello_from(Some("inst-a")), t(0));
+    let r = working(&mut m, "t1", 1, 10);
+    let hello = HelloFacts {
+        current_task: Some(r.clone()),
+        ..hello_from(Some("inst-a"))
+    };
+    let fx = m.connect(2, hello, t(1_000));
+    assert_eq!(
+        fx,
+        [Effect::CloseConnection {
+            conn: 1,
+            reason: "replaced by a new connection".into()
+        }]
+    );
+    assert_eq!(m.conn(), Some(2));
+    assert_eq!(m.holding().unwrap().task, r);
+}
+
+#[test]
+fn without_an_instance_id_on_either_side_a_new_connection_replaces() {
+    for (first, second) in [(Some("inst-a"), None), (None, Some("inst-b")), (None, None)] {
+        let mut m = machine();
+        m.connect(1, hello_from(first), t(0));
+        let fx = m.connect(2, hello_from(second), t(100));
+        assert!(refusals(&fx).is_empty(), "{first:?} then {second:?}");
+        assert_eq!(m.conn(), Some(2), "{first:?} then {second:?}");
+    }
+    // The id of the connection that replaced counts from then on.
+    let mut m = machine();
+    m.connect(1, hello_from(None), t(0));
+    m.connect(2, hello_from(Some("inst-b")), t(100));
+    let fx = m.connect(3, hello_from(Some("inst-c")), t(200));
+    assert_eq!(refusals(&fx)[0].0, 3);
+    assert_eq!(m.conn(), Some(2));
+}
+
+#[test]
+fn a_connection_silent_past_its_heartbeat_timeout_does_not_hold_the_agent() {
+    let mut m = machine();
+    m.connect(1, hello_from(Some("inst-a")), t(0));
+    // Its heartbeat timeout (10 s) is over, the tick has not run yet.
+    let fx = m.connect(2, hello_from(Some("inst-b")), t(10_000));
+    assert!(refusals(&fx).is_empty(), "{fx:?}");
+    assert_eq!(m.conn(), Some(2));
+    // Once offline, anyone may connect.
+    m.disconnect(2, t(10_001));
+    m.connect(3, hello_from(Some("inst-c")), t(10_002));
+    assert_eq!(m.conn(), Some(3));
+}
+
+#[test]
+fn a_failing_selftest_degrades_until_one_passes() {
+    let mut m = machine();
+    let hello = HelloFacts {
+        selftest: Some(failing(&[
+            ("runner", "/opt/agent is not executable"),
+            ("disk", "12 MB free"),
+        ])),
+        ..idle_hello()
+    };
+    assert!(m.connect(1, hello, t(0)).is_empty());
+    let reason = "self-test failing: runner: /opt/agent is not executable; disk: 12 MB free";
+    assert_eq!(m.state(), AgentState::Degraded);
+    assert!(!m.wants_work());
+    assert_eq!(
+        m.assign(&task("t1", 1), t(1)),
+        Err(NotAvailable(AgentState::Degraded))
+    );
+    let info = m.info();
+    assert_eq!(info.degraded_reason.as_deref(), Some(reason));
+    assert_eq!(info.degraded_until, None, "not time-based");
+    assert_eq!(
+        m.recent().last().unwrap().reason,
+        format!("sidecar connected; {reason}")
+    );
+    // Not on the breaker: nothing of it is kept across restarts.
+    assert_eq!(m.breaker(), Breaker::default());
+    // Heartbeats without a status, and time, change nothing.
+    m.heartbeat(SidecarState::Idle, None, None, None, t(5_000));
+    m.tick(t(9_000));
+    assert_eq!(m.state(), AgentState::Degraded);
+    // Another failure replaces the reason.
+    m.heartbeat(
+        SidecarState::Idle,
+        None,
+        None,
+        Some(&failing(&[("disk", "3 MB free")])),
+        t(8_000),
+    );
+    assert_eq!(
+        m.info().degraded_reason.as_deref(),
+        Some("self-test failing: disk: 3 MB free")
+    );
+    // A passing one ends it.
+    m.heartbeat(SidecarState::Idle, None, None, Some(&passing()), t(9_000));
+    assert_eq!(m.state(), AgentState::Idle);
+    assert!(m.wants_work());
+    assert_eq!(m.info().degraded_reason, None);
+    assert_eq!(m.recent().last().unwrap().reason, "self-test passes");
+    // A hello can say it too, either way.
+    m.disconnect(1, t(9_500));
+    let hello = HelloFacts {
+        selftest: Some(failing(&[("git_remote", "unreachable")])),
+        ..idle_hello()
+    };
+    m.connect(2, hello, t(9_600));
+    assert_eq!(m.state(), AgentState::Degraded);
+    m.disconnect(2, t(9_700));
+    let hello = HelloFacts {
+        selftest: Some(passing()),
+        ..idle_hello()
+    };
+    m.connect(3, hello, t(9_800));
+    assert_eq!(m.state(), AgentState::Idle);
+}
+
+#[test]
+fn an_old_sidecar_without_a_selftest_changes_nothing() {
+    let mut m = machine();
+    let hello = HelloFacts {
+        selftest: Some(failing(&[("disk", "full")])),
+        ..idle_hello()
+    };
+    m.connect(1, hello, t(0));
+    m.disconnect(1, t(10));
+    m.connect(2, idle_hello(), t(20));
+    assert_eq!(
+        m.state(),
+        AgentState::Degraded,
+        "a hello without a status keeps the last one"
+    );
+    let mut fresh = connected();
+    fresh.heartbeat(SidecarState::Idle, None, None, None, t(5));
+    assert_eq!(fresh.state(), AgentState::Idle);
+}
+
+#[test]
+fn a_failing_selftest_lets_the_attempt_it_holds_finish() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0);
+    m.heartbeat(
+        SidecarState::Working,
+        Some(r.clone()),
+        None,
+        Some(&failing(&[("disk", "full")])),
+        t(100),
+    );
+    assert_eq!(m.state(), AgentState::Working, "the attempt runs on");
+    m.reported(&r, Ending::Completed, &Verdict::Applied, t(200));
+    assert_eq!(m.state(), AgentState::Degraded);
+    assert!(!m.wants_work());
+}
+
+#[test]
+fn a_failing_selftest_and_the_breaker_both_show() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 0);
+    m.reported(
+        &r,
+        Ending::Failed(Charge::Environment("disk full".into())),
+        &Verdict::Applied,
+        t(10),
+    );
+    m.heartbeat(
+        SidecarState::Idle,
+        None,
+        None,
+        Some(&failing(&[("disk", "full")])),
+        t(20),
+    );
+    assert_eq!(
+        m.info().degraded_reason.as_deref(),
+        Some("self-test failing: disk: full; also environment: disk full")
+    );
+    // The breaker's cooldown ends; the self-test still fails.
+    m.heartbeat(SidecarState::Idle, None, None, None, t(60_000));
+    m.tick(t(60_010));
+    assert_eq!(m.state(), AgentState::Degraded);
+    assert_eq!(
+        m.breaker().degraded_reason,
+        None,
+        "the breaker never holds the self-test"
+    );
+    m.heartbeat(SidecarState::Idle, None, None, Some(&passing()), t(60_020));
+    assert_eq!(m.state(), AgentState::Idle);
 }

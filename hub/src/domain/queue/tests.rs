@@ -139,6 +139,64 @@ fn claim_increments_generation_and_follows_lane_order() {
 }
 
 #[test]
+fn a_task_for_one_agent_goes_to_it_only_and_blocks_no_one() {
+    let mut q = core();
+    let pinned = created(q.create(
+        NewTask {
+            for_agent: Some("new".into()),
+            ..spec_with("verify", Priority::Urgent, &[])
+        },
+        t(0),
+    ));
+    let plain = created(q.create(spec("plain"), t(1)));
+    // Another idle agent (idle longer, so first in line) is passed over for
+    // the pinned task and takes the one behind it.
+    let got = q.claim(&[IdleAgent::new("old", &[], 0)], t(2));
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].task.id.as_str(), got[0].agent_id.as_str()),
+        (plain.id.as_str(), "old")
+    );
+    assert_eq!(q.get(&pinned.id).unwrap().status, TaskStatus::Queued);
+    // Only its agent gets it, even with others idle longer beside it.
+    let got = q.claim(
+        &[
+            IdleAgent::new("other", &[], 0),
+            IdleAgent::new("new", &[], 5),
+        ],
+        t(3),
+    );
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].task.id.as_str(), got[0].agent_id.as_str()),
+        (pinned.id.as_str(), "new")
+    );
+    assert_eq!(got[0].task.for_agent.as_deref(), Some("new"));
+}
+
+#[test]
+fn for_agent_is_part_of_what_an_idempotency_key_names() {
+    let mut q = core();
+    let keyed = |only: Option<&str>| NewTask {
+        idempotency_key: Some("k".into()),
+        for_agent: only.map(str::to_string),
+        ..spec("t")
+    };
+    let first = created(q.create(keyed(Some("a")), t(0)));
+    assert!(
+        matches!(q.create(keyed(Some("a")), t(1)), Ok(Created::Existing(id)) if id == first.id)
+    );
+    assert!(matches!(
+        q.create(keyed(Some("b")), t(2)),
+        Err(QueueError::Conflict(_))
+    ));
+    assert!(matches!(
+        q.create(keyed(None), t(3)),
+        Err(QueueError::Conflict(_))
+    ));
+}
+
+#[test]
 fn capability_mismatch_stays_queued() {
     let mut q = core();
     let gpu = created(q.create(spec_with("gpu", Priority::Normal, &["gpu"]), t(0)));
