@@ -96,18 +96,29 @@ struct ConnArgs {
 
 #[derive(Subcommand)]
 enum AgentArgs {
-    /// Create an agent; prints its token (once) and a ready sidecar config.
+    /// Create an agent; prints its token (once) and a ready sidecar
+    /// config, or writes it to --out.
+    #[command(after_help = "Examples:
+  agentcom-hub agent add build-01 --capabilities rust,git --runner /usr/local/bin/agent-runner --out build-01.toml
+  agentcom-sidecar run --config build-01.toml      # then, on the agent's machine
+  agentcom-hub agent add build-02 --capabilities rust > build-02.toml")]
     Add {
         name: String,
         /// Comma-separated capabilities.
         #[arg(long, value_delimiter = ',', default_value = "")]
         capabilities: Vec<String>,
-        /// state_dir to put in the printed sidecar config.
+        /// state_dir to put in the sidecar config (unset: the sidecar's
+        /// default for its user).
         #[arg(long)]
         state_dir: Option<String>,
-        /// Runner command to put in the printed sidecar config.
+        /// Runner command to put in the sidecar config.
         #[arg(long)]
         runner: Option<String>,
+        /// Write the sidecar config to this new file (mode 0600) once the
+        /// hub created the agent; an existing file is refused before the
+        /// hub is asked.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// List agents.
     List,
@@ -181,7 +192,10 @@ enum TaskArgs {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Show a task with its history.
+    /// Show a task with its history (a table; --json for the hub's JSON).
+    #[command(after_help = "Examples:
+  agentcom-hub task show 01J9Z3K8Q4B5N6M7P8R9S0T1V2
+  agentcom-hub task show 01J9Z3K8Q4B5N6M7P8R9S0T1V2 --json | jq .history")]
     Show { id: String },
     /// Cancel a task.
     Cancel { id: String },
@@ -221,11 +235,13 @@ fn main() -> ExitCode {
                     capabilities,
                     state_dir,
                     runner,
+                    out,
                 } => AgentCmd::Add {
                     name,
                     capabilities: capabilities.into_iter().filter(|c| !c.is_empty()).collect(),
                     state_dir,
                     runner,
+                    out,
                 },
                 AgentArgs::List => AgentCmd::List,
                 AgentArgs::Revoke { name } => AgentCmd::Revoke { name },
@@ -252,7 +268,7 @@ fn main() -> ExitCode {
                     run_at,
                     context_budget_tokens,
                 } => TaskCmd::Submit {
-                    spec: NewTask {
+                    spec: Box::new(NewTask {
                         title,
                         description,
                         priority,
@@ -264,7 +280,7 @@ fn main() -> ExitCode {
                         run_at,
                         context_budget_tokens,
                         ..Default::default()
-                    },
+                    }),
                 },
                 TaskArgs::List { status, limit } => TaskCmd::List { status, limit },
                 TaskArgs::Show { id } => TaskCmd::Show { id },
