@@ -82,13 +82,26 @@ pub enum TaskCmd {
     },
 }
 
-struct Client {
+/// An HTTP client of the hub's API with the admin token.
+pub(crate) struct Client {
     base: String,
     token: String,
     http: awc::Client,
 }
 
 impl Client {
+    /// A client of a plain-HTTP hub at `base` with `token` (the demo's
+    /// own hub).
+    pub(crate) fn with_token(base: &str, token: String) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http: awc::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .finish(),
+        }
+    }
+
     fn new(conn: &Conn) -> Result<Client, String> {
         let token = match std::env::var("AGENTCOM_ADMIN_TOKEN") {
             Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
@@ -119,7 +132,7 @@ impl Client {
         })
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
@@ -172,7 +185,7 @@ impl Client {
 }
 
 /// The hub's WebSocket address from its HTTP one.
-fn ws_url(hub: &str) -> String {
+pub(crate) fn ws_url(hub: &str) -> String {
     let base = hub.trim_end_matches('/');
     let base = base
         .strip_prefix("https://")

@@ -1,5 +1,6 @@
-//! `agentcom-hub`: `serve` runs the hub; `agent …`, `task …` and `lane …` are admin
-//! commands against a running hub.
+//! `agentcom-hub`: `serve` runs the hub; `demo` runs a hub with three
+//! agents and an example project, made on the spot; `agent …`, `task …`,
+//! `lane …` and `alerts` are admin commands against a running hub.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,21 @@ enum Cmd {
         #[arg(long)]
         listen: Option<String>,
         /// Where the store lives (default ./data/hub).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Try it: a hub, three agents and a small project, with example tasks
+    /// flowing through review and merge. Ctrl-C stops all of it.
+    #[command(after_help = "Example:
+  agentcom-hub demo      # then open the printed dashboard link
+
+Every start deletes and remakes the demo's data dir (only ever one an
+earlier demo made; any other non-empty directory is refused).")]
+    Demo {
+        /// Address to listen on (default 127.0.0.1:4000).
+        #[arg(long)]
+        listen: Option<String>,
+        /// The demo's data dir (default ./data/demo).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -226,6 +242,13 @@ fn main() -> ExitCode {
                 }
                 Err(e) => Err(format!("settings: {e}")),
             }
+        }
+        Cmd::Demo { listen, data_dir } => {
+            // Quiet, so the banner is what a person reads; the hub's note of
+            // each sidecar's socket closing at the stop is not for them
+            // (docs/decisions/0011-the-demo.md).
+            init_logs("warn,agentcom_hub::actors::connection=error");
+            agentcom_hub::demo::run(agentcom_hub::demo::DemoArgs { listen, data_dir })
         }
         Cmd::Agent { conn, cmd } => {
             init_logs("warn");
