@@ -105,9 +105,14 @@ impl Demo {
 
     /// SIGINT, as Ctrl-C; the exit code.
     fn interrupt(&mut self) -> Option<i32> {
+        self.signal(Signal::SIGINT)
+    }
+
+    /// Send `signal`; the exit code.
+    fn signal(&mut self, signal: Signal) -> Option<i32> {
         let child = self.proc.child.as_mut().expect("running");
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
-        let status = wait_until(T, "the demo to exit after SIGINT", || {
+        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        let status = wait_until(T, "the demo to exit after the signal", || {
             child.try_wait().unwrap()
         });
         self.proc.child = None;
@@ -233,7 +238,13 @@ fn a_second_demo_on_the_same_dir_starts_afresh() {
     let dir = root.path().join("demo");
     let mut first = Demo::start(root.path(), &dir);
     let first_token = first.token.clone();
-    assert_eq!(first.interrupt(), Some(0), "{}", first.output());
+    // SIGTERM stops it as cleanly as Ctrl-C.
+    assert_eq!(first.signal(Signal::SIGTERM), Some(0), "{}", first.output());
+    assert!(first
+        .output()
+        .contains("SIGTERM: stopping the sidecars, then the hub."));
+    let left = processes_in(&dir);
+    assert!(left.is_empty(), "left running: {left:?}");
     std::fs::write(dir.join("leftover"), "from the first run").unwrap();
 
     let mut second = Demo::start(root.path(), &dir);
