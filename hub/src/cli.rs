@@ -321,10 +321,14 @@ pub async fn agent(conn: Conn, cmd: AgentCmd) -> Result<(), String> {
             print!("{}", format::agent_table(&list.agents, Timestamp::now()));
         }
         AgentCmd::Revoke { name } => {
-            let _: Value = c
+            let answer: Value = c
                 .call("DELETE", &format!("/api/agents/{name}"), None)
                 .await?;
-            println!("revoked {name}");
+            if conn.json {
+                print_json(&answer);
+            } else {
+                println!("revoked {name}");
+            }
         }
         AgentCmd::Pause { name, paused } => {
             let verb = if paused { "pause" } else { "resume" };
