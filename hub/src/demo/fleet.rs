@@ -2,8 +2,9 @@
 //! library's `Daemon` on a thread of its own with its own actix system
 //! (awc, its WebSocket client, is `!Send`), from the same `sidecar.toml`
 //! the `agentcom-sidecar` binary would read. So `demo` needs no other
-//! binary, and nothing outlives the process: a runner is started from its
-//! sidecar's thread with `PR_SET_PDEATHSIG`, so it dies with that thread.
+//! binary, and the runners do not outlive the process: a runner is
+//! started from its sidecar's thread with `PR_SET_PDEATHSIG`, so it is
+//! killed when that thread ends.
 //!
 //! A `Daemon` stops on SIGINT or SIGTERM (tokio delivers a signal to every
 //! listener in the process, each runtime's included), exactly as the
