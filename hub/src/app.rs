@@ -3,8 +3,8 @@
 //! the store, rebuild the queue and views from it, start the actors and
 //! wire them, serve HTTP (HTTPS with `tls.cert_file` and `tls.key_file`)
 //! within its limits (header and body timeouts, a connection limit), and
-//! on SIGTERM/SIGINT close sidecar sessions, stop serving, make the store
-//! durable and return.
+//! on SIGTERM/SIGINT (or when a caller's `until` ends: the demo) close
+//! sidecar sessions, stop serving, make the store durable and return.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -313,8 +313,34 @@ fn prepare_process(data_dir: &Path) -> Result<u64, String> {
     Ok(soft)
 }
 
+/// Take the listen address, before anything is started or written (the
+/// admin token, the store): a busy port is one clear line, nothing else.
+fn bind(listen: &str) -> Result<std::net::TcpListener, String> {
+    std::net::TcpListener::bind(listen).map_err(|e| {
+        format!(
+            "cannot listen on {listen}: {e}. Another process (another hub?) may hold it: \
+             stop it, or choose another address with --listen or AGENTCOM_LISTEN"
+        )
+    })
+}
+
 /// Run the hub until SIGTERM/SIGINT.
 pub async fn serve(settings: Settings) -> Result<(), String> {
+    serve_until(settings, None, async {
+        wait_for_signal().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Run the hub on `listener` (`None`: bind `settings.listen` now) until `until` ends, then stop as on a signal:
+/// `until` runs once the hub serves, and its error is returned after the
+/// hub stopped cleanly.
+pub async fn serve_until(
+    settings: Settings,
+    listener: Option<std::net::TcpListener>,
+    until: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
     let open_files = prepare_process(&settings.data_dir)?;
     let listen = settings.listen.clone();
     // Read the certificate and key before anything else, so a bad file
@@ -333,12 +359,10 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     };
     // Take the address before anything is started or written (the admin
     // token, the store): a busy port is one clear line, nothing else.
-    let listener = std::net::TcpListener::bind(&listen).map_err(|e| {
-        format!(
-            "cannot listen on {listen}: {e}. Another process (another hub?) may hold it: \
-             stop it, or choose another address with --listen or AGENTCOM_LISTEN"
-        )
-    })?;
+    let listener = match listener {
+        Some(l) => l,
+        None => bind(&listen)?,
+    };
     let http_settings = settings.http.clone();
     let Started {
         state,
@@ -395,7 +419,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let handle = server.handle();
     let serving = actix_rt::spawn(server);
 
-    wait_for_signal().await;
+    let outcome = until.await;
     tracing::info!("stopping: closing sidecar sessions");
     let _ = registry.send(CloseAll).await;
     actix_rt::time::sleep(Duration::from_millis(200)).await;
@@ -405,7 +429,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         .sync()
         .map_err(|e| format!("final store sync failed: {e}"))?;
     tracing::info!("stopped cleanly");
-    Ok(())
+    outcome
 }
 
 /// The dashboard's address as a person on this machine opens it (a hub

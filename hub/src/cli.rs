@@ -1,16 +1,20 @@
 //! The admin subcommands: `agent add|list|revoke|pause|resume`, `task
-//! submit|list|show|cancel|retry`, `lane pause|resume`. Each is one HTTP call to a running hub
-//! with the admin token (from `AGENTCOM_ADMIN_TOKEN` or
-//! `<data_dir>/admin.token`), printing a human answer (or JSON). An
-//! `https://` hub is trusted through the system's roots, or exactly the
-//! CA certificates of `--ca-file`.
+//! submit|list|show|cancel|retry|why`, `lane pause|resume`, `alerts`. Each
+//! is one HTTP call to a running hub with the admin token (from
+//! `AGENTCOM_ADMIN_TOKEN` or `<data_dir>/admin.token`), printing a human
+//! answer (tables and views made in `format`) or, with `--json`, the
+//! hub's JSON. An `https://` hub is trusted through the system's roots, or
+//! exactly the CA certificates of `--ca-file`. `agent add --out` writes
+//! the sidecar's config (0600) only after the hub created the agent, and
+//! never over an existing file. It must never decide anything the hub
+//! decides, nor print text from outside unescaped.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agentcom_protocol::{
-    AgentCreated, AgentList, ApiError, NewAgent, NewTask, Priority, Task, TaskPage,
+    AgentCreated, AgentList, ApiError, NewAgent, NewTask, Priority, Task, TaskPage, Timestamp,
 };
 use agentcom_tls::{HandshakeFailure, PemFile};
 use awc::error::{ConnectError, SendRequestError};
@@ -18,6 +22,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::auth::token_file;
+
+pub(crate) mod format;
 
 /// Where the hub is and how to prove we are its admin.
 pub struct Conn {
@@ -34,6 +40,8 @@ pub enum AgentCmd {
         capabilities: Vec<String>,
         state_dir: Option<String>,
         runner: Option<String>,
+        /// Write the config here (0600) instead of printing it.
+        out: Option<PathBuf>,
     },
     List,
     Revoke {
@@ -74,13 +82,26 @@ pub enum TaskCmd {
     },
 }
 
-struct Client {
+/// An HTTP client of the hub's API with the admin token.
+pub(crate) struct Client {
     base: String,
     token: String,
     http: awc::Client,
 }
 
 impl Client {
+    /// A client of a plain-HTTP hub at `base` with `token` (the demo's
+    /// own hub).
+    pub(crate) fn with_token(base: &str, token: String) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http: awc::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .finish(),
+        }
+    }
+
     fn new(conn: &Conn) -> Result<Client, String> {
         let token = match std::env::var("AGENTCOM_ADMIN_TOKEN") {
             Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
@@ -111,7 +132,7 @@ impl Client {
         })
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
@@ -163,7 +184,8 @@ impl Client {
     }
 }
 
-fn ws_url(hub: &str) -> String {
+/// The hub's WebSocket address from its HTTP one.
+pub(crate) fn ws_url(hub: &str) -> String {
     let base = hub.trim_end_matches('/');
     let base = base
         .strip_prefix("https://")
@@ -180,7 +202,50 @@ fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).expect("serialises"));
 }
 
+/// `--out FILE` must be a new file in a folder that exists.
+fn check_out_file(out: &std::path::Path) -> Result<(), String> {
+    if std::fs::symlink_metadata(out).is_ok() {
+        return Err(format!(
+            "{} already exists; not overwriting it, and the agent was not created \
+             (choose another --out, or move the file away first)",
+            out.display()
+        ));
+    }
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "{} is not a folder, so {} cannot be written; the agent was not created",
+            dir.display(),
+            out.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Write `text` to a new file `path`, readable by its owner only (0600
+/// whatever the umask), synced.
+fn write_private_new(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
 pub async fn agent(conn: Conn, cmd: AgentCmd) -> Result<(), String> {
+    // Before anything else (the hub included): a file --out would
+    // overwrite, or one it cannot write, stops here with nothing done.
+    if let AgentCmd::Add { out: Some(out), .. } = &cmd {
+        check_out_file(out)?;
+    }
     let c = Client::new(&conn)?;
     match cmd {
         AgentCmd::Add {
@@ -188,6 +253,7 @@ pub async fn agent(conn: Conn, cmd: AgentCmd) -> Result<(), String> {
             capabilities,
             state_dir,
             runner,
+            out,
         } => {
             let body = serde_json::to_value(NewAgent {
                 id: name.clone(),
@@ -195,36 +261,55 @@ pub async fn agent(conn: Conn, cmd: AgentCmd) -> Result<(), String> {
             })
             .expect("serialises");
             let created: AgentCreated = c.call("POST", "/api/agents", Some(body)).await?;
+            // The CA the CLI trusted is the one the sidecar needs (at this
+            // path on the agent's machine).
+            let ca_file = conn.ca_file.as_deref().map(|p| {
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.to_path_buf())
+                    .display()
+                    .to_string()
+            });
+            let text = format::sidecar_config(&format::SidecarConfigText {
+                hub_url: &ws_url(&conn.hub),
+                agent_id: &created.id,
+                token: &created.token,
+                capabilities: &created.capabilities,
+                state_dir: state_dir.as_deref(),
+                ca_file: ca_file.as_deref(),
+                runner: runner.as_deref(),
+            });
+            let Some(out) = out else {
+                if conn.json {
+                    print_json(&created);
+                } else {
+                    eprintln!("agent {name} created; its token is shown only this once. Save this as its sidecar.toml:");
+                    print!("{text}");
+                }
+                return Ok(());
+            };
+            if let Err(e) = write_private_new(&out, &text) {
+                // The token is shown only once: never lose it.
+                print!("{text}");
+                return Err(format!(
+                    "agent {name} was created, but its config could not be written to {}: {e}. \
+                     It is printed above instead; save it now (its token is not shown again)",
+                    out.display()
+                ));
+            }
             if conn.json {
                 print_json(&created);
                 return Ok(());
             }
-            let caps: Vec<String> = created
-                .capabilities
-                .iter()
-                .map(|c| format!("{c:?}"))
-                .collect();
-            let state_dir = state_dir.unwrap_or_else(|| format!("/var/lib/agentcom/{name}"));
-            let runner = runner.unwrap_or_else(|| "/path/to/agent-runner".into());
-            eprintln!("agent {name} created; its token is shown only this once. Save this as its sidecar.toml:");
-            // The CA the CLI trusted is the one the sidecar needs (at this
-            // path on the agent's machine).
-            let ca_line = conn
-                .ca_file
-                .as_deref()
-                .map(|p| {
-                    let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-                    format!("ca_file = {:?}\n", p.display().to_string())
-                })
-                .unwrap_or_default();
             println!(
-                "hub_url = {:?}\nagent_id = {:?}\ntoken = {:?}\ncapabilities = [{}]\nstate_dir = {:?}\n{ca_line}\n[runner]\nmode = \"exec\"\ncommand = [{:?}]\ntimeout_s = 3600",
-                ws_url(&conn.hub),
-                created.id,
-                created.token,
-                caps.join(", "),
-                state_dir,
-                runner
+                "agent {name} created; its sidecar config, with its token, is in {} (mode 0600).",
+                out.display()
+            );
+            if runner.is_none() {
+                println!("Set runner.command in it: the program that does a task.");
+            }
+            println!(
+                "Next, on the agent's machine:\n  agentcom-sidecar run --config {}",
+                out.display()
             );
         }
         AgentCmd::List => {
@@ -233,35 +318,17 @@ pub async fn agent(conn: Conn, cmd: AgentCmd) -> Result<(), String> {
                 print_json(&list);
                 return Ok(());
             }
-            println!(
-                "{:<20} {:<9} {:<10} {:<32} CAPABILITIES",
-                "AGENT", "STATE", "CONNECTED", "TASK"
-            );
-            for a in list.agents {
-                let state = if a.paused {
-                    format!("{},paused", a.state)
-                } else {
-                    a.state.to_string()
-                };
-                let task = a
-                    .current_task
-                    .map(|t| t.to_string())
-                    .unwrap_or_else(|| "-".into());
-                println!(
-                    "{:<20} {:<9} {:<10} {:<32} {}",
-                    a.id,
-                    state,
-                    a.connected,
-                    task,
-                    a.capabilities.join(",")
-                );
-            }
+            print!("{}", format::agent_table(&list.agents, Timestamp::now()));
         }
         AgentCmd::Revoke { name } => {
-            let _: Value = c
+            let answer: Value = c
                 .call("DELETE", &format!("/api/agents/{name}"), None)
                 .await?;
-            println!("revoked {name}");
+            if conn.json {
+                print_json(&answer);
+            } else {
+                println!("revoked {name}");
+            }
         }
         AgentCmd::Pause { name, paused } => {
             let verb = if paused { "pause" } else { "resume" };
@@ -365,43 +432,44 @@ pub async fn task(conn: Conn, cmd: TaskCmd) -> Result<(), String> {
                 print_json(&page);
                 return Ok(());
             }
-            println!(
-                "{:<26} {:<9} {:<7} {:>3} {:>3} {:<16} TITLE",
-                "ID", "STATUS", "PRIO", "GEN", "TRY", "AGENT"
-            );
-            for t in page.tasks {
-                println!(
-                    "{:<26} {:<9} {:<7} {:>3} {:>3} {:<16} {}",
-                    t.id,
-                    t.status,
-                    t.priority,
-                    t.generation,
-                    t.attempts,
-                    t.assigned_to.as_deref().unwrap_or("-"),
-                    t.title
-                );
-            }
+            print!("{}", format::task_table(&page.tasks, Timestamp::now()));
         }
         TaskCmd::Show { id } => {
             let t: Value = c.call("GET", &format!("/api/tasks/{id}"), None).await?;
-            print_json(&t);
+            // A shape this CLI does not know (a newer hub) is shown as JSON.
+            match serde_json::from_value::<Task>(t.clone()) {
+                Ok(task) if !conn.json => print!("{}", format::task_view(&task, Timestamp::now())),
+                _ => print_json(&t),
+            }
         }
         TaskCmd::Cancel { id } => {
             let t: Task = c
                 .call("POST", &format!("/api/tasks/{id}/cancel"), None)
                 .await?;
-            println!("{} {}", t.id, t.status);
+            if conn.json {
+                print_json(&t);
+            } else {
+                println!("{} {}", t.id, t.status);
+            }
         }
         TaskCmd::Retry { id } => {
             let t: Task = c
                 .call("POST", &format!("/api/tasks/{id}/retry"), None)
                 .await?;
-            println!("{} {}", t.id, t.status);
+            if conn.json {
+                print_json(&t);
+            } else {
+                println!("{} {}", t.id, t.status);
+            }
         }
         TaskCmd::Why { id } => {
             let why: Value = c
                 .call("GET", &format!("/api/tasks/{id}/explain"), None)
                 .await?;
+            if conn.json {
+                print_json(&why);
+                return Ok(());
+            }
             println!("{} is {}.", id, why["status"].as_str().unwrap_or("?"));
             for r in why["reasons"].as_array().into_iter().flatten() {
                 println!("- {}", r.as_str().unwrap_or_default());

@@ -17,6 +17,8 @@
 //! - [`git`]: the hub's git work on its clone of each guarded repository;
 //!   [`check`]: a repository's check command run on one commit.
 //! - [`app`]: start-up, wiring and shutdown. [`cli`]: admin subcommands.
+//! - [`demo`]: `agentcom-hub demo`: a hub, three in-process sidecars (the
+//!   sidecar library) and an example project, all made on the spot.
 
 mod actors;
 mod alerts;
@@ -25,6 +27,7 @@ mod auth;
 mod check;
 pub mod cli;
 pub mod config;
+pub mod demo;
 mod domain;
 mod events;
 mod git;
@@ -101,6 +104,25 @@ mod architecture {
                     module == "messages" || (path.ends_with("registry.rs") && module == "agent");
                 assert!(allowed, "{path} imports actors::{module}");
             }
+        }
+    }
+
+    #[test]
+    fn only_the_demo_uses_the_sidecar_library() {
+        // Spelt in two, so this line is not a use of it.
+        const USE: &str = concat!("agentcom_", "sidecar::");
+        let mut users = Vec::new();
+        for (path, text) in sources("") {
+            if code(&text).any(|l| l.contains(USE)) {
+                users.push(path);
+            }
+        }
+        assert!(!users.is_empty(), "the demo runs sidecars in process");
+        for path in users {
+            assert!(
+                path.contains("/src/demo"),
+                "{path} uses the sidecar library"
+            );
         }
     }
 

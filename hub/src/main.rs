@@ -1,5 +1,6 @@
-//! `agentcom-hub`: `serve` runs the hub; `agent …`, `task …` and `lane …` are admin
-//! commands against a running hub.
+//! `agentcom-hub`: `serve` runs the hub; `demo` runs a hub with three
+//! agents and an example project, made on the spot; `agent …`, `task …`,
+//! `lane …` and `alerts` are admin commands against a running hub.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,21 @@ enum Cmd {
         #[arg(long)]
         listen: Option<String>,
         /// Where the store lives (default ./data/hub).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Try it: a hub, three agents and a small project, with example tasks
+    /// flowing through review and merge. Ctrl-C stops all of it.
+    #[command(after_help = "Example:
+  agentcom-hub demo      # then open the printed dashboard link
+
+Every start deletes and remakes the demo's data dir (only ever one an
+earlier demo made; any other non-empty directory is refused).")]
+    Demo {
+        /// Address to listen on (default 127.0.0.1:4000).
+        #[arg(long)]
+        listen: Option<String>,
+        /// The demo's data dir (default ./data/demo).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -96,18 +112,29 @@ struct ConnArgs {
 
 #[derive(Subcommand)]
 enum AgentArgs {
-    /// Create an agent; prints its token (once) and a ready sidecar config.
+    /// Create an agent; prints its token (once) and a ready sidecar
+    /// config, or writes it to --out.
+    #[command(after_help = "Examples:
+  agentcom-hub agent add build-01 --capabilities rust,git --runner /usr/local/bin/agent-runner --out build-01.toml
+  agentcom-sidecar run --config build-01.toml      # then, on the agent's machine
+  agentcom-hub agent add build-02 --capabilities rust > build-02.toml")]
     Add {
         name: String,
         /// Comma-separated capabilities.
         #[arg(long, value_delimiter = ',', default_value = "")]
         capabilities: Vec<String>,
-        /// state_dir to put in the printed sidecar config.
+        /// state_dir to put in the sidecar config (unset: the sidecar's
+        /// default for its user).
         #[arg(long)]
         state_dir: Option<String>,
-        /// Runner command to put in the printed sidecar config.
+        /// Runner command to put in the sidecar config.
         #[arg(long)]
         runner: Option<String>,
+        /// Write the sidecar config to this new file (mode 0600) once the
+        /// hub created the agent; an existing file is refused before the
+        /// hub is asked.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// List agents.
     List,
@@ -181,7 +208,10 @@ enum TaskArgs {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Show a task with its history.
+    /// Show a task with its history (a table; --json for the hub's JSON).
+    #[command(after_help = "Examples:
+  agentcom-hub task show 01J9Z3K8Q4B5N6M7P8R9S0T1V2
+  agentcom-hub task show 01J9Z3K8Q4B5N6M7P8R9S0T1V2 --json | jq .history")]
     Show { id: String },
     /// Cancel a task.
     Cancel { id: String },
@@ -213,6 +243,13 @@ fn main() -> ExitCode {
                 Err(e) => Err(format!("settings: {e}")),
             }
         }
+        Cmd::Demo { listen, data_dir } => {
+            // Quiet, so the banner is what a person reads; the hub's note of
+            // each sidecar's socket closing at the stop is not for them
+            // (docs/decisions/0011-the-demo.md).
+            init_logs("warn,agentcom_hub::actors::connection=error");
+            agentcom_hub::demo::run(agentcom_hub::demo::DemoArgs { listen, data_dir })
+        }
         Cmd::Agent { conn, cmd } => {
             init_logs("warn");
             let cmd = match cmd {
@@ -221,11 +258,13 @@ fn main() -> ExitCode {
                     capabilities,
                     state_dir,
                     runner,
+                    out,
                 } => AgentCmd::Add {
                     name,
                     capabilities: capabilities.into_iter().filter(|c| !c.is_empty()).collect(),
                     state_dir,
                     runner,
+                    out,
                 },
                 AgentArgs::List => AgentCmd::List,
                 AgentArgs::Revoke { name } => AgentCmd::Revoke { name },

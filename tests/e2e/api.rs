@@ -299,7 +299,7 @@ fn admin_cli_adds_agents_and_manages_tasks() {
     assert_eq!(t["priority"], "urgent");
     assert_eq!(t["needed_capabilities"], json!(["rust"]));
     assert!(cli(&["task", "list"]).contains(&id));
-    let shown: Value = serde_json::from_str(&cli(&["task", "show", &id])).unwrap();
+    let shown: Value = serde_json::from_str(&cli(&["task", "show", &id, "--json"])).unwrap();
     assert_eq!(shown["history"][0]["event"], "created");
     assert!(cli(&["task", "cancel", &id]).contains("cancelled"));
     assert!(cli(&["task", "retry", &id]).contains("queued"));
