@@ -129,18 +129,17 @@ async fn demo(plan: Plan, mut signals: Signals) -> Result<(), String> {
             None
         }
     };
-    // After a person's signal the sidecars are stopping already.
-    let (outcome, signalled) = match started {
+    let outcome = match started {
         Some(Ok(token)) => {
             print!("{}", banner(&plan, &token));
             let why = signals.recv().await;
             println!("{why}: stopping the sidecars, then the hub.");
-            (Ok(()), true)
+            Ok(())
         }
-        Some(Err(e)) => (Err(e), false),
-        None => (Ok(()), true),
+        Some(Err(e)) => Err(e),
+        None => Ok(()),
     };
-    let stopped = fleet.stop(signalled).await;
+    let stopped = fleet.stop().await;
     outcome.and(stopped)
 }
 

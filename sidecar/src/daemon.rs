@@ -159,7 +159,26 @@ impl Daemon {
     }
 
     /// Run until SIGTERM/SIGINT.
-    pub async fn run(mut self) -> Result<(), String> {
+    pub async fn run(self) -> Result<(), String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind| signal(kind).map_err(|e| format!("cannot listen for signals: {e}"));
+        let (mut term, mut int) = (
+            listen(SignalKind::terminate())?,
+            listen(SignalKind::interrupt())?,
+        );
+        self.run_until(async move {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        })
+        .await
+    }
+
+    /// Run until `stop` ends (a signal for the binary; the caller's word
+    /// for a daemon inside another program, such as `agentcom-hub demo` or
+    /// `agentcom-sidecar join`), then stop as on SIGTERM.
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()> + 'static,
+    ) -> Result<(), String> {
         let socket = self.cfg.control_socket();
         let control_tx = self.control_tx.clone();
         actix_rt::spawn(async move {
@@ -169,10 +188,7 @@ impl Daemon {
         });
         let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<()>();
         actix_rt::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            stop.await;
             let _ = stop_tx.send(());
         });
         tracing::info!(agent = %self.cfg.agent_id, hub = %self.cfg.hub_url, state_dir = %self.state.root().display(), "sidecar started");

@@ -6,16 +6,12 @@
 //! started from its sidecar's thread with `PR_SET_PDEATHSIG`, so it is
 //! killed when that thread ends.
 //!
-//! A `Daemon` stops on SIGINT or SIGTERM (tokio delivers a signal to every
-//! listener in the process, each runtime's included), exactly as the
-//! binary does. So the demo listens to both from its start ([`Signals`],
-//! before any sidecar runs: the signals never kill the process), and to
-//! stop the fleet without one from a person, it sends SIGTERM to its own
-//! process, again every second while a sidecar is still running (one that
-//! had not started listening yet), until all have ended or the time is up.
-//! This module must never stop a sidecar any other way, nor return while
-//! one of its threads may still be running a runner, except after that
-//! time with an error.
+//! Each daemon runs until the fleet tells it to stop
+//! (`Daemon::run_until`, a word on a channel of its own), then stops as on
+//! SIGTERM: its runner stopped and reported, its socket closed. The demo
+//! listens to SIGINT and SIGTERM itself ([`Signals`]) and stops the fleet.
+//! This module must never return while one of its threads may still be
+//! running a runner, except after [`STOP_WITHIN`] with an error.
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,13 +19,11 @@ use std::time::{Duration, Instant};
 use agentcom_sidecar::config::SidecarConfig;
 use agentcom_sidecar::daemon::Daemon;
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::oneshot;
 
 /// How long the sidecars get to stop (a runner gets 3 s between SIGTERM
 /// and SIGKILL, then its report is sent).
 const STOP_WITHIN: Duration = Duration::from_secs(20);
-
-/// How often a sidecar still running is sent SIGTERM again.
-const NUDGE_EVERY: Duration = Duration::from_secs(1);
 
 /// SIGINT and SIGTERM, listened to for the whole demo.
 pub(super) struct Signals {
@@ -59,6 +53,8 @@ impl Signals {
 
 struct Member {
     name: String,
+    /// Dropped or sent: the daemon stops.
+    stop: oneshot::Sender<()>,
     thread: JoinHandle<Result<(), String>>,
 }
 
@@ -69,17 +65,24 @@ pub(super) struct Fleet {
 }
 
 impl Fleet {
-    /// Start agent `name`'s sidecar from `config` on its own thread. Only
-    /// while [`Signals`] listens: stopping it must never kill the process.
+    /// Start agent `name`'s sidecar from `config` on its own thread.
     pub(super) fn start(&mut self, name: &str, config: SidecarConfig) -> Result<(), String> {
+        let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(format!("sidecar-{name}"))
             .spawn(move || {
-                actix_rt::System::new().block_on(async move { Daemon::new(config)?.run().await })
+                actix_rt::System::new().block_on(async move {
+                    Daemon::new(config)?
+                        .run_until(async move {
+                            let _ = stopped.await;
+                        })
+                        .await
+                })
             })
             .map_err(|e| format!("cannot start a thread for sidecar {name}: {e}"))?;
         self.members.push(Member {
             name: name.to_string(),
+            stop,
             thread,
         });
         Ok(())
@@ -96,26 +99,27 @@ impl Fleet {
         })
     }
 
-    /// Stop every sidecar and wait until their threads ended. After a
-    /// person's signal they are stopping already: the first nudge waits.
-    pub(super) async fn stop(self, signalled: bool) -> Result<(), String> {
+    /// Stop every sidecar and wait until their threads ended.
+    pub(super) async fn stop(self) -> Result<(), String> {
         let start = Instant::now();
-        let mut next_nudge = if signalled {
-            start + NUDGE_EVERY
-        } else {
-            start
-        };
-        let mut running = self.members;
+        let mut running: Vec<(String, JoinHandle<Result<(), String>>)> = self
+            .members
+            .into_iter()
+            .map(|m| {
+                let _ = m.stop.send(());
+                (m.name, m.thread)
+            })
+            .collect();
         let mut failures = Vec::new();
         while !running.is_empty() {
-            let (done, still): (Vec<Member>, Vec<Member>) =
-                running.into_iter().partition(|m| m.thread.is_finished());
+            let (done, still): (Vec<_>, Vec<_>) =
+                running.into_iter().partition(|(_, t)| t.is_finished());
             running = still;
-            for m in done {
-                match m.thread.join() {
+            for (name, thread) in done {
+                match thread.join() {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => failures.push(format!("sidecar {}: {e}", m.name)),
-                    Err(_) => failures.push(format!("sidecar {} panicked", m.name)),
+                    Ok(Err(e)) => failures.push(format!("sidecar {name}: {e}")),
+                    Err(_) => failures.push(format!("sidecar {name} panicked")),
                 }
             }
             if running.is_empty() {
@@ -123,17 +127,13 @@ impl Fleet {
             }
             let now = Instant::now();
             if now > start + STOP_WITHIN {
-                let names: Vec<&str> = running.iter().map(|m| m.name.as_str()).collect();
+                let names: Vec<&str> = running.iter().map(|(n, _)| n.as_str()).collect();
                 failures.push(format!(
                     "sidecars {} did not stop within {}s",
                     names.join(", "),
                     STOP_WITHIN.as_secs()
                 ));
                 break;
-            }
-            if now >= next_nudge {
-                let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::SIGTERM);
-                next_nudge = now + NUDGE_EVERY;
             }
             actix_rt::time::sleep(Duration::from_millis(50)).await;
         }
