@@ -81,7 +81,7 @@ AGENTCOM_SKIP_BUILD=1 cargo test --workspace --no-fail-fast -- "$@" 2>&1 | tee "
     else { name = name " (integration)" }
     next
   }
-  /^test .* FAILED$/ { print "    FAILED: " $2; next }
+  /^test .* FAILED$/ { print "    FAILED: " $2; fflush(); next }
   /^failures:$/ { infail = 1 }
   infail { print "    " $0 }
   /^test result:/ {
@@ -89,7 +89,7 @@ AGENTCOM_SKIP_BUILD=1 cargo test --workspace --no-fail-fast -- "$@" 2>&1 | tee "
     passed = $4; failed = $6; ignored = $8
     t = $NF
     total += passed; bad += failed
-    printf "  %-34s %4d passed%s%s  (%s)\n", name, passed, (failed > 0 ? ", " failed " FAILED" : ""), (ignored > 0 ? ", " ignored " ignored" : ""), t
+    printf "  %-34s %4d passed%s%s  (%s)\n", name, passed, (failed > 0 ? ", " failed " FAILED" : ""), (ignored > 0 ? ", " ignored " ignored" : ""), t; fflush()
     name = ""
     next
   }

@@ -148,8 +148,14 @@ impl SidecarConfig {
     pub fn load(path: &Path) -> Result<SidecarConfig, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// The settings in `text`, as if read from `path` (named in errors;
+    /// `join` checks a config before it writes it).
+    pub fn parse(text: &str, path: &Path) -> Result<SidecarConfig, String> {
         let mut cfg: SidecarConfig = config::Config::builder()
-            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| format!("{}: {e}", path.display()))?;

@@ -6,7 +6,9 @@
 //! pre-push hook, the leased push of a task branch; status), and the
 //! self-test: [`selftest`] (its rules and wording) and [`probe`] (looking
 //! at the machine); [`service`] (the systemd unit or pm2 app `join`
-//! installs). Inside the crate:
+//! installs) and [`join`] (`agentcom-sidecar join`: enroll, write the
+//! config, self-test, install, wait for the hub's verification). Inside
+//! the crate:
 //!
 //! - `attempt`: the attempt's rules as a pure state machine.
 //! - `connection`: the WebSocket to the hub. `backoff`: reconnect delays.
@@ -29,6 +31,7 @@ pub mod control;
 pub mod daemon;
 mod frame_limit;
 pub mod git;
+pub mod join;
 mod launch;
 pub mod probe;
 mod recovery;

@@ -1,6 +1,7 @@
-//! `agentcom-sidecar`: `run` is the daemon; `complete`, `fail` and
-//! `status` talk to a running daemon; `selftest` checks this machine and
-//! the hub; `git …` is the branch workflow.
+//! `agentcom-sidecar`: `join` makes this machine an agent of a hub; `run`
+//! is the daemon; `complete`, `fail` and `status` talk to a running
+//! daemon; `selftest` checks this machine and the hub; `git …` is the
+//! branch workflow.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,25 +10,34 @@ use agentcom_protocol::FailClass;
 use agentcom_sidecar::config::SidecarConfig;
 use agentcom_sidecar::control::{self, Request};
 use agentcom_sidecar::daemon::Daemon;
+use agentcom_sidecar::join::{self, JoinArgs};
+use agentcom_sidecar::service::Manager;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "agentcom-sidecar", version, about = "AgentCom sidecar daemon")]
 struct Cli {
-    /// The sidecar's settings file.
-    #[arg(
-        long,
-        global = true,
-        env = "AGENTCOM_SIDECAR_CONFIG",
-        default_value = "sidecar.toml"
-    )]
-    config: PathBuf,
+    /// The sidecar's settings file (default: sidecar.toml; for `join`, the
+    /// file it writes: default /etc/agentcom/<id>.toml as root, else
+    /// ~/.config/agentcom/<id>.toml).
+    #[arg(long, global = true, env = "AGENTCOM_SIDECAR_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Make this machine an agent of a hub: check it, enroll with the
+    /// hub's enrollment token, write the config (0600), run the
+    /// self-test, install the service, and print `ready` once the hub's
+    /// verification task came back.
+    #[command(after_help = "Examples:
+  agentcom-sidecar join --hub http://127.0.0.1:4000 --enroll-token \"$(cat data/hub/enroll.token)\" \\
+      --id loash --capabilities code --runner /usr/local/bin/agent-runner --install none
+  agentcom-sidecar join --hub https://hub.example.org:4000 --enroll-token \"$TOKEN\" --id build-07 \\
+      --capabilities rust,git --runner \"/opt/agent/run --fast\" --repo app --repo-dir ~/work/app --install systemd")]
+    Join(Box<JoinCli>),
     /// Run the daemon.
     Run,
     /// Report the current task complete (wake mode).
@@ -78,6 +88,59 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args)]
+struct JoinCli {
+    /// The hub's address: http://host:port or https://host:port.
+    #[arg(long, env = "AGENTCOM_HUB_URL")]
+    hub: String,
+    /// The hub's enrollment token (its <data_dir>/enroll.token, or its
+    /// enroll_token setting).
+    #[arg(long, env = "AGENTCOM_ENROLL_TOKEN", hide_env_values = true)]
+    enroll_token: String,
+    /// This agent's id on the hub: 1 to 64 of a-z, 0-9, '-' and '_'.
+    #[arg(long)]
+    id: String,
+    /// Comma-separated capabilities.
+    #[arg(long, value_delimiter = ',', default_value = "")]
+    capabilities: Vec<String>,
+    /// The program that does a task, as one line of shell words.
+    #[arg(long)]
+    runner: String,
+    /// The hub's name for the repository this machine has a clone of.
+    #[arg(long, requires = "repo_dir")]
+    repo: Option<String>,
+    /// This machine's clone of it (with user.name and user.email set).
+    #[arg(long, requires = "repo")]
+    repo_dir: Option<PathBuf>,
+    /// The remote in that clone that is the hub's repository.
+    #[arg(long, default_value = "origin")]
+    remote: String,
+    /// The repository's main branch.
+    #[arg(long, default_value = "main")]
+    main_branch: String,
+    /// The model's context window, in tokens.
+    #[arg(long)]
+    context_window_tokens: Option<u64>,
+    /// What runs the sidecar: a systemd unit, a pm2 app, or nothing (then
+    /// `join` runs it until it is verified and tells you how to start it).
+    #[arg(long, default_value = "systemd", value_parser = Manager::parse)]
+    install: Manager,
+    /// Where its state goes (default /var/lib/agentcom/<id> as root, else
+    /// ~/.local/state/agentcom/<id>).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// PEM file of the CA certificates to trust for an https:// hub.
+    #[arg(long, env = "AGENTCOM_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Write the systemd unit here instead of systemd's folder (it is
+    /// then not started).
+    #[arg(long)]
+    service_dir: Option<PathBuf>,
+    /// How long to wait for the hub's verification, in seconds.
+    #[arg(long, default_value_t = 120)]
+    wait_s: u64,
+}
+
 #[derive(Subcommand)]
 enum GitCmd {
     /// Fetch main, prove it is current, branch {agent_id}/{task_id} from it.
@@ -100,7 +163,12 @@ fn init_logs(default: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match SidecarConfig::load(&cli.config) {
+    if let Cmd::Join(j) = cli.cmd {
+        // The one command that writes its config rather than reading it.
+        return run_join(j, cli.config);
+    }
+    let config = cli.config.unwrap_or_else(|| PathBuf::from("sidecar.toml"));
+    let cfg = match SidecarConfig::load(&config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -108,6 +176,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.cmd {
+        Cmd::Join(_) => unreachable!("join returned above"),
         Cmd::Run => {
             init_logs("info");
             actix_rt::System::new().block_on(async move { Daemon::new(cfg)?.run().await })
@@ -161,7 +230,7 @@ fn main() -> ExitCode {
         }
         Cmd::Git { cmd } => {
             let Some(git) = cfg.git.clone() else {
-                eprintln!("error: {} has no [git] section", cli.config.display());
+                eprintln!("error: {} has no [git] section", config.display());
                 return ExitCode::FAILURE;
             };
             match cmd {
@@ -177,6 +246,41 @@ fn main() -> ExitCode {
         }
     };
     match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `agentcom-sidecar join`.
+fn run_join(j: Box<JoinCli>, config: Option<PathBuf>) -> ExitCode {
+    let j = *j;
+    init_logs("warn");
+    let args = JoinArgs {
+        hub: j.hub,
+        enroll_token: j.enroll_token,
+        id: j.id,
+        capabilities: j
+            .capabilities
+            .into_iter()
+            .filter(|c| !c.is_empty())
+            .collect(),
+        runner: j.runner,
+        repo: j.repo,
+        repo_dir: j.repo_dir,
+        remote: j.remote,
+        main_branch: j.main_branch,
+        context_window_tokens: j.context_window_tokens,
+        install: j.install,
+        config,
+        state_dir: j.state_dir,
+        ca_file: j.ca_file,
+        service_dir: j.service_dir,
+        wait: std::time::Duration::from_secs(j.wait_s),
+    };
+    match actix_rt::System::new().block_on(join::join(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

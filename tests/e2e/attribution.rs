@@ -255,8 +255,16 @@ fn a_broken_environment_degrades_only_its_agent_and_uses_no_retry() {
     let healthy = Sidecar::start(r, &hub, "healthy", &[], &healthy_runner(r), "");
     let busy = keep_busy(&hub, "healthy");
     let broken = Sidecar::start(r, &hub, "broken", &[], "exit 0", "");
-    // Its runner disappears: the sidecar cannot start it.
-    std::fs::remove_file(broken.state_dir().parent().unwrap().join("runner.sh")).unwrap();
+    // Its runner cannot be started (its interpreter is missing): the
+    // self-test, which looks only for an executable file, passes, and the
+    // launch fails. (A runner that is missing altogether is caught by the
+    // self-test before any task: tests/e2e/onboarding_hub.rs and
+    // sidecar_onboarding.rs.)
+    std::fs::write(
+        broken.state_dir().parent().unwrap().join("runner.sh"),
+        "#!/no/such/interpreter\n",
+    )
+    .unwrap();
     let task = id(&hub.submit(json!({ "title": "build it", "max_retries": 0 })));
     let failed = wait_until(T, "the environment failure", || {
         let t = hub.task(&task);
