@@ -314,14 +314,76 @@ fn prepare_process(data_dir: &Path) -> Result<u64, String> {
 }
 
 /// Take the listen address, before anything is started or written (the
-/// admin token, the store): a busy port is one clear line, nothing else.
-fn bind(listen: &str) -> Result<std::net::TcpListener, String> {
-    std::net::TcpListener::bind(listen).map_err(|e| {
-        format!(
-            "cannot listen on {listen}: {e}. Another process (another hub?) may hold it: \
-             stop it, or choose another address with --listen or AGENTCOM_LISTEN"
-        )
+/// admin token, the store): each way it can fail is one clear line naming
+/// the fix; `change` says how to choose another address (the flags and
+/// settings of the command that asked).
+pub fn bind(listen: &str, change: &str) -> Result<std::net::TcpListener, String> {
+    use std::io::ErrorKind;
+    use std::net::ToSocketAddrs;
+    if listen.to_socket_addrs().is_err() {
+        return Err(format!(
+            "{listen:?} is not an address to listen on: write HOST:PORT, e.g. 127.0.0.1:4000 \
+             (or 0.0.0.0:4000 for every interface), {change}"
+        ));
+    }
+    std::net::TcpListener::bind(listen).map_err(|e| match e.kind() {
+        ErrorKind::AddrInUse => format!(
+            "cannot listen on {listen}: the address is in use. Another process (another hub?) \
+             holds it: stop it, or choose another address {change}"
+        ),
+        ErrorKind::AddrNotAvailable => format!(
+            "cannot listen on {listen}: it is not an address of this machine. Listen on \
+             127.0.0.1:PORT, 0.0.0.0:PORT or one of this machine's own addresses, {change}"
+        ),
+        ErrorKind::PermissionDenied => format!(
+            "cannot listen on {listen}: permission denied (ports below 1024 need root or \
+             CAP_NET_BIND_SERVICE). Choose a port from 1024 up, e.g. 4000, {change}"
+        ),
+        _ => format!("cannot listen on {listen}: {e}; choose another address {change}"),
     })
+}
+
+/// The data dir can be used: a directory this user can write, or a path
+/// where one can be made. Checked before anything is bound or written,
+/// so a wrong `--data-dir` is one clear line.
+fn check_data_dir(dir: &Path) -> Result<(), String> {
+    use nix::unistd::{access, AccessFlags};
+    let change = "choose another with --data-dir or AGENTCOM_DATA_DIR";
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(format!(
+            "the data dir {} is a file, not a directory: {change} (a missing directory is made)",
+            dir.display()
+        )),
+        Ok(_) => access(dir, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|e| {
+            format!(
+                "the data dir {} is not writable by this user ({e}): {change}, or fix its owner",
+                dir.display()
+            )
+        }),
+        Err(_) => {
+            // The nearest folder that exists must take a new directory.
+            let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+            let parent = absolute
+                .ancestors()
+                .skip(1)
+                .find(|a| a.exists())
+                .unwrap_or(Path::new("/"));
+            if !parent.is_dir() {
+                return Err(format!(
+                    "cannot make the data dir {}: {} is a file, not a directory: {change}",
+                    dir.display(),
+                    parent.display()
+                ));
+            }
+            access(parent, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|e| {
+                format!(
+                    "cannot make the data dir {}: {} is not writable by this user ({e}): {change}",
+                    dir.display(),
+                    parent.display()
+                )
+            })
+        }
+    }
 }
 
 /// Run the hub until SIGTERM/SIGINT.
@@ -341,7 +403,16 @@ pub async fn serve_until(
     listener: Option<std::net::TcpListener>,
     until: impl std::future::Future<Output = Result<(), String>>,
 ) -> Result<(), String> {
-    let open_files = prepare_process(&settings.data_dir)?;
+    let mut settings = settings;
+    // Absolute once, here: git runs in folders under it, and the logs say
+    // where the tokens are wherever the reader stands.
+    settings.data_dir = std::path::absolute(&settings.data_dir).map_err(|e| {
+        format!(
+            "cannot tell where the data dir {} is: {e}",
+            settings.data_dir.display()
+        )
+    })?;
+    check_data_dir(&settings.data_dir)?;
     let listen = settings.listen.clone();
     // Read the certificate and key before anything else, so a bad file
     // stops the start with its name and nothing half-started.
@@ -361,8 +432,9 @@ pub async fn serve_until(
     // token, the store): a busy port is one clear line, nothing else.
     let listener = match listener {
         Some(l) => l,
-        None => bind(&listen)?,
+        None => bind(&listen, "with --listen or AGENTCOM_LISTEN")?,
     };
+    let open_files = prepare_process(&settings.data_dir)?;
     let http_settings = settings.http.clone();
     let Started {
         state,

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentcom_protocol::{
-    AgentCreated, AgentList, ApiError, NewAgent, NewTask, Priority, Task, TaskPage, Timestamp,
+    AgentCreated, AgentList, ApiError, NewAgent, NewTask, Priority, Task, TaskPage, TaskStatus,
+    Timestamp,
 };
 use agentcom_tls::{HandshakeFailure, PemFile};
 use awc::error::{ConnectError, SendRequestError};
@@ -63,6 +64,13 @@ pub struct LaneCmd {
 pub enum TaskCmd {
     Submit {
         spec: Box<NewTask>,
+        /// Print only the id.
+        quiet: bool,
+    },
+    /// Wait until the task ended.
+    Wait {
+        id: String,
+        timeout: Duration,
     },
     List {
         status: Option<String>,
@@ -408,7 +416,7 @@ pub async fn lane(conn: Conn, cmd: LaneCmd) -> Result<(), String> {
 pub async fn task(conn: Conn, cmd: TaskCmd) -> Result<(), String> {
     let c = Client::new(&conn)?;
     match cmd {
-        TaskCmd::Submit { spec } => {
+        TaskCmd::Submit { spec, quiet } => {
             let t: Task = c
                 .call(
                     "POST",
@@ -418,8 +426,49 @@ pub async fn task(conn: Conn, cmd: TaskCmd) -> Result<(), String> {
                 .await?;
             if conn.json {
                 print_json(&t);
+            } else if quiet {
+                println!("{}", t.id);
             } else {
-                println!("{} {} {}", t.id, t.status, t.title);
+                println!("{}", format::submitted_line(&t));
+            }
+        }
+        TaskCmd::Wait { id, timeout } => {
+            let deadline = std::time::Instant::now() + timeout;
+            let mut seen: Option<(TaskStatus, Option<String>)> = None;
+            loop {
+                let t: Task = c.call("GET", &format!("/api/tasks/{id}"), None).await?;
+                let now = (t.status, t.assigned_to.clone());
+                if seen.as_ref() != Some(&now) {
+                    // Progress to stderr: stdout stays the one last line.
+                    eprintln!("{}", format::status_line(&t));
+                    seen = Some(now);
+                }
+                if matches!(
+                    t.status,
+                    TaskStatus::Completed | TaskStatus::Dead | TaskStatus::Cancelled
+                ) {
+                    if conn.json {
+                        print_json(&t);
+                    } else {
+                        println!("{}", format::ended_line(&t));
+                    }
+                    return if t.status == TaskStatus::Completed {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "task {id} is {}; `agentcom-hub task show {id}` has its history",
+                            t.status
+                        ))
+                    };
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "task {id} is still {} after {}s; `agentcom-hub task why {id}` says what holds it",
+                        t.status,
+                        timeout.as_secs()
+                    ));
+                }
+                actix_rt::time::sleep(Duration::from_millis(250)).await;
             }
         }
         TaskCmd::List { status, limit } => {

@@ -23,6 +23,7 @@ use crate::domain::retry::RetryPolicy;
 const MIN_TOKEN_CHARS: usize = 16;
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub listen: String,
     pub data_dir: PathBuf,
@@ -57,6 +58,7 @@ pub struct Settings {
 
 /// `[budgets]`: what an agent may spend.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BudgetSettings {
     /// Tokens an agent may spend per UTC day (its results' `tokens_used`);
     /// past it, it gets no new task until the next day. 0: no limit.
@@ -66,6 +68,7 @@ pub struct BudgetSettings {
 
 /// `[scheduler]`: fleet-wide limits on assigning.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SchedulerSettings {
     /// Most tasks out at once (assigned or working) across the fleet. 0: no cap.
     #[serde(default)]
@@ -74,6 +77,7 @@ pub struct SchedulerSettings {
 
 /// `[alerts]`: who is told, and when an agent counts as gone.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AlertSettings {
     /// `[[alerts.webhooks]]`: each gets every alert POSTed as JSON.
     #[serde(default)]
@@ -91,6 +95,7 @@ impl AlertSettings {
 
 /// One `[[alerts.webhooks]]` table.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
     /// `http://…` or `https://…` (the system's root certificates).
     pub url: String,
@@ -98,6 +103,7 @@ pub struct WebhookSettings {
 
 /// One `[[repos]]` table, as written.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RepoSettings {
     pub name: String,
     pub url: String,
@@ -116,6 +122,7 @@ pub struct RepoSettings {
 
 /// `[repos.gate]`, as written.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(default)]
 pub struct GateSettings {
     pub auto_merge: bool,
@@ -155,6 +162,7 @@ fn default_poll() -> u64 {
 /// HTTPS and WSS on the listen address: both files, or neither (plain
 /// HTTP). The files are read at start-up (`app::serve`), not here.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// PEM: the hub's certificate, then any intermediates.
     #[serde(default)]
@@ -174,6 +182,7 @@ impl TlsSettings {
 /// The HTTP face: how long a client may take, how many may be connected,
 /// how long a dashboard session lasts.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     /// A request's head (line and headers) must arrive within this.
     pub header_timeout_s: u64,
@@ -189,6 +198,7 @@ pub struct HttpSettings {
 
 /// Rates the hub allows its clients.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Messages a second an agent's sidecar may send, sustained.
     pub agent_messages_per_s: u32,
@@ -202,6 +212,7 @@ pub struct Limits {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetentionSettings {
     /// Completed, cancelled and dead tasks older than this many days are
     /// deleted with their history (fractions allowed; 0: at once).
@@ -216,12 +227,14 @@ impl RetentionSettings {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// sled's page cache, in MiB (sled's own default is 1 GiB).
     pub cache_mb: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Timeouts {
     /// Unset (or 0): a third of the heartbeat timeout, at most 30 s — so
     /// shrinking only the timeout (as tests do) keeps a valid pair.
@@ -243,6 +256,7 @@ pub struct Timeouts {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Retry {
     pub max_retries: u32,
     #[serde(deserialize_with = "one_or_many")]
@@ -250,12 +264,14 @@ pub struct Retry {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Circuit {
     pub failures: u32,
     pub cooldown_s: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Events {
     /// How many recent events `/api/events` can replay to a client that
     /// reconnects with `Last-Event-ID`.
@@ -264,6 +280,41 @@ pub struct Events {
     pub replay_bytes: usize,
     /// Events buffered per client before a slow one is dropped.
     pub client_buffer: usize,
+}
+
+/// The top-level keys of the settings.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "admin_token",
+    "viewer_token",
+    "enroll_token",
+    "timeouts",
+    "retry",
+    "circuit",
+    "events",
+    "store",
+    "retention",
+    "tls",
+    "http",
+    "limits",
+    "repos",
+    "alerts",
+    "budgets",
+    "scheduler",
+];
+
+/// Whether environment variable `name` sets a setting
+/// (`AGENTCOM_<KEY>`, `__` for nesting, KEY one of the top-level keys).
+fn names_a_setting(name: &str) -> bool {
+    name.strip_prefix("AGENTCOM_")
+        .map(|rest| {
+            rest.split("__")
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|top| TOP_LEVEL_KEYS.contains(&top.as_str()))
 }
 
 /// Values given on the command line; they win over everything else.
@@ -329,9 +380,15 @@ impl Settings {
             .list_separator(",")
             .with_list_parse_key("retry.backoff_s")
             .try_parsing(true);
-        if let Some(vars) = env {
-            env_source = env_source.source(Some(vars.into_iter().collect()));
-        }
+        // Only variables that name a setting: others of the AGENTCOM_
+        // family (the CLI's AGENTCOM_HUB_URL, a test's) are not settings,
+        // while a mistyped key inside a setting's table is refused.
+        let vars = env.unwrap_or_else(|| std::env::vars().collect());
+        env_source = env_source.source(Some(
+            vars.into_iter()
+                .filter(|(k, _)| names_a_setting(k))
+                .collect(),
+        ));
         b = b.add_source(env_source);
         if let Some(l) = &overrides.listen {
             b = b.set_override("listen", l.clone())?;
@@ -703,6 +760,89 @@ mod tests {
         assert_eq!(s.budgets.agent_daily_tokens, 0);
         assert_eq!(s.scheduler.max_concurrent, 0);
         assert!(s.enroll_token.is_none());
+    }
+
+    #[test]
+    fn a_mistyped_key_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text, said) in [
+            ("top", "listne = \"127.0.0.1:1\"\n", "listne"),
+            (
+                "nested",
+                "[timeouts]\nheartbeat_timeouts = 5\n",
+                "heartbeat_timeouts",
+            ),
+            (
+                "gate",
+                "[[repos]]\nname = \"a\"\nurl = \"/x\"\n[repos.gate]\nautomerge = true\n",
+                "automerge",
+            ),
+        ] {
+            let file = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&file, text).unwrap();
+            let err = Settings::load_with_env(Some(&file), &Overrides::default(), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("unknown field `{said}`")),
+                "{name}: {err}"
+            );
+        }
+        // In the environment: a mistyped key inside a table is refused;
+        // variables of the family that are no setting are let be.
+        let err = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("AGENTCOM_TIMEOUTS__HEARTBEAT_TIMEOUTS", "5")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("heartbeat_timeouts"), "{err}");
+        Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[
+                ("AGENTCOM_HUB_URL", "http://x"),
+                ("AGENTCOM_TEST_LOG", "debug"),
+                ("AGENTCOM_SKIP_BUILD", "1"),
+            ]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_top_level_keys_are_the_settings_fields() {
+        // serde names every field it expects when it meets one it does not.
+        let err = Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            env(&[("AGENTCOM_TIMEOUTS__X", "1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("expected one of"), "{err}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "zzz = 1\n").unwrap();
+        let err = config::Config::builder()
+            .add_source(File::from(file.path()).format(FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize::<Settings>()
+            .unwrap_err()
+            .to_string();
+        let expected: Vec<&str> = err
+            .split("expected one of ")
+            .nth(1)
+            .unwrap()
+            .split(", ")
+            .map(|k| k.trim_matches(|c: char| c == '`' || !c.is_ascii() || c.is_whitespace()))
+            .map(|k| k.split('`').next().unwrap())
+            .collect();
+        let mut expected = expected;
+        expected.sort();
+        let mut known = TOP_LEVEL_KEYS.to_vec();
+        known.sort();
+        assert_eq!(expected, known, "{err}");
     }
 
     #[test]

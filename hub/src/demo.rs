@@ -68,12 +68,7 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot tell where {} is: {e}", data_dir.display()))?;
     project::check_git()?;
     // The port first: a busy one is one clear error, with nothing touched.
-    let listener = std::net::TcpListener::bind(&listen).map_err(|e| {
-        format!(
-            "cannot listen on {listen}: {e}. Another process (another hub or demo?) may hold it: \
-             stop it, or choose another address with --listen"
-        )
-    })?;
+    let listener = crate::app::bind(&listen, "with --listen")?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listen address: {e}"))?;

@@ -95,7 +95,8 @@ fn base_command(git_dir: Option<&Path>) -> Command {
         // holding the repository's work for ever.
         .args(["-c", "http.lowSpeedLimit=1", "-c", "http.lowSpeedTime=120"]);
     if let Some(d) = git_dir {
-        c.arg("--git-dir").arg(d).current_dir(d);
+        // `.` once inside it: a relative `d` must not be taken twice.
+        c.args(["--git-dir", "."]).current_dir(d);
     }
     c
 }

@@ -200,6 +200,20 @@ enum TaskArgs {
         /// Only for an agent with at least this context window.
         #[arg(long)]
         context_budget_tokens: Option<u64>,
+        /// Print only the new task's id (for `TASK=$(agentcom-hub task submit -q …)`).
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Wait until a task has ended; print how. Exit 0 when it completed,
+    /// 1 when it went dead, was cancelled, or the wait ran out.
+    #[command(after_help = "Example:
+  TASK=$(agentcom-hub task submit -q --title \"Say hello\" --needs code)
+  agentcom-hub task wait \"$TASK\" --timeout-s 120 && agentcom-hub task show \"$TASK\"")]
+    Wait {
+        id: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
     },
     /// List tasks, newest first.
     List {
@@ -290,7 +304,9 @@ fn main() -> ExitCode {
                     timeout_s,
                     run_at,
                     context_budget_tokens,
+                    quiet,
                 } => TaskCmd::Submit {
+                    quiet,
                     spec: Box::new(NewTask {
                         title,
                         description,
@@ -307,6 +323,10 @@ fn main() -> ExitCode {
                 },
                 TaskArgs::List { status, limit } => TaskCmd::List { status, limit },
                 TaskArgs::Show { id } => TaskCmd::Show { id },
+                TaskArgs::Wait { id, timeout_s } => TaskCmd::Wait {
+                    id,
+                    timeout: std::time::Duration::from_secs(timeout_s),
+                },
                 TaskArgs::Cancel { id } => TaskCmd::Cancel { id },
                 TaskArgs::Retry { id } => TaskCmd::Retry { id },
                 TaskArgs::Why { id } => TaskCmd::Why { id },

@@ -12,6 +12,42 @@ use crate::logging::printable;
 /// How many lines of a task's description `task show` prints.
 const DESCRIPTION_LINES: usize = 12;
 
+/// `task submit`'s answer: the id, the status, the title.
+pub(crate) fn submitted_line(t: &Task) -> String {
+    format!("{} {} {}", cell(&t.id), t.status, cell(&t.title))
+}
+
+/// `task wait`'s progress line: the task's status, and its agent once it
+/// has one.
+pub(crate) fn status_line(t: &Task) -> String {
+    match &t.assigned_to {
+        Some(a) if t.generation > 0 => format!("{} {} ({})", cell(&t.id), t.status, cell(a)),
+        _ => format!("{} {}", cell(&t.id), t.status),
+    }
+}
+
+/// `task wait`'s last line: how the task ended, with its summary or
+/// error.
+pub(crate) fn ended_line(t: &Task) -> String {
+    let why = match (&t.result, &t.last_error) {
+        (Some(r), _) if t.status == agentcom_protocol::TaskStatus::Completed => {
+            r.summary.as_deref().map(cell).unwrap_or_default()
+        }
+        (_, Some(e)) => cell(e),
+        _ => String::new(),
+    };
+    let by = t
+        .assigned_to
+        .as_deref()
+        .map(|a| format!(" by {}", cell(a)))
+        .unwrap_or_default();
+    if why.is_empty() {
+        format!("{} {}{by}", cell(&t.id), t.status)
+    } else {
+        format!("{} {}{by}: {why}", cell(&t.id), t.status)
+    }
+}
+
 /// Columns under their headers, each as wide as its widest cell, two
 /// spaces apart; the last column is not padded.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -409,6 +445,23 @@ pub(crate) fn sidecar_config(c: &SidecarConfigText<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wait_lines_say_the_status_the_agent_and_how_it_ended() {
+        let mut t = task();
+        assert_eq!(ended_line(&t), "01JTASK completed by ada");
+        t.result =
+            Some(serde_json::from_value(serde_json::json!({"summary": "said bonjour"})).unwrap());
+        assert_eq!(ended_line(&t), "01JTASK completed by ada: said bonjour");
+        assert_eq!(status_line(&t), "01JTASK completed (ada)");
+        t.status = agentcom_protocol::TaskStatus::Dead;
+        t.last_error = Some("no\u{1b}[31m".into());
+        assert_eq!(ended_line(&t), "01JTASK dead by ada: no\\u{1b}[31m");
+        t.assigned_to = None;
+        t.generation = 0;
+        t.status = agentcom_protocol::TaskStatus::Queued;
+        assert_eq!(status_line(&t), "01JTASK queued");
+    }
     use agentcom_protocol::{
         AttemptRecord, AttemptRef, Blame, Dossier, HistoryEntry, Priority, TaskEvent, TaskResult,
         TaskStatus,
