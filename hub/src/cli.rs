@@ -111,6 +111,13 @@ impl Client {
     }
 
     fn new(conn: &Conn) -> Result<Client, String> {
+        if !(conn.hub.starts_with("http://") || conn.hub.starts_with("https://")) {
+            return Err(format!(
+                "--hub {:?} is not the hub's address: write http://HOST:PORT or https://HOST:PORT \
+                 (e.g. http://127.0.0.1:4000), or set AGENTCOM_HUB_URL",
+                conn.hub
+            ));
+        }
         let token = match std::env::var("AGENTCOM_ADMIN_TOKEN") {
             Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
             _ => {
@@ -170,7 +177,10 @@ impl Client {
                 }
                 _ => e.to_string(),
             };
-            format!("cannot reach the hub at {}: {why}", self.base)
+            format!(
+                "cannot reach the hub at {}: {why}. Is it running, and is that its address (--hub or AGENTCOM_HUB_URL)?",
+                self.base
+            )
         })?;
         let bytes = resp
             .body()
