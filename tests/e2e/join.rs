@@ -467,3 +467,106 @@ fn a_sidecar_joined_under_pm2_is_restarted_after_kill_9() {
     assert_eq!(ran(r), [done["id"].as_str().unwrap()]);
     let _ = again;
 }
+
+#[test]
+fn a_second_sidecar_on_one_agent_is_refused_and_both_say_so() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let hub = Hub::start(r, &[]);
+    let runner = runner(r).display().to_string();
+    let out = join(
+        r,
+        &hub,
+        "twin",
+        &enroll_token(&hub),
+        &[
+            "--capabilities",
+            "code",
+            "--runner",
+            &runner,
+            "--install",
+            "none",
+            "--config",
+            "twin.toml",
+            "--state-dir",
+            "state-join",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = r.join("twin.toml");
+    // The same config copied to a second place (a second machine): only
+    // its state dir differs.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("state_dir"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (a, b) = (r.join("a.toml"), r.join("b.toml"));
+    std::fs::write(
+        &a,
+        format!("state_dir = \"{}\"\n{text}", r.join("state-a").display()),
+    )
+    .unwrap();
+    std::fs::write(
+        &b,
+        format!("state_dir = \"{}\"\n{text}", r.join("state-b").display()),
+    )
+    .unwrap();
+    let start = |cfg: &Path, log: &str| {
+        let mut c = Command::new(bin("agentcom-sidecar"));
+        c.current_dir(r).args(["run", "--config"]).arg(cfg);
+        Proc::spawn(c, &r.join(log))
+    };
+    let mut first = start(&a, "a.log");
+    wait_until(
+        Duration::from_secs(20),
+        "the first sidecar to connect",
+        || (hub.agent("twin")["state"] == "idle").then_some(()),
+    );
+    let mut second = start(&b, "b.log");
+    let refused = wait_until(
+        Duration::from_secs(20),
+        "the second sidecar to be refused",
+        || {
+            second
+                .log_text()
+                .lines()
+                .find(|l| l.contains("ERROR") && l.contains("agent_in_use"))
+                .map(str::to_string)
+        },
+    );
+    assert!(
+        refused.contains("give each machine its own agent id"),
+        "{refused}"
+    );
+    let told = wait_until(
+        Duration::from_secs(20),
+        "the first sidecar to be told",
+        || {
+            first
+                .log_text()
+                .lines()
+                .find(|l| l.contains("agent_in_use_elsewhere"))
+                .map(str::to_string)
+        },
+    );
+    assert!(
+        told.contains("was refused; this connection stays"),
+        "{told}"
+    );
+    assert!(hub
+        .log()
+        .contains("a second sidecar tried to connect as this agent; refused"));
+    // The first keeps the agent and its work; the second never was welcomed.
+    let done = a_task_completes(&hub, "for the twin");
+    assert_eq!(done["assigned_to"], "twin");
+    assert!(
+        !second.log_text().contains("welcomed by the hub"),
+        "{}",
+        second.log_text()
+    );
+    assert!(first.log_text().contains("welcomed by the hub"));
+    second.terminate(Duration::from_secs(10));
+    first.terminate(Duration::from_secs(10));
+}
