@@ -4,8 +4,8 @@
 
 use actix_web::{web, HttpResponse};
 use agentcom_protocol::{
-    AgentCreated, AgentList, AgentState, Enrolled, NewAgent, NewTask, Priority, TaskKind,
-    Verification,
+    AgentCreated, AgentInfo, AgentList, AgentState, Enrolled, NewAgent, NewTask, Priority,
+    TaskKind, Verification,
 };
 
 use crate::actors::messages::{
@@ -38,23 +38,33 @@ pub(crate) async fn show(
     Ok(HttpResponse::Ok().json(agent))
 }
 
-pub(crate) async fn create(
-    _: Admin,
-    state: web::Data<AppState>,
+/// Read a [`NewAgent`], check its id and capabilities, and add it
+/// through the registry (durable when answered): the agent and its token,
+/// or the registry's refusal.
+async fn add(
+    state: &web::Data<AppState>,
     payload: web::Payload,
-) -> Result<HttpResponse, HttpError> {
-    let new: NewAgent = body::json(payload, &state).await?;
+) -> Result<Result<(AgentInfo, String), RegistryError>, HttpError> {
+    let new: NewAgent = body::json(payload, state).await?;
     validate::agent_id(&new.id)?;
     for c in &new.capabilities {
         validate::capability("capabilities", c)?;
     }
-    let (agent, token) = state
+    Ok(state
         .registry
         .send(AddAgent {
             id: new.id,
             capabilities: new.capabilities,
         })
-        .await??;
+        .await?)
+}
+
+pub(crate) async fn create(
+    _: Admin,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, HttpError> {
+    let (agent, token) = add(&state, payload).await??;
     Ok(HttpResponse::Created().json(AgentCreated {
         id: agent.id.clone(),
         token,
@@ -107,25 +117,13 @@ pub(crate) async fn enroll(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, HttpError> {
-    let new: NewAgent = body::json(payload, &state).await?;
-    validate::agent_id(&new.id)?;
-    for c in &new.capabilities {
-        validate::capability("capabilities", c)?;
-    }
-    let id = new.id.clone();
-    let (agent, token) = state
-        .registry
-        .send(AddAgent {
-            id: new.id,
-            capabilities: new.capabilities,
-        })
-        .await?
-        .map_err(|e| match e {
-            RegistryError::Exists(_) => HttpError::conflict(format!(
-                "agent {id} already exists: revoke it first with `agentcom-hub agent revoke {id}`, or choose another --id"
-            )),
-            other => other.into(),
-        })?;
+    let (agent, token) = add(&state, payload).await?.map_err(|e| match e {
+        RegistryError::Exists(id) => HttpError::conflict(format!(
+            "agent {id} already exists: revoke it first with `agentcom-hub agent revoke {id}`, or choose another --id"
+        )),
+        other => other.into(),
+    })?;
+    let id = agent.id.clone();
     let unverified = |what: String| {
         tracing::error!(agent = %id, "enrolled, but {what}");
         HttpError::unavailable(format!(
