@@ -1,60 +1,88 @@
-//! `agentcom-loadgen`: measure the hub under load.
+//! `agentcom-loadgen`: measure the hub against the limit of its own store,
+//! in one run on one machine, and print every figure as a ratio to that
+//! limit (and to BullMQ's, when given), so the ratio is the result.
 //!
-//! Starts a real hub (the binaries of this build profile: run it with
-//! `cargo run --release -p agentcom-tests --bin agentcom-loadgen`), connects
-//! `--agents` fake agents over the real WebSocket protocol (they accept and
-//! complete each assignment at once, so the hub is what is measured), and
-//! runs two phases:
+//! Phases (`--phases`, comma-separated; all by default), each on a fresh
+//! hub (the binaries of this build profile: run the release build):
 //!
-//! 1. latency: `--probes` tasks submitted one at a time while agents are
-//!    idle; created → assigned from each task's history, and submit →
-//!    completed as the client sees it;
-//! 2. throughput: `--tasks` tasks from `--submitters` concurrent clients;
-//!    creates/s, completions/s, group commit (syncs per write), events/s on
-//!    an `/api/events` reader, protocol messages per task, hub memory.
+//! - `raw`: the store's own limit, without the hub — sled with the hub's
+//!   settings, `--clients` producer threads, group commit (one batch, a
+//!   flush and an `fdatasync` of the data file per group, as the hub's
+//!   `Store::sync`): durable writes/s of one ~task-sized value, and tasks/s
+//!   when each task is 4 durable writes in a row (create, assign, accept,
+//!   complete).
+//! - `creates`: `--clients` keep-alive HTTP clients create tasks for
+//!   `--seconds`, no agent consuming: creates/s (each 201 after its task
+//!   is durable) and the latency of one create.
+//! - `consume`: the same clients while `--agents` fake agents (the real
+//!   WebSocket protocol; each accepts and completes every assignment at
+//!   once) consume: creates/s and full lifecycles/s (completions) in the
+//!   window, and submit → assign at an idle probe agent measured by a
+//!   probe client every 20 ms (the probe agent alone has capability
+//!   `probe`, so it is idle when a probe arrives).
+//! - `latency`: the same probes with nothing else running.
 //!
-//! Prints a Markdown summary (for docs/benchmarks.md). `AGENTCOM_*`
-//! variables are passed to the hub (`AGENTCOM_EVENTS__REPLAY=100`, …).
+//! Prints a Markdown table for docs/benchmarks.md. `AGENTCOM_*` variables
+//! are passed to the hub.
 
+use std::collections::HashMap;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use agentcom_tests::hub::{millis_between, Hub};
+use agentcom_tests::hub::Hub;
 use agentcom_tests::raw::RawSidecar;
-use agentcom_tests::sse::SseClient;
 use agentcom_tests::wait_until;
 use serde_json::{json, Value};
 
 struct Args {
+    clients: usize,
     agents: usize,
-    tasks: usize,
-    submitters: usize,
-    probes: usize,
+    seconds: f64,
+    body_bytes: usize,
+    phases: Vec<String>,
+    bullmq_creates: Option<f64>,
+    bullmq_lifecycles: Option<f64>,
 }
 
 fn args() -> Args {
     let mut a = Args {
-        agents: 50,
-        tasks: 5000,
-        submitters: 8,
-        probes: 200,
+        clients: 64,
+        agents: 200,
+        seconds: 10.0,
+        body_bytes: 500,
+        phases: ["raw", "creates", "consume", "latency"]
+            .map(String::from)
+            .to_vec(),
+        bullmq_creates: None,
+        bullmq_lifecycles: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
-        let v = || {
+        let v = |i: usize| {
             argv.get(i + 1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("{} needs a number", argv[i]))
+                .unwrap_or_else(|| panic!("{} needs a value", argv[i]))
+                .clone()
+        };
+        let n = |i: usize| -> f64 {
+            v(i).parse()
+                .unwrap_or_else(|_| panic!("{} needs a number", argv[i]))
         };
         match argv[i].as_str() {
-            "--agents" => a.agents = v(),
-            "--tasks" => a.tasks = v(),
-            "--submitters" => a.submitters = v(),
-            "--probes" => a.probes = v(),
+            "--clients" => a.clients = n(i) as usize,
+            "--agents" => a.agents = n(i) as usize,
+            "--seconds" => a.seconds = n(i),
+            "--body-bytes" => a.body_bytes = n(i) as usize,
+            "--phases" => a.phases = v(i).split(',').map(String::from).collect(),
+            "--bullmq-creates" => a.bullmq_creates = Some(n(i)),
+            "--bullmq-lifecycles" => a.bullmq_lifecycles = Some(n(i)),
             "-h" | "--help" => {
-                println!("agentcom-loadgen [--agents N] [--tasks N] [--submitters N] [--probes N]");
+                println!(
+                    "agentcom-loadgen [--phases raw,creates,consume,latency] [--clients 64] [--agents 200]\n\
+                     \x20                [--seconds 10] [--body-bytes 500] [--bullmq-creates N] [--bullmq-lifecycles N]"
+                );
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -64,27 +92,10 @@ fn args() -> Args {
     a
 }
 
-/// A fake agent: accept and complete every assignment at once.
-fn fake_agent(hub_ws: String, id: String, token: String, stop: Arc<AtomicBool>) {
-    let mut ws = RawSidecar::connect(&hub_ws, &token).expect("connect");
-    ws.hello(&id);
-    let mut last_beat = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        if let Some(m) = ws.recv(Duration::from_millis(200)) {
-            if m["type"] == "assign" {
-                let (t, g) = (m["task_id"].clone(), m["generation"].clone());
-                ws.send(json!({ "type": "accept", "task_id": t, "generation": g }));
-                ws.send(json!({ "type": "complete", "task_id": t, "generation": g, "result": { "summary": "done" } }));
-            }
-        }
-        if last_beat.elapsed() > Duration::from_secs(10) {
-            ws.send(json!({ "type": "heartbeat", "state": "idle" }));
-            last_beat = Instant::now();
-        }
-    }
-}
-
 fn percentile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
@@ -100,105 +111,321 @@ fn rss_mib(pid: u32) -> f64 {
     kb / 1024.0
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
+/// CPU seconds (user + system) a process has used.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+// ----- the store's own limit ----------------------------------------------------------
+
+/// One producer's write, waiting for its group to be durable.
+type Pending = (Vec<u8>, Vec<u8>, mpsc::Sender<()>);
+
+/// The queue of a group committer: producers queue a write and wait; the
+/// committer takes all that is queued, applies it as one batch, flushes
+/// and `fdatasync`s the data file, and answers them.
+struct RawQueue {
+    queue: Mutex<Vec<Pending>>,
+    ready: Condvar,
+    stop: AtomicBool,
+    syncs: AtomicU64,
+}
+
+/// Sled as the hub opens it, written by `clients` producers through a
+/// group committer for `seconds`, each item `writes_per_item` durable
+/// writes in a row of a `value_bytes` value: items/s and writes per sync.
+fn raw_limit(
+    clients: usize,
+    seconds: f64,
+    writes_per_item: usize,
+    value_bytes: usize,
+) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let sled_dir = dir.path().join("sled");
+    let db = sled::Config::new()
+        .path(&sled_dir)
+        .cache_capacity(64 * 1024 * 1024)
+        .segment_size(2 * 1024 * 1024)
+        .flush_every_ms(None)
+        .open()
+        .unwrap();
+    let tree = db.open_tree("tasks").unwrap();
+    let data = std::fs::File::open(sled_dir.join("db")).unwrap();
+    let raw = Arc::new(RawQueue {
+        queue: Mutex::new(Vec::new()),
+        ready: Condvar::new(),
+        stop: AtomicBool::new(false),
+        syncs: AtomicU64::new(0),
+    });
+    let committer = {
+        let (raw, db, tree) = (raw.clone(), db.clone(), tree.clone());
+        std::thread::spawn(move || loop {
+            let group: Vec<Pending> = {
+                let mut q = raw.queue.lock().unwrap();
+                while q.is_empty() && !raw.stop.load(Ordering::Relaxed) {
+                    q = raw
+                        .ready
+                        .wait_timeout(q, Duration::from_millis(50))
+                        .unwrap()
+                        .0;
+                }
+                if q.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut *q)
+            };
+            let mut batch = sled::Batch::default();
+            for (k, v, _) in &group {
+                batch.insert(k.as_slice(), v.as_slice());
+            }
+            tree.apply_batch(batch).unwrap();
+            db.flush().unwrap();
+            data.sync_data().unwrap();
+            raw.syncs.fetch_add(1, Ordering::Relaxed);
+            for (_, _, done) in group {
+                let _ = done.send(());
+            }
+        })
+    };
+    let value = vec![b'x'; value_bytes];
+    let items = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let producers: Vec<_> = (0..clients)
+        .map(|c| {
+            let (raw, items, value) = (raw.clone(), items.clone(), value.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    for w in 0..writes_per_item {
+                        let (tx, rx) = mpsc::channel();
+                        let key = format!("t/{c:04}-{n:012}-{w}").into_bytes();
+                        raw.queue.lock().unwrap().push((key, value.clone(), tx));
+                        raw.ready.notify_one();
+                        rx.recv().unwrap();
+                    }
+                    n += 1;
+                    items.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    raw.stop.store(true, Ordering::Relaxed);
+    raw.ready.notify_all();
+    committer.join().unwrap();
+    let done = items.load(Ordering::Relaxed) as f64;
+    let per_sync = done * writes_per_item as f64 / raw.syncs.load(Ordering::Relaxed).max(1) as f64;
+    (done / elapsed, per_sync)
+}
+
+// ----- the hub ------------------------------------------------------------------------
+
+/// The hub's settings for a load run: the agents' message limits raised
+/// (a fake agent completes far faster than a real one), logs at warn.
+fn start_hub(root: &std::path::Path) -> Hub {
+    let passed: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("AGENTCOM_") && k != "AGENTCOM_ADMIN_TOKEN")
+        .collect();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("AGENTCOM_LIMITS__AGENT_MESSAGES_PER_S", "1000000"),
+        ("AGENTCOM_LIMITS__AGENT_MESSAGES_BURST", "1000000"),
+        ("AGENTCOM_TEST_LOG", "warn"),
+    ];
+    env.extend(passed.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    Hub::start(root, &env)
+}
+
+/// When each probe's `assign` arrived, by task id.
+type Seen = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// A fake agent: accept and complete every assignment at once; when
+/// `seen` is given, note when each assignment arrived.
+fn fake_agent(
+    hub_ws: String,
+    id: String,
+    token: String,
+    stop: Arc<AtomicBool>,
+    seen: Option<Seen>,
+) {
+    let mut ws = RawSidecar::connect(&hub_ws, &token).expect("connect");
+    ws.hello(&id);
+    let mut last_beat = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(m) = ws.recv(Duration::from_millis(100)) {
+            if m["type"] == "assign" {
+                if let Some(seen) = &seen {
+                    let id = m["task_id"].as_str().unwrap_or_default().to_string();
+                    seen.lock().unwrap().insert(id, Instant::now());
+                }
+                let (t, g) = (m["task_id"].clone(), m["generation"].clone());
+                ws.send(json!({ "type": "accept", "task_id": t, "generation": g }));
+                ws.send(json!({ "type": "complete", "task_id": t, "generation": g, "result": { "summary": "done" } }));
+            }
+        }
+        if last_beat.elapsed() > Duration::from_secs(10) {
+            ws.send(json!({ "type": "heartbeat", "state": "idle" }));
+            last_beat = Instant::now();
+        }
+    }
+}
+
+fn description(bytes: usize) -> String {
+    "lorem ipsum dolor sit amet ".repeat(bytes / 27 + 1)[..bytes].to_string()
+}
+
+/// What the creating clients saw.
+struct Created {
+    count: u64,
+    elapsed: f64,
+    latency_ms: Vec<f64>,
+}
+
+/// `clients` keep-alive clients create tasks until `deadline`.
+fn create_until(hub: &Hub, clients: usize, deadline: Instant, body: &str) -> Created {
+    let started = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let (url, token, body) = (hub.url.clone(), hub.token.clone(), body.to_string());
+            std::thread::spawn(move || {
+                let http: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                let mut lat = Vec::new();
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    let r = http
+                        .post(format!("{url}/api/tasks"))
+                        .header("Authorization", format!("Bearer {token}"))
+                        .send_json(json!({ "title": format!("load {c}-{n}"), "description": body }))
+                        .expect("POST /api/tasks");
+                    assert_eq!(r.status(), 201, "create");
+                    lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    n += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut latency_ms = Vec::new();
+    for t in threads {
+        latency_ms.extend(t.join().expect("a creating client failed"));
+    }
+    Created {
+        count: latency_ms.len() as u64,
+        elapsed: started.elapsed().as_secs_f64(),
+        latency_ms,
+    }
+}
+
+/// Submit → assign at an idle probe agent, measured by this process's
+/// clock: before the POST to the `assign` frame's arrival.
+fn probe_until(hub: &Hub, deadline: Instant, seen: &Seen) -> Vec<f64> {
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut out = Vec::new();
+    while Instant::now() < deadline {
+        let t0 = Instant::now();
+        let mut r = http
+            .post(format!("{}/api/tasks", hub.url))
+            .header("Authorization", format!("Bearer {}", hub.token))
+            .send_json(
+                json!({ "title": "probe", "needed_capabilities": ["probe"], "priority": "urgent" }),
+            )
+            .expect("POST probe");
+        assert_eq!(r.status(), 201);
+        let v: Value = r.body_mut().read_json().unwrap();
+        let id = v["id"].as_str().unwrap().to_string();
+        let arrived = wait_until(Duration::from_secs(30), "the probe's assign", || {
+            seen.lock().unwrap().remove(&id)
+        });
+        out.push(arrived.duration_since(t0).as_secs_f64() * 1000.0);
+        // Let the probe agent finish it and be idle again.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    out
+}
+
+struct Fleet {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    seen: Seen,
+}
+
+impl Fleet {
+    /// `n` consuming agents (no capabilities) and one probe agent.
+    fn start(hub: &Hub, n: usize) -> Fleet {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen: Seen = Arc::new(Mutex::new(HashMap::new()));
+        let mut threads = Vec::new();
+        for i in 0..n {
+            let id = format!("load{i}");
+            let token = hub.add_agent(&id, &[]);
+            let (ws, stop) = (hub.ws_url(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                fake_agent(ws, id, token, stop, None)
+            }));
+        }
+        let token = hub.add_agent("prober", &["probe"]);
+        let (ws, stop2, seen2) = (hub.ws_url(), stop.clone(), seen.clone());
+        threads.push(std::thread::spawn(move || {
+            fake_agent(ws, "prober".into(), token, stop2, Some(seen2))
+        }));
+        wait_until(Duration::from_secs(120), "all fake agents idle", || {
+            (hub.state()["agents"]["idle"].as_u64() == Some(n as u64 + 1)).then_some(())
+        });
+        Fleet {
+            stop,
+            threads,
+            seen,
+        }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn completed(hub: &Hub) -> u64 {
+    hub.state()["tasks"]["completed"].as_u64().unwrap_or(0)
+}
+
+/// The hub's group commits so far: (syncs, task writes).
+fn commits(hub: &Hub) -> (u64, u64) {
+    let s = hub.state();
+    (
+        s["store"]["syncs"].as_u64().unwrap_or(0),
+        s["store"]["writes"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Group commit in a window, in words.
+fn commit_rate(before: (u64, u64), after: (u64, u64), window: f64) -> String {
+    let (syncs, writes) = (after.0 - before.0, after.1 - before.1);
+    format!(
+        "{:.0} syncs/s, {:.1} task writes per sync",
+        syncs as f64 / window,
+        writes as f64 / syncs.max(1) as f64
+    )
 }
 
 fn main() {
     let a = args();
-    let root = tempfile::tempdir().unwrap();
-    // Hub settings pass through: AGENTCOM_* variables set for this run.
-    let passed: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("AGENTCOM_") && k != "AGENTCOM_ADMIN_TOKEN")
-        .collect();
-    let mut env: Vec<(&str, &str)> = passed
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    env.push(("AGENTCOM_TEST_LOG", "warn"));
-    let hub = Hub::start(root.path(), &env);
-    let pid = hub.pid().unwrap();
-    let rss_idle = rss_mib(pid);
-    let stop = Arc::new(AtomicBool::new(false));
-    let agents: Vec<_> = (0..a.agents)
-        .map(|i| {
-            let id = format!("load{i}");
-            let token = hub.add_agent(&id, &[]);
-            let (ws, stop) = (hub.ws_url(), stop.clone());
-            std::thread::spawn(move || fake_agent(ws, id, token, stop))
-        })
-        .collect();
-    wait_until(Duration::from_secs(60), "all fake agents idle", || {
-        (hub.state()["agents"]["idle"].as_u64() == Some(a.agents as u64)).then_some(())
-    });
-    let rss_connected = rss_mib(pid);
-
-    // Phase 1: latency with idle agents.
-    let mut assign_ms = Vec::new();
-    let mut e2e_ms = Vec::new();
-    for n in 0..a.probes {
-        let t = hub.submit(json!({ "title": format!("probe {n}") }));
-        let id = t["id"].as_str().unwrap().to_string();
-        let done = wait_until(Duration::from_secs(10), "a probe to complete", || {
-            let v = hub.task(&id);
-            (v["status"] == "completed").then_some(v)
-        });
-        let h = done["history"].as_array().unwrap();
-        let at = |ev: &str| {
-            h.iter().find(|x| x["event"] == ev).unwrap()["at"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        };
-        assign_ms.push(millis_between(&at("created"), &at("assigned")) as f64);
-        e2e_ms.push(millis_between(&at("created"), &at("completed")) as f64);
-    }
-
-    // Phase 2: throughput.
-    let before = hub.state();
-    let events = Arc::new(AtomicU64::new(0));
-    {
-        let (client, events, stop) = (SseClient::connect(&hub, None), events.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for _ in client {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                events.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-    }
-    let started = Instant::now();
-    let per = a.tasks / a.submitters;
-    hub.submit_concurrently(a.submitters, per, "load");
-    let submitted_in = started.elapsed();
-    let total = (per * a.submitters + a.probes) as u64;
-    wait_until(Duration::from_secs(600), "all tasks to complete", || {
-        (hub.state()["tasks"]["completed"].as_u64() == Some(total)).then_some(())
-    });
-    let all_done = started.elapsed();
-    let after = hub.state();
-    let rss_loaded = rss_mib(pid);
-    let http: ureq::Agent = ureq::Agent::config_builder().build().into();
-    let scrape = http
-        .get(format!("{}/metrics", hub.url))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    stop.store(true, Ordering::Relaxed);
-
-    let n = (per * a.submitters) as f64;
-    let syncs =
-        after["store"]["syncs"].as_u64().unwrap() - before["store"]["syncs"].as_u64().unwrap();
-    let writes =
-        after["store"]["writes"].as_u64().unwrap() - before["store"]["writes"].as_u64().unwrap();
-    let lat: &Value = &after["assignment_latency_ms"];
+    let phase = |p: &str| a.phases.iter().any(|x| x == p);
     let profile = if std::env::current_exe()
         .unwrap()
         .to_string_lossy()
@@ -208,51 +435,163 @@ fn main() {
     } else {
         "debug"
     };
-    println!(
-        "## agentcom-loadgen: {} fake agents, {} tasks from {} clients ({profile} build)\n",
-        a.agents,
-        per * a.submitters,
-        a.submitters
-    );
-    println!("| measure | value |\n| --- | --- |");
-    println!("| created → assigned, idle agents (history, {} probes) | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms |", a.probes,
-        percentile(&mut assign_ms, 0.5), percentile(&mut assign_ms, 0.99), percentile(&mut assign_ms, 1.0));
-    println!("| created → completed, idle agents (history: assign, accept, complete, all durable) | p50 {:.0} ms, p99 {:.0} ms |",
-        percentile(&mut e2e_ms, 0.5), percentile(&mut e2e_ms, 0.99));
-    println!(
-        "| creates (201, durable) | {:.0} /s |",
-        n / submitted_in.as_secs_f64()
-    );
-    println!(
-        "| completions, end to end | {:.0} /s ({} tasks in {:.1} s) |",
-        n / all_done.as_secs_f64(),
-        per * a.submitters,
-        all_done.as_secs_f64()
-    );
-    println!(
-        "| group commit | {writes} task writes in {syncs} syncs ({:.1} writes per sync) |",
-        writes as f64 / syncs.max(1) as f64
-    );
-    println!(
-        "| queued → assigned under load (last 10k) | p50 {} ms, p99 {} ms |",
-        lat["p50_ms"], lat["p99_ms"]
-    );
-    println!(
-        "| events on one /api/events reader | {} in {:.1} s ({:.0} /s) |",
-        events.load(Ordering::Relaxed),
-        all_done.as_secs_f64(),
-        events.load(Ordering::Relaxed) as f64 / all_done.as_secs_f64()
-    );
-    println!(
-        "| protocol messages per completed task | {:.1} ({:.0} bytes) |",
-        metric(&scrape, "agentcom_protocol_messages_per_completed_task"),
-        metric(
-            &scrape,
-            "agentcom_protocol_payload_per_completed_task_bytes"
-        )
-    );
-    println!("| hub RSS: idle / {} agents connected / after the run | {rss_idle:.1} / {rss_connected:.1} / {rss_loaded:.1} MiB |", a.agents);
-    for h in agents {
-        let _ = h.join();
+    let body = description(a.body_bytes);
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut row = |k: &str, v: String| {
+        eprintln!("  {k}: {v}");
+        rows.push((k.to_string(), v));
+    };
+    let (mut raw_writes, mut raw_tasks) = (f64::NAN, f64::NAN);
+
+    if phase("raw") {
+        eprintln!("raw: the store's own limit…");
+        let (w, per_sync) = raw_limit(a.clients, a.seconds, 1, a.body_bytes + 300);
+        raw_writes = w;
+        row(
+            "raw sled group commit + fdatasync, durable writes/s",
+            format!(
+                "{w:.0} ({} producers, {per_sync:.0} writes per sync)",
+                a.clients
+            ),
+        );
+        let (t, per_sync) = raw_limit(a.clients, a.seconds, 4, a.body_bytes + 300);
+        raw_tasks = t;
+        row(
+            "raw limit, tasks/s at 4 durable writes each",
+            format!("{t:.0} ({per_sync:.0} writes per sync)"),
+        );
+    }
+    let ratio = |v: f64, limit: f64| {
+        if limit.is_finite() {
+            format!(" = {:.0} % of the raw limit", 100.0 * v / limit)
+        } else {
+            String::new()
+        }
+    };
+    let vs = |v: f64, peer: Option<f64>| match peer {
+        Some(p) => format!(", {:.2}× BullMQ", v / p),
+        None => String::new(),
+    };
+
+    let mut creates_only = f64::NAN;
+    if phase("creates") {
+        eprintln!("creates: {} clients, no agents…", a.clients);
+        let root = tempfile::tempdir().unwrap();
+        let hub = start_hub(root.path());
+        let pid = hub.pid().unwrap();
+        let cpu0 = cpu_s(pid);
+        let commits0 = commits(&hub);
+        let deadline = Instant::now() + Duration::from_secs_f64(a.seconds);
+        let mut c = create_until(&hub, a.clients, deadline, &body);
+        let group = commit_rate(commits0, commits(&hub), c.elapsed);
+        let per_s = c.count as f64 / c.elapsed;
+        creates_only = per_s;
+        row(
+            "durable creates/s, create only",
+            format!(
+                "{per_s:.0}{}{} (p50 {:.1} ms, p99 {:.1} ms; hub CPU {:.0} %; {group})",
+                ratio(per_s, raw_writes),
+                vs(per_s, a.bullmq_creates),
+                percentile(&mut c.latency_ms, 0.5),
+                percentile(&mut c.latency_ms, 0.99),
+                100.0 * (cpu_s(pid) - cpu0) / c.elapsed
+            ),
+        );
+        row(
+            "hub RSS after the creates",
+            format!("{:.0} MiB ({} tasks queued)", rss_mib(pid), c.count),
+        );
+    }
+
+    if phase("consume") {
+        eprintln!("consume: {} clients, {} agents…", a.clients, a.agents);
+        let root = tempfile::tempdir().unwrap();
+        let hub = start_hub(root.path());
+        let pid = hub.pid().unwrap();
+        let fleet = Fleet::start(&hub, a.agents);
+        let done0 = completed(&hub);
+        let cpu0 = cpu_s(pid);
+        let commits0 = commits(&hub);
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs_f64(a.seconds);
+        let seen = fleet.seen.clone();
+        let (mut probe_ms, mut c) = std::thread::scope(|s| {
+            let p = s.spawn(|| probe_until(&hub, deadline, &seen));
+            let c = create_until(&hub, a.clients, deadline, &body);
+            (p.join().unwrap(), c)
+        });
+        let window = t0.elapsed().as_secs_f64();
+        let done = completed(&hub) - done0;
+        let cpu = cpu_s(pid) - cpu0;
+        let group = commit_rate(commits0, commits(&hub), window);
+        let creates = c.count as f64 / c.elapsed;
+        let lifecycles = done as f64 / window;
+        row(
+            &format!("durable creates/s while {} agents consume", a.agents),
+            format!(
+                "{creates:.0}{}{}{} (p50 {:.1} ms, p99 {:.1} ms)",
+                ratio(creates, raw_writes),
+                if creates_only.is_finite() {
+                    format!(", {:.0} % of create only", 100.0 * creates / creates_only)
+                } else {
+                    String::new()
+                },
+                vs(creates, a.bullmq_creates),
+                percentile(&mut c.latency_ms, 0.5),
+                percentile(&mut c.latency_ms, 0.99),
+            ),
+        );
+        row(
+            &format!("full lifecycles/s, {} agents", a.agents),
+            format!(
+                "{lifecycles:.0}{}{} ({done} completed in {window:.1} s; hub CPU {:.0} %; {group})",
+                ratio(lifecycles, raw_tasks),
+                vs(lifecycles, a.bullmq_lifecycles),
+                100.0 * cpu / window
+            ),
+        );
+        row(
+            "submit → assign at an idle agent, under that load",
+            format!(
+                "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} probes)",
+                percentile(&mut probe_ms, 0.5),
+                percentile(&mut probe_ms, 0.99),
+                percentile(&mut probe_ms, 1.0),
+                probe_ms.len()
+            ),
+        );
+        row("hub RSS after the run", format!("{:.0} MiB", rss_mib(pid)));
+        fleet.stop();
+    }
+
+    if phase("latency") {
+        eprintln!("latency: probes alone…");
+        let root = tempfile::tempdir().unwrap();
+        let hub = start_hub(root.path());
+        let fleet = Fleet::start(&hub, 0);
+        let deadline = Instant::now() + Duration::from_secs_f64(a.seconds.min(5.0));
+        let mut probe_ms = probe_until(&hub, deadline, &fleet.seen);
+        row(
+            "submit → assign at an idle agent, nothing else running",
+            format!(
+                "p50 {:.1} ms, p99 {:.1} ms ({} probes)",
+                percentile(&mut probe_ms, 0.5),
+                percentile(&mut probe_ms, 0.99),
+                probe_ms.len()
+            ),
+        );
+        fleet.stop();
+    }
+
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "## agentcom-loadgen ({profile} build): {} clients, {} agents, {} s a phase, {}-byte descriptions\n",
+        a.clients, a.agents, a.seconds, a.body_bytes
+    )
+    .unwrap();
+    writeln!(out, "| figure | value |\n| --- | --- |").unwrap();
+    for (k, v) in rows {
+        writeln!(out, "| {k} | {v} |").unwrap();
     }
 }
