@@ -2,28 +2,37 @@
 //! (one atomic batch per group commit), read back, and deleted by
 //! retention.
 //!
+//! Format 3. A task is one record, rewritten whole at every change, so a
+//! create is one write and each later step one more; sled's cost is per
+//! key written far more than per byte (measured: docs/benchmarks.md).
 //! Keys (ids are ULIDs, so ids sort by creation time):
-//! - `t/<id>` → the head: the task without description, metadata and
-//!   result, and its history length. Small; rewritten at every change.
-//! - `b/<id>` → the body: description and metadata, written at create.
-//! - `r/<id>` → the result, written at completion.
-//!   A body or result over [`INLINE_MAX`] bytes lives in a file of its own,
-//!   `<data_dir>/values/<xx>/<id>.body|.result`, and its key holds only
-//!   [`IN_FILE`]: sled keeps recent values in memory, so large ones are
-//!   kept out of it. A group's value files are made durable (`syncfs`)
-//!   before its records are written; files left by a group that never
-//!   became durable are removed at start.
-//! - `h/<id>/<seq: u32 BE>` → one history entry.
-//! - `s/<status>/<id>` → (empty): tasks by status.
+//! - `l/<id>` → a live task's record (queued, assigned, working, failed,
+//!   in review): the task with its description, metadata and result, and
+//!   its whole history. The restart reads exactly these.
+//! - `t/<id>` → a finished task's record (completed, dead, cancelled),
+//!   moved from `l/` in the batch that finishes it (and back when it is
+//!   retried).
+//! - `s/<status>/<id>` → (empty): finished tasks by status, for pages of a
+//!   finished status (live ones are paged from memory).
 //! - `f/<finished_at ms: i64 BE>/<id>` → (empty): finished tasks by when
 //!   they finished, for retention.
 //! - `k/<idempotency key>` → the id and spec digest of the task it created.
+//! - `m/finished_counts` → how many finished tasks of each status, kept in
+//!   the same batches, so a restart never counts a million keys.
 //!
-//! Everything of one group (heads, bodies, results, history, indexes, and
-//! a retention purge) goes in one `sled::Batch`, so a crash never leaves a
-//! head without its indexes. This module knows the layout, never the rules.
+//! A description and metadata (or a result) whose JSON is over
+//! [`INLINE_MAX`] bytes lives in a file of its own,
+//! `<data_dir>/values/<xx>/<id>.body|.result`, and the record says so:
+//! sled keeps recent values in memory, so large ones are kept out of it.
+//! A group's value files are made durable (`syncfs`) before its records
+//! are written; files no record points at are removed at start.
+//!
+//! A change of a task that the queue holds only in part (a finished
+//! task's head, or a step that did not touch the body or result) takes
+//! the rest from the record already stored. Everything of one group goes
+//! in one `sled::Batch`. This module knows the layout, never the rules.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use agentcom_protocol::{HistoryEntry, Task, TaskResult, TaskStatus, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -33,26 +42,58 @@ use crate::domain::changes::ChangeDelta;
 use crate::domain::queue::{spec_digest, StoredKey, TaskDelta};
 use crate::store::{decode, Store, StoreError};
 
+mod migrate;
+
 /// The store format this code writes; older ones are migrated at open.
-const FORMAT: &str = "2";
+const FORMAT: &str = "3";
 
 /// Bodies and results larger than this go to a file of their own.
 pub(crate) const INLINE_MAX: usize = 4 * 1024;
-/// The value of a `b/` or `r/` key whose value is in a file.
+/// A format-2 body or result key whose value is in a file.
 const IN_FILE: &[u8] = b"@file";
+/// The finished tasks' counts.
+const COUNTS_KEY: &[u8] = b"m/finished_counts";
 
-/// A head as stored.
+/// A task as stored: the task (its history apart), its history, and
+/// whether its body or result is in a file.
 #[derive(Serialize, Deserialize)]
-struct Head {
+struct Record {
     task: Task,
-    history_len: u32,
+    #[serde(default)]
+    history: Vec<HistoryEntry>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    body_in_file: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    result_in_file: bool,
 }
 
-/// A body as stored.
+/// The body as its file holds it.
 #[derive(Serialize, Deserialize)]
 struct Body {
     description: String,
     metadata: Option<Map<String, Value>>,
+}
+
+/// What the record of a finished task says of when it finished, read
+/// without the rest of it.
+#[derive(Deserialize)]
+struct FinishedAt {
+    task: FinishedAtTask,
+}
+
+#[derive(Deserialize)]
+struct FinishedAtTask {
+    #[serde(default)]
+    finished_at: Option<Timestamp>,
+}
+
+/// Whether a record's values are in files, read without the rest.
+#[derive(Deserialize)]
+struct InFiles {
+    #[serde(default)]
+    body_in_file: bool,
+    #[serde(default)]
+    result_in_file: bool,
 }
 
 /// An idempotency key as stored.
@@ -60,6 +101,47 @@ struct Body {
 struct KeyRecord {
     id: String,
     digest: String,
+}
+
+/// Finished tasks per status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Counts {
+    #[serde(default)]
+    completed: u64,
+    #[serde(default)]
+    dead: u64,
+    #[serde(default)]
+    cancelled: u64,
+}
+
+impl Counts {
+    fn get(&self, s: TaskStatus) -> u64 {
+        match s {
+            TaskStatus::Completed => self.completed,
+            TaskStatus::Dead => self.dead,
+            TaskStatus::Cancelled => self.cancelled,
+            _ => 0,
+        }
+    }
+
+    fn set(&mut self, s: TaskStatus, n: u64) {
+        match s {
+            TaskStatus::Completed => self.completed = n,
+            TaskStatus::Dead => self.dead = n,
+            TaskStatus::Cancelled => self.cancelled = n,
+            _ => {}
+        }
+    }
+
+    /// A task left `from` (if finished) and entered `to` (if finished).
+    fn moved(&mut self, from: Option<TaskStatus>, to: Option<TaskStatus>) {
+        if let Some(f) = from.filter(|s| s.is_terminal()) {
+            self.set(f, self.get(f).saturating_sub(1));
+        }
+        if let Some(t) = to.filter(|s| s.is_terminal()) {
+            self.set(t, self.get(t) + 1);
+        }
+    }
 }
 
 /// A task read from the store, with its history length.
@@ -106,11 +188,9 @@ fn key(prefix: &str, id: &str) -> Vec<u8> {
     k
 }
 
-fn history_key(id: &str, seq: u32) -> Vec<u8> {
-    let mut k = key("h/", id);
-    k.push(b'/');
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
+/// Where a task's record is: `l/` while live, `t/` once finished.
+fn record_key(status: TaskStatus, id: &str) -> Vec<u8> {
+    key(if status.is_terminal() { "t/" } else { "l/" }, id)
 }
 
 fn status_prefix(status: TaskStatus) -> Vec<u8> {
@@ -135,20 +215,7 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("store records serialise")
 }
 
-/// The head of a task: the task without its heavy fields.
-fn head_of(task: &Task, history_len: u32) -> Head {
-    let mut t = task.clone();
-    t.description = String::new();
-    t.metadata = None;
-    t.result = None;
-    t.history = None;
-    Head {
-        task: t,
-        history_len,
-    }
-}
-
-/// What a value file holds.
+/// Which value file.
 #[derive(Clone, Copy)]
 enum Part {
     Body,
@@ -156,13 +223,6 @@ enum Part {
 }
 
 impl Part {
-    fn prefix(self) -> &'static str {
-        match self {
-            Part::Body => "b/",
-            Part::Result => "r/",
-        }
-    }
-
     fn extension(self) -> &'static str {
         match self {
             Part::Body => "body",
@@ -172,47 +232,29 @@ impl Part {
 }
 
 impl Store {
-    fn value_file(&self, part: Part, id: &str) -> std::path::PathBuf {
+    fn value_path(&self, id: &str, extension: &str) -> std::path::PathBuf {
         // Fan out by the end of the id (a ULID's random part).
         let fan = &id[id.len().saturating_sub(2)..];
-        self.files
-            .join(fan)
-            .join(format!("{id}.{}", part.extension()))
+        self.files.join(fan).join(format!("{id}.{extension}"))
     }
 
-    /// Stage one body or result: inline when small, else in its own file
-    /// (written now, made durable by the caller before the batch).
-    fn stage_value(
-        &self,
-        batch: &mut sled::Batch,
-        part: Part,
-        id: &str,
-        bytes: Vec<u8>,
-        files: &mut usize,
-    ) -> Result<(), StoreError> {
-        if bytes.len() <= INLINE_MAX {
-            batch.insert(key(part.prefix(), id), bytes);
-            return Ok(());
-        }
+    fn value_file(&self, part: Part, id: &str) -> std::path::PathBuf {
+        self.value_path(id, part.extension())
+    }
+
+    /// Write a value file now (made durable by the caller before the
+    /// batch that points at it).
+    fn write_value_file(&self, part: Part, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.value_file(part, id);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(&path, &bytes)?;
-        *files += 1;
-        batch.insert(key(part.prefix(), id), IN_FILE);
+        std::fs::write(&path, bytes)?;
         Ok(())
     }
 
-    /// A body or result as stored, inline or from its file.
-    fn read_value(&self, part: Part, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let k = key(part.prefix(), id);
-        let Some(v) = self.tasks.get(&k)? else {
-            return Ok(None);
-        };
-        if &v[..] != IN_FILE {
-            return Ok(Some(v.to_vec()));
-        }
+    /// A value file's bytes; None if it is gone (being deleted).
+    fn read_value_file(&self, part: Part, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match std::fs::read(self.value_file(part, id)) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -232,8 +274,20 @@ impl Store {
         }
     }
 
-    /// Value files whose key is not in the store (a group that never became
-    /// durable wrote them) are removed; run at open.
+    /// The record of task `id`, where it is, and its key; live first.
+    fn record_with_key(&self, id: &str) -> Result<Option<(Vec<u8>, Record)>, StoreError> {
+        for prefix in ["l/", "t/"] {
+            let k = key(prefix, id);
+            if let Some(v) = self.tasks.get(&k)? {
+                let r: Record = decode(&k, &v)?;
+                return Ok(Some((k, r)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Value files whose record does not point at them (a group that never
+    /// became durable wrote them) are removed; run at open.
     pub(crate) fn remove_orphan_files(&self) -> Result<(), StoreError> {
         let Ok(fans) = std::fs::read_dir(&*self.files) else {
             return Ok(());
@@ -245,16 +299,20 @@ impl Store {
                 let Some((id, ext)) = name.rsplit_once('.') else {
                     continue;
                 };
-                let part = match ext {
-                    "body" => Part::Body,
-                    "result" => Part::Result,
-                    _ => continue,
-                };
-                let referenced = self
-                    .tasks
-                    .get(key(part.prefix(), id))?
-                    .is_some_and(|v| &v[..] == IN_FILE);
-                if !referenced {
+                let mut referenced = false;
+                for prefix in ["l/", "t/"] {
+                    let k = key(prefix, id);
+                    if let Some(v) = self.tasks.get(&k)? {
+                        let flags: InFiles = decode(&k, &v)?;
+                        referenced = match ext {
+                            "body" => flags.body_in_file,
+                            "result" => flags.result_in_file,
+                            _ => true,
+                        };
+                        break;
+                    }
+                }
+                if !referenced && (ext == "body" || ext == "result") {
                     std::fs::remove_file(f.path())?;
                     removed += 1;
                 }
@@ -266,6 +324,18 @@ impl Store {
                 "removed value files of writes that never became durable"
             );
         }
+        Ok(())
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        match self.tasks.get(COUNTS_KEY)? {
+            Some(v) => decode(COUNTS_KEY, &v),
+            None => Ok(Counts::default()),
+        }
+    }
+
+    fn write_counts(&self, c: &Counts) -> Result<(), StoreError> {
+        self.tasks.insert(COUNTS_KEY, json(c))?;
         Ok(())
     }
 
@@ -282,39 +352,43 @@ impl Store {
         let mut batch = sled::Batch::default();
         let mut files = 0;
         self.stage_changes(&mut batch, change_deltas);
-        for c in deltas {
-            let t = &c.task;
-            batch.insert(key("t/", &t.id), json(&head_of(t, c.history_len)));
-            if c.write_body {
-                let body = json(&Body {
-                    description: t.description.clone(),
-                    metadata: t.metadata.clone(),
-                });
-                self.stage_value(&mut batch, Part::Body, &t.id, body, &mut files)?;
+        let mut counts = self.counts()?;
+        let counted = counts.clone();
+        // Records written by this batch, by id: a task changed twice in one
+        // group builds on its first change, which sled does not have yet.
+        let mut written: HashMap<&str, (Vec<u8>, Record)> = HashMap::new();
+        for d in deltas {
+            let t = &d.task;
+            let old = match written.remove(t.id.as_str()) {
+                Some(w) => Some(w),
+                None if d.previous_status.is_some() => self.record_with_key(&t.id)?,
+                None => None,
+            };
+            let (old_key, record) = self.record_of(d, old, &mut files)?;
+            let new_key = record_key(t.status, &t.id);
+            if let Some(k) = old_key.filter(|k| *k != new_key) {
+                batch.remove(k);
             }
-            if c.write_result {
-                if let Some(r) = &t.result {
-                    self.stage_value(&mut batch, Part::Result, &t.id, json(r), &mut files)?;
-                }
-            }
-            for (seq, entry) in &c.new_history {
-                batch.insert(history_key(&t.id, *seq), json(entry));
-            }
-            if c.previous_status != Some(t.status) {
-                if let Some(prev) = c.previous_status {
+            batch.insert(new_key.clone(), json(&record));
+            let previous = d.previous_status;
+            if previous != Some(t.status) {
+                if let Some(prev) = previous.filter(|s| s.is_terminal()) {
                     batch.remove(status_key(prev, &t.id));
                 }
-                batch.insert(status_key(t.status, &t.id), vec![]);
+                if t.status.is_terminal() {
+                    batch.insert(status_key(t.status, &t.id), vec![]);
+                }
+                counts.moved(previous, Some(t.status));
             }
-            if c.previous_finished_at != t.finished_at {
-                if let Some(prev) = c.previous_finished_at {
+            if d.previous_finished_at != t.finished_at {
+                if let Some(prev) = d.previous_finished_at {
                     batch.remove(finished_key(prev, &t.id));
                 }
                 if let Some(at) = t.finished_at {
                     batch.insert(finished_key(at, &t.id), vec![]);
                 }
             }
-            if let Some(k) = &c.write_key {
+            if let Some(k) = &d.write_key {
                 batch.insert(
                     key("k/", k),
                     json(&KeyRecord {
@@ -323,11 +397,15 @@ impl Store {
                     }),
                 );
             }
+            written.insert(t.id.as_str(), (new_key, record));
         }
         let purged = match purge {
-            Some(p) => self.stage_purge(p, &mut batch)?,
+            Some(p) => self.stage_purge(p, &mut batch, &mut counts)?,
             None => vec![],
         };
+        if counts != counted {
+            batch.insert(COUNTS_KEY, json(&counts));
+        }
         if files > 0 {
             // The values before the records that point at them.
             self.sync_files()?;
@@ -340,7 +418,84 @@ impl Store {
         Ok(purged)
     }
 
-    fn stage_purge(&self, p: &Purge, batch: &mut sled::Batch) -> Result<Vec<Purged>, StoreError> {
+    /// The record a delta leaves: its task, with the body and result it
+    /// brings (written to a file when large) or else those already stored,
+    /// and the stored history with its new entries. Also where the old
+    /// record was.
+    fn record_of(
+        &self,
+        d: &TaskDelta,
+        old: Option<(Vec<u8>, Record)>,
+        files: &mut usize,
+    ) -> Result<(Option<Vec<u8>>, Record), StoreError> {
+        let (old_key, old) = match old {
+            Some((k, r)) => (Some(k), Some(r)),
+            None => (None, None),
+        };
+        let mut task = d.task.clone();
+        task.history = None;
+        let mut history = old.as_ref().map(|r| r.history.clone()).unwrap_or_default();
+        for (seq, entry) in &d.new_history {
+            let seq = *seq as usize;
+            if seq < history.len() {
+                history[seq] = entry.clone();
+            } else {
+                history.push(entry.clone());
+            }
+        }
+        let mut body_in_file = false;
+        if d.write_body || old.is_none() {
+            let body = Body {
+                description: std::mem::take(&mut task.description),
+                metadata: task.metadata.take(),
+            };
+            let bytes = json(&body);
+            if bytes.len() > INLINE_MAX {
+                self.write_value_file(Part::Body, &task.id, &bytes)?;
+                *files += 1;
+                body_in_file = true;
+            } else {
+                task.description = body.description;
+                task.metadata = body.metadata;
+            }
+        } else if let Some(o) = &old {
+            body_in_file = o.body_in_file;
+            task.description = o.task.description.clone();
+            task.metadata = o.task.metadata.clone();
+        }
+        let mut result_in_file = false;
+        if d.write_result {
+            if let Some(r) = task.result.take() {
+                let bytes = json(&r);
+                if bytes.len() > INLINE_MAX {
+                    self.write_value_file(Part::Result, &task.id, &bytes)?;
+                    *files += 1;
+                    result_in_file = true;
+                } else {
+                    task.result = Some(r);
+                }
+            }
+        } else if let Some(o) = &old {
+            result_in_file = o.result_in_file;
+            task.result = o.task.result.clone();
+        }
+        Ok((
+            old_key,
+            Record {
+                task,
+                history,
+                body_in_file,
+                result_in_file,
+            },
+        ))
+    }
+
+    fn stage_purge(
+        &self,
+        p: &Purge,
+        batch: &mut sled::Batch,
+        counts: &mut Counts,
+    ) -> Result<Vec<Purged>, StoreError> {
         let mut out = Vec::new();
         let end = finished_key(p.before, "");
         for kv in self.tasks.range(b"f/".to_vec()..end) {
@@ -353,17 +508,13 @@ impl Store {
                 continue;
             }
             batch.remove(k);
-            let Some(head) = self.head(&id)? else {
+            let Some((record_key, record)) = self.record_with_key(&id)? else {
                 continue;
             };
-            let t = &head.task;
-            for seq in 0..head.history_len {
-                batch.remove(history_key(&id, seq));
-            }
-            for prefix in ["t/", "b/", "r/"] {
-                batch.remove(key(prefix, &id));
-            }
+            let t = &record.task;
+            batch.remove(record_key);
             batch.remove(status_key(t.status, &id));
+            counts.moved(Some(t.status), None);
             if let Some(k) = &t.idempotency_key {
                 batch.remove(key("k/", k));
             }
@@ -377,55 +528,49 @@ impl Store {
         Ok(out)
     }
 
-    fn head(&self, id: &str) -> Result<Option<Head>, StoreError> {
-        let k = key("t/", id);
-        match self.tasks.get(&k)? {
-            Some(v) => decode(&k, &v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Fill in the heavy fields `fields` asks for.
-    fn complete(&self, head: Head, fields: Fields) -> Result<StoredTask, StoreError> {
-        let mut task = head.task;
+    /// A record as a stored task, with the heavy fields `fields` asks for.
+    fn stored(&self, record: Record, fields: Fields) -> Result<StoredTask, StoreError> {
+        let history_len = record.history.len() as u32;
+        let mut task = record.task;
         if fields.description_and_metadata {
-            if let Some(v) = self.read_value(Part::Body, &task.id)? {
-                let body: Body = decode(&key("b/", &task.id), &v)?;
-                task.description = body.description;
-                task.metadata = body.metadata;
+            if record.body_in_file {
+                if let Some(v) = self.read_value_file(Part::Body, &task.id)? {
+                    let body: Body = decode(&key("b/", &task.id), &v)?;
+                    task.description = body.description;
+                    task.metadata = body.metadata;
+                }
             }
+        } else {
+            task.description = String::new();
+            task.metadata = None;
         }
         if fields.result {
-            if let Some(v) = self.read_value(Part::Result, &task.id)? {
-                task.result = Some(decode::<TaskResult>(&key("r/", &task.id), &v)?);
+            if record.result_in_file {
+                if let Some(v) = self.read_value_file(Part::Result, &task.id)? {
+                    task.result = Some(decode::<TaskResult>(&key("r/", &task.id), &v)?);
+                }
             }
+        } else {
+            task.result = None;
         }
-        Ok(StoredTask {
-            task,
-            history_len: head.history_len,
-        })
+        Ok(StoredTask { task, history_len })
     }
 
     /// One task, whole.
     pub(crate) fn task(&self, id: &str) -> Result<Option<StoredTask>, StoreError> {
-        match self.head(id)? {
-            Some(h) => self.complete(h, Fields::ALL).map(Some),
+        match self.record_with_key(id)? {
+            Some((_, r)) => self.stored(r, Fields::ALL).map(Some),
             None => Ok(None),
         }
     }
 
-    /// The live tasks (queued, assigned, working, failed), whole, to
-    /// rebuild the queue at start.
+    /// The live tasks (queued, assigned, working, failed, in review),
+    /// whole, to rebuild the queue at start.
     pub(crate) fn load_live(&self) -> Result<Vec<StoredTask>, StoreError> {
         let mut out = Vec::new();
-        for status in TaskStatus::ALL.into_iter().filter(|s| !s.is_terminal()) {
-            for kv in self.tasks.scan_prefix(status_prefix(status)) {
-                let (k, _) = kv?;
-                let id = String::from_utf8_lossy(&k[status_prefix(status).len()..]).into_owned();
-                if let Some(h) = self.head(&id)? {
-                    out.push(self.complete(h, Fields::ALL)?);
-                }
-            }
+        for kv in self.tasks.scan_prefix(b"l/") {
+            let (k, v) = kv?;
+            out.push(self.stored(decode(&k, &v)?, Fields::ALL)?);
         }
         Ok(out)
     }
@@ -436,7 +581,11 @@ impl Store {
         for kv in self.tasks.scan_prefix(b"k/") {
             let (k, v) = kv?;
             let rec: KeyRecord = decode(&k, &v)?;
-            let finished_at = self.head(&rec.id)?.and_then(|h| h.task.finished_at);
+            let t = key("t/", &rec.id);
+            let finished_at = match self.tasks.get(&t)? {
+                Some(v) => decode::<FinishedAt>(&t, &v)?.task.finished_at,
+                None => None,
+            };
             out.push(StoredKey {
                 key: String::from_utf8_lossy(&k[2..]).into_owned(),
                 id: rec.id,
@@ -447,16 +596,26 @@ impl Store {
         Ok(out)
     }
 
-    /// How many tasks are in each status.
+    /// How many tasks are in each status: the finished ones from their
+    /// counts, the live ones from their records.
     pub(crate) fn count_by_status(&self) -> Result<BTreeMap<TaskStatus, usize>, StoreError> {
-        let mut out = BTreeMap::new();
-        for status in TaskStatus::ALL {
-            let mut n = 0;
-            for kv in self.tasks.scan_prefix(status_prefix(status)) {
-                kv?;
-                n += 1;
-            }
-            out.insert(status, n);
+        #[derive(Deserialize)]
+        struct StatusOnly {
+            task: StatusOnlyTask,
+        }
+        #[derive(Deserialize)]
+        struct StatusOnlyTask {
+            status: TaskStatus,
+        }
+        let counts = self.counts()?;
+        let mut out: BTreeMap<TaskStatus, usize> = TaskStatus::ALL
+            .into_iter()
+            .map(|s| (s, counts.get(s) as usize))
+            .collect();
+        for kv in self.tasks.scan_prefix(b"l/") {
+            let (k, v) = kv?;
+            let s: StatusOnly = decode(&k, &v)?;
+            *out.entry(s.task.status).or_default() += 1;
         }
         Ok(out)
     }
@@ -471,35 +630,58 @@ impl Store {
         fields: Fields,
         mut wanted: impl FnMut(&str) -> bool,
     ) -> Result<(Vec<StoredTask>, bool), StoreError> {
-        let prefix = match status {
-            Some(s) => status_prefix(s),
-            None => b"t/".to_vec(),
-        };
-        let end = match cursor {
-            Some(c) => {
-                let mut k = prefix.clone();
-                k.extend_from_slice(c.as_bytes());
-                k
+        let below = |prefix: &[u8]| {
+            let mut k = prefix.to_vec();
+            match cursor {
+                Some(c) => k.extend_from_slice(c.as_bytes()),
+                None => k.push(0xff),
             }
-            None => {
-                let mut k = prefix.clone();
-                k.push(0xff);
-                k
-            }
+            k
         };
+        // Ids newest first, each with the key of its record.
+        let ids: Box<dyn Iterator<Item = IdAndKey>> =
+            match status {
+                Some(s) if s.is_terminal() => {
+                    let prefix = status_prefix(s);
+                    Box::new(self.tasks.range(prefix.clone()..below(&prefix)).rev().map(
+                        move |kv| {
+                            let (k, _) = kv?;
+                            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                            let rk = key("t/", &id);
+                            Ok((id, rk))
+                        },
+                    ))
+                }
+                _ => {
+                    let scan = |p: &'static str| {
+                        self.tasks
+                            .range(p.as_bytes().to_vec()..below(p.as_bytes()))
+                            .rev()
+                            .map(|kv| kv.map(|(k, _)| k.to_vec()).map_err(StoreError::from))
+                    };
+                    Box::new(NewestFirst::new(scan("l/"), scan("t/")).map(|k| {
+                        let k = k?;
+                        Ok((String::from_utf8_lossy(&k[2..]).into_owned(), k))
+                    }))
+                }
+            };
         let mut out = Vec::new();
-        for kv in self.tasks.range(prefix.clone()..end).rev() {
-            let (k, _) = kv?;
-            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        for item in ids {
+            let (id, rk) = item?;
             if !wanted(&id) {
+                continue;
+            }
+            let Some(v) = self.tasks.get(&rk)? else {
+                continue;
+            };
+            let record: Record = decode(&rk, &v)?;
+            if status.is_some_and(|s| record.task.status != s) {
                 continue;
             }
             if out.len() == limit {
                 return Ok((out, true));
             }
-            if let Some(h) = self.head(&id)? {
-                out.push(self.complete(h, fields)?);
-            }
+            out.push(self.stored(record, fields)?);
         }
         Ok((out, false))
     }
@@ -511,68 +693,59 @@ impl Store {
         from: u32,
         to: u32,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.tasks.range(history_key(id, from)..history_key(id, to)) {
-            let (k, v) = kv?;
-            out.push(decode(&k, &v)?);
-        }
-        Ok(out)
+        let Some((_, record)) = self.record_with_key(id)? else {
+            return Ok(vec![]);
+        };
+        let len = record.history.len();
+        let (from, to) = ((from as usize).min(len), (to as usize).min(len));
+        Ok(record.history[from..to.max(from)].to_vec())
     }
+}
 
-    /// Bring a store written by an older version to this format, in place
-    /// and durably, before anything else reads it. Format 1 kept each task
-    /// whole in `t/<id>`, with no body, result or index keys.
-    pub(crate) fn migrate(&self) -> Result<(), StoreError> {
-        if self.meta_get("store_format")?.as_deref() == Some(FORMAT) {
-            return Ok(());
+/// A task id with the key of its record, as a page walks them.
+type IdAndKey = Result<(String, Vec<u8>), StoreError>;
+
+/// Two key iterators, each newest first (descending), merged into one
+/// descending by the id after their two-byte prefix.
+struct NewestFirst<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<A, B> NewestFirst<A, B>
+where
+    A: Iterator<Item = Result<Vec<u8>, StoreError>>,
+    B: Iterator<Item = Result<Vec<u8>, StoreError>>,
+{
+    fn new(a: A, b: B) -> Self {
+        NewestFirst {
+            a: a.peekable(),
+            b: b.peekable(),
         }
-        let mut migrated = 0usize;
-        let mut files = 0;
-        let mut batch = sled::Batch::default();
-        for kv in self.tasks.scan_prefix(b"t/") {
-            let (k, v) = kv?;
-            let old: Head = decode(&k, &v)?;
-            let mut t = old.task;
-            if t.status.is_terminal() && t.finished_at.is_none() {
-                t.finished_at = Some(t.updated_at);
-            }
-            if self.tasks.contains_key(key("b/", &t.id))? {
-                continue; // migrated before a crash stopped the last run
-            }
-            batch.insert(key("t/", &t.id), json(&head_of(&t, old.history_len)));
-            let body = json(&Body {
-                description: t.description.clone(),
-                metadata: t.metadata.clone(),
-            });
-            self.stage_value(&mut batch, Part::Body, &t.id, body, &mut files)?;
-            if let Some(r) = &t.result {
-                self.stage_value(&mut batch, Part::Result, &t.id, json(r), &mut files)?;
-            }
-            batch.insert(status_key(t.status, &t.id), vec![]);
-            if let Some(at) = t.finished_at {
-                batch.insert(finished_key(at, &t.id), vec![]);
-            }
-            if let Some(k) = &t.idempotency_key {
-                batch.insert(
-                    key("k/", k),
-                    json(&KeyRecord {
-                        id: t.id.clone(),
-                        digest: spec_digest(&t),
-                    }),
-                );
-            }
-            migrated += 1;
+    }
+}
+
+impl<A, B> Iterator for NewestFirst<A, B>
+where
+    A: Iterator<Item = Result<Vec<u8>, StoreError>>,
+    B: Iterator<Item = Result<Vec<u8>, StoreError>>,
+{
+    type Item = Result<Vec<u8>, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let take_a = match (self.a.peek(), self.b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(Err(_)), _) => true,
+            (_, Some(Err(_))) => false,
+            (Some(Ok(x)), Some(Ok(y))) => x[2..] >= y[2..],
+        };
+        if take_a {
+            self.a.next()
+        } else {
+            self.b.next()
         }
-        if files > 0 {
-            self.sync_files()?;
-        }
-        self.tasks.apply_batch(batch)?;
-        // meta_put syncs: the migrated records are durable with the format.
-        self.meta_put("store_format", FORMAT)?;
-        if migrated > 0 {
-            tracing::info!(tasks = migrated, format = FORMAT, "store migrated");
-        }
-        Ok(())
     }
 }
 
@@ -799,6 +972,212 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    /// The keys of the tasks tree under `prefix`.
+    fn keys(s: &Store, prefix: &str) -> Vec<String> {
+        s.tasks
+            .scan_prefix(prefix.as_bytes())
+            .map(|kv| String::from_utf8_lossy(&kv.unwrap().0).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_task_is_one_record_live_then_finished() {
+        let dir = tmp("one-record");
+        let mut q = QueueCore::new(QueueSettings::default());
+        let s = crate::store::open_for_test(&dir);
+        let a = create(&mut q, "a", None, 0);
+        let before = s.tasks.len();
+        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+        assert_eq!(s.tasks.len() - before, 1, "a create is one key");
+        assert_eq!(keys(&s, "l/"), [format!("l/{a}")]);
+        let assigned = q.claim(
+            &[crate::domain::matching::IdleAgent::new("x", &[], 0)],
+            now(1),
+        );
+        let r = AttemptRef::new(a.clone(), assigned[0].task.generation);
+        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+        q.accept(&r, "x", now(2));
+        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+        assert_eq!(s.tasks.len() - before, 1, "assign and accept rewrite it");
+        q.complete(
+            &r,
+            "x",
+            TaskResult {
+                summary: Some("done".into()),
+                ..Default::default()
+            },
+            now(3),
+        );
+        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+        assert!(keys(&s, "l/").is_empty());
+        assert_eq!(keys(&s, "t/"), [format!("t/{a}")]);
+        assert_eq!(keys(&s, "s/"), [format!("s/completed/{a}")]);
+        assert_eq!(keys(&s, "f/").len(), 1);
+        let counts = s.count_by_status().unwrap();
+        assert_eq!(counts[&TaskStatus::Completed], 1);
+        assert_eq!(counts[&TaskStatus::Working], 0);
+        let t = s.task(&a).unwrap().unwrap();
+        assert_eq!(t.history_len, 4);
+        assert_eq!(t.task.description, "a in detail");
+        assert_eq!(t.task.result.unwrap().summary.as_deref(), Some("done"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn two_changes_of_a_task_in_one_group_keep_both() {
+        let dir = tmp("twice");
+        let mut q = QueueCore::new(QueueSettings::default());
+        let s = crate::store::open_for_test(&dir);
+        let a = create(&mut q, "a", None, 0);
+        let mut group = q.take_deltas();
+        q.claim(
+            &[crate::domain::matching::IdleAgent::new("x", &[], 0)],
+            now(1),
+        );
+        group.extend(q.take_deltas());
+        assert_eq!(group.len(), 2);
+        s.write_tasks(&group, &[], None).unwrap();
+        let t = s.task(&a).unwrap().unwrap();
+        assert_eq!(t.task.status, TaskStatus::Assigned);
+        assert_eq!(t.task.description, "a in detail");
+        let events: Vec<&str> = s
+            .history(&a, 0, 9)
+            .unwrap()
+            .iter()
+            .map(|h| h.event.as_str())
+            .collect();
+        assert_eq!(events, ["created", "assigned"]);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_change_of_a_finished_head_keeps_its_body_and_result_and_a_retry_brings_it_back() {
+        let dir = tmp("light");
+        let mut q = QueueCore::new(QueueSettings::default());
+        let s = crate::store::open_for_test(&dir);
+        let a = create(&mut q, "a", None, 0);
+        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+        let assigned = q.claim(
+            &[crate::domain::matching::IdleAgent::new("x", &[], 0)],
+            now(1),
+        );
+        let r = AttemptRef::new(a.clone(), assigned[0].task.generation);
+        q.accept(&r, "x", now(2));
+        q.cancel(&a, "enough", now(3)).unwrap();
+        let d = q.take_deltas();
+        s.write_tasks(&d, &[], None).unwrap();
+        q.durable(&d, now(4));
+        assert!(q.needs_load(&a), "only its head is held now");
+        // A late report changes the head only (a stale note in its history).
+        q.complete(
+            &r,
+            "x",
+            TaskResult {
+                summary: Some("late".into()),
+                ..Default::default()
+            },
+            now(5),
+        );
+        let d = q.take_deltas();
+        assert!(!d.is_empty() && !d[0].write_body);
+        s.write_tasks(&d, &[], None).unwrap();
+        let t = s.task(&a).unwrap().unwrap();
+        assert_eq!(t.task.description, "a in detail", "the body stays");
+        assert_eq!(t.task.status, TaskStatus::Cancelled);
+        assert_eq!(s.count_by_status().unwrap()[&TaskStatus::Cancelled], 1);
+        // Retried: adopted whole from the store, live again.
+        q.adopt(t.task, t.history_len);
+        q.retry(&a, now(6)).unwrap();
+        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+        assert_eq!(keys(&s, "l/"), [format!("l/{a}")]);
+        assert!(
+            keys(&s, "t/").is_empty() && keys(&s, "s/").is_empty() && keys(&s, "f/").is_empty()
+        );
+        let counts = s.count_by_status().unwrap();
+        assert_eq!(
+            (counts[&TaskStatus::Cancelled], counts[&TaskStatus::Queued]),
+            (0, 1)
+        );
+        let t = s.task(&a).unwrap().unwrap();
+        assert_eq!(t.task.description, "a in detail");
+        assert_eq!(
+            s.history(&a, 0, 99).unwrap().last().unwrap().event.as_str(),
+            "revived"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_format_2_store_is_migrated_to_one_record_a_task() {
+        let dir = tmp("format2");
+        let mut q = QueueCore::new(QueueSettings::default());
+        let live = create(&mut q, "live", Some("k-live"), 0);
+        let done = create(&mut q, "done", None, 1);
+        q.cancel(&done, "x", now(2)).unwrap();
+        let history = |events: &[&str]| -> Vec<HistoryEntry> {
+            events
+                .iter()
+                .map(|e| serde_json::from_value(serde_json::json!({"at": now(0), "event": e, "from": null, "to": "queued", "agent_id": null, "generation": 0, "detail": null})).unwrap())
+                .collect()
+        };
+        {
+            let s = crate::store::open_for_test(&dir);
+            // Format 2, by hand: heads, bodies, history keys, every status.
+            for (id, events) in [
+                (&live, &["created"][..]),
+                (&done, &["created", "cancelled"][..]),
+            ] {
+                let mut t = q.get(id).unwrap().clone();
+                let (description, metadata) =
+                    (std::mem::take(&mut t.description), t.metadata.take());
+                s.tasks
+                    .insert(
+                        key("t/", id),
+                        json(&serde_json::json!({"task": t, "history_len": events.len()})),
+                    )
+                    .unwrap();
+                s.tasks
+                    .insert(
+                        key("b/", id),
+                        json(
+                            &serde_json::json!({"description": description, "metadata": metadata}),
+                        ),
+                    )
+                    .unwrap();
+                for (seq, h) in history(events).iter().enumerate() {
+                    let mut k = key("h/", id);
+                    k.push(b'/');
+                    k.extend_from_slice(&(seq as u32).to_be_bytes());
+                    s.tasks.insert(k, json(h)).unwrap();
+                }
+                s.tasks.insert(status_key(t.status, id), vec![]).unwrap();
+                if let Some(at) = t.finished_at {
+                    s.tasks.insert(finished_key(at, id), vec![]).unwrap();
+                }
+            }
+            s.tasks.remove(COUNTS_KEY).unwrap();
+            s.meta_put("store_format", "2").unwrap();
+        }
+        let s = crate::store::open_for_test(&dir);
+        assert_eq!(keys(&s, "l/"), [format!("l/{live}")]);
+        assert_eq!(keys(&s, "t/"), [format!("t/{done}")]);
+        assert!(keys(&s, "b/").is_empty() && keys(&s, "h/").is_empty());
+        assert_eq!(keys(&s, "s/"), [format!("s/cancelled/{done}")]);
+        let t = s.task(&live).unwrap().unwrap();
+        assert_eq!(
+            (t.task.description.as_str(), t.history_len),
+            ("live in detail", 1)
+        );
+        assert_eq!(s.history(&done, 0, 9).unwrap().len(), 2);
+        let counts = s.count_by_status().unwrap();
+        assert_eq!(
+            (counts[&TaskStatus::Queued], counts[&TaskStatus::Cancelled]),
+            (1, 1)
+        );
+        assert_eq!(s.meta_get("store_format").unwrap().as_deref(), Some(FORMAT));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     #[test]
     fn a_format_1_store_is_migrated_at_open() {
         let dir = tmp("migrate");
@@ -813,10 +1192,7 @@ mod tests {
             s.tasks
                 .insert(
                     key("t/", &id),
-                    json(&Head {
-                        task,
-                        history_len: 2,
-                    }),
+                    json(&serde_json::json!({ "task": task, "history_len": 2 })),
                 )
                 .unwrap();
             s.meta.remove("store_format").unwrap();
