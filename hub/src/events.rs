@@ -17,7 +17,6 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use agentcom_protocol::Timestamp;
-use serde_json::Value;
 use tokio::sync::broadcast;
 
 /// One event: its number, kind (`task`, `agent`, `progress`) and payload,
@@ -70,8 +69,16 @@ impl EventBus {
         }
     }
 
-    pub fn publish(&self, kind: &'static str, data: Value) -> u64 {
-        let data = data.to_string();
+    pub fn publish(&self, kind: &'static str, data: impl serde::Serialize) -> u64 {
+        self.publish_json(
+            kind,
+            serde_json::to_string(&data).expect("events serialise"),
+        )
+    }
+
+    /// Publish an event whose data is JSON text already (one serialisation
+    /// shared by several events).
+    pub fn publish_json(&self, kind: &'static str, data: String) -> u64 {
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         let ev = Arc::new(Event {
             id: ring.next_id,

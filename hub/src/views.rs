@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use agentcom_protocol::{
-    AgentInfo, AgentState, Change, ChangeStatus, Health, Priority, RepoInfo, Task, TaskStatus,
-    Timestamp,
+    AgentInfo, AgentState, AgentTransition, Change, ChangeStatus, Health, Priority, RepoInfo, Task,
+    TaskStatus, Timestamp,
 };
 
 use crate::domain::changes::ChangeDelta;
@@ -581,11 +581,27 @@ pub struct AgentView {
 }
 
 impl AgentView {
-    pub fn publish(&self, info: AgentInfo) {
-        self.inner
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(info.id.clone(), info);
+    /// The agent is now `info` (its `recent` is ignored: the view keeps the
+    /// transitions appended by [`AgentView::push_recent`]).
+    pub fn publish(&self, mut info: AgentInfo) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = inner.get_mut(&info.id) {
+            info.recent = std::mem::take(&mut old.recent);
+        } else {
+            info.recent = Vec::new();
+        }
+        inner.insert(info.id.clone(), info);
+    }
+
+    /// Agent `id` made these transitions (oldest first); the view keeps
+    /// the last `keep`.
+    pub fn push_recent(&self, id: &str, transitions: &[AgentTransition], keep: usize) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = inner.get_mut(id) {
+            a.recent.extend_from_slice(transitions);
+            let over = a.recent.len().saturating_sub(keep);
+            a.recent.drain(..over);
+        }
     }
 
     pub fn remove(&self, id: &str) {

@@ -348,8 +348,9 @@ pub struct Task {
     pub id: String,
     /// What the task is, in one line.
     pub title: String,
-    /// The full instructions; empty when none were given.
-    #[serde(default)]
+    /// The full instructions; empty (and left out) when none were given
+    /// or a read did not ask for them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     /// Which lane it waits in.
     pub priority: Priority,
@@ -370,8 +371,8 @@ pub struct Task {
     /// The context the task needs, in tokens, if the submitter said.
     #[serde(default)]
     pub context_budget_tokens: Option<u64>,
-    /// The submitter's JSON object, kept as given.
-    #[serde(default)]
+    /// The submitter's JSON object, kept as given (left out when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
     /// Where the task is in its life.
     pub status: TaskStatus,

@@ -783,7 +783,14 @@ fn bad_query_strings_get_the_error_shape_after_the_token_check() {
 fn agent_text_cannot_forge_hub_log_lines() {
     const FORGED: &str = "\n2026-01-01T00:00:00Z  INFO forged";
     let root = tempfile::tempdir().unwrap();
-    let hub = Hub::start(root.path(), &[("AGENTCOM_RETRY__MAX_RETRIES", "0")]);
+    // Transitions (which carry agents' reasons and errors) log at debug.
+    let hub = Hub::start(
+        root.path(),
+        &[
+            ("AGENTCOM_RETRY__MAX_RETRIES", "0"),
+            ("RUST_LOG", "info,agentcom_hub=debug"),
+        ],
+    );
     let token = hub.add_agent("a1", &[]);
     let mut ws = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
     ws.send(json!({ "type": format!("nope{FORGED}1") }));

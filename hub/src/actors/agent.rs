@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use agentcom_protocol::{
-    AckOf, AgentState, AttemptRef, HubMsg, SidecarMsg, SidecarState, Timestamp,
+    AckOf, AgentInfo, AgentState, AgentTransition, AttemptRef, HubMsg, SidecarMsg, SidecarState,
+    Timestamp,
 };
 use serde_json::json;
 
@@ -41,13 +42,21 @@ use crate::actors::messages::{
 };
 use crate::alerts::AlertBus;
 use crate::domain::alert::AlertKind;
-use crate::domain::fsm::{AgentMachine, Breaker, Effect, Ending};
+use crate::domain::fsm::{AgentMachine, Breaker, Effect, Ending, RECENT_TRANSITIONS};
 use crate::domain::matching::IdleAgent;
 use crate::domain::queue::FailReport;
 use crate::domain::rate::MessageLimit;
 use crate::domain::retry::Retryable;
 use crate::events::EventBus;
 use crate::views::AgentView;
+
+/// An `agent` event: the agent as the API shows it (its recent
+/// transitions apart) and the transition that made it so.
+#[derive(serde::Serialize)]
+struct AgentEvent<'a> {
+    agent: &'a AgentInfo,
+    transition: Option<&'a AgentTransition>,
+}
 
 /// What every agent actor needs from the rest of the hub.
 pub struct AgentLinks {
@@ -88,6 +97,8 @@ pub(crate) struct AgentActor {
     timer: Option<SpawnHandle>,
     /// The state and paused flag last published on the event bus.
     published: Option<(AgentState, bool)>,
+    /// How many of the machine's transitions the view has.
+    published_transitions: u64,
     idle_announced: bool,
     retired: bool,
     /// The failure record as last sent to be kept.
@@ -103,6 +114,7 @@ impl AgentActor {
             conns: HashMap::new(),
             timer: None,
             published: None,
+            published_transitions: 0,
             idle_announced: false,
             retired: false,
             saved_breaker: machine_breaker,
@@ -217,15 +229,31 @@ impl AgentActor {
             return;
         }
         let info = self.machine.info();
-        let state = info.state;
-        self.links.view.publish(info.clone());
-        let shown = (state, info.paused);
-        if self.published != Some(shown) {
+        let shown = (info.state, info.paused);
+        let changed = self.published != Some(shown);
+        if changed {
             self.published = Some(shown);
-            let transition = self.machine.recent().last().cloned();
-            self.links
-                .events
-                .publish("agent", json!({ "agent": info, "transition": transition }));
+            let transition = self.machine.recent().last();
+            self.links.events.publish(
+                "agent",
+                &AgentEvent {
+                    agent: &info,
+                    transition,
+                },
+            );
+        }
+        self.links.view.publish(info);
+        // The transitions the view has not seen yet.
+        let made = self.machine.transitions();
+        let new = (made - self.published_transitions).min(RECENT_TRANSITIONS as u64) as usize;
+        if new > 0 {
+            let recent: Vec<AgentTransition> = self.machine.recent().cloned().collect();
+            self.links.view.push_recent(
+                self.machine.id(),
+                &recent[recent.len() - new..],
+                RECENT_TRANSITIONS,
+            );
+            self.published_transitions = made;
         }
         let idle = self.machine.wants_work();
         if idle && !self.idle_announced {

@@ -370,8 +370,16 @@ impl QueueActor {
         let mut kick = false;
         for c in changes {
             let t = &c.task;
+            // The task once for all its transitions' events: without its
+            // description and metadata (a page reads them).
+            let head = (!c.new_history.is_empty()).then(|| {
+                let mut head = t.clone();
+                head.description = String::new();
+                head.metadata = None;
+                serde_json::to_string(&head).expect("task serialises")
+            });
             for (_, h) in &c.new_history {
-                tracing::info!(
+                tracing::debug!(
                     task = %t.id, event = %h.event,
                     from = h.from.map(|s| s.as_str()).unwrap_or("-"),
                     to = h.to.map(|s| s.as_str()).unwrap_or("-"),
@@ -410,13 +418,14 @@ impl QueueActor {
                     | TaskEvent::Released
                     | TaskEvent::StaleReport => {}
                 }
-                let mut summary = serde_json::to_value(t).expect("task serialises");
-                if let Some(obj) = summary.as_object_mut() {
-                    obj.remove("description");
-                    obj.remove("metadata");
-                }
-                self.events
-                    .publish("task", json!({ "task": summary, "transition": h }));
+                let transition = serde_json::to_string(h).expect("history serialises");
+                self.events.publish_json(
+                    "task",
+                    format!(
+                        r#"{{"task":{},"transition":{transition}}}"#,
+                        head.as_deref().expect("a head for each transition")
+                    ),
+                );
             }
             kick |= t.status == TaskStatus::Queued;
             // Under a fleet cap, a task that stopped being out frees a

@@ -261,6 +261,9 @@ pub(crate) struct AgentMachine {
     selftest_failing: Option<String>,
     sidecar_version: Option<String>,
     recent: VecDeque<AgentTransition>,
+    /// Transitions since the machine was made (`recent` keeps the last
+    /// [`RECENT_TRANSITIONS`]).
+    transitions: u64,
     /// Paused by an operator: offered no new attempt (drain).
     paused: bool,
 }
@@ -296,6 +299,7 @@ impl AgentMachine {
             selftest_failing: None,
             sidecar_version: None,
             recent: VecDeque::new(),
+            transitions: 0,
             paused: false,
         }
     }
@@ -395,11 +399,19 @@ impl AgentMachine {
         self.recent.iter()
     }
 
+    /// How many transitions the machine has made (the last
+    /// [`RECENT_TRANSITIONS`] of them are [`AgentMachine::recent`]).
+    pub(crate) fn transitions(&self) -> u64 {
+        self.transitions
+    }
+
     /// The context window the sidecar's last `hello` reported.
     pub(crate) fn context_window_tokens(&self) -> Option<u64> {
         self.context_window_tokens
     }
 
+    /// The agent as the API shows it, without its recent transitions
+    /// (`recent` is empty: see [`AgentMachine::recent`]).
     pub(crate) fn info(&self) -> AgentInfo {
         AgentInfo {
             id: self.id.clone(),
@@ -415,7 +427,9 @@ impl AgentMachine {
             state_since: self.state_since,
             created_at: self.created_at,
             sidecar_version: self.sidecar_version.clone(),
-            recent: self.recent.iter().cloned().collect(),
+            // The view keeps them apart (appended as they happen): copying
+            // them at every event cost more than the rest of it.
+            recent: Vec::new(),
             paused: self.paused,
             context_window_tokens: self.context_window_tokens,
         }
@@ -1077,7 +1091,8 @@ impl AgentMachine {
         let from = self.state;
         self.state = to;
         self.state_since = now;
-        tracing::info!(agent = %self.id, %from, %to, reason, "agent transition");
+        tracing::debug!(agent = %self.id, %from, %to, reason, "agent transition");
+        self.transitions += 1;
         self.recent.push_back(AgentTransition {
             at: now,
             from,
