@@ -69,6 +69,75 @@ pub struct NewTask {
     pub run_at: Option<Timestamp>,
 }
 
+/// Most tasks one `POST /api/tasks/batch` creates.
+pub const MAX_BATCH_TASKS: usize = 1_000;
+/// Largest body of `POST /api/tasks/batch`, in bytes: room for 1,000
+/// tasks of about 64 KiB each (a single create's body may be 256 KiB).
+pub const MAX_BATCH_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Body of `POST /api/tasks/batch`: 1 to [`MAX_BATCH_TASKS`] tasks, each
+/// as `POST /api/tasks` takes it, created all together or not at all.
+/// A task that does not parse is named by its index (`tasks[17]: …`), and
+/// reading stops at the first task over the limit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTaskBatch {
+    /// The tasks, in the order the answer keeps.
+    #[serde(deserialize_with = "batch_tasks")]
+    pub tasks: Vec<NewTask>,
+}
+
+/// The `tasks` of a [`NewTaskBatch`]: each task's parse error names its
+/// index; more than [`MAX_BATCH_TASKS`] is an error as soon as it is seen.
+fn batch_tasks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<NewTask>, D::Error> {
+    struct Tasks;
+    impl<'de> serde::de::Visitor<'de> for Tasks {
+        type Value = Vec<NewTask>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "an array of 1 to {MAX_BATCH_TASKS} tasks")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            use serde::de::Error;
+            let mut out: Vec<NewTask> =
+                Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_BATCH_TASKS));
+            loop {
+                let i = out.len();
+                let next = seq
+                    .next_element::<NewTask>()
+                    .map_err(|e| A::Error::custom(format_args!("tasks[{i}]: {e}")))?;
+                let Some(task) = next else {
+                    return Ok(out);
+                };
+                if i == MAX_BATCH_TASKS {
+                    return Err(A::Error::custom(format_args!(
+                        "tasks: at most {MAX_BATCH_TASKS} tasks in one batch; split it"
+                    )));
+                }
+                out.push(task);
+            }
+        }
+    }
+    d.deserialize_seq(Tasks)
+}
+
+/// Answer to `POST /api/tasks/batch` (201 when it created any task, 200
+/// when every task's idempotency key was seen before).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TasksCreated {
+    /// One task for each of the batch's, in its order, as `GET /api/tasks`
+    /// lists it (no `description`, `metadata` or `result`): the new task,
+    /// or the one an earlier create with its idempotency key made.
+    pub tasks: Vec<Task>,
+    /// How many tasks this batch created.
+    pub created: usize,
+    /// How many answered a task made before (by an earlier create, or
+    /// earlier in this batch) with the same idempotency key and body.
+    pub existing: usize,
+}
+
 /// Body of `POST /api/agents`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,6 +261,41 @@ mod tests {
         assert!(err.to_string().contains("needs"), "{err}");
         assert!(serde_json::from_str::<NewTask>(r#"{"description":"no title"}"#).is_err());
         assert!(serde_json::from_str::<NewTask>(r#"{"title":"x","priority":"asap"}"#).is_err());
+    }
+
+    #[test]
+    fn a_batch_names_the_task_that_does_not_parse_and_stops_at_the_limit() {
+        let b: NewTaskBatch =
+            serde_json::from_str(r#"{"tasks":[{"title":"a"},{"title":"b","priority":"low"}]}"#)
+                .unwrap();
+        assert_eq!(b.tasks.len(), 2);
+        assert_eq!(b.tasks[1].priority, Some(Priority::Low));
+        let err = serde_json::from_str::<NewTaskBatch>(
+            r#"{"tasks":[{"title":"a"},{"title":"b"},{"title":"c","needs":[]}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("tasks[2]: unknown field `needs`"), "{err}");
+        assert_eq!(err.matches(" at line ").count(), 1, "{err}");
+        let err = serde_json::from_str::<NewTaskBatch>(r#"{"tasks":[],"extra":1}"#).unwrap_err();
+        assert!(err.to_string().contains("extra"), "{err}");
+        let over = format!(
+            r#"{{"tasks":[{}]}}"#,
+            vec![r#"{"title":"x"}"#; MAX_BATCH_TASKS + 1].join(",")
+        );
+        let err = serde_json::from_str::<NewTaskBatch>(&over).unwrap_err();
+        assert!(err.to_string().contains("at most 1000 tasks"), "{err}");
+        let just = format!(
+            r#"{{"tasks":[{}]}}"#,
+            vec![r#"{"title":"x"}"#; MAX_BATCH_TASKS].join(",")
+        );
+        assert_eq!(
+            serde_json::from_str::<NewTaskBatch>(&just)
+                .unwrap()
+                .tasks
+                .len(),
+            MAX_BATCH_TASKS
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //!
 //! Who waits on whom (only these `send().await`s exist, so no cycle of
 //! waiting can form; everything else is `do_send`):
-//! - HTTP → queue (`CreateTask`, `CancelTask`, `RetryTask`, `ExplainFacts`,
-//!   `ApproveChange`, `RejectChange`, `PauseLane`), registry (`AddAgent`,
+//! - HTTP → queue (`CreateTask`, `CreateTasks`, `CancelTask`, `RetryTask`,
+//!   `ExplainFacts`, `ApproveChange`, `RejectChange`, `PauseLane`), registry (`AddAgent`,
 //!   `RevokeAgent`, `PauseAgent`, `SetVerification`, `VerificationOf`,
 //!   `Lookup`);
 //! - scheduler → queue (`Claim`, `OutstandingAttempts`), registry (`Lookup`),
@@ -89,6 +89,14 @@ pub(crate) struct RejectChange {
 #[derive(Message)]
 #[rtype(result = "Result<Created, CommandError>")]
 pub struct CreateTask(pub NewTask);
+
+/// Create a batch of tasks (each validated by the caller), all or none:
+/// answered once all of them are durable (one group), in the batch's
+/// order; or the index of the first task the queue refused (an
+/// idempotency key's conflict), with nothing created.
+#[derive(Message)]
+#[rtype(result = "Result<Result<Vec<Created>, (usize, QueueError)>, CommandError>")]
+pub struct CreateTasks(pub Vec<NewTask>);
 
 /// An operator cancels a task.
 #[derive(Message)]

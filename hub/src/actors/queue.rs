@@ -35,10 +35,10 @@ use tokio::sync::oneshot;
 use std::collections::BTreeMap;
 
 use crate::actors::messages::{
-    AbsolveFailures, ApproveChange, CancelTask, Claim, CommandError, CreateTask, ExplainFacts,
-    Inspect, Inspected, Kick, MainChecked, MainHealth, MainSeen, MergeDone, MergeJob, MergeKick,
-    MergeOutcome, NextMerge, OutstandingAttempts, PauseLane, PromoteDue, RejectChange, Release,
-    Report, ReportKind, ReportSource, RetryTask, StopAttempt,
+    AbsolveFailures, ApproveChange, CancelTask, Claim, CommandError, CreateTask, CreateTasks,
+    ExplainFacts, Inspect, Inspected, Kick, MainChecked, MainHealth, MainSeen, MergeDone, MergeJob,
+    MergeKick, MergeOutcome, NextMerge, OutstandingAttempts, PauseLane, PromoteDue, RejectChange,
+    Release, Report, ReportKind, ReportSource, RetryTask, StopAttempt,
 };
 use crate::alerts::AlertBus;
 use crate::domain::alert;
@@ -635,6 +635,16 @@ impl Handler<CreateTask> for QueueActor {
             .create(msg.0, Timestamp::now())
             .map_err(CommandError::from);
         after_durable(self.commit(ctx), created)
+    }
+}
+
+impl Handler<CreateTasks> for QueueActor {
+    type Result = ResponseFuture<Result<Result<Vec<Created>, (usize, QueueError)>, CommandError>>;
+    fn handle(&mut self, msg: CreateTasks, ctx: &mut Context<Self>) -> Self::Result {
+        // Every task's changes are staged by this one commit, so the whole
+        // batch is one group: one write, one sync.
+        let created = self.core.create_batch(msg.0, Timestamp::now());
+        after_durable(self.commit(ctx), Ok(created))
     }
 }
 

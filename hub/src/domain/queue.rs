@@ -5,6 +5,8 @@
 //! over, as it does a red repository's tasks), the backoff schedule of failed tasks, the idempotency keys, and
 //! the rules that decide whether a report from an agent is about the
 //! current attempt (task id, owner and generation all match) or stale.
+//! A batch of creates is all or nothing: every idempotency key is checked
+//! before any task of it is created ([`QueueCore::create_batch`]).
 //! Each mutation records the task's new state and its new history entries
 //! as a [`TaskDelta`]; the caller drains them with [`QueueCore::take_deltas`],
 //! makes them durable, and says so with [`QueueCore::durable`].
@@ -621,14 +623,90 @@ impl QueueCore {
         exclude_agents: Vec<String>,
         now: Timestamp,
     ) -> Result<Created, QueueError> {
+        let task = self.build(spec, exclude_agents, now);
+        let digest = task.idempotency_key.as_ref().map(|_| spec_digest(&task));
+        if let (Some(key), Some(digest)) = (&task.idempotency_key, &digest) {
+            if let Some(k) = self.idempotency.get(key) {
+                return if &k.digest == digest {
+                    Ok(Created::Existing(k.id.clone()))
+                } else {
+                    Err(key_conflict(key, &k.id))
+                };
+            }
+        }
+        Ok(Created::New(Box::new(self.insert(task, digest, now))))
+    }
+
+    /// Create every task of a batch (each validated by the caller), or
+    /// none: every idempotency key is checked first, against the keys
+    /// known and those earlier in the batch, and only when all pass are
+    /// the tasks created (so their changes are staged together and made
+    /// durable by one group). The answers come in the batch's order: a
+    /// task whose key was seen before answers that task
+    /// ([`Created::Existing`]; a key repeated in the batch with the same
+    /// body answers the batch's first task of that key). The first
+    /// refused task is named by its index.
+    pub(crate) fn create_batch(
+        &mut self,
+        specs: Vec<NewTask>,
+        now: Timestamp,
+    ) -> Result<Vec<Created>, (usize, QueueError)> {
+        let tasks: Vec<Task> = specs
+            .into_iter()
+            .map(|spec| self.build(spec, Vec::new(), now))
+            .collect();
+        // Each task's digest when it has a key, and the id it answers when
+        // that key was seen before.
+        let mut digests: Vec<Option<String>> = Vec::with_capacity(tasks.len());
+        let mut existing: Vec<Option<String>> = vec![None; tasks.len()];
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        for (i, task) in tasks.iter().enumerate() {
+            let Some(key) = task.idempotency_key.as_deref() else {
+                digests.push(None);
+                continue;
+            };
+            let digest = spec_digest(task);
+            if let Some(k) = self.idempotency.get(key) {
+                if k.digest != digest {
+                    return Err((i, key_conflict(key, &k.id)));
+                }
+                existing[i] = Some(k.id.clone());
+            } else if let Some(&j) = first_of.get(key) {
+                if digests[j].as_deref() != Some(digest.as_str()) {
+                    return Err((
+                        i,
+                        QueueError::Conflict(format!(
+                            "idempotency key {key:?} is also tasks[{j}]'s, with a different body"
+                        )),
+                    ));
+                }
+                existing[i] = Some(tasks[j].id.clone());
+            } else {
+                first_of.insert(key, i);
+            }
+            digests.push(Some(digest));
+        }
+        let mut out = Vec::with_capacity(tasks.len());
+        for ((task, digest), seen) in tasks.into_iter().zip(digests).zip(existing) {
+            out.push(match seen {
+                Some(id) => Created::Existing(id),
+                None => Created::New(Box::new(self.insert(task, digest, now))),
+            });
+        }
+        Ok(out)
+    }
+
+    /// A new task from what a create asked for, with the defaults
+    /// applied and a fresh id; not yet in the queue.
+    fn build(&mut self, spec: NewTask, exclude_agents: Vec<String>, now: Timestamp) -> Task {
         let id = self.new_id(now);
         // A time already past is now.
         let waits_until = spec.run_at.filter(|at| *at > now);
         let mut needed = spec.needed_capabilities.unwrap_or_default();
         needed.sort();
         needed.dedup();
-        let task = Task {
-            id: id.clone(),
+        Task {
+            id,
             title: spec.title,
             description: spec.description.unwrap_or_default(),
             priority: spec.priority.unwrap_or_default(),
@@ -660,19 +738,15 @@ impl QueueCore {
             result: None,
             last_error: None,
             history: None,
-        };
-        if let Some(key) = &task.idempotency_key {
-            let digest = spec_digest(&task);
-            if let Some(k) = self.idempotency.get(key) {
-                return if k.digest == digest {
-                    Ok(Created::Existing(k.id.clone()))
-                } else {
-                    Err(QueueError::Conflict(format!(
-                        "idempotency key {key:?} was used for task {} with a different body",
-                        k.id
-                    )))
-                };
-            }
+        }
+    }
+
+    /// Put a task [`QueueCore::build`] made into the queue (its key, whose
+    /// `digest` is given, not yet known): its lane, its key, its history.
+    fn insert(&mut self, task: Task, digest: Option<String>, now: Timestamp) -> Task {
+        let id = task.id.clone();
+        let key = task.idempotency_key.clone();
+        if let (Some(key), Some(digest)) = (&key, digest) {
             self.idempotency.insert(
                 key.clone(),
                 KeyEntry {
@@ -682,7 +756,7 @@ impl QueueCore {
                 },
             );
         }
-        let key = task.idempotency_key.clone();
+        let waits_until = task.not_before;
         self.tasks.insert(id.clone(), Entry::full(task, 0));
         self.dirty.insert(
             id.clone(),
@@ -703,9 +777,7 @@ impl QueueCore {
             now,
         );
         self.index(&id);
-        Ok(Created::New(Box::new(
-            self.get(&id).expect("just inserted").clone(),
-        )))
+        self.get(&id).expect("just inserted").clone()
     }
 
     /// Cancel a task. An agent holding it must be told to stop (`stop`).
@@ -1675,6 +1747,14 @@ fn late_summary(result: &TaskResult) -> String {
         result.summary.as_deref().unwrap_or("(no summary)"),
         limits::MAX_DETAIL_BYTES,
     )
+}
+
+/// An idempotency key already used for another task with a different
+/// body.
+fn key_conflict(key: &str, id: &str) -> QueueError {
+    QueueError::Conflict(format!(
+        "idempotency key {key:?} was used for task {id} with a different body"
+    ))
 }
 
 /// A digest of what a create asked for (after defaults), to tell a repeat

@@ -1,8 +1,10 @@
 //! Reading a JSON request body: within `http.body_timeout_s` (408 if it
 //! stops coming), bounded in size (413), valid JSON (400), then the
-//! expected shape (422 naming the field). The Content-Type is checked by
-//! the caller's extractor where it matters (a cookie's writes, sign-in);
-//! with a bearer token `curl -d '{…}'` works as typed.
+//! expected shape (422 naming the field); a large body (a batch) is read
+//! into its shape directly, without a JSON tree of it first. The
+//! Content-Type is checked by the caller's extractor where it matters (a
+//! cookie's writes, sign-in); with a bearer token `curl -d '{…}'` works
+//! as typed.
 //!
 //! [`Watch`] holds every request body while its request is handled, so a
 //! body left unread ends its connection after the response rather than
@@ -20,7 +22,7 @@ use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::{web, HttpMessage};
 use futures_util::{Stream, StreamExt};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::http::error::HttpError;
 use crate::http::AppState;
@@ -42,6 +44,40 @@ pub(crate) async fn json_max<T: DeserializeOwned>(
     state: &AppState,
     max: usize,
 ) -> Result<T, HttpError> {
+    let buf = body(payload, state, max).await?;
+    let value: serde_json::Value = serde_json::from_slice(&buf)
+        .map_err(|e| HttpError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(HttpError::bad_request("the body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| HttpError::invalid(e.to_string()))
+}
+
+/// Read a large JSON object of at most `max` bytes straight into `T`,
+/// with no tree of it first (a `serde_json::Value` of many small objects
+/// takes several times the body's size): for a batch. As with [`json`],
+/// not JSON is a 400 (checked by a first pass that keeps nothing), the
+/// wrong shape a 422.
+pub(crate) async fn json_large<T: DeserializeOwned>(
+    payload: web::Payload,
+    state: &AppState,
+    max: usize,
+) -> Result<T, HttpError> {
+    let buf = body(payload, state, max).await?;
+    serde_json::from_slice::<IgnoredAny>(&buf)
+        .map_err(|e| HttpError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    if buf.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(HttpError::bad_request("the body must be a JSON object"));
+    }
+    serde_json::from_slice(&buf).map_err(|e| HttpError::invalid(e.to_string()))
+}
+
+/// The whole body, within `http.body_timeout_s` and `max` bytes; not empty.
+async fn body(
+    payload: web::Payload,
+    state: &AppState,
+    max: usize,
+) -> Result<web::BytesMut, HttpError> {
     let within = Duration::from_secs(state.settings.http.body_timeout_s);
     let buf = tokio::time::timeout(within, read(payload, max))
         .await
@@ -56,12 +92,7 @@ pub(crate) async fn json_max<T: DeserializeOwned>(
             "the body is empty; send a JSON object",
         ));
     }
-    let value: serde_json::Value = serde_json::from_slice(&buf)
-        .map_err(|e| HttpError::bad_request(format!("the body is not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(HttpError::bad_request("the body must be a JSON object"));
-    }
-    serde_json::from_value(value).map_err(|e| HttpError::invalid(e.to_string()))
+    Ok(buf)
 }
 
 async fn read(mut payload: web::Payload, max: usize) -> Result<web::BytesMut, HttpError> {

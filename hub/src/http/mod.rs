@@ -4,7 +4,7 @@
 //! either read a view (never waiting behind a write) or send one message to
 //! an actor and shape its answer. No scheduling or task rule lives here.
 //!
-//! - [`tasks`] — `/api/tasks…`
+//! - [`tasks`] — `/api/tasks…` (with `/api/tasks/batch`)
 //! - [`changes`] — `/api/changes…`, `/api/repos`, `/api/alerts`
 //! - [`agents`] — `/api/agents…` (with `/api/agents/enroll` and an agent's
 //!   `verification`)
@@ -81,6 +81,13 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         web::scope("/api")
             .route("/tasks", web::post().to(tasks::create))
             .route("/tasks", web::get().to(tasks::list))
+            // Before `/tasks/{id}`, guarded by its method at the resource
+            // (as `/agents/enroll` is).
+            .service(
+                web::resource("/tasks/batch")
+                    .guard(actix_web::guard::Post())
+                    .route(web::post().to(tasks::create_batch)),
+            )
             .route("/tasks/{id}", web::get().to(tasks::show))
             .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
             .route("/tasks/{id}/explain", web::get().to(tasks::explain))

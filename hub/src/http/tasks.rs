@@ -1,14 +1,21 @@
-//! `/api/tasks`: create, list, show (with history), cancel, retry.
+//! `/api/tasks`: create (one, or a batch of up to 1,000 all or none),
+//! list, show (with history), cancel, retry.
+
+use std::collections::HashMap;
 
 use actix_web::{web, HttpResponse};
-use agentcom_protocol::{NewTask, Task, TaskStatus, Timestamp};
+use agentcom_protocol::{
+    NewTask, NewTaskBatch, Task, TaskStatus, Timestamp, MAX_BATCH_BODY_BYTES, MAX_BATCH_TASKS,
+};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::actors::messages::{CancelTask, CreateTask, ExplainFacts, RetryTask};
+use crate::actors::messages::{
+    CancelTask, CommandError, CreateTask, CreateTasks, ExplainFacts, RetryTask,
+};
 use crate::domain::explain;
 use crate::domain::queue::Created;
-use crate::domain::validate;
+use crate::domain::validate::{self, FieldError};
 use crate::http::auth::{Admin, Reader};
 use crate::http::error::HttpError;
 use crate::http::query::{number, off_thread, one_of};
@@ -22,9 +29,24 @@ pub(crate) async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, HttpError> {
     let spec: NewTask = body::json(payload, &state).await?;
-    validate::new_task(&spec)?;
+    check(&spec, &state, Timestamp::now())?;
+    Ok(match state.queue.send(CreateTask(spec)).await?? {
+        Created::New(task) => HttpResponse::Created().json(task),
+        Created::Existing(id) => {
+            let (task, _) = read(&state, move |r| r.task(&id, Fields::ALL))
+                .await?
+                .ok_or_else(|| HttpError::not_found("the task of this idempotency key is gone"))?;
+            HttpResponse::Ok().json(task)
+        }
+    })
+}
+
+/// What every create checks of one task before the queue sees it: its
+/// fields, its `run_at`, and that its repository is one this hub guards.
+fn check(spec: &NewTask, state: &AppState, now: Timestamp) -> Result<(), FieldError> {
+    validate::new_task(spec)?;
     if let Some(at) = spec.run_at {
-        validate::run_at(at, Timestamp::now())?;
+        validate::run_at(at, now)?;
     }
     if let Some(repo) = &spec.repo {
         if !state.settings.repos.iter().any(|r| &r.name == repo) {
@@ -34,24 +56,98 @@ pub(crate) async fn create(
                 .iter()
                 .map(|r| r.name.as_str())
                 .collect();
-            return Err(HttpError::invalid(format!(
-                "repo: {repo:?} is not a repository this hub guards (configured: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            )));
+            return Err(FieldError {
+                field: "repo".into(),
+                message: format!(
+                    "{repo:?} is not a repository this hub guards (configured: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            });
         }
     }
-    Ok(match state.queue.send(CreateTask(spec)).await?? {
-        Created::New(task) => HttpResponse::Created().json(task),
-        Created::Existing(id) => {
-            let (task, _) = read(&state, move |r| r.task(&id, Fields::ALL))
-                .await?
-                .ok_or_else(|| HttpError::not_found("the task of this idempotency key is gone"))?;
-            HttpResponse::Ok().json(task)
+    Ok(())
+}
+
+/// `POST /api/tasks/batch`: 1 to 1,000 tasks, each checked as `create`
+/// checks one, created all together (one group commit) or not at all; the
+/// first bad task is named by its index. Answered once every task is
+/// durable, in the batch's order, each task as a list shows it.
+pub(crate) async fn create_batch(
+    _: Admin,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, HttpError> {
+    // More than MAX_BATCH_TASKS is refused while the body is read.
+    let batch: NewTaskBatch = body::json_large(payload, &state, MAX_BATCH_BODY_BYTES).await?;
+    if batch.tasks.is_empty() {
+        return Err(HttpError::invalid(format!(
+            "tasks: a batch has 1 to {MAX_BATCH_TASKS} tasks, not none"
+        )));
+    }
+    let now = Timestamp::now();
+    for (i, spec) in batch.tasks.iter().enumerate() {
+        check(spec, &state, now)
+            .map_err(|e| HttpError::invalid(format!("tasks[{i}].{}: {}", e.field, e.message)))?;
+    }
+    let answers = match state.queue.send(CreateTasks(batch.tasks)).await?? {
+        Ok(answers) => answers,
+        Err((i, refused)) => {
+            let e = HttpError::from(CommandError::Refused(refused));
+            return Err(HttpError {
+                message: format!(
+                    "tasks[{i}]: {}; no task of the batch was created",
+                    e.message
+                ),
+                ..e
+            });
         }
+    };
+    // Each answer as a list shows it; a key seen earlier in the batch
+    // answers that task, one seen before the batch is read (durable).
+    let mut shown_tasks: Vec<Option<serde_json::Value>> = Vec::with_capacity(answers.len());
+    let mut new_at: HashMap<String, usize> = HashMap::new();
+    let mut before: Vec<(usize, String)> = Vec::new();
+    for (i, answer) in answers.into_iter().enumerate() {
+        shown_tasks.push(match answer {
+            Created::New(task) => {
+                new_at.insert(task.id.clone(), i);
+                Some(shown(&task, Fields::default()))
+            }
+            Created::Existing(id) => match new_at.get(&id) {
+                Some(&j) => shown_tasks[j].clone(),
+                None => {
+                    before.push((i, id));
+                    None
+                }
+            },
+        });
+    }
+    let created = new_at.len();
+    let existing = shown_tasks.len() - created;
+    let found = read(&state, move |r| {
+        before
+            .into_iter()
+            .map(|(i, id)| Ok((i, id.clone(), r.task(&id, Fields::default())?)))
+            .collect::<Result<Vec<_>, StoreError>>()
+    })
+    .await?;
+    for (i, id, task) in found {
+        let Some((task, _)) = task else {
+            return Err(HttpError::not_found(format!(
+                "tasks[{i}]: task {id} of its idempotency key is gone (the batch's other tasks were created)"
+            )));
+        };
+        shown_tasks[i] = Some(shown(&task, Fields::default()));
+    }
+    let body = json!({ "tasks": shown_tasks, "created": created, "existing": existing });
+    Ok(if created > 0 {
+        HttpResponse::Created().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
     })
 }
 

@@ -122,6 +122,122 @@ fn idempotency_key_returns_the_first_task() {
     assert!(q.take_deltas().is_empty());
 }
 
+fn keyed(title: &str, key: &str) -> NewTask {
+    NewTask {
+        idempotency_key: Some(key.into()),
+        ..spec(title)
+    }
+}
+
+#[test]
+fn a_batch_creates_every_task_in_order_as_one_set_of_changes() {
+    let mut q = core();
+    let answers = q
+        .create_batch(vec![spec("a"), spec("b"), keyed("c", "kc")], t(0))
+        .unwrap();
+    let ids: Vec<String> = answers.into_iter().map(|c| created(Ok(c)).id).collect();
+    assert!(ids[0] < ids[1] && ids[1] < ids[2], "{ids:?}");
+    assert_eq!(q.len(), 3);
+    assert_eq!(q.queued_len(), 3);
+    let changes = q.take_deltas();
+    assert_eq!(changes.len(), 3, "one delta a task, drained together");
+    assert!(changes
+        .iter()
+        .all(|c| c.write_body && c.previous_status.is_none()));
+    assert_eq!(changes[2].write_key.as_deref(), Some("kc"));
+    // The key counts as any create's does.
+    assert!(matches!(q.create(keyed("c", "kc"), t(1)), Ok(Created::Existing(id)) if id == ids[2]));
+}
+
+#[test]
+fn a_batch_answers_keys_seen_before_with_their_task() {
+    let mut q = core();
+    let first = created(q.create(keyed("a", "ka"), t(0)));
+    q.take_deltas();
+    let answers = q
+        .create_batch(vec![spec("new"), keyed("a", "ka")], t(1))
+        .unwrap();
+    assert!(matches!(&answers[0], Created::New(t) if t.title == "new"));
+    assert_eq!(answers[1], Created::Existing(first.id.clone()));
+    assert_eq!(q.take_deltas().len(), 1, "only the new task is written");
+    assert_eq!(q.len(), 2);
+}
+
+#[test]
+fn a_key_twice_in_one_batch_with_one_body_creates_one_task() {
+    let mut q = core();
+    let answers = q
+        .create_batch(vec![keyed("a", "k"), spec("b"), keyed("a", "k")], t(0))
+        .unwrap();
+    let first = match &answers[0] {
+        Created::New(t) => t.id.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(answers[2], Created::Existing(first));
+    assert_eq!(q.len(), 2);
+    assert_eq!(q.take_deltas().len(), 2);
+}
+
+#[test]
+fn a_batch_with_a_key_conflict_creates_nothing_and_names_the_task() {
+    let mut q = core();
+    let first = created(q.create(keyed("a", "ka"), t(0)));
+    q.take_deltas();
+    // A key used before for another body, at index 2.
+    let err = q
+        .create_batch(
+            vec![spec("x"), keyed("y", "ky"), keyed("not a", "ka")],
+            t(1),
+        )
+        .unwrap_err();
+    assert_eq!(err.0, 2);
+    assert!(
+        matches!(&err.1, QueueError::Conflict(m) if m.contains("\"ka\"") && m.contains(&first.id)),
+        "{err:?}"
+    );
+    assert_eq!(q.len(), 1, "nothing created");
+    assert!(q.take_deltas().is_empty(), "nothing to write");
+    // Nor was the batch's other key taken: it creates now.
+    assert!(matches!(
+        q.create(keyed("other", "ky"), t(2)),
+        Ok(Created::New(_))
+    ));
+    q.take_deltas();
+    // The same key twice in one batch with different bodies.
+    let err = q
+        .create_batch(vec![keyed("p", "kp"), keyed("q", "kp"), spec("z")], t(3))
+        .unwrap_err();
+    assert_eq!(err.0, 1);
+    assert!(
+        matches!(&err.1, QueueError::Conflict(m) if m.contains("tasks[0]")),
+        "{err:?}"
+    );
+    assert_eq!(q.len(), 2);
+    assert!(q.take_deltas().is_empty());
+    assert!(matches!(
+        q.create(keyed("q", "kp"), t(4)),
+        Ok(Created::New(_))
+    ));
+}
+
+#[test]
+fn a_batch_keeps_run_at_and_defaults_as_a_single_create_does() {
+    let mut q = core();
+    let later = NewTask {
+        run_at: Some(t(10_000)),
+        ..spec("later")
+    };
+    let answers = q.create_batch(vec![later, spec("now")], t(0)).unwrap();
+    let (later, now) = match (&answers[0], &answers[1]) {
+        (Created::New(a), Created::New(b)) => (a, b),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(later.not_before, Some(t(10_000)));
+    assert_eq!(now.max_retries, 2);
+    assert_eq!(q.queued_len(), 1, "the one with run_at waits");
+    assert_eq!(q.promote_due(t(10_000)), 1);
+}
+
 #[test]
 fn claim_increments_generation_and_follows_lane_order() {
     let mut q = core();
