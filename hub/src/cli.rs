@@ -1,6 +1,8 @@
 //! The admin subcommands: `agent add|list|revoke|pause|resume`, `task
-//! submit|list|show|cancel|retry|why`, `lane pause|resume`, `alerts`. Each
-//! is one HTTP call to a running hub with the admin token (from
+//! submit|import|list|show|cancel|retry|why`, `lane pause|resume`,
+//! `alerts`. Each is one HTTP call to a running hub (`task import` one a
+//! batch of up to 1,000, in order, stopping at a refused one; `task wait`
+//! polls) with the admin token (from
 //! `AGENTCOM_ADMIN_TOKEN` or `<data_dir>/admin.token`), printing a human
 //! answer (tables and views made in `format`) or, with `--json`, the
 //! hub's JSON. An `https://` hub is trusted through the system's roots, or
@@ -14,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentcom_protocol::{
-    AgentCreated, AgentList, ApiError, NewAgent, NewTask, Priority, Task, TaskPage, TaskStatus,
-    Timestamp,
+    AgentCreated, AgentList, ApiError, NewAgent, NewTask, NewTaskBatch, Priority, Task, TaskPage,
+    TaskStatus, TasksCreated, Timestamp,
 };
 use agentcom_tls::{HandshakeFailure, PemFile};
 use awc::error::{ConnectError, SendRequestError};
@@ -23,8 +25,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::auth::token_file;
+use crate::logging::printable;
 
 pub(crate) mod format;
+pub(crate) mod import;
 
 /// Where the hub is and how to prove we are its admin.
 pub struct Conn {
@@ -536,6 +540,94 @@ pub async fn task(conn: Conn, cmd: TaskCmd) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// How `task import` names its source.
+fn source_name(file: &str) -> String {
+    if file == "-" {
+        "standard input".to_string()
+    } else {
+        file.to_string()
+    }
+}
+
+/// `agentcom-hub task import FILE`: the tasks of a file (`-`: standard
+/// input), a JSON array of task bodies or one a line, created in batches
+/// of at most `batch_size`; how many were created and existing (`--json`:
+/// the answers together).
+pub async fn task_import(conn: Conn, file: &str, batch_size: usize) -> Result<(), String> {
+    let all = import_file(&conn, file, batch_size)
+        .await
+        .map_err(|e| printable(&e).into_owned())?;
+    if conn.json {
+        print_json(&all);
+    } else {
+        println!(
+            "{} created, {} existing (their idempotency keys were used before), from {}",
+            all.created,
+            all.existing,
+            printable(&source_name(file))
+        );
+    }
+    Ok(())
+}
+
+/// The file's tasks posted in batches, in order; the answers together. A
+/// file that does not parse is refused before the hub is asked; a batch
+/// the hub refuses creates nothing of itself and stops the import, naming
+/// the task's place in the file.
+async fn import_file(conn: &Conn, file: &str, batch_size: usize) -> Result<TasksCreated, String> {
+    let name = source_name(file);
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(file)
+    }
+    .map_err(|e| format!("cannot read {name}: {e}"))?;
+    let items = import::parse(&text).map_err(|e| format!("{name}: {e}; nothing was imported"))?;
+    if items.is_empty() {
+        return Err(format!("{name} has no tasks; nothing was imported"));
+    }
+    let c = Client::new(conn)?;
+    let mut all = TasksCreated {
+        tasks: Vec::with_capacity(items.len()),
+        created: 0,
+        existing: 0,
+    };
+    for range in import::batches(&items, batch_size) {
+        let batch = NewTaskBatch {
+            tasks: items[range.clone()]
+                .iter()
+                .map(|i| i.task.clone())
+                .collect(),
+        };
+        let body = serde_json::to_value(&batch).expect("serialises");
+        let answer: TasksCreated = match c.call("POST", "/api/tasks/batch", Some(body)).await {
+            Ok(a) => a,
+            Err(e) => {
+                let why = import::locate(&e, &items, &range);
+                let before = if range.start == 0 {
+                    "nothing before it was imported".to_string()
+                } else {
+                    format!(
+                        "the {} task(s) before {} were imported ({} created, {} existing); \
+                         with an idempotency_key on each task, importing the file again \
+                         creates only what is missing",
+                        range.start, items[range.start].place, all.created, all.existing
+                    )
+                };
+                return Err(format!(
+                    "{name}: the batch from {} to {} failed: {why}; {before}",
+                    items[range.start].place,
+                    items[range.end - 1].place
+                ));
+            }
+        };
+        all.created += answer.created;
+        all.existing += answer.existing;
+        all.tasks.extend(answer.tasks);
+    }
+    Ok(all)
 }
 
 /// Parse `--priority`.

@@ -204,6 +204,24 @@ enum TaskArgs {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Create many tasks from a file: a JSON array of task bodies (as
+    /// `POST /api/tasks` takes them), or one a line (JSON lines). Posted in
+    /// batches of at most 1,000 (`POST /api/tasks/batch`), each all or
+    /// nothing; a refused task is named by its line (or index).
+    #[command(after_help = "Examples:
+  agentcom-hub task import backlog.jsonl       # {\"title\": \"…\", \"idempotency_key\": \"…\"} a line
+  jq -c '.[] | {title, idempotency_key: \"issue-\\(.number)\"}' issues.json | agentcom-hub task import -
+  agentcom-hub task import backlog.json --json | jq -r '.tasks[].id'
+
+Give each task an idempotency_key: importing the same file again then
+creates only the tasks that are missing (the others answer as existing).")]
+    Import {
+        /// The file, or - for standard input.
+        file: String,
+        /// Most tasks a batch (1 to 1000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        batch_size: u64,
+    },
     /// Wait until a task has ended; print how. Exit 0 when it completed,
     /// 1 when it went dead, was cancelled, or the wait ran out.
     #[command(after_help = "Example:
@@ -321,6 +339,13 @@ fn main() -> ExitCode {
                         ..Default::default()
                     }),
                 },
+                TaskArgs::Import { file, batch_size } => {
+                    return finish(actix_rt::System::new().block_on(cli::task_import(
+                        conn.into(),
+                        &file,
+                        batch_size as usize,
+                    )))
+                }
                 TaskArgs::List { status, limit } => TaskCmd::List { status, limit },
                 TaskArgs::Show { id } => TaskCmd::Show { id },
                 TaskArgs::Wait { id, timeout_s } => TaskCmd::Wait {
@@ -352,6 +377,11 @@ fn main() -> ExitCode {
             actix_rt::System::new().block_on(cli::alerts(conn.into(), limit))
         }
     };
+    finish(result)
+}
+
+/// The exit code of a command's result (its error printed).
+fn finish(result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

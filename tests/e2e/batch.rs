@@ -2,9 +2,14 @@
 //! hub: 1,000 tasks with their descriptions in one body and one sync, all
 //! or nothing (a bad task or a reused key named by its index, nothing
 //! created), idempotency keys within a batch and across, a batch that
-//! survives a `kill -9` right after its 201.
+//! survives a `kill -9` right after its 201, and the CLI's import of JSON
+//! lines and arrays (a bad line named, batches in order).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use agentcom_tests::hub::Hub;
+use agentcom_tests::procs::bin;
 use serde_json::{json, Value};
 
 /// A description of about `bytes` bytes that names its task.
@@ -294,4 +299,113 @@ fn a_batch_survives_kill_9_right_after_its_201() {
         let last = &acknowledged.last().unwrap().0;
         assert_eq!(hub.task(last)["history"][0]["event"], "created");
     }
+}
+
+/// `agentcom-hub task import ARGS` against `hub`, with `stdin`: (exit
+/// success, stdout, stderr).
+fn import(hub: &Hub, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new(bin("agentcom-hub"))
+        .args(["task", "import"])
+        .args(args)
+        .args(["--hub", &hub.url, "--data-dir"])
+        .arg(hub.dir.join("data"))
+        .env_remove("AGENTCOM_ADMIN_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn the_cli_imports_json_lines_in_batches_and_names_a_bad_line() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(root.path(), &[]);
+    // 1,205 tasks a line, with a blank line: two batches of the hub's most.
+    let mut text = String::new();
+    for i in 0..1205 {
+        text.push_str(
+            &json!({ "title": format!("line task {i}"), "idempotency_key": format!("imp-{i}"), "description": description(i, 300) })
+                .to_string(),
+        );
+        text.push('\n');
+        if i == 10 {
+            text.push('\n');
+        }
+    }
+    let file = root.path().join("backlog.jsonl");
+    std::fs::write(&file, &text).unwrap();
+    let path = file.to_str().unwrap();
+    let (ok, out, err) = import(&hub, &[path], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("1205 created, 0 existing"), "{out}");
+    let all = hub.tasks(None);
+    assert_eq!(all.len(), 1205);
+    let mut titles: Vec<&str> = all.iter().map(|t| t["title"].as_str().unwrap()).collect();
+    titles.sort();
+    let mut want: Vec<String> = (0..1205).map(|i| format!("line task {i}")).collect();
+    want.sort();
+    assert_eq!(titles, want);
+    // Again, from standard input, with --json: every task existing, in order.
+    let (ok, out, err) = import(&hub, &["-", "--json"], Some(&text));
+    assert!(ok, "{err}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (answer["created"].as_u64(), answer["existing"].as_u64()),
+        (Some(0), Some(1205))
+    );
+    assert_eq!(answer["tasks"][1204]["title"], "line task 1204");
+    // A JSON array, in batches of 2.
+    let array = json!([{ "title": "arr 0" }, { "title": "arr 1" }, { "title": "arr 2", "priority": "urgent" }]);
+    let afile = root.path().join("backlog.json");
+    std::fs::write(&afile, array.to_string()).unwrap();
+    let (ok, out, err) = import(&hub, &[afile.to_str().unwrap(), "--batch-size", "2"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("3 created, 0 existing"), "{out}");
+    assert_eq!(hub.tasks(Some("queued")).len(), 1208);
+    // A line that is not a task body: named, nothing sent.
+    let bad = "{\"title\":\"fine\"}\n{\"title\":\"typo\",\"needs\":[\"rust\"]}\n";
+    let (ok, _, err) = import(&hub, &["-"], Some(bad));
+    assert!(!ok);
+    assert!(
+        err.contains("line 2: not a task body: unknown field `needs`"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was imported"), "{err}");
+    // A task the hub refuses, in the second batch: its line named, the
+    // first batch imported, nothing of the second.
+    let refused = "{\"title\":\"r0\"}\n{\"title\":\"r1\"}\n\n{\"title\":\"r2\"}\n{\"title\":\"r3\",\"repo\":\"nowhere\"}\n";
+    let (ok, _, err) = import(&hub, &["-", "--batch-size", "2"], Some(refused));
+    assert!(!ok);
+    assert!(
+        err.contains("line 5: repo: \"nowhere\" is not a repository"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the 2 task(s) before line 4 were imported"),
+        "{err}"
+    );
+    let titles: Vec<String> = hub
+        .tasks(None)
+        .iter()
+        .map(|t| t["title"].as_str().unwrap().to_string())
+        .filter(|t| t.starts_with('r'))
+        .collect();
+    assert_eq!(titles.len(), 2, "{titles:?}");
+    assert!(!titles.contains(&"r2".to_string()));
+    // An empty file says so.
+    let (ok, _, err) = import(&hub, &["-"], Some("\n"));
+    assert!(!ok);
+    assert!(err.contains("no tasks"), "{err}");
 }
