@@ -303,12 +303,15 @@ fn create_until(hub: &Hub, clients: usize, deadline: Instant, body: &str) -> Cre
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
-                    let r = http
+                    let mut r = http
                         .post(format!("{url}/api/tasks"))
                         .header("Authorization", format!("Bearer {token}"))
                         .send_json(json!({ "title": format!("load {c}-{n}"), "description": body }))
                         .expect("POST /api/tasks");
                     assert_eq!(r.status(), 201, "create");
+                    // Read to the end: only then does the connection go
+                    // back to the pool (keep-alive).
+                    r.body_mut().read_to_vec().expect("the answer");
                     lat.push(t0.elapsed().as_secs_f64() * 1000.0);
                     n += 1;
                 }
