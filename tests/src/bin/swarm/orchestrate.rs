@@ -52,6 +52,10 @@ pub(crate) struct Args {
     /// hard limit. The hub serves at most this less 128 connections.
     #[arg(long)]
     nofile: Option<u64>,
+    /// Wait this long once the agents are created, before the swarm
+    /// connects (time to attach a profiler to the hub).
+    #[arg(long, default_value_t = 0)]
+    pause_s: u64,
     /// Keep the hub's directory and the swarm logs here (default: a
     /// temporary directory, removed).
     #[arg(long)]
@@ -331,6 +335,11 @@ pub(crate) fn run(a: Args) {
         created_in.as_secs_f64(),
         mib(created.rss_kib)
     ));
+
+    if a.pause_s > 0 {
+        say(&format!("pausing {} s before connecting", a.pause_s));
+        std::thread::sleep(Duration::from_secs(a.pause_s));
+    }
 
     // Split over the swarm processes.
     let per = scale.div_ceil(procs);
