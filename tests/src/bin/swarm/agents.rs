@@ -4,7 +4,8 @@
 //! Owns: the connections, each agent's protocol loop (hello, welcome,
 //! heartbeats at the welcome's interval, accept + complete of every
 //! assignment, reconnect after a pause when the hub drops it), and the
-//! process's counts, printed as JSON lines. Must never: hold more than a
+//! process's counts, printed as JSON lines; on SIGTERM, SIGINT or
+//! `--max-run-s`, a Close frame on every connection. Must never: hold more than a
 //! few KiB per agent (small tungstenite buffers, `serde_json::Value` only
 //! for the frame in hand), spin, or run unbounded (`--max-run-s`).
 
@@ -91,6 +92,8 @@ struct Shared {
     started: Instant,
     /// Errors printed so far (only the first few are).
     printed: AtomicU64,
+    /// Set when the process stops: every agent closes its connection.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -203,6 +206,7 @@ pub(crate) fn run(args: Args) {
         connecting: Semaphore::new(args.connect_concurrency.max(1)),
         started: Instant::now(),
         printed: AtomicU64::new(0),
+        stop: tokio::sync::watch::channel(false).0,
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -226,6 +230,15 @@ pub(crate) fn run(args: Args) {
                 _ = &mut deadline => break,
             }
         }
+        // Close politely (a Close frame each, answered by the hub), for at
+        // most 5 s, then count.
+        shared.stop.send_replace(true);
+        let closing = Instant::now();
+        while shared.counts.connected.load(Ordering::Relaxed) > 0
+            && closing.elapsed() < Duration::from_secs(5)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         println!("{}", shared.report(true));
     });
     // Dropping the runtime drops every agent's socket: the hub sees them
@@ -243,7 +256,11 @@ fn spread(i: usize, n: u64) -> u64 {
 /// connection; after it ends, pause and connect again.
 async fn agent(i: usize, a: Agent, s: Arc<Shared>) {
     let mut failures: u32 = 0;
+    let mut stop = s.stop.subscribe();
     loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
         let opened = {
             let _permit = s.connecting.acquire().await.expect("never closed");
             open(i, &a, &s).await
@@ -251,7 +268,9 @@ async fn agent(i: usize, a: Agent, s: Arc<Shared>) {
         match opened {
             Ok((ws, interval)) => {
                 failures = 0;
-                serve(i, ws, interval, &s).await;
+                if serve(i, ws, interval, &s).await {
+                    return;
+                }
                 s.counts.disconnects.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
@@ -263,7 +282,22 @@ async fn agent(i: usize, a: Agent, s: Arc<Shared>) {
         // 1 s, 2 s, … up to 30 s, spread over agents.
         let base = 1000u64 << failures.min(5);
         let pause = base.min(30_000) + spread(i, 1000);
-        tokio::time::sleep(Duration::from_millis(pause)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Resolves once the process stops (at once if it already has).
+async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
     }
 }
 
@@ -362,8 +396,10 @@ async fn open(i: usize, a: &Agent, s: &Shared) -> Result<(Ws, u64), String> {
 
 /// A welcomed connection until it ends: heartbeats (the first at a spread
 /// offset), assignments accepted and completed at once, acks and pings
-/// counted.
-async fn serve(i: usize, mut ws: Ws, interval_s: u64, s: &Shared) {
+/// counted; when the process stops, a Close frame and the hub's answer
+/// (true).
+async fn serve(i: usize, mut ws: Ws, interval_s: u64, s: &Shared) -> bool {
+    let mut stop = s.stop.subscribe();
     let period = Duration::from_secs(interval_s);
     let first = Duration::from_millis(spread(i, interval_s * 1000));
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
@@ -371,6 +407,15 @@ async fn serve(i: usize, mut ws: Ws, interval_s: u64, s: &Shared) {
     let heartbeat = json!({ "type": "heartbeat", "state": "idle" }).to_string();
     let ended = loop {
         tokio::select! {
+            _ = stopped(&mut stop) => {
+                let _ = ws.close(None).await;
+                // Read until the hub's Close answers ours.
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while let Some(Ok(_)) = ws.next().await {}
+                })
+                .await;
+                break "stopped".to_string();
+            }
             _ = beat.tick() => {
                 if let Err(e) = ws.send(Message::text(heartbeat.clone())).await {
                     break format!("heartbeat: {e}");
@@ -411,7 +456,11 @@ async fn serve(i: usize, mut ws: Ws, interval_s: u64, s: &Shared) {
     };
     s.counts.connected.fetch_sub(1, Ordering::Relaxed);
     s.counts.welcomed.fetch_sub(1, Ordering::Relaxed);
+    if ended == "stopped" {
+        return true;
+    }
     s.note(format_args!("agent {i}: {ended}"));
+    false
 }
 
 /// What to answer a frame: `accept` and `complete` for an assignment.

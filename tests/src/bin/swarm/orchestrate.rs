@@ -480,6 +480,7 @@ pub(crate) fn run(a: Args) {
         tasks_in.as_secs_f64()
     ));
 
+    let welcomed_now = swarm.sum("welcomed");
     swarm.stop();
     let s = |k: &str| swarm.sum(k);
     let with_work = s("agents_with_work");
@@ -487,7 +488,7 @@ pub(crate) fn run(a: Args) {
     let swarm_rss_max = swarm.max("rss_kib");
     let (connect_errors, error_frames, disconnects) =
         (s("connect_errors"), s("error_frames"), s("disconnects"));
-    let (welcomed_now, completed_by_swarm) = (s("welcomed"), s("completed"));
+    let completed_by_swarm = s("completed");
     let exit = hub.terminate();
 
     let n = scale as f64;
@@ -560,7 +561,7 @@ pub(crate) fn run(a: Args) {
         lat["p99_ms"]
     );
     println!(
-        "| swarm | {} welcomed at the end, {} completes sent, {connect_errors} connect errors, {error_frames} error frames, {disconnects} dropped connections; RSS {} MiB in all when connected (largest process {} MiB at the end) |",
+        "| swarm | {} welcomed at the end (then closed politely), {} completes sent, {connect_errors} connect errors, {error_frames} error frames, {disconnects} dropped connections; RSS {} MiB in all when connected (largest process {} MiB at the end) |",
         thousands(welcomed_now),
         thousands(completed_by_swarm),
         mib(swarm_rss_connected),
