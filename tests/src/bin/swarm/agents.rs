@@ -5,9 +5,10 @@
 //! heartbeats at the welcome's interval, accept + complete of every
 //! assignment, reconnect after a pause when the hub drops it), and the
 //! process's counts, printed as JSON lines; on SIGTERM, SIGINT or
-//! `--max-run-s`, a Close frame on every connection. Must never: hold more than a
-//! few KiB per agent (small tungstenite buffers, `serde_json::Value` only
-//! for the frame in hand), spin, or run unbounded (`--max-run-s`).
+//! `--max-run-s`, a Close frame on every connection. Must never: hold
+//! more than a few KiB per agent (small tungstenite buffers,
+//! `serde_json::Value` only for the frame in hand), spin, or run unbounded
+//! (`--max-run-s`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
