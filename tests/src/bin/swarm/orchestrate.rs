@@ -314,6 +314,16 @@ pub(crate) fn run(a: Args) {
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map_or(65_536, |(_, hard)| hard)
     });
+    // The hub serves at most its open-file limit less 128 connections;
+    // the agents and the run's own HTTP clients must fit.
+    let clients = a.creators.max(a.submitters) as u64 + 8;
+    let room = nofile.saturating_sub(128);
+    assert!(
+        scale as u64 + clients <= room,
+        "the hub serves at most {room} connections under an open-file limit of {nofile}: \
+         {scale} agents and {clients} HTTP clients do not fit. Raise --nofile (beyond this \
+         shell's hard limit it takes CAP_SYS_RESOURCE) or lower --scale"
+    );
     let mut hub = Hub::start_with_nofile(&root, &env_refs, nofile, nofile);
     let pid = hub.pid().expect("the hub's pid");
     std::thread::sleep(Duration::from_secs(1));
