@@ -1,7 +1,7 @@
 //! Starting and stopping the hub: make the process fit to serve (files it
-//! creates private, the data dir 0700, the open-file limit raised), open
-//! the store, rebuild the queue and views from it, start the actors and
-//! wire them, serve HTTP (HTTPS with `tls.cert_file` and `tls.key_file`)
+//! creates private, the data dir 0700, the open-file limit raised, the
+//! listen backlog widened), open the store, rebuild the queue and views
+//! from it, start the actors and wire them, serve HTTP (HTTPS with `tls.cert_file` and `tls.key_file`)
 //! within its limits (header and body timeouts, a connection limit), and
 //! on SIGTERM/SIGINT (or when a caller's `until` ends: the demo) close
 //! sidecar sessions, stop serving, make the store durable and return.
@@ -343,6 +343,18 @@ pub fn bind(listen: &str, change: &str) -> Result<std::net::TcpListener, String>
     })
 }
 
+/// Let the kernel queue up to `SOMAXCONN` (4096) connections not yet
+/// accepted, not the 128 std listens with: thousands of sidecars
+/// reconnecting at once (a hub restarted under 20,000 agents) overflow
+/// 128, and each handshake dropped waits a second or more to be retried.
+/// The kernel caps it at `net.core.somaxconn`.
+fn widen_backlog(listener: &std::net::TcpListener) {
+    use nix::sys::socket::{listen, Backlog};
+    if let Err(e) = listen(listener, Backlog::MAXCONN) {
+        tracing::warn!(error = %e, "cannot widen the listen backlog; it stays at 128");
+    }
+}
+
 /// The data dir can be used: a directory this user can write, or a path
 /// where one can be made. Checked before anything is bound or written,
 /// so a wrong `--data-dir` is one clear line.
@@ -434,6 +446,7 @@ pub async fn serve_until(
         Some(l) => l,
         None => bind(&listen, "with --listen or AGENTCOM_LISTEN")?,
     };
+    widen_backlog(&listener);
     let open_files = prepare_process(&settings.data_dir)?;
     let http_settings = settings.http.clone();
     let Started {

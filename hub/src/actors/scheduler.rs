@@ -15,10 +15,21 @@
 //! new one follows. The sweep also looks for stuck work: attempts the queue
 //! thinks an agent holds but whose agent does not.
 //!
+//! A claim offers the idle agents longest idle first (the matching rule's
+//! own order, so its sort has nothing to do), and offers every idle agent
+//! only when something other than agents becoming idle may have made a
+//! match possible: the queue's `Kick` (a task queued, a lane or
+//! repository reopened, room under the fleet cap), the sweep (a new day's
+//! token budgets), the start, a failed claim. Otherwise it offers only the
+//! agents that became idle since the last claim: the agents that claim
+//! left idle can take none of the tasks it left queued (matching is
+//! exhaustive), so the answer is the same, and with 20,000 agents
+//! connecting it is not 20,000 agents copied and sorted for each one.
+//!
 //! It owns no durable state and never decides whether a task may run
 //! (the queue does) or what an agent's state is (its state machine does).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -29,6 +40,68 @@ use crate::actors::messages::{
     Release,
 };
 use crate::domain::matching::IdleAgent;
+
+/// The idle agents (each with a handle `H` to give it work), in the order
+/// the matching rule prefers them, and which of them the next claim offers.
+struct IdleSet<H> {
+    /// By (idle since, id): longest idle first, as `matching::plan` sorts.
+    order: BTreeMap<(Timestamp, String), (IdleAgent, H)>,
+    /// Each idle agent's place in `order`.
+    since: HashMap<String, Timestamp>,
+    /// Idle since the last claim was offered.
+    unseen: HashSet<String>,
+    /// The next claim offers every idle agent.
+    all_due: bool,
+}
+
+impl<H> IdleSet<H> {
+    fn new() -> Self {
+        IdleSet {
+            order: BTreeMap::new(),
+            since: HashMap::new(),
+            unseen: HashSet::new(),
+            all_due: true,
+        }
+    }
+
+    fn insert(&mut self, agent: IdleAgent, handle: H) {
+        self.remove(&agent.id);
+        self.since.insert(agent.id.clone(), agent.idle_since);
+        self.unseen.insert(agent.id.clone());
+        self.order
+            .insert((agent.idle_since, agent.id.clone()), (agent, handle));
+    }
+
+    fn remove(&mut self, id: &str) -> Option<H> {
+        let since = self.since.remove(id)?;
+        self.unseen.remove(id);
+        self.order
+            .remove(&(since, id.to_string()))
+            .map(|(_, handle)| handle)
+    }
+
+    /// A match may have become possible for any idle agent.
+    fn want_all(&mut self) {
+        self.all_due = true;
+    }
+
+    /// The agents the next claim offers, longest idle first: all of them
+    /// when due, else those not offered yet. They count as offered.
+    fn offer(&mut self) -> Vec<IdleAgent> {
+        let unseen = std::mem::take(&mut self.unseen);
+        if std::mem::take(&mut self.all_due) {
+            return self.order.values().map(|(a, _)| a.clone()).collect();
+        }
+        let mut keys: Vec<(Timestamp, &String)> = unseen
+            .iter()
+            .filter_map(|id| self.since.get(id).map(|t| (*t, id)))
+            .collect();
+        keys.sort();
+        keys.into_iter()
+            .filter_map(|(t, id)| self.order.get(&(t, id.clone())).map(|(a, _)| a.clone()))
+            .collect()
+    }
+}
 
 /// Who the scheduler asks and tells.
 pub(crate) struct SchedulerLinks {
@@ -41,7 +114,7 @@ pub(crate) struct SchedulerLinks {
 
 pub(crate) struct SchedulerActor {
     links: SchedulerLinks,
-    idle: HashMap<String, (IdleAgent, Recipient<AssignTask>)>,
+    idle: IdleSet<Recipient<AssignTask>>,
     dispatching: bool,
     dirty: bool,
     sweep_interval: Duration,
@@ -57,7 +130,7 @@ impl SchedulerActor {
     ) -> Self {
         SchedulerActor {
             links,
-            idle: HashMap::new(),
+            idle: IdleSet::new(),
             dispatching: false,
             dirty: false,
             sweep_interval,
@@ -70,19 +143,19 @@ impl SchedulerActor {
             self.dirty = true;
             return;
         }
-        if self.idle.is_empty() {
+        let agents = self.idle.offer();
+        if agents.is_empty() {
             return;
         }
         self.dispatching = true;
         self.dirty = false;
-        let agents: Vec<IdleAgent> = self.idle.values().map(|(a, _)| a.clone()).collect();
         let claim = self.links.claim.send(Claim { agents });
         ctx.spawn(claim.into_actor(self).map(|res, act, ctx| {
             act.dispatching = false;
             match res {
                 Ok(Ok(assignments)) => {
                     for a in assignments {
-                        let Some((_, agent)) = act.idle.remove(&a.agent_id) else {
+                        let Some(agent) = act.idle.remove(&a.agent_id) else {
                             // Cannot happen: claims only name agents we listed.
                             tracing::error!(agent = %a.agent_id, "claim named an agent that is not idle");
                             continue;
@@ -103,8 +176,14 @@ impl SchedulerActor {
                         });
                     }
                 }
-                Ok(Err(e)) => tracing::error!(error = %e, "claim failed"),
-                Err(e) => tracing::error!(error = %e, "queue unreachable"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "claim failed");
+                    act.idle.want_all();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "queue unreachable");
+                    act.idle.want_all();
+                }
             }
             if act.dirty {
                 act.dispatch(ctx);
@@ -159,6 +238,7 @@ impl Actor for SchedulerActor {
         ctx.run_interval(self.sweep_interval, |act, ctx| {
             act.links.promote_due.do_send(PromoteDue);
             act.sweep_stuck(ctx);
+            act.idle.want_all();
             act.dispatch(ctx);
         });
     }
@@ -167,6 +247,7 @@ impl Actor for SchedulerActor {
 impl Handler<Kick> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
+        self.idle.want_all();
         self.dispatch(ctx);
     }
 }
@@ -174,8 +255,7 @@ impl Handler<Kick> for SchedulerActor {
 impl Handler<AgentIdle> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, msg: AgentIdle, ctx: &mut Context<Self>) {
-        self.idle
-            .insert(msg.agent.id.clone(), (msg.agent, msg.assign));
+        self.idle.insert(msg.agent, msg.assign);
         self.dispatch(ctx);
     }
 }
@@ -184,5 +264,52 @@ impl Handler<AgentBusy> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, msg: AgentBusy, _: &mut Context<Self>) {
         self.idle.remove(&msg.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdleSet;
+    use crate::domain::matching::IdleAgent;
+
+    fn ids(agents: &[IdleAgent]) -> Vec<&str> {
+        agents.iter().map(|a| a.id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_claim_offers_everyone_only_when_due_and_longest_idle_first() {
+        let mut set = IdleSet::new();
+        set.insert(IdleAgent::new("b", &[], 20), ());
+        set.insert(IdleAgent::new("a", &[], 30), ());
+        set.insert(IdleAgent::new("c", &[], 10), ());
+        assert_eq!(ids(&set.offer()), ["c", "b", "a"], "at the start: all");
+        assert!(set.offer().is_empty(), "nothing new: nothing to offer");
+        set.insert(IdleAgent::new("d", &[], 5), ());
+        assert_eq!(ids(&set.offer()), ["d"], "only the newly idle");
+        set.want_all();
+        assert_eq!(ids(&set.offer()), ["d", "c", "b", "a"]);
+    }
+
+    #[test]
+    fn an_agent_idle_again_is_offered_again_and_a_busy_one_not_at_all() {
+        let mut set = IdleSet::new();
+        set.insert(IdleAgent::new("a", &["rust"], 10), ());
+        set.insert(IdleAgent::new("b", &[], 20), ());
+        set.offer();
+        // Idle again (its capabilities may have changed): offered again,
+        // in its new place.
+        set.insert(IdleAgent::new("a", &["python"], 30), ());
+        set.insert(IdleAgent::new("c", &[], 40), ());
+        assert!(set.remove("c").is_some());
+        assert!(set.remove("c").is_none());
+        let offered = set.offer();
+        assert_eq!(ids(&offered), ["a"]);
+        assert!(offered[0].capabilities.contains("python"));
+        set.want_all();
+        assert_eq!(
+            ids(&set.offer()),
+            ["b", "a"],
+            "one entry each, by idle time"
+        );
     }
 }

@@ -168,7 +168,6 @@ impl Lanes {
         self.position.len()
     }
 
-    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.position.is_empty()
     }

@@ -60,13 +60,18 @@ struct Cursor<'a> {
 /// repository's tasks, a paused lane's, go to nobody); `eligible`
 /// may refuse a particular pairing beyond capabilities (a review task is
 /// never given to its change's author). A task passed over never blocks
-/// those behind it.
+/// those behind it. Exhaustive: no agent left free can take a task left
+/// queued (the scheduler relies on it to offer a later claim only the
+/// agents idle since).
 pub(crate) fn plan(
     lanes: &Lanes,
     agents: &[IdleAgent],
     open: impl Fn(usize, &Needs) -> bool,
     eligible: impl Fn(&str, &IdleAgent) -> bool,
 ) -> Vec<(String, String)> {
+    if lanes.is_empty() {
+        return Vec::new();
+    }
     let mut free: Vec<&IdleAgent> = agents.iter().collect();
     free.sort_by(|a, b| {
         a.idle_since
