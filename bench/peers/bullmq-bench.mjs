@@ -412,7 +412,7 @@ const cpuText = (c) => {
   const ours = c.redis + c.main + c.children;
   return `redis-server ${c.redis.toFixed(0)} %, producers' process ${c.main.toFixed(0)} %` +
     (c.children > 0 ? `, worker and prober processes ${c.children.toFixed(0)} %` : '') +
-    `; anything else on the machine ${Math.max(0, c.machine - ours).toFixed(0)} %`;
+    `; rest of the machine (kernel, other processes) ${Math.max(0, c.machine - ours).toFixed(0)} %`;
 };
 
 function versionOf(pkg) {

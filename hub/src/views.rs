@@ -47,7 +47,9 @@ struct TaskIndex {
     queued: BTreeSet<(i64, String)>,
     /// Tasks of the group being written: the store may already hold a
     /// state of theirs that is not durable yet.
-    in_flight: HashSet<String>,
+    /// How many groups being written touch each task (a task may be in
+    /// two at once: one syncing while the next is written).
+    in_flight: HashMap<String, u32>,
     /// Of those, the tasks being created.
     in_flight_new: HashSet<String>,
     /// Priorities an operator paused (durably).
@@ -107,7 +109,7 @@ impl TaskView {
     pub(crate) fn begin(&self, changes: &[TaskDelta]) {
         let mut idx = self.write();
         for c in changes {
-            idx.in_flight.insert(c.task.id.clone());
+            *idx.in_flight.entry(c.task.id.clone()).or_default() += 1;
             if c.previous_status.is_none() {
                 idx.in_flight_new.insert(c.task.id.clone());
             }
@@ -130,7 +132,7 @@ impl TaskView {
             if !c.task.status.is_terminal() {
                 add_live(&mut idx, c.task.clone(), c.history_len);
             }
-            idx.in_flight.remove(id);
+            uncount(&mut idx.in_flight, id);
             idx.in_flight_new.remove(id);
         }
     }
@@ -161,7 +163,7 @@ impl TaskView {
 
     /// Whether a store read of `id` may show a state that is not durable.
     pub(crate) fn in_flight(&self, id: &str) -> bool {
-        self.read().in_flight.contains(id)
+        self.read().in_flight.contains_key(id)
     }
 
     /// A page of live tasks of one (live) status, newest first, after
@@ -309,6 +311,16 @@ impl TaskReader {
     }
 }
 
+/// One group fewer touches `id`.
+fn uncount(in_flight: &mut HashMap<String, u32>, id: &str) {
+    if let Some(n) = in_flight.get_mut(id) {
+        *n -= 1;
+        if *n == 0 {
+            in_flight.remove(id);
+        }
+    }
+}
+
 /// The task with only the heavy fields `fields` asks for.
 fn with_fields(mut t: Task, fields: Fields) -> Task {
     if !fields.description_and_metadata {
@@ -364,7 +376,8 @@ pub(crate) struct ChangeView {
 struct ChangeIndex {
     live: BTreeMap<String, (Arc<Change>, u32)>,
     counts: BTreeMap<ChangeStatus, usize>,
-    in_flight: HashSet<String>,
+    /// How many groups being written touch each change.
+    in_flight: HashMap<String, u32>,
 }
 
 impl ChangeView {
@@ -387,7 +400,7 @@ impl ChangeView {
     pub(crate) fn begin(&self, deltas: &[ChangeDelta]) {
         let mut idx = self.inner.write().unwrap_or_else(|e| e.into_inner());
         for d in deltas {
-            idx.in_flight.insert(d.change.id.clone());
+            *idx.in_flight.entry(d.change.id.clone()).or_default() += 1;
         }
     }
 
@@ -407,7 +420,7 @@ impl ChangeView {
             } else {
                 idx.live.remove(&c.id);
             }
-            idx.in_flight.remove(&c.id);
+            uncount(&mut idx.in_flight, &c.id);
         }
     }
 
@@ -441,7 +454,7 @@ impl ChangeView {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .in_flight
-            .contains(id)
+            .contains_key(id)
     }
 
     pub(crate) fn counts(&self) -> BTreeMap<ChangeStatus, usize> {

@@ -116,6 +116,18 @@ impl Group {
     }
 }
 
+/// A group written into the store, waiting to be made durable.
+struct Written {
+    /// Whether it wrote anything (a group of waiters alone did not).
+    wrote: bool,
+    changes: Vec<TaskDelta>,
+    change_deltas: Vec<ChangeDelta>,
+    purged: Vec<crate::store::Purged>,
+    lanes: Option<Vec<Priority>>,
+    effects: Vec<Effect>,
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
 /// Most finished tasks one retention pass deletes.
 const PURGE_BATCH: usize = 10_000;
 
@@ -139,6 +151,11 @@ pub struct QueueActor {
     links: QueueLinks,
     retention: Retention,
     pending: Group,
+    /// A group is being written (stage 1).
+    writing: bool,
+    /// Groups written and waiting for a sync, oldest first.
+    written: Vec<Written>,
+    /// A sync runs (stage 2).
     syncing: bool,
     promotion: Option<(Timestamp, SpawnHandle)>,
 }
@@ -170,6 +187,8 @@ impl QueueActor {
             links,
             retention,
             pending: Group::default(),
+            writing: false,
+            written: Vec::new(),
             syncing: false,
             promotion: None,
         }
@@ -183,7 +202,9 @@ impl QueueActor {
         let (tx, rx) = oneshot::channel();
         if changes.is_empty()
             && change_deltas.is_empty()
+            && !self.writing
             && !self.syncing
+            && self.written.is_empty()
             && self.pending.is_empty()
         {
             let _ = tx.send(Ok(()));
@@ -256,11 +277,22 @@ impl QueueActor {
         self.view.usage_today_json() != self.core.usage_state().today_json()
     }
 
+    /// Move the group commit on: write the pending group if no group is
+    /// being written, and make the written groups durable if no sync runs.
+    /// The two stages overlap (the next group is written while the last
+    /// one syncs), and groups finish in the order they were staged.
     fn sync_next(&mut self, ctx: &mut Context<Self>) {
-        if self.syncing || self.pending.is_empty() {
+        self.start_write(ctx);
+        self.start_sync(ctx);
+    }
+
+    /// Stage 1: write the pending group into the store (not yet durable),
+    /// on a blocking thread, one group at a time.
+    fn start_write(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.pending.is_empty() {
             return;
         }
-        self.syncing = true;
+        self.writing = true;
         let Group {
             changes,
             change_deltas,
@@ -275,13 +307,13 @@ impl QueueActor {
         self.change_view.begin(&change_deltas);
         let store = self.store.clone();
         let work = actix_rt::task::spawn_blocking(move || {
-            let res = if changes.is_empty()
+            let wrote = !(changes.is_empty()
                 && change_deltas.is_empty()
                 && purge.is_none()
                 && health.is_empty()
                 && lanes.is_none()
-                && usage.is_none()
-            {
+                && usage.is_none());
+            let res = if !wrote {
                 Ok(vec![])
             } else {
                 health
@@ -296,54 +328,108 @@ impl QueueActor {
                         None => Ok(()),
                     })
                     .and_then(|()| store.write_tasks(&changes, &change_deltas, purge.as_ref()))
-                    .and_then(|purged| store.sync().map(|_| purged))
             };
-            (res, changes, change_deltas, lanes)
+            (res, wrote, changes, change_deltas, lanes)
+        });
+        ctx.spawn(work.into_actor(self).map(move |joined, act, ctx| {
+            act.writing = false;
+            match joined {
+                Ok((Ok(purged), wrote, changes, change_deltas, lanes)) => {
+                    act.written.push(Written {
+                        wrote,
+                        changes,
+                        change_deltas,
+                        purged,
+                        lanes,
+                        effects,
+                        waiters,
+                    });
+                    act.sync_next(ctx);
+                }
+                Ok((Err(e), ..)) => fatal(&e.to_string(), waiters),
+                Err(e) => fatal(&format!("write thread failed: {e}"), waiters),
+            }
+        }));
+    }
+
+    /// Stage 2: make every group written so far durable with one sync, on
+    /// a blocking thread, then finish them in order.
+    fn start_sync(&mut self, ctx: &mut Context<Self>) {
+        if self.syncing || self.written.is_empty() {
+            return;
+        }
+        self.syncing = true;
+        let groups = std::mem::take(&mut self.written);
+        let any = groups.iter().any(|g| g.wrote);
+        let store = self.store.clone();
+        let work = actix_rt::task::spawn_blocking(move || {
+            let res = if any { store.sync() } else { Ok(()) };
+            (res, groups)
         });
         ctx.spawn(work.into_actor(self).map(move |joined, act, ctx| {
             act.syncing = false;
             match joined {
-                Ok((Ok(purged), changes, change_deltas, lanes)) => {
-                    if !changes.is_empty() || !change_deltas.is_empty() || !purged.is_empty() {
+                Ok((Ok(()), groups)) => {
+                    if any {
                         act.stats.store_syncs.inc();
-                        act.stats
-                            .store_writes
-                            .inc_by((changes.len() + change_deltas.len()) as u64);
                     }
-                    act.publish(&changes);
-                    act.publish_changes(&change_deltas);
-                    let now = Timestamp::now();
-                    act.core.durable(&changes, now);
-                    act.changes.durable(&change_deltas, now);
-                    act.carry_out(effects);
-                    if let Some(lanes) = lanes {
-                        act.lanes_durable(lanes);
-                    }
-                    if !purged.is_empty() {
-                        act.view.purged(&purged);
-                        let statuses: Vec<_> = purged
-                            .iter()
-                            .flat_map(|p| p.changes.iter().copied())
-                            .collect();
-                        act.change_view.purged(&statuses);
-                        let ids: Vec<String> = purged.iter().map(|p| p.id.clone()).collect();
-                        act.core.purged(&ids);
-                        act.changes.purged(&ids);
-                        tracing::info!(tasks = ids.len(), "retention deleted finished tasks");
-                        if ids.len() >= PURGE_BATCH {
-                            act.purge(ctx); // more are due
-                        }
-                    }
-                    for w in waiters {
-                        let _ = w.send(Ok(()));
+                    for g in groups {
+                        act.finish(g, ctx);
                     }
                     act.schedule_promotion(ctx);
                     act.sync_next(ctx);
                 }
-                Ok((Err(e), _, _, _)) => fatal(&e.to_string(), waiters),
-                Err(e) => fatal(&format!("sync thread failed: {e}"), waiters),
+                Ok((Err(e), groups)) => fatal(
+                    &e.to_string(),
+                    groups.into_iter().flat_map(|g| g.waiters).collect(),
+                ),
+                Err(e) => fatal(&format!("sync thread failed: {e}"), vec![]),
             }
         }));
+    }
+
+    /// A group is durable: tell the world, carry out its effects, answer
+    /// its waiters.
+    fn finish(&mut self, g: Written, ctx: &mut Context<Self>) {
+        let Written {
+            changes,
+            change_deltas,
+            purged,
+            lanes,
+            effects,
+            waiters,
+            ..
+        } = g;
+        self.stats
+            .store_writes
+            .inc_by((changes.len() + change_deltas.len()) as u64);
+        self.publish(&changes);
+        self.publish_changes(&change_deltas);
+        let now = Timestamp::now();
+        self.core.durable(&changes, now);
+        self.changes.durable(&change_deltas, now);
+        self.carry_out(effects);
+        if let Some(lanes) = lanes {
+            self.lanes_durable(lanes);
+        }
+        if !purged.is_empty() {
+            self.view.purged(&purged);
+            let statuses: Vec<_> = purged
+                .iter()
+                .flat_map(|p| p.changes.iter().copied())
+                .collect();
+            self.change_view.purged(&statuses);
+            let ids: Vec<String> = purged.iter().map(|p| p.id.clone()).collect();
+            self.core.purged(&ids);
+            self.changes.purged(&ids);
+            tracing::info!(tasks = ids.len(), "retention deleted finished tasks");
+            if ids.len() >= PURGE_BATCH {
+                self.purge(ctx); // more are due
+            }
+        }
+        for w in waiters {
+            let _ = w.send(Ok(()));
+        }
     }
 
     /// The paused priorities are durably `lanes`: tell the view, the
