@@ -130,8 +130,9 @@ function cpuSeconds(pid) {
 function machineBusySeconds() {
   try {
     const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-    const idle = f[3] + (f[4] || 0); // idle + iowait
-    return (f.reduce((t, x) => t + x, 0) - idle) / 100;
+    // user nice system idle iowait irq softirq steal guest guest_nice: busy is
+    // user + nice + system + irq + softirq (guest is inside user; steal is the host's)
+    return (f[0] + f[1] + f[2] + (f[5] || 0) + (f[6] || 0)) / 100;
   } catch {
     return NaN;
   }
@@ -139,11 +140,20 @@ function machineBusySeconds() {
 // CPU seconds of redis-server, this process, the worker and prober processes,
 // and the whole machine.
 const cpuNow = () => ({
+  at: performance.now(),
   redis: cpuSeconds(redisPid),
   main: cpuSeconds(process.pid),
-  children: childPids.reduce((t, pid) => t + cpuSeconds(pid), 0),
+  children: new Map(childPids.map((pid) => [pid, cpuSeconds(pid)])),
   machine: machineBusySeconds(),
 });
+// Percent of one core each used between two cpuNow()s (children: those in both).
+function cpuPercent(a, b) {
+  const secs = (b.at - a.at) / 1000;
+  let children = 0;
+  for (const [pid, s] of a.children) if (b.children.has(pid)) children += b.children.get(pid) - s;
+  const p = (x) => (100 * x) / secs;
+  return { redis: p(b.redis - a.redis), main: p(b.main - a.main), children: p(children), machine: p(b.machine - a.machine) };
+}
 
 async function serverFacts() {
   const q = new Queue(`bench-info-${Date.now()}`, { connection });
@@ -165,6 +175,22 @@ async function serverFacts() {
     aofSize: Number(field(persistence, 'aof_current_size')) || 0,
     usedMemory: field(memory, 'used_memory_human'),
   };
+}
+
+// Waits (up to 2 minutes) until Redis rewrites no AOF in the background, so
+// that a rewrite set off by one phase's data does not run into the next phase.
+async function aofQuiet() {
+  const q = new Queue(`bench-info-${Date.now()}`, { connection });
+  const c = await q.client;
+  const t0 = performance.now();
+  for (;;) {
+    const p = await c.info('persistence');
+    if (!/^aof_rewrite_in_progress:1/m.test(p) && !/^aof_rewrite_scheduled:1/m.test(p)) break;
+    if (performance.now() - t0 > 120_000) { log('an AOF rewrite still runs after 2 minutes; going on'); break; }
+    await sleep(100);
+  }
+  await q.close();
+  return (performance.now() - t0) / 1000;
 }
 
 // ---- workers, in this process or in children ----------------------------------
@@ -348,9 +374,7 @@ async function runProducers(queueName, onWindow = async () => {}) {
     onWindow('end'),
     queues[0].getJobCounts('waiting', 'active'),
   ]);
-  const cpu1 = cpuNow();
-  const cpu = {};
-  for (const k of Object.keys(cpu0)) cpu[k] = (100 * (cpu1[k] - cpu0[k])) / args.seconds;
+  const cpu = cpuPercent(cpu0, cpuNow());
   st.stop = true;
   await Promise.all(loops);
   await Promise.all(queues.map((q) => q.close()));
@@ -404,13 +428,15 @@ async function phaseLifecycle() {
 }
 
 async function phaseProbes() {
+  const cpu0 = cpuNow();
   const r = await probeLoop(`bench-probe-${stamp}`, args.workers, args.concurrency, args.probes);
+  r.cpu = cpuPercent(cpu0, cpuNow());
   return r;
 }
 
-const cpuText = (c) => {
+const cpuText = (c, main = "producers' process") => {
   const ours = c.redis + c.main + c.children;
-  return `redis-server ${c.redis.toFixed(0)} %, producers' process ${c.main.toFixed(0)} %` +
+  return `redis-server ${c.redis.toFixed(0)} %, ${main} ${c.main.toFixed(0)} %` +
     (c.children > 0 ? `, worker and prober processes ${c.children.toFixed(0)} %` : '') +
     `; rest of the machine (kernel, other processes) ${Math.max(0, c.machine - ours).toFixed(0)} %`;
 };
@@ -431,9 +457,13 @@ async function main() {
   log(`phase 1/3: create only: ${args.producers} producers, no workers, ${args.warmup} s warm-up + ${args.seconds} s`);
   const c = await phaseCreate();
   log(`  ${int(c.rate)} adds/s`);
+  const w2 = await aofQuiet();
+  if (w2 > 0.5) log(`  waited ${w2.toFixed(1)} s for Redis's background AOF rewrite to end`);
   log(`phase 2/3: full lifecycles: ${args.producers} producers, ${args.workers} workers x concurrency ${args.concurrency}, ${args.warmup} s warm-up + ${args.seconds} s`);
   const l = await phaseLifecycle();
   log(`  ${int(l.rate)} completed/s, ${int(l.addRate)} adds/s`);
+  const w3 = await aofQuiet();
+  if (w3 > 0.5) log(`  waited ${w3.toFixed(1)} s for Redis's background AOF rewrite to end`);
   log(`phase 3/3: enqueue -> start: ${args.probes} probes one at a time, ${args.workers} idle workers x concurrency ${args.concurrency}`);
   const p = await phaseProbes();
   const after = await serverFacts();
@@ -450,7 +480,7 @@ async function main() {
   out.push(`| full lifecycles/s (${args.workers} workers x concurrency ${args.concurrency}; completions Redis acknowledged) | ${int(l.rate)} (${int(l.done)} completed in ${args.seconds} s; CPU: ${cpuText(l.cpu)}) |`);
   out.push(`| durable creates/s while the workers consume | ${int(l.addRate)} (p50 ${ms(l.addP50)} ms, p99 ${ms(l.addP99)} ms; ${int(l.waiting)} jobs waiting at the window's end) |`);
   out.push(`| add → start at an idle worker of its own queue, under that load (a probe every 20 ms) | p50 ${ms(pct(lp.start, 0.5))} ms, p99 ${ms(pct(lp.start, 0.99))} ms, max ${ms(pct(lp.start, 1))} ms (${lp.start.length} probes) |`);
-  out.push(`| enqueue → start (processor called), idle workers | p50 ${ms(pct(p.start, 0.5))} ms, p99 ${ms(pct(p.start, 0.99))} ms, max ${ms(pct(p.start, 1))} ms (${p.start.length} probes) |`);
+  out.push(`| enqueue → start (processor called), idle workers | p50 ${ms(pct(p.start, 0.5))} ms, p99 ${ms(pct(p.start, 0.99))} ms, max ${ms(pct(p.start, 1))} ms (${p.start.length} probes; CPU: ${cpuText(p.cpu, 'the probing process')}) |`);
   out.push(`| enqueue → completed (the Worker's 'completed' event), idle workers | p50 ${ms(pct(p.done, 0.5))} ms, p99 ${ms(pct(p.done, 0.99))} ms |`);
   out.push(`| one add's latency, idle | p50 ${ms(pct(p.add, 0.5))} ms, p99 ${ms(pct(p.add, 0.99))} ms |`);
   out.push('');
@@ -460,7 +490,7 @@ async function main() {
   out.push(`| workers | ${args.workers} BullMQ Workers x concurrency ${args.concurrency} = ${args.workers * args.concurrency} slots, ${wp}; the processor returns at once |`);
   out.push(`| probes | phase 2: one Worker (concurrency 1) on a queue of its own, in a prober process; phase 3: ${args.probes} probes, the ${args.workers} x ${args.concurrency} Workers in the probing process; each probe waited for until completed, then 20 ms of rest |`);
   out.push(`| job | \`add('task', {title, description})\`: ${args.bodyBytes}-byte description, ${dataBytes} bytes of JSON; BullMQ's default options (attempts 1, completed jobs kept) |`);
-  out.push(`| timed phases | ${args.warmup} s warm-up (not counted), then ${args.seconds} s counted |`);
+  out.push(`| timed phases | ${args.warmup} s warm-up (not counted), then ${args.seconds} s counted; before phases 2 and 3 the bench waits for any background AOF rewrite of Redis to end |`);
   out.push(`| redis-server | ${after.redis}: CONFIG GET appendonly ${after.appendonly}, appendfsync ${after.appendfsync}; INFO persistence aof_enabled:${after.aofEnabled}, aof_rewrites:${after.aofRewrites}, aof_delayed_fsync:${after.aofDelayedFsync}; AOF ${(after.aofSize / 1048576).toFixed(0)} MiB, used memory ${after.usedMemory} at the end |`);
   out.push(`| bullmq / ioredis / node | ${versionOf('bullmq')} / ${versionOf('ioredis')} / ${process.version} |`);
   out.push(`| machine | ${cpus().length} cores (${cpus()[0]?.model?.trim() ?? '?'}), shared by redis-server and every client process |`);

@@ -101,6 +101,12 @@ impl Hub {
         hub
     }
 
+    /// Set (or replace) an `AGENTCOM_*` setting for the next restart.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Start (again) on the same port and data dir; wait until healthy.
     pub fn restart(&mut self) {
         let mut cmd = match self.nofile {

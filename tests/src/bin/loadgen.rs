@@ -21,6 +21,11 @@
 //!   probe client every 20 ms (the probe agent alone has capability
 //!   `probe`, so it is idle when a probe arrives).
 //! - `latency`: the same probes with nothing else running.
+//! - `million` (not in the default set): `--million` tasks created in
+//!   batches of 1,000 and taken through their whole lifecycle by the
+//!   agents; then the hub's RSS and store size, a restart (SIGTERM, start
+//!   again) timed to serving, its RSS after, and retention at 0 days
+//!   deleting them all, with the store size after.
 //!
 //! Prints a Markdown table for docs/benchmarks.md. `AGENTCOM_*` variables
 //! are passed to the hub.
@@ -44,6 +49,7 @@ struct Args {
     phases: Vec<String>,
     bullmq_creates: Option<f64>,
     bullmq_lifecycles: Option<f64>,
+    million: usize,
 }
 
 fn args() -> Args {
@@ -57,6 +63,7 @@ fn args() -> Args {
             .to_vec(),
         bullmq_creates: None,
         bullmq_lifecycles: None,
+        million: 1_000_000,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -78,10 +85,12 @@ fn args() -> Args {
             "--phases" => a.phases = v(i).split(',').map(String::from).collect(),
             "--bullmq-creates" => a.bullmq_creates = Some(n(i)),
             "--bullmq-lifecycles" => a.bullmq_lifecycles = Some(n(i)),
+            "--million" => a.million = n(i) as usize,
             "-h" | "--help" => {
                 println!(
                     "agentcom-loadgen [--phases raw,creates,consume,latency] [--clients 64] [--agents 200]\n\
-                     \x20                [--seconds 10] [--body-bytes 500] [--bullmq-creates N] [--bullmq-lifecycles N]"
+                     \x20                [--seconds 10] [--body-bytes 500] [--bullmq-creates N] [--bullmq-lifecycles N]\n\
+                     \x20                [--phases million --million 1000000]"
                 );
                 std::process::exit(0);
             }
@@ -426,6 +435,168 @@ fn commit_rate(before: (u64, u64), after: (u64, u64), window: f64) -> String {
     )
 }
 
+/// Bytes under `dir`.
+fn du(dir: &std::path::Path) -> u64 {
+    let mut n = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => n += du(&e.path()),
+                Ok(m) => n += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    n
+}
+
+/// The `million` phase.
+fn million(a: &Args, body: &str, row: &mut impl FnMut(&str, String)) {
+    let n = a.million;
+    eprintln!("million: {n} tasks through their lifecycle…");
+    let root = tempfile::tempdir().unwrap();
+    let mut hub = start_hub(root.path());
+    let data = hub.dir.join("data");
+    let fleet = Fleet::start(&hub, a.agents);
+    let started = Instant::now();
+    let per_client = n.div_ceil(8);
+    let pid = hub.pid().unwrap();
+    let rss_seen: Arc<Mutex<Vec<(u64, f64)>>> = Arc::default();
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (rss_seen, sampling, url, token) = (
+            rss_seen.clone(),
+            sampling.clone(),
+            hub.url.clone(),
+            hub.token.clone(),
+        );
+        std::thread::spawn(move || {
+            let http: ureq::Agent = ureq::Agent::config_builder().build().into();
+            let mut next = 0u64;
+            while sampling.load(Ordering::Relaxed) {
+                let done = http
+                    .get(format!("{url}/api/state"))
+                    .header("Authorization", format!("Bearer {token}"))
+                    .call()
+                    .ok()
+                    .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
+                    .and_then(|v| v["tasks"]["completed"].as_u64())
+                    .unwrap_or(0);
+                if done >= next {
+                    rss_seen.lock().unwrap().push((done, rss_mib(pid)));
+                    next = done + (n as u64 / 10).max(1);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    std::thread::scope(|s| {
+        for c in 0..8 {
+            let (url, token) = (hub.url.clone(), hub.token.clone());
+            s.spawn(move || {
+                let http: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                let mine = per_client.min(n.saturating_sub(c * per_client));
+                let mut done = 0;
+                while done < mine {
+                    // Keep the backlog bounded: the hub's memory follows
+                    // its live tasks, and this phase is about finished ones.
+                    loop {
+                        let mut r = http
+                            .get(format!("{url}/api/state"))
+                            .header("Authorization", format!("Bearer {token}"))
+                            .call()
+                            .expect("GET /api/state");
+                        let state: Value = r.body_mut().read_json().unwrap();
+                        if state["tasks"]["queued"].as_u64().unwrap_or(0) < 20_000 {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    let k = (mine - done).min(1000);
+                    let tasks: Vec<Value> = (0..k)
+                        .map(|i| json!({ "title": format!("million {c}-{}", done + i), "description": body }))
+                        .collect();
+                    let mut r = http
+                        .post(format!("{url}/api/tasks/batch"))
+                        .header("Authorization", format!("Bearer {token}"))
+                        .send_json(json!({ "tasks": tasks }))
+                        .expect("POST /api/tasks/batch");
+                    assert_eq!(r.status(), 201, "batch");
+                    r.body_mut().read_to_vec().unwrap();
+                    done += k;
+                }
+            });
+        }
+    });
+    let created_in = started.elapsed().as_secs_f64();
+    wait_until(Duration::from_secs(3600), "every task to complete", || {
+        (completed(&hub) >= n as u64).then_some(())
+    });
+    sampling.store(false, Ordering::Relaxed);
+    let _ = sampler.join();
+    let samples: Vec<String> = rss_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(d, r)| format!("{d}: {r:.0}"))
+        .collect();
+    row("hub RSS (MiB) as tasks completed", samples.join(", "));
+    let lifecycle_s = started.elapsed().as_secs_f64();
+    fleet.stop();
+    row(
+        &format!(
+            "{n} tasks created (batches of 1,000, at most 20,000 queued at once) and completed by {} agents",
+            a.agents
+        ),
+        format!(
+            "created in {created_in:.0} s ({:.0} /s), all completed in {lifecycle_s:.0} s ({:.0} lifecycles/s)",
+            n as f64 / created_in,
+            n as f64 / lifecycle_s
+        ),
+    );
+    let rss_full = rss_mib(pid);
+    hub.terminate();
+    let store_full = du(&data);
+    let t0 = Instant::now();
+    hub.restart();
+    let restart_s = t0.elapsed().as_secs_f64();
+    let pid = hub.pid().unwrap();
+    let counted = completed(&hub);
+    let rss_restarted = rss_mib(pid);
+    row(
+        "hub restart with them in the store, to serving",
+        format!(
+            "{restart_s:.2} s (to /healthz 200; {counted} completed counted at once); RSS {rss_full:.0} MiB before, {rss_restarted:.0} MiB after"
+        ),
+    );
+    // Retention at 0 days: every finished task goes.
+    hub.terminate();
+    hub.set_env("AGENTCOM_RETENTION__FINISHED_DAYS", "0");
+    hub.set_env("AGENTCOM_TIMEOUTS__SWEEP_INTERVAL_S", "1");
+    hub.restart();
+    let t0 = Instant::now();
+    wait_until(
+        Duration::from_secs(3600),
+        "retention to delete every task",
+        || (completed(&hub) == 0).then_some(()),
+    );
+    let purge_s = t0.elapsed().as_secs_f64();
+    hub.terminate();
+    let store_after = du(&data);
+    row(
+        "store size",
+        format!(
+            "{:.0} MiB with the {n} finished tasks ({:.0} B a task); {:.0} MiB after retention deleted them all in {purge_s:.0} s",
+            store_full as f64 / 1048576.0,
+            store_full as f64 / n as f64,
+            store_after as f64 / 1048576.0
+        ),
+    );
+}
+
 fn main() {
     let a = args();
     let phase = |p: &str| a.phases.iter().any(|x| x == p);
@@ -584,6 +755,10 @@ fn main() {
             ),
         );
         fleet.stop();
+    }
+
+    if phase("million") {
+        million(&a, &body, &mut row);
     }
 
     let mut out = std::io::stdout().lock();
