@@ -260,6 +260,7 @@ async function probeLoop(queueName, workers, concurrency, count, shouldStop = ()
 // A child process: --role workers (count on request, stop) or --role prober
 // (probe until told to stop, then report).
 async function child() {
+  process.on('disconnect', () => process.exit(0)); // the main process is gone
   if (args.role === 'workers') {
     const pool = startWorkers(args.queue, args.workers, args.concurrency);
     await pool.ready;

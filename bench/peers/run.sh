@@ -74,7 +74,12 @@ free_port() {
 [ -n "$port" ] || port="$(free_port)"
 dir="$(mktemp -d -t bench-peers-redis.XXXXXX)"
 redis_pid=""
+bench_pid=""
 cleanup() {
+  if [ -n "$bench_pid" ] && kill -0 "$bench_pid" 2>/dev/null; then
+    kill "$bench_pid" 2>/dev/null || true
+    wait "$bench_pid" 2>/dev/null || true
+  fi
   if [ -n "$redis_pid" ] && kill -0 "$redis_pid" 2>/dev/null; then
     redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || kill "$redis_pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$redis_pid" 2>/dev/null || break; sleep 0.1; done
@@ -102,4 +107,6 @@ if [ "$fsync" != always ] || [ "$aof" != "aof_enabled:1" ]; then
 fi
 
 # --- the benchmark ---------------------------------------------------------------
-node "$here/bullmq-bench.mjs" --port "$port" ${bench_args[@]+"${bench_args[@]}"}
+node "$here/bullmq-bench.mjs" --port "$port" ${bench_args[@]+"${bench_args[@]}"} &
+bench_pid=$!
+wait "$bench_pid"
