@@ -25,7 +25,7 @@ use crate::actors::repo::{RepoActor, RepoLinks};
 use crate::actors::scheduler::{SchedulerActor, SchedulerLinks};
 use crate::alerts::AlertBus;
 use crate::auth::Auth;
-use crate::config::Settings;
+use crate::config::{Settings, StoreBackend};
 use crate::domain::changes::ChangeCore;
 use crate::domain::queue::QueueCore;
 use crate::events::EventBus;
@@ -49,12 +49,21 @@ pub struct Started {
 /// system.
 pub fn start(settings: Settings) -> Result<Started, String> {
     let settings = Arc::new(settings);
-    let store = Store::open(&settings.data_dir, settings.store.cache_mb).map_err(|e| {
-        format!(
-            "cannot open the store in {}: {e}",
-            settings.data_dir.display()
-        )
-    })?;
+    let store = match (settings.store.backend, &settings.store.url) {
+        (StoreBackend::Postgres, Some(url)) => {
+            // The data dir still holds the tokens and the repositories' clones.
+            std::fs::create_dir_all(&settings.data_dir)
+                .map_err(|e| format!("cannot create {}: {e}", settings.data_dir.display()))?;
+            Store::open_postgres(url)
+                .map_err(|e| format!("cannot open the store (store.backend = \"postgres\"): {e}"))?
+        }
+        _ => Store::open(&settings.data_dir, settings.store.cache_mb).map_err(|e| {
+            format!(
+                "cannot open the store in {}: {e}",
+                settings.data_dir.display()
+            )
+        })?,
+    };
     let auth = Auth::initialise(&settings, &store).map_err(|e| e.to_string())?;
 
     let live: Vec<(Task, u32)> = store
@@ -125,6 +134,7 @@ pub fn start(settings: Settings) -> Result<Started, String> {
         total = tasks.counts().total,
         queued = core.queued_len(),
         active = held.len(),
+        store = store.engine_name(),
         "queue restored from the store"
     );
     let records = store.load_agents().map_err(|e| e.to_string())?;
@@ -539,6 +549,39 @@ async fn wait_for_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
+}
+
+/// `agentcom-hub store copy`: everything of the store at `from` copied into
+/// the new store at `to` (each a data dir or a `postgres://` URL); the
+/// summary printed.
+pub fn copy_store(from: &str, to: &str) -> Result<String, String> {
+    let open = |place: &str| {
+        let store = if place.starts_with("postgres://") || place.starts_with("postgresql://") {
+            Store::open_postgres(place)
+        } else {
+            Store::open(Path::new(place), 64)
+        };
+        store.map_err(|e| {
+            let shown = if place.contains("://") {
+                "the database"
+            } else {
+                place
+            };
+            format!("cannot open the store in {shown}: {e} (is a hub still running on it? stop it first)")
+        })
+    };
+    let source = open(from)?;
+    let dest = open(to)?;
+    let c = source.copy_into(&dest).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "copied {} task entries, {} agents, {} sessions and {} hub values from the {} store to the {} store",
+        c.tasks,
+        c.agents,
+        c.sessions,
+        c.meta,
+        source.engine_name(),
+        dest.engine_name()
+    ))
 }
 
 #[cfg(test)]

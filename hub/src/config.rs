@@ -229,8 +229,25 @@ impl RetentionSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
+    /// Where tasks, agents and changes are kept: `sled` (embedded, under
+    /// `data_dir`) or `postgres` (the database at `url`).
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// The PostgreSQL database (`postgres://user@host:port/db`), for
+    /// `backend = "postgres"`.
+    #[serde(default)]
+    pub url: Option<String>,
     /// sled's page cache, in MiB (sled's own default is 1 GiB).
     pub cache_mb: u64,
+}
+
+/// `store.backend`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sled,
+    Postgres,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -411,6 +428,30 @@ impl Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         let t = &self.timeouts;
         let invalid = |key, message: String| Err(SettingsError::Invalid { key, message });
+        match (self.store.backend, &self.store.url) {
+            (StoreBackend::Postgres, None) => {
+                return invalid(
+                    "store.url",
+                    "store.backend = \"postgres\" needs the database's URL, e.g. \
+                     store.url = \"postgres://agentcom@127.0.0.1:5432/agentcom\" \
+                     (or AGENTCOM_STORE__URL)"
+                        .into(),
+                )
+            }
+            (StoreBackend::Postgres, Some(url))
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) =>
+            {
+                return invalid("store.url", format!("{url:?} is not a postgres:// URL"))
+            }
+            (StoreBackend::Sled, Some(_)) => {
+                return invalid(
+                    "store.url",
+                    "is for store.backend = \"postgres\"; the sled store lives under data_dir"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
         if t.stall_s == 0 || t.stall_kill_s <= t.stall_s {
             return invalid(
                 "timeouts.stall_kill_s",

@@ -71,6 +71,21 @@ earlier demo made; any other non-empty directory is refused).")]
         #[command(subcommand)]
         cmd: LaneArgs,
     },
+    /// Move a hub's store: copy everything from one store into a new,
+    /// empty one (the hub stopped).
+    #[command(after_help = "Examples:
+  agentcom-hub store copy --from ./data/hub --to postgres://agentcom@db:5432/agentcom
+  agentcom-hub store copy --from postgres://agentcom@db:5432/agentcom --to ./data/hub-again
+
+A store is a hub's data dir (sled) or a postgres:// URL. The hub must be
+stopped (sled refuses a store another process holds); the destination must
+hold no tasks and no agents. Then start the hub with store.backend and
+store.url naming the destination, and the same data dir (it keeps the
+admin and enrollment tokens and the repositories' clones).")]
+    Store {
+        #[command(subcommand)]
+        cmd: StoreArgs,
+    },
     /// Recent alerts of a running hub, newest first.
     #[command(after_help = "Examples:
   agentcom-hub alerts                # the last 20: when, what, about what, why
@@ -80,6 +95,19 @@ earlier demo made; any other non-empty directory is refused).")]
         conn: ConnArgs,
         #[arg(long, default_value_t = 20)]
         limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreArgs {
+    /// Copy every task, change, agent, session and hub value.
+    Copy {
+        /// The store to copy: a data dir, or postgres://….
+        #[arg(long)]
+        from: String,
+        /// The new store: a data dir, or postgres://….
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -371,6 +399,12 @@ fn main() -> ExitCode {
                 },
             };
             actix_rt::System::new().block_on(cli::lane(conn.into(), cmd))
+        }
+        Cmd::Store {
+            cmd: StoreArgs::Copy { from, to },
+        } => {
+            init_logs("warn");
+            agentcom_hub::app::copy_store(&from, &to).map(|summary| println!("{summary}"))
         }
         Cmd::Alerts { conn, limit } => {
             init_logs("warn");

@@ -1,4 +1,7 @@
-//! The durable store: an embedded sled database under `data_dir`.
+//! The durable store: an embedded sled database under `data_dir` (the
+//! default), or a PostgreSQL database (`store.backend = "postgres"`); the
+//! trees below are ordered maps of bytes either way ([`kv`]), so every
+//! layout in this module and its children is written once.
 //!
 //! Trees:
 //! - `tasks`: every task, its history and the indexes over them (their
@@ -16,8 +19,10 @@
 //! 0.34's flush does not fsync on Linux; when sled wrote or removed blob
 //! files (large values) since the last sync, a `syncfs` through a handle of
 //! the store's directory makes them durable too, without opening any file
-//! (see docs/decisions/0002 and 0003). Nothing is acknowledged to anyone
-//! before it returns.
+//! (see docs/decisions/0002 and 0003). With PostgreSQL a sync commits
+//! every write made since the last one in one transaction
+//! ([`postgres`], decision 0014). Nothing is acknowledged to anyone before
+//! it returns.
 //!
 //! The store knows bytes and records, never the rules of the queue; it is
 //! written only by the queue actor (tasks), the registry actor (agents),
@@ -35,7 +40,11 @@ use serde::{Deserialize, Serialize};
 use crate::domain::fsm::Breaker;
 
 mod changes;
+mod kv;
+mod postgres;
 mod tasks;
+
+use kv::{Batch, Tree};
 
 pub(crate) use tasks::{Fields, Purge, Purged};
 
@@ -47,6 +56,12 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("store record {key} is corrupt: {message}")]
     Corrupt { key: String, message: String },
+    #[error("store (PostgreSQL): {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("store (PostgreSQL): {0}")]
+    Unavailable(String),
+    #[error("store (PostgreSQL): the schema's migrations failed: {0}")]
+    Migration(String),
 }
 
 /// An agent as stored. Only the hash of its token is kept.
@@ -80,15 +95,31 @@ pub(crate) struct SessionRecord {
 
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    tasks: sled::Tree,
-    agents: sled::Tree,
-    meta: sled::Tree,
-    sessions: sled::Tree,
-    durability: Arc<Durability>,
-    /// Where large task values live, one file each (see [`tasks`]).
-    files: Arc<PathBuf>,
+    engine: Engine,
+    tasks: Tree,
+    agents: Tree,
+    meta: Tree,
+    sessions: Tree,
+    /// Where large task values live, one file each (see [`tasks`]); sled
+    /// only (PostgreSQL keeps them in their records).
+    files: Option<Arc<PathBuf>>,
 }
+
+/// What a sync makes durable.
+#[derive(Clone)]
+enum Engine {
+    Sled {
+        db: sled::Db,
+        durability: Arc<Durability>,
+    },
+    Postgres(Arc<postgres::Postgres>),
+}
+
+/// The trees' numbers in PostgreSQL's table.
+const TASKS: i16 = 1;
+const AGENTS: i16 = 2;
+const META: i16 = 3;
+const SESSIONS: i16 = 4;
 
 /// The handles a sync uses, opened once: syncing never opens a file (so it
 /// cannot race sled removing one, nor fail for want of descriptors).
@@ -124,35 +155,70 @@ impl Store {
             blobs: sled_dir.join("blobs"),
             blobs_synced: Mutex::new(None),
         };
-        let store = Store {
-            tasks: db.open_tree("tasks")?,
-            agents: db.open_tree("agents")?,
-            meta: db.open_tree("meta")?,
-            sessions: db.open_tree("sessions")?,
-            db,
-            durability: Arc::new(durability),
-            files: Arc::new(dir.join("values")),
-        };
         // Make the data file's directory entry durable too.
-        store.durability.dir.sync_all()?;
+        durability.dir.sync_all()?;
         sync_dir(dir)?;
+        let store = Store {
+            tasks: Tree::Sled(db.open_tree("tasks")?),
+            agents: Tree::Sled(db.open_tree("agents")?),
+            meta: Tree::Sled(db.open_tree("meta")?),
+            sessions: Tree::Sled(db.open_tree("sessions")?),
+            engine: Engine::Sled {
+                db,
+                durability: Arc::new(durability),
+            },
+            files: Some(Arc::new(dir.join("values"))),
+        };
         store.migrate()?;
         store.remove_orphan_files()?;
         Ok(store)
     }
 
+    /// Open the store in the PostgreSQL database at `url`, applying the
+    /// schema's migrations.
+    pub(crate) fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let db = postgres::Postgres::open(url)?;
+        let tree = |tree| Tree::Postgres {
+            db: db.clone(),
+            tree,
+        };
+        let store = Store {
+            tasks: tree(TASKS),
+            agents: tree(AGENTS),
+            meta: tree(META),
+            sessions: tree(SESSIONS),
+            engine: Engine::Postgres(db),
+            files: None,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The engine's name, for logs.
+    pub(crate) fn engine_name(&self) -> &'static str {
+        match self.engine {
+            Engine::Sled { .. } => "sled",
+            Engine::Postgres(_) => "postgres",
+        }
+    }
+
     /// Make every file of the store's file system durable at once (the
     /// value files written for a group, before the group's records).
     pub(crate) fn sync_files(&self) -> Result<(), StoreError> {
-        nix::unistd::syncfs(&self.durability.dir).map_err(std::io::Error::from)?;
+        if let Engine::Sled { durability, .. } = &self.engine {
+            nix::unistd::syncfs(&durability.dir).map_err(std::io::Error::from)?;
+        }
         Ok(())
     }
 
     /// Make everything written so far durable: flush, then fdatasync (and
     /// syncfs when blob files came or went).
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        let d = &self.durability;
+        let (db, d) = match &self.engine {
+            Engine::Sled { db, durability } => (db, durability),
+            Engine::Postgres(pg) => return pg.sync(),
+        };
+        db.flush()?;
         d.data.sync_data()?;
         // A stat, not an open: the directory's mtime moves whenever sled
         // creates or removes a blob file.
@@ -167,8 +233,13 @@ impl Store {
 
     /// The store answers (for `/healthz`).
     pub fn ping(&self) -> Result<(), StoreError> {
-        self.meta.get(b"ping")?;
-        Ok(())
+        match &self.engine {
+            Engine::Sled { .. } => {
+                self.meta.get(b"ping")?;
+                Ok(())
+            }
+            Engine::Postgres(pg) => pg.ping(),
+        }
     }
 
     // ----- agents and meta ---------------------------------------------------------
@@ -228,7 +299,7 @@ impl Store {
         match sha {
             Some(sha) => self.meta.insert(key.as_bytes(), sha.as_bytes())?,
             None => self.meta.remove(key.as_bytes())?,
-        };
+        }
         Ok(())
     }
 
@@ -290,12 +361,73 @@ impl Store {
 
     /// Delete sessions, durably.
     pub(crate) fn delete_sessions(&self, ids_sha256: &[String]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for id in ids_sha256 {
             batch.remove(id.as_bytes());
         }
         self.sessions.apply_batch(batch)?;
         self.sync()
+    }
+}
+
+/// What [`Store::copy_into`] copied: entries per tree.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Copied {
+    pub tasks: u64,
+    pub agents: u64,
+    pub meta: u64,
+    pub sessions: u64,
+}
+
+impl Store {
+    /// Copy everything this store holds into `to`, which must hold no
+    /// tasks and no agents: every tree entry by entry, task records with
+    /// their value files put back in them, `to` synced every 1,000 entries
+    /// and at the end. Checks that `to` then holds as many entries of each
+    /// tree as this store.
+    pub(crate) fn copy_into(&self, to: &Store) -> Result<Copied, StoreError> {
+        if to.tasks.iter().next().is_some() || to.agents.iter().next().is_some() {
+            return Err(StoreError::Unavailable(
+                "the destination already holds tasks or agents; copy only into a new, empty store"
+                    .into(),
+            ));
+        }
+        let mut copied = Copied::default();
+        for (name, from, into, count) in [
+            ("agents", &self.agents, &to.agents, &mut copied.agents),
+            ("meta", &self.meta, &to.meta, &mut copied.meta),
+            (
+                "sessions",
+                &self.sessions,
+                &to.sessions,
+                &mut copied.sessions,
+            ),
+            ("tasks", &self.tasks, &to.tasks, &mut copied.tasks),
+        ] {
+            let mut batch = Batch::default();
+            let mut in_batch = 0;
+            for kv in from.iter() {
+                let (k, v) = kv?;
+                batch.insert(&k, self.portable(&k, &v)?);
+                in_batch += 1;
+                *count += 1;
+                if in_batch == 1000 {
+                    into.apply_batch(std::mem::take(&mut batch))?;
+                    to.sync()?;
+                    in_batch = 0;
+                }
+            }
+            into.apply_batch(batch)?;
+            to.sync()?;
+            let there = into.iter().count() as u64;
+            if there != *count {
+                return Err(StoreError::Corrupt {
+                    key: name.into(),
+                    message: format!("copied {count} entries but the destination holds {there}"),
+                });
+            }
+        }
+        Ok(copied)
     }
 }
 
@@ -328,92 +460,102 @@ pub(crate) fn open_for_test(dir: &Path) -> Store {
     }
 }
 
+/// Run a store test on each engine: sled in a fresh directory, and
+/// PostgreSQL in a fresh database when the test PostgreSQL runs
+/// (`AGENTCOM_TEST_PG_URL`, set by scripts/test.sh). `open` opens the same
+/// store again each time it is called (after a drop: a restart).
+#[cfg(test)]
+pub(crate) fn each_engine(name: &str, test: impl Fn(&dyn Fn() -> Store)) {
+    let dir = std::env::temp_dir().join(format!("agentcom-engine-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    test(&|| open_for_test(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+    match postgres::testing::fresh_database(name) {
+        Some(url) => test(&|| Store::open_postgres(&url).expect("the test database")),
+        None => eprintln!("{name}: not run on PostgreSQL (AGENTCOM_TEST_PG_URL is not set)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("agentcom-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
-
     #[test]
     fn a_red_main_is_remembered_until_green() {
-        let dir = tmp("repo-red");
-        let s = open_for_test(&dir);
-        assert_eq!(s.repo_red("app").unwrap(), None);
-        s.put_repo_red("app", Some("bad")).unwrap();
-        s.sync().unwrap();
-        drop(s);
-        let s = open_for_test(&dir);
-        assert_eq!(s.repo_red("app").unwrap().as_deref(), Some("bad"));
-        assert_eq!(s.repo_red("other").unwrap(), None);
-        s.put_repo_red("app", None).unwrap();
-        s.sync().unwrap();
-        drop(s);
-        let s = open_for_test(&dir);
-        assert_eq!(s.repo_red("app").unwrap(), None);
-        let _ = std::fs::remove_dir_all(&dir);
+        crate::store::each_engine("repo-red", |open| {
+            let s = open();
+            assert_eq!(s.repo_red("app").unwrap(), None);
+            s.put_repo_red("app", Some("bad")).unwrap();
+            s.sync().unwrap();
+            drop(s);
+            let s = open();
+            assert_eq!(s.repo_red("app").unwrap().as_deref(), Some("bad"));
+            assert_eq!(s.repo_red("other").unwrap(), None);
+            s.put_repo_red("app", None).unwrap();
+            s.sync().unwrap();
+            drop(s);
+            let s = open();
+            assert_eq!(s.repo_red("app").unwrap(), None);
+        });
     }
 
     #[test]
     fn agents_and_meta_round_trip() {
-        let dir = tmp("agents");
-        let s = open_for_test(&dir);
-        let a = AgentRecord {
-            id: "a1".into(),
-            capabilities: vec!["x".into()],
-            token_sha256: "h".into(),
-            created_at: Timestamp(1),
-            breaker: Breaker {
-                failures: vec!["t1".into(), "t2".into()],
-                degraded_until: Some(Timestamp(5)),
-                degraded_reason: Some("environment: disk full".into()),
-                degraded_by: Some(crate::domain::fsm::DegradedBy::Environment),
-            },
-            paused: true,
-            verification_task: Some("T1".into()),
-        };
-        s.put_agent(&a).unwrap();
-        s.meta_put("k", "v").unwrap();
-        drop(s);
-        let s = open_for_test(&dir);
-        assert_eq!(s.load_agents().unwrap(), vec![a]);
-        assert_eq!(s.meta_get("k").unwrap().as_deref(), Some("v"));
-        s.delete_agent("a1").unwrap();
-        assert!(s.load_agents().unwrap().is_empty());
-        let session = SessionRecord {
-            token_sha256: "t".into(),
-            created_at: Timestamp(1),
-            expires_at: Timestamp(2),
-        };
-        s.put_session("h1", &session).unwrap();
-        s.put_session("h2", &session).unwrap();
-        s.delete_sessions(&["h1".into()]).unwrap();
-        assert_eq!(s.load_sessions().unwrap(), vec![("h2".into(), session)]);
-        std::fs::remove_dir_all(dir).ok();
+        crate::store::each_engine("agents", |open| {
+            let s = open();
+            let a = AgentRecord {
+                id: "a1".into(),
+                capabilities: vec!["x".into()],
+                token_sha256: "h".into(),
+                created_at: Timestamp(1),
+                breaker: Breaker {
+                    failures: vec!["t1".into(), "t2".into()],
+                    degraded_until: Some(Timestamp(5)),
+                    degraded_reason: Some("environment: disk full".into()),
+                    degraded_by: Some(crate::domain::fsm::DegradedBy::Environment),
+                },
+                paused: true,
+                verification_task: Some("T1".into()),
+            };
+            s.put_agent(&a).unwrap();
+            s.meta_put("k", "v").unwrap();
+            drop(s);
+            let s = open();
+            assert_eq!(s.load_agents().unwrap(), vec![a]);
+            assert_eq!(s.meta_get("k").unwrap().as_deref(), Some("v"));
+            s.delete_agent("a1").unwrap();
+            assert!(s.load_agents().unwrap().is_empty());
+            let session = SessionRecord {
+                token_sha256: "t".into(),
+                created_at: Timestamp(1),
+                expires_at: Timestamp(2),
+            };
+            s.put_session("h1", &session).unwrap();
+            s.put_session("h2", &session).unwrap();
+            s.delete_sessions(&["h1".into()]).unwrap();
+            assert_eq!(s.load_sessions().unwrap(), vec![("h2".into(), session)]);
+        });
     }
 
     #[test]
     fn paused_lanes_round_trip_and_an_old_agent_record_is_not_paused() {
-        let dir = tmp("lanes");
-        let s = open_for_test(&dir);
-        assert!(s.paused_lanes().unwrap().is_empty());
-        s.put_paused_lanes(&[Priority::Urgent, Priority::Low])
+        crate::store::each_engine("lanes", |open| {
+            let s = open();
+            assert!(s.paused_lanes().unwrap().is_empty());
+            s.put_paused_lanes(&[Priority::Urgent, Priority::Low])
+                .unwrap();
+            s.sync().unwrap();
+            drop(s);
+            let s = open();
+            assert_eq!(s.paused_lanes().unwrap(), [Priority::Urgent, Priority::Low]);
+            s.put_paused_lanes(&[]).unwrap();
+            assert!(s.paused_lanes().unwrap().is_empty());
+            // A record written before `paused` existed.
+            let old: AgentRecord = serde_json::from_str(
+                r#"{"id":"a","capabilities":[],"token_sha256":"h","created_at":"2026-01-01T00:00:00Z"}"#,
+            )
             .unwrap();
-        s.sync().unwrap();
-        drop(s);
-        let s = open_for_test(&dir);
-        assert_eq!(s.paused_lanes().unwrap(), [Priority::Urgent, Priority::Low]);
-        s.put_paused_lanes(&[]).unwrap();
-        assert!(s.paused_lanes().unwrap().is_empty());
-        // A record written before `paused` existed.
-        let old: AgentRecord = serde_json::from_str(
-            r#"{"id":"a","capabilities":[],"token_sha256":"h","created_at":"2026-01-01T00:00:00Z"}"#,
-        )
-        .unwrap();
-        assert!(!old.paused);
-        std::fs::remove_dir_all(dir).ok();
+            assert!(!old.paused);
+        });
     }
 }

@@ -14,6 +14,7 @@ use agentcom_protocol::{Change, ChangeEntry, ChangeStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::changes::ChangeDelta;
+use crate::store::kv::Batch;
 use crate::store::{decode, Store, StoreError};
 
 #[derive(Serialize, Deserialize)]
@@ -55,7 +56,7 @@ pub(crate) struct StoredChange {
 
 impl Store {
     /// Stage change deltas into a group's batch.
-    pub(crate) fn stage_changes(&self, batch: &mut sled::Batch, deltas: &[ChangeDelta]) {
+    pub(super) fn stage_changes(&self, batch: &mut Batch, deltas: &[ChangeDelta]) {
         for d in deltas {
             let c = &d.change;
             let mut head = c.clone();
@@ -90,9 +91,9 @@ impl Store {
 
     /// Stage the deletion of every change of a task (retention); answers
     /// the statuses they had.
-    pub(crate) fn stage_purge_changes(
+    pub(super) fn stage_purge_changes(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
         task_id: &str,
     ) -> Result<Vec<ChangeStatus>, StoreError> {
         let mut statuses = Vec::new();

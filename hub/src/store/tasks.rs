@@ -30,7 +30,7 @@
 //! A change of a task that the queue holds only in part (a finished
 //! task's head, or a step that did not touch the body or result) takes
 //! the rest from the record already stored. Everything of one group goes
-//! in one `sled::Batch`. This module knows the layout, never the rules.
+//! in one batch. This module knows the layout, never the rules.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -40,6 +40,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::changes::ChangeDelta;
 use crate::domain::queue::{spec_digest, StoredKey, TaskDelta};
+use crate::store::kv::Batch;
 use crate::store::{decode, Store, StoreError};
 
 mod migrate;
@@ -235,7 +236,21 @@ impl Store {
     fn value_path(&self, id: &str, extension: &str) -> std::path::PathBuf {
         // Fan out by the end of the id (a ULID's random part).
         let fan = &id[id.len().saturating_sub(2)..];
-        self.files.join(fan).join(format!("{id}.{extension}"))
+        self.files
+            .as_ref()
+            .expect("only sled keeps values in files")
+            .join(fan)
+            .join(format!("{id}.{extension}"))
+    }
+
+    /// Values larger than this go to a file: sled's [`INLINE_MAX`]; none
+    /// with PostgreSQL, which keeps large values out of line itself.
+    fn inline_max(&self) -> usize {
+        if self.files.is_some() {
+            INLINE_MAX
+        } else {
+            usize::MAX
+        }
     }
 
     fn value_file(&self, part: Part, id: &str) -> std::path::PathBuf {
@@ -267,6 +282,9 @@ impl Store {
 
     /// Remove the value files of these tasks (after retention deleted them).
     fn remove_files(&self, ids: &[String]) {
+        if self.files.is_none() {
+            return;
+        }
         for id in ids {
             for part in [Part::Body, Part::Result] {
                 let _ = std::fs::remove_file(self.value_file(part, id));
@@ -289,7 +307,10 @@ impl Store {
     /// Value files whose record does not point at them (a group that never
     /// became durable wrote them) are removed; run at open.
     pub(crate) fn remove_orphan_files(&self) -> Result<(), StoreError> {
-        let Ok(fans) = std::fs::read_dir(&*self.files) else {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        let Ok(fans) = std::fs::read_dir(&**files) else {
             return Ok(());
         };
         let mut removed = 0usize;
@@ -349,7 +370,7 @@ impl Store {
         change_deltas: &[ChangeDelta],
         purge: Option<&Purge>,
     ) -> Result<Vec<Purged>, StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut files = 0;
         self.stage_changes(&mut batch, change_deltas);
         let mut counts = self.counts()?;
@@ -450,7 +471,7 @@ impl Store {
                 metadata: task.metadata.take(),
             };
             let bytes = json(&body);
-            if bytes.len() > INLINE_MAX {
+            if bytes.len() > self.inline_max() {
                 self.write_value_file(Part::Body, &task.id, &bytes)?;
                 *files += 1;
                 body_in_file = true;
@@ -467,7 +488,7 @@ impl Store {
         if d.write_result {
             if let Some(r) = task.result.take() {
                 let bytes = json(&r);
-                if bytes.len() > INLINE_MAX {
+                if bytes.len() > self.inline_max() {
                     self.write_value_file(Part::Result, &task.id, &bytes)?;
                     *files += 1;
                     result_in_file = true;
@@ -493,7 +514,7 @@ impl Store {
     fn stage_purge(
         &self,
         p: &Purge,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
         counts: &mut Counts,
     ) -> Result<Vec<Purged>, StoreError> {
         let mut out = Vec::new();
@@ -526,6 +547,35 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// The value of `key` as another store can hold it: a task's record
+    /// with the body and result its files hold put back in it (the other
+    /// store has no files of this one); any other value as it is.
+    pub(super) fn portable(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        if !(key.starts_with(b"l/") || key.starts_with(b"t/")) {
+            return Ok(value.to_vec());
+        }
+        let mut r: Record = decode(key, value)?;
+        if !(r.body_in_file || r.result_in_file) {
+            return Ok(value.to_vec());
+        }
+        let id = r.task.id.clone();
+        if r.body_in_file {
+            if let Some(v) = self.read_value_file(Part::Body, &id)? {
+                let body: Body = decode(&self::key("b/", &id), &v)?;
+                r.task.description = body.description;
+                r.task.metadata = body.metadata;
+            }
+            r.body_in_file = false;
+        }
+        if r.result_in_file {
+            if let Some(v) = self.read_value_file(Part::Result, &id)? {
+                r.task.result = Some(decode::<TaskResult>(&self::key("r/", &id), &v)?);
+            }
+            r.result_in_file = false;
+        }
+        Ok(json(&r))
     }
 
     /// A record as a stored task, with the heavy fields `fields` asks for.
@@ -657,7 +707,7 @@ impl Store {
                         self.tasks
                             .range(p.as_bytes().to_vec()..below(p.as_bytes()))
                             .rev()
-                            .map(|kv| kv.map(|(k, _)| k.to_vec()).map_err(StoreError::from))
+                            .map(|kv| kv.map(|(k, _)| k.to_vec()))
                     };
                     Box::new(NewestFirst::new(scan("l/"), scan("t/")).map(|k| {
                         let k = k?;
@@ -786,129 +836,129 @@ mod tests {
 
     #[test]
     fn heads_bodies_results_history_and_indexes_round_trip() {
-        let dir = tmp("roundtrip");
-        let mut q = QueueCore::new(QueueSettings::default());
-        let a = create(&mut q, "a", Some("key-a"), 0);
-        let b = create(&mut q, "b", None, 1);
-        q.cancel(&b, "test", now(5)).unwrap();
-        let s = crate::store::open_for_test(&dir);
-        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
-        s.sync().unwrap();
-        let assigned = q.claim(
-            &[crate::domain::matching::IdleAgent::new("x", &[], 0)],
-            now(6),
-        );
-        let r = AttemptRef::new(a.clone(), assigned[0].task.generation);
-        q.accept(&r, "x", now(7));
-        q.complete(
-            &r,
-            "x",
-            TaskResult {
-                summary: Some("done".into()),
-                ..Default::default()
-            },
-            now(8),
-        );
-        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
-        s.sync().unwrap();
-        drop(s);
+        crate::store::each_engine("roundtrip", |open| {
+            let mut q = QueueCore::new(QueueSettings::default());
+            let a = create(&mut q, "a", Some("key-a"), 0);
+            let b = create(&mut q, "b", None, 1);
+            q.cancel(&b, "test", now(5)).unwrap();
+            let s = open();
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            s.sync().unwrap();
+            let assigned = q.claim(
+                &[crate::domain::matching::IdleAgent::new("x", &[], 0)],
+                now(6),
+            );
+            let r = AttemptRef::new(a.clone(), assigned[0].task.generation);
+            q.accept(&r, "x", now(7));
+            q.complete(
+                &r,
+                "x",
+                TaskResult {
+                    summary: Some("done".into()),
+                    ..Default::default()
+                },
+                now(8),
+            );
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            s.sync().unwrap();
+            drop(s);
 
-        let s = crate::store::open_for_test(&dir);
-        let whole = s.task(&a).unwrap().unwrap();
-        assert_eq!(whole.task.description, "a in detail");
-        assert_eq!(whole.task.result.unwrap().summary.as_deref(), Some("done"));
-        assert_eq!(whole.history_len, 4);
-        let events: Vec<&str> = s
-            .history(&a, 0, 4)
-            .unwrap()
-            .iter()
-            .map(|h| h.event.as_str())
-            .collect();
-        assert_eq!(events, ["created", "assigned", "accepted", "completed"]);
-        assert_eq!(
-            s.history(&a, 1, 2).unwrap().len(),
-            1,
-            "only the range asked"
-        );
-        let counts = s.count_by_status().unwrap();
-        assert_eq!(counts[&TaskStatus::Completed], 1);
-        assert_eq!(counts[&TaskStatus::Cancelled], 1);
-        assert_eq!(counts[&TaskStatus::Queued], 0);
-        assert!(s.load_live().unwrap().is_empty(), "both finished");
-        let keys = s.load_keys().unwrap();
-        assert_eq!(keys.len(), 1);
-        assert_eq!(
-            (keys[0].key.as_str(), keys[0].id.as_str()),
-            ("key-a", a.as_str())
-        );
-        assert!(keys[0].finished_at.is_some());
+            let s = open();
+            let whole = s.task(&a).unwrap().unwrap();
+            assert_eq!(whole.task.description, "a in detail");
+            assert_eq!(whole.task.result.unwrap().summary.as_deref(), Some("done"));
+            assert_eq!(whole.history_len, 4);
+            let events: Vec<&str> = s
+                .history(&a, 0, 4)
+                .unwrap()
+                .iter()
+                .map(|h| h.event.as_str())
+                .collect();
+            assert_eq!(events, ["created", "assigned", "accepted", "completed"]);
+            assert_eq!(
+                s.history(&a, 1, 2).unwrap().len(),
+                1,
+                "only the range asked"
+            );
+            let counts = s.count_by_status().unwrap();
+            assert_eq!(counts[&TaskStatus::Completed], 1);
+            assert_eq!(counts[&TaskStatus::Cancelled], 1);
+            assert_eq!(counts[&TaskStatus::Queued], 0);
+            assert!(s.load_live().unwrap().is_empty(), "both finished");
+            let keys = s.load_keys().unwrap();
+            assert_eq!(keys.len(), 1);
+            assert_eq!(
+                (keys[0].key.as_str(), keys[0].id.as_str()),
+                ("key-a", a.as_str())
+            );
+            assert!(keys[0].finished_at.is_some());
 
-        // Pages: newest first, heads only unless asked.
-        let (page, more) = s.page(None, None, 1, Fields::default(), |_| true).unwrap();
-        assert!(more);
-        assert_eq!(page[0].task.id, b);
-        assert_eq!(page[0].task.description, "", "heads only");
-        let (page, more) = s.page(None, Some(&b), 5, Fields::ALL, |_| true).unwrap();
-        assert!(!more);
-        assert_eq!(page[0].task.id, a);
-        assert_eq!(page[0].task.description, "a in detail");
-        let (done, _) = s
-            .page(
-                Some(TaskStatus::Completed),
-                None,
-                5,
-                Fields::default(),
-                |_| true,
-            )
-            .unwrap();
-        assert_eq!(done.len(), 1);
-        std::fs::remove_dir_all(dir).ok();
+            // Pages: newest first, heads only unless asked.
+            let (page, more) = s.page(None, None, 1, Fields::default(), |_| true).unwrap();
+            assert!(more);
+            assert_eq!(page[0].task.id, b);
+            assert_eq!(page[0].task.description, "", "heads only");
+            let (page, more) = s.page(None, Some(&b), 5, Fields::ALL, |_| true).unwrap();
+            assert!(!more);
+            assert_eq!(page[0].task.id, a);
+            assert_eq!(page[0].task.description, "a in detail");
+            let (done, _) = s
+                .page(
+                    Some(TaskStatus::Completed),
+                    None,
+                    5,
+                    Fields::default(),
+                    |_| true,
+                )
+                .unwrap();
+            assert_eq!(done.len(), 1);
+        });
     }
 
     #[test]
     fn retention_deletes_finished_tasks_everywhere_but_those_held() {
-        let dir = tmp("purge");
-        let mut q = QueueCore::new(QueueSettings::default());
-        let old = create(&mut q, "old", Some("k-old"), 0);
-        let held = create(&mut q, "held", None, 1);
-        let live = create(&mut q, "live", None, 2);
-        q.cancel(&old, "x", now(10)).unwrap();
-        q.cancel(&held, "x", now(10)).unwrap();
-        let s = crate::store::open_for_test(&dir);
-        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
-        let purge = Purge {
-            before: now(11),
-            keep: [held.clone()].into_iter().collect(),
-            max: 100,
-        };
-        let purged = s.write_tasks(&[], &[], Some(&purge)).unwrap();
-        assert_eq!(
-            purged,
-            [Purged {
-                id: old.clone(),
-                status: TaskStatus::Cancelled,
-                changes: vec![],
-            }]
-        );
-        assert!(s.task(&old).unwrap().is_none());
-        assert!(s.history(&old, 0, 10).unwrap().is_empty());
-        assert!(s.load_keys().unwrap().is_empty());
-        assert!(s.task(&held).unwrap().is_some());
-        assert!(s.task(&live).unwrap().is_some());
-        assert_eq!(s.count_by_status().unwrap()[&TaskStatus::Cancelled], 1);
-        let before = s
-            .write_tasks(
-                &[],
-                &[],
-                Some(&Purge {
-                    before: now(5),
-                    keep: BTreeSet::new(),
-                    max: 100,
-                }),
-            )
-            .unwrap();
-        assert!(before.is_empty(), "nothing finished before then");
-        std::fs::remove_dir_all(dir).ok();
+        crate::store::each_engine("purge", |open| {
+            let mut q = QueueCore::new(QueueSettings::default());
+            let old = create(&mut q, "old", Some("k-old"), 0);
+            let held = create(&mut q, "held", None, 1);
+            let live = create(&mut q, "live", None, 2);
+            q.cancel(&old, "x", now(10)).unwrap();
+            q.cancel(&held, "x", now(10)).unwrap();
+            let s = open();
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            let purge = Purge {
+                before: now(11),
+                keep: [held.clone()].into_iter().collect(),
+                max: 100,
+            };
+            let purged = s.write_tasks(&[], &[], Some(&purge)).unwrap();
+            assert_eq!(
+                purged,
+                [Purged {
+                    id: old.clone(),
+                    status: TaskStatus::Cancelled,
+                    changes: vec![],
+                }]
+            );
+            assert!(s.task(&old).unwrap().is_none());
+            assert!(s.history(&old, 0, 10).unwrap().is_empty());
+            assert!(s.load_keys().unwrap().is_empty());
+            assert!(s.task(&held).unwrap().is_some());
+            assert!(s.task(&live).unwrap().is_some());
+            assert_eq!(s.count_by_status().unwrap()[&TaskStatus::Cancelled], 1);
+            let before = s
+                .write_tasks(
+                    &[],
+                    &[],
+                    Some(&Purge {
+                        before: now(5),
+                        keep: BTreeSet::new(),
+                        max: 100,
+                    }),
+                )
+                .unwrap();
+            assert!(before.is_empty(), "nothing finished before then");
+        });
     }
 
     #[test]
@@ -934,7 +984,7 @@ mod tests {
         s.write_tasks(&q.take_deltas(), &[], None).unwrap();
         s.sync().unwrap();
         let files = |s: &Store| -> usize {
-            std::fs::read_dir(&*s.files)
+            std::fs::read_dir(s.files.as_deref().unwrap())
                 .map(|d| {
                     d.flatten()
                         .map(|f| std::fs::read_dir(f.path()).unwrap().count())
@@ -982,129 +1032,129 @@ mod tests {
 
     #[test]
     fn a_task_is_one_record_live_then_finished() {
-        let dir = tmp("one-record");
-        let mut q = QueueCore::new(QueueSettings::default());
-        let s = crate::store::open_for_test(&dir);
-        let a = create(&mut q, "a", None, 0);
-        let before = s.tasks.len();
-        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
-        assert_eq!(s.tasks.len() - before, 1, "a create is one key");
-        assert_eq!(keys(&s, "l/"), [format!("l/{a}")]);
-        let assigned = q.claim(
-            &[crate::domain::matching::IdleAgent::new("x", &[], 0)],
-            now(1),
-        );
-        let r = AttemptRef::new(a.clone(), assigned[0].task.generation);
-        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
-        q.accept(&r, "x", now(2));
-        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
-        assert_eq!(s.tasks.len() - before, 1, "assign and accept rewrite it");
-        q.complete(
-            &r,
-            "x",
-            TaskResult {
-                summary: Some("done".into()),
-                ..Default::default()
-            },
-            now(3),
-        );
-        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
-        assert!(keys(&s, "l/").is_empty());
-        assert_eq!(keys(&s, "t/"), [format!("t/{a}")]);
-        assert_eq!(keys(&s, "s/"), [format!("s/completed/{a}")]);
-        assert_eq!(keys(&s, "f/").len(), 1);
-        let counts = s.count_by_status().unwrap();
-        assert_eq!(counts[&TaskStatus::Completed], 1);
-        assert_eq!(counts[&TaskStatus::Working], 0);
-        let t = s.task(&a).unwrap().unwrap();
-        assert_eq!(t.history_len, 4);
-        assert_eq!(t.task.description, "a in detail");
-        assert_eq!(t.task.result.unwrap().summary.as_deref(), Some("done"));
-        std::fs::remove_dir_all(dir).ok();
+        crate::store::each_engine("one-record", |open| {
+            let mut q = QueueCore::new(QueueSettings::default());
+            let s = open();
+            let a = create(&mut q, "a", None, 0);
+            let before = s.tasks.len();
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            assert_eq!(s.tasks.len() - before, 1, "a create is one key");
+            assert_eq!(keys(&s, "l/"), [format!("l/{a}")]);
+            let assigned = q.claim(
+                &[crate::domain::matching::IdleAgent::new("x", &[], 0)],
+                now(1),
+            );
+            let r = AttemptRef::new(a.clone(), assigned[0].task.generation);
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            q.accept(&r, "x", now(2));
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            assert_eq!(s.tasks.len() - before, 1, "assign and accept rewrite it");
+            q.complete(
+                &r,
+                "x",
+                TaskResult {
+                    summary: Some("done".into()),
+                    ..Default::default()
+                },
+                now(3),
+            );
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            assert!(keys(&s, "l/").is_empty());
+            assert_eq!(keys(&s, "t/"), [format!("t/{a}")]);
+            assert_eq!(keys(&s, "s/"), [format!("s/completed/{a}")]);
+            assert_eq!(keys(&s, "f/").len(), 1);
+            let counts = s.count_by_status().unwrap();
+            assert_eq!(counts[&TaskStatus::Completed], 1);
+            assert_eq!(counts[&TaskStatus::Working], 0);
+            let t = s.task(&a).unwrap().unwrap();
+            assert_eq!(t.history_len, 4);
+            assert_eq!(t.task.description, "a in detail");
+            assert_eq!(t.task.result.unwrap().summary.as_deref(), Some("done"));
+        });
     }
 
     #[test]
     fn two_changes_of_a_task_in_one_group_keep_both() {
-        let dir = tmp("twice");
-        let mut q = QueueCore::new(QueueSettings::default());
-        let s = crate::store::open_for_test(&dir);
-        let a = create(&mut q, "a", None, 0);
-        let mut group = q.take_deltas();
-        q.claim(
-            &[crate::domain::matching::IdleAgent::new("x", &[], 0)],
-            now(1),
-        );
-        group.extend(q.take_deltas());
-        assert_eq!(group.len(), 2);
-        s.write_tasks(&group, &[], None).unwrap();
-        let t = s.task(&a).unwrap().unwrap();
-        assert_eq!(t.task.status, TaskStatus::Assigned);
-        assert_eq!(t.task.description, "a in detail");
-        let events: Vec<&str> = s
-            .history(&a, 0, 9)
-            .unwrap()
-            .iter()
-            .map(|h| h.event.as_str())
-            .collect();
-        assert_eq!(events, ["created", "assigned"]);
-        std::fs::remove_dir_all(dir).ok();
+        crate::store::each_engine("twice", |open| {
+            let mut q = QueueCore::new(QueueSettings::default());
+            let s = open();
+            let a = create(&mut q, "a", None, 0);
+            let mut group = q.take_deltas();
+            q.claim(
+                &[crate::domain::matching::IdleAgent::new("x", &[], 0)],
+                now(1),
+            );
+            group.extend(q.take_deltas());
+            assert_eq!(group.len(), 2);
+            s.write_tasks(&group, &[], None).unwrap();
+            let t = s.task(&a).unwrap().unwrap();
+            assert_eq!(t.task.status, TaskStatus::Assigned);
+            assert_eq!(t.task.description, "a in detail");
+            let events: Vec<&str> = s
+                .history(&a, 0, 9)
+                .unwrap()
+                .iter()
+                .map(|h| h.event.as_str())
+                .collect();
+            assert_eq!(events, ["created", "assigned"]);
+        });
     }
 
     #[test]
     fn a_change_of_a_finished_head_keeps_its_body_and_result_and_a_retry_brings_it_back() {
-        let dir = tmp("light");
-        let mut q = QueueCore::new(QueueSettings::default());
-        let s = crate::store::open_for_test(&dir);
-        let a = create(&mut q, "a", None, 0);
-        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
-        let assigned = q.claim(
-            &[crate::domain::matching::IdleAgent::new("x", &[], 0)],
-            now(1),
-        );
-        let r = AttemptRef::new(a.clone(), assigned[0].task.generation);
-        q.accept(&r, "x", now(2));
-        q.cancel(&a, "enough", now(3)).unwrap();
-        let d = q.take_deltas();
-        s.write_tasks(&d, &[], None).unwrap();
-        q.durable(&d, now(4));
-        assert!(q.needs_load(&a), "only its head is held now");
-        // A late report changes the head only (a stale note in its history).
-        q.complete(
-            &r,
-            "x",
-            TaskResult {
-                summary: Some("late".into()),
-                ..Default::default()
-            },
-            now(5),
-        );
-        let d = q.take_deltas();
-        assert!(!d.is_empty() && !d[0].write_body);
-        s.write_tasks(&d, &[], None).unwrap();
-        let t = s.task(&a).unwrap().unwrap();
-        assert_eq!(t.task.description, "a in detail", "the body stays");
-        assert_eq!(t.task.status, TaskStatus::Cancelled);
-        assert_eq!(s.count_by_status().unwrap()[&TaskStatus::Cancelled], 1);
-        // Retried: adopted whole from the store, live again.
-        q.adopt(t.task, t.history_len);
-        q.retry(&a, now(6)).unwrap();
-        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
-        assert_eq!(keys(&s, "l/"), [format!("l/{a}")]);
-        assert!(
-            keys(&s, "t/").is_empty() && keys(&s, "s/").is_empty() && keys(&s, "f/").is_empty()
-        );
-        let counts = s.count_by_status().unwrap();
-        assert_eq!(
-            (counts[&TaskStatus::Cancelled], counts[&TaskStatus::Queued]),
-            (0, 1)
-        );
-        let t = s.task(&a).unwrap().unwrap();
-        assert_eq!(t.task.description, "a in detail");
-        assert_eq!(
-            s.history(&a, 0, 99).unwrap().last().unwrap().event.as_str(),
-            "revived"
-        );
-        std::fs::remove_dir_all(dir).ok();
+        crate::store::each_engine("light", |open| {
+            let mut q = QueueCore::new(QueueSettings::default());
+            let s = open();
+            let a = create(&mut q, "a", None, 0);
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            let assigned = q.claim(
+                &[crate::domain::matching::IdleAgent::new("x", &[], 0)],
+                now(1),
+            );
+            let r = AttemptRef::new(a.clone(), assigned[0].task.generation);
+            q.accept(&r, "x", now(2));
+            q.cancel(&a, "enough", now(3)).unwrap();
+            let d = q.take_deltas();
+            s.write_tasks(&d, &[], None).unwrap();
+            q.durable(&d, now(4));
+            assert!(q.needs_load(&a), "only its head is held now");
+            // A late report changes the head only (a stale note in its history).
+            q.complete(
+                &r,
+                "x",
+                TaskResult {
+                    summary: Some("late".into()),
+                    ..Default::default()
+                },
+                now(5),
+            );
+            let d = q.take_deltas();
+            assert!(!d.is_empty() && !d[0].write_body);
+            s.write_tasks(&d, &[], None).unwrap();
+            let t = s.task(&a).unwrap().unwrap();
+            assert_eq!(t.task.description, "a in detail", "the body stays");
+            assert_eq!(t.task.status, TaskStatus::Cancelled);
+            assert_eq!(s.count_by_status().unwrap()[&TaskStatus::Cancelled], 1);
+            // Retried: adopted whole from the store, live again.
+            q.adopt(t.task, t.history_len);
+            q.retry(&a, now(6)).unwrap();
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            assert_eq!(keys(&s, "l/"), [format!("l/{a}")]);
+            assert!(
+                keys(&s, "t/").is_empty() && keys(&s, "s/").is_empty() && keys(&s, "f/").is_empty()
+            );
+            let counts = s.count_by_status().unwrap();
+            assert_eq!(
+                (counts[&TaskStatus::Cancelled], counts[&TaskStatus::Queued]),
+                (0, 1)
+            );
+            let t = s.task(&a).unwrap().unwrap();
+            assert_eq!(t.task.description, "a in detail");
+            assert_eq!(
+                s.history(&a, 0, 99).unwrap().last().unwrap().event.as_str(),
+                "revived"
+            );
+        });
     }
 
     #[test]

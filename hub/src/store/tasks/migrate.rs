@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 
 use super::{finished_key, json, key, status_key, KeyRecord, Record, INLINE_MAX, IN_FILE};
 use crate::domain::queue::spec_digest;
+use crate::store::kv::Batch;
 use crate::store::{decode, Store, StoreError};
 
 /// A format-2 head.
@@ -66,7 +67,7 @@ impl Store {
     /// store takes this way too, doing nothing).
     fn format_1_to_2(&self) -> Result<(), StoreError> {
         let mut migrated = 0usize;
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for kv in self.tasks.scan_prefix(b"t/") {
             let (k, v) = kv?;
             let old: Head = decode(&k, &v)?;
@@ -138,7 +139,7 @@ impl Store {
     fn format_2_to_3(&self) -> Result<(), StoreError> {
         let mut migrated = 0usize;
         loop {
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             let mut n = 0;
             // Format-2 heads whose body key is still there.
             for kv in self.tasks.scan_prefix(b"b/") {
@@ -164,7 +165,7 @@ impl Store {
     }
 
     /// Stage one format-2 task's record and the removal of its old keys.
-    fn stage_format_3(&self, id: &str, batch: &mut sled::Batch) -> Result<(), StoreError> {
+    fn stage_format_3(&self, id: &str, batch: &mut Batch) -> Result<(), StoreError> {
         let head_key = key("t/", id);
         let Some(v) = self.tasks.get(&head_key)? else {
             batch.remove(key("b/", id)); // a body without its head: nothing to keep
