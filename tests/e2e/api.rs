@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use agentcom_tests::hub::{events, Hub};
+use agentcom_tests::pg;
 use agentcom_tests::procs::bin;
 use agentcom_tests::raw::RawSidecar;
 use serde_json::{json, Value};
@@ -224,15 +225,28 @@ fn agents_tokens_are_shown_once_and_revoke_drops_the_connection() {
         !list.to_string().contains(&token),
         "the token is never shown again"
     );
-    // Only its hash is stored.
-    let store = std::fs::read_dir(hub.dir.join("data/sled")).unwrap();
-    for f in store.flatten() {
-        if f.path().is_file() {
-            let bytes = std::fs::read(f.path()).unwrap();
+    // Only its hash is stored: not in sled's files, nor in any row of the
+    // hub's PostgreSQL database (as text, or as bytes shown in hex).
+    match hub.store_url() {
+        None => {
+            let store = std::fs::read_dir(hub.dir.join("data/sled")).unwrap();
+            for f in store.flatten() {
+                if f.path().is_file() {
+                    let bytes = std::fs::read(f.path()).unwrap();
+                    assert!(
+                        !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+                        "token in plain text in {}",
+                        f.path().display()
+                    );
+                }
+            }
+        }
+        Some(url) => {
+            let rows = pg::dump_text(url);
+            let hex: String = token.bytes().map(|b| format!("{b:02x}")).collect();
             assert!(
-                !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
-                "token in plain text in {}",
-                f.path().display()
+                !rows.contains(&token) && !rows.contains(&hex),
+                "token in plain text in the database"
             );
         }
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::pg;
 use crate::procs::{bin, free_port, Proc};
 use crate::wait_until;
 
@@ -26,6 +27,10 @@ pub struct Hub {
     config: Option<PathBuf>,
     proc: Proc,
     http: ureq::Agent,
+    /// The hub's own database when the run's store is PostgreSQL (see
+    /// [`crate::pg`]); the same across restarts. Last, so that it is
+    /// dropped after the hub process is killed.
+    db: Option<pg::Database>,
 }
 
 impl Hub {
@@ -77,10 +82,17 @@ impl Hub {
         }
         let http: ureq::Agent = config.build().into();
         let scheme = if ca_file.is_some() { "https" } else { "http" };
-        let env = env
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        // On a PostgreSQL run, a fresh database of its own (unless the
+        // test chose the store backend itself).
+        let db = (pg::backend() == pg::Backend::Postgres
+            && !env.iter().any(|(k, _)| k == "AGENTCOM_STORE__BACKEND"))
+        .then(pg::Database::create);
+        let store = pg::store_env(&env, db.as_ref().map(|d| d.url.as_str()));
+        env.extend(store);
         let proc = Proc {
             child: None,
             log: dir.join("hub.log"),
@@ -96,6 +108,7 @@ impl Hub {
             config: config_file,
             proc,
             http,
+            db,
         };
         hub.restart();
         hub
@@ -163,6 +176,11 @@ impl Hub {
             .expect("admin.token written on first start")
             .trim()
             .to_string();
+    }
+
+    /// The URL of this hub's PostgreSQL database (PostgreSQL runs only).
+    pub fn store_url(&self) -> Option<&str> {
+        self.db.as_ref().map(|d| d.url.as_str())
     }
 
     pub fn kill9(&mut self) {

@@ -4,6 +4,7 @@
 //!
 //! - [`procs`]: building and locating the binaries, free ports, processes.
 //! - [`hub`]: a hub process and an HTTP client for its API.
+//! - [`pg`]: the store backend of the run; a PostgreSQL database per hub.
 //! - [`sidecar`]: a sidecar process with a runner script.
 //! - [`project`]: a real git project (bare remote, clones, check, runner)
 //!   for the merge pipeline.
@@ -18,6 +19,7 @@
 pub mod browser;
 pub mod fakehub;
 pub mod hub;
+pub mod pg;
 pub mod procs;
 pub mod project;
 pub mod raw;
