@@ -27,8 +27,10 @@ use crate::alerts::AlertBus;
 use crate::auth::Auth;
 use crate::config::{Settings, StoreBackend};
 use crate::domain::changes::ChangeCore;
+use crate::domain::lease::LeaseTiming;
 use crate::domain::queue::QueueCore;
 use crate::events::EventBus;
+use crate::ha;
 use crate::http::limits::{self, Connections, Guesses};
 use crate::http::{self, AppState};
 use crate::sessions::Sessions;
@@ -43,27 +45,36 @@ pub struct Started {
     pub store: Store,
 }
 
-/// Open the store, rebuild the queue and views, start the actors. Every
-/// actor's address exists before any actor starts, so each gets the
-/// recipients it sends to in its constructor. Must run inside an actix
-/// system.
-pub fn start(settings: Settings) -> Result<Started, String> {
-    let settings = Arc::new(settings);
-    let store = match (settings.store.backend, &settings.store.url) {
+/// Open the store the settings name: sled under `data_dir`, or the
+/// PostgreSQL database at `store.url` (the data dir made, as it still
+/// holds the tokens and the repositories' clones).
+pub(crate) fn open_store(settings: &Settings) -> Result<Store, String> {
+    match (settings.store.backend, &settings.store.url) {
         (StoreBackend::Postgres, Some(url)) => {
-            // The data dir still holds the tokens and the repositories' clones.
             std::fs::create_dir_all(&settings.data_dir)
                 .map_err(|e| format!("cannot create {}: {e}", settings.data_dir.display()))?;
             Store::open_postgres(url)
-                .map_err(|e| format!("cannot open the store (store.backend = \"postgres\"): {e}"))?
+                .map_err(|e| format!("cannot open the store (store.backend = \"postgres\"): {e}"))
         }
         _ => Store::open(&settings.data_dir, settings.store.cache_mb).map_err(|e| {
             format!(
                 "cannot open the store in {}: {e}",
                 settings.data_dir.display()
             )
-        })?,
-    };
+        }),
+    }
+}
+
+/// Rebuild the queue and views from `store`, start the actors. Every
+/// actor's address exists before any actor starts, so each gets the
+/// recipients it sends to in its constructor. Must run inside an actix
+/// system, on a hub that leads (`term`: its lease's, with PostgreSQL).
+pub(crate) fn start(
+    settings: Settings,
+    store: Store,
+    term: Option<i64>,
+) -> Result<Started, String> {
+    let settings = Arc::new(settings);
     let auth = Auth::initialise(&settings, &store).map_err(|e| e.to_string())?;
 
     let live: Vec<(Task, u32)> = store
@@ -268,6 +279,7 @@ pub fn start(settings: Settings) -> Result<Started, String> {
         events,
         stats,
         started_at: Timestamp::now(),
+        term,
         sessions: Arc::new(sessions),
         guesses: Guesses::new(
             settings.limits.sign_in_per_minute,
@@ -459,11 +471,52 @@ pub async fn serve_until(
     widen_backlog(&listener);
     let open_files = prepare_process(&settings.data_dir)?;
     let http_settings = settings.http.clone();
+    let store = open_store(&settings)?;
+    let mut until = std::pin::pin!(until);
+    // With PostgreSQL several hubs may share the store: lead, or stand by
+    // until the leader is gone.
+    let mut lead = None;
+    if store.shared() {
+        let me = ha::Me {
+            id: ha::hub_id(&settings.data_dir)?,
+            url: settings.ha.advertise_url.clone().unwrap_or_else(|| {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{listen}")
+            }),
+        };
+        let timing = LeaseTiming::from_takeover(settings.ha.takeover_s);
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        let mut stop = std::pin::pin!(async {
+            let _ = rx.await;
+        });
+        // `until` ending while standing by stops the standby.
+        let mut tx = Some(tx);
+        let waited = {
+            let standing = ha::stand_by(&store, &me, timing, &listener, tls.clone(), &mut stop);
+            let mut standing = std::pin::pin!(standing);
+            tokio::select! {
+                r = &mut standing => r,
+                outcome = &mut until => {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                    let _ = standing.await;
+                    return outcome;
+                }
+            }
+        };
+        let Some(term) = waited? else {
+            return Ok(());
+        };
+        tracing::info!(hub = %me.id, term, url = %me.url, "leading: this hub holds the lease");
+        ha::keep_leading(store.clone(), me.clone(), term, timing);
+        lead = Some((me, term));
+    }
     let Started {
         state,
         registry,
         store,
-    } = start(settings)?;
+    } = start(settings, store, lead.as_ref().map(|(_, t)| *t))?;
     let max_connections = limits::connection_limit(http_settings.max_connections, open_files);
     state.connections.set_limit(max_connections);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -523,6 +576,12 @@ pub async fn serve_until(
     store
         .sync()
         .map_err(|e| format!("final store sync failed: {e}"))?;
+    if let Some((me, term)) = &lead {
+        // A standby takes over at once rather than when the lease lapses.
+        if let Err(e) = store.step_down(&me.id, *term) {
+            tracing::warn!(error = %e, "could not give up the lease; a standby takes over when it lapses");
+        }
+    }
     tracing::info!("stopped cleanly");
     outcome
 }

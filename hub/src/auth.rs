@@ -164,6 +164,21 @@ fn set_up(t: TokenSpec, store: &Store) -> Result<(String, String), AuthSetupErro
             Ok(tok) if same_hash(&hash_token(&tok), &stored) => {
                 return Ok((stored, path.display().to_string()));
             }
+            // Several hubs share this store: the token another hub made
+            // stays the token (a new one here would lock the others' users
+            // out); this hub's data dir just lacks its copy.
+            _ if store.shared() => {
+                tracing::warn!(
+                    "the {} token was made by another hub of this store; copy its {} token file here ({}) to use it from this machine",
+                    t.kind,
+                    t.kind,
+                    path.display()
+                );
+                return Ok((
+                    stored,
+                    format!("{} (from another hub: not here yet)", path.display()),
+                ));
+            }
             Ok(_) => {
                 tracing::warn!(
                     "{} token file {} does not match the store; generating a new {} token",

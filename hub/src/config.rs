@@ -54,6 +54,21 @@ pub struct Settings {
     pub budgets: BudgetSettings,
     #[serde(default)]
     pub scheduler: SchedulerSettings,
+    pub ha: HaSettings,
+}
+
+/// `[ha]`: several hubs on one PostgreSQL store.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaSettings {
+    /// A standby leads within this many seconds of the leader's death.
+    pub takeover_s: f64,
+    /// This hub's address as clients and the other hubs reach it
+    /// (`http://host:port`): what a standby names as the leader in its
+    /// `not_leader` answers. Default: the listen address's, with the
+    /// scheme the hub serves.
+    #[serde(default)]
+    pub advertise_url: Option<String>,
 }
 
 /// `[budgets]`: what an agent may spend.
@@ -319,6 +334,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "alerts",
     "budgets",
     "scheduler",
+    "ha",
 ];
 
 /// Whether environment variable `name` sets a setting
@@ -387,7 +403,8 @@ impl Settings {
             .set_default("limits.agent_messages_burst", 200)?
             .set_default("limits.sign_in_per_minute", 10)?
             .set_default("limits.sign_in_burst", 10)?
-            .set_default("alerts.offline_after_s", 120)?;
+            .set_default("alerts.offline_after_s", 120)?
+            .set_default("ha.takeover_s", 5.0)?;
         if let Some(f) = file {
             b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
         }
@@ -428,6 +445,23 @@ impl Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         let t = &self.timeouts;
         let invalid = |key, message: String| Err(SettingsError::Invalid { key, message });
+        if !(self.ha.takeover_s >= 0.5 && self.ha.takeover_s <= 3600.0) {
+            return invalid(
+                "ha.takeover_s",
+                format!(
+                    "must be between 0.5 and 3600 seconds, not {}",
+                    self.ha.takeover_s
+                ),
+            );
+        }
+        if let Some(u) = &self.ha.advertise_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return invalid(
+                    "ha.advertise_url",
+                    format!("must be this hub's http:// or https:// address, not {u:?}"),
+                );
+            }
+        }
         match (self.store.backend, &self.store.url) {
             (StoreBackend::Postgres, None) => {
                 return invalid(

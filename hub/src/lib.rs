@@ -31,6 +31,7 @@ pub mod demo;
 mod domain;
 mod events;
 mod git;
+mod ha;
 mod http;
 mod logging;
 mod metrics;

@@ -46,6 +46,7 @@ mod tasks;
 
 use kv::{Batch, Tree};
 
+pub(crate) use postgres::Leader;
 pub(crate) use tasks::{Fields, Purge, Purged};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,8 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store (PostgreSQL): the schema's migrations failed: {0}")]
     Migration(String),
+    #[error("store (PostgreSQL): this hub no longer leads (its term {0} was taken over); its write was refused")]
+    Deposed(i64),
 }
 
 /// An agent as stored. Only the hash of its token is kept.
@@ -192,6 +195,60 @@ impl Store {
         };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Take the lead if no hub holds it: the new term. A sled store has
+    /// one hub: it always leads, in term 0.
+    pub(crate) fn try_lead(
+        &self,
+        holder: &str,
+        url: Option<&str>,
+        lease_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        match &self.engine {
+            Engine::Sled { .. } => Ok(Some(0)),
+            Engine::Postgres(pg) => {
+                let term = pg.try_lead(holder, url, lease_ms)?;
+                if let Some(term) = term {
+                    pg.fence(holder, term);
+                }
+                Ok(term)
+            }
+        }
+    }
+
+    /// Extend the lead of `term`: false if another hub took it.
+    pub(crate) fn renew_lead(
+        &self,
+        holder: &str,
+        term: i64,
+        lease_ms: i64,
+    ) -> Result<bool, StoreError> {
+        match &self.engine {
+            Engine::Sled { .. } => Ok(true),
+            Engine::Postgres(pg) => pg.renew(holder, term, lease_ms),
+        }
+    }
+
+    /// Give up the lead (a clean stop), so a standby takes it at once.
+    pub(crate) fn step_down(&self, holder: &str, term: i64) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sled { .. } => Ok(()),
+            Engine::Postgres(pg) => pg.step_down(holder, term),
+        }
+    }
+
+    /// Who leads (PostgreSQL); none for sled, whose one hub leads.
+    pub(crate) fn leader(&self) -> Result<Option<Leader>, StoreError> {
+        match &self.engine {
+            Engine::Sled { .. } => Ok(None),
+            Engine::Postgres(pg) => pg.leader().map(Some),
+        }
+    }
+
+    /// Whether several hubs may share this store (PostgreSQL).
+    pub(crate) fn shared(&self) -> bool {
+        matches!(self.engine, Engine::Postgres(_))
     }
 
     /// The engine's name, for logs.

@@ -27,6 +27,9 @@ pub struct Hub {
     config: Option<PathBuf>,
     proc: Proc,
     http: ureq::Agent,
+    /// Another hub may lead the store: being up as a standby is enough at
+    /// a (re)start. Otherwise a (re)start waits until this hub leads.
+    may_stand_by: bool,
     /// The hub's own database when the run's store is PostgreSQL (see
     /// [`crate::pg`]); the same across restarts. Last, so that it is
     /// dropped after the hub process is killed.
@@ -44,19 +47,19 @@ impl Hub {
     /// its `AGENTCOM_TLS__*` files) and the client speaks HTTPS trusting
     /// exactly the CA certificates in that PEM file.
     pub fn start_with(root: &Path, env: &[(&str, &str)], ca_file: Option<&Path>) -> Hub {
-        Self::start_full(root, env, ca_file, None, None)
+        Self::start_full(root, env, ca_file, None, None, false)
     }
 
     /// As [`Hub::start`], under open-file limits (`soft`, `hard`) set by
     /// `prlimit`, which then runs the hub as the same process.
     pub fn start_with_nofile(root: &Path, env: &[(&str, &str)], soft: u64, hard: u64) -> Hub {
-        Self::start_full(root, env, None, Some((soft, hard)), None)
+        Self::start_full(root, env, None, Some((soft, hard)), None, false)
     }
 
     /// As [`Hub::start`], with the settings file `root/hub/hub.toml`
     /// holding `toml` (passed with `--config`; `env` still overrides it).
     pub fn start_with_config(root: &Path, toml: &str, env: &[(&str, &str)]) -> Hub {
-        Self::start_full(root, env, None, None, Some(toml))
+        Self::start_full(root, env, None, None, Some(toml), false)
     }
 
     fn start_full(
@@ -65,6 +68,7 @@ impl Hub {
         ca_file: Option<&Path>,
         nofile: Option<(u64, u64)>,
         config_toml: Option<&str>,
+        may_stand_by: bool,
     ) -> Hub {
         let dir = root.join("hub");
         std::fs::create_dir_all(&dir).unwrap();
@@ -108,10 +112,17 @@ impl Hub {
             config: config_file,
             proc,
             http,
+            may_stand_by,
             db,
         };
         hub.restart();
         hub
+    }
+
+    /// As [`Hub::start`], for one of several hubs sharing a store: ready
+    /// once it answers, leading or standing by.
+    pub fn start_may_stand_by(root: &Path, env: &[(&str, &str)]) -> Hub {
+        Self::start_full(root, env, None, None, None, true)
     }
 
     /// Set (or replace) an `AGENTCOM_*` setting for the next restart.
@@ -156,20 +167,19 @@ impl Hub {
         let url = format!("{}/healthz", self.url);
         let http = self.http.clone();
         let proc = &mut self.proc;
+        let may_stand_by = self.may_stand_by;
         wait_until(
             Duration::from_secs(20),
-            "the hub to answer /healthz",
+            "the hub to answer /healthz (and to lead, unless it may stand by)",
             || {
                 assert!(
                     proc.running(),
                     "the hub exited at start:\n{}",
                     proc.log_text()
                 );
-                http.get(&url)
-                    .call()
-                    .ok()
-                    .filter(|r| r.status() == 200)
-                    .map(|_| ())
+                let mut r = http.get(&url).call().ok().filter(|r| r.status() == 200)?;
+                let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+                (may_stand_by || body["role"] != "standby").then_some(())
             },
         );
         self.token = std::fs::read_to_string(self.dir.join("data").join("admin.token"))

@@ -1002,21 +1002,33 @@ impl Handler<MainChecked> for QueueActor {
         let fx = self
             .pipeline()
             .main_checked(&msg.repo, &msg.sha, green, check);
-        self.repo_view.update(&msg.repo, |r| {
-            r.main_sha = Some(msg.sha.clone());
-            r.health = if green {
-                agentcom_protocol::Health::Green
-            } else {
-                agentcom_protocol::Health::Red
-            };
-            r.merges_paused = !green;
-        });
         self.stage_effects(fx);
-        drop(self.commit(ctx));
-        if green {
-            // Held-back tasks of this repository may go now.
-            self.links.kick.do_send(Kick);
-        }
+        let durable = self.commit(ctx);
+        // Shown (and acted on) once durable: a red main shown before it was
+        // stored could be forgotten by a crash in between.
+        let MainChecked { repo, sha, .. } = msg;
+        ctx.spawn(
+            async move { durably(durable).await.is_ok() }
+                .into_actor(self)
+                .map(move |durable, act, _| {
+                    if !durable {
+                        return;
+                    }
+                    act.repo_view.update(&repo, |r| {
+                        r.main_sha = Some(sha);
+                        r.health = if green {
+                            agentcom_protocol::Health::Green
+                        } else {
+                            agentcom_protocol::Health::Red
+                        };
+                        r.merges_paused = !green;
+                    });
+                    if green {
+                        // Held-back tasks of this repository may go now.
+                        act.links.kick.do_send(Kick);
+                    }
+                }),
+        );
     }
 }
 

@@ -482,7 +482,8 @@ mod tests {
             Some(vec![]),
         )
         .unwrap();
-        let hub = crate::app::start(settings).unwrap();
+        let store = crate::app::open_store(&settings).unwrap();
+        let hub = crate::app::start(settings, store, None).unwrap();
         hub.registry
             .send(AddAgent {
                 id: "a1".into(),

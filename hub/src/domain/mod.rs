@@ -15,6 +15,7 @@
 //! - [`repo`]: a repository the hub guards, as the rules see it.
 //! - [`rate`]: token buckets (agents' messages, token guesses).
 //! - [`usage`]: tokens and dollars spent, per agent and UTC day.
+//! - [`lease`]: leading among several hubs: the lease's timing, stepping down.
 //! - [`alert`]: every alert kind, which changes raise `task_dead`, webhook
 //!   delivery rules (backoff, bounded outbox).
 
@@ -25,6 +26,7 @@ pub(crate) mod explain;
 pub(crate) mod fsm;
 pub(crate) mod gate;
 pub(crate) mod lanes;
+pub(crate) mod lease;
 pub(crate) mod limits;
 pub(crate) mod matching;
 pub(crate) mod pipeline;

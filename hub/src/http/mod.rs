@@ -66,6 +66,8 @@ pub struct AppState {
     pub events: Arc<EventBus>,
     pub stats: Arc<Stats>,
     pub started_at: Timestamp,
+    /// The lease's term while this hub leads several (PostgreSQL).
+    pub term: Option<i64>,
     pub(crate) sessions: Arc<Sessions>,
     pub(crate) guesses: Guesses,
     pub(crate) connections: Arc<Connections>,

@@ -107,7 +107,13 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 pub(crate) async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     let store = state.store.clone();
     match web::block(move || store.ping()).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({ "status": "ok" })),
+        // The whole hub serves only while it leads; a standby answers
+        // from `ha`.
+        Ok(Ok(())) => HttpResponse::Ok().json(json!({
+            "status": "ok",
+            "role": "leader",
+            "term": state.term,
+        })),
         Ok(Err(e)) => HttpResponse::ServiceUnavailable()
             .json(json!({ "status": "store failing", "error": e.to_string() })),
         Err(e) => HttpResponse::ServiceUnavailable()

@@ -52,6 +52,18 @@ pub(super) struct Postgres {
     overlay: Mutex<Overlay>,
     /// One sync at a time, so commits follow the order of writes.
     syncing: Mutex<()>,
+    /// The lease (holder, term) every commit checks, once this hub leads.
+    fence: Mutex<Option<(String, i64)>>,
+}
+
+/// The hub that leads, as the lease row says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Leader {
+    pub holder: String,
+    pub url: Option<String>,
+    pub term: i64,
+    /// The lease has not lapsed.
+    pub live: bool,
 }
 
 /// Written but not yet committed.
@@ -96,6 +108,7 @@ impl Postgres {
             jobs: Mutex::new(tx),
             overlay: Mutex::new(Overlay::default()),
             syncing: Mutex::new(()),
+            fence: Mutex::new(None),
         });
         let applied = db.call(|c| {
             let report = embedded::migrations::runner()
@@ -197,8 +210,20 @@ impl Postgres {
                 }
             }
         }
+        let fence = self.fence.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let committed = self.call(move |c| {
             let mut tx = c.transaction()?;
+            if let Some((holder, term)) = &fence {
+                // Held until the commit: a takeover waits for it, and a
+                // commit after a takeover finds another term.
+                let ours = tx.query_opt(
+                    "SELECT 1 FROM agentcom_leader WHERE id = 1 AND holder = $1 AND term = $2 FOR SHARE",
+                    &[holder, term],
+                )?;
+                if ours.is_none() {
+                    return Err(StoreError::Deposed(*term));
+                }
+            }
             if !del_k.is_empty() {
                 tx.execute(
                     "DELETE FROM agentcom_kv k USING unnest($1::smallint[], $2::bytea[]) AS d(tree, key) \
@@ -232,6 +257,74 @@ impl Postgres {
                 Err(e)
             }
         }
+    }
+
+    /// Take the lease if it lapsed or is this holder's already (a hub
+    /// restarted after a crash takes its own lease back at once, in a new
+    /// term that fences anything its old process still tried): the new
+    /// term.
+    pub(super) fn try_lead(
+        &self,
+        holder: &str,
+        url: Option<&str>,
+        lease_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let (holder, url) = (holder.to_string(), url.map(str::to_string));
+        self.call(move |c| {
+            let row = c.query_opt(
+                "UPDATE agentcom_leader SET term = term + 1, holder = $1, url = $2, \
+                 expires_at = now() + make_interval(secs => $3::float8 / 1000) \
+                 WHERE id = 1 AND (expires_at < now() OR holder = $1) RETURNING term",
+                &[&holder, &url, &(lease_ms as f64)],
+            )?;
+            Ok(row.map(|r| r.get::<_, i64>(0)))
+        })
+    }
+
+    /// Extend this holder's lease of `term`: false if it is not theirs.
+    pub(super) fn renew(&self, holder: &str, term: i64, lease_ms: i64) -> Result<bool, StoreError> {
+        let holder = holder.to_string();
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE agentcom_leader SET expires_at = now() + make_interval(secs => $3::float8 / 1000) \
+                 WHERE id = 1 AND holder = $1 AND term = $2",
+                &[&holder, &term, &(lease_ms as f64)],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Give the lease up at once (a clean stop), if it is still ours.
+    pub(super) fn step_down(&self, holder: &str, term: i64) -> Result<(), StoreError> {
+        let holder = holder.to_string();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE agentcom_leader SET expires_at = '-infinity' WHERE id = 1 AND holder = $1 AND term = $2",
+                &[&holder, &term],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Who leads.
+    pub(super) fn leader(&self) -> Result<Leader, StoreError> {
+        self.call(|c| {
+            let r = c.query_one(
+                "SELECT holder, url, term, expires_at > now() FROM agentcom_leader WHERE id = 1",
+                &[],
+            )?;
+            Ok(Leader {
+                holder: r.get(0),
+                url: r.get(1),
+                term: r.get(2),
+                live: r.get(3),
+            })
+        })
+    }
+
+    /// From now on every commit checks that `holder` still holds `term`.
+    pub(super) fn fence(&self, holder: &str, term: i64) {
+        *self.fence.lock().unwrap_or_else(|e| e.into_inner()) = Some((holder.to_string(), term));
     }
 
     /// The database answers.
