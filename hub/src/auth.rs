@@ -152,6 +152,21 @@ impl Auth {
     }
 }
 
+/// The hashes of the tokens that may read from a standby hub: the admin
+/// token's (from the shared store) and the viewer token's (from its
+/// settings). Read only: a standby writes nothing.
+pub(crate) fn reader_hashes(settings: &Settings, store: &Store) -> Result<Vec<String>, StoreError> {
+    let mut out: Vec<String> = store.meta_get(ADMIN_HASH_KEY)?.into_iter().collect();
+    out.extend(settings.viewer_token.as_deref().map(hash_token));
+    Ok(out)
+}
+
+/// Whether `token` is one of `hashes`' (each compared in constant time).
+pub(crate) fn token_in(token: &str, hashes: &[String]) -> bool {
+    let h = hash_token(token);
+    hashes.iter().fold(false, |found, k| same_hash(&h, k) | found)
+}
+
 /// One token's hash and where it is, in words: the setting's, the one in
 /// its file, or a new one generated into its file (hash in the store).
 fn set_up(t: TokenSpec, store: &Store) -> Result<(String, String), AuthSetupError> {

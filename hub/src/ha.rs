@@ -50,6 +50,14 @@ pub(crate) fn hub_id(data_dir: &std::path::Path) -> Result<String, String> {
 #[derive(Clone, Default)]
 struct Known(Arc<Mutex<Option<Leader>>>);
 
+/// What the standby serves from.
+struct Standby {
+    known: Known,
+    store: Store,
+    /// The hashes of the tokens that may read (the admin's, the viewer's).
+    readers: Vec<String>,
+}
+
 impl Known {
     fn set(&self, l: Option<Leader>) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = l;
@@ -69,6 +77,7 @@ impl Known {
 /// Stand by on `listener` until this hub leads (its term), or until
 /// `stop` ends (None).
 pub(crate) async fn stand_by(
+    settings: &crate::config::Settings,
     store: &Store,
     me: &Me,
     timing: LeaseTiming,
@@ -87,10 +96,22 @@ pub(crate) async fn stand_by(
         return Ok(Some(term));
     }
     let known = Known::default();
-    let state = web::Data::new(known.clone());
+    let readers = {
+        let (store, settings) = (store.clone(), settings.clone());
+        web::block(move || crate::auth::reader_hashes(&settings, &store))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let state = web::Data::new(Standby {
+        known: known.clone(),
+        store: store.clone(),
+        readers,
+    });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .route("/api/tasks/{id}", web::get().to(standby_task))
             .default_service(web::to(standby_answer))
     })
     .workers(1)
@@ -137,8 +158,59 @@ pub(crate) async fn stand_by(
     Ok(outcome)
 }
 
-async fn standby_answer(req: HttpRequest, known: web::Data<Known>) -> HttpResponse {
-    let leader = known.leader_url();
+/// `GET /api/tasks/{id}` on a standby: the task as last committed, read
+/// from the shared store (with the first page of its history), for the
+/// admin or viewer token.
+async fn standby_task(
+    req: HttpRequest,
+    standby: web::Data<Standby>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let token = req
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !token.is_some_and(|t| crate::auth::token_in(t, &standby.readers)) {
+        return HttpResponse::Unauthorized().json(json!({
+            "error": { "code": "unauthorized", "message": "a reader's token is needed (Authorization: Bearer …)" }
+        }));
+    }
+    const HISTORY: u32 = 200;
+    let store = standby.store.clone();
+    let id = id.into_inner();
+    let wanted = id.clone();
+    let read = web::block(move || {
+        let Some(t) = store.task(&wanted)? else {
+            return Ok(None);
+        };
+        let to = t.history_len.min(HISTORY);
+        let history = store.history(&wanted, 0, to)?;
+        Ok::<_, crate::store::StoreError>(Some((t, history, to)))
+    })
+    .await;
+    match read {
+        Ok(Ok(Some((t, history, to)))) => {
+            let mut task = t.task;
+            task.history = Some(history);
+            let mut v = serde_json::to_value(&task).unwrap_or_default();
+            v["history_next_cursor"] = json!((to < t.history_len).then_some(to));
+            HttpResponse::Ok().insert_header(("X-AgentCom-Role", "standby")).json(v)
+        }
+        Ok(Ok(None)) => HttpResponse::NotFound().json(json!({
+            "error": { "code": "not_found", "message": format!("no task {id}") }
+        })),
+        Ok(Err(e)) => HttpResponse::ServiceUnavailable().json(json!({
+            "error": { "code": "unavailable", "message": e.to_string() }
+        })),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({
+            "error": { "code": "unavailable", "message": e.to_string() }
+        })),
+    }
+}
+
+async fn standby_answer(req: HttpRequest, standby: web::Data<Standby>) -> HttpResponse {
+    let leader = standby.known.leader_url();
     if req.path() == "/healthz" {
         return HttpResponse::Ok().json(json!({
             "status": "ok",

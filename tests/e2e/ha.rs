@@ -1,6 +1,7 @@
 //! Several hubs on one PostgreSQL store (issue 13): one leads, the others
-//! stand by — answering `/healthz` with their role and everything else with
-//! 503 `not_leader` naming the leader — and take over when the leader is
+//! stand by — answering `/healthz` with their role, a task by its id from
+//! the store, and everything else with 503 `not_leader` naming the leader —
+//! and take over when the leader is
 //! gone; a leader that lost its lease while frozen steps down when it
 //! wakes, and its late writes are refused by the store's fence.
 //!
@@ -97,6 +98,16 @@ fn a_standby_takes_over_a_killed_leader_and_a_deposed_leader_steps_down() {
     let ids: Vec<String> = (0..20)
         .map(|i| create(&a, &format!("before {i}")))
         .collect();
+    // The standby serves a task as last committed, from the store.
+    let seen = b.task(&ids[3]);
+    assert_eq!(
+        (&seen["title"], &seen["status"]),
+        (&json!("before 3"), &json!("queued")),
+        "{seen}"
+    );
+    assert_eq!(seen["history"][0]["event"], "created", "{seen}");
+    let (status, _) = b.raw("GET", &format!("/api/tasks/{}", ids[3]), Some("wrong"), None);
+    assert_eq!(status, 401, "a standby's reads need a reader's token");
     let killed = Instant::now();
     a.kill9();
     wait_until(Duration::from_secs(15), "the standby to lead", || leads(&b));
