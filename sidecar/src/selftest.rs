@@ -208,7 +208,12 @@ pub(crate) fn hubs(seen: &[(String, Result<(), String>)]) -> CheckResult {
             ),
         );
     }
-    let mut detail = format!("{} take connections", reachable.join(", "));
+    let take = if reachable.len() == 1 {
+        "takes"
+    } else {
+        "take"
+    };
+    let mut detail = format!("{} {take} connections", reachable.join(", "));
     if !unreachable.is_empty() {
         detail.push_str(&format!(
             "; {} (one hub that leads is enough; is that one running?)",
@@ -812,6 +817,13 @@ mod tests {
         );
         // One hub: as it always was.
         assert_eq!(hubs(&[("a:1".into(), Ok(()))]), hub("a:1", Ok(())));
+        let r = hubs(&[("a:1".into(), Ok(())), ("b:1".into(), refused())]);
+        assert!(
+            r.detail
+                .starts_with("a:1 takes connections; cannot reach b:1"),
+            "{}",
+            r.detail
+        );
 
         let c = several();
         let leader = NotLeader::new("standby", Some("http://b:4000".into()));
