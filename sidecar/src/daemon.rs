@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use agentcom_protocol::{AttemptRef, HubMsg, Timestamp};
+use agentcom_protocol::{AttemptRef, HubMsg, NotLeader, Timestamp};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -41,7 +41,6 @@ use crate::runner;
 use crate::selftest::Report;
 use crate::store::{OpenError, StateDir};
 use crate::validate;
-use agentcom_protocol::NotLeader;
 
 enum Event {
     Frame(RawFrame),
