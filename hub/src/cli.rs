@@ -6,18 +6,22 @@
 //! `AGENTCOM_ADMIN_TOKEN` or `<data_dir>/admin.token`), printing a human
 //! answer (tables and views made in `format`) or, with `--json`, the
 //! hub's JSON. An `https://` hub is trusted through the system's roots, or
-//! exactly the CA certificates of `--ca-file`. `agent add --out` writes
+//! exactly the CA certificates of `--ca-file`. Given several hubs on one
+//! database (`--hub` again, or a comma list), every request goes to the
+//! hub that leads (the order of tries is `cli/hubs.rs`'s), and `agent add`
+//! writes `hub_urls`. `agent add --out` writes
 //! the sidecar's config (0600) only after the hub created the agent, and
 //! never over an existing file. It must never decide anything the hub
 //! decides, nor print text from outside unescaped.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agentcom_protocol::{
-    AgentCreated, AgentList, ApiError, NewAgent, NewTask, NewTaskBatch, Priority, Task, TaskPage,
-    TaskStatus, TasksCreated, Timestamp,
+    AgentCreated, AgentList, ApiError, NewAgent, NewTask, NewTaskBatch, NotLeader, Priority, Task,
+    TaskPage, TaskStatus, TasksCreated, Timestamp,
 };
 use agentcom_tls::{HandshakeFailure, PemFile};
 use awc::error::{ConnectError, SendRequestError};
@@ -28,11 +32,14 @@ use crate::auth::token_file;
 use crate::logging::printable;
 
 pub(crate) mod format;
+mod hubs;
 pub(crate) mod import;
 
 /// Where the hub is and how to prove we are its admin.
 pub struct Conn {
-    pub hub: String,
+    /// The hub's address; several hubs on one database (one leads, the
+    /// others stand by): each one's, in the order to try them.
+    pub hubs: Vec<String>,
     pub data_dir: PathBuf,
     pub json: bool,
     /// PEM CA certificates to trust instead of the system's roots.
@@ -94,19 +101,39 @@ pub enum TaskCmd {
     },
 }
 
-/// An HTTP client of the hub's API with the admin token.
+/// An HTTP client of the hub's API with the admin token. With several
+/// hubs, each request goes to the one that answered last; one that
+/// cannot be reached or answers 503 `not_leader` sends it on (to the
+/// leader it names, then the next hub: `hubs.rs`).
 pub(crate) struct Client {
-    base: String,
+    hubs: Vec<String>,
+    /// The hub that answered the last request.
+    last: RefCell<String>,
     token: String,
     http: awc::Client,
+}
+
+/// What one hub made of a request.
+enum Tried<T> {
+    /// The answer for the caller.
+    Answered(Result<T, String>),
+    /// No connection (or, for a request that only reads, no answer): why.
+    Unreachable(String),
+    /// 503 `not_leader`: its message and the leader it names.
+    NotLeader {
+        message: String,
+        leader: Option<String>,
+    },
 }
 
 impl Client {
     /// A client of a plain-HTTP hub at `base` with `token` (the demo's
     /// own hub).
     pub(crate) fn with_token(base: &str, token: String) -> Client {
+        let base = base.trim_end_matches('/').to_string();
         Client {
-            base: base.trim_end_matches('/').to_string(),
+            hubs: vec![base.clone()],
+            last: RefCell::new(base),
             token,
             http: awc::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -115,12 +142,20 @@ impl Client {
     }
 
     fn new(conn: &Conn) -> Result<Client, String> {
-        if !(conn.hub.starts_with("http://") || conn.hub.starts_with("https://")) {
-            return Err(format!(
-                "--hub {:?} is not the hub's address: write http://HOST:PORT or https://HOST:PORT \
-                 (e.g. http://127.0.0.1:4000), or set AGENTCOM_HUB_URL",
-                conn.hub
-            ));
+        if conn.hubs.is_empty() {
+            return Err(
+                "--hub names no hub: write http://HOST:PORT or https://HOST:PORT \
+                 (e.g. http://127.0.0.1:4000), or set AGENTCOM_HUB_URL"
+                    .into(),
+            );
+        }
+        for hub in &conn.hubs {
+            if !(hub.starts_with("http://") || hub.starts_with("https://")) {
+                return Err(format!(
+                    "--hub {hub:?} is not the hub's address: write http://HOST:PORT or https://HOST:PORT \
+                     (e.g. http://127.0.0.1:4000), or set AGENTCOM_HUB_URL"
+                ));
+            }
         }
         let token = match std::env::var("AGENTCOM_ADMIN_TOKEN") {
             Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
@@ -132,7 +167,7 @@ impl Client {
             }
         };
         let mut connector = awc::Connector::new();
-        if conn.hub.starts_with("https://") || conn.ca_file.is_some() {
+        if conn.hubs.iter().any(|h| h.starts_with("https://")) || conn.ca_file.is_some() {
             let ca_file = conn
                 .ca_file
                 .as_deref()
@@ -144,8 +179,14 @@ impl Client {
             .connector(connector)
             .timeout(Duration::from_secs(30))
             .finish();
+        let hubs: Vec<String> = conn
+            .hubs
+            .iter()
+            .map(|h| h.trim_end_matches('/').to_string())
+            .collect();
         Ok(Client {
-            base: conn.hub.trim_end_matches('/').to_string(),
+            last: RefCell::new(hubs[0].clone()),
+            hubs,
             token,
             http,
         })
@@ -157,7 +198,29 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> Result<T, String> {
-        let url = format!("{}{path}", self.base);
+        let mut tries = hubs::Tries::new(&self.hubs, &self.last.borrow());
+        while let Some(base) = tries.next() {
+            match self.call_at(&base, method, path, body.clone()).await {
+                Tried::Answered(answer) => {
+                    *self.last.borrow_mut() = base;
+                    return answer;
+                }
+                Tried::Unreachable(why) => tries.unreachable(&base, why),
+                Tried::NotLeader { message, leader } => tries.not_leader(&base, message, leader),
+            }
+        }
+        Err(tries.give_up())
+    }
+
+    /// `call` at the hub `base`.
+    async fn call_at<T: DeserializeOwned>(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Tried<T> {
+        let url = format!("{base}{path}");
         let req = match method {
             "POST" => self.http.post(&url),
             "DELETE" => self.http.delete(&url),
@@ -168,31 +231,45 @@ impl Client {
             Some(b) => req.send_json(&b).await,
             None => req.send().await,
         };
-        let mut resp = sent.map_err(|e| {
-            let why = match &e {
-                SendRequestError::Connect(ConnectError::Io(io)) => {
-                    match agentcom_tls::handshake_failure(io) {
-                        Some(f @ HandshakeFailure::Untrusted(_)) => format!(
-                            "{f}; pass --ca-file (or set AGENTCOM_CA_FILE) with the PEM file of the CA that signed it"
-                        ),
-                        Some(f) => f.to_string(),
-                        None => e.to_string(),
+        let mut resp = match sent {
+            Ok(resp) => resp,
+            Err(e) => {
+                let why = match &e {
+                    SendRequestError::Connect(ConnectError::Io(io)) => {
+                        match agentcom_tls::handshake_failure(io) {
+                            Some(f @ HandshakeFailure::Untrusted(_)) => format!(
+                                "{f}; pass --ca-file (or set AGENTCOM_CA_FILE) with the PEM file of the CA that signed it"
+                            ),
+                            Some(f) => f.to_string(),
+                            None => e.to_string(),
+                        }
                     }
+                    _ => e.to_string(),
+                };
+                // A write that may have arrived is not sent again
+                // elsewhere; a read is.
+                if method == "GET" || matches!(e, SendRequestError::Connect(_)) {
+                    return Tried::Unreachable(why);
                 }
-                _ => e.to_string(),
-            };
-            format!(
-                "cannot reach the hub at {}: {why}. Is it running, and is that its address (--hub or AGENTCOM_HUB_URL)?",
-                self.base
-            )
-        })?;
-        let bytes = resp
-            .body()
-            .limit(64 * 1024 * 1024)
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?;
+                return Tried::Answered(Err(format!(
+                    "cannot reach the hub at {base}: {why}. Is it running, and is that its address (--hub or AGENTCOM_HUB_URL)?"
+                )));
+            }
+        };
+        let bytes = match resp.body().limit(64 * 1024 * 1024).await {
+            Ok(b) => b,
+            Err(e) => return Tried::Answered(Err(format!("reading the answer: {e}"))),
+        };
+        if resp.status().as_u16() == 503 {
+            if let Some(n) = NotLeader::parse(&bytes) {
+                return Tried::NotLeader {
+                    message: n.error.message,
+                    leader: n.error.leader,
+                };
+            }
+        }
         if !resp.status().is_success() {
-            return Err(match serde_json::from_slice::<ApiError>(&bytes) {
+            return Tried::Answered(Err(match serde_json::from_slice::<ApiError>(&bytes) {
                 Ok(e) => format!(
                     "{} ({}): {}",
                     e.error.code,
@@ -200,9 +277,12 @@ impl Client {
                     e.error.message
                 ),
                 Err(_) => format!("{}: {}", resp.status(), String::from_utf8_lossy(&bytes)),
-            });
+            }));
         }
-        serde_json::from_slice(&bytes).map_err(|e| format!("unexpected answer from the hub: {e}"))
+        Tried::Answered(
+            serde_json::from_slice(&bytes)
+                .map_err(|e| format!("unexpected answer from the hub: {e}")),
+        )
     }
 }
 
@@ -291,8 +371,9 @@ pub async fn agent(conn: Conn, cmd: AgentCmd) -> Result<(), String> {
                     .display()
                     .to_string()
             });
+            let hub_urls: Vec<String> = conn.hubs.iter().map(|h| ws_url(h)).collect();
             let text = format::sidecar_config(&format::SidecarConfigText {
-                hub_url: &ws_url(&conn.hub),
+                hub_urls: &hub_urls,
                 agent_id: &created.id,
                 token: &created.token,
                 capabilities: &created.capabilities,

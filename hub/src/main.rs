@@ -113,14 +113,18 @@ enum StoreArgs {
 
 #[derive(Args)]
 struct ConnArgs {
-    /// The hub's address: http://… or https://….
+    /// The hub's address: http://… or https://…. Several hubs on one
+    /// database (one leads, the others stand by): --hub again, or a
+    /// comma-separated list (in AGENTCOM_HUB_URL too); each request goes
+    /// to the hub that leads (a standby's 503 not_leader names it).
     #[arg(
         long,
         global = true,
         env = "AGENTCOM_HUB_URL",
+        value_delimiter = ',',
         default_value = "http://127.0.0.1:4000"
     )]
-    hub: String,
+    hub: Vec<String>,
     /// The hub's data dir, to find admin.token (or set AGENTCOM_ADMIN_TOKEN).
     #[arg(
         long,
@@ -428,7 +432,12 @@ fn finish(result: Result<(), String>) -> ExitCode {
 impl From<ConnArgs> for Conn {
     fn from(a: ConnArgs) -> Conn {
         Conn {
-            hub: a.hub,
+            hubs: a
+                .hub
+                .iter()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect(),
             data_dir: a.data_dir,
             json: a.json,
             ca_file: a.ca_file,

@@ -248,6 +248,54 @@ impl ApiError {
     }
 }
 
+/// The error code of a hub that does not lead: of several hubs on one
+/// database, a standby answers `/ws` and every write with 503 and this
+/// code (see [`NotLeader`]).
+pub const NOT_LEADER: &str = "not_leader";
+
+/// A standby hub's 503 answer: `{"error": {"code": "not_leader",
+/// "message": "…", "leader": URL|null}}`, naming the hub that leads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotLeader {
+    /// What the standby says.
+    pub error: NotLeaderBody,
+}
+
+/// The inside of a [`NotLeader`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotLeaderBody {
+    /// [`NOT_LEADER`].
+    pub code: String,
+    /// A sentence for a person.
+    #[serde(default)]
+    pub message: String,
+    /// The leading hub's base URL (`http://host:port` or `https://…`, no
+    /// path); None (null) when no hub leads right now.
+    #[serde(default)]
+    pub leader: Option<String>,
+}
+
+impl NotLeader {
+    /// A standby's answer naming `leader`.
+    pub fn new(message: impl Into<String>, leader: Option<String>) -> Self {
+        NotLeader {
+            error: NotLeaderBody {
+                code: NOT_LEADER.to_string(),
+                message: message.into(),
+                leader,
+            },
+        }
+    }
+
+    /// `body` read as a standby's answer; None if it is not one (another
+    /// code, another shape, not JSON).
+    pub fn parse(body: &[u8]) -> Option<NotLeader> {
+        serde_json::from_slice::<NotLeader>(body)
+            .ok()
+            .filter(|n| n.error.code == NOT_LEADER)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +353,24 @@ mod tests {
             serde_json::to_value(&e).unwrap(),
             serde_json::json!({"error": {"code": "not_found", "message": "no task 7"}})
         );
+    }
+
+    #[test]
+    fn a_standby_names_the_leader_or_none() {
+        let n = NotLeader::new("standby", Some("http://127.0.0.1:4001".into()));
+        assert_eq!(
+            serde_json::to_value(&n).unwrap(),
+            serde_json::json!({"error": {"code": "not_leader", "message": "standby", "leader": "http://127.0.0.1:4001"}})
+        );
+        let body = br#"{"error":{"code":"not_leader","message":"m","leader":null}}"#;
+        assert_eq!(NotLeader::parse(body).unwrap().error.leader, None);
+        let body = br#"{"error":{"code":"not_leader"}}"#;
+        assert_eq!(NotLeader::parse(body), Some(NotLeader::new("", None)));
+        // Another error, or no JSON: not a standby's answer.
+        assert_eq!(
+            NotLeader::parse(br#"{"error":{"code":"busy","message":"m","leader":"http://x"}}"#),
+            None
+        );
+        assert_eq!(NotLeader::parse(b"Service Unavailable"), None);
     }
 }

@@ -1,5 +1,6 @@
 //! The sidecar's settings file (`sidecar.toml`), as in the contract, with
-//! optional extras (`ca_file`, `[reconnect]`, `selftest_interval_s`), and
+//! optional extras (`ca_file`, `[reconnect]`, `selftest_interval_s`,
+//! `hub_urls` instead of `hub_url` for several hubs on one database), and
 //! the defaults that depend on the machine (`state_dir`: see
 //! [`default_state_dir`]). Reading and checking only: it never acts on a
 //! setting (it creates no directory and opens no socket).
@@ -12,7 +13,18 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SidecarConfig {
-    pub(crate) hub_url: String,
+    /// `hub_url` as written: the one hub.
+    #[serde(default, rename = "hub_url")]
+    hub_url_setting: Option<String>,
+    /// `hub_urls` as written: several hubs on one database, one of them
+    /// leading (instead of `hub_url`).
+    #[serde(default, rename = "hub_urls")]
+    hub_urls_setting: Option<Vec<String>>,
+    /// The hubs' WebSocket addresses in the order they are tried:
+    /// `hub_url` as a list of one, or `hub_urls` (set by
+    /// [`SidecarConfig::load`]).
+    #[serde(skip)]
+    pub(crate) hub_urls: Vec<String>,
     /// PEM CA certificates to trust for a `wss://` hub, instead of the
     /// system's roots.
     #[serde(default)]
@@ -159,6 +171,7 @@ impl SidecarConfig {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        cfg.hub_urls = hub_urls(cfg.hub_url_setting.take(), cfg.hub_urls_setting.take())?;
         cfg.check()?;
         cfg.path = path.to_path_buf();
         cfg.state_dir = match &cfg.state_dir_setting {
@@ -173,7 +186,6 @@ impl SidecarConfig {
     }
 
     fn check(&self) -> Result<(), String> {
-        check_hub_url(&self.hub_url)?;
         crate::validate::agent_id(&self.agent_id)?;
         if self.token.is_none() && self.token_file.is_none() {
             return Err("set token or token_file".into());
@@ -229,15 +241,65 @@ impl SidecarConfig {
     pub fn control_socket(&self) -> PathBuf {
         self.state_dir.join("control.sock")
     }
+
+    /// The setting that names the hubs, for messages: `hub_url` or
+    /// `hub_urls`.
+    pub(crate) fn hub_setting(&self) -> &'static str {
+        if self.hub_urls.len() == 1 {
+            "hub_url"
+        } else {
+            "hub_urls"
+        }
+    }
+}
+
+/// The most hubs `hub_urls` may name.
+pub(crate) const MAX_HUB_URLS: usize = 16;
+
+/// The hubs from `hub_url` or `hub_urls` (exactly one of them), each
+/// checked by [`check_hub_url`].
+fn hub_urls(one: Option<String>, several: Option<Vec<String>>) -> Result<Vec<String>, String> {
+    match (one, several) {
+        (Some(_), Some(_)) => Err(
+            "set hub_url (one hub) or hub_urls (several hubs on one database), not both".into(),
+        ),
+        (None, None) => Err(
+            "set hub_url (the hub's WebSocket address, ws://HOST:PORT/ws) or hub_urls (several hubs on one database)".into(),
+        ),
+        (Some(url), None) => {
+            check_hub_url(&url)?;
+            Ok(vec![url])
+        }
+        (None, Some(urls)) => {
+            if urls.is_empty() || urls.len() > MAX_HUB_URLS {
+                return Err(format!(
+                    "hub_urls must name 1 to {MAX_HUB_URLS} hubs, not {}",
+                    urls.len()
+                ));
+            }
+            for (i, url) in urls.iter().enumerate() {
+                check_url_named(&format!("hub_urls[{i}]"), url)?;
+                if urls[..i].contains(url) {
+                    return Err(format!("hub_urls names {url:?} twice"));
+                }
+            }
+            Ok(urls)
+        }
+    }
 }
 
 /// Whether `url` is a hub's WebSocket address, `ws://host[:port]/ws` or
 /// `wss://…/ws`; if not, the error says why and names the address to
 /// write instead.
 pub(crate) fn check_hub_url(url: &str) -> Result<(), String> {
+    check_url_named("hub_url", url)
+}
+
+/// [`check_hub_url`] for the setting `name` (`hub_url`, `hub_urls[1]`).
+fn check_url_named(name: &str, url: &str) -> Result<(), String> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!(
-            "hub_url must start with ws:// or wss://, not {url:?}"
+            "{name} must start with ws:// or wss://, not {url:?}"
         ));
     };
     if scheme != "ws" && scheme != "wss" {
@@ -247,16 +309,16 @@ pub(crate) fn check_hub_url(url: &str) -> Result<(), String> {
             _ => "",
         };
         return Err(format!(
-            "hub_url must start with ws:// or wss://, not {url:?}{hint}"
+            "{name} must start with ws:// or wss://, not {url:?}{hint}"
         ));
     }
     let authority = authority(rest);
     if authority.is_empty() {
-        return Err(format!("hub_url {url:?} names no host"));
+        return Err(format!("{name} {url:?} names no host"));
     }
     if &rest[authority.len()..] != "/ws" {
         return Err(format!(
-            "hub_url must be the hub's WebSocket address, ending in /ws: write {:?}, not {url:?}",
+            "{name} must be the hub's WebSocket address, ending in /ws: write {:?}, not {url:?}",
             ws_address(url).expect("a ws:// or wss:// URL with a host")
         ));
     }
@@ -480,6 +542,85 @@ main_branch = "main"
             .unwrap_err()
             .contains("names no host"));
         assert_eq!(check_hub_url("ws://[::1]:4000/ws"), Ok(()));
+        std::fs::remove_file(p).ok();
+    }
+
+    #[test]
+    fn hub_urls_is_a_list_of_hubs_and_hub_url_a_list_of_one() {
+        let p = write("one", &format!("hub_url = \"ws://a:4000/ws\"\n{REST}"));
+        let c = SidecarConfig::load(&p).unwrap();
+        assert_eq!(c.hub_urls, ["ws://a:4000/ws"]);
+        assert_eq!(c.hub_setting(), "hub_url");
+        let p2 = write(
+            "several",
+            &format!("hub_urls = [\"ws://a:4000/ws\", \"wss://b/ws\"]\n{REST}"),
+        );
+        let c = SidecarConfig::load(&p2).unwrap();
+        assert_eq!(c.hub_urls, ["ws://a:4000/ws", "wss://b/ws"]);
+        assert_eq!(c.hub_setting(), "hub_urls");
+        // A list of one is one hub.
+        std::fs::write(&p2, format!("hub_urls = [\"ws://a/ws\"]\n{REST}")).unwrap();
+        assert_eq!(SidecarConfig::load(&p2).unwrap().hub_urls, ["ws://a/ws"]);
+        std::fs::remove_file(p).ok();
+        std::fs::remove_file(p2).ok();
+    }
+
+    #[test]
+    fn hub_url_and_hub_urls_are_one_or_the_other_and_each_url_is_checked() {
+        let seventeen: Vec<String> = (0..17).map(|i| format!("\"ws://h{i}/ws\"")).collect();
+        for (name, top, said) in [
+            (
+                "both",
+                "hub_url = \"ws://a/ws\"\nhub_urls = [\"ws://b/ws\"]\n".to_string(),
+                "set hub_url (one hub) or hub_urls (several hubs on one database), not both",
+            ),
+            (
+                "neither",
+                String::new(),
+                "set hub_url (the hub's WebSocket address, ws://HOST:PORT/ws) or hub_urls",
+            ),
+            (
+                "empty",
+                "hub_urls = []\n".to_string(),
+                "hub_urls must name 1 to 16 hubs, not 0",
+            ),
+            (
+                "many",
+                format!("hub_urls = [{}]\n", seventeen.join(", ")),
+                "hub_urls must name 1 to 16 hubs, not 17",
+            ),
+            (
+                "http",
+                "hub_urls = [\"ws://a/ws\", \"http://b:4000\"]\n".to_string(),
+                "hub_urls[1] must start with ws:// or wss://, not \"http://b:4000\" (for a hub at http://…, use ws://…/ws)",
+            ),
+            (
+                "path",
+                "hub_urls = [\"ws://a:1\"]\n".to_string(),
+                "hub_urls[0] must be the hub's WebSocket address, ending in /ws: write \"ws://a:1/ws\"",
+            ),
+            (
+                "twice",
+                "hub_urls = [\"ws://a/ws\", \"ws://b/ws\", \"ws://a/ws\"]\n".to_string(),
+                "hub_urls names \"ws://a/ws\" twice",
+            ),
+            (
+                "not-a-list",
+                "hub_urls = \"ws://a/ws\"\n".to_string(),
+                "hub_urls",
+            ),
+        ] {
+            let p = write(&format!("urls-{name}"), &format!("{top}{REST}"));
+            let err = SidecarConfig::load(&p).unwrap_err();
+            assert!(err.contains(said), "{name}: {err}");
+            std::fs::remove_file(p).ok();
+        }
+        let sixteen = &seventeen[..16];
+        let p = write(
+            "urls-16",
+            &format!("hub_urls = [{}]\n{REST}", sixteen.join(", ")),
+        );
+        assert_eq!(SidecarConfig::load(&p).unwrap().hub_urls.len(), 16);
         std::fs::remove_file(p).ok();
     }
 

@@ -10,15 +10,17 @@
 //! never makes a report that large; anything else is dropped with an
 //! error in the log). It must never decide what to say: the
 //! attempt machine does, and the daemon loop decides when to reconnect
-//! (with [`crate::backoff`]). awc is `!Send`: a connection lives on the
-//! daemon's one thread.
+//! (with [`crate::backoff`]) and which hub to try (`hubs.rs`); it only
+//! reads what a hub that refused the upgrade with 503 says when asked
+//! plainly ([`Connection::standby_answer`]: a standby names the leader).
+//! awc is `!Send`: a connection lives on the daemon's one thread.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_codec::Framed;
-use agentcom_protocol::{HubMsg, SidecarMsg, MAX_FRAME_BYTES};
+use agentcom_protocol::{HubMsg, NotLeader, SidecarMsg, MAX_FRAME_BYTES};
 use agentcom_tls::{ClientConfig, HandshakeFailure, PemFile};
 use awc::error::{ConnectError, SendRequestError, WsClientError, WsProtocolError};
 use awc::ws::{CloseCode, Frame, Message};
@@ -73,8 +75,10 @@ pub(crate) struct Connection {
 pub(crate) struct Tls(Option<Arc<ClientConfig>>);
 
 impl Tls {
-    pub(crate) fn load(hub_url: &str, ca_file: Option<&Path>) -> Result<Tls, String> {
-        if !hub_url.starts_with("wss://") && ca_file.is_none() {
+    /// The trust for `hub_urls` (needed if one of them is `wss://` or a
+    /// `ca_file` is set).
+    pub(crate) fn load(hub_urls: &[String], ca_file: Option<&Path>) -> Result<Tls, String> {
+        if !hub_urls.iter().any(|u| u.starts_with("wss://")) && ca_file.is_none() {
             return Ok(Tls(None));
         }
         let config = agentcom_tls::client_config(ca_file.map(|p| PemFile::new("ca_file", p)))
@@ -124,6 +128,29 @@ impl Connection {
             last_heard: Instant::now(),
             broken: false,
         })
+    }
+
+    /// What a hub that answered the upgrade at `url` with 503 says when
+    /// asked plainly (a `GET` of the same address over HTTP(S), with the
+    /// token, within a few seconds): a standby's `not_leader` answer
+    /// naming the leader, or None (another answer, or none). The upgrade's
+    /// own answer cannot be read (awc drops it).
+    pub(crate) async fn standby_answer(url: &str, token: &str, tls: &Tls) -> Option<NotLeader> {
+        let http = crate::hubs::http_base(url)? + "/ws";
+        let mut connector = awc::Connector::new();
+        if let Some(config) = &tls.0 {
+            connector = connector.rustls_0_23(config.clone());
+        }
+        let client = awc::Client::builder()
+            .connector(connector)
+            .timeout(Duration::from_secs(5))
+            .finish();
+        let mut resp = client.get(&http).bearer_auth(token).send().await.ok()?;
+        if resp.status().as_u16() != 503 {
+            return None;
+        }
+        let body = resp.body().limit(16 * 1024).await.ok()?;
+        NotLeader::parse(&body)
     }
 
     /// A send failed or a ping could not be answered: the socket is no

@@ -2,10 +2,14 @@
 //! and working.
 //!
 //! It owns the loop and the things that are not rules: the connection to
-//! the hub (reconnecting after a capped, full-jitter exponential pause,
-//! reset only by a connection that proved itself, see `backoff.rs`; about
-//! the longest pause after a permanent refusal, logged at ERROR with its
-//! fix, see `refusal.rs`), the heartbeat timer, the local self-test (at
+//! the hub (with several hubs, the next one of a round at once after a
+//! hub that is not the one to talk to — no connection, a 503, a Close
+//! before `welcome` —, in the order `hubs.rs` decides, a standby's named
+//! leader first; reconnecting after a capped, full-jitter exponential
+//! pause once a round failed or a connection ended, reset only by a
+//! connection that proved itself, see `backoff.rs`; about the longest
+//! pause after a permanent refusal, logged at ERROR with its fix, see
+//! `refusal.rs`), the heartbeat timer, the local self-test (at
 //! start, every `selftest_interval_s` and for a verification task; off
 //! the loop, one at a time, see `probe.rs`), the channels from the
 //! runner and the control socket, the runner's stop handle, and carrying
@@ -18,7 +22,7 @@
 
 use std::time::Duration;
 
-use agentcom_protocol::{AttemptRef, HubMsg, Timestamp};
+use agentcom_protocol::{AttemptRef, HubMsg, NotLeader, Timestamp};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -27,6 +31,7 @@ use crate::backoff::Backoff;
 use crate::config::SidecarConfig;
 use crate::connection::{Connection, OpenFailed, RawFrame, Received};
 use crate::control;
+use crate::hubs::{Hubs, Next};
 use crate::launch::{self, GitLock, RunnerEvent, RunnerHandle};
 use crate::probe;
 use crate::recovery;
@@ -58,10 +63,24 @@ struct SelfTestDone {
 
 /// Why a connection ended.
 enum ConnectionEnded {
+    /// Lost after the hub's `welcome`.
     Lost,
+    /// Lost before `welcome` (the hub closed it right after connecting):
+    /// not the hub to talk to now.
+    NotWelcomed,
     /// The hub refused this sidecar for good (`refusal.rs`).
     Refused,
     Stop,
+}
+
+/// What comes before the next try to connect.
+enum Pause {
+    /// Nothing: another hub of the round, at once (`hubs.rs`).
+    None,
+    /// The reconnect backoff (`backoff.rs`).
+    Backoff,
+    /// About the longest delay: a permanent refusal.
+    Refused,
 }
 
 pub struct Daemon {
@@ -77,6 +96,8 @@ pub struct Daemon {
     control_rx: mpsc::UnboundedReceiver<control::Incoming>,
     control_tx: mpsc::UnboundedSender<control::Incoming>,
     backoff: Backoff,
+    /// The hubs and which to try next.
+    hubs: Hubs,
     heartbeat_every: Duration,
     silence_limit: Duration,
     /// A look for the branch's last commit is under way (one at a time).
@@ -100,7 +121,7 @@ impl Daemon {
         for repo in &repos {
             validate::repo_name(repo).map_err(|e| format!("[git] repo: {e}"))?;
         }
-        let tls = crate::connection::Tls::load(&cfg.hub_url, cfg.ca_file.as_deref())?;
+        let tls = crate::connection::Tls::load(&cfg.hub_urls, cfg.ca_file.as_deref())?;
         let mut state = StateDir::open(&cfg.state_dir).map_err(|e| match e {
             OpenError::Unusable(e) => format!("{e}: {}", cfg.state_dir_fix()),
             OpenError::InUse(e) => e,
@@ -134,6 +155,7 @@ impl Daemon {
             Duration::from_millis(cfg.reconnect.initial_ms.max(1)),
             Duration::from_secs(cfg.reconnect.max_s.max(1)),
         );
+        let hubs = Hubs::new(cfg.hub_urls.clone());
         Ok(Daemon {
             cfg,
             token,
@@ -147,6 +169,7 @@ impl Daemon {
             control_rx,
             control_tx,
             backoff,
+            hubs,
             heartbeat_every: Duration::from_secs(30),
             silence_limit: Duration::from_secs(90),
             commit_probe_busy: Default::default(),
@@ -191,51 +214,75 @@ impl Daemon {
             stop.await;
             let _ = stop_tx.send(());
         });
-        tracing::info!(agent = %self.cfg.agent_id, hub = %self.cfg.hub_url, state_dir = %self.state.root().display(), "sidecar started");
+        tracing::info!(agent = %self.cfg.agent_id, hub = %self.cfg.hub_urls.join(","), state_dir = %self.state.root().display(), "sidecar started");
         // The first self-test: a missing runner is caught before any task
         // burns an attempt.
         self.start_selftest(None);
         loop {
+            let url = self.hubs.current().to_string();
             let conn = tokio::select! {
-                c = Connection::open(&self.cfg.hub_url, &self.token, &self.tls) => c,
+                c = self.open(&url) => c,
                 _ = stop_rx.recv() => return self.shutdown(None).await,
             };
-            let refused = match conn {
-                Ok(conn) => match self.serve_connection(conn, &mut stop_rx).await {
+            let pause = match conn {
+                Ok(conn) => match self.serve_connection(conn, &url, &mut stop_rx).await {
                     ConnectionEnded::Stop => return Ok(()),
-                    ConnectionEnded::Lost => false,
-                    ConnectionEnded::Refused => true,
+                    ConnectionEnded::Lost => {
+                        self.hubs.round_over();
+                        Pause::Backoff
+                    }
+                    ConnectionEnded::NotWelcomed => self.not_this_hub(None),
+                    ConnectionEnded::Refused => {
+                        self.hubs.round_over();
+                        Pause::Refused
+                    }
                 },
-                Err(OpenFailed::Status(status)) => {
-                    let r = refusal::upgrade_refused(
+                Err((OpenFailed::Status(status), answer)) => {
+                    let r = refusal::upgrade_refused_in(
+                        self.cfg.hub_setting(),
                         status,
-                        &self.cfg.hub_url,
+                        &url,
                         &self.cfg.agent_id,
                         &self.cfg.path,
                     );
                     if r.permanent {
-                        tracing::error!(error = %r.message, "cannot connect to the hub");
+                        tracing::error!(hub = %url, error = %r.message, "cannot connect to the hub");
+                        self.hubs.round_over();
+                        Pause::Refused
+                    } else if status == 503 && self.hubs.several() {
+                        let said = refusal::not_leading(&url, answer.as_ref());
+                        tracing::info!(hub = %url, error = %said, "cannot connect to the hub");
+                        let leader = answer.and_then(|a| a.error.leader);
+                        self.not_this_hub(leader.as_deref())
                     } else {
-                        tracing::warn!(error = %r.message, "cannot connect to the hub");
+                        tracing::warn!(hub = %url, error = %r.message, "cannot connect to the hub");
+                        self.not_this_hub(None)
                     }
-                    r.permanent
                 }
-                Err(OpenFailed::Other(e)) => {
-                    tracing::warn!(error = %e, "cannot connect to the hub");
-                    false
+                Err((OpenFailed::Other(e), _)) => {
+                    tracing::warn!(hub = %url, error = %e, "cannot connect to the hub");
+                    self.not_this_hub(None)
                 }
             };
-            // A permanent refusal waits about the longest delay at once.
+            // Another hub of the round at once; after a round that failed,
+            // a permanent refusal or a lost connection, a pause; a
+            // permanent refusal waits about the longest delay at once.
             let draw = rand::random::<f64>();
-            let delay = if refused {
-                self.backoff.refused_delay(draw)
-            } else {
-                self.backoff.next_delay(draw)
+            let (delay, refused) = match pause {
+                Pause::None => {
+                    if self.handle_ready(&mut stop_rx).await {
+                        return self.shutdown(None).await;
+                    }
+                    continue;
+                }
+                Pause::Backoff => (self.backoff.next_delay(draw), false),
+                Pause::Refused => (self.backoff.refused_delay(draw), true),
             };
             tracing::info!(
                 delay_ms = delay.as_millis() as u64,
                 failures = self.backoff.failures(),
                 refused,
+                hub = %self.hubs.current(),
                 "reconnecting after a pause"
             );
             let until = Instant::now() + delay;
@@ -260,13 +307,60 @@ impl Daemon {
         }
     }
 
+    /// Open the WebSocket at `url`; after a 503 from one of several hubs,
+    /// what the hub says when asked plainly (a standby names the leader).
+    async fn open(&self, url: &str) -> Result<Connection, (OpenFailed, Option<NotLeader>)> {
+        match Connection::open(url, &self.token, &self.tls).await {
+            Ok(conn) => Ok(conn),
+            Err(OpenFailed::Status(503)) if self.hubs.several() => {
+                let answer = Connection::standby_answer(url, &self.token, &self.tls).await;
+                Err((OpenFailed::Status(503), answer))
+            }
+            Err(e) => Err((e, None)),
+        }
+    }
+
+    /// Between two hubs of a round: handle what the runner, the control
+    /// socket and the self-test sent meanwhile, without waiting. True when
+    /// asked to stop.
+    async fn handle_ready(&mut self, stop_rx: &mut mpsc::UnboundedReceiver<()>) -> bool {
+        loop {
+            if stop_rx.try_recv().is_ok() {
+                return true;
+            }
+            if let Ok(r) = self.runner_rx.try_recv() {
+                self.on_runner(r, None).await;
+            } else if let Ok(c) = self.control_rx.try_recv() {
+                self.on_control(c, None).await;
+            } else if let Ok(d) = self.selftest_rx.try_recv() {
+                self.on_selftest(d, None).await;
+            } else {
+                return false;
+            }
+        }
+    }
+
+    /// The hub tried is not the one to talk to now (`leader`: the one a
+    /// standby named): the next of the round at once, or a pause when the
+    /// round is over.
+    fn not_this_hub(&mut self, leader: Option<&str>) -> Pause {
+        match self.hubs.not_this_hub(leader) {
+            Next::Now => {
+                tracing::info!(hub = %self.hubs.current(), "trying the next hub");
+                Pause::None
+            }
+            Next::AfterPause => Pause::Backoff,
+        }
+    }
+
     /// One connection, from `hello` until it is lost or we stop.
     async fn serve_connection(
         &mut self,
         mut conn: Connection,
+        url: &str,
         stop_rx: &mut mpsc::UnboundedReceiver<()>,
     ) -> ConnectionEnded {
-        tracing::info!("connected to the hub; saying hello");
+        tracing::info!(hub = %url, "connected to the hub; saying hello");
         // A self-test that ended while connecting goes in the hello.
         while let Ok(d) = self.selftest_rx.try_recv() {
             self.on_selftest(d, None).await;
@@ -305,6 +399,7 @@ impl Daemon {
                             self.heartbeat_every,
                         );
                         welcomed_at.get_or_insert_with(Instant::now);
+                        self.hubs.welcomed();
                         tracing::info!(
                             heartbeat_s = hb.every.as_secs(),
                             silence_limit_s = hb.silence_limit.as_secs(),
@@ -361,6 +456,7 @@ impl Daemon {
             .connection_ended(welcomed_at.map(|at| at.elapsed()));
         match ended {
             ConnectionEnded::Lost if refused => ConnectionEnded::Refused,
+            ConnectionEnded::Lost if welcomed_at.is_none() => ConnectionEnded::NotWelcomed,
             other => other,
         }
     }

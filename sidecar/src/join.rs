@@ -17,29 +17,39 @@
 //! runs the daemon (`--install none`, or systemd not running here) the
 //! daemon runs inside `join` until the verification is back, then stops.
 //!
+//! With several hubs on one database (`--hub` given again, or a comma
+//! list), every request goes to the hub that answered last, moving on
+//! from one that cannot be reached or answers 503 `not_leader` (to the
+//! leader it names, else the next, in the order of `hubs.rs`), so the
+//! hub that leads enrolls; the config written names them all
+//! (`hub_urls`).
+//!
 //! It owns the order and what each failure tells a person. It never
 //! decides a check (`selftest.rs`), what a service file says
 //! (`service.rs`) or how the daemon works (`daemon.rs`).
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentcom_protocol::{ApiError, Enrolled, NewAgent, TaskStatus, Verification};
+use agentcom_protocol::{ApiError, Enrolled, NewAgent, NotLeader, TaskStatus, Verification};
 use agentcom_tls::{HandshakeFailure, PemFile};
 use awc::error::{ConnectError, SendRequestError};
 use serde::de::DeserializeOwned;
 
 use crate::config::SidecarConfig;
 use crate::daemon::Daemon;
+use crate::hubs::{Hubs, Next};
 use crate::selftest::Report;
 use crate::service::{self, Manager, Service};
 
 /// What `join` was asked.
 #[derive(Clone, Debug)]
 pub struct JoinArgs {
-    /// The hub: `http://host:port` (or `https://`, or its `ws://…/ws`).
+    /// The hub: `http://host:port` (or `https://`, or its `ws://…/ws`);
+    /// several hubs on one database separated by commas.
     pub hub: String,
     pub enroll_token: String,
     pub id: String,
@@ -65,10 +75,12 @@ pub struct JoinArgs {
 /// The checked plan: every value `join` writes or calls with.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    /// `http(s)://host:port`, no trailing slash.
-    pub http: String,
-    /// The sidecar's `hub_url`.
-    pub ws: String,
+    /// Each hub's `http(s)://host:port`, no trailing slash, in the order
+    /// given.
+    pub http: Vec<String>,
+    /// The sidecar's `hub_url` (one hub) or `hub_urls`, in the same
+    /// order.
+    pub ws: Vec<String>,
     pub config: PathBuf,
     pub runner: Vec<String>,
     pub args: JoinArgs,
@@ -78,7 +90,7 @@ impl Plan {
     /// Check what was asked; nothing is looked at outside.
     pub fn new(args: JoinArgs, cwd: &Path) -> Result<Plan, String> {
         crate::validate::agent_id(&args.id).map_err(|e| format!("--id: {e}"))?;
-        let (http, ws) = hub_addresses(&args.hub)?;
+        let (http, ws) = hubs_addresses(&args.hub)?;
         let runner = shlex::split(&args.runner)
             .filter(|w| !w.is_empty())
             .ok_or_else(|| {
@@ -114,11 +126,14 @@ impl Plan {
     pub fn config_text(&self, token: &str, cwd: &Path) -> String {
         let a = &self.args;
         let list = |v: &[String]| v.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", ");
+        let hubs = match &self.ws[..] {
+            [one] => format!("hub_url = {}", toml_str(one)),
+            several => format!("hub_urls = [{}]", list(several)),
+        };
         let mut out = format!(
             "# Written by `agentcom-sidecar join`; every setting is explained in\n\
              # deploy/sidecar.example.toml of the AgentCom repository.\n\
-             hub_url = {}\nagent_id = {}\ntoken = {}\ncapabilities = [{}]\n",
-            toml_str(&self.ws),
+             {hubs}\nagent_id = {}\ntoken = {}\ncapabilities = [{}]\n",
             toml_str(&a.id),
             toml_str(token),
             list(&a.capabilities),
@@ -205,6 +220,32 @@ pub fn hub_addresses(hub: &str) -> Result<(String, String), String> {
     ))
 }
 
+/// [`hub_addresses`] of each hub in `hubs`, one or several separated by
+/// commas (at most 16, none twice), in order.
+pub fn hubs_addresses(hubs: &str) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut http = Vec::new();
+    let mut ws = Vec::new();
+    for hub in hubs.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        let (h, w) = hub_addresses(hub)?;
+        if ws.contains(&w) {
+            return Err(format!("--hub names {h} twice"));
+        }
+        http.push(h);
+        ws.push(w);
+    }
+    if http.is_empty() {
+        return Err("--hub names no hub: give its address, like http://127.0.0.1:4000".into());
+    }
+    if http.len() > crate::config::MAX_HUB_URLS {
+        return Err(format!(
+            "--hub names {} hubs; a sidecar takes at most {}",
+            http.len(),
+            crate::config::MAX_HUB_URLS
+        ));
+    }
+    Ok((http, ws))
+}
+
 /// A TOML basic string.
 fn toml_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -223,17 +264,35 @@ fn toml_str(s: &str) -> String {
     out
 }
 
-/// The hub, over HTTP with the enrollment token.
+/// The hub, over HTTP with the enrollment token. With several hubs, each
+/// request goes to the one that answered last; one that cannot be reached
+/// or answers 503 `not_leader` sends it on to the leader it names, else to
+/// the next hub, in the order of `hubs.rs`, once round.
 struct Hub {
-    base: String,
+    /// Each hub's HTTP base, in the order of `hubs`.
+    bases: Vec<String>,
+    hubs: RefCell<Hubs>,
     token: String,
     http: awc::Client,
+}
+
+/// What one hub made of a request.
+enum Tried<T> {
+    /// An answer to give the caller: this hub is the one to ask.
+    Answered(Result<T, (u16, String)>),
+    /// Not this hub: it cannot be reached, or it does not lead (the
+    /// status and message, and the leader it names).
+    NotHere {
+        status: u16,
+        message: String,
+        leader: Option<String>,
+    },
 }
 
 impl Hub {
     fn new(plan: &Plan, cwd: &Path) -> Result<Hub, String> {
         let mut connector = awc::Connector::new();
-        if plan.http.starts_with("https://") || plan.args.ca_file.is_some() {
+        if plan.http.iter().any(|h| h.starts_with("https://")) || plan.args.ca_file.is_some() {
             let ca = plan.args.ca_file.as_ref().map(|p| absolute(p, cwd));
             let tls =
                 agentcom_tls::client_config(ca.as_deref().map(|p| PemFile::new("--ca-file", p)))
@@ -241,7 +300,8 @@ impl Hub {
             connector = connector.rustls_0_23(Arc::new(tls));
         }
         Ok(Hub {
-            base: plan.http.clone(),
+            bases: plan.http.clone(),
+            hubs: RefCell::new(Hubs::new(plan.ws.clone())),
             token: plan.args.enroll_token.trim().to_string(),
             http: awc::Client::builder()
                 .connector(connector)
@@ -250,13 +310,67 @@ impl Hub {
         })
     }
 
-    /// `method path` with `body`; the answer's status and JSON.
+    /// The hub asked first: the one that answered last.
+    fn base(&self) -> &str {
+        &self.bases[self.hubs.borrow().current_index()]
+    }
+
+    /// `method path` with `body`; the answer's status and JSON. With
+    /// several hubs, the first that leads answers; if none does, every
+    /// hub and what it said.
     async fn call<T: DeserializeOwned>(
         &self,
         post: Option<serde_json::Value>,
         path: &str,
     ) -> Result<T, (u16, String)> {
-        let url = format!("{}{path}", self.base);
+        let mut failures = Vec::new();
+        loop {
+            let i = self.hubs.borrow().current_index();
+            match self.call_at(&self.bases[i], post.clone(), path).await {
+                Tried::Answered(answer) => {
+                    self.hubs.borrow_mut().welcomed();
+                    return answer;
+                }
+                Tried::NotHere {
+                    status,
+                    message,
+                    leader,
+                } => {
+                    failures.push((self.bases[i].clone(), status, message));
+                    if self.hubs.borrow_mut().not_this_hub(leader.as_deref()) == Next::AfterPause {
+                        break;
+                    }
+                }
+            }
+        }
+        if let [(_, status, message)] = &failures[..] {
+            return Err((*status, message.clone()));
+        }
+        let each: Vec<String> = failures
+            .iter()
+            .map(|(base, status, message)| match status {
+                0 => message.clone(),
+                s => format!("{base} answered {s}: {message}"),
+            })
+            .collect();
+        Err((
+            0,
+            format!(
+                "no hub answered as the leader: {}. Is one of them running and leading, and are those the hubs' addresses (--hub)?",
+                each.join("; ")
+            ),
+        ))
+    }
+
+    /// `call` at the hub `base`.
+    async fn call_at<T: DeserializeOwned>(
+        &self,
+        base: &str,
+        post: Option<serde_json::Value>,
+        path: &str,
+    ) -> Tried<T> {
+        let url = format!("{base}{path}");
+        let get = post.is_none();
         let sent = match post {
             Some(b) => {
                 self.http
@@ -267,56 +381,82 @@ impl Hub {
             }
             None => self.http.get(&url).bearer_auth(&self.token).send().await,
         };
-        let mut resp = sent.map_err(|e| {
-            let why = match &e {
-                SendRequestError::Connect(ConnectError::Io(io)) => {
-                    match agentcom_tls::handshake_failure(io) {
-                        Some(f @ HandshakeFailure::Untrusted(_)) => format!(
-                            "{f}; pass --ca-file with the PEM file of the CA that signed it"
-                        ),
-                        Some(f) => f.to_string(),
-                        None => e.to_string(),
+        let mut resp = match sent {
+            Ok(resp) => resp,
+            Err(e) => {
+                let why = match &e {
+                    SendRequestError::Connect(ConnectError::Io(io)) => {
+                        match agentcom_tls::handshake_failure(io) {
+                            Some(f @ HandshakeFailure::Untrusted(_)) => format!(
+                                "{f}; pass --ca-file with the PEM file of the CA that signed it"
+                            ),
+                            Some(f) => f.to_string(),
+                            None => e.to_string(),
+                        }
                     }
+                    _ => e.to_string(),
+                };
+                let message = format!("cannot reach the hub at {base}: {why}");
+                // A request that may have arrived is not sent again
+                // elsewhere, unless it only reads.
+                if get || matches!(e, SendRequestError::Connect(_)) {
+                    return Tried::NotHere {
+                        status: 0,
+                        message,
+                        leader: None,
+                    };
                 }
-                _ => e.to_string(),
-            };
-            (0, format!("cannot reach the hub at {}: {why}", self.base))
-        })?;
+                return Tried::Answered(Err((0, message)));
+            }
+        };
         let status = resp.status().as_u16();
-        let bytes = resp
-            .body()
-            .limit(1024 * 1024)
-            .await
-            .map_err(|e| (status, format!("reading the hub's answer: {e}")))?;
+        let bytes = match resp.body().limit(1024 * 1024).await {
+            Ok(b) => b,
+            Err(e) => {
+                return Tried::Answered(Err((status, format!("reading the hub's answer: {e}"))))
+            }
+        };
+        if status == 503 {
+            if let Some(n) = NotLeader::parse(&bytes) {
+                return Tried::NotHere {
+                    status,
+                    message: n.error.message,
+                    leader: n.error.leader,
+                };
+            }
+        }
         if !resp.status().is_success() {
             let message = serde_json::from_slice::<ApiError>(&bytes)
                 .map(|e| e.error.message)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            return Err((status, message));
+            return Tried::Answered(Err((status, message)));
         }
-        serde_json::from_slice(&bytes).map_err(|e| {
+        Tried::Answered(serde_json::from_slice(&bytes).map_err(|e| {
             (
                 status,
-                format!("an answer from {} this sidecar cannot read: {e}", self.base),
+                format!("an answer from {base} this sidecar cannot read: {e}"),
             )
-        })
+        }))
     }
 
-    /// `GET /healthz`.
+    /// `GET /healthz` of each hub: Ok when one answers (every hub of
+    /// several answers it, the standbys too).
     async fn reachable(&self) -> Result<(), String> {
-        let url = format!("{}/healthz", self.base);
-        match self.http.get(&url).send().await {
-            Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(format!(
-                "the hub at {} answered /healthz with {}: is it an AgentCom hub?",
-                self.base,
-                r.status()
-            )),
-            Err(e) => Err(format!(
-                "cannot reach the hub at {}: {e}. Is it running, and is --hub its address?",
-                self.base
-            )),
+        let mut failures = Vec::new();
+        for base in &self.bases {
+            let url = format!("{base}/healthz");
+            match self.http.get(&url).send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => failures.push(format!(
+                    "the hub at {base} answered /healthz with {}: is it an AgentCom hub?",
+                    r.status()
+                )),
+                Err(e) => failures.push(format!(
+                    "cannot reach the hub at {base}: {e}. Is it running, and is --hub its address?"
+                )),
+            }
         }
+        Err(failures.join("; "))
     }
 }
 
@@ -367,7 +507,9 @@ pub async fn join(args: JoinArgs) -> Result<(), String> {
         })?;
     println!(
         "enrolled agent {} on {} (verification task {})",
-        enrolled.id, plan.http, enrolled.verification_task
+        enrolled.id,
+        hub.base(),
+        enrolled.verification_task
     );
 
     // 3. The config, with the token.
@@ -748,7 +890,7 @@ mod tests {
         let text = plan.config_text("tok\"en", cwd);
         let cfg = SidecarConfig::parse(&text, &plan.config).unwrap();
         assert_eq!(cfg.agent_id, "loash");
-        assert_eq!(cfg.hub_url, "ws://127.0.0.1:4000/ws");
+        assert_eq!(cfg.hub_urls, ["ws://127.0.0.1:4000/ws"]);
         assert_eq!(cfg.token().unwrap(), "tok\"en");
         assert_eq!(cfg.capabilities, ["code", "review"]);
         assert_eq!(cfg.state_dir, Path::new("/work/here/state"));
@@ -760,6 +902,57 @@ mod tests {
         let git = cfg.git.unwrap();
         assert_eq!(git.repo.as_deref(), Some("app"));
         assert_eq!(git.repo_dir, Path::new("/work/here/clone"));
+    }
+
+    #[test]
+    fn several_hubs_are_written_as_hub_urls_in_the_order_given() {
+        let cwd = Path::new("/w");
+        let mut a = args();
+        a.hub = "http://a:4000, https://b:4000/,,ws://c:1/ws".into();
+        let plan = Plan::new(a, cwd).unwrap();
+        assert_eq!(plan.http, ["http://a:4000", "https://b:4000", "http://c:1"]);
+        assert_eq!(
+            plan.ws,
+            ["ws://a:4000/ws", "wss://b:4000/ws", "ws://c:1/ws"]
+        );
+        let text = plan.config_text("tok", cwd);
+        assert!(
+            text.contains(
+                "\nhub_urls = [\"ws://a:4000/ws\", \"wss://b:4000/ws\", \"ws://c:1/ws\"]\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("hub_url ="), "{text}");
+        let cfg = SidecarConfig::parse(&text, &plan.config).unwrap();
+        assert_eq!(cfg.hub_urls, plan.ws);
+        // One hub: hub_url, as always.
+        let plan = Plan::new(args(), cwd).unwrap();
+        let text = plan.config_text("tok", cwd);
+        assert!(
+            text.contains("\nhub_url = \"ws://127.0.0.1:4000/ws\"\n"),
+            "{text}"
+        );
+        assert!(!text.contains("hub_urls"), "{text}");
+
+        for (hubs, said) in [
+            ("http://a:1,http://a:1/", "--hub names http://a:1 twice"),
+            (" , ", "--hub names no hub"),
+            (
+                "http://a:1,b:2",
+                "is not an address like http://127.0.0.1:4000",
+            ),
+        ] {
+            let mut a = args();
+            a.hub = hubs.into();
+            let err = Plan::new(a, cwd).unwrap_err();
+            assert!(err.contains(said), "{hubs}: {err}");
+        }
+        let seventeen: Vec<String> = (0..17).map(|i| format!("http://h{i}:1")).collect();
+        let mut a = args();
+        a.hub = seventeen.join(",");
+        assert!(Plan::new(a, cwd)
+            .unwrap_err()
+            .contains("--hub names 17 hubs; a sidecar takes at most 16"));
     }
 
     #[test]

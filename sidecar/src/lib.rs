@@ -12,6 +12,7 @@
 //!
 //! - `attempt`: the attempt's rules as a pure state machine.
 //! - `connection`: the WebSocket to the hub. `backoff`: reconnect delays.
+//!   `hubs`: which of several hubs to try next (`hub_urls`).
 //!   `refusal`: what the hub's refusals mean, and which are permanent.
 //! - `launch`: preparing and starting the runner, and pushing its branch,
 //!   off the loop;
@@ -31,6 +32,7 @@ pub mod control;
 pub mod daemon;
 mod frame_limit;
 pub mod git;
+mod hubs;
 pub mod join;
 mod launch;
 pub mod probe;

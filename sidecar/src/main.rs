@@ -36,7 +36,9 @@ enum Cmd {
   agentcom-sidecar join --hub http://127.0.0.1:4000 --enroll-token \"$(cat data/hub/enroll.token)\" \\
       --id loash --capabilities code --runner /usr/local/bin/agent-runner --install none
   agentcom-sidecar join --hub https://hub.example.org:4000 --enroll-token \"$TOKEN\" --id build-07 \\
-      --capabilities rust,git --runner \"/opt/agent/run --fast\" --repo app --repo-dir ~/work/app --install systemd")]
+      --capabilities rust,git --runner \"/opt/agent/run --fast\" --repo app --repo-dir ~/work/app --install systemd
+  agentcom-sidecar join --hub https://hub-a.example.org:4000,https://hub-b.example.org:4000 --enroll-token \"$TOKEN\" \\
+      --id build-08 --capabilities rust --runner /opt/agent/run --install systemd   # two hubs, one leads")]
     Join(Box<JoinCli>),
     /// Run the daemon.
     Run,
@@ -90,9 +92,11 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct JoinCli {
-    /// The hub's address: http://host:port or https://host:port.
-    #[arg(long, env = "AGENTCOM_HUB_URL")]
-    hub: String,
+    /// The hub's address: http://host:port or https://host:port. Several
+    /// hubs on one database (one leads, the others stand by): --hub again,
+    /// or a comma-separated list; the config then gets hub_urls.
+    #[arg(long, env = "AGENTCOM_HUB_URL", value_delimiter = ',', required = true)]
+    hub: Vec<String>,
     /// The hub's enrollment token (its <data_dir>/enroll.token, or its
     /// enroll_token setting).
     #[arg(long, env = "AGENTCOM_ENROLL_TOKEN", hide_env_values = true)]
@@ -259,7 +263,7 @@ fn run_join(j: Box<JoinCli>, config: Option<PathBuf>) -> ExitCode {
     let j = *j;
     init_logs("warn");
     let args = JoinArgs {
-        hub: j.hub,
+        hub: j.hub.join(","),
         enroll_token: j.enroll_token,
         id: j.id,
         capabilities: j

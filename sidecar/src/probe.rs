@@ -3,7 +3,8 @@
 //!
 //! It owns looking: a TCP connection to the hub (short timeout), the
 //! WebSocket upgrade with the agent's token (closed politely at once, no
-//! `hello`), `runner.command[0]` on `PATH`, `git rev-parse` and
+//! `hello`; after a 503, what the hub says when asked plainly) — at each
+//! hub, with several —, `runner.command[0]` on `PATH`, `git rev-parse` and
 //! `git ls-remote` in the clone (killed, with its process group, after
 //! [`GIT_REMOTE_TIMEOUT_S`]), a probe file written, fsynced and removed in
 //! the state dir, and `statvfs` where the sidecar writes. It must never
@@ -27,18 +28,29 @@ const HUB_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Every check: the hub and the token (async: they use the network),
 /// then the local ones. For `agentcom-sidecar selftest`.
+/// With several hubs (`hub_urls`) each is reached (all at once) and each
+/// reachable one is asked to upgrade with the token.
 pub async fn full(cfg: &SidecarConfig) -> Report {
     let mut results = Vec::new();
-    let target = host_port(&cfg.hub_url).unwrap_or_else(|| cfg.hub_url.clone());
-    let reached = reach(&target).await;
-    let hub_ok = reached.is_ok();
-    results.push(selftest::hub(&target, reached));
-    let token_seen = if hub_ok {
-        upgrade(cfg).await
-    } else {
-        TokenSeen::NotTried
-    };
-    results.push(selftest::token(cfg, token_seen));
+    let targets: Vec<String> = cfg
+        .hub_urls
+        .iter()
+        .map(|url| host_port(url).unwrap_or_else(|| url.clone()))
+        .collect();
+    let reached = futures_util::future::join_all(targets.iter().map(|t| reach(t))).await;
+    let mut tokens = Vec::new();
+    for (url, seen) in cfg.hub_urls.iter().zip(&reached) {
+        let token_seen = if seen.is_ok() {
+            upgrade(cfg, url).await
+        } else {
+            TokenSeen::NotTried
+        };
+        tokens.push((url.clone(), token_seen));
+    }
+    results.push(selftest::hubs(
+        &targets.into_iter().zip(reached).collect::<Vec<_>>(),
+    ));
+    results.push(selftest::tokens(cfg, &tokens));
     results.extend(local(cfg).results);
     Report { results }
 }
@@ -72,22 +84,27 @@ async fn reach(target: &str) -> Result<(), String> {
     }
 }
 
-/// The WebSocket upgrade with the agent's token; closed politely if it
-/// succeeds.
-async fn upgrade(cfg: &SidecarConfig) -> TokenSeen {
+/// The WebSocket upgrade at `url` with the agent's token; closed politely
+/// if it succeeds. After a 503, what the hub says when asked plainly (a
+/// standby names the leader).
+async fn upgrade(cfg: &SidecarConfig, url: &str) -> TokenSeen {
     let token = match cfg.token() {
         Ok(t) => t,
         Err(e) => return TokenSeen::NoToken(e),
     };
-    let tls = match Tls::load(&cfg.hub_url, cfg.ca_file.as_deref()) {
+    let tls = match Tls::load(&cfg.hub_urls, cfg.ca_file.as_deref()) {
         Ok(t) => t,
         Err(e) => return TokenSeen::NoAnswer(e),
     };
-    match Connection::open(&cfg.hub_url, &token, &tls).await {
+    match Connection::open(url, &token, &tls).await {
         Ok(conn) => {
             conn.close_politely(Duration::from_secs(2)).await;
             TokenSeen::Accepted
         }
+        Err(OpenFailed::Status(503)) => match Connection::standby_answer(url, &token, &tls).await {
+            Some(answer) => TokenSeen::Standby(answer),
+            None => TokenSeen::Refused(503),
+        },
         Err(OpenFailed::Status(status)) => TokenSeen::Refused(status),
         Err(OpenFailed::Other(e)) => TokenSeen::NoAnswer(e),
     }

@@ -8,10 +8,15 @@
 //! not the hub's `/ws`, another sidecar connected as this agent) and the
 //! sentence for each. The daemon logs a permanent one at ERROR and waits
 //! the longest reconnect delay ([`crate::backoff::Backoff::refused_delay`]);
-//! `selftest` shows the same words for its `token` check. Pure: it never
+//! `selftest` shows the same words for its `token` check. A 503 is not
+//! permanent: with several hubs it is a standby's answer
+//! ([`not_leading`] says which hub leads), and the daemon moves on to the
+//! next hub (`hubs.rs`). Pure: it never
 //! touches a socket, sleeps, reads the clock or decides when to reconnect.
 
 use std::path::Path;
+
+use agentcom_protocol::NotLeader;
 
 use crate::config::ws_address;
 
@@ -26,13 +31,28 @@ pub(crate) struct Refusal {
 }
 
 /// The hub at `hub_url` answered the WebSocket upgrade of agent
-/// `agent_id` (configured in the file `config`) with `status`.
+/// `agent_id` (configured in the file `config`) with `status` (the words
+/// for a sidecar of one hub, `hub_url`).
+#[cfg(test)]
 pub(crate) fn upgrade_refused(
     status: u16,
     hub_url: &str,
     agent_id: &str,
     config: &Path,
 ) -> Refusal {
+    upgrade_refused_in("hub_url", status, hub_url, agent_id, config)
+}
+
+/// [`upgrade_refused`] for a `hub_url` named by the setting `setting`
+/// (`hub_url`, or one of several in `hub_urls`).
+pub(crate) fn upgrade_refused_in(
+    setting: &str,
+    status: u16,
+    hub_url: &str,
+    agent_id: &str,
+    config: &Path,
+) -> Refusal {
+    let one = setting == "hub_url";
     let config = config.display();
     let permanent = |message: String| Refusal {
         permanent: true,
@@ -45,8 +65,13 @@ pub(crate) fn upgrade_refused(
              (agentcom-hub agent add {agent_id}, or agentcom-sidecar join)"
         )),
         403 => permanent(format!(
-            "the hub refused this sidecar (403 forbidden): check that hub_url ({hub_url}) is your hub, \
-             and ask its operator why (the hub's log says)"
+            "the hub refused this sidecar (403 forbidden): check that {} is your hub, \
+             and ask its operator why (the hub's log says)",
+            if one {
+                format!("hub_url ({hub_url})")
+            } else {
+                format!("{hub_url} (in {setting})")
+            }
         )),
         404 | 300..=399 => {
             let what = if status == 404 {
@@ -55,9 +80,14 @@ pub(crate) fn upgrade_refused(
                 format!("a redirect, {status}")
             };
             let fix = match ws_address(hub_url) {
-                Some(right) if right != hub_url => format!("set hub_url in {config} to {right}"),
+                Some(right) if right != hub_url && one => {
+                    format!("set hub_url in {config} to {right}")
+                }
+                Some(right) if right != hub_url => {
+                    format!("write {right} for {hub_url} in {setting} in {config}")
+                }
                 _ => format!(
-                    "hub_url must be the hub's /ws address: is something other than the hub (a proxy?) answering at {hub_url}?"
+                    "{setting} must name the hub's /ws address: is something other than the hub (a proxy?) answering at {hub_url}?"
                 ),
             };
             permanent(format!(
@@ -70,6 +100,27 @@ pub(crate) fn upgrade_refused(
                 "the hub answered the WebSocket upgrade with {status} instead of 101 (switching protocols)"
             ),
         },
+    }
+}
+
+/// The hub at `hub_url` answered the upgrade with 503, and said `answer`
+/// when asked plainly (a standby's `not_leader`, naming the leader or
+/// none; None: it said nothing a sidecar reads), in words.
+pub(crate) fn not_leading(hub_url: &str, answer: Option<&NotLeader>) -> String {
+    let Some(answer) = answer else {
+        return format!(
+            "the hub at {hub_url} answered the WebSocket upgrade with 503 (a standby, or too busy)"
+        );
+    };
+    let said = crate::validate::shown(&answer.error.message, 200);
+    match &answer.error.leader {
+        Some(leader) => format!(
+            "the hub at {hub_url} is a standby (503 not_leader: {said}); the leader is {}",
+            crate::validate::shown(leader, 200)
+        ),
+        None => format!(
+            "the hub at {hub_url} is a standby (503 not_leader: {said}); no hub leads right now"
+        ),
     }
 }
 
@@ -170,6 +221,46 @@ mod tests {
                 r.message
             );
         }
+    }
+
+    #[test]
+    fn a_hub_of_several_is_named_as_an_entry_of_hub_urls() {
+        let c = Path::new("/etc/s.toml");
+        let r = upgrade_refused_in("hub_urls", 404, "ws://h:4000/", "a", c);
+        assert!(r.permanent);
+        assert!(
+            r.message
+                .contains("write ws://h:4000/ws for ws://h:4000/ in hub_urls in /etc/s.toml"),
+            "{}",
+            r.message
+        );
+        let r = upgrade_refused_in("hub_urls", 404, URL, "a", c);
+        assert!(
+            r.message
+                .contains("hub_urls must name the hub's /ws address"),
+            "{}",
+            r.message
+        );
+        let r = upgrade_refused_in("hub_urls", 403, URL, "a", c);
+        assert!(
+            r.message
+                .contains("check that ws://127.0.0.1:4000/ws (in hub_urls) is your hub"),
+            "{}",
+            r.message
+        );
+        assert!(!upgrade_refused_in("hub_urls", 503, URL, "a", c).permanent);
+    }
+
+    #[test]
+    fn a_standby_is_named_with_the_leader_it_names() {
+        assert_eq!(
+            not_leading(URL, Some(&NotLeader::new("standby", Some("http://b:4000".into())))),
+            "the hub at ws://127.0.0.1:4000/ws is a standby (503 not_leader: \"standby\"); the leader is \"http://b:4000\""
+        );
+        assert!(
+            not_leading(URL, Some(&NotLeader::new("x", None))).ends_with("no hub leads right now")
+        );
+        assert!(not_leading(URL, None).contains("answered the WebSocket upgrade with 503"));
     }
 
     #[test]

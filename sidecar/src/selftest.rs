@@ -7,13 +7,16 @@
 //! (at least [`MIN_FREE_BYTES`] and [`MIN_FREE_PERCENT`] free), the table
 //! `agentcom-sidecar selftest` prints, what goes to the hub (the
 //! failures as a [`SelfTestStatus`], the whole report as a verification
-//! task's result) and when two reports say the same. The observations
+//! task's result) and when two reports say the same. With several hubs
+//! (`hub_urls`), `hub` and `token` pass when one hub takes connections
+//! and the token (the leader; the others are standbys), their detail
+//! naming what each other hub answered. The observations
 //! come from `probe.rs`. Pure: it never touches the disk, a process, a
 //! socket or the clock (the time of a run is passed in).
 
 use std::path::{Path, PathBuf};
 
-use agentcom_protocol::{CheckFailure, SelfTestStatus, Timestamp};
+use agentcom_protocol::{CheckFailure, NotLeader, SelfTestStatus, Timestamp};
 use serde_json::{json, Value};
 
 use crate::config::SidecarConfig;
@@ -166,7 +169,7 @@ pub fn same_findings(old: Option<&SelfTestStatus>, new: &SelfTestStatus) -> bool
 // ----- the checks ---------------------------------------------------------------------
 
 /// `hub`: a TCP connection to `target` (`host:port` of `hub_url`) was
-/// made, or not.
+/// made, or not (one hub; several: [`hubs`]).
 pub(crate) fn hub(target: &str, seen: Result<(), String>) -> CheckResult {
     match seen {
         Ok(()) => pass(Check::Hub, format!("{target} takes connections")),
@@ -179,6 +182,47 @@ pub(crate) fn hub(target: &str, seen: Result<(), String>) -> CheckResult {
     }
 }
 
+/// `hub` for each of the hubs (`hub_urls`): `(host:port, what was
+/// seen)` in order. It passes when one takes connections (the one that
+/// leads is enough); the detail names each that cannot be reached. One
+/// hub: [`hub`].
+pub(crate) fn hubs(seen: &[(String, Result<(), String>)]) -> CheckResult {
+    if let [(target, seen)] = seen {
+        return hub(target, seen.clone());
+    }
+    let reachable: Vec<&str> = seen
+        .iter()
+        .filter(|(_, s)| s.is_ok())
+        .map(|(t, _)| t.as_str())
+        .collect();
+    let unreachable: Vec<String> = seen
+        .iter()
+        .filter_map(|(t, s)| s.as_ref().err().map(|e| format!("cannot reach {t}: {e}")))
+        .collect();
+    if reachable.is_empty() {
+        return failed(
+            Check::Hub,
+            format!(
+                "cannot reach any hub: {}; are the hubs running there, are hub_urls' hosts and ports right, and does no firewall stand between?",
+                unreachable.join("; ")
+            ),
+        );
+    }
+    let take = if reachable.len() == 1 {
+        "takes"
+    } else {
+        "take"
+    };
+    let mut detail = format!("{} {take} connections", reachable.join(", "));
+    if !unreachable.is_empty() {
+        detail.push_str(&format!(
+            "; {} (one hub that leads is enough; is that one running?)",
+            unreachable.join("; ")
+        ));
+    }
+    pass(Check::Hub, detail)
+}
+
 /// What became of the WebSocket upgrade with the agent's token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum TokenSeen {
@@ -186,6 +230,8 @@ pub(crate) enum TokenSeen {
     Accepted,
     /// The hub answered with this status instead.
     Refused(u16),
+    /// The hub answered 503 and, asked plainly, says it is a standby.
+    Standby(NotLeader),
     /// No answer (network, TLS, timeout), in words.
     NoAnswer(String),
     /// Not tried: the hub cannot be reached at all.
@@ -194,8 +240,69 @@ pub(crate) enum TokenSeen {
     NoToken(String),
 }
 
-/// `token`: the upgrade with the agent's token.
+/// `token`: the upgrade with the agent's token at the (first) hub.
+#[cfg(test)]
 pub(crate) fn token(cfg: &SidecarConfig, seen: TokenSeen) -> CheckResult {
+    token_at(cfg, &cfg.hub_urls[0], seen)
+}
+
+/// `token` for each of the hubs (`hub_urls`), in order: it passes when
+/// one takes the token (the leader; the others are standbys); the detail
+/// says what each other answered. One hub: [`token`].
+pub(crate) fn tokens(cfg: &SidecarConfig, seen: &[(String, TokenSeen)]) -> CheckResult {
+    if let [(url, seen)] = seen {
+        return token_at(cfg, url, seen.clone());
+    }
+    if let Some((url, no_token)) = seen
+        .iter()
+        .find(|(_, s)| matches!(s, TokenSeen::NoToken(_)))
+    {
+        return token_at(cfg, url, no_token.clone());
+    }
+    let said = |url: &str, s: &TokenSeen| match s {
+        TokenSeen::Accepted => format!("{url} took it"),
+        TokenSeen::Standby(answer) => refusal::not_leading(url, Some(answer)),
+        TokenSeen::Refused(503) => refusal::not_leading(url, None),
+        TokenSeen::Refused(status) => {
+            refusal::upgrade_refused_in(cfg.hub_setting(), *status, url, &cfg.agent_id, &cfg.path)
+                .message
+        }
+        TokenSeen::NoAnswer(e) => format!("no answer to the WebSocket upgrade at {url}: {e}"),
+        TokenSeen::NotTried | TokenSeen::NoToken(_) => {
+            format!("{url} not checked: it cannot be reached (see hub)")
+        }
+    };
+    let accepted = seen
+        .iter()
+        .find(|(_, s)| *s == TokenSeen::Accepted)
+        .map(|(url, _)| url.as_str());
+    let others: Vec<String> = seen
+        .iter()
+        .filter(|(url, _)| Some(url.as_str()) != accepted)
+        .map(|(url, s)| said(url, s))
+        .collect();
+    match accepted {
+        Some(url) => pass(
+            Check::Token,
+            format!(
+                "the hub at {url} took agent {}'s token; {}",
+                cfg.agent_id,
+                others.join("; ")
+            ),
+        ),
+        None => failed(
+            Check::Token,
+            format!(
+                "no hub took agent {}'s token: {}",
+                cfg.agent_id,
+                others.join("; ")
+            ),
+        ),
+    }
+}
+
+/// `token` at the hub `url`.
+fn token_at(cfg: &SidecarConfig, url: &str, seen: TokenSeen) -> CheckResult {
     match seen {
         TokenSeen::Accepted => pass(
             Check::Token,
@@ -203,11 +310,20 @@ pub(crate) fn token(cfg: &SidecarConfig, seen: TokenSeen) -> CheckResult {
         ),
         TokenSeen::Refused(status) => failed(
             Check::Token,
-            refusal::upgrade_refused(status, &cfg.hub_url, &cfg.agent_id, &cfg.path).message,
+            refusal::upgrade_refused_in(cfg.hub_setting(), status, url, &cfg.agent_id, &cfg.path)
+                .message,
+        ),
+        TokenSeen::Standby(answer) => failed(
+            Check::Token,
+            format!(
+                "{}: list every hub in hub_urls (instead of hub_url) in {}",
+                refusal::not_leading(url, Some(&answer)),
+                cfg.path.display()
+            ),
         ),
         TokenSeen::NoAnswer(e) => failed(
             Check::Token,
-            format!("no answer to the WebSocket upgrade at {}: {e}", cfg.hub_url),
+            format!("no answer to the WebSocket upgrade at {url}: {e}"),
         ),
         TokenSeen::NotTried => failed(
             Check::Token,
@@ -664,6 +780,132 @@ mod tests {
             r.detail
         );
         assert!(token(&c, TokenSeen::Accepted).ok);
+    }
+
+    /// A config with `hub_urls = [A, B, C]`.
+    fn several() -> SidecarConfig {
+        let dir = std::env::temp_dir().join(format!("agentcom-selftest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("several.toml");
+        std::fs::write(
+            &p,
+            "hub_urls = [\"ws://a:4000/ws\", \"ws://b:4000/ws\", \"ws://c:4000/ws\"]\nagent_id = \"loash\"\ntoken = \"t\"\nstate_dir = \"/srv/state\"\n[runner]\nmode = \"exec\"\ncommand = [\"claude-runner\"]\n",
+        )
+        .unwrap();
+        SidecarConfig::load(&p).unwrap()
+    }
+
+    #[test]
+    fn one_hub_of_several_that_leads_is_enough_and_each_other_is_named() {
+        let refused = || Err::<(), String>("Connection refused".to_string());
+        let r = hubs(&[
+            ("a:4000".into(), refused()),
+            ("b:4000".into(), Ok(())),
+            ("c:4000".into(), Ok(())),
+        ]);
+        assert!(r.ok, "{}", r.detail);
+        assert_eq!(
+            r.detail,
+            "b:4000, c:4000 take connections; cannot reach a:4000: Connection refused (one hub that leads is enough; is that one running?)"
+        );
+        let r = hubs(&[("a:4000".into(), refused()), ("b:4000".into(), refused())]);
+        assert!(!r.ok);
+        assert!(
+            r.detail.starts_with("cannot reach any hub: cannot reach a:4000: Connection refused; cannot reach b:4000: Connection refused; are the hubs running there, are hub_urls' hosts"),
+            "{}",
+            r.detail
+        );
+        // One hub: as it always was.
+        assert_eq!(hubs(&[("a:1".into(), Ok(()))]), hub("a:1", Ok(())));
+        let r = hubs(&[("a:1".into(), Ok(())), ("b:1".into(), refused())]);
+        assert!(
+            r.detail
+                .starts_with("a:1 takes connections; cannot reach b:1"),
+            "{}",
+            r.detail
+        );
+
+        let c = several();
+        let leader = NotLeader::new("standby", Some("http://b:4000".into()));
+        let r = tokens(
+            &c,
+            &[
+                ("ws://a:4000/ws".into(), TokenSeen::Standby(leader.clone())),
+                ("ws://b:4000/ws".into(), TokenSeen::Accepted),
+                ("ws://c:4000/ws".into(), TokenSeen::NotTried),
+            ],
+        );
+        assert!(r.ok, "{}", r.detail);
+        assert_eq!(
+            r.detail,
+            "the hub at ws://b:4000/ws took agent loash's token; the hub at ws://a:4000/ws is a standby (503 not_leader: \"standby\"); the leader is \"http://b:4000\"; ws://c:4000/ws not checked: it cannot be reached (see hub)"
+        );
+        let r = tokens(
+            &c,
+            &[
+                ("ws://a:4000/ws".into(), TokenSeen::Standby(leader)),
+                ("ws://b:4000/ws".into(), TokenSeen::Refused(401)),
+                ("ws://c:4000/ws".into(), TokenSeen::Refused(503)),
+            ],
+        );
+        assert!(!r.ok);
+        assert!(
+            r.detail.starts_with(
+                "no hub took agent loash's token: the hub at ws://a:4000/ws is a standby"
+            ),
+            "{}",
+            r.detail
+        );
+        assert!(
+            r.detail
+                .contains("the hub refused this agent's token (401)")
+                && r.detail
+                    .contains("the hub at ws://c:4000/ws answered the WebSocket upgrade with 503"),
+            "{}",
+            r.detail
+        );
+        let r = tokens(
+            &c,
+            &[
+                (
+                    "ws://a:4000/ws".into(),
+                    TokenSeen::NoToken("cannot read token_file /t".into()),
+                ),
+                (
+                    "ws://b:4000/ws".into(),
+                    TokenSeen::NoToken("cannot read token_file /t".into()),
+                ),
+            ],
+        );
+        assert!(
+            !r.ok
+                && r.detail
+                    .starts_with("cannot read token_file /t: make token_file readable"),
+            "{}",
+            r.detail
+        );
+    }
+
+    #[test]
+    fn one_hub_that_is_a_standby_says_to_list_every_hub() {
+        let c = cfg("");
+        let r = token(
+            &c,
+            TokenSeen::Standby(NotLeader::new("standby", Some("http://b:4000".into()))),
+        );
+        assert!(!r.ok);
+        assert!(
+            r.detail.contains("the leader is \"http://b:4000\": list every hub in hub_urls (instead of hub_url) in "),
+            "{}",
+            r.detail
+        );
+        assert_eq!(
+            tokens(
+                &c,
+                &[("ws://127.0.0.1:4000/ws".into(), TokenSeen::Refused(404))]
+            ),
+            token(&c, TokenSeen::Refused(404))
+        );
     }
 
     const GIB: u64 = 1 << 30;

@@ -374,8 +374,9 @@ pub(crate) fn agent_table(agents: &[AgentInfo], now: Timestamp) -> String {
 
 /// What goes into a sidecar's config file.
 pub(crate) struct SidecarConfigText<'a> {
-    /// The hub's WebSocket, `ws://…/ws` or `wss://…/ws`.
-    pub(crate) hub_url: &'a str,
+    /// The hub's WebSocket, `ws://…/ws` or `wss://…/ws` (`hub_url`);
+    /// several hubs on one database: each one's (`hub_urls`).
+    pub(crate) hub_urls: &'a [String],
     pub(crate) agent_id: &'a str,
     pub(crate) token: &'a str,
     pub(crate) capabilities: &'a [String],
@@ -410,9 +411,19 @@ pub(crate) fn toml_str(s: &str) -> String {
 /// capabilities, where its state lives and what runs its tasks.
 pub(crate) fn sidecar_config(c: &SidecarConfigText<'_>) -> String {
     let caps: Vec<String> = c.capabilities.iter().map(|s| toml_str(s)).collect();
+    let hubs = match c.hub_urls {
+        [one] => format!("hub_url = {}", toml_str(one)),
+        several => format!(
+            "hub_urls = [{}]",
+            several
+                .iter()
+                .map(|u| toml_str(u))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     let mut out = format!(
-        "hub_url = {}\nagent_id = {}\ntoken = {}\ncapabilities = [{}]\n",
-        toml_str(c.hub_url),
+        "{hubs}\nagent_id = {}\ntoken = {}\ncapabilities = [{}]\n",
         toml_str(c.agent_id),
         toml_str(c.token),
         caps.join(", ")
@@ -720,7 +731,7 @@ mod tests {
     fn a_sidecar_config_leaves_state_dir_and_the_runner_to_be_set() {
         let caps = vec!["git".to_string(), "rust".to_string()];
         let text = sidecar_config(&SidecarConfigText {
-            hub_url: "ws://127.0.0.1:4000/ws",
+            hub_urls: &["ws://127.0.0.1:4000/ws".to_string()],
             agent_id: "loash",
             token: "acm_agent_x",
             capabilities: &caps,
@@ -741,7 +752,7 @@ mod tests {
         assert!(!text.contains("\ncommand"), "{text}");
 
         let text = sidecar_config(&SidecarConfigText {
-            hub_url: "wss://hub:4000/ws",
+            hub_urls: &["wss://hub:4000/ws".to_string()],
             agent_id: "loash",
             token: "t",
             capabilities: &[],
@@ -759,6 +770,26 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains('#'), "nothing left to set: {text}");
+    }
+
+    #[test]
+    fn a_sidecar_config_for_several_hubs_names_each_in_hub_urls() {
+        let urls = ["ws://a:4000/ws".to_string(), "ws://b:4000/ws".to_string()];
+        let text = sidecar_config(&SidecarConfigText {
+            hub_urls: &urls,
+            agent_id: "loash",
+            token: "t",
+            capabilities: &[],
+            state_dir: None,
+            ca_file: None,
+            runner: None,
+        });
+        assert!(
+            text.starts_with(
+                "hub_urls = [\"ws://a:4000/ws\", \"ws://b:4000/ws\"]\nagent_id = \"loash\"\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

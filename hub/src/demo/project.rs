@@ -331,7 +331,7 @@ pub(super) fn sidecar_toml(
     let state = layout.agent(name).join("state").display().to_string();
     let runner = layout.runner().display().to_string();
     let base = sidecar_config(&SidecarConfigText {
-        hub_url: hub_ws_url,
+        hub_urls: &[hub_ws_url.to_string()],
         agent_id: name,
         token,
         capabilities,
