@@ -492,7 +492,15 @@ pub async fn serve_until(
         // `until` ending while standing by stops the standby.
         let mut tx = Some(tx);
         let waited = {
-            let standing = ha::stand_by(&settings, &store, &me, timing, &listener, tls.clone(), &mut stop);
+            let standing = ha::stand_by(
+                &settings,
+                &store,
+                &me,
+                timing,
+                &listener,
+                tls.clone(),
+                &mut stop,
+            );
             let mut standing = std::pin::pin!(standing);
             tokio::select! {
                 r = &mut standing => r,

@@ -164,7 +164,9 @@ pub(crate) fn reader_hashes(settings: &Settings, store: &Store) -> Result<Vec<St
 /// Whether `token` is one of `hashes`' (each compared in constant time).
 pub(crate) fn token_in(token: &str, hashes: &[String]) -> bool {
     let h = hash_token(token);
-    hashes.iter().fold(false, |found, k| same_hash(&h, k) | found)
+    hashes
+        .iter()
+        .fold(false, |found, k| same_hash(&h, k) | found)
 }
 
 /// One token's hash and where it is, in words: the setting's, the one in

@@ -195,7 +195,9 @@ async fn standby_task(
             task.history = Some(history);
             let mut v = serde_json::to_value(&task).unwrap_or_default();
             v["history_next_cursor"] = json!((to < t.history_len).then_some(to));
-            HttpResponse::Ok().insert_header(("X-AgentCom-Role", "standby")).json(v)
+            HttpResponse::Ok()
+                .insert_header(("X-AgentCom-Role", "standby"))
+                .json(v)
         }
         Ok(Ok(None)) => HttpResponse::NotFound().json(json!({
             "error": { "code": "not_found", "message": format!("no task {id}") }
@@ -224,9 +226,7 @@ async fn standby_answer(req: HttpRequest, standby: web::Data<Standby>) -> HttpRe
     };
     HttpResponse::ServiceUnavailable()
         .insert_header(("Retry-After", "1"))
-        .json(json!({
-            "error": { "code": "not_leader", "message": message, "leader": leader }
-        }))
+        .json(agentcom_protocol::NotLeader::new(message, leader))
 }
 
 /// Renew the lease of `term` every `renew_ms` for as long as the hub runs;

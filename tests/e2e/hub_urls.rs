@@ -108,15 +108,7 @@ fn dead_ws() -> String {
 fn sidecar(root: &std::path::Path, hub: &Hub, id: &str, urls: &[String]) -> Sidecar {
     let token = hub.add_agent(id, &[]);
     let s = Sidecar::prepare(root, hub, id, &token, &[], "exec", "exit 0", "", "");
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    let one = format!("hub_url = {:?}\n", hub.ws_url());
-    assert!(text.contains(&one), "{text}");
-    let list: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
-    std::fs::write(
-        &s.config,
-        text.replace(&one, &format!("hub_urls = [{}]\n", list.join(", "))),
-    )
-    .unwrap();
+    s.use_hub_urls(urls);
     s
 }
 

@@ -17,6 +17,7 @@
 //! - [`wait_until`]: polling with a deadline.
 
 pub mod browser;
+pub mod chaos;
 pub mod fakehub;
 pub mod hub;
 pub mod pg;

@@ -205,6 +205,22 @@ impl Sidecar {
             .collect()
     }
 
+    /// Connect to any of `urls` (`hub_urls` in its config instead of its
+    /// one `hub_url`), from its next (re)start.
+    pub fn use_hub_urls(&self, urls: &[String]) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let (_, rest) = text
+            .split_once('\n')
+            .filter(|(first, _)| first.starts_with("hub_url = "))
+            .unwrap_or_else(|| panic!("the config starts with hub_url:\n{text}"));
+        let list: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+        std::fs::write(
+            &self.config,
+            format!("hub_urls = [{}]\n{rest}", list.join(", ")),
+        )
+        .unwrap();
+    }
+
     pub fn restart(&mut self) {
         let mut cmd = Command::new(bin("agentcom-sidecar"));
         cmd.arg("run")
