@@ -105,6 +105,17 @@ impl Tree {
         }
     }
 
+    /// The values of `keys`, in their order (one query with PostgreSQL).
+    pub(super) fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<IVec>>, StoreError> {
+        match self {
+            Tree::Sled(t) => keys
+                .iter()
+                .map(|k| t.get(k).map_err(StoreError::from))
+                .collect(),
+            Tree::Postgres { db, tree } => db.get_many(*tree, keys),
+        }
+    }
+
     pub(super) fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool, StoreError> {
         Ok(self.get(key)?.is_some())
     }

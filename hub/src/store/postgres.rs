@@ -180,6 +180,45 @@ impl Postgres {
         })
     }
 
+    /// The values of `keys` in `tree`, in their order: the overlay's, and
+    /// the rest in one query.
+    pub(super) fn get_many(
+        &self,
+        tree: i16,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<IVec>>, StoreError> {
+        let mut out: Vec<Option<Option<IVec>>> = {
+            let o = self.overlay();
+            keys.iter()
+                .map(|k| o.latest.get(&(tree, k.clone())).map(|(_, v)| v.clone()))
+                .collect()
+        };
+        let missing: Vec<Vec<u8>> = keys
+            .iter()
+            .zip(&out)
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !missing.is_empty() {
+            let rows = self.call(move |c| {
+                let rows = c.query(
+                    "SELECT key, value FROM agentcom_kv WHERE tree = $1 AND key = ANY($2)",
+                    &[&tree, &missing],
+                )?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| (r.get::<_, Vec<u8>>(0), IVec::from(r.get::<_, Vec<u8>>(1))))
+                    .collect::<BTreeMap<_, _>>())
+            })?;
+            for (k, v) in keys.iter().zip(out.iter_mut()) {
+                if v.is_none() {
+                    *v = Some(rows.get(k).cloned());
+                }
+            }
+        }
+        Ok(out.into_iter().map(|v| v.flatten()).collect())
+    }
+
     /// Commit every write made so far, in one transaction.
     pub(super) fn sync(&self) -> Result<(), StoreError> {
         let _one = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
@@ -725,6 +764,15 @@ mod tests {
             .map(|r| r.unwrap().0.to_vec())
             .collect();
             assert_eq!(got, want, "{label}: a prefix");
+            let probes: Vec<Vec<u8>> = (0..1500).step_by(7).map(key).collect();
+            let many = db.get_many(1, &probes).unwrap();
+            for (k, v) in probes.iter().zip(many) {
+                assert_eq!(
+                    v.map(|v| v.to_vec()),
+                    model.get(k).cloned(),
+                    "{label}: get_many"
+                );
+            }
             for probe in [0, 1, 2, 700, 1499] {
                 assert_eq!(
                     db.get(1, &key(probe)).unwrap().map(|v| v.to_vec()),

@@ -304,6 +304,31 @@ impl Store {
         Ok(None)
     }
 
+    /// The records of tasks `ids` (live first), each with its key, read
+    /// together (one round trip to PostgreSQL for a whole group).
+    fn records_with_keys(
+        &self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, (Vec<u8>, Record)>, StoreError> {
+        let keys: Vec<Vec<u8>> = ids
+            .iter()
+            .flat_map(|id| [key("l/", id), key("t/", id)])
+            .collect();
+        let values = self.tasks.get_many(&keys)?;
+        let mut out = HashMap::new();
+        for (pair, id) in keys.chunks(2).zip(values.chunks(2)).zip(ids) {
+            let ((keys, values), id) = (pair, id);
+            if let Some((k, v)) = keys
+                .iter()
+                .zip(values)
+                .find_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+            {
+                out.insert(id.to_string(), (k.clone(), decode(k, v)?));
+            }
+        }
+        Ok(out)
+    }
+
     /// Value files whose record does not point at them (a group that never
     /// became durable wrote them) are removed; run at open.
     pub(crate) fn remove_orphan_files(&self) -> Result<(), StoreError> {
@@ -378,11 +403,20 @@ impl Store {
         // Records written by this batch, by id: a task changed twice in one
         // group builds on its first change, which sled does not have yet.
         let mut written: HashMap<&str, (Vec<u8>, Record)> = HashMap::new();
+        // The stored records the group changes, read at once.
+        let mut changed: Vec<&str> = deltas
+            .iter()
+            .filter(|d| d.previous_status.is_some())
+            .map(|d| d.task.id.as_str())
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        let mut stored = self.records_with_keys(&changed)?;
         for d in deltas {
             let t = &d.task;
             let old = match written.remove(t.id.as_str()) {
                 Some(w) => Some(w),
-                None if d.previous_status.is_some() => self.record_with_key(&t.id)?,
+                None if d.previous_status.is_some() => stored.remove(t.id.as_str()),
                 None => None,
             };
             let (old_key, record) = self.record_of(d, old, &mut files)?;
