@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentcom_tests::chaos::{check_exactly_once, runner, submitter, Rng};
+use agentcom_tests::chaos::{check_exactly_once, kill_a_sidecar, runner, submitter, Rng};
 use agentcom_tests::hub::Hub;
 use agentcom_tests::sidecar::Sidecar;
 use agentcom_tests::wait_until;
@@ -65,11 +65,8 @@ fn chaos_every_task_completes_exactly_once() {
             std::thread::sleep(rng.millis(100, 1500));
             hub.restart();
         } else {
-            let i = rng.below(sidecars.len() as u64) as usize;
-            sidecars[i].kill9();
+            kill_a_sidecar(&mut rng, &mut sidecars);
             sidecar_kills += 1;
-            std::thread::sleep(rng.millis(0, 2000));
-            sidecars[i].restart();
         }
     }
     let chaos_done = started.elapsed();

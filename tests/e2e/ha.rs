@@ -171,7 +171,7 @@ fn a_standby_takes_over_a_killed_leader_and_a_deposed_leader_steps_down() {
 /// its length (default 45).
 #[test]
 fn chaos_two_hubs_the_leader_killed_again_and_again_every_task_once() {
-    use agentcom_tests::chaos::{check_exactly_once, runner, submitter, Rng};
+    use agentcom_tests::chaos::{check_exactly_once, kill_a_sidecar, runner, submitter, Rng};
     use agentcom_tests::sidecar::Sidecar;
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
@@ -261,11 +261,8 @@ fn chaos_two_hubs_the_leader_killed_again_and_again_every_task_once() {
             std::thread::sleep(rng.millis(0, 1500));
             hubs[l].restart();
         } else {
-            let i = rng.below(sidecars.len() as u64) as usize;
-            sidecars[i].kill9();
+            kill_a_sidecar(&mut rng, &mut sidecars);
             sidecar_kills += 1;
-            std::thread::sleep(rng.millis(0, 2000));
-            sidecars[i].restart();
         }
     }
     let chaos_done = started.elapsed();

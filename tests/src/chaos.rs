@@ -43,6 +43,16 @@ impl Rng {
     }
 }
 
+/// Kill one of `sidecars` at random with `kill -9`, leave it down for up
+/// to two seconds (a random outage, in real time on purpose), and start it
+/// again.
+pub fn kill_a_sidecar(rng: &mut Rng, sidecars: &mut [crate::sidecar::Sidecar]) {
+    let i = rng.below(sidecars.len() as u64) as usize;
+    sidecars[i].kill9();
+    std::thread::sleep(rng.millis(0, 2000));
+    sidecars[i].restart();
+}
+
 /// A runner for task `chaos N`: sleeps (N % 10) / 10 s, logging `start`
 /// and `done` lines to `log`, and answers with its agent and generation.
 pub fn runner(log: &Path) -> String {
