@@ -111,6 +111,7 @@ pub(crate) async fn stand_by(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .route("/api/tasks", web::get().to(standby_tasks))
             .route("/api/tasks/{id}", web::get().to(standby_task))
             .default_service(web::to(standby_answer))
     })
@@ -158,6 +159,103 @@ pub(crate) async fn stand_by(
     Ok(outcome)
 }
 
+impl Standby {
+    /// 401 unless the request carries a reader's token.
+    fn refuse(&self, req: &HttpRequest) -> Option<HttpResponse> {
+        let token = req
+            .headers()
+            .get("Authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if token.is_some_and(|t| crate::auth::token_in(t, &self.readers)) {
+            return None;
+        }
+        Some(HttpResponse::Unauthorized().json(json!({
+            "error": { "code": "unauthorized", "message": "a reader's token is needed (Authorization: Bearer …)" }
+        })))
+    }
+}
+
+/// `GET /api/tasks` on a standby.
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/tasks` on a standby: tasks newest first as last committed,
+/// from the shared store (their heads: no description, metadata or
+/// result), of one status or all, `limit` (1–1000, 100) a page after
+/// `cursor`.
+async fn standby_tasks(
+    req: HttpRequest,
+    standby: web::Data<Standby>,
+    q: web::Query<ListQuery>,
+) -> HttpResponse {
+    use agentcom_protocol::TaskStatus;
+    if let Some(refused) = standby.refuse(&req) {
+        return refused;
+    }
+    let q = q.into_inner();
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => match TaskStatus::parse(s) {
+            Some(s) => Some(s),
+            None => {
+                return HttpResponse::UnprocessableEntity().json(json!({
+                    "error": { "code": "invalid", "message": format!("status: {s:?} is not a task status") }
+                }))
+            }
+        },
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let store = standby.store.clone();
+    let mut cursor = q.cursor.filter(|c| !c.is_empty());
+    let read = web::block(move || {
+        // The store indexes finished statuses; live ones are picked from
+        // the newest tasks a page at a time.
+        let indexed = status.filter(|s| s.is_terminal());
+        let mut out = Vec::new();
+        loop {
+            let (rows, more) = store.page(
+                indexed,
+                cursor.as_deref(),
+                limit,
+                crate::store::Fields::default(),
+                |_| true,
+            )?;
+            cursor = rows.last().map(|r| r.task.id.clone());
+            out.extend(
+                rows.into_iter()
+                    .map(|r| r.task)
+                    .filter(|t| status.is_none_or(|s| t.status == s)),
+            );
+            if out.len() >= limit || !more {
+                let next = if out.len() > limit || more {
+                    out.truncate(limit);
+                    out.last().map(|t| t.id.clone())
+                } else {
+                    None
+                };
+                return Ok::<_, crate::store::StoreError>((out, next));
+            }
+        }
+    })
+    .await;
+    match read {
+        Ok(Ok((tasks, next))) => HttpResponse::Ok()
+            .insert_header(("X-AgentCom-Role", "standby"))
+            .json(json!({ "tasks": tasks, "next_cursor": next })),
+        Ok(Err(e)) => HttpResponse::ServiceUnavailable().json(json!({
+            "error": { "code": "unavailable", "message": e.to_string() }
+        })),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({
+            "error": { "code": "unavailable", "message": e.to_string() }
+        })),
+    }
+}
+
 /// `GET /api/tasks/{id}` on a standby: the task as last committed, read
 /// from the shared store (with the first page of its history), for the
 /// admin or viewer token.
@@ -166,15 +264,8 @@ async fn standby_task(
     standby: web::Data<Standby>,
     id: web::Path<String>,
 ) -> HttpResponse {
-    let token = req
-        .headers()
-        .get("Authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !token.is_some_and(|t| crate::auth::token_in(t, &standby.readers)) {
-        return HttpResponse::Unauthorized().json(json!({
-            "error": { "code": "unauthorized", "message": "a reader's token is needed (Authorization: Bearer …)" }
-        }));
+    if let Some(refused) = standby.refuse(&req) {
+        return refused;
     }
     const HISTORY: u32 = 200;
     let store = standby.store.clone();

@@ -1,9 +1,9 @@
 //! Several hubs on one PostgreSQL store (issue 13): one leads, the others
-//! stand by — answering `/healthz` with their role, a task by its id from
-//! the store, and everything else with 503 `not_leader` naming the leader —
-//! and take over when the leader is
-//! gone; a leader that lost its lease while frozen steps down when it
-//! wakes, and its late writes are refused by the store's fence.
+//! stand by — answering `/healthz` with their role, the tasks from the
+//! store, and everything else with 503 `not_leader` naming the leader —
+//! and take over when the leader is gone; a leader that lost its lease
+//! while frozen steps down when it wakes, and its late writes are refused
+//! by the store's fence.
 //!
 //! Needs the test PostgreSQL (`AGENTCOM_TEST_PG_URL`, started by
 //! scripts/test.sh); without it each test says it was skipped.
@@ -113,6 +113,27 @@ fn a_standby_takes_over_a_killed_leader_and_a_deposed_leader_steps_down() {
         None,
     );
     assert_eq!(status, 401, "a standby's reads need a reader's token");
+    // And the tasks a page at a time, newest first, of one status or all.
+    let (status, page) = b.call("GET", "/api/tasks?status=queued&limit=15", None);
+    assert_eq!(status, 200, "{page}");
+    let first: Vec<&str> = page["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    let newest: Vec<&str> = ids.iter().rev().take(15).map(String::as_str).collect();
+    assert_eq!(first, newest);
+    let next = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = b.call(
+        "GET",
+        &format!("/api/tasks?status=queued&limit=15&cursor={next}"),
+        None,
+    );
+    assert_eq!(rest["tasks"].as_array().unwrap().len(), 5, "{rest}");
+    assert_eq!(rest["next_cursor"], Value::Null);
+    let (_, none) = b.call("GET", "/api/tasks?status=completed", None);
+    assert_eq!(none["tasks"], json!([]));
     let killed = Instant::now();
     a.kill9();
     wait_until(Duration::from_secs(15), "the standby to lead", || leads(&b));
