@@ -23,7 +23,7 @@ use agentcom_protocol::{
     AgentCreated, AgentList, ApiError, NewAgent, NewTask, NewTaskBatch, NotLeader, Priority, Task,
     TaskPage, TaskStatus, TasksCreated, Timestamp,
 };
-use agentcom_tls::{HandshakeFailure, PemFile};
+use agentcom_tls::PemFile;
 use awc::error::{ConnectError, SendRequestError};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -235,15 +235,11 @@ impl Client {
             Ok(resp) => resp,
             Err(e) => {
                 let why = match &e {
-                    SendRequestError::Connect(ConnectError::Io(io)) => {
-                        match agentcom_tls::handshake_failure(io) {
-                            Some(f @ HandshakeFailure::Untrusted(_)) => format!(
-                                "{f}; pass --ca-file (or set AGENTCOM_CA_FILE) with the PEM file of the CA that signed it"
-                            ),
-                            Some(f) => f.to_string(),
-                            None => e.to_string(),
-                        }
-                    }
+                    SendRequestError::Connect(ConnectError::Io(io)) => agentcom_tls::connect_failure(
+                        io,
+                        "pass --ca-file (or set AGENTCOM_CA_FILE) with the PEM file of the CA that signed it",
+                    )
+                    .unwrap_or_else(|| e.to_string()),
                     _ => e.to_string(),
                 };
                 // A write that may have arrived is not sent again

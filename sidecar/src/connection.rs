@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use actix_codec::Framed;
 use agentcom_protocol::{HubMsg, NotLeader, SidecarMsg, MAX_FRAME_BYTES};
-use agentcom_tls::{ClientConfig, HandshakeFailure, PemFile};
+use agentcom_tls::{ClientConfig, PemFile};
 use awc::error::{ConnectError, SendRequestError, WsClientError, WsProtocolError};
 use awc::ws::{CloseCode, Frame, Message};
 use awc::BoxedSocket;
@@ -113,13 +113,13 @@ impl Connection {
             .map_err(|e| match e {
                 WsClientError::InvalidResponseStatus(s) => OpenFailed::Status(s.as_u16()),
                 WsClientError::SendRequest(SendRequestError::Connect(ConnectError::Io(io))) => {
-                    OpenFailed::Other(match agentcom_tls::handshake_failure(&io) {
-                        Some(f @ HandshakeFailure::Untrusted(_)) => format!(
-                            "{f}; set ca_file in the sidecar's config to the PEM file of the CA that signed it"
-                        ),
-                        Some(f) => f.to_string(),
-                        None => io.to_string(),
-                    })
+                    OpenFailed::Other(
+                        agentcom_tls::connect_failure(
+                            &io,
+                            "set ca_file in the sidecar's config to the PEM file of the CA that signed it",
+                        )
+                        .unwrap_or_else(|| io.to_string()),
+                    )
                 }
                 other => OpenFailed::Other(other.to_string()),
             })?;

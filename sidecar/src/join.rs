@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentcom_protocol::{ApiError, Enrolled, NewAgent, NotLeader, TaskStatus, Verification};
-use agentcom_tls::{HandshakeFailure, PemFile};
+use agentcom_tls::PemFile;
 use awc::error::{ConnectError, SendRequestError};
 use serde::de::DeserializeOwned;
 
@@ -386,13 +386,11 @@ impl Hub {
             Err(e) => {
                 let why = match &e {
                     SendRequestError::Connect(ConnectError::Io(io)) => {
-                        match agentcom_tls::handshake_failure(io) {
-                            Some(f @ HandshakeFailure::Untrusted(_)) => format!(
-                                "{f}; pass --ca-file with the PEM file of the CA that signed it"
-                            ),
-                            Some(f) => f.to_string(),
-                            None => e.to_string(),
-                        }
+                        agentcom_tls::connect_failure(
+                            io,
+                            "pass --ca-file with the PEM file of the CA that signed it",
+                        )
+                        .unwrap_or_else(|| e.to_string())
                     }
                     _ => e.to_string(),
                 };

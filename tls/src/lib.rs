@@ -245,5 +245,16 @@ pub fn handshake_failure(err: &std::io::Error) -> Option<HandshakeFailure> {
     })
 }
 
+/// A failed connection's I/O error in words, when a TLS handshake was the
+/// cause: as [`HandshakeFailure`] says it, and after an untrusted
+/// certificate `untrusted_fix` (how this client is told to trust the hub's
+/// CA). None when TLS was not the cause.
+pub fn connect_failure(err: &std::io::Error, untrusted_fix: &str) -> Option<String> {
+    handshake_failure(err).map(|f| match f {
+        HandshakeFailure::Untrusted(_) => format!("{f}; {untrusted_fix}"),
+        f => f.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests;

@@ -117,6 +117,30 @@ fn a_certificate_from_another_ca_is_untrusted() {
 }
 
 #[test]
+fn an_untrusted_certificate_is_told_with_the_fix_and_others_without() {
+    let p = pki(&["localhost"]);
+    let other = pki(&["localhost"]);
+    let client = client_config(Some(file("ca_file", &other.ca))).unwrap();
+    let e = handshake(client, server(&p), "localhost").unwrap_err();
+    let io = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let words = connect_failure(&io, "pass --ca-file").unwrap();
+    assert!(
+        words.starts_with("the hub's certificate is not trusted")
+            && words.ends_with("; pass --ca-file"),
+        "{words}"
+    );
+    let named = pki(&["hub.example"]);
+    let client = client_config(Some(file("ca_file", &named.ca))).unwrap();
+    let e = handshake(client, server(&named), "localhost").unwrap_err();
+    let io = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    assert!(!connect_failure(&io, "pass --ca-file")
+        .unwrap()
+        .contains("--ca-file"));
+    let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+    assert_eq!(connect_failure(&refused, "pass --ca-file"), None);
+}
+
+#[test]
 fn a_certificate_for_another_name_is_named_as_such() {
     let p = pki(&["hub.example"]);
     let client = client_config(Some(file("ca_file", &p.ca))).unwrap();
