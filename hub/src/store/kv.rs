@@ -11,7 +11,6 @@
 //! Owns the dispatch to the engine only; never the layout of keys (that is
 //! `store::tasks` and `store::changes`) nor when to sync.
 
-use std::collections::VecDeque;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
@@ -80,8 +79,7 @@ impl DoubleEndedIterator for Iter {
     }
 }
 
-/// The bounds of a scan, owned.
-pub(super) type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+pub(super) use super::postgres::Range;
 
 /// The keys starting with `prefix`, as a range.
 pub(super) fn prefix_range(prefix: &[u8]) -> Range {
@@ -189,9 +187,6 @@ impl Tree {
         self.range(all)
     }
 }
-
-/// Entries buffered at either end of a scan (used by the PostgreSQL scan).
-pub(super) type Buffer = VecDeque<(IVec, IVec)>;
 
 #[cfg(test)]
 mod tests {

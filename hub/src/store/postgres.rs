@@ -33,12 +33,17 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 use sled::IVec;
 
-use super::kv::{Buffer, Range};
 use super::StoreError;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
+
+/// The bounds of a scan, owned.
+pub(super) type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// Rows buffered at either end of a scan.
+type Buffer = std::collections::VecDeque<(IVec, IVec)>;
 
 /// Statements run at once (the connections held).
 const CONNECTIONS: usize = 4;
@@ -758,7 +763,10 @@ mod tests {
                 .cloned()
                 .collect();
             let got: Vec<_> = std::iter::from_fn({
-                let mut s = scan(super::super::kv::prefix_range(b"k/010"));
+                let mut s = scan((
+                    Bound::Included(b"k/010".to_vec()),
+                    Bound::Excluded(b"k/011".to_vec()),
+                ));
                 move || s.next_front()
             })
             .map(|r| r.unwrap().0.to_vec())
