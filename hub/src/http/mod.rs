@@ -27,6 +27,7 @@ pub(crate) mod events;
 pub(crate) mod limits;
 pub(crate) mod query;
 pub(crate) mod session;
+pub(crate) mod standby;
 pub(crate) mod status;
 pub(crate) mod tasks;
 pub(crate) mod ws;
