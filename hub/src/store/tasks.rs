@@ -32,7 +32,7 @@
 //! the rest from the record already stored. Everything of one group goes
 //! in one batch. This module knows the layout, never the rules.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use agentcom_protocol::{HistoryEntry, Task, TaskResult, TaskStatus, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -750,15 +750,24 @@ impl Store {
                 }
             };
         let mut out = Vec::new();
+        // The walk is not a snapshot: a task that finishes (or is retried)
+        // while a page is read moves between `l/` and `t/`, so its id can
+        // come up in both scans, or its record be gone from the key the
+        // scan saw. Each id is listed once, read where it is now.
+        let mut listed = HashSet::new();
         for item in ids {
             let (id, rk) = item?;
-            if !wanted(&id) {
+            if listed.contains(&id) || !wanted(&id) {
                 continue;
             }
-            let Some(v) = self.tasks.get(&rk)? else {
-                continue;
+            let record: Record = match self.tasks.get(&rk)? {
+                Some(v) => decode(&rk, &v)?,
+                None => match self.record_with_key(&id)? {
+                    Some((_, r)) => r,
+                    None => continue,
+                },
             };
-            let record: Record = decode(&rk, &v)?;
+            listed.insert(id);
             if status.is_some_and(|s| record.task.status != s) {
                 continue;
             }
@@ -946,6 +955,38 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(done.len(), 1);
+        });
+    }
+
+    #[test]
+    fn a_task_that_finishes_while_a_page_is_read_is_listed_once() {
+        crate::store::each_engine("page-race", |open| {
+            let mut q = QueueCore::new(QueueSettings::default());
+            let older = create(&mut q, "older", None, 0);
+            let newer = create(&mut q, "newer", None, 1);
+            let s = open();
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            s.sync().unwrap();
+            // The page asks about each id after its key was scanned and
+            // before its record is read: `older` finishes right then (its
+            // record moves from `l/` to `t/`), as a group written while a
+            // list is served does.
+            let mut moved = false;
+            let (page, more) = s
+                .page(None, None, 10, Fields::default(), |id| {
+                    if id == older && !moved {
+                        moved = true;
+                        q.cancel(&older, "test", now(2)).unwrap();
+                        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+                    }
+                    true
+                })
+                .unwrap();
+            assert!(moved);
+            assert!(!more);
+            let ids: Vec<&str> = page.iter().map(|t| t.task.id.as_str()).collect();
+            assert_eq!(ids, [newer.as_str(), older.as_str()], "each task once");
+            assert_eq!(page[1].task.status, TaskStatus::Cancelled);
         });
     }
 
