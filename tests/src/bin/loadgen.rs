@@ -13,13 +13,16 @@
 //!   complete).
 //! - `creates`: `--clients` keep-alive HTTP clients create tasks for
 //!   `--seconds`, no agent consuming: creates/s (each 201 after its task
-//!   is durable) and the latency of one create.
-//! - `consume`: the same clients while `--agents` fake agents (the real
-//!   WebSocket protocol; each accepts and completes every assignment at
-//!   once) consume: creates/s and full lifecycles/s (completions) in the
-//!   window, and submit → assign at an idle probe agent measured by a
-//!   probe client every 20 ms (the probe agent alone has capability
-//!   `probe`, so it is idle when a probe arrives).
+//!   is durable) and the latency of one create. The clients are futures
+//!   on one thread (awc), so the load generator takes as little of the
+//!   two cores as it can; its CPU share is printed beside the figure.
+//! - `consume`: the same clients while `--agents` agents consume — the
+//!   real WebSocket protocol, each accepting and completing every
+//!   assignment at once, all in one `agentcom-swarm agents` process —:
+//!   creates/s and full lifecycles/s (completions) in the window, and
+//!   submit → assign at an idle probe agent measured by a probe client
+//!   every 20 ms (the probe agent alone has capability `probe`, so it is
+//!   idle when a probe arrives).
 //! - `latency`: the same probes with nothing else running.
 //! - `million` (not in the default set): `--million` tasks created in
 //!   batches of 1,000 and taken through their whole lifecycle by the
@@ -255,7 +258,7 @@ fn start_hub(root: &std::path::Path) -> Hub {
 /// When each probe's `assign` arrived, by task id.
 type Seen = Arc<Mutex<HashMap<String, Instant>>>;
 
-/// A fake agent: accept and complete every assignment at once; when
+/// The probe agent: accept and complete every assignment at once; when
 /// `seen` is given, note when each assignment arrived.
 fn fake_agent(
     hub_ws: String,
@@ -297,41 +300,53 @@ struct Created {
     latency_ms: Vec<f64>,
 }
 
-/// `clients` keep-alive clients create tasks until `deadline`.
+/// `clients` keep-alive clients create tasks until `deadline`, all on one
+/// thread (awc on a single-threaded actix runtime, the sidecar's client),
+/// so the load generator takes as little of the cores it shares with the
+/// hub as it can: one thread a client cost the hub a third of its CPU in
+/// thread wake-ups.
 fn create_until(hub: &Hub, clients: usize, deadline: Instant, body: &str) -> Created {
+    let url = format!("{}/api/tasks", hub.url);
+    let auth = format!("Bearer {}", hub.token);
     let started = Instant::now();
-    let threads: Vec<_> = (0..clients)
-        .map(|c| {
-            let (url, token, body) = (hub.url.clone(), hub.token.clone(), body.to_string());
-            std::thread::spawn(move || {
-                let http: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .build()
-                    .into();
-                let mut lat = Vec::new();
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    let t0 = Instant::now();
-                    let mut r = http
-                        .post(format!("{url}/api/tasks"))
-                        .header("Authorization", format!("Bearer {token}"))
-                        .send_json(json!({ "title": format!("load {c}-{n}"), "description": body }))
-                        .expect("POST /api/tasks");
-                    assert_eq!(r.status(), 201, "create");
-                    // Read to the end: only then does the connection go
-                    // back to the pool (keep-alive).
-                    r.body_mut().read_to_vec().expect("the answer");
-                    lat.push(t0.elapsed().as_secs_f64() * 1000.0);
-                    n += 1;
-                }
-                lat
+    let latency_ms = std::thread::scope(|s| {
+        s.spawn(|| {
+            actix_rt::System::new().block_on(async {
+                let http = awc::Client::builder()
+                    .connector(awc::Connector::new().limit(clients))
+                    .timeout(Duration::from_secs(60))
+                    .finish();
+                let each = (0..clients).map(|c| {
+                    let (http, url, auth) = (http.clone(), url.as_str(), auth.as_str());
+                    async move {
+                        let mut lat = Vec::new();
+                        let mut n = 0u64;
+                        while Instant::now() < deadline {
+                            let t0 = Instant::now();
+                            let task =
+                                json!({ "title": format!("load {c}-{n}"), "description": body });
+                            let mut r = http
+                                .post(url)
+                                .insert_header(("Authorization", auth))
+                                .send_json(&task)
+                                .await
+                                .expect("POST /api/tasks");
+                            assert_eq!(r.status().as_u16(), 201, "create");
+                            // Read to the end: only then does the
+                            // connection go back to the pool (keep-alive).
+                            r.body().await.expect("the answer");
+                            lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                            n += 1;
+                        }
+                        lat
+                    }
+                });
+                futures_util::future::join_all(each).await.concat()
             })
         })
-        .collect();
-    let mut latency_ms = Vec::new();
-    for t in threads {
-        latency_ms.extend(t.join().expect("a creating client failed"));
-    }
+        .join()
+        .expect("a creating client failed")
+    });
     Created {
         count: latency_ms.len() as u64,
         elapsed: started.elapsed().as_secs_f64(),
@@ -370,8 +385,11 @@ fn probe_until(hub: &Hub, deadline: Instant, seen: &Seen) -> Vec<f64> {
 }
 
 struct Fleet {
+    /// The consuming agents: one `agentcom-swarm agents` process (one
+    /// thread, every agent a task on it).
+    swarm: Option<std::process::Child>,
     stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    prober: std::thread::JoinHandle<()>,
     seen: Seen,
 }
 
@@ -380,35 +398,62 @@ impl Fleet {
     fn start(hub: &Hub, n: usize) -> Fleet {
         let stop = Arc::new(AtomicBool::new(false));
         let seen: Seen = Arc::new(Mutex::new(HashMap::new()));
-        let mut threads = Vec::new();
-        for i in 0..n {
-            let id = format!("load{i}");
-            let token = hub.add_agent(&id, &[]);
-            let (ws, stop) = (hub.ws_url(), stop.clone());
-            threads.push(std::thread::spawn(move || {
-                fake_agent(ws, id, token, stop, None)
-            }));
-        }
+        let swarm = (n > 0).then(|| {
+            let agents: String = (0..n)
+                .map(|i| {
+                    let id = format!("load{i}");
+                    let token = hub.add_agent(&id, &[]);
+                    format!("{id} {token}\n")
+                })
+                .collect();
+            let exe = std::env::current_exe()
+                .expect("this program's path")
+                .with_file_name("agentcom-swarm");
+            let mut child = std::process::Command::new(&exe)
+                .args(["agents", "--hub", &hub.ws_url(), "--agents", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot start {} ({e}): build it with the load generator \
+                         (--bin agentcom-swarm)",
+                        exe.display()
+                    )
+                });
+            let mut stdin = child.stdin.take().expect("piped");
+            stdin.write_all(agents.as_bytes()).expect("the agents");
+            drop(stdin);
+            child
+        });
         let token = hub.add_agent("prober", &["probe"]);
         let (ws, stop2, seen2) = (hub.ws_url(), stop.clone(), seen.clone());
-        threads.push(std::thread::spawn(move || {
-            fake_agent(ws, "prober".into(), token, stop2, Some(seen2))
-        }));
+        let prober =
+            std::thread::spawn(move || fake_agent(ws, "prober".into(), token, stop2, Some(seen2)));
         wait_until(Duration::from_secs(120), "all fake agents idle", || {
             (hub.state()["agents"]["idle"].as_u64() == Some(n as u64 + 1)).then_some(())
         });
         Fleet {
+            swarm,
             stop,
-            threads,
+            prober,
             seen,
         }
     }
 
+    /// CPU seconds the agents' process has used.
+    fn cpu_s(&self) -> f64 {
+        self.swarm.as_ref().map_or(0.0, |c| cpu_s(c.id()))
+    }
+
     fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            let _ = t.join();
+        if let Some(mut swarm) = self.swarm {
+            let pid = nix::unistd::Pid::from_raw(swarm.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = swarm.wait();
         }
+        let _ = self.prober.join();
     }
 }
 
@@ -654,21 +699,24 @@ fn main() {
         let hub = start_hub(root.path());
         let pid = hub.pid().unwrap();
         let cpu0 = cpu_s(pid);
+        let own0 = cpu_s(std::process::id());
         let commits0 = commits(&hub);
         let deadline = Instant::now() + Duration::from_secs_f64(a.seconds);
         let mut c = create_until(&hub, a.clients, deadline, &body);
+        let own = cpu_s(std::process::id()) - own0;
         let group = commit_rate(commits0, commits(&hub), c.elapsed);
         let per_s = c.count as f64 / c.elapsed;
         creates_only = per_s;
         row(
             "durable creates/s, create only",
             format!(
-                "{per_s:.0}{}{} (p50 {:.1} ms, p99 {:.1} ms; hub CPU {:.0} %; {group})",
+                "{per_s:.0}{}{} (p50 {:.1} ms, p99 {:.1} ms; hub CPU {:.0} %, clients' {:.0} %; {group})",
                 ratio(per_s, raw_writes),
                 vs(per_s, a.bullmq_creates),
                 percentile(&mut c.latency_ms, 0.5),
                 percentile(&mut c.latency_ms, 0.99),
-                100.0 * (cpu_s(pid) - cpu0) / c.elapsed
+                100.0 * (cpu_s(pid) - cpu0) / c.elapsed,
+                100.0 * own / c.elapsed
             ),
         );
         row(
@@ -685,6 +733,7 @@ fn main() {
         let fleet = Fleet::start(&hub, a.agents);
         let done0 = completed(&hub);
         let cpu0 = cpu_s(pid);
+        let own0 = cpu_s(std::process::id()) + fleet.cpu_s();
         let commits0 = commits(&hub);
         let t0 = Instant::now();
         let deadline = t0 + Duration::from_secs_f64(a.seconds);
@@ -697,6 +746,7 @@ fn main() {
         let window = t0.elapsed().as_secs_f64();
         let done = completed(&hub) - done0;
         let cpu = cpu_s(pid) - cpu0;
+        let own = cpu_s(std::process::id()) + fleet.cpu_s() - own0;
         let group = commit_rate(commits0, commits(&hub), window);
         let creates = c.count as f64 / c.elapsed;
         let lifecycles = done as f64 / window;
@@ -718,10 +768,11 @@ fn main() {
         row(
             &format!("full lifecycles/s, {} agents", a.agents),
             format!(
-                "{lifecycles:.0}{}{} ({done} completed in {window:.1} s; hub CPU {:.0} %; {group})",
+                "{lifecycles:.0}{}{} ({done} completed in {window:.1} s; hub CPU {:.0} %, clients' and agents' {:.0} %; {group})",
                 ratio(lifecycles, raw_tasks),
                 vs(lifecycles, a.bullmq_lifecycles),
-                100.0 * cpu / window
+                100.0 * cpu / window,
+                100.0 * own / window
             ),
         );
         row(
