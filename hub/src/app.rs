@@ -43,6 +43,9 @@ pub struct Started {
     pub state: web::Data<AppState>,
     pub registry: actix::Addr<RegistryActor>,
     pub store: Store,
+    /// The queue's own thread (`start_queue`), to stop before the store's
+    /// last sync.
+    pub queue_thread: actix::Arbiter,
 }
 
 /// Open the store the settings name: sled under `data_dir`, or the
@@ -157,15 +160,14 @@ pub(crate) fn start(
     let agents = Arc::new(AgentView::default());
     let directory = Arc::new(AgentDirectory::default());
 
-    let queue_ctx = Context::<QueueActor>::new();
     let scheduler_ctx = Context::<SchedulerActor>::new();
     let registry_ctx = Context::<RegistryActor>::new();
-    let queue = queue_ctx.address();
     let scheduler = scheduler_ctx.address();
     let registry = registry_ctx.address();
 
     // One actor per guarded repository, each sending to the queue.
     let mut repo_links = BTreeMap::new();
+    let mut repo_ctxs = Vec::new();
     for cfg in repos.values() {
         let ctx = Context::<RepoActor>::new();
         let addr = ctx.address();
@@ -176,17 +178,7 @@ pub(crate) fn start(
                 kick: addr.recipient(),
             },
         );
-        ctx.run(RepoActor::new(
-            cfg.clone(),
-            &settings.data_dir,
-            RepoLinks {
-                inspected: queue.clone().recipient(),
-                next: queue.clone().recipient(),
-                done: queue.clone().recipient(),
-                main_checked: queue.clone().recipient(),
-                main_seen: queue.clone().recipient(),
-            },
-        ));
+        repo_ctxs.push((ctx, cfg.clone()));
     }
 
     let t = &settings.timeouts;
@@ -205,7 +197,7 @@ pub(crate) fn start(
             Timestamp::now(),
         );
     }
-    queue_ctx.run(QueueActor::new(
+    let (queue, queue_thread) = start_queue(QueueActor::new(
         core,
         changes,
         repos.clone(),
@@ -228,7 +220,20 @@ pub(crate) fn start(
             finished_ms: settings.retention.finished_ms(),
             every: Duration::from_secs(t.sweep_interval_s),
         },
-    ));
+    ))?;
+    for (ctx, cfg) in repo_ctxs {
+        ctx.run(RepoActor::new(
+            cfg,
+            &settings.data_dir,
+            RepoLinks {
+                inspected: queue.clone().recipient(),
+                next: queue.clone().recipient(),
+                done: queue.clone().recipient(),
+                main_checked: queue.clone().recipient(),
+                main_seen: queue.clone().recipient(),
+            },
+        ));
+    }
     scheduler_ctx.run(SchedulerActor::new(
         SchedulerLinks {
             claim: queue.clone().recipient(),
@@ -291,7 +296,27 @@ pub(crate) fn start(
         state,
         registry,
         store,
+        queue_thread,
     })
+}
+
+/// Start the queue on an arbiter (a thread) of its own: every create,
+/// claim and report passes through it, and on the thread of the agents,
+/// the scheduler and the registry it was what limited a busy hub (that
+/// thread at 100 % of a core while the other core had room).
+fn start_queue(queue: QueueActor) -> Result<(actix::Addr<QueueActor>, actix::Arbiter), String> {
+    let arbiter = actix::Arbiter::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = arbiter.spawn_fn(move || {
+        let _ = tx.send(actix::Actor::start(queue));
+    });
+    if !started {
+        return Err("cannot start the queue's thread".into());
+    }
+    let queue = rx
+        .recv()
+        .map_err(|_| "the queue's thread ended before the queue started".to_string())?;
+    Ok((queue, arbiter))
 }
 
 /// Log to stderr (filtered by `RUST_LOG`, else `default`), every line
@@ -524,6 +549,7 @@ pub async fn serve_until(
         state,
         registry,
         store,
+        queue_thread,
     } = start(settings, store, lead.as_ref().map(|(_, t)| *t))?;
     let max_connections = limits::connection_limit(http_settings.max_connections, open_files);
     state.connections.set_limit(max_connections);
@@ -581,6 +607,13 @@ pub async fn serve_until(
     actix_rt::time::sleep(Duration::from_millis(200)).await;
     handle.stop(true).await;
     let _ = serving.await;
+    // The queue stops (a group it is writing or syncing finishes) before
+    // the last sync and before a leader steps down: nothing it does, a
+    // sweep or a promotion, is written after them.
+    queue_thread.stop();
+    if queue_thread.join().is_err() {
+        tracing::warn!("the queue's thread panicked while stopping");
+    }
     store
         .sync()
         .map_err(|e| format!("final store sync failed: {e}"))?;

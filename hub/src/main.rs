@@ -10,6 +10,22 @@ use agentcom_hub::config::{Overrides, Settings};
 use agentcom_protocol::NewTask;
 use clap::{Args, Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read before `main`: memory the hub frees goes back
+/// to the system within about a second, by jemalloc's background thread,
+/// so its RSS follows what it holds rather than its peaks (jemalloc's
+/// defaults keep freed pages for 10 s, and return them only when the same
+/// arena allocates again). `_RJEM_MALLOC_CONF` in the environment adds to
+/// these (decision 0016).
+// SAFETY: jemalloc reads this symbol (its `malloc_conf` under the prefix
+// tikv-jemalloc-sys builds it with) as a NUL-terminated C string; nothing
+// else defines it, and the bytes end in NUL and never change.
+#[allow(unsafe_code)]
+#[export_name = "_rjem_malloc_conf"]
+static MALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 #[derive(Parser)]
 #[command(name = "agentcom-hub", version, about = "AgentCom scheduler hub")]
 struct Cli {

@@ -247,12 +247,12 @@ impl AgentActor {
         let made = self.machine.transitions();
         let new = (made - self.published_transitions).min(RECENT_TRANSITIONS as u64) as usize;
         if new > 0 {
-            let recent: Vec<AgentTransition> = self.machine.recent().cloned().collect();
-            self.links.view.push_recent(
-                self.machine.id(),
-                &recent[recent.len() - new..],
-                RECENT_TRANSITIONS,
-            );
+            let recent = self.machine.recent();
+            let seen = recent.len() - new;
+            let unseen: Vec<AgentTransition> = recent.skip(seen).cloned().collect();
+            self.links
+                .view
+                .push_recent(self.machine.id(), &unseen, RECENT_TRANSITIONS);
             self.published_transitions = made;
         }
         let idle = self.machine.wants_work();

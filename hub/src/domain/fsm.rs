@@ -395,7 +395,9 @@ impl AgentMachine {
         self.failures.len() as u32
     }
 
-    pub(crate) fn recent(&self) -> impl Iterator<Item = &AgentTransition> {
+    pub(crate) fn recent(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = &AgentTransition> + ExactSizeIterator {
         self.recent.iter()
     }
 
