@@ -21,8 +21,9 @@
 //!   assignment at once, all in one `agentcom-swarm agents` process —:
 //!   creates/s and full lifecycles/s (completions) in the window, and
 //!   submit → assign at an idle probe agent measured by a probe client
-//!   every 20 ms (the probe agent alone has capability `probe`, so it is
-//!   idle when a probe arrives).
+//!   at most every 20 ms (the probe agent alone has capability `probe`,
+//!   and each probe waits until the hub shows it idle, so it is idle when
+//!   the probe arrives).
 //! - `latency`: the same probes with nothing else running.
 //! - `million` (not in the default set): `--million` tasks created in
 //!   batches of 1,000 and taken through their whole lifecycle by the
@@ -363,6 +364,26 @@ fn probe_until(hub: &Hub, deadline: Instant, seen: &Seen) -> Vec<f64> {
         .into();
     let mut out = Vec::new();
     while Instant::now() < deadline {
+        // The probe agent is idle at the hub before each probe: under load
+        // its last probe's accept and complete take a durable step each,
+        // and a probe sent before they are done measured that wait too.
+        let idle_by = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut r = http
+                .get(format!("{}/api/agents/prober", hub.url))
+                .header("Authorization", format!("Bearer {}", hub.token))
+                .call()
+                .expect("GET the probe agent");
+            let v: Value = r.body_mut().read_json().unwrap_or_default();
+            if v["state"] == "idle" {
+                break;
+            }
+            assert!(
+                Instant::now() < idle_by,
+                "the probe agent never became idle: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let t0 = Instant::now();
         let mut r = http
             .post(format!("{}/api/tasks", hub.url))
@@ -378,7 +399,7 @@ fn probe_until(hub: &Hub, deadline: Instant, seen: &Seen) -> Vec<f64> {
             seen.lock().unwrap().remove(&id)
         });
         out.push(arrived.duration_since(t0).as_secs_f64() * 1000.0);
-        // Let the probe agent finish it and be idle again.
+        // A probe every 20 ms at most.
         std::thread::sleep(Duration::from_millis(20));
     }
     out
