@@ -155,13 +155,20 @@ impl SchedulerActor {
             match res {
                 Ok(Ok(assignments)) => {
                     for a in assignments {
+                        let attempt = AttemptRef::new(a.task.id.clone(), a.task.generation);
                         let Some(agent) = act.idle.remove(&a.agent_id) else {
-                            // Cannot happen: claims only name agents we listed.
-                            tracing::error!(agent = %a.agent_id, "claim named an agent that is not idle");
+                            // It stopped being idle (went offline, was
+                            // paused) while the claim was open: the task
+                            // goes back now, not when the sweep finds it.
+                            let reason = format!(
+                                "agent {} was no longer idle when its claim answered",
+                                a.agent_id
+                            );
+                            tracing::info!(%attempt, %reason, "assignment not delivered; releasing");
+                            act.links.release.do_send(Release { attempt, reason });
                             continue;
                         };
                         let release = act.links.release.clone();
-                        let attempt = AttemptRef::new(a.task.id.clone(), a.task.generation);
                         let agent_id = a.agent_id.clone();
                         actix::spawn(async move {
                             let refused = match agent.send(AssignTask { task: a.task }).await {
@@ -269,8 +276,151 @@ impl Handler<AgentBusy> for SchedulerActor {
 
 #[cfg(test)]
 mod tests {
-    use super::IdleSet;
+    use super::{IdleSet, SchedulerActor, SchedulerLinks};
+    use crate::actors::messages::{
+        AgentBusy, AgentHandle, AgentIdle, AssignTask, Claim, CommandError, Lookup,
+        OutstandingAttempts, PromoteDue, Release,
+    };
     use crate::domain::matching::IdleAgent;
+    use crate::domain::queue::{Assignment, Outstanding, QueueCore, QueueSettings, Verdict};
+    use actix::prelude::*;
+    use agentcom_protocol::{NewTask, Timestamp};
+    use std::time::Duration;
+    use tokio::sync::{mpsc, oneshot};
+
+    /// The queue (and registry) the scheduler talks to: it holds a claim's
+    /// answer until the test gives it, and reports releases.
+    struct FakeQueue {
+        claimed: Option<oneshot::Sender<()>>,
+        answer: Option<oneshot::Receiver<Vec<Assignment>>>,
+        released: mpsc::UnboundedSender<Release>,
+    }
+
+    impl Actor for FakeQueue {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Claim> for FakeQueue {
+        type Result = ResponseFuture<Result<Vec<Assignment>, CommandError>>;
+        fn handle(&mut self, _: Claim, _: &mut Context<Self>) -> Self::Result {
+            if let Some(c) = self.claimed.take() {
+                let _ = c.send(());
+            }
+            let answer = self.answer.take();
+            Box::pin(async move {
+                match answer {
+                    Some(rx) => Ok(rx.await.unwrap_or_default()),
+                    None => Ok(vec![]),
+                }
+            })
+        }
+    }
+
+    impl Handler<Release> for FakeQueue {
+        type Result = Result<Verdict, CommandError>;
+        fn handle(&mut self, msg: Release, _: &mut Context<Self>) -> Self::Result {
+            let _ = self.released.send(msg);
+            Err(CommandError::Unavailable("a fake".into()))
+        }
+    }
+
+    impl Handler<OutstandingAttempts> for FakeQueue {
+        type Result = Vec<Outstanding>;
+        fn handle(&mut self, _: OutstandingAttempts, _: &mut Context<Self>) -> Self::Result {
+            vec![]
+        }
+    }
+
+    impl Handler<PromoteDue> for FakeQueue {
+        type Result = ();
+        fn handle(&mut self, _: PromoteDue, _: &mut Context<Self>) {}
+    }
+
+    impl Handler<Lookup> for FakeQueue {
+        type Result = Option<AgentHandle>;
+        fn handle(&mut self, _: Lookup, _: &mut Context<Self>) -> Self::Result {
+            None
+        }
+    }
+
+    /// An agent's actor that counts the assignments pushed to it.
+    struct FakeAgent(mpsc::UnboundedSender<AssignTask>);
+
+    impl Actor for FakeAgent {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<AssignTask> for FakeAgent {
+        type Result = Result<(), agentcom_protocol::AgentState>;
+        fn handle(&mut self, msg: AssignTask, _: &mut Context<Self>) -> Self::Result {
+            let _ = self.0.send(msg);
+            Ok(())
+        }
+    }
+
+    #[actix_rt::test]
+    async fn an_agent_no_longer_idle_when_its_claim_answers_has_the_task_released_at_once() {
+        let (claimed_tx, claimed) = oneshot::channel();
+        let (answer, answer_rx) = oneshot::channel();
+        let (released_tx, mut released) = mpsc::unbounded_channel();
+        let queue = FakeQueue {
+            claimed: Some(claimed_tx),
+            answer: Some(answer_rx),
+            released: released_tx,
+        }
+        .start();
+        let scheduler = SchedulerActor::new(
+            SchedulerLinks {
+                claim: queue.clone().recipient(),
+                release: queue.clone().recipient(),
+                outstanding: queue.clone().recipient(),
+                promote_due: queue.clone().recipient(),
+                lookup: queue.clone().recipient(),
+            },
+            Duration::from_secs(3600),
+            60_000,
+        )
+        .start();
+        let (pushed_tx, mut pushed) = mpsc::unbounded_channel();
+        let agent = FakeAgent(pushed_tx).start();
+
+        scheduler
+            .send(AgentIdle {
+                agent: IdleAgent::new("a1", &[], 0),
+                assign: agent.recipient(),
+            })
+            .await
+            .unwrap();
+        claimed.await.expect("the scheduler claimed for a1");
+        // While the claim is open, a1 stops being idle (it went offline).
+        scheduler.send(AgentBusy { id: "a1".into() }).await.unwrap();
+        // The queue assigns it a task all the same.
+        let mut q = QueueCore::new(QueueSettings::default());
+        q.create(
+            NewTask {
+                title: "t".into(),
+                ..Default::default()
+            },
+            Timestamp(1),
+        )
+        .unwrap();
+        let assignments = q.claim(&[IdleAgent::new("a1", &[], 0)], Timestamp(2));
+        let task = assignments[0].task.clone();
+        answer.send(assignments).unwrap();
+
+        let release = tokio::time::timeout(Duration::from_secs(10), released.recv())
+            .await
+            .expect("the task is released at once, not at the sweep")
+            .unwrap();
+        assert_eq!(release.attempt.task_id, task.id);
+        assert_eq!(release.attempt.generation, task.generation);
+        assert!(
+            release.reason.contains("no longer idle"),
+            "{}",
+            release.reason
+        );
+        assert!(pushed.try_recv().is_err(), "nothing was pushed to a1");
+    }
 
     fn ids(agents: &[IdleAgent]) -> Vec<&str> {
         agents.iter().map(|a| a.id.as_str()).collect()
