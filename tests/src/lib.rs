@@ -33,7 +33,18 @@ use std::time::{Duration, Instant};
 
 /// Poll `f` every 50 ms until it returns `Some`, or panic after `timeout`
 /// with `what` in the message.
-pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_until<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll_until(Duration::from_millis(50), timeout, what, f)
+}
+
+/// [`wait_until`], polling `every` (the load generator's probes, which
+/// must not lose tens of milliseconds between polls).
+pub fn poll_until<T>(
+    every: Duration,
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -42,6 +53,6 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         if start.elapsed() > timeout {
             panic!("timed out after {timeout:?} waiting for {what}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
 }

@@ -156,6 +156,7 @@ impl SchedulerActor {
                 Ok(Ok(assignments)) => {
                     for a in assignments {
                         let attempt = AttemptRef::new(a.task.id.clone(), a.task.generation);
+                        let release = act.links.release.clone();
                         let Some(agent) = act.idle.remove(&a.agent_id) else {
                             // It stopped being idle (went offline, was
                             // paused) while the claim was open: the task
@@ -164,11 +165,9 @@ impl SchedulerActor {
                                 "agent {} was no longer idle when its claim answered",
                                 a.agent_id
                             );
-                            tracing::info!(%attempt, %reason, "assignment not delivered; releasing");
-                            act.links.release.do_send(Release { attempt, reason });
+                            undelivered(&release, attempt, reason);
                             continue;
                         };
-                        let release = act.links.release.clone();
                         let agent_id = a.agent_id.clone();
                         actix::spawn(async move {
                             let refused = match agent.send(AssignTask { task: a.task }).await {
@@ -177,8 +176,7 @@ impl SchedulerActor {
                                 Err(_) => Some(format!("agent {agent_id} is not running")),
                             };
                             if let Some(reason) = refused {
-                                tracing::info!(%attempt, %reason, "assignment not delivered; releasing");
-                                release.do_send(Release { attempt, reason });
+                                undelivered(&release, attempt, reason);
                             }
                         });
                     }
@@ -235,6 +233,12 @@ impl SchedulerActor {
             .into_actor(self),
         );
     }
+}
+
+/// An assignment that did not reach its agent goes back to the queue.
+fn undelivered(release: &Recipient<Release>, attempt: AttemptRef, reason: String) {
+    tracing::info!(%attempt, %reason, "assignment not delivered; releasing");
+    release.do_send(Release { attempt, reason });
 }
 
 impl Actor for SchedulerActor {

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use agentcom_tests::hub::Hub;
 use agentcom_tests::raw::RawSidecar;
-use agentcom_tests::wait_until;
+use agentcom_tests::{poll_until, wait_until};
 use serde_json::{json, Value};
 
 struct Args {
@@ -259,25 +259,17 @@ fn start_hub(root: &std::path::Path) -> Hub {
 /// When each probe's `assign` arrived, by task id.
 type Seen = Arc<Mutex<HashMap<String, Instant>>>;
 
-/// The probe agent: accept and complete every assignment at once; when
-/// `seen` is given, note when each assignment arrived.
-fn fake_agent(
-    hub_ws: String,
-    id: String,
-    token: String,
-    stop: Arc<AtomicBool>,
-    seen: Option<Seen>,
-) {
+/// The probe agent: accept and complete every assignment at once, noting
+/// in `seen` when each arrived.
+fn probe_agent(hub_ws: String, token: String, stop: Arc<AtomicBool>, seen: Seen) {
     let mut ws = RawSidecar::connect(&hub_ws, &token).expect("connect");
-    ws.hello(&id);
+    ws.hello("prober");
     let mut last_beat = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if let Some(m) = ws.recv(Duration::from_millis(100)) {
             if m["type"] == "assign" {
-                if let Some(seen) = &seen {
-                    let id = m["task_id"].as_str().unwrap_or_default().to_string();
-                    seen.lock().unwrap().insert(id, Instant::now());
-                }
+                let id = m["task_id"].as_str().unwrap_or_default().to_string();
+                seen.lock().unwrap().insert(id, Instant::now());
                 let (t, g) = (m["task_id"].clone(), m["generation"].clone());
                 ws.send(json!({ "type": "accept", "task_id": t, "generation": g }));
                 ws.send(json!({ "type": "complete", "task_id": t, "generation": g, "result": { "summary": "done" } }));
@@ -367,23 +359,12 @@ fn probe_until(hub: &Hub, deadline: Instant, seen: &Seen) -> Vec<f64> {
         // The probe agent is idle at the hub before each probe: under load
         // its last probe's accept and complete take a durable step each,
         // and a probe sent before they are done measured that wait too.
-        let idle_by = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut r = http
-                .get(format!("{}/api/agents/prober", hub.url))
-                .header("Authorization", format!("Bearer {}", hub.token))
-                .call()
-                .expect("GET the probe agent");
-            let v: Value = r.body_mut().read_json().unwrap_or_default();
-            if v["state"] == "idle" {
-                break;
-            }
-            assert!(
-                Instant::now() < idle_by,
-                "the probe agent never became idle: {v}"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        poll_until(
+            Duration::from_millis(1),
+            Duration::from_secs(30),
+            "the probe agent to be idle",
+            || (hub.agent("prober")["state"] == "idle").then_some(()),
+        );
         let t0 = Instant::now();
         let mut r = http
             .post(format!("{}/api/tasks", hub.url))
@@ -449,8 +430,7 @@ impl Fleet {
         });
         let token = hub.add_agent("prober", &["probe"]);
         let (ws, stop2, seen2) = (hub.ws_url(), stop.clone(), seen.clone());
-        let prober =
-            std::thread::spawn(move || fake_agent(ws, "prober".into(), token, stop2, Some(seen2)));
+        let prober = std::thread::spawn(move || probe_agent(ws, token, stop2, seen2));
         wait_until(Duration::from_secs(120), "all fake agents idle", || {
             (hub.state()["agents"]["idle"].as_u64() == Some(n as u64 + 1)).then_some(())
         });
