@@ -54,19 +54,6 @@ fn kill_a_task(hub: &Hub, ws: &mut RawSidecar, title: &str) -> String {
     id
 }
 
-/// One sample of `/metrics`, by its full name with labels.
-fn metric(hub: &Hub, name: &str) -> f64 {
-    let mut resp = hub
-        .http()
-        .get(format!("{}/metrics", hub.url))
-        .call()
-        .unwrap();
-    let text = resp.body_mut().read_to_string().unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-}
-
 fn alerts_of(hub: &Hub, kind: &str, subject: &str) -> usize {
     hub.ok("GET", "/api/alerts", None)["alerts"]
         .as_array()
@@ -150,18 +137,15 @@ fn task_dead_and_agent_offline_reach_the_webhook_once_each() {
     );
     assert_eq!(alerts_of(&hub, "agent_offline", "a"), 1);
     assert_eq!(
-        metric(&hub, "agentcom_alerts_total{alert=\"task_dead\"}"),
+        hub.metric("agentcom_alerts_total{alert=\"task_dead\"}"),
         2.0
     );
     assert_eq!(
-        metric(&hub, "agentcom_alerts_total{alert=\"agent_offline\"}"),
+        hub.metric("agentcom_alerts_total{alert=\"agent_offline\"}"),
         1.0
     );
     assert_eq!(
-        metric(
-            &hub,
-            "agentcom_webhook_deliveries_total{result=\"delivered\"}"
-        ),
+        hub.metric("agentcom_webhook_deliveries_total{result=\"delivered\"}"),
         3.0
     );
     // The admin CLI lists them too, newest first.
@@ -189,11 +173,7 @@ fn an_alert_raised_while_the_receiver_is_down_arrives_once_it_is_up() {
     ws.hello("a");
     let dead = kill_a_task(&hub, &mut ws, "while down");
     wait_until(T, "a failed try to be retried", || {
-        (metric(
-            &hub,
-            "agentcom_webhook_deliveries_total{result=\"retried\"}",
-        ) >= 1.0)
-            .then_some(())
+        (hub.metric("agentcom_webhook_deliveries_total{result=\"retried\"}") >= 1.0).then_some(())
     });
     assert_eq!(alerts_of(&hub, "task_dead", &dead), 1, "raised meanwhile");
 
@@ -226,17 +206,11 @@ fn a_receiver_answering_500_gets_the_alert_again_until_it_takes_it() {
     assert_eq!(receiver.requests(), 3, "two refused, one taken");
     assert_eq!(receiver.bodies().len(), 1);
     assert_eq!(
-        metric(
-            &hub,
-            "agentcom_webhook_deliveries_total{result=\"retried\"}"
-        ),
+        hub.metric("agentcom_webhook_deliveries_total{result=\"retried\"}"),
         2.0
     );
     assert_eq!(
-        metric(
-            &hub,
-            "agentcom_webhook_deliveries_total{result=\"delivered\"}"
-        ),
+        hub.metric("agentcom_webhook_deliveries_total{result=\"delivered\"}"),
         1.0
     );
     assert!(hub.log().contains("answered 500"), "{}", hub.log());

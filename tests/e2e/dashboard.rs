@@ -329,8 +329,9 @@ fn a_thousand_quick_tasks_while_the_dashboard_stays_live() {
         span.as_secs_f64()
     );
     // Per task: created, assigned, accepted, completed; and its agent's
-    // idle → assigned → working → idle.
-    assert!(n >= 7000, "seven events per task at least: {n}");
+    // move to assigned and to working (an agent that completes while a
+    // task waits goes straight on to it, not through idle: decision 0017).
+    assert!(n >= 6000, "six events per task at least: {n}");
     b.screenshot(&screenshot_dir().join("dashboard-1000.png"));
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use agentcom_tests::hub::Hub;
+use agentcom_tests::hub::{event_at, Hub};
 use agentcom_tests::raw::RawSidecar;
 use serde_json::json;
 use tungstenite::Message;
@@ -64,6 +64,50 @@ fn assign_accept_complete_ack() {
     assert_eq!(ws.recv_type("ack", T).unwrap()["task_id"], id);
     assert_eq!(hub.task(id)["result"]["summary"], "done");
     assert_eq!(hub.state()["stale_messages"], 0, "a resend is not stale");
+}
+
+#[test]
+fn a_completion_brings_the_next_task_in_the_same_durable_step() {
+    let root = tempfile::tempdir().unwrap();
+    // No sweep or retention pass writes meanwhile.
+    let hub = Hub::start(
+        root.path(),
+        &[("AGENTCOM_TIMEOUTS__SWEEP_INTERVAL_S", "600")],
+    );
+    let token = hub.add_agent("a1", &[]);
+    let mut ws = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    ws.hello("a1");
+    let first = hub.submit(json!({ "title": "first" }));
+    let first = first["id"].as_str().unwrap();
+    assert_eq!(ws.recv_type("assign", T).expect("assign")["task_id"], first);
+    ws.send(json!({ "type": "accept", "task_id": first, "generation": 1 }));
+    hub.wait_status(first, "working", T);
+    // The next task waits: its agent is busy (and no one else is idle).
+    let next = hub.submit(json!({ "title": "next" }));
+    let next = next["id"].as_str().unwrap();
+    assert_eq!(hub.task(next)["status"], "queued");
+    let syncs = hub.metric("agentcom_store_syncs_total");
+    ws.send(json!({ "type": "complete", "task_id": first, "generation": 1, "result": { "summary": "done" } }));
+    let ack = ws.recv(T).expect("the ack");
+    assert_eq!(
+        (ack["type"].as_str(), ack["task_id"].as_str()),
+        (Some("ack"), Some(first))
+    );
+    let assign = ws.recv(T).expect("the next assign, right after the ack");
+    assert_eq!(
+        (assign["type"].as_str(), assign["task_id"].as_str()),
+        (Some("assign"), Some(next))
+    );
+    // One group made both durable: the completion and the assignment.
+    assert_eq!(hub.metric("agentcom_store_syncs_total") - syncs, 1.0);
+    assert_eq!(
+        event_at(&hub.task(first), "completed"),
+        event_at(&hub.task(next), "assigned")
+    );
+    // The agent went from working to assigned: never idle in between.
+    assert_eq!(hub.agent("a1")["state"], "assigned");
+    ws.send(json!({ "type": "accept", "task_id": next, "generation": 1 }));
+    hub.wait_status(next, "working", T);
 }
 
 #[test]

@@ -4,27 +4,15 @@
 
 use std::time::Duration;
 
-use agentcom_tests::hub::{millis_between, Hub};
+use agentcom_tests::hub::{event_at, millis_between, Hub};
 use agentcom_tests::sidecar::Sidecar;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(20);
 
 fn at_ms_from_now(ms: i64) -> String {
     agentcom_protocol::Timestamp::now()
         .plus_millis(ms)
-        .to_string()
-}
-
-fn event_at(task: &Value, event: &str) -> String {
-    task["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["event"] == event)
-        .unwrap_or_else(|| panic!("no {event} in {task}"))["at"]
-        .as_str()
-        .unwrap()
         .to_string()
 }
 

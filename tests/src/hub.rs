@@ -326,6 +326,19 @@ impl Hub {
         self.ok("GET", "/api/state", None)
     }
 
+    /// One sample of `/metrics`, by its full name with labels.
+    pub fn metric(&self, name: &str) -> f64 {
+        let mut resp = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .call()
+            .unwrap();
+        let text = resp.body_mut().read_to_string().unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    }
+
     /// Every task (all pages, every field), optionally of one status.
     pub fn tasks(&self, status: Option<&str>) -> Vec<Value> {
         let mut out = Vec::new();
@@ -418,6 +431,20 @@ pub fn events(task: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// When `event` first happened to `task` (as the API shows it, with its
+/// history), by its history.
+pub fn event_at(task: &Value, event: &str) -> String {
+    task["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["event"] == event)
+        .unwrap_or_else(|| panic!("no {event} in {task}"))["at"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Milliseconds between two RFC 3339 times (b − a).

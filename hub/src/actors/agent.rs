@@ -13,7 +13,9 @@
 //! are handled atomically: the actor handles nothing else until the queue
 //! has made the report durable and answered, so the sidecar's messages are
 //! applied strictly in the order it sent them, and `ack` follows only
-//! durable state.
+//! durable state. A completion that its machine says leaves the agent free
+//! carries the agent to the queue, which may answer with its next task,
+//! assigned in the same durable step: the `ack`, then the `assign`.
 //!
 //! It knows every connection of its agent from the moment it opens
 //! (`Attach`, before any hello), so revoking the agent or stopping the hub
@@ -38,7 +40,7 @@ use serde_json::json;
 use crate::actors::messages::{
     Absolve, AgentBusy, AgentHandle, AgentIdle, AssignTask, Attach, CancelAttempt, CloseConn,
     ConnId, ConnLink, Connect, Disconnect, FromSidecar, Holds, Push, Release, Report, ReportKind,
-    ReportSource, Revoke, SaveBreaker, SetPaused, Shutdown,
+    ReportSource, Reported, Revoke, SaveBreaker, SetPaused, Shutdown,
 };
 use crate::alerts::AlertBus;
 use crate::domain::alert::AlertKind;
@@ -177,6 +179,7 @@ impl AgentActor {
                     ..FailReport::by_hub(&error)
                 }),
                 source: ReportSource::Hub,
+                next: None,
             }),
             Effect::Stalled { task, idle_s } => self.links.alerts.raise(
                 AlertKind::TaskStalled,
@@ -258,18 +261,24 @@ impl AgentActor {
         let idle = self.machine.wants_work();
         if idle && !self.idle_announced {
             self.links.idle.do_send(AgentIdle {
-                agent: IdleAgent {
-                    id: self.id(),
-                    capabilities: self.machine.matchable(),
-                    idle_since: self.machine.state_since(),
-                    context_window_tokens: self.machine.context_window_tokens(),
-                },
+                agent: self.matchable(),
                 assign: ctx.address().recipient(),
             });
         } else if !idle && self.idle_announced {
             self.links.busy.do_send(AgentBusy { id: self.id() });
         }
         self.idle_announced = idle;
+    }
+
+    /// The agent as matching sees it (for the scheduler, or the queue
+    /// giving it its next task).
+    fn matchable(&self) -> IdleAgent {
+        IdleAgent {
+            id: self.id(),
+            capabilities: self.machine.matchable(),
+            idle_since: self.machine.state_since(),
+            context_window_tokens: self.machine.context_window_tokens(),
+        }
     }
 
     fn rearm(&mut self, ctx: &mut Context<Self>) {
@@ -315,15 +324,20 @@ impl AgentActor {
         kind: ReportKind,
         of: AckOf,
     ) -> AtomicResponse<Self, ()> {
+        // A completion that leaves the agent free asks for its next task,
+        // given in the completion's own durable step.
+        let free =
+            of == AckOf::Complete && self.machine.free_once_completed(&attempt, Timestamp::now());
         let fut = self.links.report.send(Report {
             agent: self.id(),
             attempt: attempt.clone(),
             kind,
             source: ReportSource::Sidecar,
+            next: free.then(|| self.matchable()),
         });
         AtomicResponse::new(Box::pin(fut.into_actor(self).then(move |res, act, _| {
-            let judged = match res {
-                Ok(Ok(j)) => j,
+            let Reported { judged, next } = match res {
+                Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
                     tracing::error!(agent = %act.id(), %attempt, error = %e, "report not recorded; the sidecar will resend it");
                     return actix::fut::ready(()).boxed_local();
@@ -347,6 +361,18 @@ impl AgentActor {
                 AckOf::Complete => act.machine.reported(&attempt, Ending::Completed, &verdict, now),
                 AckOf::Fail => act.machine.reported(&attempt, Ending::Failed(judged.charge), &verdict, now),
             });
+            if let Some(task) = next {
+                let given = AttemptRef::new(task.id.clone(), task.generation);
+                match act.machine.assign(&task, now) {
+                    Ok(push) => fx.extend(push),
+                    // It stopped being free while the report was made
+                    // durable (its sidecar went, say): the task goes back now.
+                    Err(e) => fx.push(Effect::Release {
+                        task: given,
+                        reason: format!("agent {} could no longer take its next task ({})", act.id(), e.0),
+                    }),
+                }
+            }
             // A changed failure record is durable before the ack goes out
             // (and before anyone sees the new state).
             let breaker = act.machine.breaker();

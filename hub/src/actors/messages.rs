@@ -126,6 +126,10 @@ pub struct RetryTask {
 #[rtype(result = "Result<Vec<Assignment>, CommandError>")]
 pub struct Claim {
     pub agents: Vec<IdleAgent>,
+    /// They are every idle agent the scheduler knows: a task this claim
+    /// leaves queued is one no idle agent can take (see
+    /// `QueueCore::offered_all`).
+    pub all: bool,
 }
 
 /// An operator pauses or resumes a priority lane (its fresh and retry
@@ -156,12 +160,26 @@ pub enum ReportSource {
 /// A report about an attempt; answered with the queue's verdict (and
 /// what it charges the agent) once durable.
 #[derive(Message)]
-#[rtype(result = "Result<Judged, CommandError>")]
+#[rtype(result = "Result<Reported, CommandError>")]
 pub struct Report {
     pub agent: String,
     pub attempt: AttemptRef,
     pub kind: ReportKind,
     pub source: ReportSource,
+    /// The agent as it will be once this attempt ends, when it will want
+    /// work then (a completion the agent's machine says leaves it free):
+    /// the queue may give it its next task with the report, in the same
+    /// durable step (`QueueCore::claim_next`).
+    pub next: Option<IdleAgent>,
+}
+
+/// The queue's answer to a report, once durable.
+#[derive(Debug)]
+pub struct Reported {
+    pub judged: Judged,
+    /// The reporting agent's next task, assigned to it with the report
+    /// (`Report::next`).
+    pub next: Option<Task>,
 }
 
 /// Take an attempt back from its agent.

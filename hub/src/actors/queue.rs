@@ -11,12 +11,14 @@
 //! or does (a 201, an `ack`, an `assign`) runs ahead of the disk.
 //!
 //! After each sync it publishes the durable changes: to the [`TaskView`]
-//! and [`ChangeView`] the API reads, the event bus, the stats, and the
-//! scheduler (a `Kick` when a task became queued); and it carries out the
+//! and [`ChangeView`] the API reads, the event bus and the stats; and it carries out the
 //! pipeline's effects of that group (measure a change, wake a merge queue,
 //! raise an alert, `task_dead` for a task that went dead) — never before
 //! they are durable. It also answers the repository actors (the next
-//! change to merge, its outcome). An operator's paused lanes are written
+//! change to merge, its outcome). The scheduler hears of a task that
+//! became queued (a `Kick`) when it is staged, not when it is durable: a
+//! claim's assignments join a later group, and groups finish in order, so
+//! an `assign` still never runs ahead of its task. An operator's paused lanes are written
 //! with a group (a meta key) like a red main. A store
 //! write that fails is fatal: memory and disk no longer agree, so the hub
 //! exits and recovers from the store.
@@ -38,7 +40,7 @@ use crate::actors::messages::{
     AbsolveFailures, ApproveChange, CancelTask, Claim, CommandError, CreateTask, CreateTasks,
     ExplainFacts, Inspect, Inspected, Kick, MainChecked, MainHealth, MainSeen, MergeDone, MergeJob,
     MergeKick, MergeOutcome, NextMerge, OutstandingAttempts, PauseLane, PromoteDue, RejectChange,
-    Release, Report, ReportKind, ReportSource, RetryTask, StopAttempt,
+    Release, Report, ReportKind, ReportSource, Reported, RetryTask, StopAttempt,
 };
 use crate::alerts::AlertBus;
 use crate::domain::alert;
@@ -158,6 +160,8 @@ pub struct QueueActor {
     /// A sync runs (stage 2).
     syncing: bool,
     promotion: Option<(Timestamp, SpawnHandle)>,
+    /// A `Kick` was sent and no claim has come since.
+    kick_open: bool,
 }
 
 impl QueueActor {
@@ -191,6 +195,7 @@ impl QueueActor {
             written: Vec::new(),
             syncing: false,
             promotion: None,
+            kick_open: false,
         }
     }
 
@@ -199,6 +204,16 @@ impl QueueActor {
     fn commit(&mut self, ctx: &mut Context<Self>) -> Durable {
         let changes = self.core.take_deltas();
         let change_deltas = self.changes.take_deltas();
+        // The scheduler's claim may take a task staged now: its assignment
+        // joins a later group, and groups finish in order, so it is
+        // never pushed before the task's own change is durable. Asking
+        // now rather than once this group is durable overlaps the claim's
+        // write with this group's sync. One Kick until a claim comes: that
+        // claim (or the full one the Kick causes) sees everything staged.
+        if !self.kick_open && self.may_match(&changes) {
+            self.kick_open = true;
+            self.links.kick.do_send(Kick);
+        }
         let (tx, rx) = oneshot::channel();
         if changes.is_empty()
             && change_deltas.is_empty()
@@ -453,7 +468,6 @@ impl QueueActor {
         for a in alert::dead_tasks(changes) {
             self.alerts.raise(a.kind, &a.subject, &a.message, now);
         }
-        let mut kick = false;
         for c in changes {
             let t = &c.task;
             // The task once for all its transitions' events: without its
@@ -513,19 +527,19 @@ impl QueueActor {
                     ),
                 );
             }
-            kick |= t.status == TaskStatus::Queued;
-            // Under a fleet cap, a task that stopped being out frees a
-            // place: match now rather than at the next sweep.
-            let out = |s: Option<TaskStatus>| {
-                matches!(s, Some(TaskStatus::Assigned | TaskStatus::Working))
-            };
-            kick |= self.core.settings().max_concurrent > 0
-                && out(c.previous_status)
-                && !out(Some(t.status));
         }
-        if kick {
-            self.links.kick.do_send(Kick);
-        }
+    }
+
+    /// Staged changes may allow a match: a task became queued, or (under
+    /// a fleet cap) a task stopped being out and freed a place.
+    fn may_match(&self, changes: &[TaskDelta]) -> bool {
+        let out =
+            |s: Option<TaskStatus>| matches!(s, Some(TaskStatus::Assigned | TaskStatus::Working));
+        let capped = self.core.settings().max_concurrent > 0;
+        changes.iter().any(|c| {
+            c.task.status == TaskStatus::Queued
+                || (capped && out(c.previous_status) && !out(Some(c.task.status)))
+        })
     }
 
     /// Tell the world about durable change deltas.
@@ -818,15 +832,21 @@ impl Handler<PauseLane> for QueueActor {
 impl Handler<Claim> for QueueActor {
     type Result = ResponseFuture<Result<Vec<Assignment>, CommandError>>;
     fn handle(&mut self, msg: Claim, ctx: &mut Context<Self>) -> Self::Result {
+        // This claim sees everything staged so far.
+        self.kick_open = false;
         let got = self.core.claim(&msg.agents, Timestamp::now());
+        if msg.all {
+            self.core.offered_all();
+        }
         after_durable(self.commit(ctx), Ok(got))
     }
 }
 
 impl Handler<Report> for QueueActor {
-    type Result = ResponseFuture<Result<Judged, CommandError>>;
+    type Result = ResponseFuture<Result<Reported, CommandError>>;
     fn handle(&mut self, msg: Report, ctx: &mut Context<Self>) -> Self::Result {
         let now = Timestamp::now();
+        let free = msg.next.filter(|a| a.id == msg.agent);
         let judged = match msg.kind {
             ReportKind::Accept => Judged::plain(self.core.accept(&msg.attempt, &msg.agent, now)),
             ReportKind::Complete(result) => {
@@ -853,6 +873,11 @@ impl Handler<Report> for QueueActor {
             }
             tracing::warn!(attempt = %msg.attempt, agent = %msg.agent, why = %why, "stale report");
         }
+        // Its next task in the same group as the report that frees it.
+        let next = match free {
+            Some(agent) if judged.verdict == Verdict::Applied => self.core.claim_next(&agent, now),
+            _ => None,
+        };
         let durable = self.commit(ctx);
         let absolve = self.links.absolve.clone();
         let task_id = msg.attempt.task_id;
@@ -864,7 +889,7 @@ impl Handler<Report> for QueueActor {
                     task_id,
                 });
             }
-            Ok(judged)
+            Ok(Reported { judged, next })
         })
     }
 }

@@ -25,6 +25,10 @@
 //! left idle can take none of the tasks it left queued (matching is
 //! exhaustive), so the answer is the same, and with 20,000 agents
 //! connecting it is not 20,000 agents copied and sorted for each one.
+//! A claim of everyone says so (`Claim::all`) and goes even when nobody is
+//! idle: the queue then knows every task it holds was offered to every
+//! idle agent, and may give one to an agent as its attempt completes
+//! (decision 0017).
 //!
 //! It owns no durable state and never decides whether a task may run
 //! (the queue does) or what an agent's state is (its state machine does).
@@ -85,21 +89,26 @@ impl<H> IdleSet<H> {
         self.all_due = true;
     }
 
-    /// The agents the next claim offers, longest idle first: all of them
-    /// when due, else those not offered yet. They count as offered.
-    fn offer(&mut self) -> Vec<IdleAgent> {
+    /// The next claim: the agents it offers, longest idle first — all of
+    /// them when due, else those not offered yet. They count as offered.
+    fn offer(&mut self) -> Claim {
         let unseen = std::mem::take(&mut self.unseen);
         if std::mem::take(&mut self.all_due) {
-            return self.order.values().map(|(a, _)| a.clone()).collect();
+            return Claim {
+                agents: self.order.values().map(|(a, _)| a.clone()).collect(),
+                all: true,
+            };
         }
         let mut keys: Vec<(Timestamp, &String)> = unseen
             .iter()
             .filter_map(|id| self.since.get(id).map(|t| (*t, id)))
             .collect();
         keys.sort();
-        keys.into_iter()
+        let agents = keys
+            .into_iter()
             .filter_map(|(t, id)| self.order.get(&(t, id.clone())).map(|(a, _)| a.clone()))
-            .collect()
+            .collect();
+        Claim { agents, all: false }
     }
 }
 
@@ -143,13 +152,16 @@ impl SchedulerActor {
             self.dirty = true;
             return;
         }
-        let agents = self.idle.offer();
-        if agents.is_empty() {
+        let offer = self.idle.offer();
+        // A claim of everyone goes even when nobody is idle: the queue
+        // learns that every task queued now was offered (to nobody), so an
+        // agent whose attempt ends may take one with its completion.
+        if offer.agents.is_empty() && !offer.all {
             return;
         }
         self.dispatching = true;
         self.dirty = false;
-        let claim = self.links.claim.send(Claim { agents });
+        let claim = self.links.claim.send(offer);
         ctx.spawn(claim.into_actor(self).map(|res, act, ctx| {
             act.dispatching = false;
             match res {
@@ -295,7 +307,7 @@ mod tests {
     /// The queue (and registry) the scheduler talks to: it holds a claim's
     /// answer until the test gives it, and reports releases.
     struct FakeQueue {
-        claimed: Option<oneshot::Sender<()>>,
+        claimed: Option<oneshot::Sender<Claim>>,
         answer: Option<oneshot::Receiver<Vec<Assignment>>>,
         released: mpsc::UnboundedSender<Release>,
     }
@@ -306,9 +318,9 @@ mod tests {
 
     impl Handler<Claim> for FakeQueue {
         type Result = ResponseFuture<Result<Vec<Assignment>, CommandError>>;
-        fn handle(&mut self, _: Claim, _: &mut Context<Self>) -> Self::Result {
+        fn handle(&mut self, claim: Claim, _: &mut Context<Self>) -> Self::Result {
             if let Some(c) = self.claimed.take() {
-                let _ = c.send(());
+                let _ = c.send(claim);
             }
             let answer = self.answer.take();
             Box::pin(async move {
@@ -362,6 +374,22 @@ mod tests {
         }
     }
 
+    /// A scheduler that asks `queue` (and sweeps only after an hour).
+    fn scheduler_of(queue: &Addr<FakeQueue>) -> Addr<SchedulerActor> {
+        SchedulerActor::new(
+            SchedulerLinks {
+                claim: queue.clone().recipient(),
+                release: queue.clone().recipient(),
+                outstanding: queue.clone().recipient(),
+                promote_due: queue.clone().recipient(),
+                lookup: queue.clone().recipient(),
+            },
+            Duration::from_secs(3600),
+            60_000,
+        )
+        .start()
+    }
+
     #[actix_rt::test]
     async fn an_agent_no_longer_idle_when_its_claim_answers_has_the_task_released_at_once() {
         let (claimed_tx, claimed) = oneshot::channel();
@@ -373,18 +401,7 @@ mod tests {
             released: released_tx,
         }
         .start();
-        let scheduler = SchedulerActor::new(
-            SchedulerLinks {
-                claim: queue.clone().recipient(),
-                release: queue.clone().recipient(),
-                outstanding: queue.clone().recipient(),
-                promote_due: queue.clone().recipient(),
-                lookup: queue.clone().recipient(),
-            },
-            Duration::from_secs(3600),
-            60_000,
-        )
-        .start();
+        let scheduler = scheduler_of(&queue);
         let (pushed_tx, mut pushed) = mpsc::unbounded_channel();
         let agent = FakeAgent(pushed_tx).start();
 
@@ -426,6 +443,25 @@ mod tests {
         assert!(pushed.try_recv().is_err(), "nothing was pushed to a1");
     }
 
+    #[actix_rt::test]
+    async fn a_kick_claims_for_everyone_even_when_nobody_is_idle() {
+        let (claimed_tx, claimed) = oneshot::channel();
+        let (released_tx, _released) = mpsc::unbounded_channel();
+        let queue = FakeQueue {
+            claimed: Some(claimed_tx),
+            answer: None,
+            released: released_tx,
+        }
+        .start();
+        let scheduler = scheduler_of(&queue);
+        scheduler.send(crate::actors::messages::Kick).await.unwrap();
+        let claim = tokio::time::timeout(Duration::from_secs(10), claimed)
+            .await
+            .expect("a claim although no agent is idle")
+            .unwrap();
+        assert!(claim.all && claim.agents.is_empty());
+    }
+
     fn ids(agents: &[IdleAgent]) -> Vec<&str> {
         agents.iter().map(|a| a.id.as_str()).collect()
     }
@@ -436,12 +472,21 @@ mod tests {
         set.insert(IdleAgent::new("b", &[], 20), ());
         set.insert(IdleAgent::new("a", &[], 30), ());
         set.insert(IdleAgent::new("c", &[], 10), ());
-        assert_eq!(ids(&set.offer()), ["c", "b", "a"], "at the start: all");
-        assert!(set.offer().is_empty(), "nothing new: nothing to offer");
+        let first = set.offer();
+        assert_eq!(ids(&first.agents), ["c", "b", "a"], "at the start: all");
+        assert!(first.all, "and the claim says so");
+        assert!(
+            set.offer().agents.is_empty(),
+            "nothing new: nothing to offer"
+        );
         set.insert(IdleAgent::new("d", &[], 5), ());
-        assert_eq!(ids(&set.offer()), ["d"], "only the newly idle");
+        let newly = set.offer();
+        assert_eq!(ids(&newly.agents), ["d"], "only the newly idle");
+        assert!(!newly.all);
         set.want_all();
-        assert_eq!(ids(&set.offer()), ["d", "c", "b", "a"]);
+        let everyone = set.offer();
+        assert_eq!(ids(&everyone.agents), ["d", "c", "b", "a"]);
+        assert!(everyone.all);
     }
 
     #[test]
@@ -456,12 +501,12 @@ mod tests {
         set.insert(IdleAgent::new("c", &[], 40), ());
         assert!(set.remove("c").is_some());
         assert!(set.remove("c").is_none());
-        let offered = set.offer();
+        let offered = set.offer().agents;
         assert_eq!(ids(&offered), ["a"]);
         assert!(offered[0].capabilities.contains("python"));
         set.want_all();
         assert_eq!(
-            ids(&set.offer()),
+            ids(&set.offer().agents),
             ["b", "a"],
             "one entry each, by idle time"
         );

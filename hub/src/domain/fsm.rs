@@ -447,7 +447,31 @@ impl AgentMachine {
     /// Whether the scheduler may offer it work: idle and not paused. The
     /// one place that decides it.
     pub(crate) fn wants_work(&self) -> bool {
-        self.state == AgentState::Idle && self.holding.is_none() && !self.paused
+        wants_work(self.state, self.holding.is_some(), self.paused)
+    }
+
+    /// Whether it would want work once `task`, the attempt it holds,
+    /// completes now: what [`AgentMachine::reported`] would leave, asked
+    /// of [`AgentMachine::wants_work`]. The queue may then give it its
+    /// next task in the completion's own durable step.
+    pub(crate) fn free_once_completed(&self, task: &AttemptRef, now: Timestamp) -> bool {
+        if self.holding.as_ref().is_none_or(|h| &h.task != task) {
+            return false;
+        }
+        // Only what `derive` reads, as `reported` would leave it (a clone
+        // of the whole machine, its recent transitions too, cost a
+        // noticeable share of a busy hub's CPU).
+        let after = Derived {
+            conn: self.conn.is_some(),
+            holding: None,
+            selftest_failing: self.selftest_failing.is_some(),
+            degraded_until: if self.success_forgives_degradation() {
+                None
+            } else {
+                self.degraded_until
+            },
+        };
+        wants_work(after.state(now), false, self.paused)
     }
 
     /// The next moment [`AgentMachine::tick`] has something to do.
@@ -740,12 +764,7 @@ impl AgentMachine {
             Ending::Failed(_) => "failed",
         };
         match ending {
-            Ending::Completed => {
-                self.failures.clear();
-                if self.degraded_by == Some(DegradedBy::Breaker) {
-                    self.undegrade();
-                }
-            }
+            Ending::Completed => self.succeeded(),
             Ending::Failed(charge) if *verdict == Verdict::Applied && !was_cancelling => {
                 self.charge(&task.task_id, charge, now)
             }
@@ -1042,6 +1061,19 @@ impl AgentMachine {
         }
     }
 
+    /// An attempt succeeded: its failures are forgiven, and so is a
+    /// degradation by the breaker.
+    fn succeeded(&mut self) {
+        self.failures.clear();
+        if self.success_forgives_degradation() {
+            self.undegrade();
+        }
+    }
+
+    fn success_forgives_degradation(&self) -> bool {
+        self.degraded_by == Some(DegradedBy::Breaker)
+    }
+
     fn undegrade(&mut self) {
         self.degraded_until = None;
         self.degraded_by = None;
@@ -1069,19 +1101,13 @@ impl AgentMachine {
     }
 
     fn derive(&self, now: Timestamp) -> AgentState {
-        if self.conn.is_none() {
-            AgentState::Offline
-        } else if let Some(h) = &self.holding {
-            match h.phase {
-                Phase::Assigned => AgentState::Assigned,
-                Phase::Working if h.stalled => AgentState::Stalled,
-                Phase::Working => AgentState::Working,
-            }
-        } else if self.selftest_failing.is_some() || self.degraded_until.is_some_and(|d| d > now) {
-            AgentState::Degraded
-        } else {
-            AgentState::Idle
+        Derived {
+            conn: self.conn.is_some(),
+            holding: self.holding.as_ref(),
+            selftest_failing: self.selftest_failing.is_some(),
+            degraded_until: self.degraded_until,
         }
+        .state(now)
     }
 
     /// Recompute the state; record a transition if it changed.
@@ -1105,6 +1131,38 @@ impl AgentMachine {
             self.recent.pop_front();
         }
     }
+}
+
+/// What an agent's state is derived from.
+struct Derived<'a> {
+    conn: bool,
+    holding: Option<&'a Holding>,
+    selftest_failing: bool,
+    degraded_until: Option<Timestamp>,
+}
+
+impl Derived<'_> {
+    /// The one rule of an agent's state.
+    fn state(&self, now: Timestamp) -> AgentState {
+        if !self.conn {
+            AgentState::Offline
+        } else if let Some(h) = self.holding {
+            match h.phase {
+                Phase::Assigned => AgentState::Assigned,
+                Phase::Working if h.stalled => AgentState::Stalled,
+                Phase::Working => AgentState::Working,
+            }
+        } else if self.selftest_failing || self.degraded_until.is_some_and(|d| d > now) {
+            AgentState::Degraded
+        } else {
+            AgentState::Idle
+        }
+    }
+}
+
+/// Whether an agent in `state` wants work: the one rule of it.
+fn wants_work(state: AgentState, holding: bool, paused: bool) -> bool {
+    state == AgentState::Idle && !holding && !paused
 }
 
 fn cancel(task: &AttemptRef, reason: &str) -> Effect {

@@ -93,8 +93,11 @@ impl Lane {
 #[derive(Debug, Default)]
 pub(crate) struct Lanes {
     lanes: [Lane; LANE_COUNT],
-    /// Where each queued task sits, so it can be removed by id.
-    position: HashMap<String, (usize, Needs, i64)>,
+    /// Where each queued task sits, so it can be removed by id, and the
+    /// number of its push (see [`Lanes::pushes`]).
+    position: HashMap<String, (usize, Needs, i64, u64)>,
+    /// Tasks put in a lane so far (each push counted, a move too).
+    pushes: u64,
 }
 
 impl Lanes {
@@ -116,13 +119,27 @@ impl Lanes {
             .or_default()
             .insert((queued_at, id.to_string()));
         self.lanes[lane].len += 1;
+        self.pushes += 1;
         self.position
-            .insert(id.to_string(), (lane, needs, queued_at));
+            .insert(id.to_string(), (lane, needs, queued_at, self.pushes));
+    }
+
+    /// How many tasks were put in a lane so far: a mark that tells the
+    /// tasks queued before a moment (see [`Lanes::pushed_by`]) from those
+    /// queued after it.
+    pub(crate) fn pushes(&self) -> u64 {
+        self.pushes
+    }
+
+    /// Whether a queued task entered its lane by the time the count of
+    /// pushes was `mark` (and stayed since).
+    pub(crate) fn pushed_by(&self, id: &str, mark: u64) -> bool {
+        self.position.get(id).is_some_and(|p| p.3 <= mark)
     }
 
     /// Take a task out of its lane; false if it was not queued.
     pub(crate) fn remove(&mut self, id: &str) -> bool {
-        let Some((lane, needs, queued_at)) = self.position.remove(id) else {
+        let Some((lane, needs, queued_at, _)) = self.position.remove(id) else {
             return false;
         };
         let l = &mut self.lanes[lane];
@@ -139,7 +156,7 @@ impl Lanes {
     /// Where a queued task waits: its lane, how many tasks wait ahead of it
     /// in that lane (any capabilities) and in the lanes served before it.
     pub(crate) fn place(&self, id: &str) -> Option<Place> {
-        let (lane, _, queued_at) = self.position.get(id)?;
+        let (lane, _, queued_at, _) = self.position.get(id)?;
         let key = (*queued_at, id.to_string());
         let ahead_in_lane = self.lanes[*lane]
             .groups

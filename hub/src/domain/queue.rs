@@ -265,6 +265,10 @@ pub(crate) struct QueueCore {
     out: BTreeSet<String>,
     /// Tokens and dollars spent per agent (see [`Usage`]).
     usage: Usage,
+    /// The lanes' push count when every idle agent was last offered every
+    /// queued task (see [`QueueCore::offered_all`]); none since a lane or
+    /// repository reopened.
+    offered: Option<u64>,
 }
 
 /// Most late results a task keeps in `candidates`.
@@ -318,6 +322,7 @@ impl QueueCore {
             paused_lanes: BTreeSet::new(),
             out: BTreeSet::new(),
             usage: Usage::default(),
+            offered: None,
         }
     }
 
@@ -343,7 +348,12 @@ impl QueueCore {
         if paused {
             self.paused_lanes.insert(priority)
         } else {
-            self.paused_lanes.remove(&priority)
+            let reopened = self.paused_lanes.remove(&priority);
+            if reopened {
+                // Its tasks were never offered: nobody turned them down.
+                self.offered = None;
+            }
+            reopened
         }
     }
 
@@ -357,8 +367,8 @@ impl QueueCore {
     pub(crate) fn set_repo_paused(&mut self, repo: &str, paused: bool) {
         if paused {
             self.paused_repos.insert(repo.to_string());
-        } else {
-            self.paused_repos.remove(repo);
+        } else if self.paused_repos.remove(repo) {
+            self.offered = None;
         }
     }
 
@@ -871,6 +881,44 @@ impl QueueCore {
     /// context budget goes only to an agent whose window holds it; no more
     /// than `max_concurrent` tasks are out at once.
     pub(crate) fn claim(&mut self, agents: &[IdleAgent], now: Timestamp) -> Vec<Assignment> {
+        self.claim_where(agents, None, now)
+    }
+
+    /// Every idle agent was just offered every queued task (the claim
+    /// that ran offered them all): a task left queued now is one no idle
+    /// agent can take. [`QueueCore::claim_next`] may give such a task to
+    /// an agent whose attempt ends.
+    pub(crate) fn offered_all(&mut self) {
+        self.offered = Some(self.lanes.pushes());
+    }
+
+    /// The next task for an agent whose attempt ends now (its completion
+    /// staged just before), so that the assignment is made durable with
+    /// the completion instead of one step later. Only a task every idle
+    /// agent was offered and turned down (queued by the last
+    /// [`QueueCore::offered_all`], in a lane open since), so it goes to
+    /// no one the matching rule prefers: a task queued since waits for
+    /// the scheduler's claim. None under a fleet cap (the place the
+    /// completion frees goes to the longest idle agent), else as
+    /// [`QueueCore::claim`] for this agent alone.
+    pub(crate) fn claim_next(&mut self, agent: &IdleAgent, now: Timestamp) -> Option<Task> {
+        let mark = self.offered?;
+        if self.settings.max_concurrent > 0 {
+            return None;
+        }
+        self.claim_where(std::slice::from_ref(agent), Some(mark), now)
+            .pop()
+            .map(|a| a.task)
+    }
+
+    /// [`QueueCore::claim`], only of the tasks pushed into their lanes by
+    /// `pushed_by` when given.
+    fn claim_where(
+        &mut self,
+        agents: &[IdleAgent],
+        pushed_by: Option<u64>,
+        now: Timestamp,
+    ) -> Vec<Assignment> {
         let cap = self.settings.max_concurrent;
         if cap > 0 && self.out.len() >= cap {
             return Vec::new();
@@ -888,6 +936,7 @@ impl QueueCore {
             agents
         };
         let tasks = &self.tasks;
+        let lanes = &self.lanes;
         let paused = &self.paused_repos;
         let paused: Vec<String> = paused.iter().map(|r| repo_mark(r)).collect();
         let lanes_paused = &self.paused_lanes;
@@ -899,14 +948,15 @@ impl QueueCore {
                     && !needs.iter().any(|n| paused.contains(n))
             },
             |task_id, agent| {
-                tasks.get(task_id).is_some_and(|e| {
-                    !e.task.exclude_agents.contains(&agent.id)
-                        && e.task
-                            .for_agent
-                            .as_ref()
-                            .is_none_or(|only| only == &agent.id)
-                        && agent.fits(e.task.context_budget_tokens)
-                })
+                pushed_by.is_none_or(|mark| lanes.pushed_by(task_id, mark))
+                    && tasks.get(task_id).is_some_and(|e| {
+                        !e.task.exclude_agents.contains(&agent.id)
+                            && e.task
+                                .for_agent
+                                .as_ref()
+                                .is_none_or(|only| only == &agent.id)
+                            && agent.fits(e.task.context_budget_tokens)
+                    })
             },
         );
         let room = if cap > 0 {

@@ -1125,3 +1125,39 @@ fn a_failing_selftest_and_the_breaker_both_show() {
     m.heartbeat(SidecarState::Idle, None, None, Some(&passing()), t(60_020));
     assert_eq!(m.state(), AgentState::Idle);
 }
+
+#[test]
+fn free_once_completed_is_what_a_completion_would_leave() {
+    let mut m = connected();
+    let r = working(&mut m, "t1", 1, 10);
+    assert!(m.free_once_completed(&r, t(20)));
+    assert!(
+        !m.free_once_completed(&AttemptRef::new("t1", 2), t(20)),
+        "not the attempt it holds"
+    );
+    assert_eq!(m.state(), AgentState::Working, "asking changes nothing");
+    // Paused by an operator: it wants no work after.
+    m.set_paused(true);
+    assert!(!m.free_once_completed(&r, t(20)));
+    m.set_paused(false);
+    // A self-test failing meanwhile leaves it degraded.
+    let failing_now = failing(&[("disk", "3 MB free")]);
+    m.heartbeat(
+        SidecarState::Working,
+        Some(r.clone()),
+        None,
+        Some(&failing_now),
+        t(30),
+    );
+    assert!(!m.free_once_completed(&r, t(40)));
+    m.heartbeat(
+        SidecarState::Working,
+        Some(r.clone()),
+        None,
+        Some(&passing()),
+        t(50),
+    );
+    assert!(m.free_once_completed(&r, t(60)));
+    m.reported(&r, Ending::Completed, &Verdict::Applied, t(60));
+    assert!(m.wants_work());
+}

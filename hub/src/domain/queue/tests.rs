@@ -1309,3 +1309,78 @@ fn the_fleet_cap_bounds_the_tasks_out_at_once() {
     assert_eq!(q.claim(&agents[2..], t(15)).len(), 1);
     assert_eq!(q.out_count(), 2);
 }
+
+#[test]
+fn an_ending_attempt_takes_only_a_task_every_idle_agent_turned_down() {
+    let mut q = core();
+    let gpu = created(q.create(spec_with("gpu", Priority::Normal, &["gpu"]), t(0)));
+    // Nothing was offered yet: the scheduler's claim decides.
+    assert_eq!(q.claim_next(&IdleAgent::new("a", &["gpu"], 5), t(1)), None);
+    // Every idle agent (b, without a GPU) was offered the GPU task.
+    assert!(q.claim(&[IdleAgent::new("b", &[], 0)], t(2)).is_empty());
+    q.offered_all();
+    // Queued since: b may take it, and b waits longer than a.
+    let plain = created(q.create(spec("plain"), t(3)));
+    let next = q.claim_next(&IdleAgent::new("a", &["gpu"], 5), t(4));
+    let next = next.expect("the GPU task b turned down");
+    assert_eq!(next.id, gpu.id);
+    assert_eq!(next.status, TaskStatus::Assigned);
+    assert_eq!(next.assigned_to.as_deref(), Some("a"));
+    assert_eq!(next.generation, 1);
+    // The plain task was never offered to b: not given to c as it ends.
+    assert_eq!(q.claim_next(&agent("c"), t(5)), None);
+    assert_eq!(q.get(&plain.id).unwrap().status, TaskStatus::Queued);
+    // Once offered to all, it may go to an agent whose attempt ends.
+    q.offered_all();
+    assert_eq!(
+        q.claim_next(&agent("c"), t(6)).map(|t| t.id),
+        Some(plain.id)
+    );
+}
+
+#[test]
+fn a_reopened_lane_or_repository_ends_what_was_turned_down() {
+    let mut q = core();
+    q.set_lane_paused(Priority::Low, true);
+    let low = created(q.create(spec_with("low", Priority::Low, &[]), t(0)));
+    assert!(q.claim(&[agent("b")], t(1)).is_empty());
+    q.offered_all();
+    // Closed when offered: nobody turned it down.
+    q.set_lane_paused(Priority::Low, false);
+    assert_eq!(q.claim_next(&agent("a"), t(2)), None);
+    q.offered_all();
+    assert_eq!(q.claim_next(&agent("a"), t(3)).map(|t| t.id), Some(low.id));
+
+    let mut q = core();
+    q.set_repo_paused("r", true);
+    let fix = created(q.create(
+        NewTask {
+            repo: Some("r".into()),
+            ..spec("fix")
+        },
+        t(0),
+    ));
+    let with_clone = |id: &str, since: i64| IdleAgent::new(id, &[&repo_mark("r")], since);
+    assert!(q.claim(&[with_clone("b", 0)], t(1)).is_empty());
+    q.offered_all();
+    // Main green again: b never turned the task down.
+    q.set_repo_paused("r", false);
+    assert_eq!(q.claim_next(&with_clone("a", 5), t(2)), None);
+    q.offered_all();
+    q.set_repo_paused("r", false); // still green: nothing reopened
+    assert_eq!(
+        q.claim_next(&with_clone("a", 5), t(3)).map(|t| t.id),
+        Some(fix.id)
+    );
+}
+
+#[test]
+fn under_a_fleet_cap_an_ending_attempt_takes_nothing() {
+    let mut q = QueueCore::new(QueueSettings {
+        max_concurrent: 2,
+        ..QueueSettings::default()
+    });
+    created(q.create(spec("x"), t(0)));
+    q.offered_all();
+    assert_eq!(q.claim_next(&agent("a"), t(1)), None);
+}
