@@ -22,8 +22,9 @@
 //!   creates/s and full lifecycles/s (completions) in the window, and
 //!   submit → assign at an idle probe agent measured by a probe client
 //!   at most every 20 ms (the probe agent alone has capability `probe`,
-//!   and each probe waits until the hub shows it idle, so it is idle when
-//!   the probe arrives).
+//!   and not `load`, which every load task needs, so it never takes one;
+//!   each probe waits until the hub shows it idle, so it is idle when the
+//!   probe arrives).
 //! - `latency`: the same probes with nothing else running.
 //! - `million` (not in the default set): `--million` tasks created in
 //!   batches of 1,000 and taken through their whole lifecycle by the
@@ -317,7 +318,7 @@ fn create_until(hub: &Hub, clients: usize, deadline: Instant, body: &str) -> Cre
                         while Instant::now() < deadline {
                             let t0 = Instant::now();
                             let task =
-                                json!({ "title": format!("load {c}-{n}"), "description": body });
+                                json!({ "title": format!("load {c}-{n}"), "description": body, "needed_capabilities": ["load"] });
                             let mut r = http
                                 .post(url)
                                 .insert_header(("Authorization", auth))
@@ -396,7 +397,9 @@ struct Fleet {
 }
 
 impl Fleet {
-    /// `n` consuming agents (no capabilities) and one probe agent.
+    /// `n` consuming agents (capability `load`, which every load task
+    /// needs) and one probe agent (only `probe`: it never takes a load
+    /// task, so it is idle when each probe arrives).
     fn start(hub: &Hub, n: usize) -> Fleet {
         let stop = Arc::new(AtomicBool::new(false));
         let seen: Seen = Arc::new(Mutex::new(HashMap::new()));
@@ -404,8 +407,8 @@ impl Fleet {
             let agents: String = (0..n)
                 .map(|i| {
                     let id = format!("load{i}");
-                    let token = hub.add_agent(&id, &[]);
-                    format!("{id} {token}\n")
+                    let token = hub.add_agent(&id, &["load"]);
+                    format!("{id} {token} load\n")
                 })
                 .collect();
             let exe = std::env::current_exe()
@@ -563,7 +566,7 @@ fn million(a: &Args, body: &str, row: &mut impl FnMut(&str, String)) {
                     }
                     let k = (mine - done).min(1000);
                     let tasks: Vec<Value> = (0..k)
-                        .map(|i| json!({ "title": format!("million {c}-{}", done + i), "description": body }))
+                        .map(|i| json!({ "title": format!("million {c}-{}", done + i), "description": body, "needed_capabilities": ["load"] }))
                         .collect();
                     let mut r = http
                         .post(format!("{url}/api/tasks/batch"))

@@ -13,7 +13,7 @@
 //!   Markdown table for docs/benchmarks.md.
 //! - `agentcom-swarm agents --hub ws://… --agents FILE --source 127.0.0.2`
 //!   (one swarm process, [`agents`]): connects the agents listed in FILE
-//!   (`id token` a line; `-` reads stdin) from that source address, says
+//!   (`id token [capabilities]` a line; `-` reads stdin) from that source address, says
 //!   hello, sends a heartbeat every `heartbeat_interval_s` of the welcome,
 //!   accepts and completes every assignment at once, answers pings
 //!   (tungstenite does), and prints its counts as one JSON line every

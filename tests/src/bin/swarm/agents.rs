@@ -30,7 +30,8 @@ pub(crate) struct Args {
     /// The hub's WebSocket address (ws://127.0.0.1:PORT/ws).
     #[arg(long)]
     hub: String,
-    /// The agents: `id token` on each line; `-` reads them from stdin.
+    /// The agents: `id token` on each line, then the capabilities it
+    /// registered with, comma-separated, if any; `-` reads them from stdin.
     #[arg(long)]
     agents: PathBuf,
     /// Local addresses to connect from (comma-separated, e.g. 127.0.0.2),
@@ -77,6 +78,8 @@ struct Counts {
 struct Agent {
     id: String,
     token: String,
+    /// What its `hello` says (the agent's registered capabilities).
+    capabilities: Vec<String>,
 }
 
 /// What every agent task shares.
@@ -158,12 +161,15 @@ fn read_agents(path: &PathBuf) -> Vec<Agent> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let mut w = l.split_whitespace();
-            match (w.next(), w.next()) {
-                (Some(id), Some(token)) => Agent {
+            match (w.next(), w.next(), w.next()) {
+                (Some(id), Some(token), caps) => Agent {
                     id: id.to_string(),
                     token: token.to_string(),
+                    capabilities: caps
+                        .map(|c| c.split(',').map(str::to_string).collect())
+                        .unwrap_or_default(),
                 },
-                _ => panic!("an agents line is `id token`, not {l:?}"),
+                _ => panic!("an agents line is `id token [capabilities]`, not {l:?}"),
             }
         })
         .collect()
@@ -343,7 +349,7 @@ async fn open(i: usize, a: &Agent, s: &Shared) -> Result<(Ws, u64), String> {
         })?;
     s.counts.connected.fetch_add(1, Ordering::Relaxed);
     let hello = json!({
-        "type": "hello", "protocol_version": 1, "agent_id": a.id, "capabilities": [],
+        "type": "hello", "protocol_version": 1, "agent_id": a.id, "capabilities": a.capabilities,
         "state": "idle", "current_task": null, "sidecar_version": "agentcom-swarm"
     });
     let welcome = async {
