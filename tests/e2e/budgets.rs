@@ -124,14 +124,7 @@ fn an_agent_over_its_daily_tokens_is_skipped_while_another_takes_the_work() {
         done["updated_at"].as_str().unwrap().starts_with(day),
         "the UTC day: {day} {done}"
     );
-    let metrics = hub
-        .http()
-        .get(format!("{}/metrics", hub.url))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
+    let metrics = hub.metrics();
     assert!(
         metrics.contains("agentcom_tokens_total{agent=\"spender\"} 1000"),
         "{metrics}"

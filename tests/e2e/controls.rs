@@ -57,16 +57,6 @@ fn sse_find(sse: &mut SseClient, name: &str, want: impl Fn(&Value) -> bool) -> V
     panic!("no {name} event as wanted");
 }
 
-fn metrics(hub: &Hub) -> String {
-    hub.http()
-        .get(format!("{}/metrics", hub.url))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap()
-}
-
 #[test]
 fn a_drained_agent_finishes_its_task_and_takes_no_other() {
     let root = tempfile::tempdir().unwrap();
@@ -103,7 +93,7 @@ fn a_drained_agent_finishes_its_task_and_takes_no_other() {
     sse_find(&mut sse, "agent", |d| {
         d["agent"]["id"] == drained.as_str() && d["agent"]["paused"] == true
     });
-    assert!(metrics(&hub).contains("agentcom_agents_paused 1"));
+    assert!(hub.metrics().contains("agentcom_agents_paused 1"));
 
     // Queued work goes to the other agent while the drained one works on.
     let quick: Vec<String> = (0..3)
@@ -171,7 +161,9 @@ fn a_paused_lane_holds_its_tasks_while_other_lanes_flow() {
     sse_find(&mut sse, "lanes", |d| {
         d["paused_lanes"] == json!(["urgent"])
     });
-    assert!(metrics(&hub).contains("agentcom_lanes_paused{lane=\"urgent\"} 1"));
+    assert!(hub
+        .metrics()
+        .contains("agentcom_lanes_paused{lane=\"urgent\"} 1"));
 
     let urgent: Vec<String> = (0..2)
         .map(|i| id(&hub.submit(json!({ "title": format!("urgent {i}"), "priority": "urgent" }))))

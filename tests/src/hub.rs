@@ -326,14 +326,20 @@ impl Hub {
         self.ok("GET", "/api/state", None)
     }
 
-    /// One sample of `/metrics`, by its full name with labels.
-    pub fn metric(&self, name: &str) -> f64 {
-        let mut resp = self
-            .http
+    /// The text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        self.http
             .get(format!("{}/metrics", self.url))
             .call()
-            .unwrap();
-        let text = resp.body_mut().read_to_string().unwrap();
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    }
+
+    /// One sample of `/metrics`, by its full name with labels.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics();
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in:\n{text}"))

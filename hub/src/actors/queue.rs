@@ -533,12 +533,12 @@ impl QueueActor {
     /// Staged changes may allow a match: a task became queued, or (under
     /// a fleet cap) a task stopped being out and freed a place.
     fn may_match(&self, changes: &[TaskDelta]) -> bool {
-        let out =
-            |s: Option<TaskStatus>| matches!(s, Some(TaskStatus::Assigned | TaskStatus::Working));
         let capped = self.core.settings().max_concurrent > 0;
         changes.iter().any(|c| {
             c.task.status == TaskStatus::Queued
-                || (capped && out(c.previous_status) && !out(Some(c.task.status)))
+                || (capped
+                    && c.previous_status.is_some_and(TaskStatus::is_active)
+                    && !c.task.status.is_active())
         })
     }
 

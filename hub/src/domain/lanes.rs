@@ -90,12 +90,21 @@ impl Lane {
     }
 }
 
+/// Where a queued task sits.
+#[derive(Debug)]
+struct Position {
+    lane: usize,
+    needs: Needs,
+    queued_at: i64,
+    /// The count of pushes when it was put there (see [`Lanes::pushes`]).
+    push: u64,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Lanes {
     lanes: [Lane; LANE_COUNT],
-    /// Where each queued task sits, so it can be removed by id, and the
-    /// number of its push (see [`Lanes::pushes`]).
-    position: HashMap<String, (usize, Needs, i64, u64)>,
+    /// Where each queued task sits, so it can be removed by id.
+    position: HashMap<String, Position>,
     /// Tasks put in a lane so far (each push counted, a move too).
     pushes: u64,
 }
@@ -120,8 +129,15 @@ impl Lanes {
             .insert((queued_at, id.to_string()));
         self.lanes[lane].len += 1;
         self.pushes += 1;
-        self.position
-            .insert(id.to_string(), (lane, needs, queued_at, self.pushes));
+        self.position.insert(
+            id.to_string(),
+            Position {
+                lane,
+                needs,
+                queued_at,
+                push: self.pushes,
+            },
+        );
     }
 
     /// How many tasks were put in a lane so far: a mark that tells the
@@ -134,12 +150,18 @@ impl Lanes {
     /// Whether a queued task entered its lane by the time the count of
     /// pushes was `mark` (and stayed since).
     pub(crate) fn pushed_by(&self, id: &str, mark: u64) -> bool {
-        self.position.get(id).is_some_and(|p| p.3 <= mark)
+        self.position.get(id).is_some_and(|p| p.push <= mark)
     }
 
     /// Take a task out of its lane; false if it was not queued.
     pub(crate) fn remove(&mut self, id: &str) -> bool {
-        let Some((lane, needs, queued_at, _)) = self.position.remove(id) else {
+        let Some(Position {
+            lane,
+            needs,
+            queued_at,
+            ..
+        }) = self.position.remove(id)
+        else {
             return false;
         };
         let l = &mut self.lanes[lane];
@@ -156,7 +178,9 @@ impl Lanes {
     /// Where a queued task waits: its lane, how many tasks wait ahead of it
     /// in that lane (any capabilities) and in the lanes served before it.
     pub(crate) fn place(&self, id: &str) -> Option<Place> {
-        let (lane, _, queued_at, _) = self.position.get(id)?;
+        let Position {
+            lane, queued_at, ..
+        } = self.position.get(id)?;
         let key = (*queued_at, id.to_string());
         let ahead_in_lane = self.lanes[*lane]
             .groups

@@ -262,6 +262,10 @@ fn start_hub(root: &std::path::Path) -> Hub {
     Hub::start(root, &env)
 }
 
+/// What every load task needs and every consuming agent has; the probe
+/// agent has not, so it never takes a load task.
+const LOAD: &str = "load";
+
 /// When each probe's `assign` arrived, by task id.
 type Seen = Arc<Mutex<HashMap<String, Instant>>>;
 
@@ -323,7 +327,7 @@ fn create_until(hub: &Hub, clients: usize, deadline: Instant, body: &str) -> Cre
                         while Instant::now() < deadline {
                             let t0 = Instant::now();
                             let task =
-                                json!({ "title": format!("load {c}-{n}"), "description": body, "needed_capabilities": ["load"] });
+                                json!({ "title": format!("load {c}-{n}"), "description": body, "needed_capabilities": [LOAD] });
                             let mut r = http
                                 .post(url)
                                 .insert_header(("Authorization", auth))
@@ -412,8 +416,8 @@ impl Fleet {
             let agents: String = (0..n)
                 .map(|i| {
                     let id = format!("load{i}");
-                    let token = hub.add_agent(&id, &["load"]);
-                    format!("{id} {token} load\n")
+                    let token = hub.add_agent(&id, &[LOAD]);
+                    format!("{id} {token} {LOAD}\n")
                 })
                 .collect();
             let exe = std::env::current_exe()
@@ -571,7 +575,7 @@ fn million(a: &Args, body: &str, row: &mut impl FnMut(&str, String)) {
                     }
                     let k = (mine - done).min(1000);
                     let tasks: Vec<Value> = (0..k)
-                        .map(|i| json!({ "title": format!("million {c}-{}", done + i), "description": body, "needed_capabilities": ["load"] }))
+                        .map(|i| json!({ "title": format!("million {c}-{}", done + i), "description": body, "needed_capabilities": [LOAD] }))
                         .collect();
                     let mut r = http
                         .post(format!("{url}/api/tasks/batch"))
