@@ -271,6 +271,29 @@ pub(crate) fn render(src: Sources<'_>) -> String {
         stats.store_writes.clone(),
     );
     reg.register_with_unit(
+        "store_write",
+        "Time to write one group commit into the store (before its sync)",
+        Unit::Seconds,
+        stats.store_write_time.clone(),
+    );
+    reg.register_with_unit(
+        "store_sync",
+        "Time of one sync (everything written so far made durable)",
+        Unit::Seconds,
+        stats.store_sync_time.clone(),
+    );
+    reg.register_with_unit(
+        "store_group_latency",
+        "Time from a group's first change to the group durable and answered",
+        Unit::Seconds,
+        stats.store_group_latency.clone(),
+    );
+    reg.register(
+        "store_group_changes",
+        "Task and change writes per group commit",
+        stats.store_group_changes.clone(),
+    );
+    reg.register_with_unit(
         "assignment_latency",
         "Time from entering the queue to being assigned",
         Unit::Seconds,

@@ -69,6 +69,17 @@ pub struct Stats {
     pub store_syncs: Counter,
     /// Task changes written by those syncs.
     pub store_writes: Counter,
+    /// A group commit's stages (the queue's groups; the `store.*` figures
+    /// an operator reads to tell a slow disk from a busy hub), seconds:
+    /// writing one group into the store (not yet durable),
+    pub store_write_time: Histogram,
+    /// one sync (everything written so far made durable),
+    pub store_sync_time: Histogram,
+    /// and from a group's first change staged to the group durable and
+    /// answered: the longest any change of it waited.
+    pub store_group_latency: Histogram,
+    /// Task and change writes per group written.
+    pub store_group_changes: Histogram,
     /// Queued → assigned, seconds.
     pub assignment_latency: Histogram,
     /// Accepted → completed, seconds.
@@ -102,6 +113,12 @@ impl Default for Stats {
             http_refused: Counter::default(),
             store_syncs: Counter::default(),
             store_writes: Counter::default(),
+            // 50 µs … ~1.6 s
+            store_write_time: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            store_sync_time: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            store_group_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            // 1 … 4,096
+            store_group_changes: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             // 0.5 ms … ~16 s
             assignment_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             // 1 s … ~9 h

@@ -450,3 +450,41 @@ echo '{"summary":"ok"}' > "$AGENTCOM_RESULT_FILE""#;
     );
     eprintln!("coordination overhead: {per_task:.1} protocol messages and {bytes:.0} bytes per completed task");
 }
+
+#[test]
+fn the_store_times_each_stage_of_its_group_commits() {
+    let root = tempfile::tempdir().unwrap();
+    let hub = Hub::start(root.path(), &[]);
+    // Each create is answered once its group is durable, so each one is
+    // written, synced and finished before the next is sent.
+    for i in 0..5 {
+        hub.submit(json!({ "title": format!("t{i}") }));
+    }
+    let m = hub.metrics();
+    let get = |name: &str| {
+        agentcom_tests::hub::sample(&m, name).unwrap_or_else(|| panic!("no {name} in:\n{m}"))
+    };
+    // Every sync that made something durable is timed.
+    let syncs = get("agentcom_store_syncs_total");
+    assert!(syncs >= 5.0, "one sync a create at least: {syncs}");
+    assert_eq!(get("agentcom_store_sync_seconds_count"), syncs);
+    // Every group that wrote is timed, with its size: the five tasks'
+    // records are among its writes.
+    let groups = get("agentcom_store_write_seconds_count");
+    assert!(groups >= 5.0, "{groups}");
+    assert_eq!(get("agentcom_store_group_changes_count"), groups);
+    assert!(get("agentcom_store_group_changes_sum") >= 5.0);
+    // A group is answered after it is written and then synced: what its
+    // changes waited covers both stages.
+    let (write, sync) = (
+        get("agentcom_store_write_seconds_sum"),
+        get("agentcom_store_sync_seconds_sum"),
+    );
+    assert!(write > 0.0 && sync > 0.0, "write {write} s, sync {sync} s");
+    let waited = get("agentcom_store_group_latency_seconds_sum");
+    assert!(
+        waited >= write + sync,
+        "staged → durable {waited} s, write {write} s + sync {sync} s"
+    );
+    assert!(get("agentcom_store_group_latency_seconds_count") >= groups);
+}

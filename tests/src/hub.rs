@@ -340,9 +340,7 @@ impl Hub {
     /// One sample of `/metrics`, by its full name with labels.
     pub fn metric(&self, name: &str) -> f64 {
         let text = self.metrics();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        sample(&text, name).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
     }
 
     /// Every task (all pages, every field), optionally of one status.
@@ -474,6 +472,13 @@ pub fn parse_ms(t: &str) -> i64 {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     ((days * 24 + h[0]) * 60 + h[1]) * 60_000 + h[2] * 1000 + ms
+}
+
+/// One sample of a `/metrics` text, by its full name with labels.
+pub fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@
 //! it was built with), so every chain of waits in the hub ends here.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use agentcom_protocol::{ChangeStatus, Priority, Task, TaskEvent, TaskStatus, Timestamp};
@@ -103,6 +103,8 @@ struct Group {
     /// What to do once this group is durable.
     effects: Vec<Effect>,
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    /// When its first change was staged (for the store's timings).
+    staged_at: Option<Instant>,
 }
 
 impl Group {
@@ -128,6 +130,7 @@ struct Written {
     lanes: Option<Vec<Priority>>,
     effects: Vec<Effect>,
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    staged_at: Instant,
 }
 
 /// Most finished tasks one retention pass deletes.
@@ -297,6 +300,9 @@ impl QueueActor {
     /// The two stages overlap (the next group is written while the last
     /// one syncs), and groups finish in the order they were staged.
     fn sync_next(&mut self, ctx: &mut Context<Self>) {
+        if !self.pending.is_empty() {
+            self.pending.staged_at.get_or_insert_with(Instant::now);
+        }
         self.start_write(ctx);
         self.start_sync(ctx);
     }
@@ -317,11 +323,14 @@ impl QueueActor {
             usage,
             effects,
             waiters,
+            staged_at,
         } = std::mem::take(&mut self.pending);
+        let staged_at = staged_at.unwrap_or_else(Instant::now);
         self.view.begin(&changes);
         self.change_view.begin(&change_deltas);
         let store = self.store.clone();
         let work = actix_rt::task::spawn_blocking(move || {
+            let started = Instant::now();
             let wrote = !(changes.is_empty()
                 && change_deltas.is_empty()
                 && purge.is_none()
@@ -344,12 +353,18 @@ impl QueueActor {
                     })
                     .and_then(|()| store.write_tasks(&changes, &change_deltas, purge.as_ref()))
             };
-            (res, wrote, changes, change_deltas, lanes)
+            (res, wrote, started.elapsed(), changes, change_deltas, lanes)
         });
         ctx.spawn(work.into_actor(self).map(move |joined, act, ctx| {
             act.writing = false;
             match joined {
-                Ok((Ok(purged), wrote, changes, change_deltas, lanes)) => {
+                Ok((Ok(purged), wrote, took, changes, change_deltas, lanes)) => {
+                    if wrote {
+                        act.stats.store_write_time.observe(took.as_secs_f64());
+                        act.stats
+                            .store_group_changes
+                            .observe((changes.len() + change_deltas.len()) as f64);
+                    }
                     act.written.push(Written {
                         wrote,
                         changes,
@@ -358,6 +373,7 @@ impl QueueActor {
                         lanes,
                         effects,
                         waiters,
+                        staged_at,
                     });
                     act.sync_next(ctx);
                 }
@@ -378,15 +394,17 @@ impl QueueActor {
         let any = groups.iter().any(|g| g.wrote);
         let store = self.store.clone();
         let work = actix_rt::task::spawn_blocking(move || {
+            let started = Instant::now();
             let res = if any { store.sync() } else { Ok(()) };
-            (res, groups)
+            (res, started.elapsed(), groups)
         });
         ctx.spawn(work.into_actor(self).map(move |joined, act, ctx| {
             act.syncing = false;
             match joined {
-                Ok((Ok(()), groups)) => {
+                Ok((Ok(()), took, groups)) => {
                     if any {
                         act.stats.store_syncs.inc();
+                        act.stats.store_sync_time.observe(took.as_secs_f64());
                     }
                     for g in groups {
                         act.finish(g, ctx);
@@ -394,7 +412,7 @@ impl QueueActor {
                     act.schedule_promotion(ctx);
                     act.sync_next(ctx);
                 }
-                Ok((Err(e), groups)) => fatal(
+                Ok((Err(e), _, groups)) => fatal(
                     &e.to_string(),
                     groups.into_iter().flat_map(|g| g.waiters).collect(),
                 ),
@@ -413,6 +431,7 @@ impl QueueActor {
             lanes,
             effects,
             waiters,
+            staged_at,
             ..
         } = g;
         self.stats
@@ -445,6 +464,9 @@ impl QueueActor {
         for w in waiters {
             let _ = w.send(Ok(()));
         }
+        self.stats
+            .store_group_latency
+            .observe(staged_at.elapsed().as_secs_f64());
     }
 
     /// The paused priorities are durably `lanes`: tell the view, the

@@ -474,22 +474,50 @@ fn completed(hub: &Hub) -> u64 {
     hub.state()["tasks"]["completed"].as_u64().unwrap_or(0)
 }
 
-/// The hub's group commits so far: (syncs, task writes).
-fn commits(hub: &Hub) -> (u64, u64) {
-    let s = hub.state();
-    (
-        s["store"]["syncs"].as_u64().unwrap_or(0),
-        s["store"]["writes"].as_u64().unwrap_or(0),
-    )
+/// The hub's group commits so far, from `/metrics`: syncs, task writes,
+/// and the stages' totals (groups written, seconds writing, seconds
+/// syncing; groups finished, seconds from first change to durable).
+#[derive(Clone, Copy, Default)]
+struct Commits {
+    syncs: f64,
+    writes: f64,
+    groups: f64,
+    write_s: f64,
+    sync_s: f64,
+    finished: f64,
+    waited_s: f64,
 }
 
-/// Group commit in a window, in words.
-fn commit_rate(before: (u64, u64), after: (u64, u64), window: f64) -> String {
-    let (syncs, writes) = (after.0 - before.0, after.1 - before.1);
+fn commits(hub: &Hub) -> Commits {
+    let text = hub.metrics();
+    let get = |name: &str| agentcom_tests::hub::sample(&text, name).unwrap_or(0.0);
+    Commits {
+        syncs: get("agentcom_store_syncs_total"),
+        writes: get("agentcom_store_writes_total"),
+        groups: get("agentcom_store_write_seconds_count"),
+        write_s: get("agentcom_store_write_seconds_sum"),
+        sync_s: get("agentcom_store_sync_seconds_sum"),
+        finished: get("agentcom_store_group_latency_seconds_count"),
+        waited_s: get("agentcom_store_group_latency_seconds_sum"),
+    }
+}
+
+/// Group commit in a window, in words: its rate, and where a group's time
+/// went (means over the window).
+fn commit_rate(before: Commits, after: Commits, window: f64) -> String {
+    let syncs = after.syncs - before.syncs;
+    let ms = |total: f64, n: f64| 1000.0 * total / n.max(1.0);
     format!(
-        "{:.0} syncs/s, {:.1} task writes per sync",
-        syncs as f64 / window,
-        writes as f64 / syncs.max(1) as f64
+        "{:.0} syncs/s, {:.1} task writes per sync; a group written in {:.2} ms, \
+         a sync {:.2} ms, a group durable {:.2} ms after its first change",
+        syncs / window,
+        (after.writes - before.writes) / syncs.max(1.0),
+        ms(after.write_s - before.write_s, after.groups - before.groups),
+        ms(after.sync_s - before.sync_s, syncs),
+        ms(
+            after.waited_s - before.waited_s,
+            after.finished - before.finished
+        ),
     )
 }
 
