@@ -398,7 +398,19 @@ impl Store {
         let mut batch = Batch::default();
         let mut files = 0;
         self.stage_changes(&mut batch, change_deltas);
-        let mut counts = self.counts()?;
+        // The finished counts change only when a task enters or leaves a
+        // finished status (or retention deletes some): read them then only.
+        let moves_finished = purge.is_some()
+            || deltas.iter().any(|d| {
+                d.previous_status != Some(d.task.status)
+                    && (d.task.status.is_terminal()
+                        || d.previous_status.is_some_and(|s| s.is_terminal()))
+            });
+        let mut counts = if moves_finished {
+            self.counts()?
+        } else {
+            Counts::default()
+        };
         let counted = counts.clone();
         // Records written by this batch, by id: a task changed twice in one
         // group builds on its first change, which sled does not have yet.
@@ -1103,6 +1115,41 @@ mod tests {
             .scan_prefix(prefix.as_bytes())
             .map(|kv| String::from_utf8_lossy(&kv.unwrap().0).into_owned())
             .collect()
+    }
+
+    #[test]
+    fn finished_counts_survive_groups_that_finish_nothing() {
+        crate::store::each_engine("counts-kept", |open| {
+            let mut q = QueueCore::new(QueueSettings::default());
+            let s = open();
+            let a = create(&mut q, "a", None, 0);
+            q.cancel(&a, "test", now(1)).unwrap();
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            // Groups of live changes only (these do not read the counts):
+            // a create, then an assignment and its accept.
+            create(&mut q, "b", None, 2);
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            let assigned = q.claim(
+                &[crate::domain::matching::IdleAgent::new("x", &[], 0)],
+                now(3),
+            );
+            let r = AttemptRef::new(assigned[0].task.id.clone(), assigned[0].task.generation);
+            q.accept(&r, "x", now(4));
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            q.complete(&r, "x", TaskResult::default(), now(5));
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            s.sync().unwrap();
+            drop(s);
+            let counts = open().count_by_status().unwrap();
+            assert_eq!(
+                (
+                    counts[&TaskStatus::Cancelled],
+                    counts[&TaskStatus::Completed],
+                    counts[&TaskStatus::Queued]
+                ),
+                (1, 1, 0)
+            );
+        });
     }
 
     #[test]
