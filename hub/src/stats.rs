@@ -69,14 +69,14 @@ pub struct Stats {
     pub store_syncs: Counter,
     /// Task changes written by those syncs.
     pub store_writes: Counter,
-    /// A group commit's stages (the queue's groups; the `store.*` figures
-    /// an operator reads to tell a slow disk from a busy hub), seconds:
-    /// writing one group into the store (not yet durable),
+    // A group commit's stages, so an operator can tell a slow disk from a
+    // busy hub (docs/operations.md).
+    /// Writing one group into the store (not yet durable), seconds.
     pub store_write_time: Histogram,
-    /// one sync (everything written so far made durable),
+    /// One sync (everything written so far made durable), seconds.
     pub store_sync_time: Histogram,
-    /// and from a group's first change staged to the group durable and
-    /// answered: the longest any change of it waited.
+    /// A group's first change staged → the group durable and answered:
+    /// the longest any change of it waited, seconds.
     pub store_group_latency: Histogram,
     /// Task and change writes per group written.
     pub store_group_changes: Histogram,
