@@ -11,17 +11,17 @@
 //! or does (a 201, an `ack`, an `assign`) runs ahead of the disk.
 //!
 //! After each sync it publishes the durable changes: to the [`TaskView`]
-//! and [`ChangeView`] the API reads, the event bus and the stats; and it carries out the
-//! pipeline's effects of that group (measure a change, wake a merge queue,
-//! raise an alert, `task_dead` for a task that went dead) — never before
-//! they are durable. It also answers the repository actors (the next
-//! change to merge, its outcome). The scheduler hears of a task that
-//! became queued (a `Kick`) when it is staged, not when it is durable: a
-//! claim's assignments join a later group, and groups finish in order, so
-//! an `assign` still never runs ahead of its task. An operator's paused lanes are written
-//! with a group (a meta key) like a red main. A store
-//! write that fails is fatal: memory and disk no longer agree, so the hub
-//! exits and recovers from the store.
+//! and [`ChangeView`] the API reads, the event bus and the stats; and it
+//! carries out the pipeline's effects of that group (measure a change,
+//! wake a merge queue, raise an alert, `task_dead` for a task that went
+//! dead) — never before they are durable. It also answers the repository
+//! actors (the next change to merge, its outcome). The scheduler hears of
+//! a task that became queued (a `Kick`) when it is staged, not when it is
+//! durable: a claim's assignments join a later group, and groups finish in
+//! order, so an `assign` still never runs ahead of its task. An operator's
+//! paused lanes are written with a group (a meta key) like a red main. A
+//! store write that fails is fatal: memory and disk no longer agree, so
+//! the hub exits and recovers from the store.
 //!
 //! It never waits on another actor (it only `do_send`s to the recipients
 //! it was built with), so every chain of waits in the hub ends here.

@@ -134,6 +134,12 @@ impl Counts {
         }
     }
 
+    /// Whether a task going from `from` to `to` changes the counts: it
+    /// enters or leaves a finished status.
+    fn changed_by(from: Option<TaskStatus>, to: TaskStatus) -> bool {
+        from != Some(to) && (to.is_terminal() || from.is_some_and(|s| s.is_terminal()))
+    }
+
     /// A task left `from` (if finished) and entered `to` (if finished).
     fn moved(&mut self, from: Option<TaskStatus>, to: Option<TaskStatus>) {
         if let Some(f) = from.filter(|s| s.is_terminal()) {
@@ -401,11 +407,9 @@ impl Store {
         // The finished counts change only when a task enters or leaves a
         // finished status (or retention deletes some): read them then only.
         let moves_finished = purge.is_some()
-            || deltas.iter().any(|d| {
-                d.previous_status != Some(d.task.status)
-                    && (d.task.status.is_terminal()
-                        || d.previous_status.is_some_and(|s| s.is_terminal()))
-            });
+            || deltas
+                .iter()
+                .any(|d| Counts::changed_by(d.previous_status, d.task.status));
         let mut counts = if moves_finished {
             self.counts()?
         } else {

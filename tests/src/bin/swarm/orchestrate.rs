@@ -119,23 +119,12 @@ fn thousands(n: u64) -> String {
     out
 }
 
-/// A counter's value in a Prometheus scrape (`name{labels} value`).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 fn messages_in(hub: &Hub) -> f64 {
-    let mut r = hub
-        .http()
-        .get(format!("{}/metrics", hub.url))
-        .call()
-        .expect("GET /metrics");
-    let text = r.body_mut().read_to_string().unwrap_or_default();
-    metric(&text, "agentcom_protocol_messages_total{direction=\"in\"}")
+    agentcom_tests::hub::sample(
+        &hub.metrics(),
+        "agentcom_protocol_messages_total{direction=\"in\"}",
+    )
+    .unwrap_or(f64::NAN)
 }
 
 /// The swarm processes and the last report line of each.
