@@ -212,6 +212,7 @@ pub(crate) fn start(
         },
         QueueLinks {
             kick: scheduler.clone().recipient(),
+            given: scheduler.clone().recipient(),
             stop_attempt: registry.clone().recipient(),
             absolve: registry.clone().recipient(),
             repos: repo_links,
@@ -241,6 +242,7 @@ pub(crate) fn start(
             outstanding: queue.clone().recipient(),
             promote_due: queue.clone().recipient(),
             lookup: registry.clone().recipient(),
+            withdraw: queue.clone().recipient(),
         },
         Duration::from_secs(t.sweep_interval_s),
         (t.accept_timeout_s as i64) * 1000,
@@ -576,7 +578,8 @@ pub async fn serve_until(
             .wrap(from_fn(limits::guard))
             .configure(http::routes)
     })
-    .on_connect(move |_, ext| {
+    .on_connect(move |conn, ext| {
+        http::ws::remember_socket(conn, ext);
         ext.insert(slots.slot());
     })
     .workers(workers)

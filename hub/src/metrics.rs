@@ -293,6 +293,11 @@ pub(crate) fn render(src: Sources<'_>) -> String {
         "Task and change writes per group commit",
         stats.store_group_changes.clone(),
     );
+    reg.register(
+        "agents_standing",
+        "Idle agents a task queued now is assigned to in its own durable step",
+        stats.agents_standing.clone(),
+    );
     reg.register_with_unit(
         "assignment_latency",
         "Time from entering the queue to being assigned",

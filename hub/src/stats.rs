@@ -13,6 +13,7 @@ use agentcom_protocol::Timestamp;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use serde::Serialize;
 
@@ -80,6 +81,8 @@ pub struct Stats {
     pub store_group_latency: Histogram,
     /// Task and change writes per group written.
     pub store_group_changes: Histogram,
+    /// Idle agents standing with the queue (decision 0018).
+    pub agents_standing: Gauge,
     /// Queued → assigned, seconds.
     pub assignment_latency: Histogram,
     /// Accepted → completed, seconds.
@@ -119,6 +122,7 @@ impl Default for Stats {
             store_group_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
             // 1 … 4,096
             store_group_changes: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            agents_standing: Gauge::default(),
             // 0.5 ms … ~16 s
             assignment_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             // 1 s … ~9 h

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use agentcom_tests::hub::{event_at, Hub};
+use agentcom_tests::hub::{event_at, events, Hub};
 use agentcom_tests::raw::RawSidecar;
+use agentcom_tests::wait_until;
 use serde_json::json;
 use tungstenite::Message;
 
@@ -108,6 +109,53 @@ fn a_completion_brings_the_next_task_in_the_same_durable_step() {
     assert_eq!(hub.agent("a1")["state"], "assigned");
     ws.send(json!({ "type": "accept", "task_id": next, "generation": 1 }));
     hub.wait_status(next, "working", T);
+}
+
+#[test]
+fn a_task_submitted_at_an_idle_agent_is_assigned_in_its_own_durable_step() {
+    let root = tempfile::tempdir().unwrap();
+    // No sweep or retention pass writes meanwhile.
+    let hub = Hub::start(
+        root.path(),
+        &[("AGENTCOM_TIMEOUTS__SWEEP_INTERVAL_S", "600")],
+    );
+    let token = hub.add_agent("a1", &["rust"]);
+    let mut ws = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    ws.hello("a1");
+    let standing = || hub.metric("agentcom_agents_standing");
+    // Idle, and the scheduler's claim has left it with the queue.
+    wait_until(T, "a1 to stand with the queue", || {
+        (standing() == 1.0).then_some(())
+    });
+    let syncs = hub.metric("agentcom_store_syncs_total");
+    let task = hub.submit(json!({ "title": "at once", "needed_capabilities": ["rust"] }));
+    let id = task["id"].as_str().unwrap();
+    let assign = ws.recv_type("assign", T).expect("assign pushed");
+    assert_eq!(assign["task_id"], id);
+    assert_eq!(assign["generation"], 1);
+    // One group made both durable: the create and the assignment.
+    assert_eq!(hub.metric("agentcom_store_syncs_total") - syncs, 1.0);
+    assert_eq!(events(&hub.task(id)), ["created", "assigned"]);
+    assert_eq!(hub.agent("a1")["state"], "assigned");
+    assert_eq!(standing(), 0.0, "given a task, it stands no more");
+    ws.send(json!({ "type": "accept", "task_id": id, "generation": 1 }));
+    hub.wait_status(id, "working", T);
+    ws.send(json!({ "type": "complete", "task_id": id, "generation": 1, "result": { "summary": "done" } }));
+    assert_eq!(ws.recv_type("ack", T).unwrap()["task_id"], id);
+    // Idle again, it stands again; gone, it is withdrawn, and a task
+    // submitted then waits for an agent instead of going to it.
+    wait_until(T, "a1 to stand again", || (standing() == 1.0).then_some(()));
+    drop(ws);
+    hub.wait_agent("a1", "offline", T);
+    wait_until(T, "a1 to be withdrawn", || {
+        (standing() == 0.0).then_some(())
+    });
+    let waits = hub.submit(json!({ "title": "waits" }));
+    let waits = waits["id"].as_str().unwrap();
+    assert_eq!(hub.task(waits)["status"], "queued");
+    let mut ws = RawSidecar::connect(&hub.ws_url(), &token).unwrap();
+    ws.hello("a1");
+    assert_eq!(ws.recv_type("assign", T).expect("assign")["task_id"], waits);
 }
 
 #[test]

@@ -130,6 +130,17 @@ pub struct Claim {
     /// leaves queued is one no idle agent can take (see
     /// `QueueCore::offered_all`).
     pub all: bool,
+    /// The last of the queue's gifts (`Given::upto`) the scheduler has
+    /// seen: an agent given a task after it is left out of this claim.
+    pub seen: u64,
+}
+
+/// The scheduler no longer has this agent idle: the queue must not give
+/// it a task of its own accord (decision 0018).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Withdraw {
+    pub id: String,
 }
 
 /// An operator pauses or resumes a priority lane (its fresh and retry
@@ -397,6 +408,16 @@ pub(crate) struct Shutdown;
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
 pub(crate) struct Kick;
+
+/// The queue gave tasks to agents a claim had left idle, in the groups
+/// that queued them (decision 0018), now durable: give each to its agent,
+/// as a claim's answer. Gifts are numbered; `upto` is the last one here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Given {
+    pub assignments: Vec<Assignment>,
+    pub upto: u64,
+}
 
 /// An agent became idle (or its idle record changed).
 #[derive(Message)]

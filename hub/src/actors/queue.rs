@@ -38,9 +38,10 @@ use std::collections::BTreeMap;
 
 use crate::actors::messages::{
     AbsolveFailures, ApproveChange, CancelTask, Claim, CommandError, CreateTask, CreateTasks,
-    ExplainFacts, Inspect, Inspected, Kick, MainChecked, MainHealth, MainSeen, MergeDone, MergeJob,
-    MergeKick, MergeOutcome, NextMerge, OutstandingAttempts, PauseLane, PromoteDue, RejectChange,
-    Release, Report, ReportKind, ReportSource, Reported, RetryTask, StopAttempt,
+    ExplainFacts, Given, Inspect, Inspected, Kick, MainChecked, MainHealth, MainSeen, MergeDone,
+    MergeJob, MergeKick, MergeOutcome, NextMerge, OutstandingAttempts, PauseLane, PromoteDue,
+    RejectChange, Release, Report, ReportKind, ReportSource, Reported, RetryTask, StopAttempt,
+    Withdraw,
 };
 use crate::alerts::AlertBus;
 use crate::domain::alert;
@@ -61,6 +62,9 @@ type Durable = oneshot::Receiver<Result<(), String>>;
 pub(crate) struct QueueLinks {
     /// A task became queued: the scheduler may have a match.
     pub kick: Recipient<Kick>,
+    /// Tasks given to standing agents, durable: the scheduler delivers
+    /// them.
+    pub given: Recipient<Given>,
     /// An operator cancelled an attempt an agent holds.
     pub stop_attempt: Recipient<StopAttempt>,
     /// A failure blamed on the task absolves the agents that failed it
@@ -102,6 +106,10 @@ struct Group {
     usage: Option<String>,
     /// What to do once this group is durable.
     effects: Vec<Effect>,
+    /// Tasks given to standing agents in this group, and the last gift's
+    /// number.
+    given: Vec<Assignment>,
+    upto: u64,
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
     /// When its first change was staged (for the store's timings).
     staged_at: Option<Instant>,
@@ -116,6 +124,7 @@ impl Group {
             && self.lanes.is_none()
             && self.usage.is_none()
             && self.effects.is_empty()
+            && self.given.is_empty()
             && self.waiters.is_empty()
     }
 }
@@ -129,6 +138,8 @@ struct Written {
     purged: Vec<crate::store::Purged>,
     lanes: Option<Vec<Priority>>,
     effects: Vec<Effect>,
+    given: Vec<Assignment>,
+    upto: u64,
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
     staged_at: Instant,
 }
@@ -205,6 +216,14 @@ impl QueueActor {
     /// Stage the core's changes; the receiver resolves once they (and
     /// everything staged before them) are durable.
     fn commit(&mut self, ctx: &mut Context<Self>) -> Durable {
+        // A task queued now goes to a standing agent in this same group
+        // (decision 0018): one sync for both, no claim to wait for.
+        let given = self.core.assign_standing(Timestamp::now());
+        if !given.is_empty() {
+            self.pending.given.extend(given);
+            self.pending.upto = self.core.last_gift();
+        }
+        self.count_standing();
         let changes = self.core.take_deltas();
         let change_deltas = self.changes.take_deltas();
         // The scheduler's claim may take a task staged now: its assignment
@@ -233,6 +252,12 @@ impl QueueActor {
         self.pending.waiters.push(tx);
         self.sync_next(ctx);
         rx
+    }
+
+    fn count_standing(&self) {
+        self.stats
+            .agents_standing
+            .set(self.core.standing_len() as i64);
     }
 
     /// The pipeline over this actor's cores.
@@ -322,6 +347,8 @@ impl QueueActor {
             lanes,
             usage,
             effects,
+            given,
+            upto,
             waiters,
             staged_at,
         } = std::mem::take(&mut self.pending);
@@ -372,6 +399,8 @@ impl QueueActor {
                         purged,
                         lanes,
                         effects,
+                        given,
+                        upto,
                         waiters,
                         staged_at,
                     });
@@ -430,6 +459,8 @@ impl QueueActor {
             purged,
             lanes,
             effects,
+            given,
+            upto,
             waiters,
             staged_at,
             ..
@@ -443,6 +474,12 @@ impl QueueActor {
         self.core.durable(&changes, now);
         self.changes.durable(&change_deltas, now);
         self.carry_out(effects);
+        if !given.is_empty() {
+            self.links.given.do_send(Given {
+                assignments: given,
+                upto,
+            });
+        }
         if let Some(lanes) = lanes {
             self.lanes_durable(lanes);
         }
@@ -856,11 +893,18 @@ impl Handler<Claim> for QueueActor {
     fn handle(&mut self, msg: Claim, ctx: &mut Context<Self>) -> Self::Result {
         // This claim sees everything staged so far.
         self.kick_open = false;
-        let got = self.core.claim(&msg.agents, Timestamp::now());
-        if msg.all {
-            self.core.offered_all();
-        }
+        let got = self
+            .core
+            .claim_offered(msg.agents, msg.all, msg.seen, Timestamp::now());
         after_durable(self.commit(ctx), Ok(got))
+    }
+}
+
+impl Handler<Withdraw> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Withdraw, _: &mut Context<Self>) {
+        self.core.withdraw(&msg.id);
+        self.count_standing();
     }
 }
 

@@ -30,6 +30,14 @@
 //! idle agent, and may give one to an agent as its attempt completes
 //! (decision 0017).
 //!
+//! The agents a claim leaves idle stand with the queue, which gives a
+//! task queued later to one of them in the task's own group (decision
+//! 0018) and sends the scheduler those assignments once durable
+//! (`Given`), to hand out as a claim's. So the scheduler withdraws an
+//! agent that stops being idle (`Withdraw`), and each claim says which of
+//! the queue's numbered gifts it has seen, so the queue leaves out of it
+//! an agent it gave a task the scheduler does not know of yet.
+//!
 //! It owns no durable state and never decides whether a task may run
 //! (the queue does) or what an agent's state is (its state machine does).
 
@@ -40,10 +48,11 @@ use actix::prelude::*;
 use agentcom_protocol::{AttemptRef, Timestamp};
 
 use crate::actors::messages::{
-    AgentBusy, AgentIdle, AssignTask, Claim, Holds, Kick, Lookup, OutstandingAttempts, PromoteDue,
-    Release,
+    AgentBusy, AgentIdle, AssignTask, Claim, Given, Holds, Kick, Lookup, OutstandingAttempts,
+    PromoteDue, Release, Withdraw,
 };
 use crate::domain::matching::IdleAgent;
+use crate::domain::queue::Assignment;
 
 /// The idle agents (each with a handle `H` to give it work), in the order
 /// the matching rule prefers them, and which of them the next claim offers.
@@ -97,6 +106,7 @@ impl<H> IdleSet<H> {
             return Claim {
                 agents: self.order.values().map(|(a, _)| a.clone()).collect(),
                 all: true,
+                seen: 0,
             };
         }
         let mut keys: Vec<(Timestamp, &String)> = unseen
@@ -108,7 +118,11 @@ impl<H> IdleSet<H> {
             .into_iter()
             .filter_map(|(t, id)| self.order.get(&(t, id.clone())).map(|(a, _)| a.clone()))
             .collect();
-        Claim { agents, all: false }
+        Claim {
+            agents,
+            all: false,
+            seen: 0,
+        }
     }
 }
 
@@ -119,6 +133,7 @@ pub(crate) struct SchedulerLinks {
     pub outstanding: Recipient<OutstandingAttempts>,
     pub promote_due: Recipient<PromoteDue>,
     pub lookup: Recipient<Lookup>,
+    pub withdraw: Recipient<Withdraw>,
 }
 
 pub(crate) struct SchedulerActor {
@@ -126,6 +141,8 @@ pub(crate) struct SchedulerActor {
     idle: IdleSet<Recipient<AssignTask>>,
     dispatching: bool,
     dirty: bool,
+    /// The last of the queue's gifts seen (`Given::upto`).
+    seen: u64,
     sweep_interval: Duration,
     /// An attempt nobody holds is released once it is this old.
     stuck_after_ms: i64,
@@ -142,6 +159,7 @@ impl SchedulerActor {
             idle: IdleSet::new(),
             dispatching: false,
             dirty: false,
+            seen: 0,
             sweep_interval,
             stuck_after_ms,
         }
@@ -152,7 +170,8 @@ impl SchedulerActor {
             self.dirty = true;
             return;
         }
-        let offer = self.idle.offer();
+        let mut offer = self.idle.offer();
+        offer.seen = self.seen;
         // A claim of everyone goes even when nobody is idle: the queue
         // learns that every task queued now was offered (to nobody), so an
         // agent whose attempt ends may take one with its completion.
@@ -165,34 +184,7 @@ impl SchedulerActor {
         ctx.spawn(claim.into_actor(self).map(|res, act, ctx| {
             act.dispatching = false;
             match res {
-                Ok(Ok(assignments)) => {
-                    for a in assignments {
-                        let attempt = AttemptRef::new(a.task.id.clone(), a.task.generation);
-                        let release = act.links.release.clone();
-                        let Some(agent) = act.idle.remove(&a.agent_id) else {
-                            // It stopped being idle (went offline, was
-                            // paused) while the claim was open: the task
-                            // goes back now, not when the sweep finds it.
-                            let reason = format!(
-                                "agent {} was no longer idle when its claim answered",
-                                a.agent_id
-                            );
-                            undelivered(&release, attempt, reason);
-                            continue;
-                        };
-                        let agent_id = a.agent_id.clone();
-                        actix::spawn(async move {
-                            let refused = match agent.send(AssignTask { task: a.task }).await {
-                                Ok(Ok(())) => None,
-                                Ok(Err(state)) => Some(format!("agent {agent_id} could no longer take it before the push ({state}, or paused)")),
-                                Err(_) => Some(format!("agent {agent_id} is not running")),
-                            };
-                            if let Some(reason) = refused {
-                                undelivered(&release, attempt, reason);
-                            }
-                        });
-                    }
-                }
+                Ok(Ok(assignments)) => act.deliver(assignments),
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "claim failed");
                     act.idle.want_all();
@@ -206,6 +198,39 @@ impl SchedulerActor {
                 act.dispatch(ctx);
             }
         }));
+    }
+
+    /// Give each durable assignment (a claim's, or the queue's own) to
+    /// its agent's actor, which pushes it.
+    fn deliver(&mut self, assignments: Vec<Assignment>) {
+        for a in assignments {
+            let attempt = AttemptRef::new(a.task.id.clone(), a.task.generation);
+            let release = self.links.release.clone();
+            let Some(agent) = self.idle.remove(&a.agent_id) else {
+                // It stopped being idle (went offline, was paused) while
+                // the claim was open or the queue's group was written:
+                // the task goes back now, not when the sweep finds it.
+                let reason = format!(
+                    "agent {} was no longer idle when its assignment was durable",
+                    a.agent_id
+                );
+                undelivered(&release, attempt, reason);
+                continue;
+            };
+            let agent_id = a.agent_id.clone();
+            actix::spawn(async move {
+                let refused = match agent.send(AssignTask { task: a.task }).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(state)) => Some(format!(
+                        "agent {agent_id} could no longer take it before the push ({state}, or paused)"
+                    )),
+                    Err(_) => Some(format!("agent {agent_id} is not running")),
+                };
+                if let Some(reason) = refused {
+                    undelivered(&release, attempt, reason);
+                }
+            });
+        }
     }
 
     /// Release attempts the queue says an agent holds but no agent does.
@@ -286,7 +311,18 @@ impl Handler<AgentIdle> for SchedulerActor {
 impl Handler<AgentBusy> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, msg: AgentBusy, _: &mut Context<Self>) {
-        self.idle.remove(&msg.id);
+        if self.idle.remove(&msg.id).is_some() {
+            // It may stand with the queue.
+            self.links.withdraw.do_send(Withdraw { id: msg.id });
+        }
+    }
+}
+
+impl Handler<Given> for SchedulerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Given, _: &mut Context<Self>) {
+        self.seen = self.seen.max(msg.upto);
+        self.deliver(msg.assignments);
     }
 }
 
@@ -295,7 +331,7 @@ mod tests {
     use super::{IdleSet, SchedulerActor, SchedulerLinks};
     use crate::actors::messages::{
         AgentBusy, AgentHandle, AgentIdle, AssignTask, Claim, CommandError, Lookup,
-        OutstandingAttempts, PromoteDue, Release,
+        OutstandingAttempts, PromoteDue, Release, Withdraw,
     };
     use crate::domain::matching::IdleAgent;
     use crate::domain::queue::{Assignment, Outstanding, QueueCore, QueueSettings, Verdict};
@@ -352,6 +388,11 @@ mod tests {
         fn handle(&mut self, _: PromoteDue, _: &mut Context<Self>) {}
     }
 
+    impl Handler<Withdraw> for FakeQueue {
+        type Result = ();
+        fn handle(&mut self, _: Withdraw, _: &mut Context<Self>) {}
+    }
+
     impl Handler<Lookup> for FakeQueue {
         type Result = Option<AgentHandle>;
         fn handle(&mut self, _: Lookup, _: &mut Context<Self>) -> Self::Result {
@@ -383,6 +424,7 @@ mod tests {
                 outstanding: queue.clone().recipient(),
                 promote_due: queue.clone().recipient(),
                 lookup: queue.clone().recipient(),
+                withdraw: queue.clone().recipient(),
             },
             Duration::from_secs(3600),
             60_000,

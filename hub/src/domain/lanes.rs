@@ -175,6 +175,13 @@ impl Lanes {
         true
     }
 
+    /// A queued task's lane, the time it entered it, and its needs.
+    pub(crate) fn key(&self, id: &str) -> Option<(usize, i64, &Needs)> {
+        self.position
+            .get(id)
+            .map(|p| (p.lane, p.queued_at, &p.needs))
+    }
+
     /// Where a queued task waits: its lane, how many tasks wait ahead of it
     /// in that lane (any capabilities) and in the lanes served before it.
     pub(crate) fn place(&self, id: &str) -> Option<Place> {

@@ -3,6 +3,8 @@
 //! - [`queue`]: tasks and the rules of how they move (`QueueCore`).
 //! - [`lanes`]: priority lanes and their order.
 //! - [`matching`]: which idle agent gets which queued task.
+//! - [`standing`]: the idle agents a claim left with the queue, so a task
+//!   queued at an idle agent is assigned in its own group.
 //! - [`retry`]: backoff and dead-lettering.
 //! - [`blame`]: who a failed attempt is on, with the evidence.
 //! - [`explain`]: why a task is not running, in sentences.
@@ -34,5 +36,6 @@ pub(crate) mod queue;
 pub(crate) mod rate;
 pub(crate) mod repo;
 pub(crate) mod retry;
+pub(crate) mod standing;
 pub(crate) mod usage;
 pub(crate) mod validate;

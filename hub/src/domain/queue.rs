@@ -35,6 +35,7 @@ use crate::domain::lanes::{lane_priority, LaneKind, Lanes};
 use crate::domain::limits;
 use crate::domain::matching::{self, IdleAgent};
 use crate::domain::retry::{RetryDecision, RetryPolicy, Retryable};
+use crate::domain::standing::Standing;
 use crate::domain::usage::{self, Usage};
 
 /// Defaults and policy the queue applies.
@@ -269,6 +270,19 @@ pub(crate) struct QueueCore {
     /// queued task (see [`QueueCore::offered_all`]); none since a lane or
     /// repository reopened.
     offered: Option<u64>,
+    /// The idle agents the last claims left (see [`Standing`]).
+    standing: Standing,
+    /// Tasks put in a lane while agents stood, not yet offered to them
+    /// (see [`QueueCore::assign_standing`]).
+    fresh: Vec<String>,
+}
+
+/// Whether `agent` may take `task` beyond capabilities: not excluded,
+/// the agent it is for (if any), and a window that holds its budget.
+fn eligible(task: &Task, agent: &IdleAgent) -> bool {
+    !task.exclude_agents.contains(&agent.id)
+        && task.for_agent.as_ref().is_none_or(|only| only == &agent.id)
+        && agent.fits(task.context_budget_tokens)
 }
 
 /// Most late results a task keeps in `candidates`.
@@ -323,6 +337,8 @@ impl QueueCore {
             out: BTreeSet::new(),
             usage: Usage::default(),
             offered: None,
+            standing: Standing::default(),
+            fresh: Vec::new(),
         }
     }
 
@@ -350,8 +366,10 @@ impl QueueCore {
         } else {
             let reopened = self.paused_lanes.remove(&priority);
             if reopened {
-                // Its tasks were never offered: nobody turned them down.
+                // Its tasks were never offered: nobody turned them down,
+                // and a standing agent may take one of them now.
                 self.offered = None;
+                self.standing.invalidate();
             }
             reopened
         }
@@ -369,6 +387,7 @@ impl QueueCore {
             self.paused_repos.insert(repo.to_string());
         } else if self.paused_repos.remove(repo) {
             self.offered = None;
+            self.standing.invalidate();
         }
     }
 
@@ -884,6 +903,104 @@ impl QueueCore {
         self.claim_where(agents, None, now)
     }
 
+    /// The scheduler's claim: [`QueueCore::claim`] for the agents it
+    /// offers, except one given a task by [`QueueCore::assign_standing`]
+    /// in a notice the scheduler had not seen (`seen`: the last gift it
+    /// had); the agents it leaves idle stand. A claim of everyone (`all`)
+    /// also marks the tasks it leaves queued as offered to every idle
+    /// agent ([`QueueCore::offered_all`]) and replaces the standing set.
+    pub(crate) fn claim_offered(
+        &mut self,
+        agents: Vec<IdleAgent>,
+        all: bool,
+        seen: u64,
+        now: Timestamp,
+    ) -> Vec<Assignment> {
+        self.standing.seen(seen);
+        let agents = self.standing.offerable(agents);
+        let got = self.claim(&agents, now);
+        if all {
+            self.offered_all();
+        }
+        let taken: BTreeSet<&str> = got.iter().map(|a| a.agent_id.as_str()).collect();
+        let left: Vec<IdleAgent> = agents
+            .iter()
+            .filter(|a| !taken.contains(a.id.as_str()))
+            .cloned()
+            .collect();
+        self.standing.stand(left, all);
+        got
+    }
+
+    /// The scheduler says an agent is no longer idle.
+    pub(crate) fn withdraw(&mut self, agent: &str) {
+        self.standing.withdraw(agent);
+    }
+
+    /// Offer the tasks put in a lane since the last call to the standing
+    /// agents, in service order, each to the capable agent idle longest
+    /// that may take it (as a claim would: right after a claim no
+    /// standing agent can take a task left queued, so a new task is the
+    /// only one they may). Each assignment is numbered
+    /// ([`QueueCore::last_gift`]); its agent is left out of claims until
+    /// the scheduler has seen it. None under a fleet cap (a claim shares
+    /// out the places), or while the standing set is unusable.
+    pub(crate) fn assign_standing(&mut self, now: Timestamp) -> Vec<Assignment> {
+        let fresh = std::mem::take(&mut self.fresh);
+        if fresh.is_empty() || !self.standing.usable() || self.settings.max_concurrent > 0 {
+            return Vec::new();
+        }
+        let mut keys: Vec<(usize, i64, String)> = fresh
+            .into_iter()
+            .filter_map(|id| {
+                let (lane, at, _) = self.lanes.key(&id)?;
+                Some((lane, at, id))
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let limit = self.settings.agent_daily_tokens;
+        let mut out = Vec::new();
+        for (lane, _, id) in keys {
+            let Some((_, _, needs)) = self.lanes.key(&id) else {
+                continue;
+            };
+            if !self.lane_open(lane, needs) {
+                continue;
+            }
+            let Some(entry) = self.tasks.get(&id) else {
+                continue;
+            };
+            let task = &entry.task;
+            let ok = |a: &IdleAgent| {
+                eligible(task, a) && !(limit > 0 && self.usage.over(&a.id, limit, now))
+            };
+            let agent = match &task.for_agent {
+                Some(only) => self.standing.get(only).filter(|a| a.can_do(needs) && ok(a)),
+                None => self.standing.pick(needs, ok),
+            };
+            let Some(agent) = agent.map(|a| a.id.clone()) else {
+                continue;
+            };
+            self.standing.give(&agent);
+            out.push(self.assign(&id, agent, now));
+            if !self.standing.usable() {
+                break;
+            }
+        }
+        out
+    }
+
+    /// How many agents stand.
+    pub(crate) fn standing_len(&self) -> usize {
+        self.standing.len()
+    }
+
+    /// The number of the last task [`QueueCore::assign_standing`] gave.
+    pub(crate) fn last_gift(&self) -> u64 {
+        self.standing.gifts()
+    }
+
     /// Every idle agent was just offered every queued task (the claim
     /// that ran offered them all): a task left queued now is one no idle
     /// agent can take. [`QueueCore::claim_next`] may give such a task to
@@ -937,26 +1054,13 @@ impl QueueCore {
         };
         let tasks = &self.tasks;
         let lanes = &self.lanes;
-        let paused = &self.paused_repos;
-        let paused: Vec<String> = paused.iter().map(|r| repo_mark(r)).collect();
-        let lanes_paused = &self.paused_lanes;
         let pairs = matching::plan(
             &self.lanes,
             agents,
-            |lane, needs| {
-                !lanes_paused.contains(&lane_priority(lane))
-                    && !needs.iter().any(|n| paused.contains(n))
-            },
+            |lane, needs| self.lane_open(lane, needs),
             |task_id, agent| {
                 pushed_by.is_none_or(|mark| lanes.pushed_by(task_id, mark))
-                    && tasks.get(task_id).is_some_and(|e| {
-                        !e.task.exclude_agents.contains(&agent.id)
-                            && e.task
-                                .for_agent
-                                .as_ref()
-                                .is_none_or(|only| only == &agent.id)
-                            && agent.fits(e.task.context_budget_tokens)
-                    })
+                    && tasks.get(task_id).is_some_and(|e| eligible(&e.task, agent))
             },
         );
         let room = if cap > 0 {
@@ -966,29 +1070,43 @@ impl QueueCore {
         };
         let mut pairs = pairs;
         pairs.truncate(room);
-        let mut out = Vec::with_capacity(pairs.len());
-        for (task_id, agent_id) in pairs {
-            self.lanes.remove(&task_id);
-            {
-                let t = self.task_mut(&task_id);
-                t.generation += 1;
-                t.assigned_to = Some(agent_id.clone());
-                t.not_before = None;
-            }
-            self.set_status(
-                &task_id,
-                TaskStatus::Assigned,
-                TaskEvent::Assigned,
-                Some(&agent_id),
-                None,
-                now,
-            );
-            out.push(Assignment {
-                agent_id,
-                task: self.get(&task_id).expect("exists").clone(),
-            });
+        pairs
+            .into_iter()
+            .map(|(task_id, agent_id)| self.assign(&task_id, agent_id, now))
+            .collect()
+    }
+
+    /// Whether the tasks of this lane and capability group may be
+    /// assigned (its priority not paused, its repository's main not red).
+    fn lane_open(&self, lane: usize, needs: &[String]) -> bool {
+        !self.paused_lanes.contains(&lane_priority(lane))
+            && !self
+                .paused_repos
+                .iter()
+                .any(|r| needs.contains(&repo_mark(r)))
+    }
+
+    /// Give queued task `task_id` to `agent_id`: a new generation.
+    fn assign(&mut self, task_id: &str, agent_id: String, now: Timestamp) -> Assignment {
+        self.lanes.remove(task_id);
+        {
+            let t = self.task_mut(task_id);
+            t.generation += 1;
+            t.assigned_to = Some(agent_id.clone());
+            t.not_before = None;
         }
-        out
+        self.set_status(
+            task_id,
+            TaskStatus::Assigned,
+            TaskEvent::Assigned,
+            Some(&agent_id),
+            None,
+            now,
+        );
+        Assignment {
+            agent_id,
+            task: self.get(task_id).expect("exists").clone(),
+        }
     }
 
     /// Move failed tasks whose backoff has ended, and scheduled tasks
@@ -1667,6 +1785,9 @@ impl QueueCore {
                     needs.push(repo_mark(repo));
                 }
                 self.lanes.push(id, t.priority, LaneKind::of(t), &needs, at);
+                if self.standing.usable() {
+                    self.fresh.push(id.to_string());
+                }
             }
             TaskStatus::Failed => {
                 let at = t.not_before.unwrap_or(t.updated_at).0;

@@ -1384,3 +1384,172 @@ fn under_a_fleet_cap_an_ending_attempt_takes_nothing() {
     q.offered_all();
     assert_eq!(q.claim_next(&agent("a"), t(1)), None);
 }
+
+// ----- standing agents (decision 0018) ---------------------------------------
+
+/// A claim of everyone that leaves `agents` idle: they stand.
+fn stand(q: &mut QueueCore, agents: &[IdleAgent], at: i64) {
+    let got = q.claim_offered(agents.to_vec(), true, q.last_gift(), t(at));
+    assert!(got.is_empty(), "nothing was queued for them");
+    q.take_deltas();
+}
+
+#[test]
+fn a_task_queued_while_an_agent_stands_is_assigned_in_its_own_changes() {
+    let mut q = core();
+    stand(
+        &mut q,
+        &[
+            IdleAgent::new("recent", &[], 20),
+            IdleAgent::new("longest", &[], 10),
+        ],
+        0,
+    );
+    let task = created(q.create(spec("now"), t(1)));
+    let given = q.assign_standing(t(1));
+    assert_eq!(given.len(), 1);
+    assert_eq!(
+        given[0].agent_id, "longest",
+        "the capable agent idle longest"
+    );
+    assert_eq!(given[0].task.id, task.id);
+    assert_eq!(given[0].task.generation, 1);
+    assert_eq!(q.last_gift(), 1);
+    // One record to write: created and assigned in one delta.
+    let changes = q.take_deltas();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].previous_status, None);
+    assert_eq!(changes[0].task.status, TaskStatus::Assigned);
+    assert_eq!(events(&q, &changes, &task.id), ["created", "assigned"]);
+    // Offered once: the next call has nothing new.
+    assert!(q.assign_standing(t(2)).is_empty());
+    // The other agent still stands; the given one does not.
+    created(q.create(spec("next"), t(3)));
+    let next = q.assign_standing(t(3));
+    assert_eq!(next[0].agent_id, "recent");
+    created(q.create(spec("waits"), t(4)));
+    assert!(q.assign_standing(t(4)).is_empty(), "nobody stands now");
+    assert_eq!(q.queued_len(), 1);
+}
+
+#[test]
+fn an_agent_given_a_task_is_not_claimed_for_until_the_scheduler_saw_it() {
+    let mut q = core();
+    stand(&mut q, &[agent("a")], 0);
+    created(q.create(spec("one"), t(1)));
+    assert_eq!(q.assign_standing(t(1)).len(), 1);
+    let gift = q.last_gift();
+    created(q.create(spec("two"), t(2)));
+    // A claim sent before the scheduler had the notice still offers a.
+    assert!(q
+        .claim_offered(vec![agent("a")], true, gift - 1, t(3))
+        .is_empty());
+    assert_eq!(q.queued_len(), 1, "a was not given a second task");
+    // Once the scheduler has seen it, a is its own again (idle again
+    // after its task, say).
+    let got = q.claim_offered(vec![agent("a")], true, gift, t(4));
+    assert_eq!(got.len(), 1);
+}
+
+#[test]
+fn standing_agents_get_only_what_they_may_take() {
+    let mut q = core();
+    stand(
+        &mut q,
+        &[
+            IdleAgent::new("plain", &[], 0),
+            IdleAgent::new("gpu", &["gpu"], 5),
+            IdleAgent::new("small", &[], 1).with_window(1_000),
+        ],
+        0,
+    );
+    // Capabilities.
+    let g = created(q.create(spec_with("g", Priority::Normal, &["gpu"]), t(1)));
+    // Exclusions and one agent's own task.
+    let not_plain = created(q.create_excluding(spec("x"), vec!["plain".into()], t(2)));
+    let for_gpu = created(q.create(
+        NewTask {
+            for_agent: Some("nobody".into()),
+            ..spec("for nobody")
+        },
+        t(3),
+    ));
+    let nobody_can = created(q.create(spec_with("tpu", Priority::Normal, &["tpu"]), t(4)));
+    let given = q.assign_standing(t(5));
+    let pairs: Vec<(&str, &str)> = given
+        .iter()
+        .map(|a| (a.task.id.as_str(), a.agent_id.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [(g.id.as_str(), "gpu"), (not_plain.id.as_str(), "small")]
+    );
+    assert_eq!(q.get(&for_gpu.id).unwrap().status, TaskStatus::Queued);
+    assert_eq!(q.get(&nobody_can.id).unwrap().status, TaskStatus::Queued);
+    // A context budget the only one left cannot hold, then one it can.
+    let big = created(q.create(
+        NewTask {
+            context_budget_tokens: Some(50_000),
+            ..spec("big")
+        },
+        t(6),
+    ));
+    assert!(q.assign_standing(t(6)).is_empty());
+    assert_eq!(q.get(&big.id).unwrap().status, TaskStatus::Queued);
+    created(q.create(spec("any"), t(7)));
+    assert_eq!(q.assign_standing(t(7))[0].agent_id, "plain");
+}
+
+#[test]
+fn a_withdrawn_agent_is_given_nothing() {
+    let mut q = core();
+    stand(&mut q, &[agent("a")], 0);
+    q.withdraw("a");
+    created(q.create(spec("x"), t(1)));
+    assert!(q.assign_standing(t(1)).is_empty());
+}
+
+#[test]
+fn nothing_stands_before_a_claim_of_everyone_under_a_cap_or_after_a_lane_reopens() {
+    // A partial claim alone: the queue may hold tasks its agents can take
+    // that no claim of everyone offered them yet.
+    let mut q = core();
+    q.claim_offered(vec![agent("a")], false, 0, t(0));
+    created(q.create(spec("x"), t(1)));
+    assert!(q.assign_standing(t(1)).is_empty());
+
+    // A fleet cap: the claim shares the places out.
+    let mut q = QueueCore::new(QueueSettings {
+        max_concurrent: 2,
+        ..QueueSettings::default()
+    });
+    stand(&mut q, &[agent("a")], 0);
+    created(q.create(spec("x"), t(1)));
+    assert!(q.assign_standing(t(1)).is_empty());
+
+    // A lane reopens: its older task comes first, by the next claim.
+    let mut q = core();
+    q.set_lane_paused(Priority::Low, true);
+    let old = created(q.create(spec_with("old", Priority::Low, &[]), t(0)));
+    stand(&mut q, &[agent("a")], 1);
+    q.set_lane_paused(Priority::Low, false);
+    let new = created(q.create(spec_with("new", Priority::Low, &[]), t(2)));
+    assert!(q.assign_standing(t(2)).is_empty(), "new must not pass old");
+    let got = q.claim_offered(vec![agent("a")], true, q.last_gift(), t(3));
+    assert_eq!(got[0].task.id, old.id);
+    assert_eq!(q.get(&new.id).unwrap().status, TaskStatus::Queued);
+}
+
+#[test]
+fn a_requeued_task_goes_to_a_standing_agent_too() {
+    let mut q = core();
+    let task = created(q.create(spec("x"), t(0)));
+    let got = q.claim_offered(vec![agent("a")], true, 0, t(1));
+    stand(&mut q, &[agent("b")], 2);
+    let attempt = AttemptRef::new(task.id.clone(), got[0].task.generation);
+    q.release(&attempt, "a went away", t(3));
+    let given = q.assign_standing(t(3));
+    assert_eq!(given.len(), 1);
+    assert_eq!(given[0].agent_id, "b");
+    assert_eq!(given[0].task.generation, 2);
+}
