@@ -1553,3 +1553,170 @@ fn a_requeued_task_goes_to_a_standing_agent_too() {
     assert_eq!(given[0].agent_id, "b");
     assert_eq!(given[0].task.generation, 2);
 }
+
+/// The queue's standing agents with a model of the scheduler around them:
+/// whatever the order of idleness, claims, creates and the queue's
+/// notices arriving late, no agent is ever given two tasks, and every
+/// task out is either held by its agent or on its way to it.
+mod standing_with_a_scheduler {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// The agent's actor says it is idle (if it holds nothing).
+        Idle(u8),
+        /// It goes offline or is paused: the scheduler withdraws it.
+        Busy(u8),
+        /// The scheduler claims: for everyone, or for the newly idle.
+        Claim {
+            all: bool,
+        },
+        Create {
+            gpu: bool,
+            normal: bool,
+        },
+        /// The oldest of the queue's notices reaches the scheduler.
+        Deliver,
+        /// An agent holding a task accepts and completes it.
+        Finish(u8),
+        /// An operator pauses or resumes the low lane.
+        Low {
+            paused: bool,
+        },
+        Sync,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..3).prop_map(Op::Idle),
+            (0u8..3).prop_map(Op::Busy),
+            any::<bool>().prop_map(|all| Op::Claim { all }),
+            (any::<bool>(), any::<bool>()).prop_map(|(gpu, normal)| Op::Create { gpu, normal }),
+            Just(Op::Deliver),
+            Just(Op::Deliver),
+            (0u8..3).prop_map(Op::Finish),
+            any::<bool>().prop_map(|paused| Op::Low { paused }),
+            Just(Op::Sync),
+        ]
+    }
+
+    const AGENTS: [&str; 3] = ["a", "b", "gpu"];
+
+    /// The scheduler, and each agent's actor, as far as the queue sees.
+    #[derive(Default)]
+    struct World {
+        idle: BTreeMap<String, IdleAgent>,
+        unseen: BTreeSet<String>,
+        seen: u64,
+        notices: VecDeque<(Vec<Assignment>, u64)>,
+        holds: HashMap<String, AttemptRef>,
+    }
+
+    impl World {
+        /// As `SchedulerActor::deliver`: to an agent still idle, else back.
+        fn deliver(&mut self, q: &mut QueueCore, assignments: Vec<Assignment>, now: i64) {
+            for a in assignments {
+                let attempt = AttemptRef::new(a.task.id.clone(), a.task.generation);
+                if self.idle.remove(&a.agent_id).is_some() {
+                    self.unseen.remove(&a.agent_id);
+                    let before = self.holds.insert(a.agent_id.clone(), attempt);
+                    assert!(before.is_none(), "{} given a second task", a.agent_id);
+                } else {
+                    q.release(&attempt, "no longer idle", t(now));
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_agent_is_given_two_tasks_and_none_is_lost(ops in prop::collection::vec(op(), 1..120)) {
+            let mut q = core();
+            let mut w = World::default();
+            let mut now = 0i64;
+            for op in ops {
+                now += 1;
+                match op {
+                    Op::Idle(i) => {
+                        let id = AGENTS[i as usize];
+                        if !w.holds.contains_key(id) && !w.idle.contains_key(id) {
+                            let caps: &[&str] = if i == 2 { &["gpu"] } else { &[] };
+                            w.idle.insert(id.to_string(), IdleAgent::new(id, caps, now));
+                            w.unseen.insert(id.to_string());
+                        }
+                    }
+                    Op::Busy(i) => {
+                        let id = AGENTS[i as usize];
+                        if w.idle.remove(id).is_some() {
+                            w.unseen.remove(id);
+                            q.withdraw(id);
+                        }
+                    }
+                    Op::Claim { all } => {
+                        let offered: Vec<IdleAgent> = w
+                            .idle
+                            .values()
+                            .filter(|a| all || w.unseen.contains(&a.id))
+                            .cloned()
+                            .collect();
+                        w.unseen.clear();
+                        let got = q.claim_offered(offered, all, w.seen, t(now));
+                        w.deliver(&mut q, got, now);
+                    }
+                    Op::Create { gpu, normal } => {
+                        let spec = NewTask {
+                            needed_capabilities: gpu.then(|| vec!["gpu".to_string()]),
+                            priority: Some(if normal { Priority::Normal } else { Priority::Low }),
+                            ..spec("t")
+                        };
+                        created(q.create(spec, t(now)));
+                    }
+                    Op::Deliver => {
+                        if let Some((assignments, upto)) = w.notices.pop_front() {
+                            w.seen = w.seen.max(upto);
+                            w.deliver(&mut q, assignments, now);
+                        }
+                    }
+                    Op::Finish(i) => {
+                        let id = AGENTS[i as usize];
+                        if let Some(attempt) = w.holds.remove(id) {
+                            prop_assert_eq!(q.accept(&attempt, id, t(now)), Verdict::Applied);
+                            prop_assert_eq!(q.complete(&attempt, id, TaskResult::default(), t(now)), Verdict::Applied);
+                        }
+                    }
+                    Op::Low { paused } => {
+                        q.set_lane_paused(Priority::Low, paused);
+                    }
+                    Op::Sync => {
+                        let changes = q.take_deltas();
+                        q.durable(&changes, t(now));
+                    }
+                }
+                // As the queue actor's commit: tasks just queued go to
+                // standing agents, told to the scheduler later.
+                let given = q.assign_standing(t(now));
+                if !given.is_empty() {
+                    w.notices.push_back((given, q.last_gift()));
+                }
+                // Invariants: each task out is held by its agent or on its
+                // way to it; no agent has two.
+                let mut out: HashMap<String, usize> = HashMap::new();
+                for e in q.tasks.values().filter(|e| e.task.status.is_active()) {
+                    let agent = e.task.assigned_to.clone().expect("an agent");
+                    *out.entry(agent.clone()).or_default() += 1;
+                    let attempt = AttemptRef::new(e.task.id.clone(), e.task.generation);
+                    let held = w.holds.get(&agent) == Some(&attempt);
+                    let coming = w.notices.iter().any(|(a, _)| {
+                        a.iter().any(|a| a.task.id == e.task.id && a.agent_id == agent)
+                    });
+                    prop_assert!(held || coming, "task {} out to {} is neither held nor on its way", e.task.id, agent);
+                }
+                prop_assert!(out.values().all(|n| *n <= 1), "an agent has two tasks out: {:?}", out);
+            }
+        }
+    }
+}
