@@ -24,7 +24,8 @@
 //!   at most every 20 ms (the probe agent alone has capability `probe`,
 //!   and not `load`, which every load task needs, so it never takes one;
 //!   each probe waits until the hub shows it idle, so it is idle when the
-//!   probe arrives).
+//!   probe arrives), with the probe's own `201` beside it (what is left
+//!   is the push to the agent).
 //! - `latency`: the same probes with nothing else running.
 //! - `million` (not in the default set): `--million` tasks created in
 //!   batches of 1,000 and taken through their whole lifecycle by the
@@ -357,14 +358,44 @@ fn create_until(hub: &Hub, clients: usize, deadline: Instant, body: &str) -> Cre
     }
 }
 
+/// What the probes measured, in ms: submit → the agent's `assign` frame,
+/// and submit → the create's own `201` (the rest of the first is the push
+/// to the agent).
+struct Probes {
+    assign: Vec<f64>,
+    created: Vec<f64>,
+}
+
+impl Probes {
+    /// "p50 …, p99 …[, max …] (N probes; their 201 p50 …, p99 …)".
+    fn describe(&mut self, with_max: bool) -> String {
+        let max = if with_max {
+            format!(", max {:.1} ms", percentile(&mut self.assign, 1.0))
+        } else {
+            String::new()
+        };
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms{max} ({} probes; their 201 p50 {:.1} ms, p99 {:.1} ms)",
+            percentile(&mut self.assign, 0.5),
+            percentile(&mut self.assign, 0.99),
+            self.assign.len(),
+            percentile(&mut self.created, 0.5),
+            percentile(&mut self.created, 0.99),
+        )
+    }
+}
+
 /// Submit → assign at an idle probe agent, measured by this process's
 /// clock: before the POST to the `assign` frame's arrival.
-fn probe_until(hub: &Hub, deadline: Instant, seen: &Seen) -> Vec<f64> {
+fn probe_until(hub: &Hub, deadline: Instant, seen: &Seen) -> Probes {
     let http: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
-    let mut out = Vec::new();
+    let mut out = Probes {
+        assign: Vec::new(),
+        created: Vec::new(),
+    };
     while Instant::now() < deadline {
         // The probe agent is idle at the hub before each probe: under load
         // its last probe's accept and complete take a durable step each,
@@ -385,11 +416,13 @@ fn probe_until(hub: &Hub, deadline: Instant, seen: &Seen) -> Vec<f64> {
             .expect("POST probe");
         assert_eq!(r.status(), 201);
         let v: Value = r.body_mut().read_json().unwrap();
+        out.created.push(t0.elapsed().as_secs_f64() * 1000.0);
         let id = v["id"].as_str().unwrap().to_string();
         let arrived = wait_until(Duration::from_secs(30), "the probe's assign", || {
             seen.lock().unwrap().remove(&id)
         });
-        out.push(arrived.duration_since(t0).as_secs_f64() * 1000.0);
+        out.assign
+            .push(arrived.duration_since(t0).as_secs_f64() * 1000.0);
         // A probe every 20 ms at most.
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -779,7 +812,7 @@ fn main() {
         let t0 = Instant::now();
         let deadline = t0 + Duration::from_secs_f64(a.seconds);
         let seen = fleet.seen.clone();
-        let (mut probe_ms, mut c) = std::thread::scope(|s| {
+        let (mut probes, mut c) = std::thread::scope(|s| {
             let p = s.spawn(|| probe_until(&hub, deadline, &seen));
             let c = create_until(&hub, a.clients, deadline, &body);
             (p.join().unwrap(), c)
@@ -820,13 +853,7 @@ fn main() {
         );
         row(
             "submit → assign at an idle agent, under that load",
-            format!(
-                "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} probes)",
-                percentile(&mut probe_ms, 0.5),
-                percentile(&mut probe_ms, 0.99),
-                percentile(&mut probe_ms, 1.0),
-                probe_ms.len()
-            ),
+            probes.describe(true),
         );
         row("hub RSS after the run", format!("{:.0} MiB", rss_mib(pid)));
         fleet.stop();
@@ -838,15 +865,10 @@ fn main() {
         let hub = start_hub(root.path());
         let fleet = Fleet::start(&hub, 0);
         let deadline = Instant::now() + Duration::from_secs_f64(a.seconds.min(5.0));
-        let mut probe_ms = probe_until(&hub, deadline, &fleet.seen);
+        let mut probes = probe_until(&hub, deadline, &fleet.seen);
         row(
             "submit → assign at an idle agent, nothing else running",
-            format!(
-                "p50 {:.1} ms, p99 {:.1} ms ({} probes)",
-                percentile(&mut probe_ms, 0.5),
-                percentile(&mut probe_ms, 0.99),
-                probe_ms.len()
-            ),
+            probes.describe(false),
         );
         fleet.stop();
     }
