@@ -254,6 +254,7 @@ impl QueueActor {
         rx
     }
 
+    /// The standing agents' count, for `/metrics`.
     fn count_standing(&self) {
         self.stats
             .agents_standing

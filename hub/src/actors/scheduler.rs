@@ -100,13 +100,14 @@ impl<H> IdleSet<H> {
 
     /// The next claim: the agents it offers, longest idle first — all of
     /// them when due, else those not offered yet. They count as offered.
-    fn offer(&mut self) -> Claim {
+    /// `seen`: the last of the queue's gifts the scheduler has had.
+    fn offer(&mut self, seen: u64) -> Claim {
         let unseen = std::mem::take(&mut self.unseen);
         if std::mem::take(&mut self.all_due) {
             return Claim {
                 agents: self.order.values().map(|(a, _)| a.clone()).collect(),
                 all: true,
-                seen: 0,
+                seen,
             };
         }
         let mut keys: Vec<(Timestamp, &String)> = unseen
@@ -121,7 +122,7 @@ impl<H> IdleSet<H> {
         Claim {
             agents,
             all: false,
-            seen: 0,
+            seen,
         }
     }
 }
@@ -170,8 +171,7 @@ impl SchedulerActor {
             self.dirty = true;
             return;
         }
-        let mut offer = self.idle.offer();
-        offer.seen = self.seen;
+        let offer = self.idle.offer(self.seen);
         // A claim of everyone goes even when nobody is idle: the queue
         // learns that every task queued now was offered (to nobody), so an
         // agent whose attempt ends may take one with its completion.
@@ -514,19 +514,19 @@ mod tests {
         set.insert(IdleAgent::new("b", &[], 20), ());
         set.insert(IdleAgent::new("a", &[], 30), ());
         set.insert(IdleAgent::new("c", &[], 10), ());
-        let first = set.offer();
+        let first = set.offer(0);
         assert_eq!(ids(&first.agents), ["c", "b", "a"], "at the start: all");
         assert!(first.all, "and the claim says so");
         assert!(
-            set.offer().agents.is_empty(),
+            set.offer(0).agents.is_empty(),
             "nothing new: nothing to offer"
         );
         set.insert(IdleAgent::new("d", &[], 5), ());
-        let newly = set.offer();
+        let newly = set.offer(0);
         assert_eq!(ids(&newly.agents), ["d"], "only the newly idle");
         assert!(!newly.all);
         set.want_all();
-        let everyone = set.offer();
+        let everyone = set.offer(0);
         assert_eq!(ids(&everyone.agents), ["d", "c", "b", "a"]);
         assert!(everyone.all);
     }
@@ -536,19 +536,19 @@ mod tests {
         let mut set = IdleSet::new();
         set.insert(IdleAgent::new("a", &["rust"], 10), ());
         set.insert(IdleAgent::new("b", &[], 20), ());
-        set.offer();
+        set.offer(0);
         // Idle again (its capabilities may have changed): offered again,
         // in its new place.
         set.insert(IdleAgent::new("a", &["python"], 30), ());
         set.insert(IdleAgent::new("c", &[], 40), ());
         assert!(set.remove("c").is_some());
         assert!(set.remove("c").is_none());
-        let offered = set.offer().agents;
+        let offered = set.offer(0).agents;
         assert_eq!(ids(&offered), ["a"]);
         assert!(offered[0].capabilities.contains("python"));
         set.want_all();
         assert_eq!(
-            ids(&set.offer().agents),
+            ids(&set.offer(0).agents),
             ["b", "a"],
             "one entry each, by idle time"
         );

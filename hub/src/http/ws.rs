@@ -42,8 +42,9 @@ pub(crate) fn remember_socket(conn: &dyn Any, ext: &mut Extensions) {
 /// yet acknowledged waits for that acknowledgement, and a sidecar that
 /// has nothing to send back delays it (Linux: up to 40 ms). Measured: one
 /// `assign` in five at an idle agent pushed 20–25 ms late. Only the
-/// WebSocket: on the HTTP connections Nagle costs nothing measurable and
-/// turning it off there cost ~12 % of the creates (docs/benchmarks.md).
+/// WebSocket: turning it off on every connection cost 11–16 % of the
+/// lifecycles, on the WebSocket alone nothing measurable
+/// (docs/benchmarks.md, decision 0018).
 #[allow(unsafe_code)]
 fn send_frames_at_once(req: &HttpRequest) {
     let Some(Socket(fd)) = req.conn_data::<Socket>() else {
