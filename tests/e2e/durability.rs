@@ -16,13 +16,23 @@ fn every_acknowledged_create_survives_kill_9() {
     for cycle in 0..5 {
         let acked = Arc::new(Mutex::new(Vec::<String>::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let writers: Vec<_> = (0..4)
+        // Writer 0 kills the hub the moment it has an answer once this is
+        // set: its last acknowledged task was answered microseconds
+        // before, so it must have been durable when it was answered.
+        let kill = Arc::new(AtomicBool::new(false));
+        let pid = nix::unistd::Pid::from_raw(hub.pid().expect("the hub runs") as i32);
+        // Writers 0–3 create; writer 4 repeats one create with the same
+        // idempotency key, which after the first changes nothing: a reply
+        // that waits its turn behind the creates' groups and must not
+        // overtake them (decision 0019).
+        let writers: Vec<_> = (0..5)
             .map(|w| {
-                let (url, token, acked, stop) = (
+                let (url, token, acked, stop, kill) = (
                     hub.url.clone(),
                     hub.token.clone(),
                     acked.clone(),
                     stop.clone(),
+                    kill.clone(),
                 );
                 std::thread::spawn(move || {
                     let http: ureq::Agent = ureq::Agent::config_builder()
@@ -33,18 +43,30 @@ fn every_acknowledged_create_survives_kill_9() {
                     let mut n = 0;
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
-                        let body = json!({ "title": format!("c{cycle}-w{w}-{n}") });
+                        let body = if w == 4 {
+                            json!({ "title": "again", "idempotency_key": format!("again-{cycle}") })
+                        } else {
+                            json!({ "title": format!("c{cycle}-w{w}-{n}") })
+                        };
                         match http
                             .post(format!("{url}/api/tasks"))
                             .header("Authorization", format!("Bearer {token}"))
                             .send_json(&body)
                         {
-                            Ok(mut r) if r.status() == 201 => {
+                            Ok(mut r) if r.status() == 201 || (w == 4 && r.status() == 200) => {
                                 let v: serde_json::Value = r.body_mut().read_json().unwrap();
                                 acked
                                     .lock()
                                     .unwrap()
                                     .push(v["id"].as_str().unwrap().to_string());
+                                if w == 0 && kill.load(Ordering::Relaxed) {
+                                    // Our child, not yet reaped: the pid is still its.
+                                    let _ = nix::sys::signal::kill(
+                                        pid,
+                                        nix::sys::signal::Signal::SIGKILL,
+                                    );
+                                    stop.store(true, Ordering::Relaxed);
+                                }
                             }
                             // The hub died mid-request: not acknowledged, may or may not
                             // exist. A short pause before trying again (pacing, not waiting
@@ -58,18 +80,18 @@ fn every_acknowledged_create_survives_kill_9() {
         // Let writes flow until some are acknowledged (a different number
         // each cycle, so the kill lands at a different point; the wait
         // fails the test if none are), then kill the hub in the middle of
-        // them: the writers are still sending.
+        // them, right after an answer: the writers are still sending.
         let flowing = 20 + 15 * cycle;
         wait_until(
             Duration::from_secs(20),
             &format!("cycle {cycle}: {flowing} acknowledged creates"),
             || (acked.lock().unwrap().len() >= flowing).then_some(()),
         );
-        hub.kill9();
-        stop.store(true, Ordering::Relaxed);
+        kill.store(true, Ordering::Relaxed);
         for w in writers {
             w.join().unwrap();
         }
+        hub.kill9(); // reaps it (writer 0 killed it)
         let got = acked.lock().unwrap().clone();
         acknowledged.extend(got);
         hub.restart();
