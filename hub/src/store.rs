@@ -288,14 +288,6 @@ impl Store {
         Ok(())
     }
 
-    /// Whether two syncs may run at once: with sled each makes durable
-    /// everything written before it began (sled's flush, then an
-    /// `fdatasync` of the whole file); PostgreSQL's commits the one
-    /// transaction open since the last, so they must not overlap.
-    pub(crate) fn syncs_overlap(&self) -> bool {
-        matches!(self.engine, Engine::Sled { .. })
-    }
-
     /// The store answers (for `/healthz`).
     pub fn ping(&self) -> Result<(), StoreError> {
         match &self.engine {

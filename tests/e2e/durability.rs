@@ -24,7 +24,7 @@ fn every_acknowledged_create_survives_kill_9() {
         // Writers 0–3 create; writer 4 repeats one create with the same
         // idempotency key, which after the first changes nothing: a reply
         // that waits its turn behind the creates' groups and must not
-        // overtake them (decision 0019).
+        // overtake them.
         let writers: Vec<_> = (0..5)
             .map(|w| {
                 let (url, token, acked, stop, kill) = (

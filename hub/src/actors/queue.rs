@@ -5,9 +5,7 @@
 //! a group commit: a command mutates the core at once (so the next command
 //! sees it), its changes join the pending group, and its reply waits until
 //! that group is written and synced on a blocking thread. While one group
-//! is written, the next one collects; so concurrent writers share a write
-//! and a flush. With sled a group written while the last one still syncs
-//! starts a sync of its own (at most two run; decision 0019).
+//! syncs, the next one collects; so concurrent writers share a flush.
 //! Every reply — a verdict that changed nothing included — is sent only
 //! after everything staged before it is durable, so nothing the hub says
 //! or does (a 201, an `ack`, an `assign`) runs ahead of the disk.
@@ -56,10 +54,7 @@ use crate::domain::repo::RepoConfig;
 use crate::events::EventBus;
 use crate::stats::Stats;
 use crate::store::{Purge, Store};
-
-mod syncs;
 use crate::views::{ChangeView, RepoView, TaskView};
-use syncs::Syncs;
 
 type Durable = oneshot::Receiver<Result<(), String>>;
 
@@ -176,8 +171,8 @@ pub struct QueueActor {
     writing: bool,
     /// Groups written and waiting for a sync, oldest first.
     written: Vec<Written>,
-    /// The syncs running (stage 2), with the groups each makes durable.
-    syncing: Syncs<Written>,
+    /// A sync runs (stage 2).
+    syncing: bool,
     promotion: Option<(Timestamp, SpawnHandle)>,
     /// A `Kick` was sent and no claim has come since.
     kick_open: bool,
@@ -196,7 +191,6 @@ impl QueueActor {
         links: QueueLinks,
         retention: Retention,
     ) -> Self {
-        let max_syncs = if store.syncs_overlap() { 2 } else { 1 };
         QueueActor {
             core,
             changes,
@@ -213,7 +207,7 @@ impl QueueActor {
             pending: Group::default(),
             writing: false,
             written: Vec::new(),
-            syncing: Syncs::new(max_syncs),
+            syncing: false,
             promotion: None,
             kick_open: false,
         }
@@ -246,7 +240,7 @@ impl QueueActor {
         if changes.is_empty()
             && change_deltas.is_empty()
             && !self.writing
-            && self.syncing.is_empty()
+            && !self.syncing
             && self.written.is_empty()
             && self.pending.is_empty()
         {
@@ -328,10 +322,9 @@ impl QueueActor {
     }
 
     /// Move the group commit on: write the pending group if no group is
-    /// being written, and make the written groups durable if fewer syncs
-    /// run than may. The two stages overlap (the next group is written
-    /// while the last one syncs), and groups finish in the order they were
-    /// staged.
+    /// being written, and make the written groups durable if no sync runs.
+    /// The two stages overlap (the next group is written while the last
+    /// one syncs), and groups finish in the order they were staged.
     fn sync_next(&mut self, ctx: &mut Context<Self>) {
         if !self.pending.is_empty() {
             self.pending.staged_at.get_or_insert_with(Instant::now);
@@ -421,50 +414,41 @@ impl QueueActor {
     }
 
     /// Stage 2: make every group written so far durable with one sync, on
-    /// a blocking thread, then finish them in order. With sled a second
-    /// sync may start while one runs (the disk overlaps them); a sync
-    /// makes durable everything written before it began, so the one that
-    /// returns first finishes every group before it too, in order.
+    /// a blocking thread, then finish them in order.
     fn start_sync(&mut self, ctx: &mut Context<Self>) {
-        let any = self.written.iter().any(|g| g.wrote);
-        if self.written.is_empty() || !self.syncing.can_start(any) {
+        if self.syncing || self.written.is_empty() {
             return;
         }
+        self.syncing = true;
         let groups = std::mem::take(&mut self.written);
-        let number = self.syncing.start(groups);
+        let any = groups.iter().any(|g| g.wrote);
         let store = self.store.clone();
         let work = actix_rt::task::spawn_blocking(move || {
             let started = Instant::now();
             let res = if any { store.sync() } else { Ok(()) };
-            (res, started.elapsed())
+            (res, started.elapsed(), groups)
         });
-        ctx.spawn(
-            work.into_actor(self)
-                .map(move |joined, act, ctx| match joined {
-                    Ok((Ok(()), took)) => {
-                        if any {
-                            act.stats.store_syncs.inc();
-                            act.stats.store_sync_time.observe(took.as_secs_f64());
-                        }
-                        for g in act.syncing.done(number) {
-                            act.finish(g, ctx);
-                        }
-                        act.schedule_promotion(ctx);
-                        act.sync_next(ctx);
+        ctx.spawn(work.into_actor(self).map(move |joined, act, ctx| {
+            act.syncing = false;
+            match joined {
+                Ok((Ok(()), took, groups)) => {
+                    if any {
+                        act.stats.store_syncs.inc();
+                        act.stats.store_sync_time.observe(took.as_secs_f64());
                     }
-                    Ok((Err(e), _)) => fatal(&e.to_string(), act.waiters_of_syncs()),
-                    Err(e) => fatal(&format!("sync thread failed: {e}"), act.waiters_of_syncs()),
-                }),
-        );
-    }
-
-    /// Everyone waiting on a running sync (told why the hub exits).
-    fn waiters_of_syncs(&mut self) -> Vec<oneshot::Sender<Result<(), String>>> {
-        self.syncing
-            .take_all()
-            .into_iter()
-            .flat_map(|g| g.waiters)
-            .collect()
+                    for g in groups {
+                        act.finish(g, ctx);
+                    }
+                    act.schedule_promotion(ctx);
+                    act.sync_next(ctx);
+                }
+                Ok((Err(e), _, groups)) => fatal(
+                    &e.to_string(),
+                    groups.into_iter().flat_map(|g| g.waiters).collect(),
+                ),
+                Err(e) => fatal(&format!("sync thread failed: {e}"), vec![]),
+            }
+        }));
     }
 
     /// A group is durable: tell the world, carry out its effects, answer
