@@ -33,6 +33,11 @@
 //!   again) timed to serving, its RSS after, and retention at 0 days
 //!   deleting them all, with the store size after.
 //!
+//! `--peers` first runs `bench/peers/run.sh` (BullMQ on Redis) with the
+//! same window and prints every figure as a ratio to its figures too,
+//! unless `--bullmq-*` give them: BullMQ's figures move within an hour on
+//! this machine, so a ratio holds only for runs minutes apart.
+//!
 //! Prints a Markdown table for docs/benchmarks.md. `AGENTCOM_*` variables
 //! are passed to the hub.
 
@@ -57,6 +62,8 @@ struct Args {
     bullmq_lifecycles: Option<f64>,
     /// BullMQ's creates while its workers consume (`bench/peers`).
     bullmq_consuming: Option<f64>,
+    /// Run `bench/peers/run.sh` first, for the BullMQ figures not given.
+    peers: bool,
     million: usize,
 }
 
@@ -72,6 +79,7 @@ fn args() -> Args {
         bullmq_creates: None,
         bullmq_lifecycles: None,
         bullmq_consuming: None,
+        peers: false,
         million: 1_000_000,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -86,6 +94,11 @@ fn args() -> Args {
             v(i).parse()
                 .unwrap_or_else(|_| panic!("{} needs a number", argv[i]))
         };
+        if argv[i] == "--peers" {
+            a.peers = true;
+            i += 1;
+            continue;
+        }
         match argv[i].as_str() {
             "--clients" => a.clients = n(i) as usize,
             "--agents" => a.agents = n(i) as usize,
@@ -100,7 +113,7 @@ fn args() -> Args {
                 println!(
                     "agentcom-loadgen [--phases raw,creates,consume,latency] [--clients 64] [--agents 200]\n\
                      \x20                [--seconds 10] [--body-bytes 500] [--bullmq-creates N] [--bullmq-lifecycles N]\n\
-                     \x20                [--bullmq-consuming N]\n\
+                     \x20                [--bullmq-consuming N] [--peers]\n\
                      \x20                [--phases million --million 1000000]"
                 );
                 std::process::exit(0);
@@ -110,6 +123,37 @@ fn args() -> Args {
         i += 2;
     }
     a
+}
+
+/// `--peers`: BullMQ's figures (creates, lifecycles, creates while its
+/// workers consume), measured now by `bench/peers/run.sh` with the same
+/// window. On this machine BullMQ's figures move 1.6× within an evening
+/// (docs/benchmarks.md), so a ratio to them holds only for a run
+/// minutes apart.
+fn measure_peers(seconds: f64) -> (f64, f64, f64) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/peers/run.sh");
+    eprintln!("peers: BullMQ on Redis, {script}…");
+    let out = std::process::Command::new(script)
+        .args(["--seconds", &seconds.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("{script} could not run: {e}"));
+    assert!(out.status.success(), "{script} failed: {}", out.status);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let figure = |label: &str| -> f64 {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {label}")))
+            .and_then(|l| l.split('|').nth(2))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|n| n.replace(',', "").parse().ok())
+            .unwrap_or_else(|| panic!("no {label:?} in the output of {script}:\n{table}"))
+    };
+    (
+        figure("durable creates/s, create only"),
+        figure("full lifecycles/s"),
+        figure("durable creates/s while the workers consume"),
+    )
 }
 
 fn percentile(v: &mut [f64], q: f64) -> f64 {
@@ -717,7 +761,7 @@ fn million(a: &Args, body: &str, row: &mut impl FnMut(&str, String)) {
 }
 
 fn main() {
-    let a = args();
+    let mut a = args();
     let phase = |p: &str| a.phases.iter().any(|x| x == p);
     let profile = if std::env::current_exe()
         .unwrap()
@@ -735,6 +779,16 @@ fn main() {
         rows.push((k.to_string(), v));
     };
     let (mut raw_writes, mut raw_tasks) = (f64::NAN, f64::NAN);
+    if a.peers {
+        let (creates, lifecycles, consuming) = measure_peers(a.seconds);
+        row(
+            "BullMQ just before (bench/peers/run.sh): creates/s, lifecycles/s, creates/s while consuming",
+            format!("{creates:.0}, {lifecycles:.0}, {consuming:.0}"),
+        );
+        a.bullmq_creates.get_or_insert(creates);
+        a.bullmq_lifecycles.get_or_insert(lifecycles);
+        a.bullmq_consuming.get_or_insert(consuming);
+    }
 
     if phase("raw") {
         eprintln!("raw: the store's own limit…");
