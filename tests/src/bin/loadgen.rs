@@ -94,12 +94,13 @@ fn args() -> Args {
             v(i).parse()
                 .unwrap_or_else(|_| panic!("{} needs a number", argv[i]))
         };
-        if argv[i] == "--peers" {
-            a.peers = true;
-            i += 1;
-            continue;
-        }
         match argv[i].as_str() {
+            "--peers" => {
+                // A flag: no value follows.
+                a.peers = true;
+                i += 1;
+                continue;
+            }
             "--clients" => a.clients = n(i) as usize,
             "--agents" => a.agents = n(i) as usize,
             "--seconds" => a.seconds = n(i),
