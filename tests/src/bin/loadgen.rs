@@ -10,12 +10,15 @@
 //!   flush and an `fdatasync` of the data file per group, as the hub's
 //!   `Store::sync`): durable writes/s of one ~task-sized value, and tasks/s
 //!   when each task is 4 durable writes in a row (create, assign, accept,
-//!   complete).
+//!   complete); and the CPU it took, in µs a durable write.
 //! - `creates`: `--clients` keep-alive HTTP clients create tasks for
 //!   `--seconds`, no agent consuming: creates/s (each 201 after its task
 //!   is durable) and the latency of one create. The clients are futures
 //!   on one thread (awc), so the load generator takes as little of the
 //!   two cores as it can; its CPU share is printed beside the figure.
+//!   From the hub's and the clients' CPU a create: the cores' ceiling, the
+//!   most creates/s these cores could give at that cost were latency no
+//!   limit (more clients approach it), as a ratio to the raw limit.
 //! - `consume`: the same clients while `--agents` agents consume — the
 //!   real WebSocket protocol, each accepting and completing every
 //!   assignment at once, all in one `agentcom-swarm agents` process —:
@@ -25,7 +28,8 @@
 //!   and not `load`, which every load task needs, so it never takes one;
 //!   each probe waits until the hub shows it idle, so it is idle when the
 //!   probe arrives), with the probe's own `201` beside it (what is left
-//!   is the push to the agent).
+//!   is the push to the agent); and the cores' ceiling for lifecycles, as
+//!   for creates.
 //! - `latency`: the same probes with nothing else running.
 //! - `million` (not in the default set): `--million` tasks created in
 //!   batches of 1,000 and taken through their whole lifecycle by the
@@ -183,6 +187,14 @@ fn cpu_s(pid: u32) -> f64 {
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// What these cores could do at `rate` when it costs `cpu` cores (the
+/// hub's and the load generator's together), were latency no limit: the
+/// most that more clients could reach on this machine at this cost.
+fn ceiling(rate: f64, cpu: f64) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    cores * rate / cpu
 }
 
 // ----- the store's own limit ----------------------------------------------------------
@@ -793,13 +805,17 @@ fn main() {
 
     if phase("raw") {
         eprintln!("raw: the store's own limit…");
+        let own0 = cpu_s(std::process::id());
         let (w, per_sync) = raw_limit(a.clients, a.seconds, 1, a.body_bytes + 300);
+        let own = (cpu_s(std::process::id()) - own0) / a.seconds;
         raw_writes = w;
         row(
             "raw sled group commit + fdatasync, durable writes/s",
             format!(
-                "{w:.0} ({} producers, {per_sync:.0} writes per sync)",
-                a.clients
+                "{w:.0} ({} producers, {per_sync:.0} writes per sync; CPU {:.0} %, {:.0} µs a write)",
+                a.clients,
+                100.0 * own,
+                1e6 * own / w
             ),
         );
         let (t, per_sync) = raw_limit(a.clients, a.seconds, 4, a.body_bytes + 300);
@@ -836,6 +852,7 @@ fn main() {
         let group = commit_rate(commits0, commits(&hub), c.elapsed);
         let per_s = c.count as f64 / c.elapsed;
         creates_only = per_s;
+        let (hub_cpu, own) = ((cpu_s(pid) - cpu0) / c.elapsed, own / c.elapsed);
         row(
             "durable creates/s, create only",
             format!(
@@ -844,8 +861,19 @@ fn main() {
                 vs(per_s, a.bullmq_creates),
                 percentile(&mut c.latency_ms, 0.5),
                 percentile(&mut c.latency_ms, 0.99),
-                100.0 * (cpu_s(pid) - cpu0) / c.elapsed,
-                100.0 * own / c.elapsed
+                100.0 * hub_cpu,
+                100.0 * own
+            ),
+        );
+        let top = ceiling(per_s, hub_cpu + own);
+        row(
+            "the cores' ceiling for creates at this CPU cost",
+            format!(
+                "{top:.0}/s{}{} ({:.0} µs of the hub's CPU a create, {:.0} µs of the clients')",
+                ratio(top, raw_writes),
+                vs(top, a.bullmq_creates),
+                1e6 * hub_cpu / per_s,
+                1e6 * own / per_s
             ),
         );
         row(
@@ -904,6 +932,17 @@ fn main() {
                 vs(lifecycles, a.bullmq_lifecycles),
                 100.0 * cpu / window,
                 100.0 * own / window
+            ),
+        );
+        let top = ceiling(lifecycles, (cpu + own) / window);
+        row(
+            "the cores' ceiling for lifecycles at this CPU cost",
+            format!(
+                "{top:.0}/s{}{} ({:.0} µs of the hub's CPU a lifecycle with its create, {:.0} µs of the clients' and agents')",
+                ratio(top, raw_tasks),
+                vs(top, a.bullmq_lifecycles),
+                1e6 * cpu / done.max(1) as f64,
+                1e6 * own / done.max(1) as f64
             ),
         );
         row(
