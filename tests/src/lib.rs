@@ -14,11 +14,14 @@
 //! - [`wire`]: raw HTTP over a socket (half-sent requests, exact headers).
 //! - [`browser`]: headless Chromium over the DevTools protocol.
 //! - [`webhook`]: an HTTP receiver for the hub's alert webhooks.
+//! - [`group_commit`]: a store engine's own limit (the benchmarks' raw
+//!   figures), for any engine.
 //! - [`wait_until`]: polling with a deadline.
 
 pub mod browser;
 pub mod chaos;
 pub mod fakehub;
+pub mod group_commit;
 pub mod hub;
 pub mod pg;
 pub mod procs;

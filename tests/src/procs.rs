@@ -154,3 +154,15 @@ impl Drop for Proc {
         self.kill9();
     }
 }
+
+/// CPU seconds (user and system, all threads) a process has used, from
+/// /proc (which counts in USER_HZ, fixed at 100 for user space).
+pub fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // utime and stime are fields 14 and 15, after the ")" that ends the
+    // command name.
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}

@@ -47,11 +47,13 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agentcom_tests::group_commit;
 use agentcom_tests::hub::Hub;
+use agentcom_tests::procs::cpu_s;
 use agentcom_tests::raw::RawSidecar;
 use agentcom_tests::{poll_until, wait_until};
 use serde_json::{json, Value};
@@ -180,15 +182,6 @@ fn rss_mib(pid: u32) -> f64 {
     kb / 1024.0
 }
 
-/// CPU seconds (user + system) a process has used.
-fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// What these cores could do at `rate` when it costs `cpu` cores (the
 /// hub's and the load generator's together), were latency no limit: the
 /// most that more clients could reach on this machine at this cost.
@@ -199,108 +192,18 @@ fn ceiling(rate: f64, cpu: f64) -> f64 {
 
 // ----- the store's own limit ----------------------------------------------------------
 
-/// One producer's write, waiting for its group to be durable.
-type Pending = (Vec<u8>, Vec<u8>, mpsc::Sender<()>);
-
-/// The queue of a group committer: producers queue a write and wait; the
-/// committer takes all that is queued, applies it as one batch, flushes
-/// and `fdatasync`s the data file, and answers them.
-struct RawQueue {
-    queue: Mutex<Vec<Pending>>,
-    ready: Condvar,
-    stop: AtomicBool,
-    syncs: AtomicU64,
-}
-
-/// Sled as the hub opens it, written by `clients` producers through a
-/// group committer for `seconds`, each item `writes_per_item` durable
-/// writes in a row of a `value_bytes` value: items/s and writes per sync.
+/// Sled as the hub opens it ([`group_commit::sled`]), written by
+/// `clients` producers through a group committer for `seconds`, each item
+/// `writes_per_item` durable writes in a row of a `value_bytes` value.
 fn raw_limit(
     clients: usize,
     seconds: f64,
     writes_per_item: usize,
     value_bytes: usize,
-) -> (f64, f64) {
+) -> group_commit::Limit {
     let dir = tempfile::tempdir().unwrap();
-    let sled_dir = dir.path().join("sled");
-    let db = sled::Config::new()
-        .path(&sled_dir)
-        .cache_capacity(64 * 1024 * 1024)
-        .segment_size(2 * 1024 * 1024)
-        .flush_every_ms(None)
-        .open()
-        .unwrap();
-    let tree = db.open_tree("tasks").unwrap();
-    let data = std::fs::File::open(sled_dir.join("db")).unwrap();
-    let raw = Arc::new(RawQueue {
-        queue: Mutex::new(Vec::new()),
-        ready: Condvar::new(),
-        stop: AtomicBool::new(false),
-        syncs: AtomicU64::new(0),
-    });
-    let committer = {
-        let (raw, db, tree) = (raw.clone(), db.clone(), tree.clone());
-        std::thread::spawn(move || loop {
-            let group: Vec<Pending> = {
-                let mut q = raw.queue.lock().unwrap();
-                while q.is_empty() && !raw.stop.load(Ordering::Relaxed) {
-                    q = raw
-                        .ready
-                        .wait_timeout(q, Duration::from_millis(50))
-                        .unwrap()
-                        .0;
-                }
-                if q.is_empty() {
-                    return;
-                }
-                std::mem::take(&mut *q)
-            };
-            let mut batch = sled::Batch::default();
-            for (k, v, _) in &group {
-                batch.insert(k.as_slice(), v.as_slice());
-            }
-            tree.apply_batch(batch).unwrap();
-            db.flush().unwrap();
-            data.sync_data().unwrap();
-            raw.syncs.fetch_add(1, Ordering::Relaxed);
-            for (_, _, done) in group {
-                let _ = done.send(());
-            }
-        })
-    };
-    let value = vec![b'x'; value_bytes];
-    let items = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(seconds);
-    let producers: Vec<_> = (0..clients)
-        .map(|c| {
-            let (raw, items, value) = (raw.clone(), items.clone(), value.clone());
-            std::thread::spawn(move || {
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    for w in 0..writes_per_item {
-                        let (tx, rx) = mpsc::channel();
-                        let key = format!("t/{c:04}-{n:012}-{w}").into_bytes();
-                        raw.queue.lock().unwrap().push((key, value.clone(), tx));
-                        raw.ready.notify_one();
-                        rx.recv().unwrap();
-                    }
-                    n += 1;
-                    items.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for p in producers {
-        p.join().unwrap();
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    raw.stop.store(true, Ordering::Relaxed);
-    raw.ready.notify_all();
-    committer.join().unwrap();
-    let done = items.load(Ordering::Relaxed) as f64;
-    let per_sync = done * writes_per_item as f64 / raw.syncs.load(Ordering::Relaxed).max(1) as f64;
-    (done / elapsed, per_sync)
+    let commit = group_commit::sled(dir.path());
+    group_commit::measure(clients, seconds, writes_per_item, value_bytes, commit)
 }
 
 // ----- the hub ------------------------------------------------------------------------
@@ -805,24 +708,27 @@ fn main() {
 
     if phase("raw") {
         eprintln!("raw: the store's own limit…");
-        let own0 = cpu_s(std::process::id());
-        let (w, per_sync) = raw_limit(a.clients, a.seconds, 1, a.body_bytes + 300);
-        let own = (cpu_s(std::process::id()) - own0) / a.seconds;
-        raw_writes = w;
+        let one = raw_limit(a.clients, a.seconds, 1, a.body_bytes + 300);
+        raw_writes = one.items_per_s;
         row(
             "raw sled group commit + fdatasync, durable writes/s",
             format!(
-                "{w:.0} ({} producers, {per_sync:.0} writes per sync; CPU {:.0} %, {:.0} µs a write)",
+                "{:.0} ({} producers, {:.0} writes per sync; CPU {:.0} %, {:.0} µs a write)",
+                one.items_per_s,
                 a.clients,
-                100.0 * own,
-                1e6 * own / w
+                one.writes_per_sync,
+                100.0 * one.cpu,
+                one.cpu_us_per_write
             ),
         );
-        let (t, per_sync) = raw_limit(a.clients, a.seconds, 4, a.body_bytes + 300);
-        raw_tasks = t;
+        let four = raw_limit(a.clients, a.seconds, 4, a.body_bytes + 300);
+        raw_tasks = four.items_per_s;
         row(
             "raw limit, tasks/s at 4 durable writes each",
-            format!("{t:.0} ({per_sync:.0} writes per sync)"),
+            format!(
+                "{:.0} ({:.0} writes per sync)",
+                four.items_per_s, four.writes_per_sync
+            ),
         );
     }
     let ratio = |v: f64, limit: f64| {

@@ -80,25 +80,10 @@ fn usage(pid: u32) -> Usage {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     };
-    // utime and stime are fields 14 and 15, after the ")" that ends the
-    // command name.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let ticks: f64 = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|n| n.parse::<f64>().ok())
-                .sum()
-        })
-        .unwrap_or(0.0);
-    // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
-    let hz = 100.0;
     Usage {
         rss_kib: field("VmRSS:"),
         anon_kib: field("RssAnon:"),
-        cpu_s: ticks / hz,
+        cpu_s: agentcom_tests::procs::cpu_s(pid),
     }
 }
 
