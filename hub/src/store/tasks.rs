@@ -722,6 +722,15 @@ impl Store {
 
     /// A page of tasks, newest first, after `cursor` (an id), of one
     /// status or all. `more` says whether another page follows.
+    ///
+    /// A page of every status merges the live records (`l/`) with the
+    /// finished ones (`t/`). The two walks are not a snapshot: a task that
+    /// finishes meanwhile leaves `l/` for `t/`, and could leave `l/` before
+    /// that walk reached it for a place in `t/` the other walk had passed.
+    /// So the live ids the page can hold (`limit` + 1 that `wanted` takes)
+    /// are all read before the walk of `t/` begins: a task that finishes
+    /// after its id was read is read where it is now, and one that
+    /// finished before is in `t/` when that walk comes to it.
     pub(crate) fn page(
         &self,
         status: Option<TaskStatus>,
@@ -759,7 +768,22 @@ impl Store {
                             .rev()
                             .map(|kv| kv.map(|(k, _)| k.to_vec()))
                     };
-                    Box::new(NewestFirst::new(scan("l/"), scan("t/")).map(|k| {
+                    // Each live id the page can show, read now: with no
+                    // status asked, every one `wanted` takes is shown (or
+                    // was, from `t/`), so `limit` + 1 of them are enough;
+                    // a live status would filter them later, so then all
+                    // are read (callers ask the view for those instead).
+                    let mut live = Vec::new();
+                    for k in scan("l/") {
+                        let k = k?;
+                        if wanted(&String::from_utf8_lossy(&k[2..])) {
+                            live.push(Ok(k));
+                            if status.is_none() && live.len() > limit {
+                                break;
+                            }
+                        }
+                    }
+                    Box::new(NewestFirst::new(live.into_iter(), scan("t/")).map(|k| {
                         let k = k?;
                         Ok((String::from_utf8_lossy(&k[2..]).into_owned(), k))
                     }))
@@ -1003,6 +1027,43 @@ mod tests {
             let ids: Vec<&str> = page.iter().map(|t| t.task.id.as_str()).collect();
             assert_eq!(ids, [newer.as_str(), older.as_str()], "each task once");
             assert_eq!(page[1].task.status, TaskStatus::Cancelled);
+        });
+    }
+
+    #[test]
+    fn a_live_task_that_finishes_while_a_page_is_read_is_not_missed() {
+        crate::store::each_engine("page-miss", |open| {
+            let mut q = QueueCore::new(QueueSettings::default());
+            let oldest = create(&mut q, "oldest", None, 0);
+            // Enough newer live tasks that a walk of `l/` reads more than
+            // one of the engine's pages before it reaches `oldest`.
+            let newer: Vec<String> = (1..=300)
+                .map(|i| create(&mut q, &format!("newer {i}"), None, i))
+                .collect();
+            let s = open();
+            s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+            s.sync().unwrap();
+            // `oldest` finishes as the page asks about the first task it
+            // would show: its record leaves `l/` for `t/`, where a walk
+            // is already past it (no finished task is newer), as a group
+            // written while a list is served does.
+            let mut moved = false;
+            let (page, more) = s
+                .page(None, None, 1000, Fields::default(), |_| {
+                    if !moved {
+                        moved = true;
+                        q.cancel(&oldest, "test", now(400)).unwrap();
+                        s.write_tasks(&q.take_deltas(), &[], None).unwrap();
+                    }
+                    true
+                })
+                .unwrap();
+            assert!(moved);
+            assert!(!more);
+            assert_eq!(page.len(), 301, "no task missed, none twice");
+            assert_eq!(page[0].task.id, newer[299]);
+            assert_eq!(page[300].task.id, oldest);
+            assert_eq!(page[300].task.status, TaskStatus::Cancelled);
         });
     }
 
