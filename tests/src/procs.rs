@@ -1,5 +1,6 @@
 //! Processes: the binaries under test (built once per test binary), free
-//! ports, child processes that die with the test, and `sh` scripts.
+//! ports, child processes that die with the test, `sh` scripts, and the
+//! CPU time a process has used (for the benchmark programs).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

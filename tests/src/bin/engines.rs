@@ -28,6 +28,29 @@
 use std::path::Path;
 
 use agentcom_tests::group_commit::{self, Limit, Write};
+use clap::Parser;
+
+/// The raw group-commit limit of sled, fjall and redb on this machine.
+#[derive(Parser, Debug)]
+#[command(name = "agentcom-engines")]
+struct Args {
+    /// Each figure's window, in seconds.
+    #[arg(long, default_value_t = 6.0, value_parser = positive)]
+    seconds: f64,
+    /// Producer threads, each waiting for its write to be durable.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    producers: u64,
+    /// Rounds; the engines alternate within each.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
+}
+
+fn positive(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("{v:?} is not a number of seconds above 0")),
+    }
+}
 
 /// An engine's group commit: every write durable on return.
 type Commit = Box<dyn FnMut(&[Write]) + Send>;
@@ -76,22 +99,12 @@ fn redb_commit(dir: &Path) -> Commit {
 }
 
 fn main() {
-    let (mut seconds, mut producers, mut rounds) = (6.0, 64, 2);
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        match (
-            pair[0].as_str(),
-            pair.get(1).and_then(|v| v.parse::<f64>().ok()),
-        ) {
-            ("--seconds", Some(v)) if v > 0.0 => seconds = v,
-            ("--producers", Some(v)) if v >= 1.0 => producers = v as usize,
-            ("--rounds", Some(v)) if v >= 1.0 => rounds = v as usize,
-            _ => {
-                eprintln!("agentcom-engines [--seconds 6] [--producers 64] [--rounds 2]");
-                std::process::exit(2);
-            }
-        }
-    }
+    let Args {
+        seconds,
+        producers,
+        rounds,
+    } = Args::parse();
+    let producers = producers as usize;
     let engines: [(&str, Open); 3] = [
         ("sled", sled_commit),
         ("fjall", fjall_commit),
